@@ -1,0 +1,43 @@
+//! A flow that misbehaves on request, to prove the host contains it. After `started` it asks
+//! for a digit; then:
+//! 1 loops forever, 2 grows memory without bound, 3 panics (a trap), 4 returns a flow error,
+//! 5 returns an action the host must refuse (an empty queue name), anything else is echoed
+//! back with another gather. `hangup` ends cleanly.
+
+use switchboard_sdk::prelude::*;
+
+switchboard_sdk::export_flow!(Chaos);
+
+/// Counts the steps it survived.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub struct Chaos {
+    steps: u32,
+}
+
+impl Flow for Chaos {
+    fn handle(&mut self, _cx: &mut Context<'_>, event: Event) -> Result<Vec<Action>, FlowError> {
+        self.steps += 1;
+        let ask = Action::gather(Gather::digits(1).say("Chaos flow: pick a fault."));
+        match event {
+            Event::Started => Ok(vec![Action::say("Chaos flow ready."), ask]),
+            Event::Input(input) => match input.digits.as_str() {
+                "1" => loop {
+                    std::hint::black_box(&mut self.steps);
+                },
+                "2" => {
+                    let mut hoard: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        hoard.push(vec![1u8; 1 << 20]);
+                        std::hint::black_box(&hoard);
+                    }
+                }
+                "3" => panic!("chaos flow asked to trap"),
+                "4" => Err(FlowError::Internal("chaos flow asked to fail".into())),
+                "5" => Ok(vec![Action::enqueue("")]),
+                other => Ok(vec![Action::say(&format!("You pressed {other}. Step {}.", self.steps)), ask]),
+            },
+            Event::Hangup => Ok(vec![Action::End]),
+            _ => Ok(vec![ask]),
+        }
+    }
+}
