@@ -1,0 +1,94 @@
+//! Every API error is JSON: `{"error": {"code": "...", "message": "..."}}`, where the code is
+//! stable for programs and the message says what to do next.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::customers::CustomersError;
+use crate::flows::FlowsError;
+use crate::sessions::ContactError;
+use crate::store::StoreError;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with a status, a stable code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+    }
+}
+
+impl From<FlowsError> for ApiError {
+    fn from(e: FlowsError) -> Self {
+        let (status, code) = match &e {
+            FlowsError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "deploy_rejected"),
+            FlowsError::BadName(_) => (StatusCode::BAD_REQUEST, "invalid_flow_name"),
+            FlowsError::UnknownFlow(_) => (StatusCode::NOT_FOUND, "unknown_flow"),
+            FlowsError::UnknownVersion { .. } => (StatusCode::NOT_FOUND, "unknown_version"),
+            FlowsError::BadEntryPoint(_) => (StatusCode::BAD_REQUEST, "invalid_entry_point"),
+            FlowsError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            FlowsError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "component_storage"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<ContactError> for ApiError {
+    fn from(e: ContactError) -> Self {
+        match e {
+            ContactError::Flows(e) => e.into(),
+            ContactError::Store(e) => e.into(),
+            ContactError::NoFlow(_) => ApiError::new(StatusCode::NOT_FOUND, "no_flow", e.to_string()),
+            ContactError::UnknownContact(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_contact", e.to_string()),
+            ContactError::Ended(_) => ApiError::new(StatusCode::CONFLICT, "contact_ended", e.to_string()),
+            ContactError::BadEvent(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()),
+        }
+    }
+}
+
+impl From<CustomersError> for ApiError {
+    fn from(e: CustomersError) -> Self {
+        match e {
+            CustomersError::Store(e) => e.into(),
+            CustomersError::Malformed(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_customers", e.to_string()),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("{} (see README, section HTTP API, for the expected body)", e.body_text()),
+        )
+    }
+}

@@ -1,0 +1,246 @@
+//! The HTTP API. Handlers are thin: parse, call the domain (on a blocking thread: steps and
+//! store flushes block), map the result to a status and JSON. Domain code never sees axum.
+
+mod error;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+pub use error::ApiError;
+
+use crate::contract::Event;
+use crate::flows::EntryPoint;
+use crate::runtime::Runtime;
+use crate::sessions::NewContact;
+
+/// Largest component a deploy accepts.
+const MAX_COMPONENT: usize = 64 << 20;
+
+/// The name of the token that authenticated a request, for the audit trail.
+#[derive(Clone)]
+struct Caller(String);
+
+type Api = State<Arc<Runtime>>;
+type Answer = Result<Response, ApiError>;
+
+/// The API's routes over `runtime`.
+pub fn router(runtime: Arc<Runtime>) -> Router {
+    let v1 = Router::new()
+        .route("/flows", get(list_flows))
+        .route("/flows/{flow}/versions", get(list_versions).post(deploy))
+        .route("/flows/{flow}/versions/{version}", get(show_version))
+        .route("/flows/{flow}/rollback", post(rollback))
+        .route("/flows/{flow}/settings", get(show_settings).put(configure))
+        .route("/entry-points", get(list_entry_points))
+        .route("/entry-points/{address}", put(bind))
+        .route("/customers", post(load_customers))
+        .route("/contacts", post(start_contact))
+        .route("/contacts/{id}", get(show_contact))
+        .route("/contacts/{id}/events", post(send_event))
+        .route("/contacts/{id}/trace", get(show_trace))
+        .route("/audit", get(show_audit))
+        .layer(DefaultBodyLimit::max(MAX_COMPONENT))
+        .route_layer(middleware::from_fn_with_state(runtime.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .nest("/v1", v1)
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see README, section HTTP API")
+        })
+        .with_state(runtime)
+}
+
+async fn authenticate(State(rt): Api, mut request: Request, next: Next) -> Answer {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let refused = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token: send `Authorization: Bearer sbt_...` with the token printed when the server first started (also in <data-dir>/admin.token)",
+        )
+    };
+    let token = presented.ok_or_else(refused)?;
+    let store = rt.store.clone();
+    let name = blocking(move || crate::tokens::verify(&*store, &token).map_err(ApiError::from))
+        .await?
+        .ok_or_else(refused)?;
+    request.extensions_mut().insert(Caller(name));
+    Ok(next.run(request).await)
+}
+
+/// Runs blocking domain work off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the request's worker failed: {e}")))?
+}
+
+fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
+    Ok((status, Json(value)).into_response())
+}
+
+async fn metrics(State(rt): Api) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], rt.metrics.render()).into_response()
+}
+
+async fn list_flows(State(rt): Api) -> Answer {
+    let flows = blocking(move || rt.flows.list().map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, flows)
+}
+
+async fn deploy(State(rt): Api, Extension(Caller(who)): Extension<Caller>, Path(flow): Path<String>, body: Bytes) -> Answer {
+    if body.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "send the component's bytes as the request body (Content-Type: application/wasm)",
+        ));
+    }
+    let version = blocking(move || rt.flows.deploy(&flow, &body, &who).map_err(ApiError::from)).await?;
+    ok(StatusCode::CREATED, version)
+}
+
+async fn list_versions(State(rt): Api, Path(flow): Path<String>) -> Answer {
+    let (versions, live) = blocking(move || {
+        let versions = rt.flows.versions(&flow)?;
+        Ok((versions, rt.flows.live(&flow)?))
+    })
+    .await?;
+    ok(StatusCode::OK, json!({"live": live, "versions": versions}))
+}
+
+async fn show_version(State(rt): Api, Path((flow, version)): Path<(String, u64)>) -> Answer {
+    let version = blocking(move || rt.flows.version(&flow, version).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, version)
+}
+
+#[derive(Deserialize)]
+struct RollbackBody {
+    version: u64,
+}
+
+async fn rollback(
+    State(rt): Api,
+    Extension(Caller(who)): Extension<Caller>,
+    Path(flow): Path<String>,
+    body: Result<Json<RollbackBody>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
+    let Json(body) = body?;
+    let record = blocking(move || rt.flows.rollback(&flow, body.version, &who).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, record)
+}
+
+async fn show_settings(State(rt): Api, Path(flow): Path<String>) -> Answer {
+    let settings = blocking(move || rt.flows.settings(&flow).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, settings.into_iter().collect::<std::collections::BTreeMap<_, _>>())
+}
+
+async fn configure(
+    State(rt): Api,
+    Extension(Caller(who)): Extension<Caller>,
+    Path(flow): Path<String>,
+    body: Result<Json<std::collections::BTreeMap<String, String>>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
+    let Json(settings) = body?;
+    let settings: Vec<(String, String)> = settings.into_iter().collect();
+    let result = blocking(move || {
+        rt.flows.configure(&flow, &settings, &who)?;
+        Ok(rt.flows.settings(&flow)?)
+    })
+    .await?;
+    ok(StatusCode::OK, result.into_iter().collect::<std::collections::BTreeMap<_, _>>())
+}
+
+async fn list_entry_points(State(rt): Api) -> Answer {
+    let entries = blocking(move || rt.flows.entry_points().map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, entries)
+}
+
+#[derive(Deserialize)]
+struct BindBody {
+    flow: String,
+    #[serde(default)]
+    attributes: Vec<(String, String)>,
+}
+
+async fn bind(
+    State(rt): Api,
+    Extension(Caller(who)): Extension<Caller>,
+    Path(address): Path<String>,
+    body: Result<Json<BindBody>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
+    let Json(body) = body?;
+    let entry = EntryPoint {
+        address,
+        flow: body.flow,
+        attributes: body.attributes,
+    };
+    let saved = entry.clone();
+    blocking(move || rt.flows.bind(entry, &who).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, saved)
+}
+
+async fn load_customers(State(rt): Api, Extension(Caller(who)): Extension<Caller>, body: Bytes) -> Answer {
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_customers", "the customer file is not UTF-8 text"))?;
+    let loaded = blocking(move || {
+        let customers = crate::customers::parse(&text)?;
+        Ok(crate::customers::load(&rt.store, &customers, &who)?)
+    })
+    .await?;
+    ok(StatusCode::OK, json!({"loaded": loaded}))
+}
+
+async fn start_contact(State(rt): Api, body: Result<Json<NewContact>, axum::extract::rejection::JsonRejection>) -> Answer {
+    let Json(new) = body?;
+    let report = blocking(move || rt.sessions.start(new).map_err(ApiError::from)).await?;
+    ok(StatusCode::CREATED, report)
+}
+
+async fn show_contact(State(rt): Api, Path(id): Path<String>) -> Answer {
+    let session = blocking(move || rt.sessions.get(&id).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, session)
+}
+
+async fn send_event(State(rt): Api, Path(id): Path<String>, body: Result<Json<Event>, axum::extract::rejection::JsonRejection>) -> Answer {
+    let Json(event) = body?;
+    let report = blocking(move || rt.sessions.send(&id, event).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, report)
+}
+
+async fn show_trace(State(rt): Api, Path(id): Path<String>) -> Answer {
+    let trace = blocking(move || rt.sessions.trace(&id).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, trace)
+}
+
+async fn show_audit(State(rt): Api) -> Answer {
+    let entries = blocking(move || crate::audit::all(&*rt.store).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, entries)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    runtime: Arc<Runtime>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(runtime))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! The `switchboard` command line: `serve` runs the server; the admin commands talk to a
+//! running server over its HTTP API; `simulate` talks to a flow from the terminal, either a
+//! deployed flow (through the server) or a `.wasm` file (in-process, no server needed).
+
+mod client;
+mod serve;
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::channels::terminal::{self, Conversation};
+use crate::contract::Channel;
+use client::Client;
+
+/// Switchboard: contact flows as WebAssembly components, deployed in seconds.
+#[derive(Parser)]
+#[command(name = "switchboard", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How the admin commands reach the server.
+#[derive(Args, Clone)]
+pub struct Remote {
+    /// The server's base URL.
+    #[arg(long, env = "SWITCHBOARD_URL", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// An API token. Defaults to the admin token the server saved in its data directory.
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The server's data directory, where its admin token is saved.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = ".switchboard")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTP API, flows, sessions) on the embedded store.
+    Serve(serve::ServeArgs),
+    /// Deploy a component as the next version of a flow and make it live.
+    Deploy {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The flow's name.
+        #[arg(long)]
+        flow: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List flows and their live versions.
+    Flows {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the versions of a flow.
+    Versions {
+        /// The flow.
+        flow: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Make an existing version of a flow live again.
+    Rollback {
+        /// The flow.
+        flow: String,
+        /// The version to make live.
+        version: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Bind an address (phone number, chat widget, mailbox) to a flow.
+    Bind {
+        /// The address, such as +15550100.
+        address: String,
+        /// The flow it starts.
+        #[arg(long)]
+        flow: String,
+        /// Attributes every contact through it starts with (KEY=VALUE, repeatable).
+        #[arg(long = "attribute", value_parser = parse_pair)]
+        attributes: Vec<(String, String)>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a flow's settings, or set some (KEY=VALUE; an empty value removes one).
+    Settings {
+        /// The flow.
+        flow: String,
+        /// Settings to change.
+        #[arg(value_parser = parse_pair)]
+        changes: Vec<(String, String)>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Load customers into the built-in CRM from a CSV or JSON file.
+    Customers {
+        /// The file: CSV with an id,name[,phone,email,tier,...] header, or a JSON array.
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a contact's session.
+    Contact {
+        /// The contact id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show every recorded step of a contact.
+    Trace {
+        /// The contact id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show the audit trail.
+    Audit {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Talk to a flow from the terminal, as a caller would. Reads your answers from the
+    /// keyboard, or line by line from a file or a pipe.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// A deployed flow's name, or a .wasm file to run locally without a server.
+    target: String,
+    /// The caller's address.
+    #[arg(long, default_value = "+15551230001")]
+    from: String,
+    /// The address called (selects the flow through its binding when simulating a name).
+    #[arg(long, default_value = "+15550100")]
+    to: String,
+    /// The channel.
+    #[arg(long, value_enum, default_value = "voice")]
+    channel: ChannelArg,
+    /// Contact attributes (KEY=VALUE, repeatable).
+    #[arg(long = "attribute", value_parser = parse_pair)]
+    attributes: Vec<(String, String)>,
+    /// Read the caller's answers from this file instead of the terminal.
+    #[arg(long)]
+    script: Option<PathBuf>,
+    /// Local runs only: customers for the CRM (CSV or JSON).
+    #[arg(long)]
+    customers: Option<PathBuf>,
+    /// Local runs only: flow settings (KEY=VALUE, repeatable).
+    #[arg(long = "setting", value_parser = parse_pair)]
+    settings: Vec<(String, String)>,
+    /// Local runs only: the time the flow sees, RFC 3339 (2026-11-25T10:00:00-05:00).
+    #[arg(long)]
+    at: Option<String>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ChannelArg {
+    Voice,
+    Sms,
+    Chat,
+    Email,
+}
+
+impl From<ChannelArg> for Channel {
+    fn from(c: ChannelArg) -> Channel {
+        match c {
+            ChannelArg::Voice => Channel::Voice,
+            ChannelArg::Sms => Channel::Sms,
+            ChannelArg::Chat => Channel::Chat,
+            ChannelArg::Email => Channel::Email,
+        }
+    }
+}
+
+/// Parses `KEY=VALUE`.
+pub fn parse_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+/// Runs the command line; the exit code is 1 on any error, with the error on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve::run(args),
+        Command::Deploy { file, flow, remote } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let client = Client::new(&remote)?;
+            let label = format!(
+                "deploying {} ({}) as flow {flow}: validating and compiling",
+                file.display(),
+                human_size(bytes.len())
+            );
+            let version = terminal::with_progress(&label, || client.deploy(&flow, bytes))?;
+            println!(
+                "flow {flow}: version {} is live (sha256 {}…)",
+                version["version"],
+                &version["sha256"].as_str().unwrap_or_default()[..12.min(version["sha256"].as_str().unwrap_or_default().len())]
+            );
+            Ok(())
+        }
+        Command::Flows { remote } => {
+            let flows = Client::new(&remote)?.get("/v1/flows")?;
+            let flows = flows.as_array().cloned().unwrap_or_default();
+            if flows.is_empty() {
+                println!("no flows yet: deploy one with `switchboard deploy FILE --flow NAME`");
+            }
+            for f in flows {
+                println!("{:<24} live: version {:<4} since {}", f["name"].as_str().unwrap_or("?"), f["live"], f["updated_at"].as_str().unwrap_or("?"));
+            }
+            Ok(())
+        }
+        Command::Versions { flow, remote } => {
+            let answer = Client::new(&remote)?.get(&format!("/v1/flows/{flow}/versions"))?;
+            let live = answer["live"].as_u64();
+            for v in answer["versions"].as_array().cloned().unwrap_or_default() {
+                let marker = if v["version"].as_u64() == live { "live" } else { "" };
+                println!(
+                    "{:>4}  {:<4}  {}  {:>9}  {}  by {}",
+                    v["version"],
+                    marker,
+                    &v["sha256"].as_str().unwrap_or_default()[..12],
+                    human_size(v["size"].as_u64().unwrap_or(0) as usize),
+                    v["deployed_at"].as_str().unwrap_or("?"),
+                    v["deployed_by"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
+        Command::Rollback { flow, version, remote } => {
+            Client::new(&remote)?.post_json(&format!("/v1/flows/{flow}/rollback"), &serde_json::json!({"version": version}))?;
+            println!("flow {flow}: version {version} is live again");
+            Ok(())
+        }
+        Command::Bind { address, flow, attributes, remote } => {
+            let path = format!("/v1/entry-points/{}", client::encode_path(&address));
+            Client::new(&remote)?.put_json(&path, &serde_json::json!({"flow": flow, "attributes": attributes}))?;
+            println!("{address} now starts flow {flow}");
+            Ok(())
+        }
+        Command::Settings { flow, changes, remote } => {
+            let client = Client::new(&remote)?;
+            let path = format!("/v1/flows/{flow}/settings");
+            let settings = if changes.is_empty() {
+                client.get(&path)?
+            } else {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    changes.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+                client.put_json(&path, &serde_json::Value::Object(map))?
+            };
+            print_json(&settings);
+            Ok(())
+        }
+        Command::Customers { file, remote } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let answer = Client::new(&remote)?.post_text("/v1/customers", text)?;
+            println!("loaded {} customers", answer["loaded"]);
+            Ok(())
+        }
+        Command::Contact { id, remote } => {
+            print_json(&Client::new(&remote)?.get(&format!("/v1/contacts/{id}"))?);
+            Ok(())
+        }
+        Command::Trace { id, remote } => {
+            print_json(&Client::new(&remote)?.get(&format!("/v1/contacts/{id}/trace"))?);
+            Ok(())
+        }
+        Command::Audit { remote } => {
+            for e in Client::new(&remote)?.get("/v1/audit")?.as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{}  {:<10} {:<15} {:<20} {}",
+                    e["at"].as_str().unwrap_or("?"),
+                    e["who"].as_str().unwrap_or("?"),
+                    e["action"].as_str().unwrap_or("?"),
+                    e["subject"].as_str().unwrap_or("?"),
+                    e["detail"]
+                );
+            }
+            Ok(())
+        }
+        Command::Simulate(args) => simulate(args),
+    }
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let local = args.target.ends_with(".wasm") || Path::new(&args.target).is_file();
+    let new = crate::sessions::NewContact {
+        channel: Some(args.channel.into()),
+        from: args.from.clone(),
+        to: args.to.clone(),
+        flow: None,
+        attributes: args.attributes.clone(),
+    };
+    let input: Box<dyn std::io::BufRead> = match &args.script {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot read the script {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let interactive = args.script.is_none() && std::io::stdin().is_terminal();
+    let mut out = std::io::stdout().lock();
+    if local {
+        let driver = terminal::LocalFlow::open(
+            Path::new(&args.target),
+            args.customers.as_deref(),
+            &args.settings,
+            args.at.as_deref(),
+        )?;
+        let new = crate::sessions::NewContact {
+            flow: Some(terminal::LOCAL_FLOW.into()),
+            ..new
+        };
+        Conversation::new(driver, input, &mut out, interactive).run(new)
+    } else {
+        if args.customers.is_some() || !args.settings.is_empty() || args.at.is_some() {
+            bail!("--customers, --setting and --at apply to local simulations of a .wasm file; for a deployed flow use `switchboard customers` and `switchboard settings`");
+        }
+        let client = Client::new(&args.remote)?;
+        let new = crate::sessions::NewContact {
+            flow: Some(args.target.clone()),
+            ..new
+        };
+        Conversation::new(client, input, &mut out, interactive).run(new)
+    }
+}
+
+pub(crate) use terminal::with_progress as terminal_progress;
+
+/// `177 KB`, `18.3 MB`.
+pub fn human_size(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MB", bytes as f64 / f64::from(1 << 20))
+    } else {
+        format!("{} KB", bytes.div_ceil(1024))
+    }
+}

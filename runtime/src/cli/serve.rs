@@ -1,0 +1,170 @@
+//! `switchboard serve`: opens the store, creates the admin token on first start, applies the
+//! optional start-up deploys and bindings (so one command brings up a working demo), and
+//! serves the HTTP API until Ctrl-C or SIGTERM.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use sha2::Digest;
+
+use crate::config::Config;
+use crate::flows::EntryPoint;
+use crate::runtime::Runtime;
+
+/// Who start-up changes are recorded as in the audit trail.
+const SEED: &str = "serve";
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Configuration file (default: ./switchboard.toml when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (store, components, compiled artifacts, admin token).
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Deploy FLOW=FILE at start-up, unless that exact component is already live (repeatable).
+    #[arg(long = "deploy", value_parser = super::parse_pair)]
+    deploys: Vec<(String, String)>,
+    /// Bind ADDRESS=FLOW at start-up (repeatable).
+    #[arg(long = "bind", value_parser = super::parse_pair)]
+    binds: Vec<(String, String)>,
+    /// Set FLOW:KEY=VALUE at start-up (repeatable).
+    #[arg(long = "setting", value_parser = super::parse_pair)]
+    settings: Vec<(String, String)>,
+    /// Load customers from a CSV or JSON file at start-up.
+    #[arg(long)]
+    customers: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "SWITCHBOARD_LOG_JSON")]
+    log_json: bool,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_json);
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let listen = config.listen;
+    let runtime = Arc::new(Runtime::open(config)?);
+    first_start(&runtime)?;
+    seed(&runtime, &args)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}: is another server using it? pass --listen 127.0.0.1:PORT"))?;
+        let bound = listener.local_addr()?;
+        println!("Switchboard listening on http://{bound}");
+        std::io::stdout().flush()?;
+        tracing::info!(address = %bound, data_dir = %runtime.config.data_dir.display(), "serving");
+        crate::api::serve(runtime, listener, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Creates the admin token when the store has none: printed once, saved for the local CLI
+/// in `<data-dir>/admin.token` (mode 0600), stored only as a hash.
+fn first_start(runtime: &Runtime) -> anyhow::Result<()> {
+    if crate::tokens::any(&*runtime.store)? {
+        return Ok(());
+    }
+    let token = crate::tokens::create(&*runtime.store, "admin")?;
+    let path = runtime.config.data_dir.join("admin.token");
+    write_private(&path, &token)?;
+    eprintln!("Created the admin API token (shown once; saved for local CLI use in {}):\n\n    {token}\n", path.display());
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{text}")?;
+    Ok(())
+}
+
+fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
+    for (flow, file) in &args.deploys {
+        let bytes = std::fs::read(file).with_context(|| format!("--deploy {flow}={file}: cannot read {file} (build it first)"))?;
+        let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+        let live = runtime.flows.live(flow).ok().and_then(|v| runtime.flows.version(flow, v).ok());
+        if live.as_ref().is_some_and(|v| v.sha256 == sha256) {
+            eprintln!("flow {flow}: {file} is already live (version {})", live.map(|v| v.version).unwrap_or_default());
+            continue;
+        }
+        let label = format!("deploying {file} as flow {flow}");
+        let version = super::terminal_progress(&label, || runtime.flows.deploy(flow, &bytes, SEED).map_err(anyhow::Error::from))?;
+        eprintln!("flow {flow}: version {} is live", version.version);
+    }
+    if let Some(path) = &args.customers {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let customers = crate::customers::parse(&text)?;
+        let n = crate::customers::load(&runtime.store, &customers, SEED)?;
+        eprintln!("loaded {n} customers from {}", path.display());
+    }
+    for (target, value) in &args.settings {
+        let Some((flow, key)) = target.split_once(':') else {
+            bail!("--setting {target}={value}: write FLOW:KEY=VALUE, such as ivr-menu:timezone=Europe/Paris");
+        };
+        runtime.flows.configure(flow, &[(key.to_string(), value.clone())], SEED)?;
+    }
+    for (address, flow) in &args.binds {
+        runtime.flows.bind(
+            EntryPoint {
+                address: address.clone(),
+                flow: flow.clone(),
+                attributes: Vec::new(),
+            },
+            SEED,
+        )?;
+        eprintln!("{address} starts flow {flow}");
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The one configuration of a Switchboard server: `switchboard.toml` (every key optional),
+//! then `SWITCHBOARD_*` environment variables over it, then command-line flags over both.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+/// Everything a server needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded store, compiled artifacts and components live.
+    pub data_dir: PathBuf,
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Limits every flow step runs under.
+    pub engine: EngineConfig,
+    /// What a contact gets when its flow faults.
+    pub fallback: FallbackConfig,
+}
+
+/// The sandbox of every flow step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Wall-clock budget of one step, in milliseconds.
+    pub step_deadline_ms: u64,
+    /// Linear memory cap of one flow instance, in MiB.
+    pub memory_cap_mib: u64,
+    /// Optional instruction budget per step (Wasm fuel). Off by default: it costs ~10%.
+    pub fuel: Option<u64>,
+    /// How many steps may run at once (instances in the pool).
+    pub max_concurrent_steps: u32,
+    /// Largest flow state a step may return, in bytes.
+    pub max_state_bytes: usize,
+    /// Most actions a step may return.
+    pub max_actions: usize,
+}
+
+/// The fallback: apologise and hand the contact to a human.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// What the customer is told.
+    pub message: String,
+    /// The queue the contact is sent to.
+    pub queue: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(".switchboard"),
+            listen: "127.0.0.1:8080".parse().expect("a literal address"),
+            engine: EngineConfig::default(),
+            fallback: FallbackConfig::default(),
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            step_deadline_ms: 50,
+            memory_cap_mib: 64,
+            fuel: None,
+            max_concurrent_steps: 64,
+            max_state_bytes: 64 * 1024,
+            max_actions: 64,
+        }
+    }
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            message: "We're sorry, something went wrong on our side. Please hold while we connect you with an agent.".into(),
+            queue: "default".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` if given (it must exist), else `./switchboard.toml` if present, else the
+    /// defaults; then applies `SWITCHBOARD_DATA_DIR`, `SWITCHBOARD_LISTEN`,
+    /// `SWITCHBOARD_STEP_DEADLINE_MS` and `SWITCHBOARD_MEMORY_CAP_MIB`.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None if Path::new("switchboard.toml").exists() => {
+                Self::from_file(Path::new("switchboard.toml"))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|key| std::env::var(key).ok())?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| {
+            format!("{} is not a valid Switchboard configuration (see README, section Configuration)", path.display())
+        })
+    }
+
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(dir) = var("SWITCHBOARD_DATA_DIR") {
+            self.data_dir = dir.into();
+        }
+        if let Some(listen) = var("SWITCHBOARD_LISTEN") {
+            self.listen = listen
+                .parse()
+                .with_context(|| format!("SWITCHBOARD_LISTEN={listen} is not an address such as 127.0.0.1:8080"))?;
+        }
+        if let Some(ms) = var("SWITCHBOARD_STEP_DEADLINE_MS") {
+            self.engine.step_deadline_ms = ms
+                .parse()
+                .with_context(|| format!("SWITCHBOARD_STEP_DEADLINE_MS={ms} is not a number of milliseconds"))?;
+        }
+        if let Some(mib) = var("SWITCHBOARD_MEMORY_CAP_MIB") {
+            self.engine.memory_cap_mib = mib
+                .parse()
+                .with_context(|| format!("SWITCHBOARD_MEMORY_CAP_MIB={mib} is not a number of MiB"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        let mut config: Config = toml::from_str("listen = \"127.0.0.1:9000\"\n[engine]\nstep_deadline_ms = 20\n").unwrap();
+        assert_eq!(config.engine.step_deadline_ms, 20);
+        assert_eq!(config.engine.memory_cap_mib, 64);
+        config
+            .apply_env(|k| (k == "SWITCHBOARD_LISTEN").then(|| "127.0.0.1:9100".to_string()))
+            .unwrap();
+        assert_eq!(config.listen.port(), 9100);
+        assert!(config.apply_env(|k| (k == "SWITCHBOARD_LISTEN").then(|| "nowhere".into())).is_err());
+        assert!(toml::from_str::<Config>("lisen = 1").is_err(), "typos are reported, not ignored");
+    }
+}

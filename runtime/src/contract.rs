@@ -1,0 +1,230 @@
+//! The contract's values as the host keeps them: in sessions, traces, the HTTP API and the
+//! CLI. They mirror `wit/flow.wit` one to one; `engine::bindings` converts at the Wasm
+//! boundary. JSON shapes here are part of the public HTTP API.
+
+use serde::{Deserialize, Serialize};
+
+/// The channel a contact arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// A phone call.
+    Voice,
+    /// Text messages.
+    Sms,
+    /// Web chat.
+    Chat,
+    /// E-mail.
+    Email,
+}
+
+impl Channel {
+    /// Whether the customer types rather than speaks.
+    pub fn is_text(self) -> bool {
+        !matches!(self, Channel::Voice)
+    }
+}
+
+/// The contact as a flow sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Session id.
+    pub id: String,
+    /// Channel.
+    pub channel: Channel,
+    /// Customer address.
+    pub from: String,
+    /// Address reached.
+    pub to: String,
+    /// Attributes, keys unique.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// A task's status, as reported to the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskStatus {
+    /// An agent accepted it.
+    Assigned,
+    /// The agent finished it.
+    Completed,
+    /// Nobody took it in time.
+    TimedOut,
+    /// It was canceled.
+    Canceled,
+}
+
+/// An event that starts a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    /// First event of every contact.
+    Started,
+    /// The answer to a gather.
+    Input {
+        /// Digits pressed.
+        #[serde(default)]
+        digits: String,
+        /// Recognised speech.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        speech: Option<String>,
+    },
+    /// The gather got nothing.
+    NoInput,
+    /// A text message.
+    Message {
+        /// Its text.
+        text: String,
+    },
+    /// A task changed status.
+    TaskOutcome {
+        /// The queue.
+        queue: String,
+        /// The status.
+        status: TaskStatus,
+        /// The agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+    },
+    /// The customer hung up or left.
+    Hangup,
+}
+
+/// Text to speak or show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Say {
+    /// The text.
+    pub text: String,
+    /// Voice name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
+    /// BCP 47 language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+}
+
+/// Part of a gather's prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Prompt {
+    /// Text to speech.
+    Say(Say),
+    /// A recorded prompt.
+    Play {
+        /// Prompt id or URL.
+        prompt: String,
+    },
+}
+
+/// Ask for input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gather {
+    /// What to ask.
+    pub prompt: Vec<Prompt>,
+    /// Digit limit, 0 for none.
+    pub max_digits: u32,
+    /// Wait per digit.
+    pub timeout_ms: u32,
+    /// Key ending the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_on_key: Option<String>,
+    /// Prompt replays before no-input.
+    pub retries: u32,
+}
+
+/// Queue the contact for an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enqueue {
+    /// Queue name.
+    pub queue: String,
+    /// Higher first.
+    pub priority: i32,
+    /// Task attributes.
+    pub attributes: Vec<(String, String)>,
+    /// Seconds before giving up, 0 for the queue default.
+    pub timeout_secs: u32,
+}
+
+/// One action of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Action {
+    /// Speak or show text.
+    Say(Say),
+    /// Play a recorded prompt.
+    Play {
+        /// Prompt id or URL.
+        prompt: String,
+    },
+    /// Ask for input.
+    Gather(Gather),
+    /// Send a text message.
+    Send {
+        /// Its text.
+        text: String,
+    },
+    /// Queue for an agent.
+    Enqueue(Enqueue),
+    /// Transfer elsewhere; ends the flow.
+    Transfer {
+        /// Number or SIP URI.
+        target: String,
+    },
+    /// Set an attribute.
+    SetAttribute {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Hang up; ends the flow.
+    Hangup,
+    /// End the flow.
+    End,
+}
+
+impl Action {
+    /// Why this action cannot be carried out, if it cannot: the host refuses a step that
+    /// contains one, as it would a trap.
+    pub fn defect(&self) -> Option<String> {
+        match self {
+            Action::Enqueue(e) if e.queue.trim().is_empty() => Some("enqueue names no queue".into()),
+            Action::Transfer { target } if target.trim().is_empty() => Some("transfer names no target".into()),
+            Action::SetAttribute { key, .. } if key.trim().is_empty() => Some("set-attribute has an empty key".into()),
+            Action::Gather(g) if g.finish_on_key.as_deref().is_some_and(|k| !is_dtmf_key(k)) => {
+                Some(format!("gather's finish key {:?} is not a phone key (0-9, * or #)", g.finish_on_key))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn is_dtmf_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    matches!((chars.next(), chars.next()), (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#')
+}
+
+/// A customer as the built-in CRM stores them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    /// CRM id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// E.164 phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// E-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Tier such as `vip`.
+    #[serde(default = "standard_tier")]
+    pub tier: String,
+    /// Other fields.
+    #[serde(default)]
+    pub attributes: Vec<(String, String)>,
+}
+
+fn standard_tier() -> String {
+    "standard".into()
+}

@@ -1,0 +1,458 @@
+//! The one way Switchboard uses wasmtime: the component model only; one `wasmtime::Engine`
+//! with the pooling allocator and epoch interruption; one pre-linked `FlowPre` (an
+//! `InstancePre`) per flow version; a fresh `Store` and instance for every step, dropped after
+//! it; a wall-clock deadline, a memory cap and optionally a fuel budget on every step.
+//!
+//! It owns compiling, validating and running components. It never keeps an instance between
+//! steps, never touches sessions, and never gives a guest ambient authority.
+
+pub mod bindings;
+pub mod host;
+mod limits;
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use crate::config::EngineConfig;
+use crate::contract::{Action, Contact, Event};
+use bindings::{Flow, FlowPre};
+pub use host::{Clock, HostCall, KvWrite, Services, StepState};
+
+/// How often the epoch advances; step deadlines are whole multiples of it.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// The world every flow component must target.
+pub const FLOW_WORLD: &str = "switchboard:flow/flow@0.1.0";
+
+/// Why a component cannot become a flow version. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// Not Wasm at all.
+    #[error("not a WebAssembly binary (it does not start with \\0asm): deploy the .wasm file your build produced")]
+    NotWasm,
+    /// A core module rather than a component.
+    #[error("this is a core WebAssembly module, not a component: build with `cargo build --target wasm32-wasip2`, componentize-py or jco, or wrap it with `wasm-tools component new`")]
+    CoreModule,
+    /// Malformed or unsupported Wasm.
+    #[error("the component does not compile: {0}")]
+    Invalid(String),
+    /// A component, but of another world.
+    #[error("not a flow component: {0}. A flow targets the `flow` world of {FLOW_WORLD} (see wit/flow.wit): it may import only crm, kv, config, log, clock and WASI, and must export `handle`")]
+    WrongWorld(String),
+    /// It traps while being instantiated.
+    #[error("the component traps while being instantiated: {0}")]
+    InstantiationTrapped(String),
+}
+
+/// Why a step produced no usable result. The contact then gets the fallback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Fault {
+    /// The step ran past its deadline (an endless loop, or far too much work).
+    #[error("the step ran past its {deadline_ms} ms deadline")]
+    Deadline {
+        /// The deadline.
+        deadline_ms: u64,
+    },
+    /// The flow tried to use more memory than its cap.
+    #[error("the flow exceeded its memory cap of {cap_mib} MiB")]
+    Memory {
+        /// The cap.
+        cap_mib: u64,
+    },
+    /// The step used up its instruction budget.
+    #[error("the step used up its fuel budget of {fuel}")]
+    Fuel {
+        /// The budget.
+        fuel: u64,
+    },
+    /// The guest trapped (a panic, an out-of-bounds access...).
+    #[error("the flow trapped: {message}")]
+    Trap {
+        /// The trap and what the guest printed to stderr.
+        message: String,
+    },
+    /// The flow returned an error.
+    #[error("the flow returned an error: {message}")]
+    FlowError {
+        /// The flow's message.
+        message: String,
+    },
+    /// The flow returned something the host cannot carry out.
+    #[error("the flow returned an invalid step: {why}")]
+    InvalidOutput {
+        /// What is wrong with it.
+        why: String,
+    },
+    /// No instance could be made (the pool is exhausted or the component is broken).
+    #[error("the flow could not be instantiated: {message}")]
+    Instantiate {
+        /// Why.
+        message: String,
+    },
+}
+
+/// What a step did: its actions and new state, or a fault; plus what it asked of the host.
+#[derive(Debug)]
+pub struct StepResult {
+    /// Actions and the new state, or why there are none.
+    pub outcome: Result<(Vec<Action>, Vec<u8>), Fault>,
+    /// Host calls made, in order.
+    pub host_calls: Vec<HostCall>,
+    /// `kv` writes to apply (empty when the step faulted).
+    pub kv_writes: Vec<KvWrite>,
+    /// Wall time of the step, instantiation included.
+    pub elapsed: Duration,
+}
+
+/// A compiled flow version, ready to instantiate.
+#[derive(Clone)]
+pub struct FlowComponent {
+    pre: FlowPre<StepState>,
+    /// SHA-256 of the component bytes, hex.
+    pub sha256: String,
+}
+
+/// The identity of the step being run, for logs and kv.
+pub struct StepTarget<'a> {
+    /// Flow name.
+    pub flow: &'a Arc<str>,
+    /// Version sequence number.
+    pub version: u64,
+    /// The compiled version.
+    pub component: &'a FlowComponent,
+}
+
+/// A counting semaphore bounding concurrent steps to the instance pool's size, so a burst
+/// waits for a slot instead of failing on pool exhaustion.
+struct Slots {
+    free: Mutex<u32>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// The Wasm engine: compiles, validates and runs flow components.
+pub struct Engine {
+    wasmtime: wasmtime::Engine,
+    linker: Linker<StepState>,
+    config: EngineConfig,
+    artifacts: Option<PathBuf>,
+    compat: String,
+    slots: Slots,
+    /// Host services for deploy-time instantiation checks: an empty throwaway store.
+    check_services: Arc<Services>,
+    ticker_stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Engine {
+    /// An engine with `config`'s limits. Compiled artifacts are cached in `artifacts` when
+    /// given (keyed by component hash and by this wasmtime build's compatibility hash).
+    pub fn new(config: &EngineConfig, artifacts: Option<&Path>) -> anyhow::Result<Engine> {
+        let instances = config.max_concurrent_steps.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 16)
+            .total_memories(instances * 4)
+            .total_tables(instances * 8)
+            .total_stacks(instances)
+            .max_memory_size((config.memory_cap_mib as usize) << 20);
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(config.fuel.is_some())
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let wasmtime = wasmtime::Engine::new(&wasm)
+            .map_err(wasm_error)
+            .context("cannot create the Wasm engine")?;
+
+        let mut linker = Linker::new(&wasmtime);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_error)?;
+        Flow::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s).map_err(wasm_error)?;
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        wasmtime.precompile_compatibility_hash().hash(&mut hasher);
+        let compat = format!("{:016x}", hasher.finish());
+
+        if let Some(dir) = artifacts {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+
+        let ticker_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let weak = wasmtime.weak();
+        let stop = ticker_stop.clone();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+
+        Ok(Engine {
+            wasmtime,
+            linker,
+            config: config.clone(),
+            artifacts: artifacts.map(Path::to_path_buf),
+            compat,
+            slots: Slots {
+                free: Mutex::new(instances),
+                freed: Condvar::new(),
+            },
+            check_services: Arc::new(Services {
+                store: Arc::new(crate::store::SledStore::temporary()?),
+                clock: Clock::System,
+            }),
+            ticker_stop,
+        })
+    }
+
+    /// The engine's limits.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Validates and compiles a component for deployment: is it Wasm, a component, of the
+    /// flow world, and does it instantiate? The compiled artifact is cached on success.
+    pub fn compile(&self, bytes: &[u8]) -> Result<FlowComponent, Rejection> {
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(Rejection::CoreModule),
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            Some([0, b'a', b's', b'm', ..]) => {
+                return Err(Rejection::Invalid("unknown WebAssembly binary version".into()));
+            }
+            _ => return Err(Rejection::NotWasm),
+        }
+        let sha256 = hex::encode(sha2::Sha256::digest(bytes));
+        let component = match self.cached(&sha256) {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&self.wasmtime, bytes)
+                    .map_err(|e| Rejection::Invalid(format!("{e:#}")))?;
+                self.store_artifact(&sha256, &component);
+                component
+            }
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| Rejection::WrongWorld(format!("{e:#}")))?;
+        let pre = FlowPre::new(pre).map_err(|e| Rejection::WrongWorld(format!("{e:#}")))?;
+        let flow = FlowComponent { pre, sha256 };
+        self.check_instantiates(&flow)?;
+        Ok(flow)
+    }
+
+    /// Loads a version that was validated before (server start, pinned contacts): from the
+    /// artifact cache when possible, else compiled again.
+    pub fn load(&self, bytes: &[u8]) -> anyhow::Result<FlowComponent> {
+        self.compile(bytes).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
+        self.artifacts
+            .as_ref()
+            .map(|dir| dir.join(format!("{sha256}-{}.cwasm", self.compat)))
+    }
+
+    fn cached(&self, sha256: &str) -> Option<Component> {
+        let path = self.artifact_path(sha256)?;
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `store_artifact` from a component this engine
+        // compiled, and its name carries this engine's compatibility hash.
+        match unsafe { Component::deserialize_file(&self.wasmtime, &path) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable compiled artifact; compiling again");
+                None
+            }
+        }
+    }
+
+    fn store_artifact(&self, sha256: &str, component: &Component) {
+        let Some(path) = self.artifact_path(sha256) else { return };
+        let write = || -> anyhow::Result<()> {
+            let bytes = component.serialize().map_err(wasm_error)?;
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled artifact; the next load compiles again");
+        }
+    }
+
+    fn new_store(&self, state: StepState) -> Store<StepState> {
+        let mut store = Store::new(&self.wasmtime, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = self.config.step_deadline_ms.max(1).div_ceil(EPOCH_TICK.as_millis() as u64);
+        store.set_epoch_deadline(ticks);
+        if let Some(fuel) = self.config.fuel {
+            // Fuel is enabled on the engine whenever a budget is configured.
+            let _ = store.set_fuel(fuel);
+        }
+        store
+    }
+
+    fn step_state(&self, services: Arc<Services>, flow: Arc<str>, version: u64, contact: Arc<str>) -> (StepState, MemoryOutputPipe) {
+        let stderr = MemoryOutputPipe::new(4096);
+        let cap = (self.config.memory_cap_mib as usize) << 20;
+        let state = StepState::new(services, flow, version, contact, limits::MemoryCap::new(cap), stderr.clone());
+        (state, stderr)
+    }
+
+    fn check_instantiates(&self, flow: &FlowComponent) -> Result<(), Rejection> {
+        let (state, stderr) = self.step_state(self.check_services.clone(), "deploy-check".into(), 0, "deploy-check".into());
+        let _slot = self.slots.acquire();
+        let mut store = self.new_store(state);
+        flow.pre
+            .instantiate(&mut store)
+            .map(|_| ())
+            .map_err(|e| Rejection::InstantiationTrapped(self.classify(&store, e, &stderr).to_string()))
+    }
+
+    /// Runs one step: a fresh instance of `target`, one call to `handle`, then the instance
+    /// is dropped. Never panics on guest misbehaviour: every failure is a [`Fault`].
+    pub fn step(&self, services: &Arc<Services>, target: &StepTarget<'_>, contact: &Contact, state: &[u8], event: &Event) -> StepResult {
+        let started = Instant::now();
+        let (step_state, stderr) = self.step_state(services.clone(), target.flow.clone(), target.version, contact.id.as_str().into());
+        let _slot = self.slots.acquire();
+        let mut store = self.new_store(step_state);
+        let outcome = self.call(&mut store, target.component, contact, state, event, &stderr);
+        let data = store.into_data();
+        let kv_writes = if outcome.is_ok() { data.kv.into_writes() } else { Vec::new() };
+        StepResult {
+            outcome,
+            host_calls: data.calls,
+            kv_writes,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    fn call(
+        &self,
+        store: &mut Store<StepState>,
+        component: &FlowComponent,
+        contact: &Contact,
+        state: &[u8],
+        event: &Event,
+        stderr: &MemoryOutputPipe,
+    ) -> Result<(Vec<Action>, Vec<u8>), Fault> {
+        let instance = component.pre.instantiate(&mut *store).map_err(|e| match self.classify(store, e, stderr) {
+            Fault::Trap { message } => Fault::Instantiate { message },
+            other => other,
+        })?;
+        let contact = contact.into();
+        let event = event.into();
+        let step = match instance.call_handle(&mut *store, &contact, state, &event) {
+            Ok(Ok(step)) => step,
+            Ok(Err(e)) => {
+                return Err(Fault::FlowError {
+                    message: bindings::describe_flow_error(&e),
+                });
+            }
+            Err(e) => return Err(self.classify(store, e, stderr)),
+        };
+        if step.state.len() > self.config.max_state_bytes {
+            return Err(Fault::InvalidOutput {
+                why: format!(
+                    "its state is {} bytes, over the limit of {} bytes",
+                    step.state.len(),
+                    self.config.max_state_bytes
+                ),
+            });
+        }
+        if step.actions.len() > self.config.max_actions {
+            return Err(Fault::InvalidOutput {
+                why: format!("it returned {} actions, over the limit of {}", step.actions.len(), self.config.max_actions),
+            });
+        }
+        let actions: Vec<Action> = step.actions.into_iter().map(Action::from).collect();
+        if let Some(why) = actions.iter().find_map(Action::defect) {
+            return Err(Fault::InvalidOutput { why });
+        }
+        Ok((actions, step.state))
+    }
+
+    fn classify(&self, store: &Store<StepState>, error: wasmtime::Error, stderr: &MemoryOutputPipe) -> Fault {
+        if store.data().limits.exceeded {
+            return Fault::Memory {
+                cap_mib: self.config.memory_cap_mib,
+            };
+        }
+        match error.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => Fault::Deadline {
+                deadline_ms: self.config.step_deadline_ms,
+            },
+            Some(wasmtime::Trap::OutOfFuel) => Fault::Fuel {
+                fuel: self.config.fuel.unwrap_or_default(),
+            },
+            _ => {
+                let printed = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+                let trap = format!("{error}");
+                Fault::Trap {
+                    message: if printed.is_empty() { trap } else { format!("{trap}; the flow printed: {printed}") },
+                }
+            }
+        }
+    }
+}
+
+impl Fault {
+    /// A short name of the kind of fault, for metrics and task attributes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Deadline { .. } => "deadline",
+            Fault::Memory { .. } => "memory",
+            Fault::Fuel { .. } => "fuel",
+            Fault::Trap { .. } => "trap",
+            Fault::FlowError { .. } => "flow-error",
+            Fault::InvalidOutput { .. } => "invalid-output",
+            Fault::Instantiate { .. } => "instantiate",
+        }
+    }
+}
+
+/// wasmtime has its own error type; the application edges speak anyhow.
+fn wasm_error(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
+}
