@@ -62,7 +62,7 @@ pub struct EntryPoint {
 pub enum FlowsError {
     /// The component was refused.
     #[error("deploy rejected: {0}")]
-    Rejected(#[from] Rejection),
+    Rejected(Rejection),
     /// A flow name that cannot be used.
     #[error("{0:?} is not a valid flow name: use 1-64 lowercase letters, digits, '-' or '_'")]
     BadName(String),
@@ -86,6 +86,14 @@ pub enum FlowsError {
     /// A component file could not be written or read.
     #[error("component storage failed: {0} (check the data directory)")]
     Io(String),
+}
+
+// By hand rather than `#[from]`, which would also make the rejection the error's source and
+// print its message twice in `{:#}` chains.
+impl From<Rejection> for FlowsError {
+    fn from(r: Rejection) -> Self {
+        FlowsError::Rejected(r)
+    }
 }
 
 /// The deployed flows.

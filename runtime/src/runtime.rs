@@ -28,6 +28,8 @@ pub struct Runtime {
     pub sessions: Arc<Sessions>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// What host calls are served from.
+    pub services: Arc<Services>,
     /// The scratch directory of an ephemeral runtime, removed with it.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -71,7 +73,7 @@ impl Runtime {
             store.clone(),
             engine.clone(),
             flows.clone(),
-            services,
+            services.clone(),
             config.fallback.clone(),
             metrics.clone(),
         ));
@@ -82,6 +84,7 @@ impl Runtime {
             flows,
             sessions,
             metrics,
+            services,
             _scratch: scratch,
         })
     }

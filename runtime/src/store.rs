@@ -137,10 +137,14 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => anyhow::anyhow!(
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
+                {
+                    anyhow::anyhow!(
                     "the store in {} is in use by another switchboard process; stop it or pass another --data-dir",
-                    dir.display()
-                ),
+                        dir.display()
+                    )
+                }
                 other => anyhow::anyhow!("cannot open the store in {}: {other}", dir.display()),
             })?;
         Ok(SledStore { db })

@@ -200,7 +200,8 @@ fn weekday_index(day: Weekday) -> u8 {
 fn parse_hhmm(text: &str) -> Option<(u8, u8)> {
     let (h, m) = text.trim().split_once(':')?;
     let (h, m) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60).then_some((h, m))
+    // 24:00 closes at midnight, so 00:00-24:00 means open all day.
+    (h < 24 && m < 60 || (h, m) == (24, 0)).then_some((h, m))
 }
 
 fn parse_days(text: &str) -> Option<(u8, u8)> {
@@ -253,6 +254,12 @@ mod tests {
         assert_eq!(actions.last(), Some(&Action::Hangup));
         let mut weekend = Conversation::<IvrMenu>::voice("+1", "+2").on(Weekday::Sunday);
         assert_eq!(weekend.start().last(), Some(&Action::Hangup));
+    }
+
+    #[test]
+    fn open_all_day() {
+        let mut call = call().with_config("open", "00:00").with_config("close", "24:00").at(23, 59);
+        assert!(matches!(call.start().last(), Some(Action::Gather(_))));
     }
 
     #[test]

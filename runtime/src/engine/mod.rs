@@ -426,9 +426,17 @@ impl Engine {
             Some(wasmtime::Trap::OutOfFuel) => Fault::Fuel {
                 fuel: self.config.fuel.unwrap_or_default(),
             },
-            _ => {
-                let printed = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
-                let trap = format!("{error}");
+            trap => {
+                // The trap's own words (not the wasm backtrace), then what the guest printed
+                // before dying: for Rust that is the panic message and its location.
+                let trap = trap.map_or_else(|| format!("{error}"), |t| t.to_string());
+                let printed = String::from_utf8_lossy(&stderr.contents())
+                    .lines()
+                    .filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .trim()
+                    .to_string();
                 Fault::Trap {
                     message: if printed.is_empty() { trap } else { format!("{trap}; the flow printed: {printed}") },
                 }

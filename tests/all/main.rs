@@ -1,0 +1,11 @@
+//! Switchboard's promises, one module per feature. Every test runs the real `switchboard`
+//! binary on an ephemeral loopback port against components built by the real toolchain.
+
+mod support;
+
+mod auth;
+mod deploy;
+mod restart;
+mod rollback;
+mod sandbox;
+mod simulate;

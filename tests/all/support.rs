@@ -1,0 +1,210 @@
+//! What every feature test needs: the guest components (built once per run with the real
+//! toolchain), a real `switchboard serve` process on an ephemeral loopback port, and a small
+//! JSON client.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The component built from guest crate `name` (`ivr-menu`, `chaos`, `init-trap`), built
+/// for wasm32-wasip2 on first use. Cargo keeps it fresh and shares it across test processes.
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace())
+        .args(["build", "--quiet", "--profile", "guest", "--target", "wasm32-wasip2", "-p", name])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building guest {name} failed (is the wasm32-wasip2 target installed?)");
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"));
+    let path = target.join("wasm32-wasip2/guest").join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "{} was not produced", path.display());
+    built.insert(name.to_string(), path.clone());
+    path
+}
+
+/// A running `switchboard serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The admin token.
+    pub token: String,
+}
+
+impl Server {
+    /// Starts a server on `data_dir` with extra `serve` arguments.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("SWITCHBOARD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the switchboard binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("Switchboard listening on ") {
+                        break url.trim().to_string();
+                    }
+                }
+                _ => {
+                    let status = child.wait().unwrap();
+                    panic!("switchboard serve exited before listening: {status}");
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap().trim().to_string();
+        Server {
+            child,
+            url,
+            token,
+        }
+    }
+
+    /// Stops the server the hard way (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A request with the admin token; returns the status and the JSON body.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(Some(&self.token), method, path, body)
+    }
+
+    /// A request with any token (or none).
+    pub fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request.header("Content-Type", "application/json").body(serde_json::to_vec(&body).unwrap()),
+            None => request.body(Vec::new()),
+        }
+        .unwrap();
+        send(request)
+    }
+
+    /// Sends raw bytes (a component, malformed JSON...).
+    pub fn call_raw(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", content_type)
+            .body(body)
+            .unwrap();
+        send(request)
+    }
+
+    /// Deploys a component file as `flow`.
+    pub fn deploy(&self, flow: &str, component: &Path) -> (u16, Value) {
+        self.call_raw("POST", &format!("/v1/flows/{flow}/versions"), "application/wasm", std::fs::read(component).unwrap())
+    }
+
+    /// Starts a contact of `flow`; returns the step report.
+    pub fn start_contact(&self, flow: &str, from: &str) -> Value {
+        let (status, report) = self.call(
+            "POST",
+            "/v1/contacts",
+            Some(serde_json::json!({"channel": "voice", "from": from, "to": "+15550100", "flow": flow})),
+        );
+        assert_eq!(status, 201, "{report}");
+        report
+    }
+
+    /// Presses digits on a contact; returns the step report.
+    pub fn press(&self, contact: &str, digits: &str) -> Value {
+        let (status, report) = self.call(
+            "POST",
+            &format!("/v1/contacts/{contact}/events"),
+            Some(serde_json::json!({"type": "input", "digits": digits})),
+        );
+        assert_eq!(status, 200, "{report}");
+        report
+    }
+}
+
+fn send(request: ureq::http::Request<Vec<u8>>) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let mut response = agent.run(request).expect("the server answers");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The text of every say/send/gather prompt in a step report, in order.
+pub fn spoken(report: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for action in report["actions"].as_array().unwrap() {
+        match action["type"].as_str().unwrap() {
+            "say" => out.push(action["text"].as_str().unwrap().to_string()),
+            "send" => out.push(action["text"].as_str().unwrap().to_string()),
+            "gather" => {
+                for p in action["prompt"].as_array().unwrap() {
+                    if let Some(t) = p["text"].as_str() {
+                        out.push(t.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The queue a step report enqueued into.
+pub fn queue(report: &Value) -> Option<String> {
+    report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "enqueue")
+        .map(|a| a["queue"].as_str().unwrap().to_string())
+}
+
+/// Settings that keep the sample IVR open whatever the hour the tests run.
+pub const ALWAYS_OPEN: [&str; 6] = [
+    "--setting",
+    "ivr-menu:days=mon-sun",
+    "--setting",
+    "ivr-menu:open=00:00",
+    "--setting",
+    "ivr-menu:close=24:00",
+];
