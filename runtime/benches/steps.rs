@@ -167,6 +167,11 @@ fn main() {
         state = new_state;
     });
 
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("wasm") {
+        println!("wasm p50 {:.1} us, p99 {:.1} us, {:.0} steps/s", wasm_report.p(0.5), wasm_report.p(0.99), wasm_report.per_sec);
+        return;
+    }
+
     let mut native_state = Vec::new();
     let mut host = test_host();
     let sdk_contact = sdk_contact();

@@ -122,7 +122,22 @@ impl<S: Store + ?Sized> StoreExt for S {}
 /// The embedded default: one sled database in the data directory.
 pub struct SledStore {
     db: sled::Db,
+    /// Opened once: `open_tree` is a map lookup and a clone, too costly on every host call.
+    trees: Vec<sled::Tree>,
 }
+
+const TREES: [Tree; 10] = [
+    Tree::Flows,
+    Tree::Versions,
+    Tree::Sessions,
+    Tree::Traces,
+    Tree::Kv,
+    Tree::Settings,
+    Tree::Customers,
+    Tree::EntryPoints,
+    Tree::Tokens,
+    Tree::Audit,
+];
 
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -147,18 +162,21 @@ impl SledStore {
                 }
                 other => anyhow::anyhow!("cannot open the store in {}: {other}", dir.display()),
             })?;
-        Ok(SledStore { db })
+        Self::with_trees(db)
+    }
+
+    fn with_trees(db: sled::Db) -> anyhow::Result<SledStore> {
+        let trees = TREES.iter().map(|t| db.open_tree(t.name())).collect::<Result<_, _>>()?;
+        Ok(SledStore { db, trees })
     }
 
     /// A throwaway store that lives in memory only (simulations, benchmarks).
     pub fn temporary() -> anyhow::Result<SledStore> {
-        Ok(SledStore {
-            db: sled::Config::new().temporary(true).open()?,
-        })
+        Self::with_trees(sled::Config::new().temporary(true).open()?)
     }
 
-    fn tree(&self, tree: Tree) -> Result<sled::Tree, StoreError> {
-        self.db.open_tree(tree.name()).map_err(backend)
+    fn tree(&self, tree: Tree) -> Result<&sled::Tree, StoreError> {
+        Ok(&self.trees[tree as usize])
     }
 }
 

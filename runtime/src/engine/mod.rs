@@ -30,7 +30,7 @@ pub use host::{Clock, HostCall, KvWrite, Services, StepState};
 /// How often the epoch advances; step deadlines are whole multiples of it.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Bytes of each linear memory and table kept mapped between steps (see `Engine::new`).
-const KEEP_RESIDENT: usize = 2 << 20;
+const KEEP_RESIDENT: usize = 1 << 20;
 /// The world every flow component must target.
 pub const FLOW_WORLD: &str = "switchboard:flow/flow@0.1.0";
 
@@ -196,6 +196,8 @@ impl Engine {
             // the next step, which dominated the step time when measured.
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT)
+            // PAGEMAP_SCAN (Linux 6.7+) finds the pages a step dirtied so only those are
+            // reset: measured 15 us per step with it, 25-38 us with plain memset.
             .pagemap_scan(wasmtime::Enabled::Auto);
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true)
