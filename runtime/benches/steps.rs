@@ -21,18 +21,38 @@ use switchboard_sdk::testing::TestHost;
 const WARMUP: usize = 2_000;
 
 fn seconds() -> Duration {
-    Duration::from_secs_f64(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0))
+    Duration::from_secs_f64(
+        std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3.0),
+    )
 }
 
 fn component() -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args(["build", "--quiet", "--profile", "guest", "--target", "wasm32-wasip2", "-p", "ivr-menu"])
-        .status()
-        .expect("cargo runs");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .args([
+                "build",
+                "--quiet",
+                "--profile",
+                "guest",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "ivr-menu",
+            ])
+            .status()
+            .expect("cargo runs");
     assert!(status.success(), "cannot build the ivr-menu component");
-    let target = std::env::var("CARGO_TARGET_DIR").map(Into::into).unwrap_or_else(|_| root.join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|_| root.join("target"));
     target.join("wasm32-wasip2/guest/ivr_menu.wasm")
 }
 
@@ -74,17 +94,30 @@ fn measure(name: &'static str, mut step: impl FnMut(usize)) -> Report {
         n += 1;
     }
     let per_sec = n as f64 / started.elapsed().as_secs_f64();
-    Report { name, hist, per_sec }
+    Report {
+        name,
+        hist,
+        per_sec,
+    }
 }
 
-fn native_step(state: &mut Vec<u8>, host: &mut TestHost, sdk_contact: &switchboard_sdk::Contact, i: usize) {
-    let event = if i % 2 == 0 {
+fn native_step(
+    state: &mut Vec<u8>,
+    host: &mut TestHost,
+    sdk_contact: &switchboard_sdk::Contact,
+    i: usize,
+) {
+    let event = if i.is_multiple_of(2) {
         state.clear();
         switchboard_sdk::Event::Started
     } else {
-        switchboard_sdk::Event::Input(switchboard_sdk::Input { digits: "1".into(), speech: None })
+        switchboard_sdk::Event::Input(switchboard_sdk::Input {
+            digits: "1".into(),
+            speech: None,
+        })
     };
-    let step = switchboard_sdk::run_step::<ivr_menu::IvrMenu>(host, sdk_contact, state, event).expect("the flow steps");
+    let step = switchboard_sdk::run_step::<ivr_menu::IvrMenu>(host, sdk_contact, state, event)
+        .expect("the flow steps");
     *state = step.state;
 }
 
@@ -111,17 +144,26 @@ fn sdk_contact() -> switchboard_sdk::Contact {
 fn webhook_server() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let app = axum::Router::new().route(
                 "/step",
-                axum::routing::post(|axum::Json(body): axum::Json<serde_json::Value>| async move {
-                    let mut state = body["state"].as_str().unwrap_or_default().as_bytes().to_vec();
-                    let mut host = test_host();
-                    let i = if body["event"] == "started" { 0 } else { 1 };
-                    native_step(&mut state, &mut host, &sdk_contact(), i);
-                    axum::Json(serde_json::json!({"state": String::from_utf8_lossy(&state)}))
-                }),
+                axum::routing::post(
+                    |axum::Json(body): axum::Json<serde_json::Value>| async move {
+                        let mut state = body["state"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .as_bytes()
+                            .to_vec();
+                        let mut host = test_host();
+                        let i = if body["event"] == "started" { 0 } else { 1 };
+                        native_step(&mut state, &mut host, &sdk_contact(), i);
+                        axum::Json(serde_json::json!({"state": String::from_utf8_lossy(&state)}))
+                    },
+                ),
             );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
@@ -134,76 +176,130 @@ fn webhook_server() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
 fn main() {
     let wasm = component();
     let bytes = std::fs::read(&wasm).unwrap();
-    eprintln!("component: {} ({} KB); {:.1} s per measurement (BENCH_SECONDS)", wasm.display(), bytes.len() / 1024, seconds().as_secs_f64());
+    eprintln!(
+        "component: {} ({} KB); {:.1} s per measurement (BENCH_SECONDS)",
+        wasm.display(),
+        bytes.len() / 1024,
+        seconds().as_secs_f64()
+    );
 
     // A fresh data directory, so the deploy below really compiles (no cached artifact).
     let data = tempfile::tempdir().unwrap();
-    let config = Config { data_dir: data.path().to_path_buf(), ..Config::default() };
+    let config = Config {
+        data_dir: data.path().to_path_buf(),
+        ..Config::default()
+    };
     let rt = Runtime::open(config).unwrap();
     let deploy_started = Instant::now();
     rt.flows.deploy("ivr-menu", &bytes, "bench").unwrap();
     let deploy = deploy_started.elapsed();
     rt.flows
-        .configure("ivr-menu", &[("days".into(), "mon-sun".into()), ("open".into(), "00:00".into()), ("close".into(), "24:00".into())], "bench")
+        .configure(
+            "ivr-menu",
+            &[
+                ("days".into(), "mon-sun".into()),
+                ("open".into(), "00:00".into()),
+                ("close".into(), "24:00".into()),
+            ],
+            "bench",
+        )
         .unwrap();
-    let customers = switchboard::customers::parse(include_str!("../../examples/customers.csv")).unwrap();
+    let customers =
+        switchboard::customers::parse(include_str!("../../examples/customers.csv")).unwrap();
     switchboard::customers::load(&rt.store, &customers, "bench").unwrap();
     let component = rt.flows.component("ivr-menu", 1).unwrap();
     let flow: Arc<str> = "ivr-menu".into();
-    let target = StepTarget { flow: &flow, version: 1, component: &component };
+    let target = StepTarget {
+        flow: &flow,
+        version: 1,
+        component: &component,
+    };
     let contact = contact();
 
     let mut state = Vec::new();
     let wasm_report = measure("wasm (fresh instance per step)", |i| {
-        let event = if i % 2 == 0 {
+        let event = if i.is_multiple_of(2) {
             state.clear();
             Event::Started
         } else {
-            Event::Input { digits: "1".into(), speech: None }
+            Event::Input {
+                digits: "1".into(),
+                speech: None,
+            }
         };
-        let result = rt.engine.step(&rt.services, &target, &contact, &state, &event);
+        let result = rt
+            .engine
+            .step(&rt.services, &target, &contact, &state, &event);
         let (actions, new_state) = result.outcome.expect("the sample flow does not fault");
         assert!(!actions.is_empty());
         state = new_state;
     });
 
     if std::env::var("BENCH_ONLY").as_deref() == Ok("wasm") {
-        println!("wasm p50 {:.1} us, p99 {:.1} us, {:.0} steps/s", wasm_report.p(0.5), wasm_report.p(0.99), wasm_report.per_sec);
+        println!(
+            "wasm p50 {:.1} us, p99 {:.1} us, {:.0} steps/s",
+            wasm_report.p(0.5),
+            wasm_report.p(0.99),
+            wasm_report.per_sec
+        );
         return;
     }
 
     let mut native_state = Vec::new();
     let mut host = test_host();
     let sdk_contact = sdk_contact();
-    let native_report = measure("native Rust, same flow", |i| native_step(&mut native_state, &mut host, &sdk_contact, i));
+    let native_report = measure("native Rust, same flow", |i| {
+        native_step(&mut native_state, &mut host, &sdk_contact, i)
+    });
 
     let (addr, _server) = webhook_server();
     let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
     let url = format!("http://{addr}/step");
     let mut hook_state = String::new();
     let webhook_report = measure("webhook on loopback, same flow", |i| {
-        let body = if i % 2 == 0 {
+        let body = if i.is_multiple_of(2) {
             serde_json::json!({"state": "", "event": "started"})
         } else {
             serde_json::json!({"state": hook_state, "event": "1"})
         };
-        let answer: serde_json::Value = agent.post(&url).send_json(&body).unwrap().body_mut().read_json().unwrap();
+        let answer: serde_json::Value = agent
+            .post(&url)
+            .send_json(&body)
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
         hook_state = answer["state"].as_str().unwrap().to_string();
     });
 
     // Throughput with every core stepping fresh instances.
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let deadline = seconds();
     let started = Instant::now();
     let total: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    let mut n = 0;
+                    let mut n: usize = 0;
                     let mut state = Vec::new();
                     while started.elapsed() < deadline {
-                        let event = if n % 2 == 0 { state.clear(); Event::Started } else { Event::Input { digits: "1".into(), speech: None } };
-                        state = rt.engine.step(&rt.services, &target, &contact, &state, &event).outcome.unwrap().1;
+                        let event = if n.is_multiple_of(2) {
+                            state.clear();
+                            Event::Started
+                        } else {
+                            Event::Input {
+                                digits: "1".into(),
+                                speech: None,
+                            }
+                        };
+                        state = rt
+                            .engine
+                            .step(&rt.services, &target, &contact, &state, &event)
+                            .outcome
+                            .unwrap()
+                            .1;
                         n += 1;
                     }
                     n
@@ -216,15 +312,44 @@ fn main() {
 
     println!();
     println!("flow step: sample IVR (started with CRM lookup + business hours, then input \"1\")");
-    println!("{:<34} {:>9} {:>9} {:>9} {:>12}", "", "p50 us", "p99 us", "max us", "steps/s 1t");
+    println!(
+        "{:<34} {:>9} {:>9} {:>9} {:>12}",
+        "", "p50 us", "p99 us", "max us", "steps/s 1t"
+    );
     for r in [&wasm_report, &native_report, &webhook_report] {
-        println!("{:<34} {:>9.1} {:>9.1} {:>9.1} {:>12.0}", r.name, r.p(0.5), r.p(0.99), r.hist.max() as f64 / 1000.0, r.per_sec);
+        println!(
+            "{:<34} {:>9.1} {:>9.1} {:>9.1} {:>12.0}",
+            r.name,
+            r.p(0.5),
+            r.p(0.99),
+            r.hist.max() as f64 / 1000.0,
+            r.per_sec
+        );
     }
     println!();
-    println!("wasm throughput, {threads} threads:        {parallel:>9.0} steps/s   (target >= 50,000)");
-    println!("wasm p50 / p99:                     {:>6.1} / {:.1} us   (target <= 20 / 100 us)", wasm_report.p(0.5), wasm_report.p(0.99));
-    println!("webhook / wasm, p50:                {:>9.1}x      (target >= 10x)", webhook_report.p(0.5) / wasm_report.p(0.5));
-    println!("webhook / wasm, p99:                {:>9.1}x", webhook_report.p(0.99) / wasm_report.p(0.99));
-    println!("wasm / native, p50:                 {:>9.1}x      (sandbox + fresh instance overhead)", wasm_report.p(0.5) / native_report.p(0.5));
-    println!("deploy to live ({} KB, compile incl.): {:>6.0} ms   (target <= 2,000 ms)", bytes.len() / 1024, deploy.as_secs_f64() * 1000.0);
+    println!(
+        "wasm throughput, {threads} threads:        {parallel:>9.0} steps/s   (target >= 50,000)"
+    );
+    println!(
+        "wasm p50 / p99:                     {:>6.1} / {:.1} us   (target <= 20 / 100 us)",
+        wasm_report.p(0.5),
+        wasm_report.p(0.99)
+    );
+    println!(
+        "webhook / wasm, p50:                {:>9.1}x      (target >= 10x)",
+        webhook_report.p(0.5) / wasm_report.p(0.5)
+    );
+    println!(
+        "webhook / wasm, p99:                {:>9.1}x",
+        webhook_report.p(0.99) / wasm_report.p(0.99)
+    );
+    println!(
+        "wasm / native, p50:                 {:>9.1}x      (sandbox + fresh instance overhead)",
+        wasm_report.p(0.5) / native_report.p(0.5)
+    );
+    println!(
+        "deploy to live ({} KB, compile incl.): {:>6.0} ms   (target <= 2,000 ms)",
+        bytes.len() / 1024,
+        deploy.as_secs_f64() * 1000.0
+    );
 }

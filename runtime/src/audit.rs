@@ -21,7 +21,13 @@ pub struct AuditEntry {
 }
 
 /// Appends an entry (flushed with the change it records).
-pub fn record(store: &dyn Store, who: &str, action: &str, subject: &str, detail: serde_json::Value) -> Result<(), StoreError> {
+pub fn record(
+    store: &dyn Store,
+    who: &str,
+    action: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) -> Result<(), StoreError> {
     let now = chrono::Utc::now();
     let key = format!(
         "{:020}-{}",

@@ -102,7 +102,10 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
         toml::from_str(&text).with_context(|| {
-            format!("{} is not a valid Switchboard configuration (see README, section Configuration)", path.display())
+            format!(
+                "{} is not a valid Switchboard configuration (see README, section Configuration)",
+                path.display()
+            )
         })
     }
 
@@ -111,19 +114,19 @@ impl Config {
             self.data_dir = dir.into();
         }
         if let Some(listen) = var("SWITCHBOARD_LISTEN") {
-            self.listen = listen
-                .parse()
-                .with_context(|| format!("SWITCHBOARD_LISTEN={listen} is not an address such as 127.0.0.1:8080"))?;
+            self.listen = listen.parse().with_context(|| {
+                format!("SWITCHBOARD_LISTEN={listen} is not an address such as 127.0.0.1:8080")
+            })?;
         }
         if let Some(ms) = var("SWITCHBOARD_STEP_DEADLINE_MS") {
-            self.engine.step_deadline_ms = ms
-                .parse()
-                .with_context(|| format!("SWITCHBOARD_STEP_DEADLINE_MS={ms} is not a number of milliseconds"))?;
+            self.engine.step_deadline_ms = ms.parse().with_context(|| {
+                format!("SWITCHBOARD_STEP_DEADLINE_MS={ms} is not a number of milliseconds")
+            })?;
         }
         if let Some(mib) = var("SWITCHBOARD_MEMORY_CAP_MIB") {
-            self.engine.memory_cap_mib = mib
-                .parse()
-                .with_context(|| format!("SWITCHBOARD_MEMORY_CAP_MIB={mib} is not a number of MiB"))?;
+            self.engine.memory_cap_mib = mib.parse().with_context(|| {
+                format!("SWITCHBOARD_MEMORY_CAP_MIB={mib} is not a number of MiB")
+            })?;
         }
         Ok(())
     }
@@ -135,14 +138,23 @@ mod tests {
 
     #[test]
     fn file_then_environment() {
-        let mut config: Config = toml::from_str("listen = \"127.0.0.1:9000\"\n[engine]\nstep_deadline_ms = 20\n").unwrap();
+        let mut config: Config =
+            toml::from_str("listen = \"127.0.0.1:9000\"\n[engine]\nstep_deadline_ms = 20\n")
+                .unwrap();
         assert_eq!(config.engine.step_deadline_ms, 20);
         assert_eq!(config.engine.memory_cap_mib, 64);
         config
             .apply_env(|k| (k == "SWITCHBOARD_LISTEN").then(|| "127.0.0.1:9100".to_string()))
             .unwrap();
         assert_eq!(config.listen.port(), 9100);
-        assert!(config.apply_env(|k| (k == "SWITCHBOARD_LISTEN").then(|| "nowhere".into())).is_err());
-        assert!(toml::from_str::<Config>("lisen = 1").is_err(), "typos are reported, not ignored");
+        assert!(
+            config
+                .apply_env(|k| (k == "SWITCHBOARD_LISTEN").then(|| "nowhere".into()))
+                .is_err()
+        );
+        assert!(
+            toml::from_str::<Config>("lisen = 1").is_err(),
+            "typos are reported, not ignored"
+        );
     }
 }

@@ -188,11 +188,20 @@ impl Action {
     /// contains one, as it would a trap.
     pub fn defect(&self) -> Option<String> {
         match self {
-            Action::Enqueue(e) if e.queue.trim().is_empty() => Some("enqueue names no queue".into()),
-            Action::Transfer { target } if target.trim().is_empty() => Some("transfer names no target".into()),
-            Action::SetAttribute { key, .. } if key.trim().is_empty() => Some("set-attribute has an empty key".into()),
+            Action::Enqueue(e) if e.queue.trim().is_empty() => {
+                Some("enqueue names no queue".into())
+            }
+            Action::Transfer { target } if target.trim().is_empty() => {
+                Some("transfer names no target".into())
+            }
+            Action::SetAttribute { key, .. } if key.trim().is_empty() => {
+                Some("set-attribute has an empty key".into())
+            }
             Action::Gather(g) if g.finish_on_key.as_deref().is_some_and(|k| !is_dtmf_key(k)) => {
-                Some(format!("gather's finish key {:?} is not a phone key (0-9, * or #)", g.finish_on_key))
+                Some(format!(
+                    "gather's finish key {:?} is not a phone key (0-9, * or #)",
+                    g.finish_on_key
+                ))
             }
             _ => None,
         }

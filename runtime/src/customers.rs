@@ -27,20 +27,27 @@ pub enum CustomersError {
 pub fn parse(text: &str) -> Result<Vec<Customer>, CustomersError> {
     let trimmed = text.trim_start();
     let customers: Vec<Customer> = if trimmed.starts_with('[') {
-        serde_json::from_str(trimmed).map_err(|e| CustomersError::Malformed(format!("the JSON customer list does not parse: {e}")))?
+        serde_json::from_str(trimmed).map_err(|e| {
+            CustomersError::Malformed(format!("the JSON customer list does not parse: {e}"))
+        })?
     } else {
         parse_csv(text)?
     };
     for (i, c) in customers.iter().enumerate() {
         if c.id.trim().is_empty() || c.name.trim().is_empty() {
-            return Err(CustomersError::Malformed(format!("customer #{} has an empty id or name", i + 1)));
+            return Err(CustomersError::Malformed(format!(
+                "customer #{} has an empty id or name",
+                i + 1
+            )));
         }
     }
     Ok(customers)
 }
 
 fn parse_csv(text: &str) -> Result<Vec<Customer>, CustomersError> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let headers = reader
         .headers()
         .map_err(|e| CustomersError::Malformed(format!("the CSV header does not parse: {e}")))?
@@ -54,7 +61,8 @@ fn parse_csv(text: &str) -> Result<Vec<Customer>, CustomersError> {
     }
     let mut out = Vec::new();
     for (line, row) in reader.records().enumerate() {
-        let row = row.map_err(|e| CustomersError::Malformed(format!("CSV row {}: {e}", line + 2)))?;
+        let row =
+            row.map_err(|e| CustomersError::Malformed(format!("CSV row {}: {e}", line + 2)))?;
         let mut customer = Customer {
             id: String::new(),
             name: String::new(),
@@ -72,7 +80,9 @@ fn parse_csv(text: &str) -> Result<Vec<Customer>, CustomersError> {
                 "email" => customer.email = some(),
                 "tier" if !value.is_empty() => customer.tier = value.to_string(),
                 "tier" => {}
-                other => customer.attributes.push((other.to_string(), value.to_string())),
+                other => customer
+                    .attributes
+                    .push((other.to_string(), value.to_string())),
             }
         }
         out.push(customer);
@@ -81,17 +91,39 @@ fn parse_csv(text: &str) -> Result<Vec<Customer>, CustomersError> {
 }
 
 /// Stores `customers` (replacing records with the same id) and their lookup indexes.
-pub fn load(store: &Arc<dyn Store>, customers: &[Customer], who: &str) -> Result<usize, CustomersError> {
+pub fn load(
+    store: &Arc<dyn Store>,
+    customers: &[Customer],
+    who: &str,
+) -> Result<usize, CustomersError> {
     for c in customers {
-        store.put_json(Tree::Customers, &crm_index_key(&LookupKey::Id(c.id.clone())), c)?;
+        store.put_json(
+            Tree::Customers,
+            &crm_index_key(&LookupKey::Id(c.id.clone())),
+            c,
+        )?;
         if let Some(phone) = &c.phone {
-            store.put_json(Tree::Customers, &crm_index_key(&LookupKey::Phone(phone.clone())), &c.id)?;
+            store.put_json(
+                Tree::Customers,
+                &crm_index_key(&LookupKey::Phone(phone.clone())),
+                &c.id,
+            )?;
         }
         if let Some(email) = &c.email {
-            store.put_json(Tree::Customers, &crm_index_key(&LookupKey::Email(email.clone())), &c.id)?;
+            store.put_json(
+                Tree::Customers,
+                &crm_index_key(&LookupKey::Email(email.clone())),
+                &c.id,
+            )?;
         }
     }
-    audit::record(&**store, who, "load-customers", "crm", json!({"count": customers.len()}))?;
+    audit::record(
+        &**store,
+        who,
+        "load-customers",
+        "crm",
+        json!({"count": customers.len()}),
+    )?;
     store.flush()?;
     Ok(customers.len())
 }
@@ -102,15 +134,27 @@ mod tests {
 
     #[test]
     fn csv_with_extra_columns_and_json() {
-        let csv = "id,name,phone,tier,account\nc1,Ada Lovelace,+15551230001,vip,A-1\nc2,Alan Turing,,,\n";
+        let csv =
+            "id,name,phone,tier,account\nc1,Ada Lovelace,+15551230001,vip,A-1\nc2,Alan Turing,,,\n";
         let customers = parse(csv).unwrap();
         assert_eq!(customers[0].tier, "vip");
-        assert_eq!(customers[0].attributes, vec![("account".to_string(), "A-1".to_string())]);
+        assert_eq!(
+            customers[0].attributes,
+            vec![("account".to_string(), "A-1".to_string())]
+        );
         assert_eq!(customers[1].phone, None);
         assert_eq!(customers[1].tier, "standard");
         let json = r#"[{"id":"c3","name":"Grace Hopper","email":"grace@navy.test"}]"#;
-        assert_eq!(parse(json).unwrap()[0].email.as_deref(), Some("grace@navy.test"));
-        assert!(parse("name,phone\nx,1\n").unwrap_err().to_string().contains("no `id` column"));
+        assert_eq!(
+            parse(json).unwrap()[0].email.as_deref(),
+            Some("grace@navy.test")
+        );
+        assert!(
+            parse("name,phone\nx,1\n")
+                .unwrap_err()
+                .to_string()
+                .contains("no `id` column")
+        );
         assert!(parse("[{\"id\": 3}]").is_err());
     }
 }

@@ -119,13 +119,23 @@ fn now() -> String {
 pub fn check_name(name: &str) -> Result<(), FlowsError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok { Ok(()) } else { Err(FlowsError::BadName(name.to_string())) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(FlowsError::BadName(name.to_string()))
+    }
 }
 
 impl Flows {
     /// The flows kept in `store`, with component files under `components_dir`.
-    pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>, components_dir: PathBuf) -> anyhow::Result<Flows> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        components_dir: PathBuf,
+    ) -> anyhow::Result<Flows> {
         std::fs::create_dir_all(&components_dir)?;
         Ok(Flows {
             store,
@@ -143,7 +153,10 @@ impl Flows {
         let component = self.engine.compile(bytes)?;
         let _changing = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.record(flow)?;
-        let version = match self.store.last_with_prefix(Tree::Versions, format!("{flow}/").as_bytes())? {
+        let version = match self
+            .store
+            .last_with_prefix(Tree::Versions, format!("{flow}/").as_bytes())?
+        {
             Some((key, _)) => parse_version_key(&key) + 1,
             None => 1,
         };
@@ -157,7 +170,8 @@ impl Flows {
             deployed_at: now(),
             deployed_by: who.to_string(),
         };
-        self.store.put_json(Tree::Versions, &version_key(flow, version), &record)?;
+        self.store
+            .put_json(Tree::Versions, &version_key(flow, version), &record)?;
         self.loaded
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -178,12 +192,20 @@ impl Flows {
     /// Makes an older (or newer) existing version live again.
     pub fn rollback(&self, flow: &str, version: u64, who: &str) -> Result<FlowRecord, FlowsError> {
         let _changing = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = self.record(flow)?.ok_or_else(|| FlowsError::UnknownFlow(flow.to_string()))?;
+        let previous = self
+            .record(flow)?
+            .ok_or_else(|| FlowsError::UnknownFlow(flow.to_string()))?;
         self.version(flow, version)?;
         // Load it before switching, so a component that no longer loads is refused here.
         self.component(flow, version)?;
         let record = self.set_live(flow, version)?;
-        audit::record(&*self.store, who, "rollback", flow, json!({"from": previous.live, "to": version}))?;
+        audit::record(
+            &*self.store,
+            who,
+            "rollback",
+            flow,
+            json!({"from": previous.live, "to": version}),
+        )?;
         self.store.flush()?;
         tracing::info!(flow, from = previous.live, to = version, "rolled back");
         Ok(record)
@@ -224,7 +246,8 @@ impl Flows {
 
     /// All versions of `flow`, oldest first.
     pub fn versions(&self, flow: &str) -> Result<Vec<FlowVersion>, FlowsError> {
-        let versions: Vec<FlowVersion> = self.store.scan_json(Tree::Versions, &format!("{flow}/"))?;
+        let versions: Vec<FlowVersion> =
+            self.store.scan_json(Tree::Versions, &format!("{flow}/"))?;
         if versions.is_empty() {
             return Err(FlowsError::UnknownFlow(flow.to_string()));
         }
@@ -233,7 +256,10 @@ impl Flows {
 
     /// One version.
     pub fn version(&self, flow: &str, version: u64) -> Result<FlowVersion, FlowsError> {
-        match self.store.get_json(Tree::Versions, &version_key(flow, version))? {
+        match self
+            .store
+            .get_json(Tree::Versions, &version_key(flow, version))?
+        {
             Some(v) => Ok(v),
             None if self.record(flow)?.is_none() => Err(FlowsError::UnknownFlow(flow.to_string())),
             None => Err(FlowsError::UnknownVersion {
@@ -245,23 +271,30 @@ impl Flows {
 
     /// The live version of `flow`.
     pub fn live(&self, flow: &str) -> Result<u64, FlowsError> {
-        Ok(self.record(flow)?.ok_or_else(|| FlowsError::UnknownFlow(flow.to_string()))?.live)
+        Ok(self
+            .record(flow)?
+            .ok_or_else(|| FlowsError::UnknownFlow(flow.to_string()))?
+            .live)
     }
 
     /// The compiled component of a version, loaded on first use (from the artifact cache).
     pub fn component(&self, flow: &str, version: u64) -> Result<Arc<FlowComponent>, FlowsError> {
         let key = (flow.to_string(), version);
-        if let Some(found) = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(found) = self
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(found.clone());
         }
         let record = self.version(flow, version)?;
         let path = self.components_dir.join(format!("{}.wasm", record.sha256));
-        let bytes = std::fs::read(&path).map_err(|e| FlowsError::Io(format!("{}: {e}", path.display())))?;
-        let component = Arc::new(
-            self.engine
-                .load(&bytes)
-                .map_err(|e| FlowsError::Io(format!("version {version} of {flow} no longer loads: {e}")))?,
-        );
+        let bytes =
+            std::fs::read(&path).map_err(|e| FlowsError::Io(format!("{}: {e}", path.display())))?;
+        let component = Arc::new(self.engine.load(&bytes).map_err(|e| {
+            FlowsError::Io(format!("version {version} of {flow} no longer loads: {e}"))
+        })?);
         self.loaded
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -272,11 +305,20 @@ impl Flows {
     /// Binds `address` to a flow (replacing any earlier binding).
     pub fn bind(&self, entry: EntryPoint, who: &str) -> Result<(), FlowsError> {
         if entry.address.trim().is_empty() {
-            return Err(FlowsError::BadEntryPoint("an entry point needs an address, such as +15550100".into()));
+            return Err(FlowsError::BadEntryPoint(
+                "an entry point needs an address, such as +15550100".into(),
+            ));
         }
         self.live(&entry.flow)?;
-        self.store.put_json(Tree::EntryPoints, &entry.address, &entry)?;
-        audit::record(&*self.store, who, "bind", &entry.address, json!({"flow": entry.flow}))?;
+        self.store
+            .put_json(Tree::EntryPoints, &entry.address, &entry)?;
+        audit::record(
+            &*self.store,
+            who,
+            "bind",
+            &entry.address,
+            json!({"flow": entry.flow}),
+        )?;
         self.store.flush()?;
         Ok(())
     }
@@ -292,7 +334,12 @@ impl Flows {
     }
 
     /// Sets settings of `flow` (an empty value removes the setting).
-    pub fn configure(&self, flow: &str, settings: &[(String, String)], who: &str) -> Result<(), FlowsError> {
+    pub fn configure(
+        &self,
+        flow: &str,
+        settings: &[(String, String)],
+        who: &str,
+    ) -> Result<(), FlowsError> {
         self.live(flow)?;
         for (key, value) in settings {
             let k = crate::engine::host::settings_key(flow, key);
@@ -316,7 +363,10 @@ impl Flows {
 
 fn parse_version_key(key: &[u8]) -> u64 {
     let text = String::from_utf8_lossy(key);
-    text.rsplit('/').next().and_then(|v| v.parse().ok()).unwrap_or(0)
+    text.rsplit('/')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The channel a contact to `address` arrives on when the caller does not say.

@@ -39,7 +39,14 @@ impl Runtime {
     pub fn open(config: Config) -> anyhow::Result<Runtime> {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
         let dir = config.data_dir.clone();
-        Self::assemble(config, store, dir.join("artifacts"), dir.join("components"), None, Clock::System)
+        Self::assemble(
+            config,
+            store,
+            dir.join("artifacts"),
+            dir.join("components"),
+            None,
+            Clock::System,
+        )
     }
 
     /// A runtime whose store lives in memory and a scratch directory (simulations,
@@ -62,7 +69,10 @@ impl Runtime {
         scratch: Option<tempfile::TempDir>,
         clock: Clock,
     ) -> anyhow::Result<Runtime> {
-        let engine = Arc::new(Engine::new(&config.engine, Some(&artifacts)).context("cannot start the Wasm engine")?);
+        let engine = Arc::new(
+            Engine::new(&config.engine, Some(&artifacts))
+                .context("cannot start the Wasm engine")?,
+        );
         let flows = Arc::new(Flows::new(store.clone(), engine.clone(), components)?);
         let metrics = Arc::new(Metrics::default());
         let services = Arc::new(Services {

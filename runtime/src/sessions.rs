@@ -130,7 +130,9 @@ impl Session {
     }
 
     fn end(&mut self, reason: &str) {
-        self.status = Status::Ended { reason: reason.to_string() };
+        self.status = Status::Ended {
+            reason: reason.to_string(),
+        };
         self.awaiting = None;
     }
 }
@@ -200,7 +202,9 @@ pub struct NewContact {
 #[derive(Debug, thiserror::Error)]
 pub enum ContactError {
     /// No flow for the address.
-    #[error("no flow answers {0:?}: bind it with `switchboard bind {0} --flow NAME` or pass a flow")]
+    #[error(
+        "no flow answers {0:?}: bind it with `switchboard bind {0} --flow NAME` or pass a flow"
+    )]
     NoFlow(String),
     /// No such contact.
     #[error("there is no contact {0:?}")]
@@ -253,7 +257,9 @@ impl Sessions {
     }
 
     fn stripe(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {
-        let hash = id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let hash = id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
         self.stripes[hash as usize % self.stripes.len()]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -275,7 +281,9 @@ impl Sessions {
         let now = chrono::Utc::now().to_rfc3339();
         let mut session = Session {
             id: uuid::Uuid::new_v4().to_string(),
-            channel: new.channel.unwrap_or_else(|| crate::flows::channel_of(&new.to)),
+            channel: new
+                .channel
+                .unwrap_or_else(|| crate::flows::channel_of(&new.to)),
             from: new.from,
             to: new.to,
             attributes,
@@ -328,13 +336,28 @@ impl Sessions {
             version: session.version,
             component: &component,
         };
-        let result = self.engine.step(&self.services, &target, &session.contact(), &session.state, &event);
-        self.metrics.step(&session.flow, session.version, result.elapsed, result.outcome.as_ref().err());
+        let result = self.engine.step(
+            &self.services,
+            &target,
+            &session.contact(),
+            &session.state,
+            &event,
+        );
+        self.metrics.step(
+            &session.flow,
+            session.version,
+            result.elapsed,
+            result.outcome.as_ref().err(),
+        );
 
         let customer_left = event == Event::Hangup;
         let (actions, fault) = match result.outcome {
             Ok((actions, state)) => {
-                crate::engine::host::apply_kv_writes(&*self.store, &session.flow, &result.kv_writes)?;
+                crate::engine::host::apply_kv_writes(
+                    &*self.store,
+                    &session.flow,
+                    &result.kv_writes,
+                )?;
                 session.state = state;
                 (actions, None)
             }
@@ -342,7 +365,11 @@ impl Sessions {
                 tracing::warn!(contact = %session.id, flow = %session.flow, version = session.version,
                     fault = %fault, "step faulted; running the fallback");
                 session.faults += 1;
-                let actions = if customer_left { Vec::new() } else { self.fallback_actions(&fault) };
+                let actions = if customer_left {
+                    Vec::new()
+                } else {
+                    self.fallback_actions(&fault)
+                };
                 (actions, Some(fault))
             }
         };
@@ -365,8 +392,11 @@ impl Sessions {
             state: session.state.clone(),
             elapsed_us: result.elapsed.as_micros() as u64,
         };
-        self.store
-            .put_json(Tree::Traces, &format!("{}/{:06}", session.id, session.steps), &entry)?;
+        self.store.put_json(
+            Tree::Traces,
+            &format!("{}/{:06}", session.id, session.steps),
+            &entry,
+        )?;
         self.store.put_json(Tree::Sessions, &session.id, session)?;
         self.store.flush()?;
 

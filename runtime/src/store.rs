@@ -66,6 +66,9 @@ pub enum StoreError {
     },
 }
 
+/// A key and its value.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
 /// What the rest of Switchboard needs from storage.
 pub trait Store: Send + Sync + 'static {
     /// The value under `key`.
@@ -75,9 +78,9 @@ pub trait Store: Send + Sync + 'static {
     /// Remove `key`.
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError>;
     /// All pairs whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Pair>, StoreError>;
     /// The last pair whose key starts with `prefix`.
-    fn last_with_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn last_with_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Option<Pair>, StoreError>;
     /// Make everything written so far durable. Called before anything is acknowledged.
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -85,14 +88,22 @@ pub trait Store: Send + Sync + 'static {
 /// Typed access over any [`Store`]: values are JSON, readable with any sled tool.
 pub trait StoreExt: Store {
     /// The decoded value under `key`.
-    fn get_json<T: DeserializeOwned>(&self, tree: Tree, key: &str) -> Result<Option<T>, StoreError> {
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         match self.get(tree, key.as_bytes())? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
-                tree: tree.name(),
-                key: key.to_string(),
-                why: e.to_string(),
-            }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        tree: tree.name(),
+                        key: key.to_string(),
+                        why: e.to_string(),
+                    })
+            }
         }
     }
 
@@ -103,7 +114,11 @@ pub trait StoreExt: Store {
     }
 
     /// Every decoded value whose key starts with `prefix`.
-    fn scan_json<T: DeserializeOwned>(&self, tree: Tree, prefix: &str) -> Result<Vec<T>, StoreError> {
+    fn scan_json<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &str,
+    ) -> Result<Vec<T>, StoreError> {
         self.scan_prefix(tree, prefix.as_bytes())?
             .into_iter()
             .map(|(k, v)| {
@@ -166,7 +181,10 @@ impl SledStore {
     }
 
     fn with_trees(db: sled::Db) -> anyhow::Result<SledStore> {
-        let trees = TREES.iter().map(|t| db.open_tree(t.name())).collect::<Result<_, _>>()?;
+        let trees = TREES
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<_, _>>()?;
         Ok(SledStore { db, trees })
     }
 
@@ -182,7 +200,11 @@ impl SledStore {
 
 impl Store for SledStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree(tree)?.get(key).map_err(backend)?.map(|v| v.to_vec()))
+        Ok(self
+            .tree(tree)?
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
     }
 
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -195,14 +217,14 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Pair>, StoreError> {
         self.tree(tree)?
             .scan_prefix(prefix)
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
             .collect()
     }
 
-    fn last_with_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last_with_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Option<Pair>, StoreError> {
         self.tree(tree)?
             .scan_prefix(prefix)
             .next_back()
@@ -226,7 +248,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(dir.path()).unwrap();
-            store.put_json(Tree::Flows, "ivr", &serde_json::json!({"live": 2})).unwrap();
+            store
+                .put_json(Tree::Flows, "ivr", &serde_json::json!({"live": 2}))
+                .unwrap();
             store.put(Tree::Versions, b"ivr/00000001", b"{}").unwrap();
             store.put(Tree::Versions, b"ivr/00000002", b"{}").unwrap();
             store.put(Tree::Versions, b"ivrx/00000009", b"{}").unwrap();
@@ -235,7 +259,10 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         let flow: serde_json::Value = store.get_json(Tree::Flows, "ivr").unwrap().unwrap();
         assert_eq!(flow["live"], 2);
-        let (last, _) = store.last_with_prefix(Tree::Versions, b"ivr/").unwrap().unwrap();
+        let (last, _) = store
+            .last_with_prefix(Tree::Versions, b"ivr/")
+            .unwrap()
+            .unwrap();
         assert_eq!(last, b"ivr/00000002");
         assert_eq!(store.scan_prefix(Tree::Versions, b"ivr/").unwrap().len(), 2);
     }
@@ -244,7 +271,9 @@ mod tests {
     fn corrupt_values_are_reported_with_their_key() {
         let store = SledStore::temporary().unwrap();
         store.put(Tree::Sessions, b"c1", b"not json").unwrap();
-        let err = store.get_json::<serde_json::Value>(Tree::Sessions, "c1").unwrap_err();
+        let err = store
+            .get_json::<serde_json::Value>(Tree::Sessions, "c1")
+            .unwrap_err();
         assert!(err.to_string().contains("does not decode"), "{err}");
     }
 }

@@ -30,7 +30,10 @@ fn session_survives_sigkill_and_stays_pinned() {
     // Its flow state survived too: two more invalid keys make three, and the menu gives up.
     server.press(&id, "8");
     let third = server.press(&id, "9");
-    assert_eq!(third["version"], 1, "the contact stays on its pinned version");
+    assert_eq!(
+        third["version"], 1,
+        "the contact stays on its pinned version"
+    );
     assert_eq!(queue(&third).as_deref(), Some("agents"));
 
     let fresh = server.start_contact("ivr-menu", "+15551230002");
@@ -44,7 +47,11 @@ fn session_survives_sigkill_and_stays_pinned() {
     drop(server);
     let server = Server::start(dir.path(), &["--deploy", deploy.as_str()]);
     let (_, versions) = server.call("GET", "/v1/flows/ivr-menu/versions", None);
-    assert_eq!(versions["versions"].as_array().unwrap().len(), 3, "{versions}");
+    assert_eq!(
+        versions["versions"].as_array().unwrap().len(),
+        3,
+        "{versions}"
+    );
     assert_eq!(versions["live"], 3);
 }
 
@@ -59,5 +66,8 @@ fn a_second_server_on_the_same_data_is_refused_clearly() {
         .unwrap();
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(stderr.contains("in use by another switchboard process"), "{stderr}");
+    assert!(
+        stderr.contains("in use by another switchboard process"),
+        "{stderr}"
+    );
 }

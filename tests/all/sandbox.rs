@@ -17,7 +17,10 @@ fn assert_fallback(report: &Value, session: &Value, kind: &str) {
     assert_eq!(report["fault"]["kind"], kind, "{report}");
     assert!(spoken(report)[0].starts_with("We're sorry"), "{report}");
     assert_eq!(queue(report).as_deref(), Some("default"));
-    assert_eq!(session["status"]["state"], "queued", "the contact is kept: {session}");
+    assert_eq!(
+        session["status"]["state"], "queued",
+        "the contact is kept: {session}"
+    );
     assert_eq!(session["status"]["queue"], "default");
     assert_eq!(session["faults"], 1);
 }
@@ -31,7 +34,10 @@ fn endless_loop_memory_hog_trap_and_garbage_get_the_fallback() {
     let started = std::time::Instant::now();
     let (report, session) = faulting_step(&server, "1");
     assert_fallback(&report, &session, "deadline");
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the loop was stopped");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the loop was stopped"
+    );
 
     let (report, session) = faulting_step(&server, "2");
     assert_fallback(&report, &session, "memory");
@@ -39,14 +45,24 @@ fn endless_loop_memory_hog_trap_and_garbage_get_the_fallback() {
 
     let (report, session) = faulting_step(&server, "3");
     assert_fallback(&report, &session, "trap");
-    assert!(report["fault"]["message"].as_str().unwrap().contains("chaos flow asked to trap"));
+    assert!(
+        report["fault"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("chaos flow asked to trap")
+    );
 
     let (report, session) = faulting_step(&server, "4");
     assert_fallback(&report, &session, "flow-error");
 
     let (report, session) = faulting_step(&server, "5");
     assert_fallback(&report, &session, "invalid-output");
-    assert!(report["fault"]["why"].as_str().unwrap().contains("no queue"));
+    assert!(
+        report["fault"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("no queue")
+    );
 
     // The trace keeps the fault and the fallback's actions; the server still serves others.
     let id = session["id"].as_str().unwrap();
@@ -68,10 +84,21 @@ fn a_hang_up_after_a_fault_ends_the_contact_cleanly() {
     server.deploy("chaos", &guest("chaos"));
     let contact = server.start_contact("chaos", "+15551230001");
     let id = contact["contact"].as_str().unwrap();
-    let (status, report) = server.call("POST", &format!("/v1/contacts/{id}/events"), Some(serde_json::json!({"type": "hangup"})));
+    let (status, report) = server.call(
+        "POST",
+        &format!("/v1/contacts/{id}/events"),
+        Some(serde_json::json!({"type": "hangup"})),
+    );
     assert_eq!(status, 200);
     assert_eq!(report["status"]["state"], "ended");
     assert_eq!(report["status"]["reason"], "customer-hangup");
-    let (status, err) = server.call("POST", &format!("/v1/contacts/{id}/events"), Some(serde_json::json!({"type": "input", "digits": "1"})));
-    assert_eq!((status, err["error"]["code"].as_str()), (409, Some("contact_ended")));
+    let (status, err) = server.call(
+        "POST",
+        &format!("/v1/contacts/{id}/events"),
+        Some(serde_json::json!({"type": "input", "digits": "1"})),
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("contact_ended"))
+    );
 }

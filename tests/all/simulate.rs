@@ -15,9 +15,18 @@ fn simulate(args: &[&str], input: &str) -> (bool, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -25,31 +34,69 @@ fn pressing_1_on_the_deployed_menu_reaches_sales() {
     let dir = tempfile::tempdir().unwrap();
     let deploy = format!("ivr-menu={}", guest("ivr-menu").display());
     let customers = format!("{}/../examples/customers.csv", env!("CARGO_MANIFEST_DIR"));
-    let mut args = vec!["--deploy", deploy.as_str(), "--bind", "+15550100=ivr-menu", "--customers", customers.as_str()];
+    let mut args = vec![
+        "--deploy",
+        deploy.as_str(),
+        "--bind",
+        "+15550100=ivr-menu",
+        "--customers",
+        customers.as_str(),
+    ];
     args.extend(ALWAYS_OPEN);
     let server = Server::start(dir.path(), &args);
     let data_dir = dir.path().display().to_string();
-    let (ok, out, err) = simulate(&["ivr-menu", "--server", &server.url, "--data-dir", &data_dir, "--from", "+15551230002"], "1\n");
+    let (ok, out, err) = simulate(
+        &[
+            "ivr-menu",
+            "--server",
+            &server.url,
+            "--data-dir",
+            &data_dir,
+            "--from",
+            "+15551230002",
+        ],
+        "1\n",
+    );
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains("Hello Grace, thank you for calling Acme."), "the CRM greets a known caller:\n{out}");
+    assert!(
+        out.contains("Hello Grace, thank you for calling Acme."),
+        "the CRM greets a known caller:\n{out}"
+    );
     assert!(out.contains("caller > 1"), "{out}");
     assert!(out.contains(r#"queued in "sales" at priority 0"#), "{out}");
     assert!(out.contains(r#"waiting in queue "sales""#), "{out}");
 
     // A VIP caller goes to the VIP queue first.
-    let (ok, out, _) = simulate(&["ivr-menu", "--server", &server.url, "--data-dir", &data_dir, "--from", "+15551230001"], "2\n");
+    let (ok, out, _) = simulate(
+        &[
+            "ivr-menu",
+            "--server",
+            &server.url,
+            "--data-dir",
+            &data_dir,
+            "--from",
+            "+15551230001",
+        ],
+        "2\n",
+    );
     assert!(ok);
     assert!(out.contains(r#"queued in "vip" at priority 10"#), "{out}");
 
     // Silence twice (the prompt replays once), then the flow says goodbye.
-    let (ok, out, _) = simulate(&["ivr-menu", "--server", &server.url, "--data-dir", &data_dir], "\n\n");
+    let (ok, out, _) = simulate(
+        &["ivr-menu", "--server", &server.url, "--data-dir", &data_dir],
+        "\n\n",
+    );
     assert!(ok);
     assert!(out.contains("the prompt plays again"), "{out}");
     assert!(out.contains("We did not receive any input"), "{out}");
     assert!(out.contains("Contact ended (hangup)"), "{out}");
 
     // A wrong token is refused with a message that says what to do.
-    let (ok, _, err) = simulate(&["ivr-menu", "--server", &server.url, "--token", "sbt_wrong"], "1\n");
+    let (ok, _, err) = simulate(
+        &["ivr-menu", "--server", &server.url, "--token", "sbt_wrong"],
+        "1\n",
+    );
     assert!(!ok);
     assert!(err.contains("401 unauthorized"), "{err}");
 }
@@ -57,7 +104,12 @@ fn pressing_1_on_the_deployed_menu_reaches_sales() {
 #[test]
 fn local_wasm_file_without_a_server_honours_business_hours() {
     let ivr = guest("ivr-menu").display().to_string();
-    let open = ["--setting", "timezone=America/New_York", "--at", "2026-11-25T10:00:00-05:00"];
+    let open = [
+        "--setting",
+        "timezone=America/New_York",
+        "--at",
+        "2026-11-25T10:00:00-05:00",
+    ];
     let (ok, out, err) = simulate(&[&[ivr.as_str()][..], &open[..]].concat(), "1\n");
     assert!(ok, "{err}");
     assert!(out.contains(r#"queued in "sales""#), "{out}");

@@ -12,7 +12,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The component built from guest crate `name` (`ivr-menu`, `chaos`, `init-trap`), built
@@ -26,12 +29,28 @@ pub fn guest(name: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace())
-        .args(["build", "--quiet", "--profile", "guest", "--target", "wasm32-wasip2", "-p", name])
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "guest",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            name,
+        ])
         .status()
         .expect("cargo runs");
-    assert!(status.success(), "building guest {name} failed (is the wasm32-wasip2 target installed?)");
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"));
-    let path = target.join("wasm32-wasip2/guest").join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        status.success(),
+        "building guest {name} failed (is the wasm32-wasip2 target installed?)"
+    );
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("target"));
+    let path = target
+        .join("wasm32-wasip2/guest")
+        .join(format!("{}.wasm", name.replace('-', "_")));
     assert!(path.exists(), "{} was not produced", path.display());
     built.insert(name.to_string(), path.clone());
     path
@@ -77,12 +96,11 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap().trim().to_string();
-        Server {
-            child,
-            url,
-            token,
-        }
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Server { child, url, token }
     }
 
     /// Stops the server the hard way (SIGKILL), as a crash would.
@@ -97,13 +115,23 @@ impl Server {
     }
 
     /// A request with any token (or none).
-    pub fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.url));
+    pub fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url));
         if let Some(token) = token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
         let request = match body {
-            Some(body) => request.header("Content-Type", "application/json").body(serde_json::to_vec(&body).unwrap()),
+            Some(body) => request
+                .header("Content-Type", "application/json")
+                .body(serde_json::to_vec(&body).unwrap()),
             None => request.body(Vec::new()),
         }
         .unwrap();
@@ -111,7 +139,13 @@ impl Server {
     }
 
     /// Sends raw bytes (a component, malformed JSON...).
-    pub fn call_raw(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    pub fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
         let request = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.url))
@@ -124,7 +158,12 @@ impl Server {
 
     /// Deploys a component file as `flow`.
     pub fn deploy(&self, flow: &str, component: &Path) -> (u16, Value) {
-        self.call_raw("POST", &format!("/v1/flows/{flow}/versions"), "application/wasm", std::fs::read(component).unwrap())
+        self.call_raw(
+            "POST",
+            &format!("/v1/flows/{flow}/versions"),
+            "application/wasm",
+            std::fs::read(component).unwrap(),
+        )
     }
 
     /// Starts a contact of `flow`; returns the step report.
@@ -159,7 +198,10 @@ fn send(request: ureq::http::Request<Vec<u8>>) -> (u16, Value) {
     let mut response = agent.run(request).expect("the server answers");
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 impl Drop for Server {

@@ -39,7 +39,9 @@ impl Flow for IvrMenu {
             ],
             Event::TaskOutcome(outcome) => match outcome.status {
                 TaskStatus::TimedOut => vec![
-                    Action::say("All of our agents are still busy. Please call again later. Goodbye."),
+                    Action::say(
+                        "All of our agents are still busy. Please call again later. Goodbye.",
+                    ),
                     Action::Hangup,
                 ],
                 _ => vec![],
@@ -106,14 +108,20 @@ impl IvrMenu {
             _ => {
                 self.invalid += 1;
                 if self.invalid >= MAX_INVALID {
-                    cx.log(Level::Warn, "three invalid choices; handing the caller to an agent");
+                    cx.log(
+                        Level::Warn,
+                        "three invalid choices; handing the caller to an agent",
+                    );
                     return self.route(
                         "agents",
                         "Sorry, we still could not understand your choice. Let me connect you with an agent.",
                         &[("reason", "invalid-input")],
                     );
                 }
-                return vec![Action::say("Sorry, that is not a valid choice."), self.menu()];
+                return vec![
+                    Action::say("Sorry, that is not a valid choice."),
+                    self.menu(),
+                ];
             }
         };
         let sentence = match department {
@@ -178,12 +186,22 @@ impl BusinessHours {
     }
 
     fn days_text(&self) -> String {
-        format!("{} to {}", DAY_NAMES[self.days.0 as usize], DAY_NAMES[self.days.1 as usize])
+        format!(
+            "{} to {}",
+            DAY_NAMES[self.days.0 as usize], DAY_NAMES[self.days.1 as usize]
+        )
     }
 }
 
-const DAY_NAMES: [&str; 7] =
-    ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const DAY_NAMES: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 
 fn weekday_index(day: Weekday) -> u8 {
     match day {
@@ -218,7 +236,7 @@ fn parse_days(text: &str) -> Option<(u8, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_sdk::testing::{spoken, Conversation};
+    use switchboard_sdk::testing::{Conversation, spoken};
 
     fn call() -> Conversation<IvrMenu> {
         Conversation::voice("+15551230001", "+15550100")
@@ -242,7 +260,10 @@ mod tests {
     #[test]
     fn known_caller_is_greeted_by_name_and_vip_goes_first() {
         let mut call = call().with_customer("+15551230001", "Ada Lovelace", "vip");
-        assert_eq!(spoken(&call.start())[0], "Hello Ada, thank you for calling Acme.");
+        assert_eq!(
+            spoken(&call.start())[0],
+            "Hello Ada, thank you for calling Acme."
+        );
         assert_eq!(queue_of(&call.press("2")), Some(("vip".into(), 10)));
     }
 
@@ -258,13 +279,20 @@ mod tests {
 
     #[test]
     fn open_all_day() {
-        let mut call = call().with_config("open", "00:00").with_config("close", "24:00").at(23, 59);
+        let mut call = call()
+            .with_config("open", "00:00")
+            .with_config("close", "24:00")
+            .at(23, 59);
         assert!(matches!(call.start().last(), Some(Action::Gather(_))));
     }
 
     #[test]
     fn configured_hours_are_used() {
-        let mut call = call().with_config("open", "07:00").with_config("days", "mon-sun").at(7, 15).on(Weekday::Saturday);
+        let mut call = call()
+            .with_config("open", "07:00")
+            .with_config("days", "mon-sun")
+            .at(7, 15)
+            .on(Weekday::Saturday);
         assert!(matches!(call.start().last(), Some(Action::Gather(_))));
     }
 
@@ -273,7 +301,10 @@ mod tests {
         let mut call = call();
         call.start();
         assert!(matches!(call.press("*").as_slice(), [Action::Gather(_)]));
-        assert_eq!(spoken(&call.press("7"))[0], "Sorry, that is not a valid choice.");
+        assert_eq!(
+            spoken(&call.press("7"))[0],
+            "Sorry, that is not a valid choice."
+        );
         call.press("8");
         let last = call.press("9");
         assert_eq!(queue_of(&last), Some(("agents".into(), 0)));

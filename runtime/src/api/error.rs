@@ -36,13 +36,21 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
     }
 }
 
@@ -66,10 +74,18 @@ impl From<ContactError> for ApiError {
         match e {
             ContactError::Flows(e) => e.into(),
             ContactError::Store(e) => e.into(),
-            ContactError::NoFlow(_) => ApiError::new(StatusCode::NOT_FOUND, "no_flow", e.to_string()),
-            ContactError::UnknownContact(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_contact", e.to_string()),
-            ContactError::Ended(_) => ApiError::new(StatusCode::CONFLICT, "contact_ended", e.to_string()),
-            ContactError::BadEvent(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()),
+            ContactError::NoFlow(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "no_flow", e.to_string())
+            }
+            ContactError::UnknownContact(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_contact", e.to_string())
+            }
+            ContactError::Ended(_) => {
+                ApiError::new(StatusCode::CONFLICT, "contact_ended", e.to_string())
+            }
+            ContactError::BadEvent(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string())
+            }
         }
     }
 }
@@ -78,7 +94,9 @@ impl From<CustomersError> for ApiError {
     fn from(e: CustomersError) -> Self {
         match e {
             CustomersError::Store(e) => e.into(),
-            CustomersError::Malformed(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_customers", e.to_string()),
+            CustomersError::Malformed(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_customers", e.to_string())
+            }
         }
     }
 }
@@ -88,7 +106,10 @@ impl From<JsonRejection> for ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            format!("{} (see README, section HTTP API, for the expected body)", e.body_text()),
+            format!(
+                "{} (see README, section HTTP API, for the expected body)",
+                e.body_text()
+            ),
         )
     }
 }

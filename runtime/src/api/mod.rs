@@ -49,13 +49,20 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/contacts/{id}/trace", get(show_trace))
         .route("/audit", get(show_audit))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT))
-        .route_layer(middleware::from_fn_with_state(runtime.clone(), authenticate));
+        .route_layer(middleware::from_fn_with_state(
+            runtime.clone(),
+            authenticate,
+        ));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .nest("/v1", v1)
         .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see README, section HTTP API")
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see README, section HTTP API",
+            )
         })
         .with_state(runtime)
 }
@@ -84,10 +91,16 @@ async fn authenticate(State(rt): Api, mut request: Request, next: Next) -> Answe
 }
 
 /// Runs blocking domain work off the async threads.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the request's worker failed: {e}")))?
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the request's worker failed: {e}"),
+        )
+    })?
 }
 
 fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
@@ -95,7 +108,11 @@ fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
 }
 
 async fn metrics(State(rt): Api) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], rt.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        rt.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn list_flows(State(rt): Api) -> Answer {
@@ -103,7 +120,12 @@ async fn list_flows(State(rt): Api) -> Answer {
     ok(StatusCode::OK, flows)
 }
 
-async fn deploy(State(rt): Api, Extension(Caller(who)): Extension<Caller>, Path(flow): Path<String>, body: Bytes) -> Answer {
+async fn deploy(
+    State(rt): Api,
+    Extension(Caller(who)): Extension<Caller>,
+    Path(flow): Path<String>,
+    body: Bytes,
+) -> Answer {
     if body.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -111,7 +133,8 @@ async fn deploy(State(rt): Api, Extension(Caller(who)): Extension<Caller>, Path(
             "send the component's bytes as the request body (Content-Type: application/wasm)",
         ));
     }
-    let version = blocking(move || rt.flows.deploy(&flow, &body, &who).map_err(ApiError::from)).await?;
+    let version =
+        blocking(move || rt.flows.deploy(&flow, &body, &who).map_err(ApiError::from)).await?;
     ok(StatusCode::CREATED, version)
 }
 
@@ -125,7 +148,8 @@ async fn list_versions(State(rt): Api, Path(flow): Path<String>) -> Answer {
 }
 
 async fn show_version(State(rt): Api, Path((flow, version)): Path<(String, u64)>) -> Answer {
-    let version = blocking(move || rt.flows.version(&flow, version).map_err(ApiError::from)).await?;
+    let version =
+        blocking(move || rt.flows.version(&flow, version).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, version)
 }
 
@@ -141,20 +165,33 @@ async fn rollback(
     body: Result<Json<RollbackBody>, axum::extract::rejection::JsonRejection>,
 ) -> Answer {
     let Json(body) = body?;
-    let record = blocking(move || rt.flows.rollback(&flow, body.version, &who).map_err(ApiError::from)).await?;
+    let record = blocking(move || {
+        rt.flows
+            .rollback(&flow, body.version, &who)
+            .map_err(ApiError::from)
+    })
+    .await?;
     ok(StatusCode::OK, record)
 }
 
 async fn show_settings(State(rt): Api, Path(flow): Path<String>) -> Answer {
     let settings = blocking(move || rt.flows.settings(&flow).map_err(ApiError::from)).await?;
-    ok(StatusCode::OK, settings.into_iter().collect::<std::collections::BTreeMap<_, _>>())
+    ok(
+        StatusCode::OK,
+        settings
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    )
 }
 
 async fn configure(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
     Path(flow): Path<String>,
-    body: Result<Json<std::collections::BTreeMap<String, String>>, axum::extract::rejection::JsonRejection>,
+    body: Result<
+        Json<std::collections::BTreeMap<String, String>>,
+        axum::extract::rejection::JsonRejection,
+    >,
 ) -> Answer {
     let Json(settings) = body?;
     let settings: Vec<(String, String)> = settings.into_iter().collect();
@@ -163,7 +200,12 @@ async fn configure(
         Ok(rt.flows.settings(&flow)?)
     })
     .await?;
-    ok(StatusCode::OK, result.into_iter().collect::<std::collections::BTreeMap<_, _>>())
+    ok(
+        StatusCode::OK,
+        result
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    )
 }
 
 async fn list_entry_points(State(rt): Api) -> Answer {
@@ -195,9 +237,18 @@ async fn bind(
     ok(StatusCode::OK, saved)
 }
 
-async fn load_customers(State(rt): Api, Extension(Caller(who)): Extension<Caller>, body: Bytes) -> Answer {
-    let text = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_customers", "the customer file is not UTF-8 text"))?;
+async fn load_customers(
+    State(rt): Api,
+    Extension(Caller(who)): Extension<Caller>,
+    body: Bytes,
+) -> Answer {
+    let text = String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_customers",
+            "the customer file is not UTF-8 text",
+        )
+    })?;
     let loaded = blocking(move || {
         let customers = crate::customers::parse(&text)?;
         Ok(crate::customers::load(&rt.store, &customers, &who)?)
@@ -206,7 +257,10 @@ async fn load_customers(State(rt): Api, Extension(Caller(who)): Extension<Caller
     ok(StatusCode::OK, json!({"loaded": loaded}))
 }
 
-async fn start_contact(State(rt): Api, body: Result<Json<NewContact>, axum::extract::rejection::JsonRejection>) -> Answer {
+async fn start_contact(
+    State(rt): Api,
+    body: Result<Json<NewContact>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
     let Json(new) = body?;
     let report = blocking(move || rt.sessions.start(new).map_err(ApiError::from)).await?;
     ok(StatusCode::CREATED, report)
@@ -217,7 +271,11 @@ async fn show_contact(State(rt): Api, Path(id): Path<String>) -> Answer {
     ok(StatusCode::OK, session)
 }
 
-async fn send_event(State(rt): Api, Path(id): Path<String>, body: Result<Json<Event>, axum::extract::rejection::JsonRejection>) -> Answer {
+async fn send_event(
+    State(rt): Api,
+    Path(id): Path<String>,
+    body: Result<Json<Event>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
     let Json(event) = body?;
     let report = blocking(move || rt.sessions.send(&id, event).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, report)

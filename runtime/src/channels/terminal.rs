@@ -37,21 +37,41 @@ pub struct LocalFlow {
 
 impl LocalFlow {
     /// Compiles `file` (showing progress) and prepares customers, settings and the clock.
-    pub fn open(file: &Path, customers: Option<&Path>, settings: &[(String, String)], at: Option<&str>) -> anyhow::Result<LocalFlow> {
+    pub fn open(
+        file: &Path,
+        customers: Option<&Path>,
+        settings: &[(String, String)],
+        at: Option<&str>,
+    ) -> anyhow::Result<LocalFlow> {
         let clock = match at {
             Some(at) => Clock::Fixed(
                 chrono::DateTime::parse_from_rfc3339(at)
-                    .with_context(|| format!("--at {at:?} is not an RFC 3339 time such as 2026-11-25T10:00:00-05:00"))?
+                    .with_context(|| {
+                        format!(
+                            "--at {at:?} is not an RFC 3339 time such as 2026-11-25T10:00:00-05:00"
+                        )
+                    })?
                     .to_utc(),
             ),
             None => Clock::System,
         };
-        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let bytes =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         let runtime = Arc::new(Runtime::ephemeral(Config::default(), clock)?);
-        let label = format!("compiling {} ({})", file.display(), crate::cli::human_size(bytes.len()));
-        with_progress(&label, || runtime.flows.deploy(LOCAL_FLOW, &bytes, "simulate").map_err(anyhow::Error::from))?;
+        let label = format!(
+            "compiling {} ({})",
+            file.display(),
+            crate::cli::human_size(bytes.len())
+        );
+        with_progress(&label, || {
+            runtime
+                .flows
+                .deploy(LOCAL_FLOW, &bytes, "simulate")
+                .map_err(anyhow::Error::from)
+        })?;
         if let Some(path) = customers {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             let list = crate::customers::parse(&text)?;
             crate::customers::load(&runtime.store, &list, "simulate")?;
         }
@@ -96,7 +116,12 @@ enum Answer {
 impl<'a, D: Driver> Conversation<'a, D> {
     /// A conversation reading the caller's lines from `input`; `interactive` shows a prompt
     /// instead of echoing each line.
-    pub fn new(driver: D, input: Box<dyn BufRead + 'a>, out: &'a mut dyn Write, interactive: bool) -> Self {
+    pub fn new(
+        driver: D,
+        input: Box<dyn BufRead + 'a>,
+        out: &'a mut dyn Write,
+        interactive: bool,
+    ) -> Self {
         Conversation {
             driver,
             input,
@@ -109,9 +134,19 @@ impl<'a, D: Driver> Conversation<'a, D> {
     pub fn run(mut self, new: NewContact) -> anyhow::Result<()> {
         let channel = new.channel.unwrap_or(crate::contract::Channel::Voice);
         let mut report = self.driver.start(new.clone())?;
-        writeln!(self.out, "Contact {} from {} to {} ({channel:?}), {}", report.contact, new.from, new.to, self.driver.describe(&report))?;
+        writeln!(
+            self.out,
+            "Contact {} from {} to {} ({channel:?}), {}",
+            report.contact,
+            new.from,
+            new.to,
+            self.driver.describe(&report)
+        )?;
         if self.interactive {
-            writeln!(self.out, "Type digits and Enter to answer; an empty line is silence; /hangup hangs up.")?;
+            writeln!(
+                self.out,
+                "Type digits and Enter to answer; an empty line is silence; /hangup hangs up."
+            )?;
         }
         loop {
             self.render(&report)?;
@@ -121,7 +156,10 @@ impl<'a, D: Driver> Conversation<'a, D> {
                     break;
                 }
                 Status::Queued { queue, priority } => {
-                    writeln!(self.out, "Contact is waiting in queue {queue:?} (priority {priority}) for an agent.")?;
+                    writeln!(
+                        self.out,
+                        "Contact is waiting in queue {queue:?} (priority {priority}) for an agent."
+                    )?;
                     break;
                 }
                 Status::Active => {}
@@ -170,13 +208,21 @@ impl<'a, D: Driver> Conversation<'a, D> {
                 writeln!(self.out, "  (no input; the prompt plays again)")?;
                 self.render_prompt(&gather.prompt)?;
             }
-            let Some(line) = self.read_line()? else { return Ok(Answer::Left) };
+            let Some(line) = self.read_line()? else {
+                return Ok(Answer::Left);
+            };
             if line.trim() == "/hangup" {
                 return Ok(Answer::Left);
             }
-            let pressed: String = line.chars().filter(|c| c.is_ascii_digit() || *c == '*' || *c == '#').collect();
+            let pressed: String = line
+                .chars()
+                .filter(|c| c.is_ascii_digit() || *c == '*' || *c == '#')
+                .collect();
             if pressed.len() != line.trim().chars().count() {
-                writeln!(self.out, "  (only 0-9, * and # can be pressed; the rest was ignored)")?;
+                writeln!(
+                    self.out,
+                    "  (only 0-9, * and # can be pressed; the rest was ignored)"
+                )?;
             }
             let mut digits = match gather.finish_on_key.as_deref() {
                 Some(key) => pressed.split(key).next().unwrap_or_default().to_string(),
@@ -186,7 +232,10 @@ impl<'a, D: Driver> Conversation<'a, D> {
                 digits.truncate(gather.max_digits as usize);
             }
             if !digits.is_empty() {
-                return Ok(Answer::Event(Event::Input { digits, speech: None }));
+                return Ok(Answer::Event(Event::Input {
+                    digits,
+                    speech: None,
+                }));
             }
         }
         Ok(Answer::Event(Event::NoInput))
@@ -204,7 +253,10 @@ impl<'a, D: Driver> Conversation<'a, D> {
 
     fn render(&mut self, report: &StepReport) -> anyhow::Result<()> {
         if let Some(fault) = &report.fault {
-            writeln!(self.out, "  switchboard: the flow faulted ({fault}); the fallback ran")?;
+            writeln!(
+                self.out,
+                "  switchboard: the flow faulted ({fault}); the fallback ran"
+            )?;
         }
         for action in &report.actions {
             match action {
@@ -213,16 +265,42 @@ impl<'a, D: Driver> Conversation<'a, D> {
                 Action::Send { text } => writeln!(self.out, "  flow   > {text}")?,
                 Action::Gather(g) => {
                     self.render_prompt(&g.prompt)?;
-                    let digits = if g.max_digits == 0 { "digits".to_string() } else { format!("up to {} digit(s)", g.max_digits) };
-                    let finish = g.finish_on_key.as_deref().map(|k| format!(", {k} to finish")).unwrap_or_default();
-                    writeln!(self.out, "           [waits {:.1} s for {digits}{finish}]", f64::from(g.timeout_ms) / 1000.0)?;
+                    let digits = if g.max_digits == 0 {
+                        "digits".to_string()
+                    } else {
+                        format!("up to {} digit(s)", g.max_digits)
+                    };
+                    let finish = g
+                        .finish_on_key
+                        .as_deref()
+                        .map(|k| format!(", {k} to finish"))
+                        .unwrap_or_default();
+                    writeln!(
+                        self.out,
+                        "           [waits {:.1} s for {digits}{finish}]",
+                        f64::from(g.timeout_ms) / 1000.0
+                    )?;
                 }
                 Action::Enqueue(e) => {
-                    let attributes: Vec<String> = e.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    writeln!(self.out, "  switchboard: queued in {:?} at priority {} [{}]", e.queue, e.priority, attributes.join(", "))?
+                    let attributes: Vec<String> = e
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    writeln!(
+                        self.out,
+                        "  switchboard: queued in {:?} at priority {} [{}]",
+                        e.queue,
+                        e.priority,
+                        attributes.join(", ")
+                    )?
                 }
-                Action::Transfer { target } => writeln!(self.out, "  switchboard: transferred to {target}")?,
-                Action::SetAttribute { key, value } => writeln!(self.out, "  switchboard: set {key} = {value}")?,
+                Action::Transfer { target } => {
+                    writeln!(self.out, "  switchboard: transferred to {target}")?
+                }
+                Action::SetAttribute { key, value } => {
+                    writeln!(self.out, "  switchboard: set {key} = {value}")?
+                }
                 Action::Hangup => writeln!(self.out, "  switchboard: the flow hangs up")?,
                 Action::End => writeln!(self.out, "  switchboard: the flow ends")?,
             }
@@ -233,7 +311,10 @@ impl<'a, D: Driver> Conversation<'a, D> {
 
 /// Runs `work`, showing `label` and the elapsed time on stderr while it runs (a live counter
 /// on a terminal, a start and an end line otherwise).
-pub fn with_progress<T>(label: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+pub fn with_progress<T>(
+    label: &str,
+    work: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -256,6 +337,9 @@ pub fn with_progress<T>(label: &str, work: impl FnOnce() -> anyhow::Result<T>) -
         eprint!("\r");
     }
     let verdict = if result.is_ok() { "done" } else { "failed" };
-    eprintln!("{label}... {verdict} in {:.2} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{label}... {verdict} in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     result
 }

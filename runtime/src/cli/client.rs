@@ -23,7 +23,16 @@ pub fn encode_path(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'+' | b'@' | b':' => (b as char).to_string(),
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'~'
+            | b'+'
+            | b'@'
+            | b':' => (b as char).to_string(),
             other => format!("%{other:02X}"),
         })
         .collect()
@@ -56,7 +65,10 @@ impl Client {
         })
     }
 
-    fn answer(&self, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> anyhow::Result<Value> {
+    fn answer(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<Value> {
         let mut response = result.map_err(|e| match e {
             ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => anyhow!(
                 "cannot reach the Switchboard server at {}: is `switchboard serve` running? (pass --server or set SWITCHBOARD_URL for another address; {e})",
@@ -76,7 +88,10 @@ impl Client {
         }
         let message = body["error"]["message"].as_str().unwrap_or("no details");
         let code = body["error"]["code"].as_str().unwrap_or("error");
-        Err(anyhow!("the server refused ({} {code}): {message}", status.as_u16()))
+        Err(anyhow!(
+            "the server refused ({} {code}): {message}",
+            status.as_u16()
+        ))
     }
 
     fn auth(&self) -> String {
@@ -85,17 +100,32 @@ impl Client {
 
     /// GET a JSON document.
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.answer(self.agent.get(format!("{}{path}", self.base)).header("Authorization", self.auth()).call())
+        self.answer(
+            self.agent
+                .get(format!("{}{path}", self.base))
+                .header("Authorization", self.auth())
+                .call(),
+        )
     }
 
     /// POST JSON.
     pub fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.answer(self.agent.post(format!("{}{path}", self.base)).header("Authorization", self.auth()).send_json(body))
+        self.answer(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .header("Authorization", self.auth())
+                .send_json(body),
+        )
     }
 
     /// PUT JSON.
     pub fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.answer(self.agent.put(format!("{}{path}", self.base)).header("Authorization", self.auth()).send_json(body))
+        self.answer(
+            self.agent
+                .put(format!("{}{path}", self.base))
+                .header("Authorization", self.auth())
+                .send_json(body),
+        )
     }
 
     /// POST text.
@@ -113,7 +143,11 @@ impl Client {
     pub fn deploy(&self, flow: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
         self.answer(
             self.agent
-                .post(format!("{}/v1/flows/{}/versions", self.base, encode_path(flow)))
+                .post(format!(
+                    "{}/v1/flows/{}/versions",
+                    self.base,
+                    encode_path(flow)
+                ))
                 .header("Authorization", self.auth())
                 .header("Content-Type", "application/wasm")
                 .send(&bytes[..]),
@@ -131,11 +165,17 @@ impl Driver for Client {
     }
 
     fn send(&mut self, contact: &str, event: Event) -> anyhow::Result<StepReport> {
-        let report = self.post_json(&format!("/v1/contacts/{contact}/events"), &serde_json::to_value(&event)?)?;
+        let report = self.post_json(
+            &format!("/v1/contacts/{contact}/events"),
+            &serde_json::to_value(&event)?,
+        )?;
         serde_json::from_value(report).context("the server's step report does not decode")
     }
 
     fn describe(&self, report: &StepReport) -> String {
-        format!("flow {} version {} on {}", report.flow, report.version, self.base)
+        format!(
+            "flow {} version {} on {}",
+            report.flow, report.version, self.base
+        )
     }
 }

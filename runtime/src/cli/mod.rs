@@ -199,14 +199,18 @@ pub fn main() -> ExitCode {
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve::run(args),
         Command::Deploy { file, flow, remote } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let client = Client::new(&remote)?;
             let label = format!(
                 "deploying {} ({}) as flow {flow}: validating and compiling",
@@ -217,7 +221,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!(
                 "flow {flow}: version {} is live (sha256 {}…)",
                 version["version"],
-                &version["sha256"].as_str().unwrap_or_default()[..12.min(version["sha256"].as_str().unwrap_or_default().len())]
+                &version["sha256"].as_str().unwrap_or_default()
+                    [..12.min(version["sha256"].as_str().unwrap_or_default().len())]
             );
             Ok(())
         }
@@ -228,7 +233,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                 println!("no flows yet: deploy one with `switchboard deploy FILE --flow NAME`");
             }
             for f in flows {
-                println!("{:<24} live: version {:<4} since {}", f["name"].as_str().unwrap_or("?"), f["live"], f["updated_at"].as_str().unwrap_or("?"));
+                println!(
+                    "{:<24} live: version {:<4} since {}",
+                    f["name"].as_str().unwrap_or("?"),
+                    f["live"],
+                    f["updated_at"].as_str().unwrap_or("?")
+                );
             }
             Ok(())
         }
@@ -236,7 +246,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             let answer = Client::new(&remote)?.get(&format!("/v1/flows/{flow}/versions"))?;
             let live = answer["live"].as_u64();
             for v in answer["versions"].as_array().cloned().unwrap_or_default() {
-                let marker = if v["version"].as_u64() == live { "live" } else { "" };
+                let marker = if v["version"].as_u64() == live {
+                    "live"
+                } else {
+                    ""
+                };
                 println!(
                     "{:>4}  {:<4}  {}  {:>9}  {}  by {}",
                     v["version"],
@@ -249,32 +263,54 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Rollback { flow, version, remote } => {
-            Client::new(&remote)?.post_json(&format!("/v1/flows/{flow}/rollback"), &serde_json::json!({"version": version}))?;
+        Command::Rollback {
+            flow,
+            version,
+            remote,
+        } => {
+            Client::new(&remote)?.post_json(
+                &format!("/v1/flows/{flow}/rollback"),
+                &serde_json::json!({"version": version}),
+            )?;
             println!("flow {flow}: version {version} is live again");
             Ok(())
         }
-        Command::Bind { address, flow, attributes, remote } => {
+        Command::Bind {
+            address,
+            flow,
+            attributes,
+            remote,
+        } => {
             let path = format!("/v1/entry-points/{}", client::encode_path(&address));
-            Client::new(&remote)?.put_json(&path, &serde_json::json!({"flow": flow, "attributes": attributes}))?;
+            Client::new(&remote)?.put_json(
+                &path,
+                &serde_json::json!({"flow": flow, "attributes": attributes}),
+            )?;
             println!("{address} now starts flow {flow}");
             Ok(())
         }
-        Command::Settings { flow, changes, remote } => {
+        Command::Settings {
+            flow,
+            changes,
+            remote,
+        } => {
             let client = Client::new(&remote)?;
             let path = format!("/v1/flows/{flow}/settings");
             let settings = if changes.is_empty() {
                 client.get(&path)?
             } else {
-                let map: serde_json::Map<String, serde_json::Value> =
-                    changes.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+                let map: serde_json::Map<String, serde_json::Value> = changes
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect();
                 client.put_json(&path, &serde_json::Value::Object(map))?
             };
             print_json(&settings);
             Ok(())
         }
         Command::Customers { file, remote } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
             let answer = Client::new(&remote)?.post_text("/v1/customers", text)?;
             println!("loaded {} customers", answer["loaded"]);
             Ok(())
@@ -288,7 +324,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { remote } => {
-            for e in Client::new(&remote)?.get("/v1/audit")?.as_array().cloned().unwrap_or_default() {
+            for e in Client::new(&remote)?
+                .get("/v1/audit")?
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
                 println!(
                     "{}  {:<10} {:<15} {:<20} {}",
                     e["at"].as_str().unwrap_or("?"),
@@ -315,7 +356,8 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     };
     let input: Box<dyn std::io::BufRead> = match &args.script {
         Some(path) => Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("cannot read the script {}", path.display()))?,
+            std::fs::File::open(path)
+                .with_context(|| format!("cannot read the script {}", path.display()))?,
         )),
         None => Box::new(std::io::stdin().lock()),
     };
@@ -335,7 +377,9 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         Conversation::new(driver, input, &mut out, interactive).run(new)
     } else {
         if args.customers.is_some() || !args.settings.is_empty() || args.at.is_some() {
-            bail!("--customers, --setting and --at apply to local simulations of a .wasm file; for a deployed flow use `switchboard customers` and `switchboard settings`");
+            bail!(
+                "--customers, --setting and --at apply to local simulations of a .wasm file; for a deployed flow use `switchboard customers` and `switchboard settings`"
+            );
         }
         let client = Client::new(&args.remote)?;
         let new = crate::sessions::NewContact {

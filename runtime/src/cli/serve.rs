@@ -47,9 +47,13 @@ pub struct ServeArgs {
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -116,7 +120,10 @@ fn first_start(runtime: &Runtime) -> anyhow::Result<()> {
     let token = crate::tokens::create(&*runtime.store, "admin")?;
     let path = runtime.config.data_dir.join("admin.token");
     write_private(&path, &token)?;
-    eprintln!("Created the admin API token (shown once; saved for local CLI use in {}):\n\n    {token}\n", path.display());
+    eprintln!(
+        "Created the admin API token (shown once; saved for local CLI use in {}):\n\n    {token}\n",
+        path.display()
+    );
     Ok(())
 }
 
@@ -125,35 +132,56 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(file, "{text}")?;
     Ok(())
 }
 
 fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
     for (flow, file) in &args.deploys {
-        let bytes = std::fs::read(file).with_context(|| format!("--deploy {flow}={file}: cannot read {file} (build it first)"))?;
+        let bytes = std::fs::read(file).with_context(|| {
+            format!("--deploy {flow}={file}: cannot read {file} (build it first)")
+        })?;
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-        let live = runtime.flows.live(flow).ok().and_then(|v| runtime.flows.version(flow, v).ok());
+        let live = runtime
+            .flows
+            .live(flow)
+            .ok()
+            .and_then(|v| runtime.flows.version(flow, v).ok());
         if live.as_ref().is_some_and(|v| v.sha256 == sha256) {
-            eprintln!("flow {flow}: {file} is already live (version {})", live.map(|v| v.version).unwrap_or_default());
+            eprintln!(
+                "flow {flow}: {file} is already live (version {})",
+                live.map(|v| v.version).unwrap_or_default()
+            );
             continue;
         }
         let label = format!("deploying {file} as flow {flow}");
-        let version = super::terminal_progress(&label, || runtime.flows.deploy(flow, &bytes, SEED).map_err(anyhow::Error::from))?;
+        let version = super::terminal_progress(&label, || {
+            runtime
+                .flows
+                .deploy(flow, &bytes, SEED)
+                .map_err(anyhow::Error::from)
+        })?;
         eprintln!("flow {flow}: version {} is live", version.version);
     }
     if let Some(path) = &args.customers {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let customers = crate::customers::parse(&text)?;
         let n = crate::customers::load(&runtime.store, &customers, SEED)?;
         eprintln!("loaded {n} customers from {}", path.display());
     }
     for (target, value) in &args.settings {
         let Some((flow, key)) = target.split_once(':') else {
-            bail!("--setting {target}={value}: write FLOW:KEY=VALUE, such as ivr-menu:timezone=Europe/Paris");
+            bail!(
+                "--setting {target}={value}: write FLOW:KEY=VALUE, such as ivr-menu:timezone=Europe/Paris"
+            );
         };
-        runtime.flows.configure(flow, &[(key.to_string(), value.clone())], SEED)?;
+        runtime
+            .flows
+            .configure(flow, &[(key.to_string(), value.clone())], SEED)?;
     }
     for (address, flow) in &args.binds {
         runtime.flows.bind(

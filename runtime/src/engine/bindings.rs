@@ -12,10 +12,10 @@ mod generated {
 }
 pub use generated::*;
 
-pub use switchboard::flow::clock::{LocalTime, Weekday};
-pub use switchboard::flow::crm::{Customer, LookupKey};
-pub use switchboard::flow::log::Level;
-use switchboard::flow::types as t;
+pub use self::switchboard::flow::clock::{LocalTime, Weekday};
+pub use self::switchboard::flow::crm::{Customer, LookupKey};
+pub use self::switchboard::flow::log::Level;
+use self::switchboard::flow::types as t;
 
 impl From<c::Channel> for t::Channel {
     fn from(channel: c::Channel) -> Self {
@@ -50,7 +50,11 @@ impl From<&c::Event> for t::Event {
             }),
             c::Event::NoInput => t::Event::NoInput,
             c::Event::Message { text } => t::Event::Message(text.clone()),
-            c::Event::TaskOutcome { queue, status, agent } => t::Event::TaskOutcome(t::TaskOutcome {
+            c::Event::TaskOutcome {
+                queue,
+                status,
+                agent,
+            } => t::Event::TaskOutcome(t::TaskOutcome {
                 queue: queue.clone(),
                 status: match status {
                     c::TaskStatus::Assigned => t::TaskStatus::Assigned,

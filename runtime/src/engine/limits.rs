@@ -11,12 +11,20 @@ pub struct MemoryCap {
 impl MemoryCap {
     /// A cap of `cap_bytes` per linear memory.
     pub fn new(cap_bytes: usize) -> Self {
-        MemoryCap { cap_bytes, exceeded: false }
+        MemoryCap {
+            cap_bytes,
+            exceeded: false,
+        }
     }
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.cap_bytes {
             self.exceeded = true;
             return Err(wasmtime::format_err!(
@@ -27,7 +35,12 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }

@@ -38,16 +38,22 @@ pub const FLOW_WORLD: &str = "switchboard:flow/flow@0.1.0";
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
     /// Not Wasm at all.
-    #[error("not a WebAssembly binary (it does not start with \\0asm): deploy the .wasm file your build produced")]
+    #[error(
+        "not a WebAssembly binary (it does not start with \\0asm): deploy the .wasm file your build produced"
+    )]
     NotWasm,
     /// A core module rather than a component.
-    #[error("this is a core WebAssembly module, not a component: build with `cargo build --target wasm32-wasip2`, componentize-py or jco, or wrap it with `wasm-tools component new`")]
+    #[error(
+        "this is a core WebAssembly module, not a component: build with `cargo build --target wasm32-wasip2`, componentize-py or jco, or wrap it with `wasm-tools component new`"
+    )]
     CoreModule,
     /// Malformed or unsupported Wasm.
     #[error("the component does not compile: {0}")]
     Invalid(String),
     /// A component, but of another world.
-    #[error("not a flow component: {0}. A flow targets the `flow` world of {FLOW_WORLD} (see wit/flow.wit): it may import only crm, kv, config, log, clock and WASI, and must export `handle`")]
+    #[error(
+        "not a flow component: {0}. A flow targets the `flow` world of {FLOW_WORLD} (see wit/flow.wit): it may import only crm, kv, config, log, clock and WASI, and must export `handle`"
+    )]
     WrongWorld(String),
     /// It traps while being instantiated.
     #[error("the component traps while being instantiated: {0}")]
@@ -175,7 +181,8 @@ pub struct Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.ticker_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -210,14 +217,16 @@ impl Engine {
 
         let mut linker = Linker::new(&wasmtime);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_error)?;
-        Flow::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s).map_err(wasm_error)?;
+        Flow::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
+            .map_err(wasm_error)?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         wasmtime.precompile_compatibility_hash().hash(&mut hasher);
         let compat = format!("{:016x}", hasher.finish());
 
         if let Some(dir) = artifacts {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
 
         let ticker_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -265,7 +274,9 @@ impl Engine {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(Rejection::CoreModule),
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
             Some([0, b'a', b's', b'm', ..]) => {
-                return Err(Rejection::Invalid("unknown WebAssembly binary version".into()));
+                return Err(Rejection::Invalid(
+                    "unknown WebAssembly binary version".into(),
+                ));
             }
             _ => return Err(Rejection::NotWasm),
         }
@@ -318,7 +329,9 @@ impl Engine {
     }
 
     fn store_artifact(&self, sha256: &str, component: &Component) {
-        let Some(path) = self.artifact_path(sha256) else { return };
+        let Some(path) = self.artifact_path(sha256) else {
+            return;
+        };
         let write = || -> anyhow::Result<()> {
             let bytes = component.serialize().map_err(wasm_error)?;
             let tmp = path.with_extension("tmp");
@@ -334,7 +347,11 @@ impl Engine {
     fn new_store(&self, state: StepState) -> Store<StepState> {
         let mut store = Store::new(&self.wasmtime, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = self.config.step_deadline_ms.max(1).div_ceil(EPOCH_TICK.as_millis() as u64);
+        let ticks = self
+            .config
+            .step_deadline_ms
+            .max(1)
+            .div_ceil(EPOCH_TICK.as_millis() as u64);
         store.set_epoch_deadline(ticks);
         if let Some(fuel) = self.config.fuel {
             // Fuel is enabled on the engine whenever a budget is configured.
@@ -343,33 +360,66 @@ impl Engine {
         store
     }
 
-    fn step_state(&self, services: Arc<Services>, flow: Arc<str>, version: u64, contact: Arc<str>) -> (StepState, MemoryOutputPipe) {
+    fn step_state(
+        &self,
+        services: Arc<Services>,
+        flow: Arc<str>,
+        version: u64,
+        contact: Arc<str>,
+    ) -> (StepState, MemoryOutputPipe) {
         let stderr = MemoryOutputPipe::new(4096);
         let cap = (self.config.memory_cap_mib as usize) << 20;
-        let state = StepState::new(services, flow, version, contact, limits::MemoryCap::new(cap), stderr.clone());
+        let state = StepState::new(
+            services,
+            flow,
+            version,
+            contact,
+            limits::MemoryCap::new(cap),
+            stderr.clone(),
+        );
         (state, stderr)
     }
 
     fn check_instantiates(&self, flow: &FlowComponent) -> Result<(), Rejection> {
-        let (state, stderr) = self.step_state(self.check_services.clone(), "deploy-check".into(), 0, "deploy-check".into());
+        let (state, stderr) = self.step_state(
+            self.check_services.clone(),
+            "deploy-check".into(),
+            0,
+            "deploy-check".into(),
+        );
         let _slot = self.slots.acquire();
         let mut store = self.new_store(state);
-        flow.pre
-            .instantiate(&mut store)
-            .map(|_| ())
-            .map_err(|e| Rejection::InstantiationTrapped(self.classify(&store, e, &stderr).to_string()))
+        flow.pre.instantiate(&mut store).map(|_| ()).map_err(|e| {
+            Rejection::InstantiationTrapped(self.classify(&store, e, &stderr).to_string())
+        })
     }
 
     /// Runs one step: a fresh instance of `target`, one call to `handle`, then the instance
     /// is dropped. Never panics on guest misbehaviour: every failure is a [`Fault`].
-    pub fn step(&self, services: &Arc<Services>, target: &StepTarget<'_>, contact: &Contact, state: &[u8], event: &Event) -> StepResult {
+    pub fn step(
+        &self,
+        services: &Arc<Services>,
+        target: &StepTarget<'_>,
+        contact: &Contact,
+        state: &[u8],
+        event: &Event,
+    ) -> StepResult {
         let started = Instant::now();
-        let (step_state, stderr) = self.step_state(services.clone(), target.flow.clone(), target.version, contact.id.as_str().into());
+        let (step_state, stderr) = self.step_state(
+            services.clone(),
+            target.flow.clone(),
+            target.version,
+            contact.id.as_str().into(),
+        );
         let _slot = self.slots.acquire();
         let mut store = self.new_store(step_state);
         let outcome = self.call(&mut store, target.component, contact, state, event, &stderr);
         let data = store.into_data();
-        let kv_writes = if outcome.is_ok() { data.kv.into_writes() } else { Vec::new() };
+        let kv_writes = if outcome.is_ok() {
+            data.kv.into_writes()
+        } else {
+            Vec::new()
+        };
         StepResult {
             outcome,
             host_calls: data.calls,
@@ -387,9 +437,11 @@ impl Engine {
         event: &Event,
         stderr: &MemoryOutputPipe,
     ) -> Result<(Vec<Action>, Vec<u8>), Fault> {
-        let instance = component.pre.instantiate(&mut *store).map_err(|e| match self.classify(store, e, stderr) {
-            Fault::Trap { message } => Fault::Instantiate { message },
-            other => other,
+        let instance = component.pre.instantiate(&mut *store).map_err(|e| {
+            match self.classify(store, e, stderr) {
+                Fault::Trap { message } => Fault::Instantiate { message },
+                other => other,
+            }
         })?;
         let contact = contact.into();
         let event = event.into();
@@ -413,7 +465,11 @@ impl Engine {
         }
         if step.actions.len() > self.config.max_actions {
             return Err(Fault::InvalidOutput {
-                why: format!("it returned {} actions, over the limit of {}", step.actions.len(), self.config.max_actions),
+                why: format!(
+                    "it returned {} actions, over the limit of {}",
+                    step.actions.len(),
+                    self.config.max_actions
+                ),
             });
         }
         let actions: Vec<Action> = step.actions.into_iter().map(Action::from).collect();
@@ -423,7 +479,12 @@ impl Engine {
         Ok((actions, step.state))
     }
 
-    fn classify(&self, store: &Store<StepState>, error: wasmtime::Error, stderr: &MemoryOutputPipe) -> Fault {
+    fn classify(
+        &self,
+        store: &Store<StepState>,
+        error: wasmtime::Error,
+        stderr: &MemoryOutputPipe,
+    ) -> Fault {
         if store.data().limits.exceeded {
             return Fault::Memory {
                 cap_mib: self.config.memory_cap_mib,
@@ -448,7 +509,11 @@ impl Engine {
                     .trim()
                     .to_string();
                 Fault::Trap {
-                    message: if printed.is_empty() { trap } else { format!("{trap}; the flow printed: {printed}") },
+                    message: if printed.is_empty() {
+                        trap
+                    } else {
+                        format!("{trap}; the flow printed: {printed}")
+                    },
                 }
             }
         }

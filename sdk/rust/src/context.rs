@@ -71,7 +71,8 @@ impl<'a> Context<'a> {
         match self.host.crm_lookup(&LookupKey::Phone(from)) {
             Ok(found) => found,
             Err(why) => {
-                self.host.log(Level::Warn, &format!("CRM lookup failed: {why}"));
+                self.host
+                    .log(Level::Warn, &format!("CRM lookup failed: {why}"));
                 None
             }
         }
@@ -94,9 +95,7 @@ impl<'a> Context<'a> {
 
     /// A setting given by the admin, or `default` when unset.
     pub fn config_or(&mut self, key: &str, default: &str) -> String {
-        self.host
-            .config(key)
-            .unwrap_or_else(|| default.to_string())
+        self.host.config(key).unwrap_or_else(|| default.to_string())
     }
 
     /// A setting given by the admin.

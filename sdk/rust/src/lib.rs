@@ -135,7 +135,7 @@ macro_rules! export_flow {
                     $crate::run_step::<$flow>(&mut $crate::WasmHost, &contact, &state, event)
                 }
             }
-            $crate::bindings::__export_flow_world!(Component with_types_in $crate::bindings);
+    $crate::bindings::__export_flow_world!(Component with_types_in $crate::bindings);
         };
     };
 }

@@ -104,7 +104,7 @@ impl Host for TestHost {
         self.now_ms
     }
     fn local_time(&mut self, _zone: &str) -> Result<LocalTime, String> {
-        Ok(self.local_time.clone())
+        Ok(self.local_time)
     }
 }
 

@@ -26,9 +26,9 @@ impl Clock {
 
 /// The wall-clock time at `at` in IANA zone `zone`.
 pub fn local_time(at: DateTime<Utc>, zone: &str) -> Result<LocalTime, String> {
-    let tz: chrono_tz::Tz = zone
-        .parse()
-        .map_err(|_| format!("unknown time zone {zone:?}: use an IANA name such as America/New_York"))?;
+    let tz: chrono_tz::Tz = zone.parse().map_err(|_| {
+        format!("unknown time zone {zone:?}: use an IANA name such as America/New_York")
+    })?;
     let local = tz.from_utc_datetime(&at.naive_utc());
     Ok(LocalTime {
         year: local.year(),
@@ -81,6 +81,10 @@ mod tests {
         assert_eq!(t.weekday, Weekday::Thursday);
         let summer = Utc.with_ymd_and_hms(2026, 7, 15, 14, 30, 0).unwrap();
         assert_eq!(local_time(summer, "America/New_York").unwrap().hour, 10);
-        assert!(local_time(summer, "Mars/Olympus").unwrap_err().contains("IANA"));
+        assert!(
+            local_time(summer, "Mars/Olympus")
+                .unwrap_err()
+                .contains("IANA")
+        );
     }
 }

@@ -39,7 +39,10 @@ fn store_key(flow: &str, key: &str) -> Vec<u8> {
 impl Pending {
     /// The writes, in key order.
     pub fn into_writes(self) -> Vec<KvWrite> {
-        self.0.into_iter().map(|(key, value)| KvWrite { key, value }).collect()
+        self.0
+            .into_iter()
+            .map(|(key, value)| KvWrite { key, value })
+            .collect()
     }
 }
 
@@ -77,7 +80,11 @@ impl Host for StepState {
         if key.len() > MAX_KEY || value.len() > MAX_VALUE {
             tracing::warn!(flow = %self.flow, key_len = key.len(), value_len = value.len(),
                 "kv.set refused: keys are limited to {MAX_KEY} bytes and values to {MAX_VALUE}");
-            self.record("kv.set", json!([key, value.len()]), json!("refused: too large"));
+            self.record(
+                "kv.set",
+                json!([key, value.len()]),
+                json!("refused: too large"),
+            );
             return;
         }
         self.record("kv.set", json!([key, value.len()]), json!(null));

@@ -34,7 +34,10 @@ impl Flow for Chaos {
                 "3" => panic!("chaos flow asked to trap"),
                 "4" => Err(FlowError::Internal("chaos flow asked to fail".into())),
                 "5" => Ok(vec![Action::enqueue("")]),
-                other => Ok(vec![Action::say(&format!("You pressed {other}. Step {}.", self.steps)), ask]),
+                other => Ok(vec![
+                    Action::say(&format!("You pressed {other}. Step {}.", self.steps)),
+                    ask,
+                ]),
             },
             Event::Hangup => Ok(vec![Action::End]),
             _ => Ok(vec![ask]),

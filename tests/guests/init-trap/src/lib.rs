@@ -6,7 +6,8 @@ use switchboard_sdk::prelude::*;
 switchboard_sdk::export_flow!(Never);
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]
-struct Never;
+/// Hangs up at once (never reached: instantiation fails first).
+pub struct Never;
 
 impl Flow for Never {
     fn handle(&mut self, _cx: &mut Context<'_>, _event: Event) -> Result<Vec<Action>, FlowError> {
