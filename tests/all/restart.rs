@@ -17,6 +17,20 @@ fn session_survives_sigkill_and_stays_pinned() {
     let invalid = server.press(&id, "7");
     assert_eq!(spoken(&invalid)[0], "Sorry, that is not a valid choice.");
 
+    // The compiled artifact is cached under the component's hash and the engine's
+    // compatibility hash, so a restart does not compile again.
+    let sha = contact_version_sha(&server);
+    let cached: Vec<String> = std::fs::read_dir(dir.path().join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        cached
+            .iter()
+            .any(|name| name.starts_with(&format!("{sha}-")) && name.ends_with(".cwasm")),
+        "{cached:?}"
+    );
+
     // A new version goes live, then the server dies without warning.
     assert_eq!(server.deploy("ivr-menu", &guest("chaos")).0, 201);
     server.kill();
@@ -70,4 +84,9 @@ fn a_second_server_on_the_same_data_is_refused_clearly() {
         stderr.contains("in use by another switchboard process"),
         "{stderr}"
     );
+}
+
+fn contact_version_sha(server: &Server) -> String {
+    let (_, version) = server.call("GET", "/v1/flows/ivr-menu/versions/1", None);
+    version["sha256"].as_str().unwrap().to_string()
 }

@@ -102,3 +102,54 @@ fn a_hang_up_after_a_fault_ends_the_contact_cleanly() {
         (409, Some("contact_ended"))
     );
 }
+
+#[test]
+fn kv_is_durable_per_flow_and_a_faulted_step_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.deploy("chaos", &guest("chaos"));
+    let visit = |server: &Server, digit: &str| {
+        let contact = server.start_contact("chaos", "+15551230001");
+        server.press(contact["contact"].as_str().unwrap(), digit)
+    };
+    assert_eq!(spoken(&visit(&server, "6"))[0], "Visit 1.");
+    assert_eq!(spoken(&visit(&server, "6"))[0], "Visit 2.");
+    assert_eq!(visit(&server, "0")["fault"]["kind"], "trap");
+    server.kill();
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(
+        spoken(&visit(&server, "6"))[0],
+        "Visit 3.",
+        "the trapped step's write was discarded; the others survived a crash"
+    );
+    // Another flow has its own store.
+    server.deploy("other", &guest("chaos"));
+    let contact = server.start_contact("other", "+15551230001");
+    assert_eq!(
+        spoken(&server.press(contact["contact"].as_str().unwrap(), "6"))[0],
+        "Visit 1."
+    );
+}
+
+#[test]
+fn a_fuel_budget_stops_a_busy_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &config,
+        "[engine]\nfuel = 5000000\nstep_deadline_ms = 10000\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
+    server.deploy("chaos", &guest("chaos"));
+    let contact = server.start_contact("chaos", "+15551230001");
+    assert_eq!(
+        spoken(&contact)[0],
+        "Chaos flow ready.",
+        "ordinary steps fit the budget"
+    );
+    let report = server.press(contact["contact"].as_str().unwrap(), "1");
+    assert_eq!(report["fault"]["kind"], "fuel", "{report}");
+    assert_eq!(queue(&report).as_deref(), Some("default"));
+}

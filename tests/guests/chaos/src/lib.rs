@@ -1,8 +1,9 @@
 //! A flow that misbehaves on request, to prove the host contains it. After `started` it asks
 //! for a digit; then:
 //! 1 loops forever, 2 grows memory without bound, 3 panics (a trap), 4 returns a flow error,
-//! 5 returns an action the host must refuse (an empty queue name), anything else is echoed
-//! back with another gather. `hangup` ends cleanly.
+//! 5 returns an action the host must refuse (an empty queue name), 6 counts visits in the
+//! flow's durable kv store, 0 writes kv and then panics (the write must not stick); anything
+//! else is echoed back with another gather. `hangup` ends cleanly.
 
 use switchboard_sdk::prelude::*;
 
@@ -15,7 +16,7 @@ pub struct Chaos {
 }
 
 impl Flow for Chaos {
-    fn handle(&mut self, _cx: &mut Context<'_>, event: Event) -> Result<Vec<Action>, FlowError> {
+    fn handle(&mut self, cx: &mut Context<'_>, event: Event) -> Result<Vec<Action>, FlowError> {
         self.steps += 1;
         let ask = Action::gather(Gather::digits(1).say("Chaos flow: pick a fault."));
         match event {
@@ -34,6 +35,15 @@ impl Flow for Chaos {
                 "3" => panic!("chaos flow asked to trap"),
                 "4" => Err(FlowError::Internal("chaos flow asked to fail".into())),
                 "5" => Ok(vec![Action::enqueue("")]),
+                "6" => {
+                    let visits = bump(cx);
+                    cx.log(Level::Info, &format!("visit {visits}"));
+                    Ok(vec![Action::say(&format!("Visit {visits}.")), ask])
+                }
+                "0" => {
+                    bump(cx);
+                    panic!("chaos flow trapped after writing kv")
+                }
                 other => Ok(vec![
                     Action::say(&format!("You pressed {other}. Step {}.", self.steps)),
                     ask,
@@ -43,4 +53,16 @@ impl Flow for Chaos {
             _ => Ok(vec![ask]),
         }
     }
+}
+
+/// Adds one to the `visits` counter in kv and returns the new value.
+fn bump(cx: &mut Context<'_>) -> u64 {
+    let visits = cx
+        .kv_get("visits")
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    cx.kv_set("visits", visits.to_string().as_bytes());
+    visits
 }
