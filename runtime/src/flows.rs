@@ -34,6 +34,19 @@ pub struct FlowVersion {
     pub deployed_by: String,
 }
 
+/// What a deploy did, with its timings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployed {
+    /// The new live version.
+    #[serde(flatten)]
+    pub version: FlowVersion,
+    /// Validation and compilation, in milliseconds (near zero for a cached artifact).
+    pub compile_ms: f64,
+    /// The swap itself: storing the version, moving the live pointer and flushing, in
+    /// microseconds. Steps of running contacts never wait on it.
+    pub swap_us: u64,
+}
+
 /// A flow and its live version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlowRecord {
@@ -148,10 +161,14 @@ impl Flows {
 
     /// Validates, compiles and stores `bytes` as the next version of `flow` and makes it live.
     /// On any error nothing changed and the live version is untouched.
-    pub fn deploy(&self, flow: &str, bytes: &[u8], who: &str) -> Result<FlowVersion, FlowsError> {
+    pub fn deploy(&self, flow: &str, bytes: &[u8], who: &str) -> Result<Deployed, FlowsError> {
         check_name(flow)?;
+        let compiling = std::time::Instant::now();
         let component = self.engine.compile(bytes)?;
+        let compile_ms = compiling.elapsed().as_secs_f64() * 1000.0;
         let _changing = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_component(&component.sha256, bytes)?;
+        let swapping = std::time::Instant::now();
         let previous = self.record(flow)?;
         let version = match self
             .store
@@ -160,7 +177,6 @@ impl Flows {
             Some((key, _)) => parse_version_key(&key) + 1,
             None => 1,
         };
-        self.write_component(&component.sha256, bytes)?;
         let record = FlowVersion {
             flow: flow.to_string(),
             version,
@@ -185,8 +201,13 @@ impl Flows {
             json!({"from": previous.map(|r| r.live), "to": version, "sha256": record.sha256, "size": record.size}),
         )?;
         self.store.flush()?;
-        tracing::info!(flow, version, sha256 = %record.sha256, size = record.size, "deployed and live");
-        Ok(record)
+        let swap_us = swapping.elapsed().as_micros() as u64;
+        tracing::info!(flow, version, sha256 = %record.sha256, size = record.size, compile_ms, swap_us, "deployed and live");
+        Ok(Deployed {
+            version: record,
+            compile_ms,
+            swap_us,
+        })
     }
 
     /// Makes an older (or newer) existing version live again.

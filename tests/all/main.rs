@@ -1,10 +1,12 @@
 //! Switchboard's promises, one module per feature. Every test runs the real `switchboard`
 //! binary on an ephemeral loopback port against components built by the real toolchain.
 
+mod load;
 mod support;
 
 mod auth;
 mod deploy;
+mod hot_swap;
 mod restart;
 mod rollback;
 mod sandbox;

@@ -164,7 +164,7 @@ fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
                 .deploy(flow, &bytes, SEED)
                 .map_err(anyhow::Error::from)
         })?;
-        eprintln!("flow {flow}: version {} is live", version.version);
+        eprintln!("flow {flow}: version {} is live", version.version.version);
     }
     if let Some(path) = &args.customers {
         let text = std::fs::read_to_string(path)
