@@ -19,6 +19,27 @@ pub struct Config {
     pub engine: EngineConfig,
     /// What a contact gets when its flow faults.
     pub fallback: FallbackConfig,
+    /// When a canary is rolled back by itself.
+    pub canary: CanaryConfig,
+}
+
+/// Automatic rollback of canaries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// A canary whose share of faulted steps exceeds this (0.0-1.0) is aborted...
+    pub max_fault_rate: f64,
+    /// ...once it has run at least this many steps.
+    pub min_steps: u64,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        CanaryConfig {
+            max_fault_rate: 0.05,
+            min_steps: 20,
+        }
+    }
 }
 
 /// The sandbox of every flow step.
@@ -56,6 +77,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".parse().expect("a literal address"),
             engine: EngineConfig::default(),
             fallback: FallbackConfig::default(),
+            canary: CanaryConfig::default(),
         }
     }
 }

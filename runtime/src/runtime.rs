@@ -73,7 +73,12 @@ impl Runtime {
             Engine::new(&config.engine, Some(&artifacts))
                 .context("cannot start the Wasm engine")?,
         );
-        let flows = Arc::new(Flows::new(store.clone(), engine.clone(), components)?);
+        let flows = Arc::new(Flows::new(
+            store.clone(),
+            engine.clone(),
+            components,
+            config.canary.clone(),
+        )?);
         let metrics = Arc::new(Metrics::default());
         let services = Arc::new(Services {
             store: store.clone(),
@@ -87,6 +92,7 @@ impl Runtime {
             config.fallback.clone(),
             metrics.clone(),
         ));
+        sessions.restore_pins()?;
         Ok(Runtime {
             config,
             store,

@@ -273,11 +273,16 @@ impl Sessions {
             (None, Some(entry)) => (entry.flow, entry.attributes),
             (None, None) => return Err(ContactError::NoFlow(new.to.clone())),
         };
-        let version = self.flows.live(&flow)?;
         for (k, v) in new.attributes {
             attributes.retain(|(key, _)| *key != k);
             attributes.push((k, v));
         }
+        let arrival = crate::flows::Arrival {
+            from: &new.from,
+            to: &new.to,
+            attributes: &attributes,
+        };
+        let version = self.flows.version_for(&flow, &arrival)?;
         let now = chrono::Utc::now().to_rfc3339();
         let mut session = Session {
             id: uuid::Uuid::new_v4().to_string(),
@@ -299,7 +304,12 @@ impl Sessions {
         };
         let _turn = self.stripe(&session.id);
         self.metrics.contact_started();
-        self.run(&mut session, Event::Started)
+        self.flows.pin(&session.flow, session.version);
+        let report = self.run(&mut session, Event::Started);
+        if report.is_err() {
+            self.flows.unpin(&session.flow, session.version);
+        }
+        report
     }
 
     /// Sends an event to a contact and runs the step on its pinned version.
@@ -313,6 +323,22 @@ impl Sessions {
             return Err(ContactError::Ended(id.to_string()));
         }
         self.run(&mut session, event)
+    }
+
+    /// Pins the versions of every contact still in progress (after a restart), so their
+    /// versions stay loaded until they end.
+    pub fn restore_pins(&self) -> Result<usize, ContactError> {
+        let mut n = 0;
+        for (_, bytes) in self.store.scan_prefix(Tree::Sessions, b"")? {
+            let Ok(session) = serde_json::from_slice::<Session>(&bytes) else {
+                continue;
+            };
+            if !matches!(session.status, Status::Ended { .. }) {
+                self.flows.pin(&session.flow, session.version);
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// A contact's session.
@@ -351,6 +377,7 @@ impl Sessions {
         );
 
         let customer_left = event == Event::Hangup;
+        let first_step = event == Event::Started;
         let (actions, fault) = match result.outcome {
             Ok((actions, state)) => {
                 crate::engine::host::apply_kv_writes(
@@ -378,6 +405,14 @@ impl Sessions {
         } else {
             session.apply(&actions);
         }
+        let faulted = fault.is_some();
+        self.flows.record_step(
+            &session.flow,
+            session.version,
+            faulted,
+            first_step,
+            faulted && session.faults == 1,
+        )?;
         session.steps += 1;
         session.updated_at = chrono::Utc::now().to_rfc3339();
 
@@ -399,6 +434,9 @@ impl Sessions {
         )?;
         self.store.put_json(Tree::Sessions, &session.id, session)?;
         self.store.flush()?;
+        if matches!(session.status, Status::Ended { .. }) {
+            self.flows.unpin(&session.flow, session.version);
+        }
 
         Ok(StepReport {
             contact: session.id.clone(),

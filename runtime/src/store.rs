@@ -29,6 +29,8 @@ pub enum Tree {
     Tokens,
     /// Time-ordered audit entries.
     Audit,
+    /// `flow/seq` -> how a version has been doing.
+    Health,
 }
 
 impl Tree {
@@ -44,6 +46,7 @@ impl Tree {
             Tree::EntryPoints => "entry_points",
             Tree::Tokens => "tokens",
             Tree::Audit => "audit",
+            Tree::Health => "health",
         }
     }
 }
@@ -144,7 +147,7 @@ pub struct SledStore {
     trees: Vec<sled::Tree>,
 }
 
-const TREES: [Tree; 10] = [
+const TREES: [Tree; 11] = [
     Tree::Flows,
     Tree::Versions,
     Tree::Sessions,
@@ -155,6 +158,7 @@ const TREES: [Tree; 10] = [
     Tree::EntryPoints,
     Tree::Tokens,
     Tree::Audit,
+    Tree::Health,
 ];
 
 fn backend(e: sled::Error) -> StoreError {

@@ -5,6 +5,7 @@ mod load;
 mod support;
 
 mod auth;
+mod canary;
 mod deploy;
 mod hot_swap;
 mod restart;

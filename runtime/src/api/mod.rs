@@ -6,7 +6,8 @@ mod error;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +19,7 @@ use serde_json::json;
 pub use error::ApiError;
 
 use crate::contract::Event;
-use crate::flows::EntryPoint;
+use crate::flows::{DeployOptions, EntryPoint, Match};
 use crate::runtime::Runtime;
 use crate::sessions::NewContact;
 
@@ -39,6 +40,8 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/flows/{flow}/versions", get(list_versions).post(deploy))
         .route("/flows/{flow}/versions/{version}", get(show_version))
         .route("/flows/{flow}/rollback", post(rollback))
+        .route("/flows/{flow}/canary/promote", post(promote))
+        .route("/flows/{flow}/canary/abort", post(abort))
         .route("/flows/{flow}/settings", get(show_settings).put(configure))
         .route("/entry-points", get(list_entry_points))
         .route("/entry-points/{address}", put(bind))
@@ -120,12 +123,28 @@ async fn list_flows(State(rt): Api) -> Answer {
     ok(StatusCode::OK, flows)
 }
 
+#[derive(Deserialize)]
+struct DeployQuery {
+    /// Deploy as a canary taking this share of new contacts.
+    canary: Option<u32>,
+    /// Canary rules, comma-separated `field=value`.
+    canary_match: Option<String>,
+}
+
 async fn deploy(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
     Path(flow): Path<String>,
+    query: Result<Query<DeployQuery>, QueryRejection>,
     body: Bytes,
 ) -> Answer {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("{} (canary takes a whole percentage, 0-100)", e.body_text()),
+        )
+    })?;
     if body.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -133,18 +152,62 @@ async fn deploy(
             "send the component's bytes as the request body (Content-Type: application/wasm)",
         ));
     }
-    let version =
-        blocking(move || rt.flows.deploy(&flow, &body, &who).map_err(ApiError::from)).await?;
+    let matches = query
+        .canary_match
+        .iter()
+        .flat_map(|m| m.split(','))
+        .filter(|m| !m.trim().is_empty())
+        .map(Match::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "invalid_canary", why))?;
+    let options = DeployOptions {
+        canary_percent: query.canary,
+        canary_matches: matches,
+    };
+    let version = blocking(move || {
+        rt.flows
+            .deploy_with(&flow, &body, &who, &options)
+            .map_err(ApiError::from)
+    })
+    .await?;
     ok(StatusCode::CREATED, version)
 }
 
 async fn list_versions(State(rt): Api, Path(flow): Path<String>) -> Answer {
-    let (versions, live) = blocking(move || {
-        let versions = rt.flows.versions(&flow)?;
-        Ok((versions, rt.flows.live(&flow)?))
-    })
-    .await?;
-    ok(StatusCode::OK, json!({"live": live, "versions": versions}))
+    let (record, versions) =
+        blocking(move || rt.flows.statuses(&flow).map_err(ApiError::from)).await?;
+    ok(
+        StatusCode::OK,
+        json!({"live": record.live, "canary": record.canary, "versions": versions}),
+    )
+}
+
+async fn promote(
+    State(rt): Api,
+    Extension(Caller(who)): Extension<Caller>,
+    Path(flow): Path<String>,
+) -> Answer {
+    let record = blocking(move || rt.flows.promote(&flow, &who).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, record)
+}
+
+#[derive(Deserialize, Default)]
+struct AbortBody {
+    reason: Option<String>,
+}
+
+async fn abort(
+    State(rt): Api,
+    Extension(Caller(who)): Extension<Caller>,
+    Path(flow): Path<String>,
+    body: Option<Json<AbortBody>>,
+) -> Answer {
+    let reason = body
+        .and_then(|Json(b)| b.reason)
+        .unwrap_or_else(|| format!("aborted by {who}"));
+    let record =
+        blocking(move || rt.flows.abort(&flow, &who, &reason).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, record)
 }
 
 async fn show_version(State(rt): Api, Path((flow, version)): Path<(String, u64)>) -> Answer {

@@ -18,21 +18,15 @@ pub struct Client {
     token: String,
 }
 
-/// Percent-encodes one path segment (phone numbers keep their `+`).
+/// Percent-encodes one path segment or query value. `+` is encoded too: in a query it would
+/// read as a space, and in a path `%2B` decodes to the same `+`.
 pub fn encode_path(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z'
-            | b'a'..=b'z'
-            | b'0'..=b'9'
-            | b'-'
-            | b'_'
-            | b'.'
-            | b'~'
-            | b'+'
-            | b'@'
-            | b':' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'@' | b':' => {
+                (b as char).to_string()
+            }
             other => format!("%{other:02X}"),
         })
         .collect()
@@ -140,11 +134,16 @@ impl Client {
     }
 
     /// Uploads a component as the next version of `flow`.
-    pub fn deploy(&self, flow: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+    pub fn deploy(&self, flow: &str, bytes: Vec<u8>, query: &str) -> anyhow::Result<Value> {
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
         self.answer(
             self.agent
                 .post(format!(
-                    "{}/v1/flows/{}/versions",
+                    "{}/v1/flows/{}/versions{query}",
                     self.base,
                     encode_path(flow)
                 ))

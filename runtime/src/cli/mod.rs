@@ -42,13 +42,21 @@ pub struct Remote {
 enum Command {
     /// Run the server (HTTP API, flows, sessions) on the embedded store.
     Serve(serve::ServeArgs),
-    /// Deploy a component as the next version of a flow and make it live.
+    /// Deploy a component as the next version of a flow and make it live (or a canary).
     Deploy {
         /// The component (.wasm).
         file: PathBuf,
         /// The flow's name.
         #[arg(long)]
         flow: String,
+        /// Deploy as a canary taking this percentage (0-100) of new contacts; the live version
+        /// stays live until `switchboard canary promote`.
+        #[arg(long)]
+        canary: Option<u32>,
+        /// Canary rule FIELD=VALUE (from, to or a contact attribute): matching contacts go to
+        /// the canary whatever the percentage (repeatable).
+        #[arg(long = "canary-match")]
+        canary_matches: Vec<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -63,6 +71,11 @@ enum Command {
         flow: String,
         #[command(flatten)]
         remote: Remote,
+    },
+    /// Promote or abort a flow's canary.
+    Canary {
+        #[command(subcommand)]
+        action: CanaryAction,
     },
     /// Make an existing version of a flow live again.
     Rollback {
@@ -125,6 +138,27 @@ enum Command {
     /// Talk to a flow from the terminal, as a caller would. Reads your answers from the
     /// keyboard, or line by line from a file or a pipe.
     Simulate(SimulateArgs),
+}
+
+#[derive(Subcommand)]
+enum CanaryAction {
+    /// Make the canary the live version.
+    Promote {
+        /// The flow.
+        flow: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// End the canary; new contacts all get the live version again.
+    Abort {
+        /// The flow.
+        flow: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Args)]
@@ -215,7 +249,13 @@ fn print_json(value: &serde_json::Value) {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve::run(args),
-        Command::Deploy { file, flow, remote } => {
+        Command::Deploy {
+            file,
+            flow,
+            canary,
+            canary_matches,
+            remote,
+        } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let client = Client::new(&remote)?;
@@ -224,13 +264,50 @@ fn run(command: Command) -> anyhow::Result<()> {
                 file.display(),
                 human_size(bytes.len())
             );
-            let version = terminal::with_progress(&label, || client.deploy(&flow, bytes))?;
+            let mut query = Vec::new();
+            if let Some(percent) = canary {
+                query.push(format!("canary={percent}"));
+            }
+            if !canary_matches.is_empty() {
+                query.push(format!(
+                    "canary_match={}",
+                    client::encode_path(&canary_matches.join(","))
+                ));
+            }
+            let version =
+                terminal::with_progress(&label, || client.deploy(&flow, bytes, &query.join("&")))?;
+            let sha = version["sha256"].as_str().unwrap_or_default();
+            let role = if canary.is_some() || !canary_matches.is_empty() {
+                "is the canary"
+            } else {
+                "is live"
+            };
             println!(
-                "flow {flow}: version {} is live (sha256 {}…)",
+                "flow {flow}: version {} {role} (sha256 {}…, compiled in {:.0} ms, swapped in {} us)",
                 version["version"],
-                &version["sha256"].as_str().unwrap_or_default()
-                    [..12.min(version["sha256"].as_str().unwrap_or_default().len())]
+                &sha[..12.min(sha.len())],
+                version["compile_ms"].as_f64().unwrap_or_default(),
+                version["swap_us"]
             );
+            Ok(())
+        }
+        Command::Canary { action } => {
+            let (flow, remote, path, body) = match action {
+                CanaryAction::Promote { flow, remote } => {
+                    let path = format!("/v1/flows/{flow}/canary/promote");
+                    (flow, remote, path, serde_json::json!({}))
+                }
+                CanaryAction::Abort {
+                    flow,
+                    reason,
+                    remote,
+                } => {
+                    let path = format!("/v1/flows/{flow}/canary/abort");
+                    (flow, remote, path, serde_json::json!({"reason": reason}))
+                }
+            };
+            let record = Client::new(&remote)?.post_json(&path, &body)?;
+            println!("flow {flow}: version {} is live; no canary", record["live"]);
             Ok(())
         }
         Command::Flows { remote } => {
@@ -251,22 +328,37 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Versions { flow, remote } => {
             let answer = Client::new(&remote)?.get(&format!("/v1/flows/{flow}/versions"))?;
-            let live = answer["live"].as_u64();
-            for v in answer["versions"].as_array().cloned().unwrap_or_default() {
-                let marker = if v["version"].as_u64() == live {
-                    "live"
-                } else {
-                    ""
-                };
+            if let Some(canary) = answer["canary"].as_object() {
                 println!(
-                    "{:>4}  {:<4}  {}  {:>9}  {}  by {}",
+                    "canary: version {} takes {}% of new contacts {}",
+                    canary["version"], canary["percent"], canary["matches"]
+                );
+            }
+            println!(
+                "{:>4}  {:<7}  {:<12}  {:>9}  {:>7}  {:>6}  {:>6}  {:<32}  by",
+                "ver", "role", "sha256", "size", "steps", "faults", "pinned", "deployed"
+            );
+            for v in answer["versions"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{:>4}  {:<7}  {:<12}  {:>9}  {:>7}  {:>6}  {:>6}  {:<32}  {}",
                     v["version"],
-                    marker,
+                    v["role"].as_str().unwrap_or("?"),
                     &v["sha256"].as_str().unwrap_or_default()[..12],
                     human_size(v["size"].as_u64().unwrap_or(0) as usize),
+                    v["health"]["steps"],
+                    v["health"]["faults"],
+                    v["pinned_contacts"],
                     v["deployed_at"].as_str().unwrap_or("?"),
                     v["deployed_by"].as_str().unwrap_or("?")
                 );
+                if let Some(aborted) = v["health"]["aborted"].as_object() {
+                    println!(
+                        "      aborted by {} at {}: {}",
+                        aborted["by"],
+                        aborted["at"].as_str().unwrap_or("?"),
+                        aborted["reason"].as_str().unwrap_or("?")
+                    );
+                }
             }
             Ok(())
         }

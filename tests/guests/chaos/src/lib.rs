@@ -4,6 +4,9 @@
 //! 5 returns an action the host must refuse (an empty queue name), 6 counts visits in the
 //! flow's durable kv store, 0 writes kv and then panics (the write must not stick); anything
 //! else is echoed back with another gather. `hangup` ends cleanly.
+//!
+//! With the setting `trap_percent=N` it traps on `started` for callers whose number ends in a
+//! digit below N/10: N% of callers, the same ones every time.
 
 use switchboard_sdk::prelude::*;
 
@@ -20,7 +23,23 @@ impl Flow for Chaos {
         self.steps += 1;
         let ask = Action::gather(Gather::digits(1).say("Chaos flow: pick a fault."));
         match event {
-            Event::Started => Ok(vec![Action::say("Chaos flow ready."), ask]),
+            Event::Started => {
+                let percent: u32 = cx
+                    .config("trap_percent")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                let last_digit = cx
+                    .contact()
+                    .from
+                    .chars()
+                    .last()
+                    .and_then(|c| c.to_digit(10))
+                    .unwrap_or(9);
+                if last_digit * 10 < percent {
+                    panic!("chaos flow traps for {percent}% of callers");
+                }
+                Ok(vec![Action::say("Chaos flow ready."), ask])
+            }
             Event::Input(input) => match input.digits.as_str() {
                 "1" => loop {
                     std::hint::black_box(&mut self.steps);

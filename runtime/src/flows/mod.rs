@@ -1,0 +1,777 @@
+//! Flow versions and entry points. Owns which version of each flow a new contact gets: deploy
+//! (validate, compile, store immutably, then make live atomically), canaries (promote, abort,
+//! and the automatic abort of a failing one), roll back; which versions stay loaded (the live
+//! one, the canary, and any a contact is pinned to); and which flow an address starts.
+//! Never runs a step.
+
+mod canary;
+mod health;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub use canary::{Arrival, Canary, Match};
+pub use health::{Aborted, Health};
+
+use crate::audit;
+use crate::config::CanaryConfig;
+use crate::contract::Channel;
+use crate::engine::{Engine, FLOW_WORLD, FlowComponent, Rejection};
+use crate::store::{Store, StoreError, StoreExt, Tree};
+
+/// An immutable deployed version of a flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowVersion {
+    /// The flow's name.
+    pub flow: String,
+    /// Sequence number, from 1.
+    pub version: u64,
+    /// SHA-256 of the component, hex.
+    pub sha256: String,
+    /// Component size in bytes.
+    pub size: u64,
+    /// The contract world it targets.
+    pub world: String,
+    /// RFC 3339 time of the deploy.
+    pub deployed_at: String,
+    /// Token name that deployed it.
+    pub deployed_by: String,
+}
+
+/// What a deploy did, with its timings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployed {
+    /// The new live version.
+    #[serde(flatten)]
+    pub version: FlowVersion,
+    /// Validation and compilation, in milliseconds (near zero for a cached artifact).
+    pub compile_ms: f64,
+    /// The swap itself: storing the version, moving the live pointer and flushing, in
+    /// microseconds. Steps of running contacts never wait on it.
+    pub swap_us: u64,
+}
+
+/// A flow and its live version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// The flow's name.
+    pub name: String,
+    /// The version new contacts get.
+    pub live: u64,
+    /// RFC 3339 time the live version last changed.
+    pub updated_at: String,
+    /// The candidate taking part of the new contacts, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+/// How to deploy.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    /// Deploy as a canary taking this share (0-100) of new contacts instead of going live.
+    pub canary_percent: Option<u32>,
+    /// Canary rules: matching contacts go to the candidate.
+    pub canary_matches: Vec<Match>,
+}
+
+/// A version with how it is doing and its role, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionStatus {
+    /// The version.
+    #[serde(flatten)]
+    pub version: FlowVersion,
+    /// `live`, `canary`, `aborted` or `idle`.
+    pub role: String,
+    /// Its counters.
+    pub health: Health,
+    /// Contacts pinned to it right now.
+    pub pinned_contacts: u64,
+    /// Whether it is compiled and in memory.
+    pub loaded: bool,
+}
+
+/// An address that starts a flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryPoint {
+    /// The address: `+15550100`, `chat:support-widget`, `help@acme.test`.
+    pub address: String,
+    /// The flow it starts.
+    pub flow: String,
+    /// Attributes every contact through it starts with (such as `brand=acme`).
+    #[serde(default)]
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Why a flow operation failed. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowsError {
+    /// The component was refused.
+    #[error("deploy rejected: {0}")]
+    Rejected(Rejection),
+    /// A flow name that cannot be used.
+    #[error("{0:?} is not a valid flow name: use 1-64 lowercase letters, digits, '-' or '_'")]
+    BadName(String),
+    /// No such flow.
+    #[error("there is no flow named {0:?}: see `switchboard flows`")]
+    UnknownFlow(String),
+    /// No such version.
+    #[error("flow {flow:?} has no version {version}: see `switchboard versions {flow}`")]
+    UnknownVersion {
+        /// Flow.
+        flow: String,
+        /// Version.
+        version: u64,
+    },
+    /// An entry point that cannot be used.
+    #[error("{0}")]
+    BadEntryPoint(String),
+    /// Canary options that cannot be used.
+    #[error("{0}")]
+    BadCanary(String),
+    /// No canary to promote or abort.
+    #[error(
+        "flow {0:?} has no canary; deploy one with `switchboard deploy FILE --flow {0} --canary PERCENT`"
+    )]
+    NoCanary(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A component file could not be written or read.
+    #[error("component storage failed: {0} (check the data directory)")]
+    Io(String),
+}
+
+// By hand rather than `#[from]`, which would also make the rejection the error's source and
+// print its message twice in `{:#}` chains.
+impl From<Rejection> for FlowsError {
+    fn from(r: Rejection) -> Self {
+        FlowsError::Rejected(r)
+    }
+}
+
+/// The deployed flows.
+pub struct Flows {
+    store: Arc<dyn Store>,
+    engine: Arc<Engine>,
+    components_dir: PathBuf,
+    loaded: RwLock<HashMap<(String, u64), Arc<FlowComponent>>>,
+    /// Contacts in progress per version: a version stays loaded while any is pinned to it.
+    pins: Mutex<HashMap<(String, u64), u64>>,
+    /// Health counters, cached; written to the store with each step.
+    health: Mutex<HashMap<(String, u64), Health>>,
+    canary_config: CanaryConfig,
+    /// Deploys and rollbacks of all flows are serialised: they are rare and must not race
+    /// for sequence numbers or the live pointer.
+    changes: Mutex<()>,
+}
+
+fn version_key(flow: &str, version: u64) -> String {
+    format!("{flow}/{version:010}")
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+/// Checks a flow name.
+pub fn check_name(name: &str) -> Result<(), FlowsError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(FlowsError::BadName(name.to_string()))
+    }
+}
+
+impl Flows {
+    /// The flows kept in `store`, with component files under `components_dir`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        components_dir: PathBuf,
+        canary_config: CanaryConfig,
+    ) -> anyhow::Result<Flows> {
+        std::fs::create_dir_all(&components_dir)?;
+        Ok(Flows {
+            store,
+            engine,
+            components_dir,
+            loaded: RwLock::new(HashMap::new()),
+            pins: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
+            canary_config,
+            changes: Mutex::new(()),
+        })
+    }
+
+    /// Validates, compiles and stores `bytes` as the next version of `flow` and makes it live.
+    /// On any error nothing changed and the live version is untouched.
+    pub fn deploy(&self, flow: &str, bytes: &[u8], who: &str) -> Result<Deployed, FlowsError> {
+        self.deploy_with(flow, bytes, who, &DeployOptions::default())
+    }
+
+    /// Deploys with options: as a canary taking a share of new contacts, the live version
+    /// staying live until the canary is promoted.
+    pub fn deploy_with(
+        &self,
+        flow: &str,
+        bytes: &[u8],
+        who: &str,
+        options: &DeployOptions,
+    ) -> Result<Deployed, FlowsError> {
+        check_name(flow)?;
+        let canary_percent = match options.canary_percent {
+            Some(p) if p > 100 => {
+                return Err(FlowsError::BadCanary(format!(
+                    "a canary takes 0 to 100 percent of new contacts, not {p}"
+                )));
+            }
+            Some(p) => Some(p as u8),
+            None if !options.canary_matches.is_empty() => Some(0),
+            None => None,
+        };
+        if canary_percent.is_some() && self.record(flow)?.is_none() {
+            return Err(FlowsError::BadCanary(format!(
+                "flow {flow:?} has no live version for a canary to run beside; deploy its first version without --canary"
+            )));
+        }
+        let compiling = std::time::Instant::now();
+        let component = self.engine.compile(bytes)?;
+        let compile_ms = compiling.elapsed().as_secs_f64() * 1000.0;
+        let _changing = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_component(&component.sha256, bytes)?;
+        let swapping = std::time::Instant::now();
+        let previous = self.record(flow)?;
+        let version = match self
+            .store
+            .last_with_prefix(Tree::Versions, format!("{flow}/").as_bytes())?
+        {
+            Some((key, _)) => parse_version_key(&key) + 1,
+            None => 1,
+        };
+        let record = FlowVersion {
+            flow: flow.to_string(),
+            version,
+            sha256: component.sha256.clone(),
+            size: bytes.len() as u64,
+            world: FLOW_WORLD.to_string(),
+            deployed_at: now(),
+            deployed_by: who.to_string(),
+        };
+        self.store
+            .put_json(Tree::Versions, &version_key(flow, version), &record)?;
+        self.loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((flow.to_string(), version), Arc::new(component));
+        let previous_live = previous.as_ref().map(|r| r.live);
+        match (canary_percent, previous) {
+            (Some(percent), Some(mut flow_record)) => {
+                if let Some(replaced) = flow_record.canary.take() {
+                    self.mark_aborted(
+                        flow,
+                        replaced.version,
+                        who,
+                        &format!("replaced by canary version {version}"),
+                    )?;
+                }
+                flow_record.canary = Some(Canary {
+                    version,
+                    percent,
+                    matches: options.canary_matches.clone(),
+                    started_at: now(),
+                });
+                self.store.put_json(Tree::Flows, flow, &flow_record)?;
+                audit::record(
+                    &*self.store,
+                    who,
+                    "deploy-canary",
+                    flow,
+                    json!({"live": flow_record.live, "canary": version, "percent": percent, "matches": options.canary_matches, "sha256": record.sha256}),
+                )?;
+            }
+            _ => {
+                self.set_live(flow, version)?;
+                audit::record(
+                    &*self.store,
+                    who,
+                    "deploy",
+                    flow,
+                    json!({"from": previous_live, "to": version, "sha256": record.sha256, "size": record.size}),
+                )?;
+            }
+        }
+        self.store.flush()?;
+        let swap_us = swapping.elapsed().as_micros() as u64;
+        if let Some(old) = previous_live {
+            self.unload_if_unused(flow, old);
+        }
+        tracing::info!(flow, version, sha256 = %record.sha256, size = record.size, compile_ms, swap_us, "deployed and live");
+        Ok(Deployed {
+            version: record,
+            compile_ms,
+            swap_us,
+        })
+    }
+
+    /// Makes an older (or newer) existing version live again.
+    pub fn rollback(&self, flow: &str, version: u64, who: &str) -> Result<FlowRecord, FlowsError> {
+        let _changing = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self
+            .record(flow)?
+            .ok_or_else(|| FlowsError::UnknownFlow(flow.to_string()))?;
+        self.version(flow, version)?;
+        // Load it before switching, so a component that no longer loads is refused here.
+        self.component(flow, version)?;
+        let record = self.set_live(flow, version)?;
+        audit::record(
+            &*self.store,
+            who,
+            "rollback",
+            flow,
+            json!({"from": previous.live, "to": version}),
+        )?;
+        self.store.flush()?;
+        tracing::info!(flow, from = previous.live, to = version, "rolled back");
+        self.unload_if_unused(flow, previous.live);
+        Ok(record)
+    }
+
+    /// Makes the canary the live version.
+    pub fn promote(&self, flow: &str, who: &str) -> Result<FlowRecord, FlowsError> {
+        let _changing = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self
+            .record(flow)?
+            .ok_or_else(|| FlowsError::UnknownFlow(flow.to_string()))?;
+        let canary = previous
+            .canary
+            .clone()
+            .ok_or_else(|| FlowsError::NoCanary(flow.to_string()))?;
+        let record = self.set_live(flow, canary.version)?;
+        audit::record(
+            &*self.store,
+            who,
+            "promote",
+            flow,
+            json!({"from": previous.live, "to": canary.version}),
+        )?;
+        self.store.flush()?;
+        tracing::info!(
+            flow,
+            from = previous.live,
+            to = canary.version,
+            "canary promoted"
+        );
+        self.unload_if_unused(flow, previous.live);
+        Ok(record)
+    }
+
+    /// Ends the canary: new contacts all get the live version again. Contacts already on
+    /// the candidate finish there.
+    pub fn abort(&self, flow: &str, who: &str, reason: &str) -> Result<FlowRecord, FlowsError> {
+        let _changing = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut record = self
+            .record(flow)?
+            .ok_or_else(|| FlowsError::UnknownFlow(flow.to_string()))?;
+        let canary = record
+            .canary
+            .take()
+            .ok_or_else(|| FlowsError::NoCanary(flow.to_string()))?;
+        self.store.put_json(Tree::Flows, flow, &record)?;
+        self.mark_aborted(flow, canary.version, who, reason)?;
+        audit::record(
+            &*self.store,
+            who,
+            "abort",
+            flow,
+            json!({"live": record.live, "canary": canary.version, "reason": reason}),
+        )?;
+        self.store.flush()?;
+        tracing::warn!(
+            flow,
+            canary = canary.version,
+            live = record.live,
+            who,
+            reason,
+            "canary aborted"
+        );
+        self.unload_if_unused(flow, canary.version);
+        Ok(record)
+    }
+
+    fn mark_aborted(
+        &self,
+        flow: &str,
+        version: u64,
+        who: &str,
+        reason: &str,
+    ) -> Result<(), FlowsError> {
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = self.health_entry(&mut health, flow, version)?;
+        entry.aborted = Some(Aborted {
+            at: now(),
+            by: who.to_string(),
+            reason: reason.to_string(),
+        });
+        let snapshot = entry.clone();
+        self.store
+            .put_json(Tree::Health, &version_key(flow, version), &snapshot)?;
+        Ok(())
+    }
+
+    fn health_entry<'m>(
+        &self,
+        health: &'m mut HashMap<(String, u64), Health>,
+        flow: &str,
+        version: u64,
+    ) -> Result<&'m mut Health, FlowsError> {
+        let key = (flow.to_string(), version);
+        if !health.contains_key(&key) {
+            let stored = self
+                .store
+                .get_json(Tree::Health, &version_key(flow, version))?
+                .unwrap_or_default();
+            health.insert(key.clone(), stored);
+        }
+        Ok(health.get_mut(&key).expect("inserted above"))
+    }
+
+    /// The version a new contact of `flow` gets: the canary's when it takes this arrival,
+    /// else the live one.
+    pub fn version_for(&self, flow: &str, arrival: &Arrival<'_>) -> Result<u64, FlowsError> {
+        let record = self
+            .record(flow)?
+            .ok_or_else(|| FlowsError::UnknownFlow(flow.to_string()))?;
+        Ok(match &record.canary {
+            Some(canary) if canary.takes(flow, arrival) => canary.version,
+            _ => record.live,
+        })
+    }
+
+    /// Counts a step of `version` (and a new contact, or its first fallback). When the
+    /// version is a canary whose fault rate is over the threshold, aborts it: the contact
+    /// that tipped it over has already had its fallback, and new contacts go to the live
+    /// version from the next arrival on.
+    pub fn record_step(
+        &self,
+        flow: &str,
+        version: u64,
+        faulted: bool,
+        new_contact: bool,
+        first_fallback: bool,
+    ) -> Result<(), FlowsError> {
+        let verdict = {
+            let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = self.health_entry(&mut health, flow, version)?;
+            entry.steps += 1;
+            entry.faults += u64::from(faulted);
+            entry.contacts += u64::from(new_contact);
+            entry.fallback_contacts += u64::from(first_fallback);
+            let snapshot = entry.clone();
+            self.store
+                .put_json(Tree::Health, &version_key(flow, version), &snapshot)?;
+            if faulted && snapshot.aborted.is_none() {
+                snapshot.verdict(
+                    self.canary_config.max_fault_rate,
+                    self.canary_config.min_steps,
+                )
+            } else {
+                None
+            }
+        };
+        if let Some(reason) = verdict {
+            let is_canary = self
+                .record(flow)?
+                .and_then(|r| r.canary)
+                .is_some_and(|c| c.version == version);
+            if is_canary {
+                match self.abort(flow, "auto-rollback", &reason) {
+                    Ok(_) | Err(FlowsError::NoCanary(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A contact started on `version` and stays pinned to it.
+    pub fn pin(&self, flow: &str, version: u64) {
+        *self
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((flow.to_string(), version))
+            .or_default() += 1;
+    }
+
+    /// A contact pinned to `version` ended; the version is unloaded when nothing needs it.
+    pub fn unpin(&self, flow: &str, version: u64) {
+        {
+            let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = pins.get_mut(&(flow.to_string(), version)) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        self.unload_if_unused(flow, version);
+    }
+
+    fn pinned(&self, flow: &str, version: u64) -> u64 {
+        self.pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(flow.to_string(), version))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Drops a version's compiled code from memory when it is neither live nor the canary
+    /// and no contact is pinned to it. The version itself stays stored and can be loaded
+    /// again (rollback, replay).
+    fn unload_if_unused(&self, flow: &str, version: u64) {
+        if self.pinned(flow, version) > 0 {
+            return;
+        }
+        let Ok(Some(record)) = self.record(flow) else {
+            return;
+        };
+        if record.live == version || record.canary.as_ref().is_some_and(|c| c.version == version) {
+            return;
+        }
+        if self
+            .loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(flow.to_string(), version))
+            .is_some()
+        {
+            tracing::info!(
+                flow,
+                version,
+                "unloaded: not live, not a canary, no contact pinned"
+            );
+        }
+    }
+
+    /// Versions of `flow` with their role, health and pins.
+    pub fn statuses(&self, flow: &str) -> Result<(FlowRecord, Vec<VersionStatus>), FlowsError> {
+        let record = self
+            .record(flow)?
+            .ok_or_else(|| FlowsError::UnknownFlow(flow.to_string()))?;
+        let loaded = self
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut out = Vec::new();
+        for version in self.versions(flow)? {
+            let health: Health = {
+                let mut cache = self.health.lock().unwrap_or_else(|p| p.into_inner());
+                self.health_entry(&mut cache, flow, version.version)?
+                    .clone()
+            };
+            let role = if version.version == record.live {
+                "live"
+            } else if record
+                .canary
+                .as_ref()
+                .is_some_and(|c| c.version == version.version)
+            {
+                "canary"
+            } else if health.aborted.is_some() {
+                "aborted"
+            } else {
+                "idle"
+            };
+            out.push(VersionStatus {
+                role: role.to_string(),
+                health,
+                pinned_contacts: self.pinned(flow, version.version),
+                loaded: loaded.contains_key(&(flow.to_string(), version.version)),
+                version,
+            });
+        }
+        Ok((record, out))
+    }
+
+    fn set_live(&self, flow: &str, version: u64) -> Result<FlowRecord, FlowsError> {
+        let canary = self
+            .record(flow)?
+            .and_then(|r| r.canary)
+            .filter(|c| c.version != version);
+        let record = FlowRecord {
+            name: flow.to_string(),
+            live: version,
+            updated_at: now(),
+            canary,
+        };
+        self.store.put_json(Tree::Flows, flow, &record)?;
+        Ok(record)
+    }
+
+    fn write_component(&self, sha256: &str, bytes: &[u8]) -> Result<(), FlowsError> {
+        let path = self.components_dir.join(format!("{sha256}.wasm"));
+        if path.exists() {
+            return Ok(());
+        }
+        let io = |e: std::io::Error| FlowsError::Io(format!("{}: {e}", path.display()));
+        let tmp = path.with_extension("wasm.tmp");
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(())
+    }
+
+    fn record(&self, flow: &str) -> Result<Option<FlowRecord>, FlowsError> {
+        Ok(self.store.get_json(Tree::Flows, flow)?)
+    }
+
+    /// All flows.
+    pub fn list(&self) -> Result<Vec<FlowRecord>, FlowsError> {
+        Ok(self.store.scan_json(Tree::Flows, "")?)
+    }
+
+    /// All versions of `flow`, oldest first.
+    pub fn versions(&self, flow: &str) -> Result<Vec<FlowVersion>, FlowsError> {
+        let versions: Vec<FlowVersion> =
+            self.store.scan_json(Tree::Versions, &format!("{flow}/"))?;
+        if versions.is_empty() {
+            return Err(FlowsError::UnknownFlow(flow.to_string()));
+        }
+        Ok(versions)
+    }
+
+    /// One version.
+    pub fn version(&self, flow: &str, version: u64) -> Result<FlowVersion, FlowsError> {
+        match self
+            .store
+            .get_json(Tree::Versions, &version_key(flow, version))?
+        {
+            Some(v) => Ok(v),
+            None if self.record(flow)?.is_none() => Err(FlowsError::UnknownFlow(flow.to_string())),
+            None => Err(FlowsError::UnknownVersion {
+                flow: flow.to_string(),
+                version,
+            }),
+        }
+    }
+
+    /// The live version of `flow`.
+    pub fn live(&self, flow: &str) -> Result<u64, FlowsError> {
+        Ok(self
+            .record(flow)?
+            .ok_or_else(|| FlowsError::UnknownFlow(flow.to_string()))?
+            .live)
+    }
+
+    /// The compiled component of a version, loaded on first use (from the artifact cache).
+    pub fn component(&self, flow: &str, version: u64) -> Result<Arc<FlowComponent>, FlowsError> {
+        let key = (flow.to_string(), version);
+        if let Some(found) = self
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(found.clone());
+        }
+        let record = self.version(flow, version)?;
+        let path = self.components_dir.join(format!("{}.wasm", record.sha256));
+        let bytes =
+            std::fs::read(&path).map_err(|e| FlowsError::Io(format!("{}: {e}", path.display())))?;
+        let component = Arc::new(self.engine.load(&bytes).map_err(|e| {
+            FlowsError::Io(format!("version {version} of {flow} no longer loads: {e}"))
+        })?);
+        self.loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, component.clone());
+        Ok(component)
+    }
+
+    /// Binds `address` to a flow (replacing any earlier binding).
+    pub fn bind(&self, entry: EntryPoint, who: &str) -> Result<(), FlowsError> {
+        if entry.address.trim().is_empty() {
+            return Err(FlowsError::BadEntryPoint(
+                "an entry point needs an address, such as +15550100".into(),
+            ));
+        }
+        self.live(&entry.flow)?;
+        self.store
+            .put_json(Tree::EntryPoints, &entry.address, &entry)?;
+        audit::record(
+            &*self.store,
+            who,
+            "bind",
+            &entry.address,
+            json!({"flow": entry.flow}),
+        )?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// The entry point for `address`.
+    pub fn entry_point(&self, address: &str) -> Result<Option<EntryPoint>, FlowsError> {
+        Ok(self.store.get_json(Tree::EntryPoints, address)?)
+    }
+
+    /// All entry points.
+    pub fn entry_points(&self) -> Result<Vec<EntryPoint>, FlowsError> {
+        Ok(self.store.scan_json(Tree::EntryPoints, "")?)
+    }
+
+    /// Sets settings of `flow` (an empty value removes the setting).
+    pub fn configure(
+        &self,
+        flow: &str,
+        settings: &[(String, String)],
+        who: &str,
+    ) -> Result<(), FlowsError> {
+        self.live(flow)?;
+        for (key, value) in settings {
+            let k = crate::engine::host::settings_key(flow, key);
+            if value.is_empty() {
+                self.store.delete(Tree::Settings, &k)?;
+            } else {
+                self.store.put(Tree::Settings, &k, value.as_bytes())?;
+            }
+        }
+        audit::record(&*self.store, who, "configure", flow, json!(settings))?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// The settings of `flow`.
+    pub fn settings(&self, flow: &str) -> Result<Vec<(String, String)>, FlowsError> {
+        self.live(flow)?;
+        Ok(crate::engine::host::settings_of(&*self.store, flow)?)
+    }
+}
+
+fn parse_version_key(key: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(key);
+    text.rsplit('/')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The channel a contact to `address` arrives on when the caller does not say.
+pub fn channel_of(address: &str) -> Channel {
+    if address.starts_with("chat:") {
+        Channel::Chat
+    } else if address.contains('@') {
+        Channel::Email
+    } else {
+        Channel::Voice
+    }
+}
