@@ -16,6 +16,7 @@ pub mod customers;
 pub mod engine;
 pub mod flows;
 pub mod metrics;
+pub mod replay;
 pub mod runtime;
 pub mod sessions;
 pub mod store;

@@ -9,10 +9,13 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::engine::{Clock, Engine, Services};
-use crate::flows::Flows;
+use crate::flows::{DeployOptions, Deployed, Flows, FlowsError};
 use crate::metrics::Metrics;
+use crate::replay::{Golden, ReplayReport};
 use crate::sessions::Sessions;
+use crate::sessions::{ContactError, Session};
 use crate::store::{SledStore, Store};
+use crate::store::{StoreExt, Tree};
 
 /// A running Switchboard.
 pub struct Runtime {
@@ -103,5 +106,111 @@ impl Runtime {
             services,
             _scratch: scratch,
         })
+    }
+}
+
+/// Why a checked deploy did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckedDeployError {
+    /// The deploy itself failed.
+    #[error(transparent)]
+    Flows(#[from] FlowsError),
+    /// Recorded contacts could not be read.
+    #[error(transparent)]
+    Contacts(#[from] ContactError),
+    /// The candidate behaves differently on recent real contacts.
+    #[error(
+        "the candidate behaves differently from the live version on {changed} of the {checked} most recent contacts; nothing was deployed. Inspect the diffs, then deploy again with --force to accept the change"
+    )]
+    BehaviourChanged {
+        /// Contacts whose replay differed.
+        changed: usize,
+        /// Contacts replayed.
+        checked: usize,
+        /// The replays that differed.
+        reports: Vec<ReplayReport>,
+    },
+}
+
+impl Runtime {
+    /// A contact's recording, ready to save as a golden file.
+    pub fn golden(&self, contact: &str) -> Result<Golden, ContactError> {
+        let session = self.sessions.get(contact)?;
+        let trace = self.sessions.trace(contact)?;
+        Ok(Golden::of(&session, trace))
+    }
+
+    /// Replays a recorded contact against `version` of its flow.
+    pub fn replay(&self, contact: &str, version: u64) -> Result<ReplayReport, ContactError> {
+        let golden = self.golden(contact)?;
+        let component = self.flows.component(&golden.flow, version)?;
+        Ok(crate::replay::replay(
+            &self.engine,
+            &golden,
+            &component,
+            version,
+            &format!("version {version}"),
+        ))
+    }
+
+    /// The `n` most recently started contacts of `flow` that ran on `version`.
+    pub fn recent_goldens(
+        &self,
+        flow: &str,
+        version: u64,
+        n: usize,
+    ) -> Result<Vec<Golden>, ContactError> {
+        let mut sessions: Vec<Session> = self
+            .store
+            .scan_json::<Session>(Tree::Sessions, "")?
+            .into_iter()
+            .filter(|s| s.flow == flow && s.version == version)
+            .collect();
+        sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        sessions
+            .into_iter()
+            .take(n)
+            .map(|s| Ok(Golden::of(&s, self.sessions.trace(&s.id)?)))
+            .collect()
+    }
+
+    /// Deploys, first replaying the `check_recent` most recent contacts of the live version
+    /// against the candidate; refuses when any behaves differently, unless `force`.
+    pub fn deploy_checked(
+        &self,
+        flow: &str,
+        bytes: &[u8],
+        who: &str,
+        options: &DeployOptions,
+        check_recent: usize,
+        force: bool,
+    ) -> Result<(Deployed, usize, Vec<ReplayReport>), CheckedDeployError> {
+        let mut changed = Vec::new();
+        let mut checked = 0;
+        if check_recent > 0
+            && let Ok(live) = self.flows.live(flow)
+        {
+            let candidate = self.engine.compile(bytes).map_err(FlowsError::from)?;
+            for golden in self.recent_goldens(flow, live, check_recent)? {
+                checked += 1;
+                let report =
+                    crate::replay::replay(&self.engine, &golden, &candidate, 0, "the candidate");
+                if !report.identical {
+                    changed.push(report);
+                }
+            }
+        }
+        if !changed.is_empty() && !force {
+            return Err(CheckedDeployError::BehaviourChanged {
+                changed: changed.len(),
+                checked,
+                reports: changed,
+            });
+        }
+        Ok((
+            self.flows.deploy_with(flow, bytes, who, options)?,
+            checked,
+            changed,
+        ))
     }
 }

@@ -146,6 +146,9 @@ pub struct TraceEntry {
     pub at: String,
     /// The version that ran it.
     pub version: u64,
+    /// The contact's attributes when the step started.
+    #[serde(default)]
+    pub attributes: Vec<(String, String)>,
     /// The event.
     pub event: Event,
     /// The actions carried out (the fallback's when the step faulted).
@@ -376,6 +379,7 @@ impl Sessions {
             result.outcome.as_ref().err(),
         );
 
+        let attributes_before = session.attributes.clone();
         let customer_left = event == Event::Hangup;
         let first_step = event == Event::Started;
         let (actions, fault) = match result.outcome {
@@ -420,6 +424,7 @@ impl Sessions {
             step: session.steps,
             at: session.updated_at.clone(),
             version: session.version,
+            attributes: attributes_before,
             event,
             actions: actions.clone(),
             fault: fault.clone(),

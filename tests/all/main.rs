@@ -8,6 +8,7 @@ mod auth;
 mod canary;
 mod deploy;
 mod hot_swap;
+mod replay;
 mod restart;
 mod rollback;
 mod sandbox;

@@ -12,6 +12,15 @@ use switchboard_sdk::prelude::*;
 
 switchboard_sdk::export_flow!(IvrMenu);
 
+#[cfg(not(feature = "menu-v2"))]
+const MENU: &str = "For sales, press 1. For support, press 2. To speak with an agent, press 0. To hear these options again, press star.";
+#[cfg(not(feature = "menu-v2"))]
+const SECOND_LINE: &str = "support";
+#[cfg(feature = "menu-v2")]
+const MENU: &str = "For sales, press 1. For billing and support, press 2. To speak with an agent, press 0. To hear these options again, press star.";
+#[cfg(feature = "menu-v2")]
+const SECOND_LINE: &str = "billing";
+
 /// How many invalid keys the caller may press before we stop asking.
 const MAX_INVALID: u32 = 3;
 
@@ -91,18 +100,13 @@ impl IvrMenu {
     }
 
     fn menu(&self) -> Action {
-        Action::gather(
-            Gather::digits(1)
-                .say("For sales, press 1. For support, press 2. To speak with an agent, press 0. To hear these options again, press star.")
-                .timeout_ms(5_000)
-                .retries(1),
-        )
+        Action::gather(Gather::digits(1).say(MENU).timeout_ms(5_000).retries(1))
     }
 
     fn choose(&mut self, cx: &mut Context<'_>, digits: &str) -> Vec<Action> {
         let department = match digits {
             "1" => "sales",
-            "2" => "support",
+            "2" => SECOND_LINE,
             "0" => "agents",
             "*" => return vec![self.menu()],
             _ => {
@@ -127,6 +131,7 @@ impl IvrMenu {
         let sentence = match department {
             "sales" => "Connecting you to sales.",
             "support" => "Connecting you to support.",
+            "billing" => "Connecting you to billing and support.",
             _ => "Connecting you to an agent.",
         };
         self.route(department, sentence, &[])

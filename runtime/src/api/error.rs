@@ -18,6 +18,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -27,7 +28,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    /// Attaches machine-readable details (such as replay diffs).
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
     }
 }
 
@@ -36,11 +44,11 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(details) = self.details {
+            error["details"] = details;
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
     }
 }
 
@@ -113,5 +121,20 @@ impl From<JsonRejection> for ApiError {
                 e.body_text()
             ),
         )
+    }
+}
+
+impl From<crate::runtime::CheckedDeployError> for ApiError {
+    fn from(e: crate::runtime::CheckedDeployError) -> Self {
+        use crate::runtime::CheckedDeployError as E;
+        match e {
+            E::Flows(e) => e.into(),
+            E::Contacts(e) => e.into(),
+            E::BehaviourChanged { ref reports, .. } => {
+                let details = serde_json::to_value(reports).unwrap_or_default();
+                ApiError::new(StatusCode::CONFLICT, "behaviour_changed", e.to_string())
+                    .with_details(details)
+            }
+        }
     }
 }

@@ -50,6 +50,8 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/contacts/{id}", get(show_contact))
         .route("/contacts/{id}/events", post(send_event))
         .route("/contacts/{id}/trace", get(show_trace))
+        .route("/contacts/{id}/golden", get(show_golden))
+        .route("/contacts/{id}/replay", post(replay_contact))
         .route("/audit", get(show_audit))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT))
         .route_layer(middleware::from_fn_with_state(
@@ -129,6 +131,12 @@ struct DeployQuery {
     canary: Option<u32>,
     /// Canary rules, comma-separated `field=value`.
     canary_match: Option<String>,
+    /// Replay this many recent contacts of the live version against the candidate first.
+    #[serde(default)]
+    check_recent: usize,
+    /// Deploy even when the replays differ.
+    #[serde(default)]
+    force: bool,
 }
 
 async fn deploy(
@@ -164,13 +172,18 @@ async fn deploy(
         canary_percent: query.canary,
         canary_matches: matches,
     };
-    let version = blocking(move || {
-        rt.flows
-            .deploy_with(&flow, &body, &who, &options)
+    let (check, force) = (query.check_recent, query.force);
+    let (deployed, checked, changed) = blocking(move || {
+        rt.deploy_checked(&flow, &body, &who, &options, check, force)
             .map_err(ApiError::from)
     })
     .await?;
-    ok(StatusCode::CREATED, version)
+    let mut answer = serde_json::to_value(deployed).unwrap_or_default();
+    if check > 0 {
+        answer["checked_contacts"] = json!(checked);
+        answer["changed_contacts"] = serde_json::to_value(changed).unwrap_or_default();
+    }
+    ok(StatusCode::CREATED, answer)
 }
 
 async fn list_versions(State(rt): Api, Path(flow): Path<String>) -> Answer {
@@ -347,6 +360,26 @@ async fn send_event(
 async fn show_trace(State(rt): Api, Path(id): Path<String>) -> Answer {
     let trace = blocking(move || rt.sessions.trace(&id).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, trace)
+}
+
+async fn show_golden(State(rt): Api, Path(id): Path<String>) -> Answer {
+    let golden = blocking(move || rt.golden(&id).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, golden)
+}
+
+#[derive(Deserialize)]
+struct ReplayBody {
+    version: u64,
+}
+
+async fn replay_contact(
+    State(rt): Api,
+    Path(id): Path<String>,
+    body: Result<Json<ReplayBody>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
+    let Json(body) = body?;
+    let report = blocking(move || rt.replay(&id, body.version).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, report)
 }
 
 async fn show_audit(State(rt): Api) -> Answer {

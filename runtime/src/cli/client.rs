@@ -82,8 +82,14 @@ impl Client {
         }
         let message = body["error"]["message"].as_str().unwrap_or("no details");
         let code = body["error"]["code"].as_str().unwrap_or("error");
+        // Replay diffs that explain a refusal are shown in full.
+        let diffs: String = serde_json::from_value::<Vec<crate::replay::ReplayReport>>(
+            body["error"]["details"].clone(),
+        )
+        .map(|reports| reports.iter().map(crate::replay::render).collect())
+        .unwrap_or_default();
         Err(anyhow!(
-            "the server refused ({} {code}): {message}",
+            "the server refused ({} {code}): {message}\n{diffs}",
             status.as_u16()
         ))
     }

@@ -57,6 +57,13 @@ enum Command {
         /// the canary whatever the percentage (repeatable).
         #[arg(long = "canary-match")]
         canary_matches: Vec<String>,
+        /// First replay the N most recent contacts of the live version against the new
+        /// component; refuse to deploy if any behaves differently.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        check_against_recent: usize,
+        /// Deploy even when --check-against-recent finds changed behaviour.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -71,6 +78,27 @@ enum Command {
         flow: String,
         #[command(flatten)]
         remote: Remote,
+    },
+    /// Replay a recorded contact against another version of its flow and show what changed.
+    Replay {
+        /// The contact id.
+        contact: String,
+        /// The version to replay against.
+        #[arg(long)]
+        against: u64,
+        /// Also save the recorded contact as a golden file for `switchboard test`.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Run golden contacts against a component, locally: fails when any behaves differently.
+    Test {
+        /// The component (.wasm).
+        component: PathBuf,
+        /// Golden files saved with `switchboard replay --save`.
+        #[arg(required = true)]
+        golden: Vec<PathBuf>,
     },
     /// Promote or abort a flow's canary.
     Canary {
@@ -254,6 +282,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             flow,
             canary,
             canary_matches,
+            check_against_recent,
+            force,
             remote,
         } => {
             let bytes =
@@ -274,8 +304,28 @@ fn run(command: Command) -> anyhow::Result<()> {
                     client::encode_path(&canary_matches.join(","))
                 ));
             }
+            if check_against_recent > 0 {
+                query.push(format!("check_recent={check_against_recent}&force={force}"));
+            }
             let version =
                 terminal::with_progress(&label, || client.deploy(&flow, bytes, &query.join("&")))?;
+            if let Some(checked) = version["checked_contacts"].as_u64() {
+                let changed = version["changed_contacts"].as_array().map_or(0, Vec::len);
+                println!(
+                    "replayed the {checked} most recent contacts of the live version: {changed} behave differently"
+                );
+                for report in version["changed_contacts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    if let Ok(report) =
+                        serde_json::from_value::<crate::replay::ReplayReport>(report)
+                    {
+                        print!("{}", crate::replay::render(&report));
+                    }
+                }
+            }
             let sha = version["sha256"].as_str().unwrap_or_default();
             let role = if canary.is_some() || !canary_matches.is_empty() {
                 "is the canary"
@@ -291,6 +341,29 @@ fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Replay {
+            contact,
+            against,
+            save,
+            remote,
+        } => {
+            let client = Client::new(&remote)?;
+            if let Some(path) = save {
+                let golden = client.get(&format!("/v1/contacts/{contact}/golden"))?;
+                std::fs::write(&path, serde_json::to_string_pretty(&golden)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("saved the recorded contact to {}", path.display());
+            }
+            let report = client.post_json(
+                &format!("/v1/contacts/{contact}/replay"),
+                &serde_json::json!({"version": against}),
+            )?;
+            let report: crate::replay::ReplayReport =
+                serde_json::from_value(report).context("the replay report does not decode")?;
+            print!("{}", crate::replay::render(&report));
+            Ok(())
+        }
+        Command::Test { component, golden } => run_golden(&component, &golden),
         Command::Canary { action } => {
             let (flow, remote, path, body) = match action {
                 CanaryAction::Promote { flow, remote } => {
@@ -442,6 +515,54 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Simulate(args) => simulate(args),
     }
+}
+
+/// Replays golden files against a local component; an error when any changed.
+fn run_golden(component: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(component).with_context(|| format!("cannot read {}", component.display()))?;
+    let runtime = crate::runtime::Runtime::ephemeral(
+        crate::config::Config::default(),
+        crate::engine::Clock::System,
+    )?;
+    let label = format!(
+        "compiling {} ({})",
+        component.display(),
+        human_size(bytes.len())
+    );
+    let compiled = terminal::with_progress(&label, || {
+        runtime.engine.compile(&bytes).map_err(anyhow::Error::from)
+    })?;
+    let mut changed = 0;
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let golden: crate::replay::Golden = serde_json::from_str(&text).with_context(|| {
+            format!("{} is not a golden contact (save one with `switchboard replay CONTACT --against N --save FILE`)", file.display())
+        })?;
+        let report = crate::replay::replay(
+            &runtime.engine,
+            &golden,
+            &compiled,
+            0,
+            &component.display().to_string(),
+        );
+        if report.identical {
+            println!("PASS {}", file.display());
+        } else {
+            changed += 1;
+            println!("FAIL {}", file.display());
+            print!("{}", crate::replay::render(&report));
+        }
+    }
+    println!("{} passed, {changed} failed", files.len() - changed);
+    if changed > 0 {
+        bail!(
+            "{changed} of {} golden contacts behave differently",
+            files.len()
+        );
+    }
+    Ok(())
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {

@@ -117,6 +117,8 @@ pub struct StepResult {
     pub host_calls: Vec<HostCall>,
     /// `kv` writes to apply (empty when the step faulted).
     pub kv_writes: Vec<KvWrite>,
+    /// In a replay: host calls the recording did not have.
+    pub unrecorded: Vec<String>,
     /// Wall time of the step, instantiation included.
     pub elapsed: Duration,
 }
@@ -262,6 +264,15 @@ impl Engine {
         })
     }
 
+    /// An empty throwaway store, for steps whose host calls are all answered elsewhere
+    /// (replays).
+    pub fn scratch_services(&self, clock: Clock) -> Arc<Services> {
+        Arc::new(Services {
+            store: self.check_services.store.clone(),
+            clock,
+        })
+    }
+
     /// The engine's limits.
     pub fn config(&self) -> &EngineConfig {
         &self.config
@@ -404,13 +415,41 @@ impl Engine {
         state: &[u8],
         event: &Event,
     ) -> StepResult {
+        self.run_step(services, target, contact, state, event, None)
+    }
+
+    /// Runs one step with host calls answered from `recorded` (a recorded contact's calls for
+    /// this step) instead of the live services. Calls the recording lacks are listed in
+    /// [`StepResult::unrecorded`]; `kv` writes are returned but never applied.
+    pub fn replay_step(
+        &self,
+        services: &Arc<Services>,
+        target: &StepTarget<'_>,
+        contact: &Contact,
+        state: &[u8],
+        event: &Event,
+        recorded: Vec<HostCall>,
+    ) -> StepResult {
+        self.run_step(services, target, contact, state, event, Some(recorded))
+    }
+
+    fn run_step(
+        &self,
+        services: &Arc<Services>,
+        target: &StepTarget<'_>,
+        contact: &Contact,
+        state: &[u8],
+        event: &Event,
+        replay: Option<Vec<HostCall>>,
+    ) -> StepResult {
         let started = Instant::now();
-        let (step_state, stderr) = self.step_state(
+        let (mut step_state, stderr) = self.step_state(
             services.clone(),
             target.flow.clone(),
             target.version,
             contact.id.as_str().into(),
         );
+        step_state.replay = replay;
         let _slot = self.slots.acquire();
         let mut store = self.new_store(step_state);
         let outcome = self.call(&mut store, target.component, contact, state, event, &stderr);
@@ -424,6 +463,7 @@ impl Engine {
             outcome,
             host_calls: data.calls,
             kv_writes,
+            unrecorded: data.unrecorded,
             elapsed: started.elapsed(),
         }
     }

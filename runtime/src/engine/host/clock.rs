@@ -3,7 +3,7 @@
 use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike, Utc};
 use serde_json::json;
 
-use super::StepState;
+use super::{Source, StepState};
 use crate::engine::bindings::switchboard::flow::clock::{Host, LocalTime, Weekday};
 
 /// Where a step's time comes from.
@@ -52,7 +52,12 @@ pub fn local_time(at: DateTime<Utc>, zone: &str) -> Result<LocalTime, String> {
 
 impl Host for StepState {
     fn now(&mut self) -> u64 {
-        let ms = self.services.clock.now().timestamp_millis().max(0) as u64;
+        let ms = match self.source("clock.now", &json!(null)) {
+            Source::Recorded(answer) => answer.as_u64().unwrap_or_default(),
+            Source::Live | Source::Missing => {
+                self.services.clock.now().timestamp_millis().max(0) as u64
+            }
+        };
         self.record("clock.now", json!(null), json!(ms));
         ms
     }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::StepState;
+use super::{Source, StepState};
 use crate::contract;
 use crate::engine::bindings::switchboard::flow::crm::{Customer, Host, LookupKey};
 use crate::store::{StoreExt, Tree};
@@ -34,10 +34,17 @@ fn lookup(state: &StepState, key: &LookupKey) -> Result<Option<contract::Custome
 
 impl Host for StepState {
     fn lookup(&mut self, key: LookupKey) -> Result<Option<Customer>, String> {
-        let found = lookup(self, &key);
+        let args = json!(index_key(&key));
+        let found = match self.source("crm.lookup", &args) {
+            Source::Live => lookup(self, &key),
+            Source::Recorded(answer) => {
+                serde_json::from_value(answer).map_err(|e| format!("unreadable recording: {e}"))?
+            }
+            Source::Missing => Err("this lookup is not in the recorded contact".to_string()),
+        };
         self.record(
             "crm.lookup",
-            json!(index_key(&key)),
+            args,
             serde_json::to_value(&found).unwrap_or_default(),
         );
         found.map(|c| c.map(Customer::from))

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::StepState;
+use super::{Source, StepState};
 use crate::engine::bindings::switchboard::flow::kv::Host;
 use crate::store::{Store, StoreError, Tree};
 
@@ -62,14 +62,18 @@ impl Host for StepState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
         let value = match self.kv.0.get(&key) {
             Some(pending) => pending.clone(),
-            None => self
-                .services
-                .store
-                .get(Tree::Kv, &store_key(&self.flow, &key))
-                .unwrap_or_else(|e| {
-                    tracing::error!(flow = %self.flow, error = %e, "kv read failed; the flow sees no value");
-                    None
-                }),
+            None => match self.source("kv.get", &json!(key)) {
+                Source::Live => self
+                    .services
+                    .store
+                    .get(Tree::Kv, &store_key(&self.flow, &key))
+                    .unwrap_or_else(|e| {
+                        tracing::error!(flow = %self.flow, error = %e, "kv read failed; the flow sees no value");
+                        None
+                    }),
+                Source::Recorded(answer) => serde_json::from_value(answer).unwrap_or_default(),
+                Source::Missing => None,
+            },
         };
         self.record("kv.get", json!(key), json!(value));
         value

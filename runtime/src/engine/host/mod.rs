@@ -53,6 +53,21 @@ pub struct StepState {
     pub(super) calls: Vec<HostCall>,
     pub(super) kv: kv::Pending,
     log_lines: u32,
+    /// When replaying a recorded contact: the recorded calls still unanswered. Host calls are
+    /// answered from here instead of the live services.
+    pub(super) replay: Option<Vec<HostCall>>,
+    /// Calls made during a replay that the recording does not have.
+    pub(super) unrecorded: Vec<String>,
+}
+
+/// Where a host call's answer comes from.
+enum Source {
+    /// The live services.
+    Live,
+    /// The recording.
+    Recorded(serde_json::Value),
+    /// A replay whose recording lacks this call: the flow asks what the original did not.
+    Missing,
 }
 
 impl StepState {
@@ -79,6 +94,25 @@ impl StepState {
             calls: Vec::new(),
             kv: kv::Pending::default(),
             log_lines: 0,
+            replay: None,
+            unrecorded: Vec::new(),
+        }
+    }
+
+    /// Where the answer to `call(args)` comes from; consumes the matching recorded call.
+    fn source(&mut self, call: &str, args: &serde_json::Value) -> Source {
+        let Some(recorded) = self.replay.as_mut() else {
+            return Source::Live;
+        };
+        match recorded
+            .iter()
+            .position(|c| c.call == call && c.args == *args)
+        {
+            Some(i) => Source::Recorded(recorded.remove(i).result),
+            None => {
+                self.unrecorded.push(format!("{call}({args})"));
+                Source::Missing
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::StepState;
+use super::{Source, StepState};
 use crate::engine::bindings::switchboard::flow::config::Host;
 use crate::store::{Store, StoreError, Tree};
 
@@ -32,15 +32,19 @@ pub fn all(store: &dyn Store, flow: &str) -> Result<Vec<(String, String)>, Store
 
 impl Host for StepState {
     fn get(&mut self, name: String) -> Option<String> {
-        let value = self
-            .services
-            .store
-            .get(Tree::Settings, &key(&self.flow, &name))
-            .unwrap_or_else(|e| {
-                tracing::error!(flow = %self.flow, error = %e, "settings read failed; the flow sees no value");
-                None
-            })
-            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        let value = match self.source("config.get", &json!(name)) {
+            Source::Live => self
+                .services
+                .store
+                .get(Tree::Settings, &key(&self.flow, &name))
+                .unwrap_or_else(|e| {
+                    tracing::error!(flow = %self.flow, error = %e, "settings read failed; the flow sees no value");
+                    None
+                })
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
+            Source::Recorded(answer) => serde_json::from_value(answer).unwrap_or_default(),
+            Source::Missing => None,
+        };
         self.record("config.get", json!(name), json!(value));
         value
     }
