@@ -24,11 +24,8 @@ fn main() {
     let threads = env("BENCH_THREADS", 8) as usize;
     let every = env("BENCH_DEPLOY_EVERY_MS", 3000);
     let dir = tempfile::tempdir().unwrap();
+    let server = support::ivr_server(dir.path(), &[]);
     let ivr = support::guest("ivr-menu");
-    let deploy = format!("ivr-menu={}", ivr.display());
-    let mut args = vec!["--deploy", deploy.as_str()];
-    args.extend(support::ALWAYS_OPEN);
-    let server = support::Server::start(dir.path(), &args);
     let components = [
         std::fs::read(&ivr).unwrap(),
         std::fs::read(support::guest("chaos")).unwrap(),

@@ -8,6 +8,10 @@
 //! - **webhook**: the same native flow behind an HTTP endpoint on loopback, called with a
 //!   keep-alive client: the Twilio/jambonz model of running customer logic.
 
+#[allow(dead_code)]
+#[path = "../../tests/all/support.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,33 +31,6 @@ fn seconds() -> Duration {
             .and_then(|s| s.parse().ok())
             .unwrap_or(3.0),
     )
-}
-
-fn component() -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&root)
-            .args([
-                "build",
-                "--quiet",
-                "--profile",
-                "guest",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                "ivr-menu",
-            ])
-            .status()
-            .expect("cargo runs");
-    assert!(status.success(), "cannot build the ivr-menu component");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|_| root.join("target"));
-    target.join("wasm32-wasip2/guest/ivr_menu.wasm")
 }
 
 fn contact() -> Contact {
@@ -174,7 +151,7 @@ fn webhook_server() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
 }
 
 fn main() {
-    let wasm = component();
+    let wasm = support::guest("ivr-menu");
     let bytes = std::fs::read(&wasm).unwrap();
     eprintln!(
         "component: {} ({} KB); {:.1} s per measurement (BENCH_SECONDS)",

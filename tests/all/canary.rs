@@ -3,15 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::{ALWAYS_OPEN, Server, guest, queue, spoken};
-
-fn server_with_ivr(dir: &std::path::Path) -> Server {
-    let deploy = format!("ivr-menu={}", guest("ivr-menu").display());
-    let mut args = vec!["--deploy".to_string(), deploy];
-    args.extend(ALWAYS_OPEN.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start(dir, &args)
-}
+use crate::support::{Server, guest, ivr_server, queue, spoken};
 
 fn deploy_canary(server: &Server, query: &str) -> (u16, serde_json::Value) {
     server.call_raw(
@@ -25,7 +17,7 @@ fn deploy_canary(server: &Server, query: &str) -> (u16, serde_json::Value) {
 #[test]
 fn a_canary_that_traps_on_30_percent_of_callers_is_rolled_back_by_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let server = server_with_ivr(dir.path());
+    let server = ivr_server(dir.path(), &[]);
     let (status, _) = server.call(
         "PUT",
         "/v1/flows/ivr-menu/settings",
@@ -99,7 +91,7 @@ fn a_canary_that_traps_on_30_percent_of_callers_is_rolled_back_by_itself() {
 #[test]
 fn canary_by_rule_sticks_per_caller_and_promotes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = server_with_ivr(dir.path());
+    let server = ivr_server(dir.path(), &[]);
     let (status, body) = deploy_canary(&server, "canary=0&canary_match=from%3D%2B15551230009");
     assert_eq!(status, 201, "{body}");
     for _ in 0..3 {
@@ -133,7 +125,7 @@ fn canary_by_rule_sticks_per_caller_and_promotes() {
 #[test]
 fn bad_canary_requests_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = server_with_ivr(dir.path());
+    let server = ivr_server(dir.path(), &[]);
     let (status, err) = deploy_canary(&server, "canary=150");
     assert_eq!(
         (status, err["error"]["code"].as_str()),
@@ -182,7 +174,7 @@ fn bad_canary_requests_change_nothing() {
 #[test]
 fn an_old_version_stays_loaded_while_a_contact_is_pinned_to_it() {
     let dir = tempfile::tempdir().unwrap();
-    let server = server_with_ivr(dir.path());
+    let server = ivr_server(dir.path(), &[]);
     let pinned = server.start_contact("ivr-menu", "+15551230001");
     server.deploy("ivr-menu", &guest("chaos"));
     let loaded = |server: &Server| {

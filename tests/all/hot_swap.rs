@@ -4,16 +4,13 @@
 use std::time::Duration;
 
 use crate::load;
-use crate::support::{ALWAYS_OPEN, Server, guest};
+use crate::support::{guest, ivr_server};
 
 #[test]
 fn deploys_under_load_drop_nothing_and_pin_every_contact() {
     let dir = tempfile::tempdir().unwrap();
+    let server = ivr_server(dir.path(), &[]);
     let ivr = guest("ivr-menu");
-    let deploy = format!("ivr-menu={}", ivr.display());
-    let mut args = vec!["--deploy", deploy.as_str()];
-    args.extend(ALWAYS_OPEN);
-    let server = Server::start(dir.path(), &args);
     let components = [
         std::fs::read(&ivr).unwrap(),
         std::fs::read(guest("chaos")).unwrap(),

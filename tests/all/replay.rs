@@ -5,35 +5,13 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::support::{ALWAYS_OPEN, Server, guest, queue};
-
-fn cli(server: &Server, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(args)
-        .args(["--server", &server.url, "--token", &server.token])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use crate::support::{cli, guest, ivr_server, queue};
 
 #[test]
 fn golden_contact_passes_on_its_version_and_shows_exactly_what_v2_changed() {
     let dir = tempfile::tempdir().unwrap();
-    let deploy = format!("ivr-menu={}", guest("ivr-menu").display());
     let customers = format!("{}/../examples/customers.csv", env!("CARGO_MANIFEST_DIR"));
-    let mut args = vec![
-        "--deploy",
-        deploy.as_str(),
-        "--customers",
-        customers.as_str(),
-    ];
-    args.extend(ALWAYS_OPEN);
-    let server = Server::start(dir.path(), &args);
+    let server = ivr_server(dir.path(), &["--customers", customers.as_str()]);
 
     // A real contact on version 1: Grace calls and presses 2 for support.
     let contact = server.start_contact("ivr-menu", "+15551230002");
@@ -140,10 +118,7 @@ fn golden_contact_passes_on_its_version_and_shows_exactly_what_v2_changed() {
 #[test]
 fn deploy_checked_against_recent_contacts_refuses_changed_behaviour_unless_forced() {
     let dir = tempfile::tempdir().unwrap();
-    let deploy = format!("ivr-menu={}", guest("ivr-menu").display());
-    let mut args = vec!["--deploy", deploy.as_str()];
-    args.extend(ALWAYS_OPEN);
-    let server = Server::start(dir.path(), &args);
+    let server = ivr_server(dir.path(), &[]);
     for from in ["+15551230005", "+15551230006"] {
         let c = server.start_contact("ivr-menu", from);
         server.press(c["contact"].as_str().unwrap(), "1");

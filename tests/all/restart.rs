@@ -1,16 +1,14 @@
 //! A contact in progress survives a server crash and restart, and continues on the version it
 //! was pinned to even when a newer version went live meanwhile.
 
-use crate::support::{ALWAYS_OPEN, Server, guest, queue, spoken};
+use crate::support::{Server, guest, ivr_server, queue, spoken};
 
 #[test]
 fn session_survives_sigkill_and_stays_pinned() {
     let dir = tempfile::tempdir().unwrap();
     let ivr = guest("ivr-menu");
     let deploy = format!("ivr-menu={}", ivr.display());
-    let mut args = vec!["--deploy", deploy.as_str()];
-    args.extend(ALWAYS_OPEN);
-    let server = Server::start(dir.path(), &args);
+    let server = ivr_server(dir.path(), &[]);
     let contact = server.start_contact("ivr-menu", "+15551230001");
     let id = contact["contact"].as_str().unwrap().to_string();
     assert_eq!(contact["version"], 1);

@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use crate::support::{ALWAYS_OPEN, Server, guest};
+use crate::support::{guest, ivr_server};
 
 fn simulate(args: &[&str], input: &str) -> (bool, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -32,18 +32,16 @@ fn simulate(args: &[&str], input: &str) -> (bool, String, String) {
 #[test]
 fn pressing_1_on_the_deployed_menu_reaches_sales() {
     let dir = tempfile::tempdir().unwrap();
-    let deploy = format!("ivr-menu={}", guest("ivr-menu").display());
     let customers = format!("{}/../examples/customers.csv", env!("CARGO_MANIFEST_DIR"));
-    let mut args = vec![
-        "--deploy",
-        deploy.as_str(),
-        "--bind",
-        "+15550100=ivr-menu",
-        "--customers",
-        customers.as_str(),
-    ];
-    args.extend(ALWAYS_OPEN);
-    let server = Server::start(dir.path(), &args);
+    let server = ivr_server(
+        dir.path(),
+        &[
+            "--bind",
+            "+15550100=ivr-menu",
+            "--customers",
+            customers.as_str(),
+        ],
+    );
     let data_dir = dir.path().display().to_string();
     let (ok, out, err) = simulate(
         &[

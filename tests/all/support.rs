@@ -241,6 +241,31 @@ pub fn queue(report: &Value) -> Option<String> {
         .map(|a| a["queue"].as_str().unwrap().to_string())
 }
 
+/// A server with the sample IVR deployed as flow `ivr-menu`, open around the clock (tests
+/// must not depend on the hour they run at), plus `extra` serve arguments.
+pub fn ivr_server(dir: &Path, extra: &[&str]) -> Server {
+    let deploy = format!("ivr-menu={}", guest("ivr-menu").display());
+    let mut args = vec!["--deploy", deploy.as_str()];
+    args.extend(ALWAYS_OPEN);
+    args.extend(extra);
+    Server::start(dir, &args)
+}
+
+/// Runs the `switchboard` CLI against `server`; returns success and stdout+stderr.
+pub fn cli(server: &Server, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .args(["--server", &server.url, "--token", &server.token])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Settings that keep the sample IVR open whatever the hour the tests run.
 pub const ALWAYS_OPEN: [&str; 6] = [
     "--setting",
