@@ -100,6 +100,11 @@ enum Command {
         #[arg(required = true)]
         golden: Vec<PathBuf>,
     },
+    /// Show what a component imports and exports, and whether it is a flow.
+    Inspect {
+        /// The component (.wasm).
+        file: PathBuf,
+    },
     /// Promote or abort a flow's canary.
     Canary {
         #[command(subcommand)]
@@ -350,6 +355,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             let client = Client::new(&remote)?;
             if let Some(path) = save {
                 let golden = client.get(&format!("/v1/contacts/{contact}/golden"))?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
                 std::fs::write(&path, serde_json::to_string_pretty(&golden)?)
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 eprintln!("saved the recorded contact to {}", path.display());
@@ -364,6 +373,26 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Test { component, golden } => run_golden(&component, &golden),
+        Command::Inspect { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let engine = crate::engine::Engine::new(&crate::config::EngineConfig::default(), None)?;
+            let (imports, exports) = engine.describe(&bytes)?;
+            println!("{} ({})", file.display(), human_size(bytes.len()));
+            println!("imports:");
+            for i in &imports {
+                println!("  {i}");
+            }
+            println!("exports:");
+            for e in &exports {
+                println!("  {e}");
+            }
+            match engine.compile(&bytes) {
+                Ok(_) => println!("a flow of {}: deployable", crate::engine::FLOW_WORLD),
+                Err(why) => println!("not deployable: {why}"),
+            }
+            Ok(())
+        }
         Command::Canary { action } => {
             let (flow, remote, path, body) = match action {
                 CanaryAction::Promote { flow, remote } => {

@@ -311,6 +311,35 @@ impl Engine {
         Ok(flow)
     }
 
+    /// What a component imports and exports (interfaces with their functions), without
+    /// validating it against the flow world: `switchboard inspect`.
+    pub fn describe(&self, bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), Rejection> {
+        use wasmtime::component::types::ComponentItem;
+        if bytes.get(..4) != Some(b"\0asm") {
+            return Err(Rejection::NotWasm);
+        }
+        let component = Component::new(&self.wasmtime, bytes)
+            .map_err(|e| Rejection::Invalid(format!("{e:#}")))?;
+        let ty = component.component_type();
+        let describe = |name: &str, item: ComponentItem| match item {
+            ComponentItem::ComponentInstance(instance) => {
+                let funcs: Vec<&str> = instance.exports(&self.wasmtime).map(|(n, _)| n).collect();
+                format!("{name} {{ {} }}", funcs.join(", "))
+            }
+            ComponentItem::ComponentFunc(_) => format!("func {name}"),
+            _ => name.to_string(),
+        };
+        let imports = ty
+            .imports(&self.wasmtime)
+            .map(|(n, item)| describe(n, item.ty))
+            .collect();
+        let exports = ty
+            .exports(&self.wasmtime)
+            .map(|(n, item)| describe(n, item.ty))
+            .collect();
+        Ok((imports, exports))
+    }
+
     /// Loads a version that was validated before (server start, pinned contacts): from the
     /// artifact cache when possible, else compiled again.
     pub fn load(&self, bytes: &[u8]) -> anyhow::Result<FlowComponent> {
