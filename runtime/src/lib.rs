@@ -17,6 +17,7 @@ pub mod engine;
 pub mod flows;
 pub mod metrics;
 pub mod replay;
+pub mod router;
 pub mod runtime;
 pub mod sessions;
 pub mod store;

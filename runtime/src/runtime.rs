@@ -12,6 +12,7 @@ use crate::engine::{Clock, Engine, Services};
 use crate::flows::{DeployOptions, Deployed, Flows, FlowsError};
 use crate::metrics::Metrics;
 use crate::replay::{Golden, ReplayReport};
+use crate::router::{QueueConfig, Router};
 use crate::sessions::Sessions;
 use crate::sessions::{ContactError, Session};
 use crate::store::{SledStore, Store};
@@ -31,6 +32,8 @@ pub struct Runtime {
     pub sessions: Arc<Sessions>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The task router.
+    pub router: Arc<Router>,
     /// What host calls are served from.
     pub services: Arc<Services>,
     /// The scratch directory of an ephemeral runtime, removed with it.
@@ -87,6 +90,28 @@ impl Runtime {
             store: store.clone(),
             clock,
         });
+        let router = Arc::new(
+            Router::open(store.clone())
+                .map_err(|e| anyhow::anyhow!("cannot load the task router: {e}"))?,
+        );
+        if !router
+            .queues()
+            .iter()
+            .any(|q| q.name == config.fallback.queue)
+        {
+            // The fallback must always reach a human: its queue exists from the start.
+            router
+                .define_queue(QueueConfig {
+                    name: config.fallback.queue.clone(),
+                    members: String::new(),
+                    order: Default::default(),
+                    sla_secs: 30,
+                    reservation_timeout_secs: 30,
+                    task_timeout_secs: 3600,
+                    targets: Vec::new(),
+                })
+                .map_err(|e| anyhow::anyhow!("cannot define the fallback queue: {e}"))?;
+        }
         let sessions = Arc::new(Sessions::new(
             store.clone(),
             engine.clone(),
@@ -94,6 +119,7 @@ impl Runtime {
             services.clone(),
             config.fallback.clone(),
             metrics.clone(),
+            router.clone(),
         ));
         sessions.restore_pins()?;
         Ok(Runtime {
@@ -103,6 +129,7 @@ impl Runtime {
             flows,
             sessions,
             metrics,
+            router,
             services,
             _scratch: scratch,
         })
@@ -133,6 +160,43 @@ pub enum CheckedDeployError {
 }
 
 impl Runtime {
+    /// Tells flows what happened to their contacts' tasks (assigned, completed, timed out,
+    /// canceled): each becomes a `task-outcome` event of the contact.
+    pub fn deliver_outcomes(&self) {
+        for outcome in self.router.take_outcomes() {
+            let event = crate::contract::Event::TaskOutcome {
+                queue: outcome.queue.clone(),
+                status: outcome.status,
+                agent: outcome.agent.clone(),
+            };
+            match self.sessions.send(&outcome.contact, event) {
+                Ok(_) | Err(ContactError::Ended(_)) => {}
+                Err(e) => {
+                    tracing::error!(contact = %outcome.contact, error = %e, "cannot tell the flow about its task")
+                }
+            }
+        }
+    }
+
+    /// Starts the router's clock: every 250 ms reservations expire, plans escalate, tasks time
+    /// out, and flows hear about it. Runs until the process ends.
+    pub fn start_router_clock(self: &Arc<Self>) {
+        let runtime = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("router-clock".into())
+            .spawn(move || {
+                while let Some(rt) = runtime.upgrade() {
+                    if let Err(e) = rt.router.tick().and_then(|_| rt.router.flush()) {
+                        tracing::error!(error = %e, "router tick failed");
+                    }
+                    rt.deliver_outcomes();
+                    drop(rt);
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+            })
+            .expect("a thread can be started");
+    }
+
     /// A contact's recording, ready to save as a golden file.
     pub fn golden(&self, contact: &str) -> Result<Golden, ContactError> {
         let session = self.sessions.get(contact)?;

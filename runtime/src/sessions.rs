@@ -13,6 +13,7 @@ use crate::contract::{Action, Channel, Contact, Enqueue, Event, Gather, Say};
 use crate::engine::{Engine, Fault, HostCall, Services, StepTarget};
 use crate::flows::{Flows, FlowsError};
 use crate::metrics::Metrics;
+use crate::router::{NewTask, Router, RouterError};
 use crate::store::{Store, StoreError, StoreExt, Tree};
 
 /// Where a contact stands.
@@ -27,6 +28,13 @@ pub enum Status {
         queue: String,
         /// Its priority.
         priority: i32,
+    },
+    /// Talking with an agent.
+    WithAgent {
+        /// The queue the task came through.
+        queue: String,
+        /// The agent.
+        agent: Option<String>,
     },
     /// Over.
     Ended {
@@ -98,6 +106,25 @@ impl Session {
     }
 
     /// Applies a step's actions: attributes, queueing, the end of the flow, what to await.
+    /// Applies a task outcome before the flow's step: the contact is with an agent, or back
+    /// with the flow (which decides what follows: a survey, a callback offer, goodbye).
+    fn hear(&mut self, event: &Event) {
+        if let Event::TaskOutcome {
+            queue,
+            status,
+            agent,
+        } = event
+        {
+            self.status = match status {
+                crate::contract::TaskStatus::Assigned => Status::WithAgent {
+                    queue: queue.clone(),
+                    agent: agent.clone(),
+                },
+                _ => Status::Active,
+            };
+        }
+    }
+
     fn apply(&mut self, actions: &[Action]) {
         self.awaiting = None;
         for action in actions {
@@ -224,6 +251,9 @@ pub enum ContactError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The task router refused the contact's task.
+    #[error("routing failed: {0}")]
+    Routing(String),
 }
 
 /// Runs contacts' steps.
@@ -234,6 +264,7 @@ pub struct Sessions {
     services: Arc<Services>,
     fallback: FallbackConfig,
     metrics: Arc<Metrics>,
+    router: Arc<Router>,
     /// Steps of one contact run one at a time; contacts hash onto these stripes.
     stripes: Vec<Mutex<()>>,
 }
@@ -247,6 +278,7 @@ impl Sessions {
         services: Arc<Services>,
         fallback: FallbackConfig,
         metrics: Arc<Metrics>,
+        router: Arc<Router>,
     ) -> Sessions {
         Sessions {
             store,
@@ -255,6 +287,7 @@ impl Sessions {
             services,
             fallback,
             metrics,
+            router,
             stripes: (0..256).map(|_| Mutex::new(())).collect(),
         }
     }
@@ -404,11 +437,14 @@ impl Sessions {
                 (actions, Some(fault))
             }
         };
+        let was_queued = matches!(session.status, Status::Queued { .. });
         if customer_left {
             session.end("customer-hangup");
         } else {
+            session.hear(&event);
             session.apply(&actions);
         }
+        self.route(session, &actions, was_queued)?;
         let faulted = fault.is_some();
         self.flows.record_step(
             &session.flow,
@@ -453,6 +489,56 @@ impl Sessions {
             awaiting: session.awaiting.clone(),
             fault,
         })
+    }
+
+    /// Creates the task of a contact that just entered a queue, and cancels the open task of
+    /// one that ended. Written with the session, so both are durable together.
+    fn route(
+        &self,
+        session: &Session,
+        actions: &[Action],
+        was_queued: bool,
+    ) -> Result<(), ContactError> {
+        let entered = matches!(session.status, Status::Queued { .. }) && !was_queued;
+        if entered
+            && let Some(Action::Enqueue(e)) = actions
+                .iter()
+                .rev()
+                .find(|a| matches!(a, Action::Enqueue(_)))
+        {
+            let mut attributes = serde_json::Map::new();
+            for (k, v) in session.attributes.iter().chain(e.attributes.iter()) {
+                attributes.insert(k.clone(), serde_json::Value::String(v.clone()));
+            }
+            attributes.insert("from".into(), session.from.clone().into());
+            attributes.insert("to".into(), session.to.clone().into());
+            let mut new = NewTask {
+                queue: e.queue.clone(),
+                channel: session.channel,
+                priority: e.priority,
+                attributes: serde_json::Value::Object(attributes),
+                timeout_secs: u64::from(e.timeout_secs),
+                contact: Some(session.id.clone()),
+            };
+            match self.router.create_task(new.clone()) {
+                Ok(_) => {}
+                Err(RouterError::UnknownQueue(queue)) => {
+                    // The flow named a queue nobody defined: the contact still reaches a human.
+                    tracing::error!(contact = %session.id, flow = %session.flow, queue, "the flow enqueued into an undefined queue; using the fallback queue");
+                    new.queue = self.fallback.queue.clone();
+                    self.router
+                        .create_task(new)
+                        .map_err(|e| ContactError::Routing(e.to_string()))?;
+                }
+                Err(e) => return Err(ContactError::Routing(e.to_string())),
+            }
+        }
+        if matches!(session.status, Status::Ended { .. })
+            && let Some(task) = self.router.task_of_contact(&session.id)
+        {
+            let _ = self.router.cancel(&task.id, "the customer left");
+        }
+        Ok(())
     }
 
     fn fallback_actions(&self, fault: &Fault) -> Vec<Action> {

@@ -31,6 +31,12 @@ pub enum Tree {
     Audit,
     /// `flow/seq` -> how a version has been doing.
     Health,
+    /// Queue name -> its configuration and routing plan.
+    Queues,
+    /// Agent name -> the agent.
+    Workers,
+    /// Task id -> the task.
+    Tasks,
 }
 
 impl Tree {
@@ -47,6 +53,9 @@ impl Tree {
             Tree::Tokens => "tokens",
             Tree::Audit => "audit",
             Tree::Health => "health",
+            Tree::Queues => "queues",
+            Tree::Workers => "workers",
+            Tree::Tasks => "tasks",
         }
     }
 }
@@ -147,7 +156,7 @@ pub struct SledStore {
     trees: Vec<sled::Tree>,
 }
 
-const TREES: [Tree; 11] = [
+const TREES: [Tree; 14] = [
     Tree::Flows,
     Tree::Versions,
     Tree::Sessions,
@@ -159,6 +168,9 @@ const TREES: [Tree; 11] = [
     Tree::Tokens,
     Tree::Audit,
     Tree::Health,
+    Tree::Queues,
+    Tree::Workers,
+    Tree::Tasks,
 ];
 
 fn backend(e: sled::Error) -> StoreError {

@@ -11,5 +11,6 @@ mod hot_swap;
 mod replay;
 mod restart;
 mod rollback;
+mod router;
 mod sandbox;
 mod simulate;

@@ -32,6 +32,11 @@ impl ApiError {
         }
     }
 
+    /// The error as JSON, for answers that are not HTTP responses (WebSocket messages).
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({"type": "error", "code": self.code, "message": self.message})
+    }
+
     /// Attaches machine-readable details (such as replay diffs).
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);
@@ -84,6 +89,11 @@ impl From<ContactError> for ApiError {
         match e {
             ContactError::Flows(e) => e.into(),
             ContactError::Store(e) => e.into(),
+            ContactError::Routing(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "routing_failed",
+                e.to_string(),
+            ),
             ContactError::NoFlow(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "no_flow", e.to_string())
             }
@@ -136,5 +146,22 @@ impl From<crate::runtime::CheckedDeployError> for ApiError {
                     .with_details(details)
             }
         }
+    }
+}
+
+impl From<crate::router::RouterError> for ApiError {
+    fn from(e: crate::router::RouterError) -> Self {
+        use crate::router::RouterError as E;
+        let (status, code) = match &e {
+            E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            E::UnknownQueue(_) => (StatusCode::NOT_FOUND, "unknown_queue"),
+            E::UnknownWorker(_) => (StatusCode::NOT_FOUND, "unknown_agent"),
+            E::UnknownTask(_) => (StatusCode::NOT_FOUND, "unknown_task"),
+            E::UnknownReservation(_) => (StatusCode::NOT_FOUND, "unknown_reservation"),
+            E::NotYours(_) => (StatusCode::FORBIDDEN, "not_yours"),
+            E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            E::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        };
+        ApiError::new(status, code, e.to_string())
     }
 }

@@ -2,6 +2,7 @@
 //! store flushes block), map the result to a status and JSON. Domain code never sees axum.
 
 mod error;
+mod routing;
 
 use std::sync::Arc;
 
@@ -53,6 +54,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/contacts/{id}/golden", get(show_golden))
         .route("/contacts/{id}/replay", post(replay_contact))
         .route("/audit", get(show_audit))
+        .merge(routing::supervisor())
         .layer(DefaultBodyLimit::max(MAX_COMPONENT))
         .route_layer(middleware::from_fn_with_state(
             runtime.clone(),
@@ -62,6 +64,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .nest("/v1", v1)
+        .nest("/agent/v1", routing::agent(runtime.clone()))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

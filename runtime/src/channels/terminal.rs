@@ -162,6 +162,11 @@ impl<'a, D: Driver> Conversation<'a, D> {
                     )?;
                     break;
                 }
+                Status::WithAgent { queue, agent } => {
+                    let agent = agent.as_deref().unwrap_or("an agent");
+                    writeln!(self.out, "Contact is with {agent} (queue {queue:?}).")?;
+                    break;
+                }
                 Status::Active => {}
             }
             let answer = match report.awaiting.clone() {

@@ -73,6 +73,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listen = config.listen;
     let runtime = Arc::new(Runtime::open(config)?);
     first_start(&runtime)?;
+    runtime.start_router_clock();
     seed(&runtime, &args)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,334 @@
+//! The task router's doors: supervisors (admin token) define queues and agents, create and
+//! cancel tasks and watch the numbers; agents (their own token) change activity, accept or
+//! reject reservations, complete tasks, and hold a WebSocket that pushes reservations.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Answer, Api, ApiError, blocking, ok};
+use crate::contract::Channel;
+use crate::router::{NewTask, QueueConfig};
+use crate::runtime::Runtime;
+
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// Supervisor routes, mounted under `/v1` behind the admin token.
+pub fn supervisor() -> Router<Arc<Runtime>> {
+    Router::new()
+        .route("/queues", get(list_queues))
+        .route("/queues/{name}", put(define_queue))
+        .route("/queues/{name}/stats", get(queue_stats))
+        .route("/agents", get(list_agents))
+        .route("/agents/{name}", put(upsert_agent).get(show_agent))
+        .route("/agents/{name}/activity", put(supervisor_activity))
+        .route("/tasks", post(create_task))
+        .route("/tasks/{id}", get(show_task))
+        .route("/tasks/{id}/cancel", post(cancel_task))
+}
+
+/// Agent routes, mounted under `/agent/v1` behind agent tokens.
+pub fn agent(runtime: Arc<Runtime>) -> Router<Arc<Runtime>> {
+    Router::new()
+        .route("/me", get(me))
+        .route("/activity", put(my_activity))
+        .route("/reservations/{id}/accept", post(accept))
+        .route("/reservations/{id}/reject", post(reject))
+        .route("/tasks/{id}/complete", post(complete))
+        .route("/ws", get(socket))
+        .route_layer(middleware::from_fn_with_state(runtime, authenticate_agent))
+}
+
+/// The agent a request is from.
+#[derive(Clone)]
+struct Agent(String);
+
+async fn authenticate_agent(State(rt): Api, mut request: Request, next: Next) -> Answer {
+    // Browsers cannot set headers on a WebSocket: the token may come as `?token=`.
+    let from_header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let from_query = request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("token=")))
+        .map(str::to_string);
+    let token = from_header.or(from_query).unwrap_or_default();
+    let name = rt.router.authenticate(&token).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong agent token: send `Authorization: Bearer sbw_...` with the token given when the agent was created",
+        )
+    })?;
+    request.extensions_mut().insert(Agent(name));
+    Ok(next.run(request).await)
+}
+
+/// Router work changes durable state and may have news for flows: flush, then tell them.
+async fn routed<T: Send + 'static>(
+    rt: Arc<Runtime>,
+    work: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    blocking(move || {
+        let value = work(&rt)?;
+        rt.router.flush()?;
+        rt.deliver_outcomes();
+        Ok(value)
+    })
+    .await
+}
+
+async fn list_queues(State(rt): Api) -> Answer {
+    ok(StatusCode::OK, rt.router.queues())
+}
+
+async fn define_queue(State(rt): Api, Path(name): Path<String>, body: Body<QueueConfig>) -> Answer {
+    let Json(mut config) = body?;
+    config.name = name;
+    let queue = routed(rt, move |rt| Ok(rt.router.define_queue(config)?)).await?;
+    ok(StatusCode::OK, queue)
+}
+
+async fn queue_stats(State(rt): Api, Path(name): Path<String>) -> Answer {
+    ok(StatusCode::OK, rt.router.stats(&name)?)
+}
+
+#[derive(Deserialize)]
+struct AgentBody {
+    #[serde(default = "empty_object")]
+    attributes: serde_json::Value,
+    #[serde(default)]
+    capacity: BTreeMap<Channel, u32>,
+}
+
+fn empty_object() -> serde_json::Value {
+    json!({})
+}
+
+async fn upsert_agent(State(rt): Api, Path(name): Path<String>, body: Body<AgentBody>) -> Answer {
+    let Json(body) = body?;
+    let (record, token) = routed(rt, move |rt| {
+        Ok(rt
+            .router
+            .upsert_worker(&name, body.attributes, body.capacity)?)
+    })
+    .await?;
+    let mut answer = json!({"agent": record.name, "attributes": record.attributes, "capacity": record.capacity, "activity": record.activity});
+    if let Some(token) = token {
+        answer["token"] = json!(token);
+    }
+    ok(StatusCode::OK, answer)
+}
+
+async fn list_agents(State(rt): Api) -> Answer {
+    ok(StatusCode::OK, rt.router.workers())
+}
+
+async fn show_agent(State(rt): Api, Path(name): Path<String>) -> Answer {
+    ok(StatusCode::OK, rt.router.worker(&name)?)
+}
+
+#[derive(Deserialize)]
+struct ActivityBody {
+    activity: String,
+}
+
+async fn supervisor_activity(
+    State(rt): Api,
+    Path(name): Path<String>,
+    body: Body<ActivityBody>,
+) -> Answer {
+    let Json(body) = body?;
+    let record = routed(rt, move |rt| {
+        Ok(rt.router.set_activity(&name, &body.activity)?)
+    })
+    .await?;
+    ok(
+        StatusCode::OK,
+        json!({"agent": record.name, "activity": record.activity}),
+    )
+}
+
+async fn create_task(State(rt): Api, body: Body<NewTask>) -> Answer {
+    let Json(new) = body?;
+    let task = routed(rt, move |rt| Ok(rt.router.create_task(new)?)).await?;
+    ok(StatusCode::CREATED, task)
+}
+
+async fn show_task(State(rt): Api, Path(id): Path<String>) -> Answer {
+    let task = blocking(move || Ok(rt.router.task(&id)?)).await?;
+    ok(StatusCode::OK, task)
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+async fn cancel_task(
+    State(rt): Api,
+    Extension(super::Caller(who)): Extension<super::Caller>,
+    Path(id): Path<String>,
+    body: Option<Json<ReasonBody>>,
+) -> Answer {
+    let reason = body
+        .and_then(|Json(b)| b.reason)
+        .unwrap_or_else(|| format!("canceled by {who}"));
+    let task = routed(rt, move |rt| Ok(rt.router.cancel(&id, &reason)?)).await?;
+    ok(StatusCode::OK, task)
+}
+
+async fn me(State(rt): Api, Extension(Agent(name)): Extension<Agent>) -> Answer {
+    ok(StatusCode::OK, rt.router.worker(&name)?)
+}
+
+async fn my_activity(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    body: Body<ActivityBody>,
+) -> Answer {
+    let Json(body) = body?;
+    let record = routed(rt, move |rt| {
+        Ok(rt.router.set_activity(&name, &body.activity)?)
+    })
+    .await?;
+    ok(
+        StatusCode::OK,
+        json!({"agent": record.name, "activity": record.activity}),
+    )
+}
+
+async fn accept(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+) -> Answer {
+    let task = routed(rt, move |rt| Ok(rt.router.accept(&name, &id)?)).await?;
+    ok(StatusCode::OK, task)
+}
+
+async fn reject(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+) -> Answer {
+    let task = routed(rt, move |rt| Ok(rt.router.reject(&name, &id)?)).await?;
+    ok(StatusCode::OK, task)
+}
+
+#[derive(Deserialize, Default)]
+struct CompleteBody {
+    wrapup: Option<String>,
+}
+
+async fn complete(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+    body: Option<Json<CompleteBody>>,
+) -> Answer {
+    let wrapup = body.and_then(|Json(b)| b.wrapup);
+    let task = routed(rt, move |rt| Ok(rt.router.complete(&name, &id, wrapup)?)).await?;
+    ok(StatusCode::OK, task)
+}
+
+/// A live connection for an agent's desktop: first a snapshot of the agent, then every new
+/// reservation for them as `{"type": "reservation", "reservation": ..., "task": ...}`.
+/// The desktop answers with `{"type": "accept"|"reject", "reservation": "rs_..."}` or
+/// `{"type": "complete", "task": "tk_...", "wrapup": "..."}`; each answer is acknowledged with
+/// `{"type": "ok", ...}` or `{"type": "error", "code": ..., "message": ...}`.
+async fn socket(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .on_upgrade(move |ws| agent_session(rt, name, ws))
+        .into_response()
+}
+
+async fn agent_session(rt: Arc<Runtime>, name: String, mut ws: WebSocket) {
+    let mut notices = rt.router.subscribe();
+    let snapshot = rt
+        .router
+        .worker(&name)
+        .map(|w| json!({"type": "snapshot", "agent": w}))
+        .unwrap_or_default();
+    if ws
+        .send(Message::Text(snapshot.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            notice = notices.recv() => match notice {
+                Ok(n) if n.worker == name => {
+                    let text = json!({"type": "reservation", "reservation": n.reservation, "task": n.task}).to_string();
+                    if ws.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            },
+            incoming = ws.recv() => {
+                let Some(Ok(message)) = incoming else { return };
+                let Message::Text(text) = message else { continue };
+                let answer = handle_agent_message(rt.clone(), name.clone(), text.to_string()).await;
+                if ws.send(Message::Text(answer.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> serde_json::Value {
+    let message: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            return json!({"type": "error", "code": "invalid_json", "message": format!("not JSON: {e}")});
+        }
+    };
+    let kind = message["type"].as_str().unwrap_or_default().to_string();
+    let id = message["reservation"]
+        .as_str()
+        .or(message["task"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let wrapup = message["wrapup"].as_str().map(str::to_string);
+    let result = routed(rt, move |rt| {
+        Ok(match kind.as_str() {
+            "accept" => rt.router.accept(&name, &id)?,
+            "reject" => rt.router.reject(&name, &id)?,
+            "complete" => rt.router.complete(&name, &id, wrapup)?,
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_message",
+                    format!("unknown message type {other:?}: send accept, reject or complete"),
+                ));
+            }
+        })
+    })
+    .await;
+    match result {
+        Ok(task) => json!({"type": "ok", "task": task}),
+        Err(e) => e.to_json(),
+    }
+}

@@ -1,0 +1,1065 @@
+//! The task router (ACD): queues with routing plans, agents with capacity and activity, tasks
+//! offered to the longest-idle eligible agent as reservations that time out and move on.
+//! Owns matching and every task state change; each change is written to the store before the
+//! caller is answered (the API flushes). Never runs a flow: what happens to a task of a
+//! contact is handed to the sessions as an outcome.
+
+mod expression;
+pub mod model;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rand::RngCore as _;
+use serde_json::Value;
+use sha2::Digest;
+
+pub use expression::Expression;
+pub use model::{
+    Order, QueueConfig, QueueStats, Reservation, Target, Task, TaskStatus, WorkerRecord,
+};
+
+use crate::contract::Channel;
+use crate::store::{Store, StoreError, StoreExt, Tree};
+
+/// Reservations an agent may let time out in a row before being made `unavailable`.
+const MAX_MISSED: u32 = 3;
+/// How long finished tasks count in the queue statistics.
+const STATS_WINDOW_MS: u64 = 15 * 60 * 1000;
+
+/// Why a router request was refused. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// A bad expression, name or value.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such queue.
+    #[error("there is no queue {0:?}: define it with PUT /v1/queues/{0}")]
+    UnknownQueue(String),
+    /// No such agent.
+    #[error("there is no agent {0:?}")]
+    UnknownWorker(String),
+    /// No such task.
+    #[error("there is no task {0:?}")]
+    UnknownTask(String),
+    /// No such reservation (or it expired).
+    #[error("there is no open reservation {0:?} (it may have timed out and moved on)")]
+    UnknownReservation(String),
+    /// Someone else's reservation or task.
+    #[error("{0}")]
+    NotYours(String),
+    /// The task is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What happened to a task that came from a contact; its flow hears about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The contact.
+    pub contact: String,
+    /// The queue.
+    pub queue: String,
+    /// `assigned`, `completed`, `timed-out` or `canceled`.
+    pub status: crate::contract::TaskStatus,
+    /// The agent.
+    pub agent: Option<String>,
+}
+
+/// A new task.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct NewTask {
+    /// Queue.
+    pub queue: String,
+    /// Channel.
+    #[serde(default = "voice")]
+    pub channel: Channel,
+    /// Higher first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Attributes (a JSON object).
+    #[serde(default = "empty_object")]
+    pub attributes: Value,
+    /// Seconds before giving up; 0 uses the queue's default.
+    #[serde(default)]
+    pub timeout_secs: u64,
+    /// The contact it comes from.
+    #[serde(default)]
+    pub contact: Option<String>,
+}
+
+fn voice() -> Channel {
+    Channel::Voice
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+struct Queue {
+    config: QueueConfig,
+    members_expr: Expression,
+    targets: Vec<(Expression, u64)>,
+    members: HashSet<String>,
+    /// Waiting tasks: (priority key, created, id).
+    waiting: BTreeSet<(Reverse<i32>, u64, String)>,
+    /// (finished at, waited ms, answered) of tasks assigned in the stats window.
+    answered: VecDeque<(u64, u64)>,
+    canceled: VecDeque<u64>,
+}
+
+struct Worker {
+    record: WorkerRecord,
+    busy: HashMap<Channel, u32>,
+    idle_since_ms: u64,
+    reservation: Option<String>,
+}
+
+impl Worker {
+    fn available(&self) -> bool {
+        self.record.activity == "available" && self.reservation.is_none()
+    }
+
+    fn has_room(&self, channel: Channel) -> bool {
+        let cap = self.record.capacity.get(&channel).copied().unwrap_or(0);
+        self.busy.get(&channel).copied().unwrap_or(0) < cap
+    }
+
+    fn has_any_room(&self) -> bool {
+        self.record.capacity.keys().any(|c| self.has_room(*c))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<String, Queue>,
+    workers: HashMap<String, Worker>,
+    /// Available workers with room, longest idle first.
+    idle: BTreeSet<(u64, String)>,
+    tasks: HashMap<String, Task>,
+    reservations: HashMap<String, Reservation>,
+}
+
+/// Something an agent's desktop should hear at once.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Notice {
+    /// The agent.
+    pub worker: String,
+    /// The new reservation.
+    pub reservation: Reservation,
+    /// Its task.
+    pub task: Task,
+}
+
+/// The task router.
+pub struct Router {
+    store: Arc<dyn Store>,
+    state: Mutex<State>,
+    outcomes: Mutex<Vec<Outcome>>,
+    notices: tokio::sync::broadcast::Sender<Notice>,
+    clock: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+fn now_ms() -> u64 {
+    chrono::Utc::now().timestamp_millis().max(0) as u64
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+fn check_name(kind: &str, name: &str) -> Result<(), RouterError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(RouterError::Invalid(format!(
+            "{name:?} is not a valid {kind} name: use 1-64 letters, digits, '-', '_', '.' or '@'"
+        )))
+    }
+}
+
+impl Router {
+    /// The router over `store`, with every queue, agent and open task loaded. Reservations
+    /// that were open when the server stopped are given up: their tasks wait again and are
+    /// offered afresh.
+    pub fn open(store: Arc<dyn Store>) -> Result<Router, RouterError> {
+        Self::with_clock(store, Box::new(now_ms))
+    }
+
+    /// The router with a clock of its own (tests and benchmarks step time by hand).
+    pub fn with_clock(
+        store: Arc<dyn Store>,
+        clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Result<Router, RouterError> {
+        let router = Router {
+            store,
+            state: Mutex::new(State::default()),
+            outcomes: Mutex::new(Vec::new()),
+            notices: tokio::sync::broadcast::channel(1024).0,
+            clock,
+        };
+        router.load()?;
+        Ok(router)
+    }
+
+    fn load(&self) -> Result<(), RouterError> {
+        let now = (self.clock)();
+        let mut state = self.lock();
+        for record in self.store.scan_json::<WorkerRecord>(Tree::Workers, "")? {
+            let worker = Worker {
+                busy: HashMap::new(),
+                idle_since_ms: now,
+                reservation: None,
+                record,
+            };
+            state.workers.insert(worker.record.name.clone(), worker);
+        }
+        for config in self.store.scan_json::<QueueConfig>(Tree::Queues, "")? {
+            let queue = compile_queue(config)?;
+            state.queues.insert(queue.config.name.clone(), queue);
+        }
+        let names: Vec<String> = state.queues.keys().cloned().collect();
+        for name in names {
+            refresh_members(&mut state, &name);
+        }
+        for mut task in self.store.scan_json::<Task>(Tree::Tasks, "")? {
+            if task.status.is_final() {
+                continue;
+            }
+            if task.status == TaskStatus::Reserved {
+                task.status = TaskStatus::Pending;
+                task.worker = None;
+                task.reservation = None;
+                self.store.put_json(Tree::Tasks, &task.id, &task)?;
+            }
+            if let Some(worker) = task.worker.clone()
+                && let Some(w) = state.workers.get_mut(&worker)
+            {
+                *w.busy.entry(task.channel).or_default() += 1;
+            }
+            if task.status == TaskStatus::Pending
+                && let Some(q) = state.queues.get_mut(&task.queue)
+            {
+                q.waiting.insert(waiting_key(q.config.order, &task));
+            }
+            state.tasks.insert(task.id.clone(), task);
+        }
+        let names: Vec<String> = state.workers.keys().cloned().collect();
+        for name in names {
+            update_idle(&mut state, &name);
+        }
+        drop(state);
+        self.store.flush()?;
+        self.assign_all()?;
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// New reservations as they are made, for agents' live connections.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    /// Outcomes for contacts since the last call, oldest first.
+    pub fn take_outcomes(&self) -> Vec<Outcome> {
+        std::mem::take(&mut *self.outcomes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn outcome(&self, task: &Task, status: crate::contract::TaskStatus) {
+        if let Some(contact) = &task.contact {
+            self.outcomes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Outcome {
+                    contact: contact.clone(),
+                    queue: task.queue.clone(),
+                    status,
+                    agent: task.worker.clone(),
+                });
+        }
+    }
+
+    /// Defines (or redefines) a queue. Expressions are compiled first: a bad one changes
+    /// nothing.
+    pub fn define_queue(&self, mut config: QueueConfig) -> Result<QueueConfig, RouterError> {
+        check_name("queue", &config.name)?;
+        if config.reservation_timeout_secs == 0 {
+            return Err(RouterError::Invalid(
+                "reservation_timeout_secs must be at least 1".into(),
+            ));
+        }
+        if config.targets.is_empty() {
+            config.targets.push(Target {
+                workers: String::new(),
+                timeout_secs: 0,
+            });
+        }
+        let mut queue = compile_queue(config.clone())?;
+        {
+            let mut state = self.lock();
+            if let Some(old) = state.queues.remove(&config.name) {
+                queue.waiting = old.waiting;
+                queue.answered = old.answered;
+                queue.canceled = old.canceled;
+            }
+            state.queues.insert(config.name.clone(), queue);
+            refresh_members(&mut state, &config.name);
+            self.store.put_json(Tree::Queues, &config.name, &config)?;
+        }
+        self.assign_all()?;
+        Ok(config)
+    }
+
+    /// All queues.
+    pub fn queues(&self) -> Vec<QueueConfig> {
+        let mut out: Vec<QueueConfig> = self
+            .lock()
+            .queues
+            .values()
+            .map(|q| q.config.clone())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Creates or updates an agent. Returns the agent's token when one was created (the only
+    /// time it is shown).
+    pub fn upsert_worker(
+        &self,
+        name: &str,
+        attributes: Value,
+        capacity: std::collections::BTreeMap<Channel, u32>,
+    ) -> Result<(WorkerRecord, Option<String>), RouterError> {
+        check_name("agent", name)?;
+        if !attributes.is_object() {
+            return Err(RouterError::Invalid("an agent's attributes are a JSON object, such as {\"skills\": [\"billing\"], \"level\": 2}".into()));
+        }
+        let (record, token) = {
+            let mut state = self.lock();
+            let token = if state.workers.contains_key(name) {
+                None
+            } else {
+                let mut secret = [0u8; 24];
+                rand::rng().fill_bytes(&mut secret);
+                Some(format!("sbw_{}", hex::encode(secret)))
+            };
+            let now = (self.clock)();
+            let worker = state
+                .workers
+                .entry(name.to_string())
+                .or_insert_with(|| Worker {
+                    record: WorkerRecord {
+                        name: name.to_string(),
+                        attributes: Value::Null,
+                        activity: "offline".into(),
+                        capacity: Default::default(),
+                        token_sha256: token.as_deref().map(token_hash).unwrap_or_default(),
+                        missed_in_a_row: 0,
+                    },
+                    busy: HashMap::new(),
+                    idle_since_ms: now,
+                    reservation: None,
+                });
+            worker.record.attributes = attributes;
+            worker.record.capacity = capacity;
+            let record = worker.record.clone();
+            let queues: Vec<String> = state.queues.keys().cloned().collect();
+            for q in queues {
+                refresh_members(&mut state, &q);
+            }
+            update_idle(&mut state, name);
+            self.store.put_json(Tree::Workers, name, &record)?;
+            (record, token)
+        };
+        self.assign_all()?;
+        Ok((record, token))
+    }
+
+    /// The agent whose token this is.
+    pub fn authenticate(&self, token: &str) -> Option<String> {
+        if !token.starts_with("sbw_") {
+            return None;
+        }
+        let hash = token_hash(token);
+        self.lock()
+            .workers
+            .values()
+            .find(|w| w.record.token_sha256 == hash)
+            .map(|w| w.record.name.clone())
+    }
+
+    /// All agents with what they hold.
+    pub fn workers(&self) -> Vec<Value> {
+        let state = self.lock();
+        let mut out: Vec<Value> = state
+            .workers
+            .values()
+            .map(|w| worker_view(&state, w))
+            .collect();
+        out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        out
+    }
+
+    /// One agent with its reservation and tasks.
+    pub fn worker(&self, name: &str) -> Result<Value, RouterError> {
+        let state = self.lock();
+        let w = state
+            .workers
+            .get(name)
+            .ok_or_else(|| RouterError::UnknownWorker(name.into()))?;
+        Ok(worker_view(&state, w))
+    }
+
+    /// Changes an agent's activity; `available` makes them eligible at once.
+    pub fn set_activity(&self, name: &str, activity: &str) -> Result<WorkerRecord, RouterError> {
+        check_name("activity", activity)?;
+        let record = {
+            let mut state = self.lock();
+            let now = (self.clock)();
+            let w = state
+                .workers
+                .get_mut(name)
+                .ok_or_else(|| RouterError::UnknownWorker(name.into()))?;
+            if w.record.activity != "available" && activity == "available" {
+                w.idle_since_ms = now;
+                w.record.missed_in_a_row = 0;
+            }
+            w.record.activity = activity.to_string();
+            let record = w.record.clone();
+            update_idle(&mut state, name);
+            self.store.put_json(Tree::Workers, name, &record)?;
+            record
+        };
+        self.assign_all()?;
+        Ok(record)
+    }
+
+    /// Creates a task and offers it at once if an agent is free.
+    pub fn create_task(&self, new: NewTask) -> Result<Task, RouterError> {
+        if !new.attributes.is_object() {
+            return Err(RouterError::Invalid(
+                "a task's attributes are a JSON object".into(),
+            ));
+        }
+        let id = {
+            let mut state = self.lock();
+            let now = (self.clock)();
+            let queue = state
+                .queues
+                .get_mut(&new.queue)
+                .ok_or_else(|| RouterError::UnknownQueue(new.queue.clone()))?;
+            let timeout = if new.timeout_secs > 0 {
+                new.timeout_secs
+            } else {
+                queue.config.task_timeout_secs
+            };
+            let task = Task {
+                id: new_id("tk_"),
+                queue: new.queue.clone(),
+                channel: new.channel,
+                priority: new.priority,
+                attributes: new.attributes,
+                status: TaskStatus::Pending,
+                created_ms: now,
+                target: 0,
+                target_since_ms: now,
+                timeout_ms: now + timeout * 1000,
+                worker: None,
+                reservation: None,
+                passed_by: Vec::new(),
+                contact: new.contact,
+                assigned_ms: None,
+                wrapup: None,
+                reason: None,
+            };
+            queue.waiting.insert(waiting_key(queue.config.order, &task));
+            self.store.put_json(Tree::Tasks, &task.id, &task)?;
+            let id = task.id.clone();
+            state.tasks.insert(id.clone(), task);
+            id
+        };
+        self.assign_queue(&new.queue)?;
+        self.task(&id)
+    }
+
+    /// A task (open or recently finished).
+    pub fn task(&self, id: &str) -> Result<Task, RouterError> {
+        if let Some(task) = self.lock().tasks.get(id) {
+            return Ok(task.clone());
+        }
+        self.store
+            .get_json::<Task>(Tree::Tasks, id)?
+            .ok_or_else(|| RouterError::UnknownTask(id.into()))
+    }
+
+    /// The open task of a contact, if any.
+    pub fn task_of_contact(&self, contact: &str) -> Option<Task> {
+        self.lock()
+            .tasks
+            .values()
+            .find(|t| t.contact.as_deref() == Some(contact) && !t.status.is_final())
+            .cloned()
+    }
+
+    /// The agent accepts their reservation: the task is theirs.
+    pub fn accept(&self, worker: &str, reservation: &str) -> Result<Task, RouterError> {
+        let mut state = self.lock();
+        let r = state
+            .reservations
+            .get(reservation)
+            .cloned()
+            .ok_or_else(|| RouterError::UnknownReservation(reservation.into()))?;
+        if r.worker != worker {
+            return Err(RouterError::NotYours(format!(
+                "reservation {reservation} is offered to another agent"
+            )));
+        }
+        let now = (self.clock)();
+        state.reservations.remove(reservation);
+        let w = state
+            .workers
+            .get_mut(worker)
+            .ok_or_else(|| RouterError::UnknownWorker(worker.into()))?;
+        w.reservation = None;
+        w.record.missed_in_a_row = 0;
+        let record = w.record.clone();
+        let task = state
+            .tasks
+            .get_mut(&r.task)
+            .ok_or_else(|| RouterError::UnknownTask(r.task.clone()))?;
+        task.status = TaskStatus::Assigned;
+        task.reservation = None;
+        task.assigned_ms = Some(now);
+        let task = task.clone();
+        if let Some(q) = state.queues.get_mut(&task.queue) {
+            q.answered
+                .push_back((now, now.saturating_sub(task.created_ms)));
+        }
+        update_idle(&mut state, worker);
+        self.store.put_json(Tree::Workers, worker, &record)?;
+        self.store.put_json(Tree::Tasks, &task.id, &task)?;
+        drop(state);
+        self.outcome(&task, crate::contract::TaskStatus::Assigned);
+        self.assign_all()?;
+        Ok(task)
+    }
+
+    /// The agent turns their reservation down: the task is offered to someone else.
+    pub fn reject(&self, worker: &str, reservation: &str) -> Result<Task, RouterError> {
+        let task = {
+            let mut state = self.lock();
+            let r = state
+                .reservations
+                .get(reservation)
+                .cloned()
+                .ok_or_else(|| RouterError::UnknownReservation(reservation.into()))?;
+            if r.worker != worker {
+                return Err(RouterError::NotYours(format!(
+                    "reservation {reservation} is offered to another agent"
+                )));
+            }
+            self.release_reservation(&mut state, &r)?
+        };
+        self.assign_all()?;
+        Ok(task)
+    }
+
+    fn release_reservation(&self, state: &mut State, r: &Reservation) -> Result<Task, RouterError> {
+        state.reservations.remove(&r.id);
+        let task = state
+            .tasks
+            .get_mut(&r.task)
+            .ok_or_else(|| RouterError::UnknownTask(r.task.clone()))?;
+        task.status = TaskStatus::Pending;
+        task.reservation = None;
+        task.worker = None;
+        task.passed_by.push(r.worker.clone());
+        let task = task.clone();
+        if let Some(q) = state.queues.get_mut(&task.queue) {
+            q.waiting.insert(waiting_key(q.config.order, &task));
+        }
+        if let Some(w) = state.workers.get_mut(&r.worker) {
+            w.reservation = None;
+            if let Some(n) = w.busy.get_mut(&task.channel) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        update_idle(state, &r.worker);
+        self.store.put_json(Tree::Tasks, &task.id, &task)?;
+        Ok(task)
+    }
+
+    /// The agent finished the task, with wrap-up notes.
+    pub fn complete(
+        &self,
+        worker: &str,
+        task: &str,
+        wrapup: Option<String>,
+    ) -> Result<Task, RouterError> {
+        let done = {
+            let mut state = self.lock();
+            let t = state
+                .tasks
+                .get(task)
+                .ok_or_else(|| RouterError::UnknownTask(task.into()))?;
+            if t.worker.as_deref() != Some(worker) || t.status != TaskStatus::Assigned {
+                return Err(RouterError::NotYours(format!(
+                    "task {task} is not assigned to {worker}"
+                )));
+            }
+            self.finish(&mut state, task, TaskStatus::Completed, wrapup, None)?
+        };
+        self.outcome(&done, crate::contract::TaskStatus::Completed);
+        self.assign_all()?;
+        Ok(done)
+    }
+
+    /// Cancels an open task (a supervisor, or the customer left).
+    pub fn cancel(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
+        let done = {
+            let mut state = self.lock();
+            let t = state
+                .tasks
+                .get(task)
+                .ok_or_else(|| RouterError::UnknownTask(task.into()))?;
+            if t.status.is_final() {
+                return Err(RouterError::Conflict(format!(
+                    "task {task} is already {:?}",
+                    t.status
+                )));
+            }
+            self.finish(
+                &mut state,
+                task,
+                TaskStatus::Canceled,
+                None,
+                Some(reason.to_string()),
+            )?
+        };
+        self.outcome(&done, crate::contract::TaskStatus::Canceled);
+        self.assign_all()?;
+        Ok(done)
+    }
+
+    fn finish(
+        &self,
+        state: &mut State,
+        id: &str,
+        status: TaskStatus,
+        wrapup: Option<String>,
+        reason: Option<String>,
+    ) -> Result<Task, RouterError> {
+        let now = (self.clock)();
+        let mut task = state
+            .tasks
+            .remove(id)
+            .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+        let reservation = task.reservation.take();
+        if let Some(r) = &reservation {
+            state.reservations.remove(r);
+        }
+        if let Some(q) = state.queues.get_mut(&task.queue) {
+            q.waiting.remove(&waiting_key(q.config.order, &task));
+            if status == TaskStatus::Canceled {
+                q.canceled.push_back(now);
+            }
+        }
+        if let Some(name) = task.worker.clone()
+            && let Some(w) = state.workers.get_mut(&name)
+        {
+            if reservation.is_some() && w.reservation == reservation {
+                w.reservation = None;
+            }
+            if let Some(n) = w.busy.get_mut(&task.channel) {
+                *n = n.saturating_sub(1);
+            }
+            w.idle_since_ms = now;
+            update_idle(state, &name);
+        }
+        task.status = status;
+        task.wrapup = wrapup;
+        task.reason = reason;
+        self.store.put_json(Tree::Tasks, &task.id, &task)?;
+        Ok(task)
+    }
+
+    /// Moves time on: expires reservations (the task goes to the next agent; an agent who
+    /// misses three in a row is made `unavailable`), escalates tasks whose target timed out,
+    /// and gives up tasks past their timeout.
+    pub fn tick(&self) -> Result<(), RouterError> {
+        let now = (self.clock)();
+        let mut timed_out = Vec::new();
+        {
+            let mut state = self.lock();
+            let expired: Vec<Reservation> = state
+                .reservations
+                .values()
+                .filter(|r| r.expires_ms <= now)
+                .cloned()
+                .collect();
+            for r in expired {
+                self.release_reservation(&mut state, &r)?;
+                if let Some(w) = state.workers.get_mut(&r.worker) {
+                    w.record.missed_in_a_row += 1;
+                    if w.record.missed_in_a_row >= MAX_MISSED {
+                        tracing::warn!(agent = %r.worker, "agent let {MAX_MISSED} reservations time out in a row; made unavailable");
+                        w.record.activity = "unavailable".into();
+                    }
+                    let record = w.record.clone();
+                    update_idle(&mut state, &r.worker);
+                    self.store.put_json(Tree::Workers, &r.worker, &record)?;
+                }
+            }
+            let mut escalate = Vec::new();
+            for task in state.tasks.values() {
+                if task.status == TaskStatus::Pending {
+                    if task.timeout_ms <= now {
+                        timed_out.push(task.id.clone());
+                        continue;
+                    }
+                    let Some(queue) = state.queues.get(&task.queue) else {
+                        continue;
+                    };
+                    if let Some((_, timeout)) = queue.targets.get(task.target)
+                        && *timeout > 0
+                        && task.target + 1 < queue.targets.len()
+                        && now >= task.target_since_ms + timeout * 1000
+                    {
+                        escalate.push(task.id.clone());
+                    }
+                }
+            }
+            for id in escalate {
+                if let Some(task) = state.tasks.get_mut(&id) {
+                    task.target += 1;
+                    task.target_since_ms = now;
+                    task.passed_by.clear();
+                    let snapshot = task.clone();
+                    self.store.put_json(Tree::Tasks, &id, &snapshot)?;
+                }
+            }
+            let mut finished = Vec::new();
+            for id in &timed_out {
+                finished.push(self.finish(
+                    &mut state,
+                    id,
+                    TaskStatus::Canceled,
+                    None,
+                    Some("timed out waiting for an agent".into()),
+                )?);
+            }
+            drop(state);
+            for task in finished {
+                self.outcome(&task, crate::contract::TaskStatus::TimedOut);
+            }
+        }
+        self.assign_all()
+    }
+
+    fn assign_all(&self) -> Result<(), RouterError> {
+        let names: Vec<String> = self.lock().queues.keys().cloned().collect();
+        for name in names {
+            self.assign_queue(&name)?;
+        }
+        Ok(())
+    }
+
+    /// Offers the queue's waiting tasks, best first, to the longest-idle eligible agents.
+    fn assign_queue(&self, queue: &str) -> Result<(), RouterError> {
+        let mut state = self.lock();
+        let now = (self.clock)();
+        let Some(q) = state.queues.get(queue) else {
+            return Ok(());
+        };
+        if q.waiting.is_empty() || state.idle.is_empty() {
+            return Ok(());
+        }
+        let waiting: Vec<String> = q.waiting.iter().map(|(_, _, id)| id.clone()).collect();
+        for id in waiting {
+            if state.idle.is_empty() {
+                break;
+            }
+            let Some(worker) = pick_worker(&state, queue, &id) else {
+                continue;
+            };
+            let reservation_timeout = state.queues[queue].config.reservation_timeout_secs;
+            let reservation = Reservation {
+                id: new_id("rs_"),
+                task: id.clone(),
+                worker: worker.clone(),
+                expires_ms: now + reservation_timeout * 1000,
+            };
+            let key = waiting_key(state_order(&state, queue), &state.tasks[&id]);
+            let task = state.tasks.get_mut(&id).expect("waiting tasks exist");
+            task.status = TaskStatus::Reserved;
+            task.worker = Some(worker.clone());
+            task.reservation = Some(reservation.id.clone());
+            let snapshot = task.clone();
+            let channel = snapshot.channel;
+            state
+                .queues
+                .get_mut(queue)
+                .expect("queue exists")
+                .waiting
+                .remove(&key);
+            let w = state
+                .workers
+                .get_mut(&worker)
+                .expect("picked workers exist");
+            w.reservation = Some(reservation.id.clone());
+            *w.busy.entry(channel).or_default() += 1;
+            update_idle(&mut state, &worker);
+            self.store.put_json(Tree::Tasks, &id, &snapshot)?;
+            state
+                .reservations
+                .insert(reservation.id.clone(), reservation.clone());
+            // Nobody listening is fine: the agent sees it on the next poll.
+            let _ = self.notices.send(Notice {
+                worker,
+                reservation,
+                task: snapshot,
+            });
+        }
+        Ok(())
+    }
+
+    /// Open reservations of an agent.
+    pub fn reservations_of(&self, worker: &str) -> Vec<Reservation> {
+        self.lock()
+            .reservations
+            .values()
+            .filter(|r| r.worker == worker)
+            .cloned()
+            .collect()
+    }
+
+    /// Live numbers of a queue.
+    pub fn stats(&self, queue: &str) -> Result<QueueStats, RouterError> {
+        let now = (self.clock)();
+        let mut state = self.lock();
+        let q = state
+            .queues
+            .get_mut(queue)
+            .ok_or_else(|| RouterError::UnknownQueue(queue.into()))?;
+        while q
+            .answered
+            .front()
+            .is_some_and(|(at, _)| *at + STATS_WINDOW_MS < now)
+        {
+            q.answered.pop_front();
+        }
+        while q
+            .canceled
+            .front()
+            .is_some_and(|at| *at + STATS_WINDOW_MS < now)
+        {
+            q.canceled.pop_front();
+        }
+        let sla_ms = q.config.sla_secs * 1000;
+        let answered = q.answered.len() as u64;
+        let within = q
+            .answered
+            .iter()
+            .filter(|(_, waited)| *waited <= sla_ms)
+            .count() as u64;
+        let average_wait_secs = if answered == 0 {
+            0.0
+        } else {
+            q.answered.iter().map(|(_, w)| *w).sum::<u64>() as f64 / answered as f64 / 1000.0
+        };
+        let canceled = q.canceled.len() as u64;
+        let members = q.members.clone();
+        let config = q.config.clone();
+        let mut tasks = std::collections::BTreeMap::new();
+        let mut longest = 0u64;
+        for t in state.tasks.values().filter(|t| t.queue == queue) {
+            *tasks
+                .entry(format!("{:?}", t.status).to_lowercase())
+                .or_insert(0u64) += 1;
+            if t.status == TaskStatus::Pending {
+                longest = longest.max(now.saturating_sub(t.created_ms));
+            }
+        }
+        tasks.insert("answered-in-window".into(), answered);
+        tasks.insert("canceled-in-window".into(), canceled);
+        let available = members
+            .iter()
+            .filter_map(|m| state.workers.get(m))
+            .filter(|w| w.available() && w.has_any_room())
+            .count() as u64;
+        let _ = config;
+        Ok(QueueStats {
+            queue: queue.to_string(),
+            tasks,
+            longest_wait_secs: longest as f64 / 1000.0,
+            average_wait_secs,
+            available_agents: available,
+            eligible_agents: members.len() as u64,
+            sla_percent: if answered + canceled == 0 {
+                100.0
+            } else {
+                within as f64 * 100.0 / (answered + canceled) as f64
+            },
+        })
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), RouterError> {
+        Ok(self.store.flush()?)
+    }
+}
+
+fn state_order(state: &State, queue: &str) -> Order {
+    state
+        .queues
+        .get(queue)
+        .map(|q| q.config.order)
+        .unwrap_or_default()
+}
+
+fn waiting_key(order: Order, task: &Task) -> (Reverse<i32>, u64, String) {
+    let priority = match order {
+        Order::Priority => task.priority,
+        Order::Fifo => 0,
+    };
+    (Reverse(priority), task.created_ms, task.id.clone())
+}
+
+fn compile_queue(config: QueueConfig) -> Result<Queue, RouterError> {
+    let members_expr = Expression::compile(&config.members).map_err(RouterError::Invalid)?;
+    let targets = if config.targets.is_empty() {
+        vec![(Expression::compile("").map_err(RouterError::Invalid)?, 0)]
+    } else {
+        config
+            .targets
+            .iter()
+            .map(|t| {
+                Ok((
+                    Expression::compile(&t.workers).map_err(RouterError::Invalid)?,
+                    t.timeout_secs,
+                ))
+            })
+            .collect::<Result<Vec<_>, RouterError>>()?
+    };
+    Ok(Queue {
+        config,
+        members_expr,
+        targets,
+        members: HashSet::new(),
+        waiting: BTreeSet::new(),
+        answered: VecDeque::new(),
+        canceled: VecDeque::new(),
+    })
+}
+
+/// Re-evaluates which workers belong to `queue` (on a queue or worker change, never per task).
+fn refresh_members(state: &mut State, queue: &str) {
+    let Some(q) = state.queues.get(queue) else {
+        return;
+    };
+    let members: HashSet<String> = state
+        .workers
+        .values()
+        .filter(|w| q.members_expr.matches(&w.record.attributes, &Value::Null))
+        .map(|w| w.record.name.clone())
+        .collect();
+    state.queues.get_mut(queue).expect("present").members = members;
+}
+
+/// Puts a worker in (or takes them out of) the idle index.
+fn update_idle(state: &mut State, name: &str) {
+    let Some(w) = state.workers.get(name) else {
+        return;
+    };
+    let key = (w.idle_since_ms, name.to_string());
+    let eligible = w.available() && w.has_any_room();
+    // The key may be stale when idle_since changed: remove any entry for the name.
+    let stale: Vec<(u64, String)> = state
+        .idle
+        .iter()
+        .filter(|(_, n)| n == name)
+        .cloned()
+        .collect();
+    for k in stale {
+        state.idle.remove(&k);
+    }
+    if eligible {
+        state.idle.insert(key);
+    }
+}
+
+/// The longest-idle available member of `queue` with room for the task's channel, matching the
+/// task's current target and not having passed on it.
+fn pick_worker(state: &State, queue: &str, task_id: &str) -> Option<String> {
+    let q = state.queues.get(queue)?;
+    let task = state.tasks.get(task_id)?;
+    let (target, _) = q.targets.get(task.target).or_else(|| q.targets.last())?;
+    let task_view = (!target.always()).then(|| task_view(task));
+    state
+        .idle
+        .iter()
+        .map(|(_, name)| name)
+        .filter(|name| q.members.contains(*name) && !task.passed_by.contains(name))
+        .filter_map(|name| state.workers.get(name))
+        .find(|w| {
+            w.available()
+                && w.has_room(task.channel)
+                && task_view
+                    .as_ref()
+                    .is_none_or(|t| target.matches(&w.record.attributes, t))
+        })
+        .map(|w| w.record.name.clone())
+}
+
+fn task_view(task: &Task) -> Value {
+    let mut view = task.attributes.clone();
+    if let Value::Object(map) = &mut view {
+        map.insert("priority".into(), Value::from(task.priority));
+        map.insert("queue".into(), Value::from(task.queue.clone()));
+        map.insert(
+            "channel".into(),
+            serde_json::to_value(task.channel).unwrap_or_default(),
+        );
+    }
+    view
+}
+
+fn worker_view(state: &State, w: &Worker) -> Value {
+    let tasks: Vec<&Task> = state
+        .tasks
+        .values()
+        .filter(|t| {
+            t.worker.as_deref() == Some(w.record.name.as_str()) && t.status == TaskStatus::Assigned
+        })
+        .collect();
+    let reservation = w
+        .reservation
+        .as_ref()
+        .and_then(|r| state.reservations.get(r));
+    serde_json::json!({
+        "name": w.record.name,
+        "attributes": w.record.attributes,
+        "activity": w.record.activity,
+        "capacity": w.record.capacity,
+        "busy": w.busy,
+        "reservation": reservation,
+        "tasks": tasks,
+        "missed_in_a_row": w.record.missed_in_a_row,
+    })
+}

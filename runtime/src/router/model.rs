@@ -1,0 +1,183 @@
+//! The task router's records, as stored and as the API shows them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::contract::Channel;
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskStatus {
+    /// Waiting for an agent.
+    Pending,
+    /// Offered to one agent, who has not answered yet.
+    Reserved,
+    /// An agent took it.
+    Assigned,
+    /// Done; the agent is wrapping up.
+    Wrapping,
+    /// Finished.
+    Completed,
+    /// Given up: canceled, or nobody took it before its timeout.
+    Canceled,
+}
+
+impl TaskStatus {
+    /// Whether the task is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Canceled)
+    }
+}
+
+/// Order of a queue's waiting tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Higher priority first, then the oldest.
+    #[default]
+    Priority,
+    /// The oldest first, whatever the priority.
+    Fifo,
+}
+
+/// One step of a queue's routing plan: who may take the task, for how long, before the
+/// plan escalates to the next step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// CEL over `worker` and `task`; empty means every member of the queue.
+    #[serde(default)]
+    pub workers: String,
+    /// Seconds before escalating to the next target; 0 means stay here.
+    #[serde(default)]
+    pub timeout_secs: u64,
+}
+
+/// A queue and its routing plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    /// The queue's name.
+    #[serde(default)]
+    pub name: String,
+    /// CEL over `worker`: who belongs to the queue. Empty means every worker.
+    #[serde(default)]
+    pub members: String,
+    /// Order of waiting tasks.
+    #[serde(default)]
+    pub order: Order,
+    /// A task answered within this many seconds counts as within the service level.
+    #[serde(default = "default_sla")]
+    pub sla_secs: u64,
+    /// How long an agent has to accept a reservation.
+    #[serde(default = "default_reservation_timeout")]
+    pub reservation_timeout_secs: u64,
+    /// A task waiting longer than this is given up (its flow hears `timed-out`).
+    #[serde(default = "default_task_timeout")]
+    pub task_timeout_secs: u64,
+    /// The routing plan: targets tried in order. Empty means one target: every member.
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
+
+fn default_sla() -> u64 {
+    30
+}
+
+fn default_reservation_timeout() -> u64 {
+    30
+}
+
+fn default_task_timeout() -> u64 {
+    3600
+}
+
+/// An agent as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// Unique name (login).
+    pub name: String,
+    /// Skills, languages, level...: what expressions see as `worker`.
+    pub attributes: serde_json::Value,
+    /// `available` takes tasks; any other activity (`break`, `offline`, `unavailable`) does not.
+    pub activity: String,
+    /// How many tasks of each channel at once (voice 1, chat 3...).
+    pub capacity: BTreeMap<Channel, u32>,
+    /// SHA-256 of the agent's token.
+    pub token_sha256: String,
+    /// Reservations let time out in a row; at 3 the agent is made `unavailable`.
+    #[serde(default)]
+    pub missed_in_a_row: u32,
+}
+
+/// A contact (or any work item) waiting for, or handled by, a human.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Id.
+    pub id: String,
+    /// Queue.
+    pub queue: String,
+    /// Channel (for capacity).
+    pub channel: Channel,
+    /// Higher first.
+    pub priority: i32,
+    /// What expressions see as `task`.
+    pub attributes: serde_json::Value,
+    /// Status.
+    pub status: TaskStatus,
+    /// Milliseconds since the epoch when it was created.
+    pub created_ms: u64,
+    /// Index of the current target of the plan.
+    pub target: usize,
+    /// When it reached the current target.
+    pub target_since_ms: u64,
+    /// Give up at this time.
+    pub timeout_ms: u64,
+    /// The agent it is reserved for or assigned to.
+    pub worker: Option<String>,
+    /// The open reservation.
+    pub reservation: Option<String>,
+    /// Agents who refused it or let it time out: not offered again.
+    #[serde(default)]
+    pub passed_by: Vec<String>,
+    /// The contact session it came from, whose flow hears what happens.
+    pub contact: Option<String>,
+    /// When an agent accepted it.
+    pub assigned_ms: Option<u64>,
+    /// The agent's wrap-up notes.
+    pub wrapup: Option<String>,
+    /// Why it was canceled.
+    pub reason: Option<String>,
+}
+
+/// An offer of a task to one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Id.
+    pub id: String,
+    /// The task.
+    pub task: String,
+    /// The agent.
+    pub worker: String,
+    /// Expiry, milliseconds since the epoch.
+    pub expires_ms: u64,
+}
+
+/// A queue's live numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Queue.
+    pub queue: String,
+    /// Tasks by status (final ones over the stats window).
+    pub tasks: BTreeMap<String, u64>,
+    /// Seconds the oldest waiting task has waited.
+    pub longest_wait_secs: f64,
+    /// Average wait of the tasks assigned in the window.
+    pub average_wait_secs: f64,
+    /// Members available with free capacity.
+    pub available_agents: u64,
+    /// Members, whatever their activity.
+    pub eligible_agents: u64,
+    /// Share of tasks assigned in the window within the SLA, 0-100.
+    pub sla_percent: f64,
+}

@@ -1,0 +1,460 @@
+//! The task router: skills, priority, capacity, reservation timeouts, escalation, durability,
+//! agents over REST and WebSocket, and flows that hear what happened to their task.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, ivr_server};
+
+fn put(server: &Server, path: &str, body: Value) -> Value {
+    let (status, answer) = server.call("PUT", path, Some(body));
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
+}
+
+/// Creates an available agent; returns their token.
+fn agent(server: &Server, name: &str, attributes: Value, capacity: Value) -> String {
+    let created = put(
+        server,
+        &format!("/v1/agents/{name}"),
+        json!({"attributes": attributes, "capacity": capacity}),
+    );
+    let token = created["token"]
+        .as_str()
+        .expect("a new agent gets a token")
+        .to_string();
+    let (status, _) = server.call_as(
+        Some(&token),
+        "PUT",
+        "/agent/v1/activity",
+        Some(json!({"activity": "available"})),
+    );
+    assert_eq!(status, 200);
+    token
+}
+
+fn task(server: &Server, queue: &str, channel: &str, priority: i32, attributes: Value) -> Value {
+    let (status, task) = server.call("POST", "/v1/tasks", Some(json!({"queue": queue, "channel": channel, "priority": priority, "attributes": attributes})));
+    assert_eq!(status, 201, "{task}");
+    task
+}
+
+fn me(server: &Server, token: &str) -> Value {
+    let (status, me) = server.call_as(Some(token), "GET", "/agent/v1/me", None);
+    assert_eq!(status, 200, "{me}");
+    me
+}
+
+fn reservation_of(server: &Server, token: &str) -> Option<String> {
+    me(server, token)["reservation"]["id"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn act(server: &Server, token: &str, path: &str) -> (u16, Value) {
+    server.call_as(Some(token), "POST", path, Some(json!({})))
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn skills_priority_and_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    put(
+        &server,
+        "/v1/queues/billing",
+        json!({"members": r#""billing" in worker.skills && worker.level >= 2"#}),
+    );
+    let sales = agent(
+        &server,
+        "sam",
+        json!({"skills": ["sales"], "level": 3}),
+        json!({"voice": 1}),
+    );
+    let junior = agent(
+        &server,
+        "jo",
+        json!({"skills": ["billing"], "level": 1}),
+        json!({"voice": 1}),
+    );
+    let billing = agent(
+        &server,
+        "bea",
+        json!({"skills": ["billing"], "level": 2}),
+        json!({"voice": 1, "chat": 3}),
+    );
+    let (_, stats) = server.call("GET", "/v1/queues/billing/stats", None);
+    assert_eq!(stats["eligible_agents"], 1, "{stats}");
+
+    // Skills: only bea qualifies.
+    let first = task(&server, "billing", "voice", 0, json!({}));
+    assert_eq!(first["status"], "reserved");
+    assert_eq!(first["worker"], "bea");
+    assert!(
+        reservation_of(&server, &sales).is_none() && reservation_of(&server, &junior).is_none()
+    );
+
+    // Capacity: busy on voice, bea can still take three chats, one reservation at a time.
+    let r = reservation_of(&server, &billing).unwrap();
+    assert_eq!(
+        act(
+            &server,
+            &billing,
+            &format!("/agent/v1/reservations/{r}/accept")
+        )
+        .0,
+        200
+    );
+    let voice2 = task(&server, "billing", "voice", 0, json!({}));
+    assert_eq!(voice2["status"], "pending", "no second voice task for bea");
+    let mut chats = Vec::new();
+    for _ in 0..4 {
+        chats.push(task(&server, "billing", "chat", 0, json!({})));
+        if let Some(r) = reservation_of(&server, &billing) {
+            assert_eq!(
+                act(
+                    &server,
+                    &billing,
+                    &format!("/agent/v1/reservations/{r}/accept")
+                )
+                .0,
+                200
+            );
+        }
+    }
+    let mine = me(&server, &billing);
+    assert_eq!(mine["busy"]["chat"], 3, "{mine}");
+    assert_eq!(mine["busy"]["voice"], 1);
+    assert_eq!(chats[3]["status"], "pending");
+
+    // Priority overtakes age: when bea frees the voice slot, the urgent newer task goes first.
+    let urgent = task(&server, "billing", "voice", 10, json!({}));
+    let (status, done) = server.call_as(
+        Some(&billing),
+        "POST",
+        &format!("/agent/v1/tasks/{}/complete", first["id"].as_str().unwrap()),
+        Some(json!({"wrapup": "refund issued"})),
+    );
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["wrapup"], "refund issued");
+    let next = me(&server, &billing)["reservation"]["task"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        next,
+        urgent["id"].as_str().unwrap(),
+        "priority 10 before the older priority 0 task {}",
+        voice2["id"]
+    );
+}
+
+#[test]
+fn reservation_timeout_moves_on_and_escalation_reaches_the_second_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    put(
+        &server,
+        "/v1/queues/support",
+        json!({
+            "reservation_timeout_secs": 1,
+            "targets": [
+                {"workers": "worker.level >= 3", "timeout_secs": 2},
+                {"workers": "worker.level >= 1"}
+            ]
+        }),
+    );
+    let senior_a = agent(&server, "ann", json!({"level": 3}), json!({"voice": 1}));
+    let senior_b = agent(&server, "ben", json!({"level": 3}), json!({"voice": 1}));
+    let t = task(&server, "support", "voice", 0, json!({}));
+    let first = t["worker"].as_str().unwrap().to_string();
+    let (first_token, second_token) = if first == "ann" {
+        (&senior_a, &senior_b)
+    } else {
+        (&senior_b, &senior_a)
+    };
+    // The first agent ignores it: after the timeout it is offered to the other senior.
+    wait_until("the reservation to move", || {
+        reservation_of(&server, second_token).is_some()
+    });
+    assert!(reservation_of(&server, first_token).is_none());
+    let (_, task_now) = server.call(
+        "GET",
+        &format!("/v1/tasks/{}", t["id"].as_str().unwrap()),
+        None,
+    );
+    assert!(
+        task_now["passed_by"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(first))
+    );
+
+    // Both seniors reject everything; a junior arrives; escalation reaches the second target.
+    let r = reservation_of(&server, second_token).unwrap();
+    assert_eq!(
+        act(
+            &server,
+            second_token,
+            &format!("/agent/v1/reservations/{r}/reject")
+        )
+        .0,
+        200
+    );
+    let junior = agent(&server, "jay", json!({"level": 1}), json!({"voice": 1}));
+    assert!(
+        reservation_of(&server, &junior).is_none(),
+        "juniors are not in the first target"
+    );
+    wait_until("escalation to the second target", || {
+        reservation_of(&server, &junior).is_some()
+    });
+    let r = reservation_of(&server, &junior).unwrap();
+    let (status, assigned) = act(
+        &server,
+        &junior,
+        &format!("/agent/v1/reservations/{r}/accept"),
+    );
+    assert_eq!(
+        (status, assigned["status"].as_str()),
+        (200, Some("assigned"))
+    );
+    assert_eq!(assigned["target"], 1);
+}
+
+#[test]
+fn an_agent_who_keeps_missing_reservations_is_made_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    put(
+        &server,
+        "/v1/queues/q",
+        json!({"reservation_timeout_secs": 1}),
+    );
+    let sleepy = agent(&server, "zed", json!({}), json!({"voice": 1}));
+    for _ in 0..3 {
+        task(&server, "q", "voice", 0, json!({}));
+    }
+    wait_until("three missed reservations", || {
+        me(&server, &sleepy)["activity"] == "unavailable"
+    });
+    assert_eq!(me(&server, &sleepy)["missed_in_a_row"], 3);
+}
+
+#[test]
+fn bad_requests_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (status, err) = server.call(
+        "PUT",
+        "/v1/queues/bad",
+        Some(json!({"members": "skills HAS \"billing\" AND"})),
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid")),
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid expression")
+    );
+    let (_, queues) = server.call("GET", "/v1/queues", None);
+    assert!(
+        !queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["name"] == "bad")
+    );
+    let (status, err) = server.call("POST", "/v1/tasks", Some(json!({"queue": "nowhere"})));
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (404, Some("unknown_queue"))
+    );
+
+    put(&server, "/v1/queues/q", json!({}));
+    let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
+    let bob = agent(&server, "bob", json!({}), json!({"voice": 1}));
+    let t = task(&server, "q", "voice", 0, json!({}));
+    let (owner, other) = if t["worker"] == "alice" {
+        (&alice, &bob)
+    } else {
+        (&bob, &alice)
+    };
+    let r = reservation_of(&server, owner).unwrap();
+    let (status, err) = act(
+        &server,
+        other,
+        &format!("/agent/v1/reservations/{r}/accept"),
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (403, Some("not_yours"))
+    );
+    assert_eq!(
+        act(
+            &server,
+            owner,
+            &format!("/agent/v1/reservations/{r}/accept")
+        )
+        .0,
+        200
+    );
+    let (status, err) = act(
+        &server,
+        owner,
+        &format!("/agent/v1/reservations/{r}/accept"),
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (404, Some("unknown_reservation")),
+        "a double accept"
+    );
+    let (status, _) = server.call_as(Some("sbw_wrong"), "GET", "/agent/v1/me", None);
+    assert_eq!(status, 401);
+    let (status, _) = server.call_as(Some(&server.token), "GET", "/agent/v1/me", None);
+    assert_eq!(status, 401, "the admin token is not an agent token");
+    let (_, stats) = server.call("GET", "/v1/queues/q/stats", None);
+    assert_eq!(
+        stats["tasks"]["assigned"], 1,
+        "exactly one assignment: {stats}"
+    );
+}
+
+#[test]
+fn tasks_survive_sigkill_and_reserved_ones_are_offered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    put(&server, "/v1/queues/q", json!({}));
+    let pending = task(&server, "q", "voice", 0, json!({"note": "nobody yet"}));
+    assert_eq!(pending["status"], "pending");
+    let amy = agent(&server, "amy", json!({}), json!({"voice": 1}));
+    assert!(
+        reservation_of(&server, &amy).is_some(),
+        "amy was offered the waiting task"
+    );
+    server.kill();
+
+    let server = Server::start(dir.path(), &[]);
+    let (_, t) = server.call(
+        "GET",
+        &format!("/v1/tasks/{}", pending["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(t["attributes"]["note"], "nobody yet");
+    // The reservation open at the crash was given up; the task was offered again.
+    let r = reservation_of(&server, &amy).expect("offered again after the restart");
+    let (status, assigned) = act(&server, &amy, &format!("/agent/v1/reservations/{r}/accept"));
+    assert_eq!(
+        (status, assigned["id"].clone()),
+        (200, pending["id"].clone())
+    );
+}
+
+#[test]
+fn a_caller_pressing_1_reaches_an_agent_and_the_flow_hears_how_it_went() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ivr_server(dir.path(), &[]);
+    put(
+        &server,
+        "/v1/queues/sales",
+        json!({"members": r#""sales" in worker.skills"#}),
+    );
+    let token = agent(
+        &server,
+        "sara",
+        json!({"skills": ["sales"]}),
+        json!({"voice": 1}),
+    );
+
+    // The agent's desktop is connected before the call comes in.
+    let url = format!(
+        "{}/agent/v1/ws?token={token}",
+        server.url.replace("http://", "ws://")
+    );
+    let (mut socket, _) = tungstenite::connect(url).expect("the agent socket opens");
+    let snapshot: Value = serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(snapshot["type"], "snapshot");
+
+    let contact = server.start_contact("ivr-menu", "+15551230004");
+    let id = contact["contact"].as_str().unwrap().to_string();
+    let queued = server.press(&id, "1");
+    assert_eq!(queued["status"]["state"], "queued");
+
+    let pushed: Value = serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(pushed["type"], "reservation", "{pushed}");
+    assert_eq!(pushed["task"]["contact"], json!(id));
+    assert_eq!(pushed["task"]["attributes"]["department"], "sales");
+    let reservation = pushed["reservation"]["id"].as_str().unwrap();
+    socket
+        .send(tungstenite::Message::text(
+            json!({"type": "accept", "reservation": reservation}).to_string(),
+        ))
+        .unwrap();
+    let ack: Value = serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(ack["type"], "ok", "{ack}");
+    let (_, session) = server.call("GET", &format!("/v1/contacts/{id}"), None);
+    assert_eq!(session["status"]["state"], "with-agent", "{session}");
+    assert_eq!(session["status"]["agent"], "sara");
+
+    let task_id = ack["task"]["id"].as_str().unwrap();
+    socket
+        .send(tungstenite::Message::text(
+            json!({"type": "complete", "task": task_id, "wrapup": "sold"}).to_string(),
+        ))
+        .unwrap();
+    let ack: Value = serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(ack["task"]["status"], "completed");
+    let (_, session) = server.call("GET", &format!("/v1/contacts/{id}"), None);
+    assert_eq!(session["status"]["state"], "ended", "{session}");
+    let (_, trace) = server.call("GET", &format!("/v1/contacts/{id}/trace"), None);
+    let events: Vec<&Value> = trace
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["event"])
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "task-outcome" && e["status"] == "assigned"),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "task-outcome" && e["status"] == "completed"),
+        "{events:?}"
+    );
+
+    // A caller who hangs up while waiting takes their task with them.
+    let contact = server.start_contact("ivr-menu", "+15551230005");
+    let id = contact["contact"].as_str().unwrap().to_string();
+    let (status, _) = server.call_as(
+        Some(&token),
+        "PUT",
+        "/agent/v1/activity",
+        Some(json!({"activity": "break"})),
+    );
+    assert_eq!(status, 200);
+    server.press(&id, "1");
+    server.call(
+        "POST",
+        &format!("/v1/contacts/{id}/events"),
+        Some(json!({"type": "hangup"})),
+    );
+    let (_, stats) = server.call("GET", "/v1/queues/sales/stats", None);
+    assert_eq!(stats["tasks"].get("pending"), None, "{stats}");
+    assert_eq!(stats["tasks"]["canceled-in-window"], 1, "{stats}");
+}
