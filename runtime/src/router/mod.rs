@@ -117,6 +117,8 @@ struct Worker {
     busy: HashMap<Channel, u32>,
     idle_since_ms: u64,
     reservation: Option<String>,
+    /// Its entry in the idle index, when it has one.
+    idle_key: Option<(u64, String)>,
 }
 
 impl Worker {
@@ -223,6 +225,7 @@ impl Router {
                 busy: HashMap::new(),
                 idle_since_ms: now,
                 reservation: None,
+                idle_key: None,
                 record,
             };
             state.workers.insert(worker.record.name.clone(), worker);
@@ -375,14 +378,12 @@ impl Router {
                     busy: HashMap::new(),
                     idle_since_ms: now,
                     reservation: None,
+                    idle_key: None,
                 });
             worker.record.attributes = attributes;
             worker.record.capacity = capacity;
             let record = worker.record.clone();
-            let queues: Vec<String> = state.queues.keys().cloned().collect();
-            for q in queues {
-                refresh_members(&mut state, &q);
-            }
+            refresh_membership_of(&mut state, name);
             update_idle(&mut state, name);
             self.store.put_json(Tree::Workers, name, &record)?;
             (record, token)
@@ -982,24 +983,36 @@ fn refresh_members(state: &mut State, queue: &str) {
     state.queues.get_mut(queue).expect("present").members = members;
 }
 
-/// Puts a worker in (or takes them out of) the idle index.
-fn update_idle(state: &mut State, name: &str) {
+/// Re-evaluates which queues one worker belongs to (after their attributes changed).
+fn refresh_membership_of(state: &mut State, name: &str) {
     let Some(w) = state.workers.get(name) else {
         return;
     };
-    let key = (w.idle_since_ms, name.to_string());
-    let eligible = w.available() && w.has_any_room();
-    // The key may be stale when idle_since changed: remove any entry for the name.
-    let stale: Vec<(u64, String)> = state
-        .idle
-        .iter()
-        .filter(|(_, n)| n == name)
-        .cloned()
-        .collect();
-    for k in stale {
-        state.idle.remove(&k);
+    let attributes = w.record.attributes.clone();
+    for q in state.queues.values_mut() {
+        if q.members_expr.matches(&attributes, &Value::Null) {
+            q.members.insert(name.to_string());
+        } else {
+            q.members.remove(name);
+        }
     }
-    if eligible {
+}
+
+/// Puts a worker in (or takes them out of) the idle index.
+fn update_idle(state: &mut State, name: &str) {
+    let Some(w) = state.workers.get_mut(name) else {
+        return;
+    };
+    let eligible = w.available() && w.has_any_room();
+    let key = eligible.then(|| (w.idle_since_ms, name.to_string()));
+    if w.idle_key == key {
+        return;
+    }
+    let old = std::mem::replace(&mut w.idle_key, key.clone());
+    if let Some(old) = old {
+        state.idle.remove(&old);
+    }
+    if let Some(key) = key {
         state.idle.insert(key);
     }
 }
