@@ -458,3 +458,100 @@ fn a_caller_pressing_1_reaches_an_agent_and_the_flow_hears_how_it_went() {
     assert_eq!(stats["tasks"].get("pending"), None, "{stats}");
     assert_eq!(stats["tasks"]["canceled-in-window"], 1, "{stats}");
 }
+
+#[test]
+fn supervisor_moves_tasks_and_watches_the_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    put(
+        &server,
+        "/v1/queues/french",
+        json!({"members": r#""fr" in worker.languages"#, "sla_secs": 20}),
+    );
+    put(
+        &server,
+        "/v1/queues/general",
+        json!({"members": r#""en" in worker.languages"#}),
+    );
+    let pierre = agent(
+        &server,
+        "pierre",
+        json!({"languages": ["fr"]}),
+        json!({"voice": 1}),
+    );
+    let waiting = task(&server, "general", "voice", 0, json!({"language": "fr"}));
+    assert_eq!(waiting["status"], "pending", "nobody speaks English today");
+    let (_, stats) = server.call("GET", "/v1/stats", None);
+    let general = stats["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "general")
+        .unwrap()
+        .clone();
+    assert_eq!(general["tasks"]["pending"], 1, "{general}");
+    assert_eq!(general["eligible_agents"], 0);
+
+    // The supervisor moves it where pierre can take it.
+    let (status, moved) = server.call(
+        "POST",
+        &format!("/v1/tasks/{}/move", waiting["id"].as_str().unwrap()),
+        Some(json!({"queue": "french", "priority": 5})),
+    );
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(
+        (
+            moved["queue"].as_str(),
+            moved["status"].as_str(),
+            moved["priority"].as_i64()
+        ),
+        (Some("french"), Some("reserved"), Some(5))
+    );
+    assert_eq!(me(&server, &pierre)["reservation"]["task"], waiting["id"]);
+    let (status, err) = server.call(
+        "POST",
+        &format!("/v1/tasks/{}/move", waiting["id"].as_str().unwrap()),
+        Some(json!({"queue": "nowhere"})),
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (404, Some("unknown_queue"))
+    );
+
+    // Dashboards: a stream of numbers, and Prometheus.
+    let agent_http: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent_http
+        .get(format!("{}/v1/stats/stream", server.url))
+        .header("Authorization", format!("Bearer {}", server.token))
+        .call()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(response.body_mut().as_reader());
+    let mut event = String::new();
+    while !event.contains("\ndata:") || !event.ends_with("\n\n") {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0);
+        event.push_str(&line);
+    }
+    assert!(event.starts_with("event: stats"), "{event}");
+    let data: Value = serde_json::from_str(event.split("data:").nth(1).unwrap().trim()).unwrap();
+    let french = data["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "french")
+        .unwrap();
+    assert_eq!(french["tasks"]["reserved"], 1, "{french}");
+    let (_, metrics) = server.call_as(None, "GET", "/metrics", None);
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains(r#"switchboard_queue_tasks{queue="french",status="reserved"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"switchboard_queue_available_agents{queue="general"} 0"#),
+        "{metrics}"
+    );
+}

@@ -116,11 +116,8 @@ fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
 }
 
 async fn metrics(State(rt): Api) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        rt.metrics.render(),
-    )
-        .into_response()
+    let text = format!("{}{}", rt.metrics.render(), rt.router.render_metrics());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn list_flows(State(rt): Api) -> Answer {

@@ -34,6 +34,9 @@ pub fn supervisor() -> Router<Arc<Runtime>> {
         .route("/tasks", post(create_task))
         .route("/tasks/{id}", get(show_task))
         .route("/tasks/{id}/cancel", post(cancel_task))
+        .route("/tasks/{id}/move", post(move_task))
+        .route("/stats", get(all_stats))
+        .route("/stats/stream", get(stats_stream))
 }
 
 /// Agent routes, mounted under `/agent/v1` behind agent tokens.
@@ -189,6 +192,45 @@ async fn cancel_task(
         .unwrap_or_else(|| format!("canceled by {who}"));
     let task = routed(rt, move |rt| Ok(rt.router.cancel(&id, &reason)?)).await?;
     ok(StatusCode::OK, task)
+}
+
+#[derive(Deserialize)]
+struct MoveBody {
+    queue: String,
+    priority: Option<i32>,
+}
+
+async fn move_task(State(rt): Api, Path(id): Path<String>, body: Body<MoveBody>) -> Answer {
+    let Json(body) = body?;
+    let task = routed(rt, move |rt| {
+        Ok(rt.router.move_task(&id, &body.queue, body.priority)?)
+    })
+    .await?;
+    ok(StatusCode::OK, task)
+}
+
+async fn all_stats(State(rt): Api) -> Answer {
+    ok(
+        StatusCode::OK,
+        json!({"queues": rt.router.all_stats(), "agents": rt.router.workers()}),
+    )
+}
+
+/// Server-sent events for dashboards: at once and then every second, every queue's numbers
+/// and every agent, as `event: stats`.
+async fn stats_stream(State(rt): Api) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let stream = futures_util::stream::unfold((rt, true), |(rt, first)| async move {
+        if !first {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        let value = json!({"queues": rt.router.all_stats(), "agents": rt.router.workers()});
+        let event = Event::default().event("stats").json_data(value);
+        Some((event, (rt, false)))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn me(State(rt): Api, Extension(Agent(name)): Extension<Agent>) -> Answer {

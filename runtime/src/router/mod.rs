@@ -631,6 +631,66 @@ impl Router {
         Ok(done)
     }
 
+    /// Moves a waiting task to another queue (a supervisor's decision), optionally with a new
+    /// priority. A reserved task's offer is withdrawn first.
+    pub fn move_task(
+        &self,
+        id: &str,
+        queue: &str,
+        priority: Option<i32>,
+    ) -> Result<Task, RouterError> {
+        let moved = {
+            let mut state = self.lock();
+            if !state.queues.contains_key(queue) {
+                return Err(RouterError::UnknownQueue(queue.into()));
+            }
+            let task = state
+                .tasks
+                .get(id)
+                .cloned()
+                .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+            match task.status {
+                TaskStatus::Pending => {}
+                TaskStatus::Reserved => {
+                    if let Some(r) = task
+                        .reservation
+                        .as_ref()
+                        .and_then(|r| state.reservations.get(r))
+                        .cloned()
+                    {
+                        self.release_reservation(&mut state, &r)?;
+                    }
+                }
+                other => {
+                    return Err(RouterError::Conflict(format!(
+                        "task {id} is {other:?}; only waiting tasks can be moved"
+                    )));
+                }
+            }
+            let now = (self.clock)();
+            let order = state_order(&state, &task.queue);
+            let task = state.tasks.get_mut(id).expect("checked above");
+            let old_key = waiting_key(order, task);
+            let old_queue = std::mem::replace(&mut task.queue, queue.to_string());
+            if let Some(p) = priority {
+                task.priority = p;
+            }
+            task.target = 0;
+            task.target_since_ms = now;
+            task.passed_by.clear();
+            let snapshot = task.clone();
+            if let Some(q) = state.queues.get_mut(&old_queue) {
+                q.waiting.remove(&old_key);
+            }
+            let q = state.queues.get_mut(queue).expect("checked above");
+            q.waiting.insert(waiting_key(q.config.order, &snapshot));
+            self.store.put_json(Tree::Tasks, id, &snapshot)?;
+            snapshot
+        };
+        self.assign_all()?;
+        Ok(self.task(&moved.id).unwrap_or(moved))
+    }
+
     /// Cancels an open task (a supervisor, or the customer left).
     pub fn cancel(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
         let done = {
@@ -918,6 +978,65 @@ impl Router {
                 within as f64 * 100.0 / (answered + canceled) as f64
             },
         })
+    }
+
+    /// Every queue's live numbers.
+    pub fn all_stats(&self) -> Vec<QueueStats> {
+        let names: Vec<String> = {
+            let mut names: Vec<String> = self.lock().queues.keys().cloned().collect();
+            names.sort();
+            names
+        };
+        names.iter().filter_map(|q| self.stats(q).ok()).collect()
+    }
+
+    /// The router's numbers in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_queue_tasks Open tasks by queue and status."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_queue_tasks gauge");
+        let stats = self.all_stats();
+        for s in &stats {
+            for status in ["pending", "reserved", "assigned"] {
+                let n = s.tasks.get(status).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "switchboard_queue_tasks{{queue=\"{}\",status=\"{status}\"}} {n}",
+                    s.queue
+                );
+            }
+        }
+        let gauges = [
+            (
+                "switchboard_queue_longest_wait_seconds",
+                "Longest wait of a waiting task.",
+            ),
+            (
+                "switchboard_queue_available_agents",
+                "Members available with free capacity.",
+            ),
+            (
+                "switchboard_queue_sla_percent",
+                "Share of tasks answered within the SLA over the last 15 minutes.",
+            ),
+        ];
+        for (name, help) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for s in &stats {
+                let value = match name {
+                    "switchboard_queue_longest_wait_seconds" => s.longest_wait_secs,
+                    "switchboard_queue_available_agents" => s.available_agents as f64,
+                    _ => s.sla_percent,
+                };
+                let _ = writeln!(out, "{name}{{queue=\"{}\"}} {value}", s.queue);
+            }
+        }
+        out
     }
 
     /// Makes everything written so far durable.
