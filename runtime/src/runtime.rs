@@ -112,6 +112,7 @@ impl Runtime {
                 })
                 .map_err(|e| anyhow::anyhow!("cannot define the fallback queue: {e}"))?;
         }
+        router.set_planner(planner(flows.clone(), engine.clone(), store.clone()));
         let sessions = Arc::new(Sessions::new(
             store.clone(),
             engine.clone(),
@@ -277,4 +278,72 @@ impl Runtime {
             changed,
         ))
     }
+}
+
+/// The flow name whose live version, when it is a router component, plans every new task.
+pub const ROUTER_FLOW: &str = "router";
+
+/// Plans tasks with the live version of the `router` flow, when there is one. Any failure
+/// (no component, a trap, an error, a bad plan) keeps the queue's own plan: a task is never
+/// lost to a routing bug.
+fn planner(
+    flows: Arc<Flows>,
+    engine: Arc<Engine>,
+    store: Arc<dyn Store>,
+) -> crate::router::Planner {
+    use crate::engine::bindings::router::switchboard::flow::routing as wit;
+    let services = Arc::new(Services {
+        store,
+        clock: Clock::System,
+    });
+    Box::new(move |task| {
+        let version = flows.live(ROUTER_FLOW).ok()?;
+        let component = flows.component(ROUTER_FLOW, version).ok()?;
+        if component.world() != crate::engine::ROUTER_WORLD {
+            return None;
+        }
+        let attributes = task
+            .attributes
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let request = wit::Task {
+            id: task.id.clone(),
+            queue: task.queue.clone(),
+            channel: task.channel.into(),
+            priority: task.priority,
+            attributes,
+        };
+        match engine.route(&services, &component, &request) {
+            Ok(Ok(plan)) => Some(crate::router::Plan {
+                queue: plan.queue,
+                priority: plan.priority,
+                targets: plan
+                    .targets
+                    .into_iter()
+                    .map(|t| crate::router::Target {
+                        workers: t.workers,
+                        timeout_secs: u64::from(t.timeout_secs),
+                    })
+                    .collect(),
+            }),
+            Ok(Err(why)) => {
+                tracing::warn!(task = %task.id, version, why, "the router component declined; using the queue's plan");
+                None
+            }
+            Err(fault) => {
+                tracing::error!(task = %task.id, version, %fault, "the router component faulted; using the queue's plan");
+                None
+            }
+        }
+    })
 }

@@ -555,3 +555,75 @@ fn supervisor_moves_tasks_and_watches_the_numbers() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_router_component_changes_routing_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    put(&server, "/v1/queues/support", json!({}));
+    // Ed has waited longest, so the queue's own plan offers him everything.
+    let ed = agent(
+        &server,
+        "ed",
+        json!({"languages": ["en"]}),
+        json!({"voice": 1}),
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    let fifi = agent(
+        &server,
+        "fifi",
+        json!({"languages": ["fr", "en"]}),
+        json!({"voice": 1}),
+    );
+    let before = task(&server, "support", "voice", 0, json!({"language": "fr"}));
+    assert_eq!(before["worker"], "ed");
+    let r = reservation_of(&server, &ed).unwrap();
+    act(&server, &ed, &format!("/agent/v1/reservations/{r}/reject"));
+    let r = reservation_of(&server, &fifi).unwrap();
+    act(
+        &server,
+        &fifi,
+        &format!("/agent/v1/reservations/{r}/accept"),
+    );
+    let (status, _) = server.call_as(
+        Some(&fifi),
+        "POST",
+        &format!(
+            "/agent/v1/tasks/{}/complete",
+            before["id"].as_str().unwrap()
+        ),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200);
+
+    // The routing component goes live as the flow `router`: French speakers first, VIPs ahead.
+    let (status, deployed) = server.deploy("router", &crate::support::guest("language-router"));
+    assert_eq!(status, 201, "{deployed}");
+    assert_eq!(deployed["world"], "switchboard:flow/router@0.1.0");
+    let after = task(
+        &server,
+        "support",
+        "voice",
+        0,
+        json!({"language": "fr", "tier": "vip"}),
+    );
+    assert_eq!(after["worker"], "fifi", "{after}");
+    assert_eq!(after["priority"], 10);
+    assert_eq!(after["plan"][0]["workers"], "\"fr\" in worker.languages");
+    let english = task(&server, "support", "voice", 0, json!({"language": "en"}));
+    assert_eq!(
+        english["worker"], "ed",
+        "English keeps the queue's plan: {english}"
+    );
+
+    // A router component cannot replace a flow, nor a flow the router.
+    let (status, err) = server.deploy("router", &crate::support::guest("ivr-menu"));
+    assert_eq!(status, 422, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("serves switchboard:flow/router@0.1.0"),
+        "{err}"
+    );
+}

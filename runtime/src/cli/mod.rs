@@ -388,7 +388,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 println!("  {e}");
             }
             match engine.compile(&bytes) {
-                Ok(_) => println!("a flow of {}: deployable", crate::engine::FLOW_WORLD),
+                Ok(component) => println!("a component of {}: deployable", component.world()),
                 Err(why) => println!("not deployable: {why}"),
             }
             Ok(())

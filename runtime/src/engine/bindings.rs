@@ -12,6 +12,21 @@ mod generated {
 }
 pub use generated::*;
 
+/// The `router` world: its host interfaces are the flow world's, implemented once.
+#[allow(missing_docs)]
+pub mod router {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "router",
+        with: {
+            "switchboard:flow/types": super::generated::switchboard::flow::types,
+            "switchboard:flow/config": super::generated::switchboard::flow::config,
+            "switchboard:flow/log": super::generated::switchboard::flow::log,
+            "switchboard:flow/clock": super::generated::switchboard::flow::clock,
+        },
+    });
+}
+
 pub use self::switchboard::flow::clock::{LocalTime, Weekday};
 pub use self::switchboard::flow::crm::{Customer, LookupKey};
 pub use self::switchboard::flow::log::Level;

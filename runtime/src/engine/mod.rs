@@ -33,6 +33,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 const KEEP_RESIDENT: usize = 1 << 20;
 /// The world every flow component must target.
 pub const FLOW_WORLD: &str = "switchboard:flow/flow@0.1.0";
+/// The world of routing components.
+pub const ROUTER_WORLD: &str = "switchboard:flow/router@0.1.0";
 
 /// Why a component cannot become a flow version. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -126,9 +128,26 @@ pub struct StepResult {
 /// A compiled flow version, ready to instantiate.
 #[derive(Clone)]
 pub struct FlowComponent {
-    pre: FlowPre<StepState>,
+    pre: Pre,
     /// SHA-256 of the component bytes, hex.
     pub sha256: String,
+}
+
+/// The world a component serves, pre-linked.
+#[derive(Clone)]
+enum Pre {
+    Flow(FlowPre<StepState>),
+    Router(bindings::router::RouterPre<StepState>),
+}
+
+impl FlowComponent {
+    /// The world it targets: [`FLOW_WORLD`] or [`ROUTER_WORLD`].
+    pub fn world(&self) -> &'static str {
+        match self.pre {
+            Pre::Flow(_) => FLOW_WORLD,
+            Pre::Router(_) => ROUTER_WORLD,
+        }
+    }
 }
 
 /// The identity of the step being run, for logs and kv.
@@ -219,6 +238,8 @@ impl Engine {
 
         let mut linker = Linker::new(&wasmtime);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_error)?;
+        bindings::router::switchboard::flow::routing::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
+            .map_err(wasm_error)?;
         Flow::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
             .map_err(wasm_error)?;
 
@@ -305,7 +326,13 @@ impl Engine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| Rejection::WrongWorld(format!("{e:#}")))?;
-        let pre = FlowPre::new(pre).map_err(|e| Rejection::WrongWorld(format!("{e:#}")))?;
+        let pre = match FlowPre::new(pre.clone()) {
+            Ok(flow) => Pre::Flow(flow),
+            Err(as_flow) => match bindings::router::RouterPre::new(pre) {
+                Ok(router) => Pre::Router(router),
+                Err(_) => return Err(Rejection::WrongWorld(format!("{as_flow:#}"))),
+            },
+        };
         let flow = FlowComponent { pre, sha256 };
         self.check_instantiates(&flow)?;
         Ok(flow)
@@ -429,7 +456,11 @@ impl Engine {
         );
         let _slot = self.slots.acquire();
         let mut store = self.new_store(state);
-        flow.pre.instantiate(&mut store).map(|_| ()).map_err(|e| {
+        let instantiated = match &flow.pre {
+            Pre::Flow(pre) => pre.instantiate(&mut store).map(|_| ()),
+            Pre::Router(pre) => pre.instantiate(&mut store).map(|_| ()),
+        };
+        instantiated.map_err(|e| {
             Rejection::InstantiationTrapped(self.classify(&store, e, &stderr).to_string())
         })
     }
@@ -497,6 +528,34 @@ impl Engine {
         }
     }
 
+    /// Asks a router component for a task's plan: a fresh instance, one call to `route`.
+    pub fn route(
+        &self,
+        services: &Arc<Services>,
+        component: &FlowComponent,
+        task: &bindings::router::switchboard::flow::routing::Task,
+    ) -> Result<Result<bindings::router::switchboard::flow::routing::Plan, String>, Fault> {
+        let Pre::Router(pre) = &component.pre else {
+            return Err(Fault::Instantiate {
+                message: format!("this version is a flow, not a component of {ROUTER_WORLD}"),
+            });
+        };
+        let (state, stderr) = self.step_state(
+            services.clone(),
+            "router".into(),
+            0,
+            task.id.as_str().into(),
+        );
+        let _slot = self.slots.acquire();
+        let mut store = self.new_store(state);
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(&store, e, &stderr))?;
+        instance
+            .call_route(&mut store, task)
+            .map_err(|e| self.classify(&store, e, &stderr))
+    }
+
     fn call(
         &self,
         store: &mut Store<StepState>,
@@ -506,12 +565,17 @@ impl Engine {
         event: &Event,
         stderr: &MemoryOutputPipe,
     ) -> Result<(Vec<Action>, Vec<u8>), Fault> {
-        let instance = component.pre.instantiate(&mut *store).map_err(|e| {
-            match self.classify(store, e, stderr) {
-                Fault::Trap { message } => Fault::Instantiate { message },
-                other => other,
-            }
-        })?;
+        let Pre::Flow(pre) = &component.pre else {
+            return Err(Fault::Instantiate {
+                message: format!("this version is a component of {ROUTER_WORLD}, not a flow"),
+            });
+        };
+        let instance =
+            pre.instantiate(&mut *store)
+                .map_err(|e| match self.classify(store, e, stderr) {
+                    Fault::Trap { message } => Fault::Instantiate { message },
+                    other => other,
+                })?;
         let contact = contact.into();
         let event = event.into();
         let step = match instance.call_handle(&mut *store, &contact, state, &event) {

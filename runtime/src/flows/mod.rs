@@ -21,7 +21,7 @@ pub use health::{Aborted, Health};
 use crate::audit;
 use crate::config::CanaryConfig;
 use crate::contract::Channel;
-use crate::engine::{Engine, FLOW_WORLD, FlowComponent, Rejection};
+use crate::engine::{Engine, FlowComponent, Rejection};
 use crate::store::{Store, StoreError, StoreExt, Tree};
 
 /// An immutable deployed version of a flow.
@@ -251,6 +251,16 @@ impl Flows {
         self.write_component(&component.sha256, bytes)?;
         let swapping = std::time::Instant::now();
         let previous = self.record(flow)?;
+        if let Some(live) = &previous
+            && let Ok(live_version) = self.version(flow, live.live)
+            && live_version.world != component.world()
+        {
+            return Err(FlowsError::Rejected(Rejection::WrongWorld(format!(
+                "{flow:?} serves {}, and this component targets {}; deploy it under another name",
+                live_version.world,
+                component.world()
+            ))));
+        }
         let version = match self
             .store
             .last_with_prefix(Tree::Versions, format!("{flow}/").as_bytes())?
@@ -263,7 +273,7 @@ impl Flows {
             version,
             sha256: component.sha256.clone(),
             size: bytes.len() as u64,
-            world: FLOW_WORLD.to_string(),
+            world: component.world().to_string(),
             deployed_at: now(),
             deployed_by: who.to_string(),
         };

@@ -17,8 +17,11 @@ use sha2::Digest;
 
 pub use expression::Expression;
 pub use model::{
-    Order, QueueConfig, QueueStats, Reservation, Target, Task, TaskStatus, WorkerRecord,
+    Order, Plan, QueueConfig, QueueStats, Reservation, Target, Task, TaskStatus, WorkerRecord,
 };
+
+/// Decides a new task's plan (a router component); `None` keeps the queue's own plan.
+pub type Planner = Box<dyn Fn(&Task) -> Option<Plan> + Send + Sync>;
 
 use crate::contract::Channel;
 use crate::store::{Store, StoreError, StoreExt, Tree};
@@ -144,6 +147,8 @@ struct State {
     idle: BTreeSet<(u64, String)>,
     tasks: HashMap<String, Task>,
     reservations: HashMap<String, Reservation>,
+    /// Compiled plans of tasks planned by a router component.
+    plans: HashMap<String, Vec<(Expression, u64)>>,
 }
 
 /// Something an agent's desktop should hear at once.
@@ -163,6 +168,7 @@ pub struct Router {
     state: Mutex<State>,
     outcomes: Mutex<Vec<Outcome>>,
     notices: tokio::sync::broadcast::Sender<Notice>,
+    planner: std::sync::RwLock<Option<Planner>>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
@@ -211,6 +217,7 @@ impl Router {
             state: Mutex::new(State::default()),
             outcomes: Mutex::new(Vec::new()),
             notices: tokio::sync::broadcast::channel(1024).0,
+            planner: std::sync::RwLock::new(None),
             clock,
         };
         router.load()?;
@@ -258,6 +265,11 @@ impl Router {
             {
                 q.waiting.insert(waiting_key(q.config.order, &task));
             }
+            if let Some(plan) = &task.plan
+                && let Ok(compiled) = compile_targets(plan)
+            {
+                state.plans.insert(task.id.clone(), compiled);
+            }
             state.tasks.insert(task.id.clone(), task);
         }
         let names: Vec<String> = state.workers.keys().cloned().collect();
@@ -272,6 +284,11 @@ impl Router {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets `planner` decide the plan of every new task.
+    pub fn set_planner(&self, planner: Planner) {
+        *self.planner.write().unwrap_or_else(|p| p.into_inner()) = Some(planner);
     }
 
     /// New reservations as they are made, for agents' live connections.
@@ -452,13 +469,37 @@ impl Router {
     }
 
     /// Creates a task and offers it at once if an agent is free.
-    pub fn create_task(&self, new: NewTask) -> Result<Task, RouterError> {
+    pub fn create_task(&self, mut new: NewTask) -> Result<Task, RouterError> {
         if !new.attributes.is_object() {
             return Err(RouterError::Invalid(
                 "a task's attributes are a JSON object".into(),
             ));
         }
-        let id = {
+        if !self.lock().queues.contains_key(&new.queue) {
+            return Err(RouterError::UnknownQueue(new.queue.clone()));
+        }
+        let id = new_id("tk_");
+        // The planner may run a Wasm component: never while holding the router's lock.
+        let compiled = match self.plan(&id, &new) {
+            Some(plan) if self.lock().queues.contains_key(&plan.queue) => {
+                new.queue = plan.queue.clone();
+                new.priority = plan.priority;
+                match compile_targets(&plan.targets) {
+                    Ok(targets) if !targets.is_empty() => Some((plan.targets, targets)),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::error!(task = %id, error = %e, "the router component's plan has a bad expression; using the queue's plan");
+                        None
+                    }
+                }
+            }
+            Some(plan) => {
+                tracing::error!(task = %id, queue = %plan.queue, "the router component chose an undefined queue; keeping the task's queue");
+                None
+            }
+            None => None,
+        };
+        {
             let mut state = self.lock();
             let now = (self.clock)();
             let queue = state
@@ -471,7 +512,7 @@ impl Router {
                 queue.config.task_timeout_secs
             };
             let task = Task {
-                id: new_id("tk_"),
+                id: id.clone(),
                 queue: new.queue.clone(),
                 channel: new.channel,
                 priority: new.priority,
@@ -488,15 +529,44 @@ impl Router {
                 assigned_ms: None,
                 wrapup: None,
                 reason: None,
+                plan: compiled.as_ref().map(|(targets, _)| targets.clone()),
             };
             queue.waiting.insert(waiting_key(queue.config.order, &task));
             self.store.put_json(Tree::Tasks, &task.id, &task)?;
-            let id = task.id.clone();
+            if let Some((_, targets)) = compiled {
+                state.plans.insert(id.clone(), targets);
+            }
             state.tasks.insert(id.clone(), task);
-            id
-        };
+        }
         self.assign_queue(&new.queue)?;
         self.task(&id)
+    }
+
+    /// The planner's plan for a new task, if a planner is set and decides.
+    fn plan(&self, id: &str, new: &NewTask) -> Option<Plan> {
+        let planner = self.planner.read().unwrap_or_else(|p| p.into_inner());
+        let planner = planner.as_ref()?;
+        let draft = Task {
+            id: id.to_string(),
+            queue: new.queue.clone(),
+            channel: new.channel,
+            priority: new.priority,
+            attributes: new.attributes.clone(),
+            status: TaskStatus::Pending,
+            created_ms: 0,
+            target: 0,
+            target_since_ms: 0,
+            timeout_ms: 0,
+            worker: None,
+            reservation: None,
+            passed_by: Vec::new(),
+            contact: new.contact.clone(),
+            assigned_ms: None,
+            wrapup: None,
+            reason: None,
+            plan: None,
+        };
+        planner(&draft)
     }
 
     /// A task (open or recently finished).
@@ -678,7 +748,10 @@ impl Router {
             task.target = 0;
             task.target_since_ms = now;
             task.passed_by.clear();
+            // A supervisor's move replaces a router component's plan with the queue's.
+            task.plan = None;
             let snapshot = task.clone();
+            state.plans.remove(id);
             if let Some(q) = state.queues.get_mut(&old_queue) {
                 q.waiting.remove(&old_key);
             }
@@ -731,6 +804,7 @@ impl Router {
             .tasks
             .remove(id)
             .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+        state.plans.remove(id);
         let reservation = task.reservation.take();
         if let Some(r) = &reservation {
             state.reservations.remove(r);
@@ -794,12 +868,12 @@ impl Router {
                         timed_out.push(task.id.clone());
                         continue;
                     }
-                    let Some(queue) = state.queues.get(&task.queue) else {
+                    let Some(targets) = targets_of(&state, task) else {
                         continue;
                     };
-                    if let Some((_, timeout)) = queue.targets.get(task.target)
+                    if let Some((_, timeout)) = targets.get(task.target)
                         && *timeout > 0
-                        && task.target + 1 < queue.targets.len()
+                        && task.target + 1 < targets.len()
                         && now >= task.target_since_ms + timeout * 1000
                     {
                         escalate.push(task.id.clone());
@@ -1061,6 +1135,26 @@ fn waiting_key(order: Order, task: &Task) -> (Reverse<i32>, u64, String) {
     (Reverse(priority), task.created_ms, task.id.clone())
 }
 
+fn compile_targets(targets: &[Target]) -> Result<Vec<(Expression, u64)>, RouterError> {
+    targets
+        .iter()
+        .map(|t| {
+            Ok((
+                Expression::compile(&t.workers).map_err(RouterError::Invalid)?,
+                t.timeout_secs,
+            ))
+        })
+        .collect()
+}
+
+/// A task's targets: its own plan's, else its queue's.
+fn targets_of<'s>(state: &'s State, task: &Task) -> Option<&'s [(Expression, u64)]> {
+    match state.plans.get(&task.id) {
+        Some(plan) => Some(plan),
+        None => state.queues.get(&task.queue).map(|q| q.targets.as_slice()),
+    }
+}
+
 fn compile_queue(config: QueueConfig) -> Result<Queue, RouterError> {
     let members_expr = Expression::compile(&config.members).map_err(RouterError::Invalid)?;
     let targets = if config.targets.is_empty() {
@@ -1141,7 +1235,8 @@ fn update_idle(state: &mut State, name: &str) {
 fn pick_worker(state: &State, queue: &str, task_id: &str) -> Option<String> {
     let q = state.queues.get(queue)?;
     let task = state.tasks.get(task_id)?;
-    let (target, _) = q.targets.get(task.target).or_else(|| q.targets.last())?;
+    let targets = targets_of(state, task)?;
+    let (target, _) = targets.get(task.target).or_else(|| targets.last())?;
     let task_view = (!target.always()).then(|| task_view(task));
     state
         .idle

@@ -148,6 +148,20 @@ pub struct Task {
     pub wrapup: Option<String>,
     /// Why it was canceled.
     pub reason: Option<String>,
+    /// The routing plan a router component gave this task, replacing the queue's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Vec<Target>>,
+}
+
+/// A router component's decision for a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Queue.
+    pub queue: String,
+    /// Priority.
+    pub priority: i32,
+    /// Targets; empty keeps the queue's.
+    pub targets: Vec<Target>,
 }
 
 /// An offer of a task to one agent.

@@ -135,3 +135,4 @@ impl WasiView for StepState {
 }
 
 impl super::bindings::switchboard::flow::types::Host for StepState {}
+impl super::bindings::router::switchboard::flow::routing::Host for StepState {}
