@@ -627,3 +627,61 @@ fn a_router_component_changes_routing_without_a_restart() {
         "{err}"
     );
 }
+
+#[test]
+fn the_workflow_sends_tasks_by_their_attributes_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    put(&server, "/v1/queues/general", json!({}));
+    put(&server, "/v1/queues/escalations", json!({}));
+    let workflow = json!({"filters": [
+        {"name": "angry", "when": "task.sentiment == \"angry\" || task.priority >= 50", "queue": "escalations", "priority": 100}
+    ]});
+    put(&server, "/v1/workflow", workflow.clone());
+
+    let calm = task(&server, "general", "voice", 0, json!({"sentiment": "calm"}));
+    assert_eq!(
+        (calm["queue"].as_str(), calm["priority"].as_i64()),
+        (Some("general"), Some(0))
+    );
+    let angry = task(
+        &server,
+        "general",
+        "voice",
+        0,
+        json!({"sentiment": "angry"}),
+    );
+    assert_eq!(
+        (angry["queue"].as_str(), angry["priority"].as_i64()),
+        (Some("escalations"), Some(100))
+    );
+
+    // A filter naming a missing queue, or a bad condition, is refused; the old one stays.
+    let (status, err) = server.call(
+        "PUT",
+        "/v1/workflow",
+        Some(json!({"filters": [{"name": "x", "when": "true", "queue": "nowhere"}]})),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"nowhere\", which does not exist"),
+        "{err}"
+    );
+    let (status, _) = server.call(
+        "PUT",
+        "/v1/workflow",
+        Some(json!({"filters": [{"name": "x", "when": "task.a ==", "queue": "general"}]})),
+    );
+    assert_eq!(status, 400);
+    server.kill();
+
+    let server = Server::start(dir.path(), &[]);
+    let (_, kept) = server.call("GET", "/v1/workflow", None);
+    assert_eq!(kept["filters"][0]["when"], workflow["filters"][0]["when"]);
+    assert_eq!(kept["filters"][0]["queue"], "escalations");
+    let urgent = task(&server, "general", "voice", 60, json!({}));
+    assert_eq!(urgent["queue"], "escalations");
+}

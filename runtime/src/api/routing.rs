@@ -35,6 +35,7 @@ pub fn supervisor() -> Router<Arc<Runtime>> {
         .route("/tasks/{id}", get(show_task))
         .route("/tasks/{id}/cancel", post(cancel_task))
         .route("/tasks/{id}/move", post(move_task))
+        .route("/workflow", get(show_workflow).put(set_workflow))
         .route("/stats", get(all_stats))
         .route("/stats/stream", get(stats_stream))
 }
@@ -207,6 +208,16 @@ async fn move_task(State(rt): Api, Path(id): Path<String>, body: Body<MoveBody>)
     })
     .await?;
     ok(StatusCode::OK, task)
+}
+
+async fn show_workflow(State(rt): Api) -> Answer {
+    ok(StatusCode::OK, rt.router.workflow())
+}
+
+async fn set_workflow(State(rt): Api, body: Body<crate::router::Workflow>) -> Answer {
+    let Json(workflow) = body?;
+    let saved = routed(rt, move |rt| Ok(rt.router.set_workflow(workflow)?)).await?;
+    ok(StatusCode::OK, saved)
 }
 
 async fn all_stats(State(rt): Api) -> Answer {

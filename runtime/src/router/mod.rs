@@ -17,7 +17,8 @@ use sha2::Digest;
 
 pub use expression::Expression;
 pub use model::{
-    Order, Plan, QueueConfig, QueueStats, Reservation, Target, Task, TaskStatus, WorkerRecord,
+    Filter, Order, Plan, QueueConfig, QueueStats, Reservation, Target, Task, TaskStatus,
+    WorkerRecord, Workflow,
 };
 
 /// Decides a new task's plan (a router component); `None` keeps the queue's own plan.
@@ -25,6 +26,9 @@ pub type Planner = Box<dyn Fn(&Task) -> Option<Plan> + Send + Sync>;
 
 use crate::contract::Channel;
 use crate::store::{Store, StoreError, StoreExt, Tree};
+
+/// Where the workflow is kept (a key no queue name can take).
+const WORKFLOW_KEY: &str = "\u{0}workflow";
 
 /// Reservations an agent may let time out in a row before being made `unavailable`.
 const MAX_MISSED: u32 = 3;
@@ -169,6 +173,7 @@ pub struct Router {
     outcomes: Mutex<Vec<Outcome>>,
     notices: tokio::sync::broadcast::Sender<Notice>,
     planner: std::sync::RwLock<Option<Planner>>,
+    workflow: std::sync::RwLock<(Workflow, Vec<Expression>)>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
@@ -218,6 +223,7 @@ impl Router {
             outcomes: Mutex::new(Vec::new()),
             notices: tokio::sync::broadcast::channel(1024).0,
             planner: std::sync::RwLock::new(None),
+            workflow: std::sync::RwLock::new((Workflow::default(), Vec::new())),
             clock,
         };
         router.load()?;
@@ -226,6 +232,13 @@ impl Router {
 
     fn load(&self) -> Result<(), RouterError> {
         let now = (self.clock)();
+        if let Some(workflow) = self
+            .store
+            .get_json::<Workflow>(Tree::Queues, WORKFLOW_KEY)?
+        {
+            let compiled = compile_workflow(&workflow)?;
+            *self.workflow.write().unwrap_or_else(|p| p.into_inner()) = (workflow, compiled);
+        }
         let mut state = self.lock();
         for record in self.store.scan_json::<WorkerRecord>(Tree::Workers, "")? {
             let worker = Worker {
@@ -237,7 +250,16 @@ impl Router {
             };
             state.workers.insert(worker.record.name.clone(), worker);
         }
-        for config in self.store.scan_json::<QueueConfig>(Tree::Queues, "")? {
+        for (key, bytes) in self.store.scan_prefix(Tree::Queues, b"")? {
+            if key == WORKFLOW_KEY.as_bytes() {
+                continue;
+            }
+            let config: QueueConfig =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                    tree: "queues",
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    why: e.to_string(),
+                })?;
             let queue = compile_queue(config)?;
             state.queues.insert(queue.config.name.clone(), queue);
         }
@@ -284,6 +306,61 @@ impl Router {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the workflow. Every condition and target is compiled and every queue checked
+    /// first: a bad workflow changes nothing.
+    pub fn set_workflow(&self, workflow: Workflow) -> Result<Workflow, RouterError> {
+        let compiled = compile_workflow(&workflow)?;
+        {
+            let state = self.lock();
+            for f in &workflow.filters {
+                if !state.queues.contains_key(&f.queue) {
+                    return Err(RouterError::Invalid(format!(
+                        "filter {:?} sends tasks to queue {:?}, which does not exist: define it first",
+                        f.name, f.queue
+                    )));
+                }
+                compile_targets(&f.targets)?;
+            }
+        }
+        self.store.put_json(Tree::Queues, WORKFLOW_KEY, &workflow)?;
+        *self.workflow.write().unwrap_or_else(|p| p.into_inner()) = (workflow.clone(), compiled);
+        Ok(workflow)
+    }
+
+    /// The workflow.
+    pub fn workflow(&self) -> Workflow {
+        self.workflow
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// The workflow's plan for a new task: its first matching filter's.
+    fn workflow_plan(&self, new: &NewTask) -> Option<Plan> {
+        let workflow = self.workflow.read().unwrap_or_else(|p| p.into_inner());
+        let mut view = new.attributes.clone();
+        if let Value::Object(map) = &mut view {
+            map.insert("priority".into(), Value::from(new.priority));
+            map.insert("queue".into(), Value::from(new.queue.clone()));
+            map.insert(
+                "channel".into(),
+                serde_json::to_value(new.channel).unwrap_or_default(),
+            );
+        }
+        let (workflow, conditions) = &*workflow;
+        workflow
+            .filters
+            .iter()
+            .zip(conditions)
+            .find(|(_, when)| when.matches(&Value::Null, &view))
+            .map(|(f, _)| Plan {
+                queue: f.queue.clone(),
+                priority: f.priority.unwrap_or(new.priority),
+                targets: f.targets.clone(),
+            })
     }
 
     /// Lets `planner` decide the plan of every new task.
@@ -480,7 +557,8 @@ impl Router {
         }
         let id = new_id("tk_");
         // The planner may run a Wasm component: never while holding the router's lock.
-        let compiled = match self.plan(&id, &new) {
+        let planned = self.plan(&id, &new).or_else(|| self.workflow_plan(&new));
+        let compiled = match planned {
             Some(plan) if self.lock().queues.contains_key(&plan.queue) => {
                 new.queue = plan.queue.clone();
                 new.priority = plan.priority;
@@ -1133,6 +1211,17 @@ fn waiting_key(order: Order, task: &Task) -> (Reverse<i32>, u64, String) {
         Order::Fifo => 0,
     };
     (Reverse(priority), task.created_ms, task.id.clone())
+}
+
+fn compile_workflow(workflow: &Workflow) -> Result<Vec<Expression>, RouterError> {
+    workflow
+        .filters
+        .iter()
+        .map(|f| {
+            Expression::compile(&f.when)
+                .map_err(|e| RouterError::Invalid(format!("filter {:?}: {e}", f.name)))
+        })
+        .collect()
 }
 
 fn compile_targets(targets: &[Target]) -> Result<Vec<(Expression, u64)>, RouterError> {

@@ -195,3 +195,30 @@ pub struct QueueStats {
     /// Share of tasks assigned in the window within the SLA, 0-100.
     pub sla_percent: f64,
 }
+
+/// The declarative workflow every new task goes through before it reaches a queue: the first
+/// filter whose condition matches decides the queue, priority and targets; no match keeps the
+/// queue the task asked for. (A router component, when deployed, decides first.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Workflow {
+    /// Filters, tried in order.
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+}
+
+/// One filter of the workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Filter {
+    /// A name for logs and stats.
+    pub name: String,
+    /// CEL over `task` (its attributes, `priority`, `queue`, `channel`).
+    pub when: String,
+    /// The queue matching tasks go to.
+    pub queue: String,
+    /// Their priority (unchanged when absent).
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// Their targets (the queue's when empty).
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
