@@ -100,6 +100,54 @@ enum Command {
         #[arg(required = true)]
         golden: Vec<PathBuf>,
     },
+    /// List queues with their live numbers.
+    Queues {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Define (or redefine) a queue and its routing plan.
+    Queue {
+        /// The queue's name.
+        name: String,
+        /// CEL over `worker`: who belongs (default: every agent), such as
+        /// '"billing" in worker.skills && worker.level >= 2'.
+        #[arg(long, default_value = "")]
+        members: String,
+        /// `priority` (higher first, then oldest) or `fifo`.
+        #[arg(long, default_value = "priority")]
+        order: String,
+        /// Seconds within which an answer counts toward the service level.
+        #[arg(long, default_value_t = 30)]
+        sla: u64,
+        /// Seconds an agent has to accept an offer.
+        #[arg(long, default_value_t = 30)]
+        reservation_timeout: u64,
+        /// Targets as a JSON list, such as '[{"workers": "worker.level >= 3", "timeout_secs": 30}, {}]'.
+        #[arg(long)]
+        targets: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Create or update an agent; prints the agent's token when it is created.
+    Agent {
+        /// The agent's name (login).
+        name: String,
+        /// Attributes as a JSON object, such as '{"skills": ["billing"], "languages": ["en"], "level": 2}'.
+        #[arg(long, default_value = "{}")]
+        attributes: String,
+        /// Capacity per channel, such as voice=1 chat=3 (repeatable).
+        #[arg(long = "capacity", value_parser = parse_pair)]
+        capacity: Vec<(String, String)>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Replace the routing workflow with the one in a JSON file ({"filters": [...]}).
+    Workflow {
+        /// The workflow file.
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Show what a component imports and exports, and whether it is a flow.
     Inspect {
         /// The component (.wasm).
@@ -373,6 +421,89 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Test { component, golden } => run_golden(&component, &golden),
+        Command::Queues { remote } => {
+            let stats = Client::new(&remote)?.get("/v1/stats")?;
+            println!(
+                "{:<20} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>7}",
+                "queue",
+                "pending",
+                "reserved",
+                "assigned",
+                "longest s",
+                "average s",
+                "agents",
+                "SLA %"
+            );
+            for q in stats["queues"].as_array().cloned().unwrap_or_default() {
+                let n = |k: &str| q["tasks"][k].as_u64().unwrap_or(0);
+                println!(
+                    "{:<20} {:>8} {:>8} {:>8} {:>10.1} {:>10.1} {:>4}/{:<4} {:>7.1}",
+                    q["queue"].as_str().unwrap_or("?"),
+                    n("pending"),
+                    n("reserved"),
+                    n("assigned"),
+                    q["longest_wait_secs"].as_f64().unwrap_or(0.0),
+                    q["average_wait_secs"].as_f64().unwrap_or(0.0),
+                    q["available_agents"],
+                    q["eligible_agents"],
+                    q["sla_percent"].as_f64().unwrap_or(0.0)
+                );
+            }
+            Ok(())
+        }
+        Command::Queue {
+            name,
+            members,
+            order,
+            sla,
+            reservation_timeout,
+            targets,
+            remote,
+        } => {
+            let targets: serde_json::Value = match targets {
+                Some(text) => serde_json::from_str(&text).context(
+                    "--targets is not a JSON list of {\"workers\": ..., \"timeout_secs\": ...}",
+                )?,
+                None => serde_json::json!([]),
+            };
+            let body = serde_json::json!({"members": members, "order": order, "sla_secs": sla, "reservation_timeout_secs": reservation_timeout, "targets": targets});
+            let queue = Client::new(&remote)?
+                .put_json(&format!("/v1/queues/{}", client::encode_path(&name)), &body)?;
+            print_json(&queue);
+            Ok(())
+        }
+        Command::Agent {
+            name,
+            attributes,
+            capacity,
+            remote,
+        } => {
+            let attributes: serde_json::Value =
+                serde_json::from_str(&attributes).context("--attributes is not a JSON object")?;
+            let mut caps = serde_json::Map::new();
+            for (channel, n) in capacity {
+                let n: u32 = n.parse().with_context(|| {
+                    format!("--capacity {channel}={n}: the capacity is a whole number")
+                })?;
+                caps.insert(channel, n.into());
+            }
+            let body = serde_json::json!({"attributes": attributes, "capacity": caps});
+            let agent = Client::new(&remote)?
+                .put_json(&format!("/v1/agents/{}", client::encode_path(&name)), &body)?;
+            match agent["token"].as_str() {
+                Some(token) => println!("agent {name} created; their token (shown once): {token}"),
+                None => println!("agent {name} updated"),
+            }
+            Ok(())
+        }
+        Command::Workflow { file, remote } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let workflow: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            print_json(&Client::new(&remote)?.put_json("/v1/workflow", &workflow)?);
+            Ok(())
+        }
         Command::Inspect { file } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
