@@ -53,7 +53,10 @@ impl Expression {
         let Some(program) = &self.program else {
             return true;
         };
-        let mut context = cel::Context::default();
+        // Building CEL's standard library is costly: every evaluation shares one.
+        static STDLIB: std::sync::LazyLock<Arc<cel::Env>> =
+            std::sync::LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+        let mut context = cel::Context::with_env(STDLIB.clone());
         let (Ok(w), Ok(t)) = (cel::to_value(worker), cel::to_value(task)) else {
             return false;
         };
