@@ -40,6 +40,7 @@ fn main() {
                 sla_secs: 30,
                 reservation_timeout_secs: 30,
                 task_timeout_secs: 3600,
+                wait_event_secs: 0,
                 targets: Vec::new(),
             })
             .unwrap();

@@ -86,6 +86,15 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent: Option<String>,
     },
+    /// Still waiting in a queue.
+    QueueWait {
+        /// The queue.
+        queue: String,
+        /// Seconds waited.
+        waited_secs: u32,
+        /// Place in line, from 1.
+        position: u32,
+    },
     /// The customer hung up or left.
     Hangup,
 }
@@ -170,6 +179,11 @@ pub enum Action {
         /// Number or SIP URI.
         target: String,
     },
+    /// Keep the place in the queue and call back this number; ends the call.
+    Callback {
+        /// The number to call back.
+        number: String,
+    },
     /// Set an attribute.
     SetAttribute {
         /// Key.
@@ -193,6 +207,9 @@ impl Action {
             }
             Action::Transfer { target } if target.trim().is_empty() => {
                 Some("transfer names no target".into())
+            }
+            Action::Callback { number } if number.trim().is_empty() => {
+                Some("callback names no number".into())
             }
             Action::SetAttribute { key, .. } if key.trim().is_empty() => {
                 Some("set-attribute has an empty key".into())

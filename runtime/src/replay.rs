@@ -174,6 +174,11 @@ fn describe_event(event: &Event) -> String {
         Event::NoInput => "no input".into(),
         Event::Message { text } => format!("message {text:?}"),
         Event::TaskOutcome { queue, status, .. } => format!("task {status:?} in {queue}"),
+        Event::QueueWait {
+            queue,
+            waited_secs,
+            position,
+        } => format!("waiting {waited_secs} s in {queue}, place {position}"),
         Event::Hangup => "hangup".into(),
     }
 }

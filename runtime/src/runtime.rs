@@ -108,6 +108,7 @@ impl Runtime {
                     sla_secs: 30,
                     reservation_timeout_secs: 30,
                     task_timeout_secs: 3600,
+                    wait_event_secs: 0,
                     targets: Vec::new(),
                 })
                 .map_err(|e| anyhow::anyhow!("cannot define the fallback queue: {e}"))?;
@@ -165,10 +166,20 @@ impl Runtime {
     /// canceled): each becomes a `task-outcome` event of the contact.
     pub fn deliver_outcomes(&self) {
         for outcome in self.router.take_outcomes() {
-            let event = crate::contract::Event::TaskOutcome {
-                queue: outcome.queue.clone(),
-                status: outcome.status,
-                agent: outcome.agent.clone(),
+            let event = match outcome.news {
+                crate::router::News::Status(status) => crate::contract::Event::TaskOutcome {
+                    queue: outcome.queue.clone(),
+                    status,
+                    agent: outcome.agent.clone(),
+                },
+                crate::router::News::Waiting {
+                    waited_secs,
+                    position,
+                } => crate::contract::Event::QueueWait {
+                    queue: outcome.queue.clone(),
+                    waited_secs,
+                    position,
+                },
             };
             match self.sessions.send(&outcome.contact, event) {
                 Ok(_) | Err(ContactError::Ended(_)) => {}

@@ -141,6 +141,7 @@ impl Session {
                     }
                 }
                 Action::Transfer { .. } => self.end("transferred"),
+                Action::Callback { .. } => self.end("callback"),
                 Action::Hangup => self.end("hangup"),
                 Action::End => self.end("end"),
                 Action::Say(_) | Action::Play { .. } | Action::Send { .. } => {}
@@ -536,7 +537,21 @@ impl Sessions {
         if matches!(session.status, Status::Ended { .. })
             && let Some(task) = self.router.task_of_contact(&session.id)
         {
-            let _ = self.router.cancel(&task.id, "the customer left");
+            let callback = actions.iter().find_map(|a| match a {
+                Action::Callback { number } => Some(number.clone()),
+                _ => None,
+            });
+            match callback {
+                // The caller keeps their place: the task stays, now a call to make.
+                Some(number) => {
+                    self.router
+                        .keep_for_callback(&task.id, &number)
+                        .map_err(|e| ContactError::Routing(e.to_string()))?;
+                }
+                None => {
+                    let _ = self.router.cancel(&task.id, "the customer left");
+                }
+            }
         }
         Ok(())
     }

@@ -685,3 +685,55 @@ fn the_workflow_sends_tasks_by_their_attributes_and_survives_a_restart() {
     let urgent = task(&server, "general", "voice", 60, json!({}));
     assert_eq!(urgent["queue"], "escalations");
 }
+
+#[test]
+fn a_waiting_caller_hears_their_place_and_keeps_it_with_a_callback() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ivr_server(dir.path(), &[]);
+    put(&server, "/v1/queues/sales", json!({"wait_event_secs": 1}));
+    let contact = server.start_contact("ivr-menu", "+15551230006");
+    let id = contact["contact"].as_str().unwrap().to_string();
+    server.press(&id, "1");
+
+    // Nobody is free: after a second the flow hears `queue-wait` and speaks to the caller.
+    let mut offer = Value::Null;
+    wait_until("a queue-wait step", || {
+        let (_, trace) = server.call("GET", &format!("/v1/contacts/{id}/trace"), None);
+        offer = trace
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["event"]["type"] == "queue-wait")
+            .cloned()
+            .unwrap_or(Value::Null);
+        !offer.is_null()
+    });
+    assert_eq!(offer["event"]["position"], 1);
+    assert_eq!(
+        offer["actions"][0]["prompt"][0]["text"],
+        "You are number 1 in line. To be called back instead of waiting, press 1."
+    );
+    let (_, session) = server.call("GET", &format!("/v1/contacts/{id}"), None);
+    assert_eq!(
+        session["status"]["state"], "queued",
+        "still waiting: {session}"
+    );
+
+    // The caller takes the callback: the call ends, the task keeps its place.
+    let ended = server.press(&id, "1");
+    assert_eq!(ended["status"]["reason"], "callback", "{ended}");
+    let (_, stats) = server.call("GET", "/v1/queues/sales/stats", None);
+    assert_eq!(stats["tasks"]["pending"], 1, "{stats}");
+    let token = agent(&server, "cal", json!({}), json!({"voice": 1}));
+    let offered = me(&server, &token);
+    let (_, task) = server.call(
+        "GET",
+        &format!(
+            "/v1/tasks/{}",
+            offered["reservation"]["task"].as_str().unwrap()
+        ),
+        None,
+    );
+    assert_eq!(task["attributes"]["callback"], "+15551230006");
+    assert!(task["contact"].is_null());
+}

@@ -7,6 +7,8 @@
 //! - Re-prompts on an invalid key; after three invalid keys, hands the caller to an agent.
 //! - Sends VIP customers (CRM tier `vip`) to the `vip` queue at high priority.
 //! - Ends politely when the caller says nothing.
+//! - While the caller waits in a queue, tells them their place in line and offers a callback
+//!   (press 1): they keep their place and an agent calls them back.
 
 use switchboard_sdk::prelude::*;
 
@@ -41,7 +43,28 @@ impl Flow for IvrMenu {
     fn handle(&mut self, cx: &mut Context<'_>, event: Event) -> Result<Vec<Action>, FlowError> {
         Ok(match event {
             Event::Started => self.greet(cx),
+            Event::Input(input) if self.queue.is_some() => match input.digits.trim() {
+                "1" => {
+                    let number = cx.contact().from.clone();
+                    vec![
+                        Action::say(
+                            "You keep your place in line, and we will call you back. Goodbye.",
+                        ),
+                        Action::callback(&number),
+                    ]
+                }
+                // Anything else: keep waiting quietly.
+                _ => vec![],
+            },
             Event::Input(input) => self.choose(cx, input.digits.trim()),
+            Event::QueueWait(wait) => vec![Action::gather(
+                Gather::digits(1)
+                    .say(&format!(
+                        "You are number {} in line. To be called back instead of waiting, press 1.",
+                        wait.position
+                    ))
+                    .timeout_ms(5_000),
+            )],
             Event::NoInput => vec![
                 Action::say("We did not receive any input. Thank you for calling. Goodbye."),
                 Action::Hangup,
@@ -314,6 +337,25 @@ mod tests {
         let last = call.press("9");
         assert_eq!(queue_of(&last), Some(("agents".into(), 0)));
         assert_eq!(call.state().invalid, 3);
+    }
+
+    #[test]
+    fn a_waiting_caller_hears_their_place_and_can_ask_for_a_callback() {
+        let mut call = call();
+        call.start();
+        call.press("1");
+        let wait = call.waiting("sales", 40, 3);
+        assert_eq!(
+            spoken(&wait)[0],
+            "You are number 3 in line. To be called back instead of waiting, press 1."
+        );
+        assert_eq!(
+            call.press("9"),
+            vec![],
+            "other keys keep the caller waiting"
+        );
+        let callback = call.press("1");
+        assert_eq!(callback.last(), Some(&Action::callback("+15551230001")));
     }
 
     #[test]

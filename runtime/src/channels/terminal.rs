@@ -306,6 +306,10 @@ impl<'a, D: Driver> Conversation<'a, D> {
                 Action::SetAttribute { key, value } => {
                     writeln!(self.out, "  switchboard: set {key} = {value}")?
                 }
+                Action::Callback { number } => writeln!(
+                    self.out,
+                    "  switchboard: the caller keeps their place in the queue; an agent will call back {number}"
+                )?,
                 Action::Hangup => writeln!(self.out, "  switchboard: the flow hangs up")?,
                 Action::End => writeln!(self.out, "  switchboard: the flow ends")?,
             }

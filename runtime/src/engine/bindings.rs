@@ -79,6 +79,15 @@ impl From<&c::Event> for t::Event {
                 },
                 agent: agent.clone(),
             }),
+            c::Event::QueueWait {
+                queue,
+                waited_secs,
+                position,
+            } => t::Event::QueueWait(t::QueueWait {
+                queue: queue.clone(),
+                waited_secs: *waited_secs,
+                position: *position,
+            }),
             c::Event::Hangup => t::Event::Hangup,
         }
     }
@@ -119,6 +128,7 @@ impl From<t::Action> for c::Action {
                 timeout_secs: e.timeout_secs,
             }),
             t::Action::Transfer(target) => c::Action::Transfer { target },
+            t::Action::Callback(number) => c::Action::Callback { number },
             t::Action::SetAttribute((key, value)) => c::Action::SetAttribute { key, value },
             t::Action::Hangup => c::Action::Hangup,
             t::Action::End => c::Action::End,

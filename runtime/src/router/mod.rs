@@ -71,10 +71,24 @@ pub struct Outcome {
     pub contact: String,
     /// The queue.
     pub queue: String,
-    /// `assigned`, `completed`, `timed-out` or `canceled`.
-    pub status: crate::contract::TaskStatus,
+    /// What happened.
+    pub news: News,
     /// The agent.
     pub agent: Option<String>,
+}
+
+/// What a contact's flow is told about its task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum News {
+    /// `assigned`, `completed`, `timed-out` or `canceled`.
+    Status(crate::contract::TaskStatus),
+    /// Still waiting.
+    Waiting {
+        /// Seconds waited.
+        waited_secs: u32,
+        /// Place in line, from 1.
+        position: u32,
+    },
 }
 
 /// A new task.
@@ -386,7 +400,7 @@ impl Router {
                 .push(Outcome {
                     contact: contact.clone(),
                     queue: task.queue.clone(),
-                    status,
+                    news: News::Status(status),
                     agent: task.worker.clone(),
                 });
         }
@@ -607,6 +621,7 @@ impl Router {
                 assigned_ms: None,
                 wrapup: None,
                 reason: None,
+                last_wait_ms: now,
                 plan: compiled.as_ref().map(|(targets, _)| targets.clone()),
             };
             queue.waiting.insert(waiting_key(queue.config.order, &task));
@@ -642,6 +657,7 @@ impl Router {
             assigned_ms: None,
             wrapup: None,
             reason: None,
+            last_wait_ms: 0,
             plan: None,
         };
         planner(&draft)
@@ -842,6 +858,23 @@ impl Router {
         Ok(self.task(&moved.id).unwrap_or(moved))
     }
 
+    /// The caller asked to be called back: the task keeps its place, records the number, and
+    /// no longer reports to the (ended) contact.
+    pub fn keep_for_callback(&self, id: &str, number: &str) -> Result<Task, RouterError> {
+        let mut state = self.lock();
+        let task = state
+            .tasks
+            .get_mut(id)
+            .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+        if let Value::Object(map) = &mut task.attributes {
+            map.insert("callback".into(), Value::from(number));
+        }
+        task.contact = None;
+        let snapshot = task.clone();
+        self.store.put_json(Tree::Tasks, id, &snapshot)?;
+        Ok(snapshot)
+    }
+
     /// Cancels an open task (a supervisor, or the customer left).
     pub fn cancel(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
         let done = {
@@ -938,6 +971,47 @@ impl Router {
                     update_idle(&mut state, &r.worker);
                     self.store.put_json(Tree::Workers, &r.worker, &record)?;
                 }
+            }
+            let mut waits = Vec::new();
+            for task in state.tasks.values() {
+                let Some(contact) = &task.contact else {
+                    continue;
+                };
+                let Some(queue) = state.queues.get(&task.queue) else {
+                    continue;
+                };
+                let every = queue.config.wait_event_secs * 1000;
+                if every > 0
+                    && matches!(task.status, TaskStatus::Pending | TaskStatus::Reserved)
+                    && now >= task.last_wait_ms + every
+                {
+                    let key = waiting_key(queue.config.order, task);
+                    let position = queue.waiting.range(..=key).count().max(1) as u32;
+                    waits.push((
+                        task.id.clone(),
+                        contact.clone(),
+                        task.queue.clone(),
+                        ((now - task.created_ms) / 1000) as u32,
+                        position,
+                    ));
+                }
+            }
+            for (id, contact, queue, waited_secs, position) in waits {
+                if let Some(task) = state.tasks.get_mut(&id) {
+                    task.last_wait_ms = now;
+                }
+                self.outcomes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Outcome {
+                        contact,
+                        queue,
+                        news: News::Waiting {
+                            waited_secs,
+                            position,
+                        },
+                        agent: None,
+                    });
             }
             let mut escalate = Vec::new();
             for task in state.tasks.values() {

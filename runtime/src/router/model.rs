@@ -75,6 +75,10 @@ pub struct QueueConfig {
     /// A task waiting longer than this is given up (its flow hears `timed-out`).
     #[serde(default = "default_task_timeout")]
     pub task_timeout_secs: u64,
+    /// Every this many seconds a waiting contact's flow hears `queue-wait` (its place in line,
+    /// the time waited), to speak to the caller or offer a callback. 0: never.
+    #[serde(default)]
+    pub wait_event_secs: u64,
     /// The routing plan: targets tried in order. Empty means one target: every member.
     #[serde(default)]
     pub targets: Vec<Target>,
@@ -148,6 +152,9 @@ pub struct Task {
     pub wrapup: Option<String>,
     /// Why it was canceled.
     pub reason: Option<String>,
+    /// When the contact's flow last heard `queue-wait`.
+    #[serde(default)]
+    pub last_wait_ms: u64,
     /// The routing plan a router component gave this task, replacing the queue's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<Target>>,

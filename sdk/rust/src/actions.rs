@@ -104,6 +104,17 @@ impl Action {
         Action::Transfer(target.to_string())
     }
 
+    /// While queued: keep the caller's place, end the call, and have the agent call back
+    /// `number` when the task is answered.
+    ///
+    /// ```
+    /// # use switchboard_sdk::prelude::*;
+    /// let later = Action::callback("+15551230001");
+    /// ```
+    pub fn callback(number: &str) -> Action {
+        Action::Callback(number.to_string())
+    }
+
     /// Set an attribute of the contact (visible to later steps and to agents).
     ///
     /// ```

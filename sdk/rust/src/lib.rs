@@ -57,8 +57,8 @@ pub use bindings::switchboard::flow::clock::{LocalTime, Weekday};
 pub use bindings::switchboard::flow::crm::{Customer, LookupKey};
 pub use bindings::switchboard::flow::log::Level;
 pub use bindings::switchboard::flow::types::{
-    Action, Channel, Contact, Enqueue, Event, FlowError, Input, Prompt, Say, Step, TaskOutcome,
-    TaskStatus,
+    Action, Channel, Contact, Enqueue, Event, FlowError, Input, Prompt, QueueWait, Say, Step,
+    TaskOutcome, TaskStatus,
 };
 pub use context::{Context, Host};
 
@@ -66,7 +66,7 @@ pub use context::{Context, Host};
 pub mod prelude {
     pub use crate::{
         Action, Channel, Contact, Context, Customer, Event, Flow, FlowError, Gather, Input, Level,
-        LocalTime, LookupKey, Prompt, TaskOutcome, TaskStatus, Weekday,
+        LocalTime, LookupKey, Prompt, QueueWait, TaskOutcome, TaskStatus, Weekday,
     };
 }
 

@@ -226,6 +226,15 @@ impl<F: Flow> Conversation<F> {
         }))
     }
 
+    /// The contact has waited `waited_secs` in `queue` and is at `position` in line.
+    pub fn waiting(&mut self, queue: &str, waited_secs: u32, position: u32) -> Vec<Action> {
+        self.send(Event::QueueWait(crate::QueueWait {
+            queue: queue.to_string(),
+            waited_secs,
+            position,
+        }))
+    }
+
     /// The customer hangs up.
     pub fn hang_up(&mut self) -> Vec<Action> {
         self.send(Event::Hangup)
