@@ -11,7 +11,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 echo "==> building the guest components (flows/ and tests/guests/)"
-cargo build --profile guest --target wasm32-wasip2 -p ivr-menu -p chaos -p init-trap -p language-router
+cargo build --profile guest --target wasm32-wasip2 -p ivr-menu -p chaos -p init-trap -p language-router -p order-status
 # Built on its own: it compiles the IVR source with a feature that must not reach ivr-menu.
 cargo build --profile guest --target wasm32-wasip2 -p ivr-menu-v2
 

@@ -21,6 +21,24 @@ pub struct Config {
     pub fallback: FallbackConfig,
     /// When a canary is rolled back by itself.
     pub canary: CanaryConfig,
+    /// Twilio-compatible voice and SMS webhooks.
+    pub twilio: TwilioConfig,
+}
+
+/// The Twilio-compatible webhooks.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwilioConfig {
+    /// The account's auth token: when set, every webhook must carry a valid
+    /// `X-Twilio-Signature` (403 otherwise).
+    pub auth_token: Option<String>,
+    /// The public base URL Twilio calls (such as `https://cc.example.com`), as signed by Twilio
+    /// and used in TwiML action URLs; behind a TLS-terminating proxy it differs from what the
+    /// server sees. Default: `http://` + the request's Host header.
+    pub public_url: Option<String>,
+    /// An SMS conversation is one contact while messages keep coming within this many
+    /// minutes.
+    pub sms_idle_minutes: Option<u64>,
 }
 
 /// Automatic rollback of canaries.
@@ -78,6 +96,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             fallback: FallbackConfig::default(),
             canary: CanaryConfig::default(),
+            twilio: TwilioConfig::default(),
         }
     }
 }
@@ -144,6 +163,12 @@ impl Config {
             self.engine.step_deadline_ms = ms.parse().with_context(|| {
                 format!("SWITCHBOARD_STEP_DEADLINE_MS={ms} is not a number of milliseconds")
             })?;
+        }
+        if let Some(token) = var("SWITCHBOARD_TWILIO_AUTH_TOKEN") {
+            self.twilio.auth_token = Some(token);
+        }
+        if let Some(url) = var("SWITCHBOARD_PUBLIC_URL") {
+            self.twilio.public_url = Some(url);
         }
         if let Some(mib) = var("SWITCHBOARD_MEMORY_CAP_MIB") {
             self.engine.memory_cap_mib = mib.parse().with_context(|| {

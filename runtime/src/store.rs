@@ -37,6 +37,8 @@ pub enum Tree {
     Workers,
     /// Task id -> the task.
     Tasks,
+    /// A channel's own key (a Twilio CallSid, an SMS conversation) -> the contact.
+    ChannelKeys,
 }
 
 impl Tree {
@@ -56,6 +58,7 @@ impl Tree {
             Tree::Queues => "queues",
             Tree::Workers => "workers",
             Tree::Tasks => "tasks",
+            Tree::ChannelKeys => "channel_keys",
         }
     }
 }
@@ -156,7 +159,7 @@ pub struct SledStore {
     trees: Vec<sled::Tree>,
 }
 
-const TREES: [Tree; 14] = [
+const TREES: [Tree; 15] = [
     Tree::Flows,
     Tree::Versions,
     Tree::Sessions,
@@ -171,6 +174,7 @@ const TREES: [Tree; 14] = [
     Tree::Queues,
     Tree::Workers,
     Tree::Tasks,
+    Tree::ChannelKeys,
 ];
 
 fn backend(e: sled::Error) -> StoreError {

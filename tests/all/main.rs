@@ -14,3 +14,4 @@ mod rollback;
 mod router;
 mod sandbox;
 mod simulate;
+mod twilio;

@@ -3,6 +3,7 @@
 
 mod error;
 mod routing;
+mod twilio;
 
 use std::sync::Arc;
 
@@ -65,6 +66,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/metrics", get(metrics))
         .nest("/v1", v1)
         .nest("/agent/v1", routing::agent(runtime.clone()))
+        .nest("/twilio", twilio::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -3,3 +3,4 @@
 //! runs a flow itself (that is [`crate::sessions`]).
 
 pub mod terminal;
+pub mod twilio;

@@ -1,0 +1,165 @@
+//! The Twilio-compatible webhooks: form posts in, TwiML out. Authenticated by
+//! `X-Twilio-Signature` (when an auth token is configured), not by bearer tokens.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, OriginalUri, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use super::{Api, ApiError, blocking};
+use crate::channels::twilio::{self, Params, WebhookError, signature};
+use crate::runtime::Runtime;
+
+/// Twilio's own limit on webhook bodies is far below this.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The webhook routes, mounted under `/twilio`.
+pub fn routes() -> Router<Arc<Runtime>> {
+    Router::new()
+        .route("/voice", post(voice))
+        .route("/voice/gather", post(gather))
+        .route("/voice/status", post(status))
+        .route("/sms", post(sms))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::Missing(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "missing_parameter", e.to_string())
+            }
+            WebhookError::UnknownCall(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_call", e.to_string())
+            }
+            WebhookError::Contact(e) => e.into(),
+            WebhookError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A verified webhook: its parameters and the public base URL.
+struct Webhook {
+    params: Vec<(String, String)>,
+    base: String,
+}
+
+/// `uri` is the request's original URI (a nested router sees it without the `/twilio`
+/// prefix, but Twilio signed the whole URL).
+fn verify(rt: &Runtime, headers: &HeaderMap, uri: &Uri, body: &Bytes) -> Result<Webhook, ApiError> {
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_form",
+            format!("the webhook body is not a form post: {e}"),
+        )
+    })?;
+    let base = match &rt.config.twilio.public_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        }
+    };
+    if let Some(token) = &rt.config.twilio.auth_token {
+        let url = format!(
+            "{base}{}",
+            uri.path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or(uri.path())
+        );
+        let presented = headers
+            .get("x-twilio-signature")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        if presented.is_empty() || !signature::verify(token, &url, &params, presented) {
+            tracing::warn!(
+                url,
+                "refused a webhook with a missing or wrong X-Twilio-Signature"
+            );
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_signature",
+                "missing or wrong X-Twilio-Signature: check the auth token, and that twilio.public_url is the URL Twilio calls",
+            ));
+        }
+    }
+    Ok(Webhook { params, base })
+}
+
+fn twiml(body: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn voice(
+    State(rt): Api,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let hook = verify(&rt, &headers, &uri, &body)?;
+    let xml = blocking(move || {
+        Ok(twilio::incoming_call(
+            &rt,
+            &Params::new(&hook.params),
+            &hook.base,
+        )?)
+    })
+    .await?;
+    Ok(twiml(xml))
+}
+
+async fn gather(
+    State(rt): Api,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let hook = verify(&rt, &headers, &uri, &body)?;
+    let no_input = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "no_input=1"));
+    let xml = blocking(move || {
+        Ok(twilio::gathered(
+            &rt,
+            &Params::new(&hook.params),
+            no_input,
+            &hook.base,
+        )?)
+    })
+    .await?;
+    Ok(twiml(xml))
+}
+
+async fn status(
+    State(rt): Api,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let hook = verify(&rt, &headers, &uri, &body)?;
+    blocking(move || Ok(twilio::call_status(&rt, &Params::new(&hook.params))?)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn sms(
+    State(rt): Api,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let hook = verify(&rt, &headers, &uri, &body)?;
+    let xml = blocking(move || Ok(twilio::incoming_sms(&rt, &Params::new(&hook.params))?)).await?;
+    Ok(twiml(xml))
+}

@@ -1,0 +1,188 @@
+//! Step actions rendered as TwiML, with a real XML writer: every text and attribute is
+//! escaped by it, never by hand.
+
+use quick_xml::Writer;
+use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
+
+use crate::contract::{Action, Gather, Prompt, Say};
+
+/// Where TwiML verbs send the caller's answers back to.
+pub struct Urls {
+    /// The gather action URL (digits and speech come back here).
+    pub gather: String,
+    /// The URL a gather that timed out redirects to.
+    pub no_input: String,
+    /// Base URL of uploaded prompts, for `play` of a prompt id.
+    pub prompts: String,
+}
+
+/// Builds a `<Response>` document.
+pub struct TwiML {
+    writer: Writer<Vec<u8>>,
+}
+
+impl Default for TwiML {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TwiML {
+    /// An empty response.
+    pub fn new() -> TwiML {
+        let mut writer = Writer::new(Vec::new());
+        let _ = writer.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)));
+        let _ = writer.write_event(Event::Start(BytesStart::new("Response")));
+        TwiML { writer }
+    }
+
+    fn element(&mut self, name: &str, attributes: &[(&str, String)], text: Option<&str>) {
+        let mut start = BytesStart::new(name);
+        for (k, v) in attributes {
+            start.push_attribute((*k, v.as_str()));
+        }
+        match text {
+            Some(text) => {
+                let _ = self.writer.write_event(Event::Start(start));
+                let _ = self.writer.write_event(Event::Text(BytesText::new(text)));
+                let _ = self.writer.write_event(Event::End(BytesEnd::new(name)));
+            }
+            None => {
+                let _ = self.writer.write_event(Event::Empty(start));
+            }
+        }
+    }
+
+    /// `<Say voice=.. language=..>text</Say>`.
+    pub fn say(&mut self, say: &Say) {
+        let mut attributes = Vec::new();
+        if let Some(voice) = &say.voice {
+            attributes.push(("voice", voice.clone()));
+        }
+        if let Some(language) = &say.language {
+            attributes.push(("language", language.clone()));
+        }
+        self.element("Say", &attributes, Some(&say.text));
+    }
+
+    /// `<Play>url</Play>` (a prompt id becomes a URL under the prompts base).
+    pub fn play(&mut self, prompt: &str, urls: &Urls) {
+        let url = if prompt.starts_with("http://") || prompt.starts_with("https://") {
+            prompt.to_string()
+        } else {
+            format!("{}/{prompt}", urls.prompts.trim_end_matches('/'))
+        };
+        self.element("Play", &[], Some(&url));
+    }
+
+    /// `<Message>text</Message>`.
+    pub fn message(&mut self, text: &str) {
+        self.element("Message", &[], Some(text));
+    }
+
+    /// `<Gather>` with its prompts, then a `<Redirect>` taken when it times out.
+    pub fn gather(&mut self, gather: &Gather, urls: &Urls) {
+        let mut start = BytesStart::new("Gather");
+        start.push_attribute(("input", "dtmf"));
+        start.push_attribute(("action", urls.gather.as_str()));
+        start.push_attribute(("method", "POST"));
+        let timeout = gather.timeout_ms.div_ceil(1000).max(1).to_string();
+        start.push_attribute(("timeout", timeout.as_str()));
+        let digits = gather.max_digits.to_string();
+        if gather.max_digits > 0 {
+            start.push_attribute(("numDigits", digits.as_str()));
+        }
+        if let Some(key) = &gather.finish_on_key {
+            start.push_attribute(("finishOnKey", key.as_str()));
+        }
+        let _ = self.writer.write_event(Event::Start(start));
+        for prompt in &gather.prompt {
+            match prompt {
+                Prompt::Say(s) => self.say(s),
+                Prompt::Play { prompt } => self.play(prompt, urls),
+            }
+        }
+        let _ = self.writer.write_event(Event::End(BytesEnd::new("Gather")));
+        self.element(
+            "Redirect",
+            &[("method", "POST".into())],
+            Some(&urls.no_input),
+        );
+    }
+
+    /// `<Enqueue>queue</Enqueue>`.
+    pub fn enqueue(&mut self, queue: &str) {
+        self.element("Enqueue", &[], Some(queue));
+    }
+
+    /// `<Dial>target</Dial>`.
+    pub fn dial(&mut self, target: &str) {
+        self.element("Dial", &[], Some(target));
+    }
+
+    /// `<Hangup/>`.
+    pub fn hangup(&mut self) {
+        self.element("Hangup", &[], None);
+    }
+
+    /// The document.
+    pub fn finish(mut self) -> String {
+        let _ = self
+            .writer
+            .write_event(Event::End(BytesEnd::new("Response")));
+        String::from_utf8(self.writer.into_inner()).unwrap_or_default()
+    }
+}
+
+/// A voice step's actions as TwiML. `ended` adds a final `<Hangup/>` when the flow's actions
+/// did not say so themselves.
+pub fn voice(actions: &[Action], urls: &Urls, ended: bool) -> String {
+    let mut twiml = TwiML::new();
+    let mut hung_up = false;
+    for action in actions {
+        match action {
+            Action::Say(s) => twiml.say(s),
+            Action::Play { prompt } => twiml.play(prompt, urls),
+            Action::Send { text } => twiml.say(&Say {
+                text: text.clone(),
+                voice: None,
+                language: None,
+            }),
+            Action::Gather(g) => twiml.gather(g, urls),
+            Action::Enqueue(e) => twiml.enqueue(&e.queue),
+            Action::Transfer { target } => {
+                twiml.dial(target);
+                hung_up = true;
+            }
+            Action::Hangup | Action::End | Action::Callback { .. } => {
+                twiml.hangup();
+                hung_up = true;
+                break;
+            }
+            Action::SetAttribute { .. } => {}
+        }
+    }
+    if ended && !hung_up {
+        twiml.hangup();
+    }
+    twiml.finish()
+}
+
+/// A text step's replies as TwiML `<Message>`s.
+pub fn messages(actions: &[Action]) -> String {
+    let mut twiml = TwiML::new();
+    for action in actions {
+        match action {
+            Action::Say(Say { text, .. }) | Action::Send { text } => twiml.message(text),
+            Action::Gather(g) => {
+                for p in &g.prompt {
+                    if let Prompt::Say(s) = p {
+                        twiml.message(&s.text);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    twiml.finish()
+}
