@@ -34,6 +34,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     /// The task router.
     pub router: Arc<Router>,
+    /// Live web chat connections.
+    pub chat: Arc<crate::channels::chat::ChatHub>,
     /// What host calls are served from.
     pub services: Arc<Services>,
     /// The scratch directory of an ephemeral runtime, removed with it.
@@ -132,6 +134,7 @@ impl Runtime {
             sessions,
             metrics,
             router,
+            chat: Arc::default(),
             services,
             _scratch: scratch,
         })
@@ -182,7 +185,8 @@ impl Runtime {
                 },
             };
             match self.sessions.send(&outcome.contact, event) {
-                Ok(_) | Err(ContactError::Ended(_)) => {}
+                Ok(report) => self.chat.deliver(&report),
+                Err(ContactError::Ended(_)) => {}
                 Err(e) => {
                     tracing::error!(contact = %outcome.contact, error = %e, "cannot tell the flow about its task")
                 }
@@ -207,6 +211,54 @@ impl Runtime {
                 }
             })
             .expect("a thread can be started");
+    }
+
+    /// A chat visitor wrote: to the agent holding their task, or else to their flow (whose
+    /// answer goes back to the visitor).
+    pub fn chat_message(&self, contact: &str, text: &str) -> Result<(), ContactError> {
+        let session = self.sessions.get(contact)?;
+        if let crate::sessions::Status::WithAgent {
+            agent: Some(agent), ..
+        } = &session.status
+        {
+            let task = self.router.task_of_contact(contact).map(|t| t.id);
+            self.chat.to_agent(agent, serde_json::json!({"type": "message", "task": task, "contact": contact, "text": text}));
+            return Ok(());
+        }
+        let report = self.sessions.send(
+            contact,
+            crate::contract::Event::Message {
+                text: text.to_string(),
+            },
+        )?;
+        self.chat.deliver(&report);
+        Ok(())
+    }
+
+    /// An agent writes to the customer of a task they hold.
+    pub fn agent_message(
+        &self,
+        agent: &str,
+        task: &str,
+        text: &str,
+    ) -> Result<(), crate::router::RouterError> {
+        let task = self.router.task(task)?;
+        let contact = match (&task.worker, task.status, &task.contact) {
+            (Some(w), crate::router::TaskStatus::Assigned, Some(contact)) if w == agent => {
+                contact.clone()
+            }
+            _ => {
+                return Err(crate::router::RouterError::NotYours(format!(
+                    "task {} is not an open conversation of {agent}",
+                    task.id
+                )));
+            }
+        };
+        self.chat.to_visitor(
+            &contact,
+            serde_json::json!({"type": "message", "from": "agent", "agent": agent, "text": text}),
+        );
+        Ok(())
     }
 
     /// A contact's recording, ready to save as a golden file.

@@ -6,6 +6,7 @@ mod support;
 
 mod auth;
 mod canary;
+mod chat;
 mod deploy;
 mod hot_swap;
 mod replay;

@@ -1,6 +1,7 @@
 //! The HTTP API. Handlers are thin: parse, call the domain (on a blocking thread: steps and
 //! store flushes block), map the result to a status and JSON. Domain code never sees axum.
 
+mod chat;
 mod error;
 mod routing;
 mod twilio;
@@ -67,6 +68,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .nest("/v1", v1)
         .nest("/agent/v1", routing::agent(runtime.clone()))
         .nest("/twilio", twilio::routes())
+        .merge(chat::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -48,6 +48,7 @@ pub fn agent(runtime: Arc<Runtime>) -> Router<Arc<Runtime>> {
         .route("/reservations/{id}/accept", post(accept))
         .route("/reservations/{id}/reject", post(reject))
         .route("/tasks/{id}/complete", post(complete))
+        .route("/tasks/{id}/messages", post(say_to_customer))
         .route("/ws", get(socket))
         .route_layer(middleware::from_fn_with_state(runtime, authenticate_agent))
 }
@@ -298,6 +299,22 @@ async fn complete(
     ok(StatusCode::OK, task)
 }
 
+#[derive(Deserialize)]
+struct MessageBody {
+    text: String,
+}
+
+async fn say_to_customer(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+    body: Body<MessageBody>,
+) -> Answer {
+    let Json(body) = body?;
+    blocking(move || Ok(rt.agent_message(&name, &id, &body.text)?)).await?;
+    ok(StatusCode::OK, json!({"sent": true}))
+}
+
 /// A live connection for an agent's desktop: first a snapshot of the agent, then every new
 /// reservation for them as `{"type": "reservation", "reservation": ..., "task": ...}`.
 /// The desktop answers with `{"type": "accept"|"reject", "reservation": "rs_..."}` or
@@ -315,6 +332,7 @@ async fn socket(
 
 async fn agent_session(rt: Arc<Runtime>, name: String, mut ws: WebSocket) {
     let mut notices = rt.router.subscribe();
+    let mut chats = rt.chat.agent_messages();
     let snapshot = rt
         .router
         .worker(&name)
@@ -333,6 +351,15 @@ async fn agent_session(rt: Arc<Runtime>, name: String, mut ws: WebSocket) {
                 Ok(n) if n.worker == name => {
                     let text = json!({"type": "reservation", "reservation": n.reservation, "task": n.task}).to_string();
                     if ws.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            },
+            chat = chats.recv() => match chat {
+                Ok(m) if m.agent == name => {
+                    if ws.send(Message::Text(m.message.to_string().into())).await.is_err() {
                         return;
                     }
                 }
@@ -365,6 +392,14 @@ async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> s
         .unwrap_or_default()
         .to_string();
     let wrapup = message["wrapup"].as_str().map(str::to_string);
+    if kind == "message" {
+        let text = message["text"].as_str().unwrap_or_default().to_string();
+        let result = blocking(move || Ok(rt.agent_message(&name, &id, &text)?)).await;
+        return match result {
+            Ok(()) => json!({"type": "ok", "sent": true}),
+            Err(e) => e.to_json(),
+        };
+    }
     let result = routed(rt, move |rt| {
         Ok(match kind.as_str() {
             "accept" => rt.router.accept(&name, &id)?,
@@ -374,7 +409,9 @@ async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> s
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "unknown_message",
-                    format!("unknown message type {other:?}: send accept, reject or complete"),
+                    format!(
+                        "unknown message type {other:?}: send accept, reject, complete or message"
+                    ),
                 ));
             }
         })

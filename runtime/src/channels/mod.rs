@@ -2,5 +2,6 @@
 //! turns its protocol into contact events and renders step actions back into it; none of them
 //! runs a flow itself (that is [`crate::sessions`]).
 
+pub mod chat;
 pub mod terminal;
 pub mod twilio;

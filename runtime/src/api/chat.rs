@@ -1,0 +1,197 @@
+//! Web chat: the visitors' WebSocket (`/chat/v1/ws`), the embeddable widget (`/widget.js`)
+//! and a demo page (`/chat`). Visitors need no token: they are customers.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::Api;
+use crate::contract::{Channel, Event};
+use crate::runtime::Runtime;
+use crate::sessions::{NewContact, Status};
+
+/// The widget script: one `<script src=".../widget.js" data-address="chat:support">` tag.
+const WIDGET: &str = include_str!("widget.js");
+
+/// The chat routes.
+pub fn routes() -> Router<Arc<Runtime>> {
+    Router::new()
+        .route("/chat/v1/ws", get(socket))
+        .route(
+            "/widget.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    WIDGET,
+                )
+            }),
+        )
+        .route("/chat", get(demo))
+}
+
+async fn demo() -> Html<&'static str> {
+    Html(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>Acme support</title></head>
+<body><h1>Acme support</h1><p>Questions about an order? Chat with us.</p>
+<script src="/widget.js" data-address="chat:support"></script></body></html>"#,
+    )
+}
+
+async fn socket(State(rt): Api, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .max_message_size(16 * 1024)
+        .on_upgrade(move |ws| visitor(rt, ws))
+        .into_response()
+}
+
+fn error(code: &str, message: &str) -> Message {
+    Message::Text(
+        json!({"type": "error", "code": code, "message": message})
+            .to_string()
+            .into(),
+    )
+}
+
+/// Runs blocking contact work (flow steps, store flushes) off the async threads.
+async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(work).await.ok()
+}
+
+/// Waits for a `join`, starts or resumes the contact, then relays both ways.
+async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
+    let contact = loop {
+        let Some(Ok(message)) = ws.recv().await else {
+            return;
+        };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let Ok(join) = serde_json::from_str::<Value>(&text) else {
+            let _ = ws
+                .send(error(
+                    "invalid_json",
+                    "send JSON, starting with {\"type\": \"join\", \"address\": \"chat:...\"}",
+                ))
+                .await;
+            continue;
+        };
+        if join["type"] != "join" {
+            let _ = ws
+                .send(error(
+                    "join_first",
+                    "the first message is {\"type\": \"join\", \"address\": \"chat:...\"}",
+                ))
+                .await;
+            continue;
+        }
+        match start_or_resume(rt.clone(), join).await {
+            Ok(contact) => break contact,
+            Err(message) => {
+                let _ = ws.send(message).await;
+            }
+        }
+    };
+    let mut outgoing = rt.chat.attach(&contact.0);
+    let joined = json!({"type": "joined", "contact": contact.0, "resumed": contact.1});
+    if ws
+        .send(Message::Text(joined.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if let Some(report) = contact.2 {
+        rt.chat.deliver(&report);
+    }
+    let id = contact.0;
+    loop {
+        tokio::select! {
+            out = outgoing.recv() => {
+                let Some(out) = out else { return };
+                if ws.send(Message::Text(out.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = ws.recv() => {
+                let Some(Ok(message)) = incoming else { return };
+                let Message::Text(text) = message else { continue };
+                let Ok(msg) = serde_json::from_str::<Value>(&text) else {
+                    let _ = ws.send(error("invalid_json", "messages are JSON: {\"type\": \"message\", \"text\": \"...\"}")).await;
+                    continue;
+                };
+                let (rt2, id2) = (rt.clone(), id.clone());
+                match msg["type"].as_str() {
+                    Some("message") => {
+                        let text = msg["text"].as_str().unwrap_or_default().to_string();
+                        if text.trim().is_empty() {
+                            continue;
+                        }
+                        if let Some(Err(e)) = run(move || rt2.chat_message(&id2, &text)).await {
+                            let _ = ws.send(error("not_delivered", &e.to_string())).await;
+                        }
+                    }
+                    Some("typing") => {
+                        if let Ok(session) = rt.sessions.get(&id)
+                            && let Status::WithAgent { agent: Some(agent), .. } = session.status
+                        {
+                            rt.chat.to_agent(&agent, json!({"type": "typing", "contact": id}));
+                        }
+                    }
+                    Some("close") => {
+                        if let Some(Ok(report)) = run(move || rt2.sessions.send(&id2, Event::Hangup)).await {
+                            rt.chat.deliver(&report);
+                        }
+                        return;
+                    }
+                    _ => {
+                        let _ = ws.send(error("unknown_message", "send message, typing or close")).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The contact id, whether it was resumed, and the first step's report of a new contact.
+type Joined = (String, bool, Option<crate::sessions::StepReport>);
+
+async fn start_or_resume(rt: Arc<Runtime>, join: Value) -> Result<Joined, Message> {
+    if let Some(resume) = join["resume"].as_str() {
+        if let Ok(session) = rt.sessions.get(resume)
+            && session.channel == Channel::Chat
+            && !matches!(session.status, Status::Ended { .. })
+        {
+            return Ok((resume.to_string(), true, None));
+        }
+    }
+    let address = join["address"].as_str().unwrap_or_default().to_string();
+    if address.is_empty() {
+        return Err(error(
+            "missing_address",
+            "join needs the chat address the widget serves, such as chat:support",
+        ));
+    }
+    let name = join["name"].as_str().unwrap_or_default().to_string();
+    let new = NewContact {
+        channel: Some(Channel::Chat),
+        from: format!("visitor:{}", uuid::Uuid::new_v4().simple()),
+        to: address,
+        flow: None,
+        attributes: if name.is_empty() {
+            Vec::new()
+        } else {
+            vec![("name".into(), name)]
+        },
+    };
+    match run(move || rt.sessions.start(new)).await {
+        Some(Ok(report)) => Ok((report.contact.clone(), false, Some(report))),
+        Some(Err(e)) => Err(error("cannot_start", &e.to_string())),
+        None => Err(error("internal", "the chat could not be started")),
+    }
+}

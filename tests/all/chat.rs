@@ -1,0 +1,213 @@
+//! Web chat over WebSocket: a visitor talks to the flow, is handed to an agent through the
+//! router, exchanges messages with the agent both ways, and resumes after reconnecting.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+use crate::support::{Server, guest};
+
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+fn connect(url: &str) -> Socket {
+    let (socket, _) = tungstenite::connect(url).expect("the socket opens");
+    if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+    }
+    socket
+}
+
+/// The next JSON message.
+fn next(socket: &mut Socket) -> Value {
+    loop {
+        match socket.read().expect("a message within 10 s") {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            _ => continue,
+        }
+    }
+}
+
+fn send(socket: &mut Socket, value: Value) {
+    socket.send(Message::text(value.to_string())).unwrap();
+}
+
+#[test]
+fn a_visitor_chats_with_the_flow_then_an_agent_and_resumes_after_a_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = format!("order-status={}", guest("order-status").display());
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--deploy",
+            &flow,
+            "--bind",
+            "chat:support=order-status",
+            "--setting",
+            "order-status:orders=1001:shipped",
+        ],
+    );
+    let (status, _) = server.call("PUT", "/v1/queues/support", Some(json!({})));
+    assert_eq!(status, 200);
+    let (_, created) = server.call(
+        "PUT",
+        "/v1/agents/sara",
+        Some(json!({"attributes": {}, "capacity": {"chat": 3}})),
+    );
+    let token = created["token"].as_str().unwrap().to_string();
+    server.call_as(
+        Some(&token),
+        "PUT",
+        "/agent/v1/activity",
+        Some(json!({"activity": "available"})),
+    );
+    let ws = server.url.replace("http://", "ws://");
+    let mut desk = connect(&format!("{ws}/agent/v1/ws?token={token}"));
+    assert_eq!(next(&mut desk)["type"], "snapshot");
+
+    // The visitor joins and talks to the flow.
+    let mut visitor = connect(&format!("{ws}/chat/v1/ws"));
+    send(
+        &mut visitor,
+        json!({"type": "message", "text": "too early"}),
+    );
+    assert_eq!(next(&mut visitor)["code"], "join_first");
+    send(
+        &mut visitor,
+        json!({"type": "join", "address": "chat:support", "name": "Ada"}),
+    );
+    let joined = next(&mut visitor);
+    assert_eq!(
+        (joined["type"].as_str(), joined["resumed"].as_bool()),
+        (Some("joined"), Some(false))
+    );
+    let contact = joined["contact"].as_str().unwrap().to_string();
+    assert!(
+        next(&mut visitor)["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Hi, this is Acme.")
+    );
+    send(&mut visitor, json!({"type": "message", "text": "1001"}));
+    assert_eq!(next(&mut visitor)["text"], "Order 1001 is shipped.");
+    visitor.send(Message::text("{not json")).unwrap();
+    assert_eq!(next(&mut visitor)["code"], "invalid_json");
+
+    // Handed over: the agent's desk gets the reservation, accepts, and the visitor is told.
+    send(
+        &mut visitor,
+        json!({"type": "message", "text": "I want an agent"}),
+    );
+    assert_eq!(next(&mut visitor)["text"], "Connecting you with an agent.");
+    assert_eq!(next(&mut visitor)["type"], "queued");
+    let offer = next(&mut desk);
+    assert_eq!(offer["type"], "reservation");
+    assert_eq!(offer["task"]["contact"], json!(contact));
+    send(
+        &mut desk,
+        json!({"type": "accept", "reservation": offer["reservation"]["id"]}),
+    );
+    assert_eq!(next(&mut desk)["type"], "ok");
+    let joined = next(&mut visitor);
+    assert_eq!(
+        (joined["type"].as_str(), joined["agent"].as_str()),
+        (Some("agent-joined"), Some("sara"))
+    );
+
+    // Both ways, without the flow in between.
+    send(
+        &mut visitor,
+        json!({"type": "message", "text": "My parcel is late"}),
+    );
+    let heard = next(&mut desk);
+    assert_eq!(
+        (heard["type"].as_str(), heard["text"].as_str()),
+        (Some("message"), Some("My parcel is late"))
+    );
+    let task = offer["task"]["id"].as_str().unwrap().to_string();
+    let (status, _) = server.call_as(
+        Some(&token),
+        "POST",
+        &format!("/agent/v1/tasks/{task}/messages"),
+        Some(json!({"text": "Sorry! Sending a new one today."})),
+    );
+    assert_eq!(status, 200);
+    let reply = next(&mut visitor);
+    assert_eq!(
+        (reply["from"].as_str(), reply["text"].as_str()),
+        (Some("agent"), Some("Sorry! Sending a new one today."))
+    );
+
+    // The visitor reloads the page: the chat resumes, with the agent still there.
+    drop(visitor);
+    let mut visitor = connect(&format!("{ws}/chat/v1/ws"));
+    send(
+        &mut visitor,
+        json!({"type": "join", "address": "chat:support", "resume": contact}),
+    );
+    let resumed = next(&mut visitor);
+    assert_eq!(
+        (resumed["contact"].as_str(), resumed["resumed"].as_bool()),
+        (Some(contact.as_str()), Some(true))
+    );
+    send(
+        &mut desk,
+        json!({"type": "message", "task": task, "text": "Anything else?"}),
+    );
+    assert_eq!(next(&mut desk)["type"], "ok");
+    assert_eq!(next(&mut visitor)["text"], "Anything else?");
+
+    // Another agent cannot write into this conversation.
+    let (_, other) = server.call(
+        "PUT",
+        "/v1/agents/bob",
+        Some(json!({"attributes": {}, "capacity": {"chat": 1}})),
+    );
+    let bob = other["token"].as_str().unwrap();
+    let (status, err) = server.call_as(
+        Some(bob),
+        "POST",
+        &format!("/agent/v1/tasks/{task}/messages"),
+        Some(json!({"text": "hi"})),
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (403, Some("not_yours"))
+    );
+}
+
+#[test]
+fn the_widget_and_demo_page_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (status, page) = server.call_as(None, "GET", "/chat", None);
+    assert_eq!(status, 200);
+    assert!(
+        page.as_str()
+            .unwrap()
+            .contains(r#"<script src="/widget.js" data-address="chat:support"></script>"#)
+    );
+    let (status, script) = server.call_as(None, "GET", "/widget.js", None);
+    assert_eq!(status, 200);
+    let script = script.as_str().unwrap();
+    assert!(
+        script.contains("/chat/v1/ws") && script.contains("textContent"),
+        "messages are shown as text"
+    );
+    // A join to an address no flow answers is a clear error, not a dropped socket.
+    let mut visitor = connect(&format!(
+        "{}/chat/v1/ws",
+        server.url.replace("http://", "ws://")
+    ));
+    send(
+        &mut visitor,
+        json!({"type": "join", "address": "chat:nobody"}),
+    );
+    let err = next(&mut visitor);
+    assert_eq!(err["code"], "cannot_start");
+    assert!(err["message"].as_str().unwrap().contains("no flow answers"));
+}
