@@ -162,13 +162,12 @@ async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
 type Joined = (String, bool, Option<crate::sessions::StepReport>);
 
 async fn start_or_resume(rt: Arc<Runtime>, join: Value) -> Result<Joined, Message> {
-    if let Some(resume) = join["resume"].as_str() {
-        if let Ok(session) = rt.sessions.get(resume)
-            && session.channel == Channel::Chat
-            && !matches!(session.status, Status::Ended { .. })
-        {
-            return Ok((resume.to_string(), true, None));
-        }
+    if let Some(resume) = join["resume"].as_str()
+        && let Ok(session) = rt.sessions.get(resume)
+        && session.channel == Channel::Chat
+        && !matches!(session.status, Status::Ended { .. })
+    {
+        return Ok((resume.to_string(), true, None));
     }
     let address = join["address"].as_str().unwrap_or_default().to_string();
     if address.is_empty() {
