@@ -5,6 +5,7 @@ mod load;
 mod support;
 
 mod auth;
+mod browser;
 mod canary;
 mod chat;
 mod deploy;
