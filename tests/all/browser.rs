@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Server, guest};
+use crate::support::chat_server;
 
 #[test]
 fn the_widget_chats_gets_routed_and_shows_the_agents_reply() {
@@ -17,31 +17,7 @@ fn the_widget_chats_gets_routed_and_shows_the_agents_reply() {
         "playwright-core is not installed: run ./scripts/test.sh (it runs npm ci in tests/browser)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let flow = format!("order-status={}", guest("order-status").display());
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--deploy",
-            &flow,
-            "--bind",
-            "chat:support=order-status",
-            "--setting",
-            "order-status:orders=1001:shipped",
-        ],
-    );
-    server.call("PUT", "/v1/queues/support", Some(json!({})));
-    let (_, created) = server.call(
-        "PUT",
-        "/v1/agents/sara",
-        Some(json!({"attributes": {}, "capacity": {"chat": 3}})),
-    );
-    let token = created["token"].as_str().unwrap().to_string();
-    server.call_as(
-        Some(&token),
-        "PUT",
-        "/agent/v1/activity",
-        Some(json!({"activity": "available"})),
-    );
+    let (server, token) = chat_server(dir.path());
 
     // Kept in the target directory for a person to look at after a run.
     let screenshot =

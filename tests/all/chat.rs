@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-use crate::support::{Server, guest};
+use crate::support::{Server, chat_server};
 
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
@@ -39,32 +39,7 @@ fn send(socket: &mut Socket, value: Value) {
 #[test]
 fn a_visitor_chats_with_the_flow_then_an_agent_and_resumes_after_a_reconnect() {
     let dir = tempfile::tempdir().unwrap();
-    let flow = format!("order-status={}", guest("order-status").display());
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--deploy",
-            &flow,
-            "--bind",
-            "chat:support=order-status",
-            "--setting",
-            "order-status:orders=1001:shipped",
-        ],
-    );
-    let (status, _) = server.call("PUT", "/v1/queues/support", Some(json!({})));
-    assert_eq!(status, 200);
-    let (_, created) = server.call(
-        "PUT",
-        "/v1/agents/sara",
-        Some(json!({"attributes": {}, "capacity": {"chat": 3}})),
-    );
-    let token = created["token"].as_str().unwrap().to_string();
-    server.call_as(
-        Some(&token),
-        "PUT",
-        "/agent/v1/activity",
-        Some(json!({"activity": "available"})),
-    );
+    let (server, token) = chat_server(dir.path());
     let ws = server.url.replace("http://", "ws://");
     let mut desk = connect(&format!("{ws}/agent/v1/ws?token={token}"));
     assert_eq!(next(&mut desk)["type"], "snapshot");

@@ -251,6 +251,42 @@ pub fn ivr_server(dir: &Path, extra: &[&str]) -> Server {
     Server::start(dir, &args)
 }
 
+/// A server whose `chat:support` address runs the order-status flow, with a `support` queue
+/// and an available agent `sara` (3 chats); returns the server and sara's token.
+pub fn chat_server(dir: &Path) -> (Server, String) {
+    let flow = format!("order-status={}", guest("order-status").display());
+    let server = Server::start(
+        dir,
+        &[
+            "--deploy",
+            &flow,
+            "--bind",
+            "chat:support=order-status",
+            "--setting",
+            "order-status:orders=1001:shipped",
+        ],
+    );
+    let (status, _) = server.call("PUT", "/v1/queues/support", Some(serde_json::json!({})));
+    assert_eq!(status, 200);
+    let (_, created) = server.call(
+        "PUT",
+        "/v1/agents/sara",
+        Some(serde_json::json!({"attributes": {}, "capacity": {"chat": 3}})),
+    );
+    let token = created["token"]
+        .as_str()
+        .expect("a new agent gets a token")
+        .to_string();
+    let (status, _) = server.call_as(
+        Some(&token),
+        "PUT",
+        "/agent/v1/activity",
+        Some(serde_json::json!({"activity": "available"})),
+    );
+    assert_eq!(status, 200);
+    (server, token)
+}
+
 /// Runs the `switchboard` CLI against `server`; returns success and stdout+stderr.
 pub fn cli(server: &Server, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))

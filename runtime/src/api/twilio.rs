@@ -94,12 +94,27 @@ fn verify(rt: &Runtime, headers: &HeaderMap, uri: &Uri, body: &Bytes) -> Result<
     Ok(Webhook { params, base })
 }
 
-fn twiml(body: String) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-        body,
-    )
-        .into_response()
+/// Verifies the webhook, runs `work` on a blocking thread, answers with its TwiML.
+async fn webhook(
+    rt: Arc<Runtime>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+    work: impl FnOnce(&Runtime, &Params, &str, &Uri) -> Result<Option<String>, WebhookError>
+    + Send
+    + 'static,
+) -> Result<Response, ApiError> {
+    let hook = verify(&rt, &headers, &uri, &body)?;
+    let answer =
+        blocking(move || Ok(work(&rt, &Params::new(&hook.params), &hook.base, &uri)?)).await?;
+    Ok(match answer {
+        Some(xml) => (
+            [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+            xml,
+        )
+            .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 async fn voice(
@@ -108,16 +123,10 @@ async fn voice(
     OriginalUri(uri): OriginalUri,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let hook = verify(&rt, &headers, &uri, &body)?;
-    let xml = blocking(move || {
-        Ok(twilio::incoming_call(
-            &rt,
-            &Params::new(&hook.params),
-            &hook.base,
-        )?)
+    webhook(rt, headers, uri, body, |rt, params, base, _| {
+        twilio::incoming_call(rt, params, base).map(Some)
     })
-    .await?;
-    Ok(twiml(xml))
+    .await
 }
 
 async fn gather(
@@ -126,20 +135,13 @@ async fn gather(
     OriginalUri(uri): OriginalUri,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let hook = verify(&rt, &headers, &uri, &body)?;
-    let no_input = uri
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "no_input=1"));
-    let xml = blocking(move || {
-        Ok(twilio::gathered(
-            &rt,
-            &Params::new(&hook.params),
-            no_input,
-            &hook.base,
-        )?)
+    webhook(rt, headers, uri, body, |rt, params, base, uri| {
+        let no_input = uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "no_input=1"));
+        twilio::gathered(rt, params, no_input, base).map(Some)
     })
-    .await?;
-    Ok(twiml(xml))
+    .await
 }
 
 async fn status(
@@ -148,9 +150,10 @@ async fn status(
     OriginalUri(uri): OriginalUri,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let hook = verify(&rt, &headers, &uri, &body)?;
-    blocking(move || Ok(twilio::call_status(&rt, &Params::new(&hook.params))?)).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    webhook(rt, headers, uri, body, |rt, params, _, _| {
+        twilio::call_status(rt, params).map(|()| None)
+    })
+    .await
 }
 
 async fn sms(
@@ -159,7 +162,8 @@ async fn sms(
     OriginalUri(uri): OriginalUri,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let hook = verify(&rt, &headers, &uri, &body)?;
-    let xml = blocking(move || Ok(twilio::incoming_sms(&rt, &Params::new(&hook.params))?)).await?;
-    Ok(twiml(xml))
+    webhook(rt, headers, uri, body, |rt, params, _, _| {
+        twilio::incoming_sms(rt, params).map(Some)
+    })
+    .await
 }

@@ -685,16 +685,7 @@ impl Router {
     /// The agent accepts their reservation: the task is theirs.
     pub fn accept(&self, worker: &str, reservation: &str) -> Result<Task, RouterError> {
         let mut state = self.lock();
-        let r = state
-            .reservations
-            .get(reservation)
-            .cloned()
-            .ok_or_else(|| RouterError::UnknownReservation(reservation.into()))?;
-        if r.worker != worker {
-            return Err(RouterError::NotYours(format!(
-                "reservation {reservation} is offered to another agent"
-            )));
-        }
+        let r = open_reservation(&state, worker, reservation)?;
         let now = (self.clock)();
         state.reservations.remove(reservation);
         let w = state
@@ -729,16 +720,7 @@ impl Router {
     pub fn reject(&self, worker: &str, reservation: &str) -> Result<Task, RouterError> {
         let task = {
             let mut state = self.lock();
-            let r = state
-                .reservations
-                .get(reservation)
-                .cloned()
-                .ok_or_else(|| RouterError::UnknownReservation(reservation.into()))?;
-            if r.worker != worker {
-                return Err(RouterError::NotYours(format!(
-                    "reservation {reservation} is offered to another agent"
-                )));
-            }
+            let r = open_reservation(&state, worker, reservation)?;
             self.release_reservation(&mut state, &r)?
         };
         self.assign_all()?;
@@ -1269,6 +1251,21 @@ impl Router {
     pub fn flush(&self) -> Result<(), RouterError> {
         Ok(self.store.flush()?)
     }
+}
+
+/// The open reservation `id`, if it is offered to `worker`.
+fn open_reservation(state: &State, worker: &str, id: &str) -> Result<Reservation, RouterError> {
+    let r = state
+        .reservations
+        .get(id)
+        .cloned()
+        .ok_or_else(|| RouterError::UnknownReservation(id.into()))?;
+    if r.worker != worker {
+        return Err(RouterError::NotYours(format!(
+            "reservation {id} is offered to another agent"
+        )));
+    }
+    Ok(r)
 }
 
 fn state_order(state: &State, queue: &str) -> Order {
