@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Switchboard needs, builds the server and the sample IVR flow, and runs the
 # server on http://127.0.0.1:8080 with the IVR live on +15550100 (open around the clock for
-# the demo) and three demo customers in the built-in CRM. Data lives in ./.switchboard.
+# the demo), its queues, and three demo customers in the built-in CRM. Data lives in
+# ./.switchboard.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +20,6 @@ exec ./target/release/switchboard serve \
   --deploy ivr-menu=target/wasm32-wasip2/guest/ivr_menu.wasm \
   --setting ivr-menu:days=mon-sun --setting ivr-menu:open=00:00 --setting ivr-menu:close=24:00 \
   --customers examples/customers.csv \
+  --queue sales --queue support --queue agents --queue vip \
   --bind +15550100=ivr-menu \
   "$@"

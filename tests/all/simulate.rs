@@ -40,6 +40,10 @@ fn pressing_1_on_the_deployed_menu_reaches_sales() {
             "+15550100=ivr-menu",
             "--customers",
             customers.as_str(),
+            "--queue",
+            "sales",
+            "--queue",
+            "vip",
         ],
     );
     let data_dir = dir.path().display().to_string();
@@ -63,6 +67,11 @@ fn pressing_1_on_the_deployed_menu_reaches_sales() {
     assert!(out.contains("caller > 1"), "{out}");
     assert!(out.contains(r#"queued in "sales" at priority 0"#), "{out}");
     assert!(out.contains(r#"waiting in queue "sales""#), "{out}");
+    let (_, stats) = server.call("GET", "/v1/queues/sales/stats", None);
+    assert_eq!(
+        stats["tasks"]["pending"], 1,
+        "the caller waits in the sales queue the server defined at start-up: {stats}"
+    );
 
     // A VIP caller goes to the VIP queue first.
     let (ok, out, _) = simulate(

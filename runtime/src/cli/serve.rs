@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Set FLOW:KEY=VALUE at start-up (repeatable).
     #[arg(long = "setting", value_parser = super::parse_pair)]
     settings: Vec<(String, String)>,
+    /// Define queue NAME at start-up when it does not exist yet (every agent a member;
+    /// change it later with `switchboard queue`). Repeatable.
+    #[arg(long = "queue")]
+    queues: Vec<String>,
     /// Load customers from a CSV or JSON file at start-up.
     #[arg(long)]
     customers: Option<PathBuf>,
@@ -184,6 +188,22 @@ fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
             .flows
             .configure(flow, &[(key.to_string(), value.clone())], SEED)?;
     }
+    let existing: Vec<String> = runtime
+        .router
+        .queues()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    for name in args.queues.iter().filter(|q| !existing.contains(q)) {
+        let config: crate::router::QueueConfig =
+            serde_json::from_value(serde_json::json!({"name": name}))?;
+        runtime
+            .router
+            .define_queue(config)
+            .map_err(|e| anyhow::anyhow!("--queue {name}: {e}"))?;
+        eprintln!("queue {name} defined");
+    }
+    runtime.router.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
     for (address, flow) in &args.binds {
         runtime.flows.bind(
             EntryPoint {
