@@ -5,33 +5,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, ivr_server};
+use crate::support::{Server, agent, ivr_server};
 
 fn put(server: &Server, path: &str, body: Value) -> Value {
     let (status, answer) = server.call("PUT", path, Some(body));
     assert_eq!(status, 200, "{path}: {answer}");
     answer
-}
-
-/// Creates an available agent; returns their token.
-fn agent(server: &Server, name: &str, attributes: Value, capacity: Value) -> String {
-    let created = put(
-        server,
-        &format!("/v1/agents/{name}"),
-        json!({"attributes": attributes, "capacity": capacity}),
-    );
-    let token = created["token"]
-        .as_str()
-        .expect("a new agent gets a token")
-        .to_string();
-    let (status, _) = server.call_as(
-        Some(&token),
-        "PUT",
-        "/agent/v1/activity",
-        Some(json!({"activity": "available"})),
-    );
-    assert_eq!(status, 200);
-    token
 }
 
 fn task(server: &Server, queue: &str, channel: &str, priority: i32, attributes: Value) -> Value {

@@ -75,6 +75,9 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("SWITCHBOARD_LOG", "warn")
+            // A loaded CI machine can pause a step's thread for tens of milliseconds; tests
+            // that are not about deadlines must not fault on that.
+            .env("SWITCHBOARD_STEP_DEADLINE_MS", "500")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -268,11 +271,23 @@ pub fn chat_server(dir: &Path) -> (Server, String) {
     );
     let (status, _) = server.call("PUT", "/v1/queues/support", Some(serde_json::json!({})));
     assert_eq!(status, 200);
-    let (_, created) = server.call(
-        "PUT",
-        "/v1/agents/sara",
-        Some(serde_json::json!({"attributes": {}, "capacity": {"chat": 3}})),
+    let token = agent(
+        &server,
+        "sara",
+        serde_json::json!({}),
+        serde_json::json!({"chat": 3}),
     );
+    (server, token)
+}
+
+/// Creates an available agent; returns their token.
+pub fn agent(server: &Server, name: &str, attributes: Value, capacity: Value) -> String {
+    let (status, created) = server.call(
+        "PUT",
+        &format!("/v1/agents/{name}"),
+        Some(serde_json::json!({"attributes": attributes, "capacity": capacity})),
+    );
+    assert_eq!(status, 200, "{created}");
     let token = created["token"]
         .as_str()
         .expect("a new agent gets a token")
@@ -284,7 +299,7 @@ pub fn chat_server(dir: &Path) -> (Server, String) {
         Some(serde_json::json!({"activity": "available"})),
     );
     assert_eq!(status, 200);
-    (server, token)
+    token
 }
 
 /// Runs the `switchboard` CLI against `server`; returns success and stdout+stderr.

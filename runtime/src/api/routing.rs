@@ -156,6 +156,11 @@ async fn supervisor_activity(
     Path(name): Path<String>,
     body: Body<ActivityBody>,
 ) -> Answer {
+    set_activity(rt, name, body).await
+}
+
+/// Changes an agent's activity, for the supervisor's and the agent's own route alike.
+async fn set_activity(rt: Arc<Runtime>, name: String, body: Body<ActivityBody>) -> Answer {
     let Json(body) = body?;
     let record = routed(rt, move |rt| {
         Ok(rt.router.set_activity(&name, &body.activity)?)
@@ -254,15 +259,7 @@ async fn my_activity(
     Extension(Agent(name)): Extension<Agent>,
     body: Body<ActivityBody>,
 ) -> Answer {
-    let Json(body) = body?;
-    let record = routed(rt, move |rt| {
-        Ok(rt.router.set_activity(&name, &body.activity)?)
-    })
-    .await?;
-    ok(
-        StatusCode::OK,
-        json!({"agent": record.name, "activity": record.activity}),
-    )
+    set_activity(rt, name, body).await
 }
 
 async fn accept(
