@@ -10,12 +10,20 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi
-# The widget test drives Debian's Chromium with playwright-core (no browser download).
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "==> installing chromium (Debian package) for the browser test"
+# Debian packages the tests use: Chromium for the widget test (driven by playwright-core, no
+# browser download); sipp (sip-tester) as the SIP caller and agent phone; espeak-ng and sox to
+# render voice prompts; iproute2 to bring up loopback in the SIP tests' network namespace.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v sox >/dev/null 2>&1 || missing+=(sox)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing Debian packages: ${missing[*]}"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "==> installing playwright-core for the browser test"

@@ -23,6 +23,40 @@ pub struct Config {
     pub canary: CanaryConfig,
     /// Twilio-compatible voice and SMS webhooks.
     pub twilio: TwilioConfig,
+    /// Voice over SIP.
+    pub sip: SipConfig,
+}
+
+/// The SIP endpoint (voice): off unless `listen` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP and TCP address for SIP, such as `0.0.0.0:5060`. Unset: no SIP.
+    pub listen: Option<SocketAddr>,
+    /// The address put in Via, Contact and SDP when `listen` is a wildcard (the address
+    /// trunks and phones reach this host on).
+    pub public_ip: Option<std::net::IpAddr>,
+    /// RTP ports, inclusive (two per call: one per leg when bridged).
+    pub rtp_ports: (u16, u16),
+    /// Ring this long before answering (0: answer as soon as the flow's first step ran).
+    pub ring_ms: u64,
+    /// How long an agent's phone may ring before the call goes back to the flow.
+    pub agent_ring_secs: u64,
+    /// Where `transfer` to a plain number goes (`host:port` of a trunk or PBX).
+    pub trunk: Option<String>,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: None,
+            public_ip: None,
+            rtp_ports: (20000, 39999),
+            ring_ms: 0,
+            agent_ring_secs: 30,
+            trunk: None,
+        }
+    }
 }
 
 /// The Twilio-compatible webhooks.
@@ -97,6 +131,7 @@ impl Default for Config {
             fallback: FallbackConfig::default(),
             canary: CanaryConfig::default(),
             twilio: TwilioConfig::default(),
+            sip: SipConfig::default(),
         }
     }
 }
@@ -169,6 +204,16 @@ impl Config {
         }
         if let Some(url) = var("SWITCHBOARD_PUBLIC_URL") {
             self.twilio.public_url = Some(url);
+        }
+        if let Some(listen) = var("SWITCHBOARD_SIP_LISTEN") {
+            self.sip.listen = Some(listen.parse().with_context(|| {
+                format!("SWITCHBOARD_SIP_LISTEN={listen} is not an address such as 0.0.0.0:5060")
+            })?);
+        }
+        if let Some(ms) = var("SWITCHBOARD_SIP_RING_MS") {
+            self.sip.ring_ms = ms.parse().with_context(|| {
+                format!("SWITCHBOARD_SIP_RING_MS={ms} is not a number of milliseconds")
+            })?;
         }
         if let Some(mib) = var("SWITCHBOARD_MEMORY_CAP_MIB") {
             self.engine.memory_cap_mib = mib.parse().with_context(|| {

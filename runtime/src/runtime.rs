@@ -38,6 +38,10 @@ pub struct Runtime {
     pub chat: Arc<crate::channels::chat::ChatHub>,
     /// What host calls are served from.
     pub services: Arc<Services>,
+    /// Prompt audio: rendered speech, uploaded recordings, hold music.
+    pub prompts: Arc<crate::channels::sip::prompts::Prompts>,
+    /// The SIP endpoint, once started.
+    pub sip: std::sync::OnceLock<Arc<crate::channels::sip::Endpoint>>,
     /// The scratch directory of an ephemeral runtime, removed with it.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -77,6 +81,7 @@ impl Runtime {
         scratch: Option<tempfile::TempDir>,
         clock: Clock,
     ) -> anyhow::Result<Runtime> {
+        let prompts_dir = components.with_file_name("prompts");
         let engine = Arc::new(
             Engine::new(&config.engine, Some(&artifacts))
                 .context("cannot start the Wasm engine")?,
@@ -126,7 +131,10 @@ impl Runtime {
             router.clone(),
         ));
         sessions.restore_pins()?;
+        let prompts = Arc::new(crate::channels::sip::prompts::Prompts::new(&prompts_dir));
         Ok(Runtime {
+            prompts,
+            sip: std::sync::OnceLock::new(),
             config,
             store,
             engine,
@@ -185,7 +193,12 @@ impl Runtime {
                 },
             };
             match self.sessions.send(&outcome.contact, event) {
-                Ok(report) => self.chat.deliver(&report),
+                Ok(report) => {
+                    self.chat.deliver(&report);
+                    if let Some(sip) = self.sip.get() {
+                        sip.deliver(&report);
+                    }
+                }
                 Err(ContactError::Ended(_)) => {}
                 Err(e) => {
                     tracing::error!(contact = %outcome.contact, error = %e, "cannot tell the flow about its task")

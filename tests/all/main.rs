@@ -2,6 +2,7 @@
 //! binary on an ephemeral loopback port against components built by the real toolchain.
 
 mod load;
+mod sipp;
 mod support;
 
 mod auth;
@@ -16,4 +17,5 @@ mod rollback;
 mod router;
 mod sandbox;
 mod simulate;
+mod sip;
 mod twilio;

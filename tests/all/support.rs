@@ -63,6 +63,8 @@ pub struct Server {
     pub url: String,
     /// The admin token.
     pub token: String,
+    /// The SIP address, when started with `--sip`.
+    pub sip: Option<std::net::SocketAddr>,
 }
 
 impl Server {
@@ -74,7 +76,10 @@ impl Server {
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("SWITCHBOARD_LOG", "warn")
+            .env(
+                "SWITCHBOARD_LOG",
+                std::env::var("SWITCHBOARD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             // A loaded CI machine can pause a step's thread for tens of milliseconds; tests
             // that are not about deadlines must not fault on that.
             .env("SWITCHBOARD_STEP_DEADLINE_MS", "500")
@@ -84,9 +89,13 @@ impl Server {
             .expect("the switchboard binary starts");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        let mut sip = None;
         let url = loop {
             match lines.next() {
                 Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("SIP listening on ") {
+                        sip = addr.split_whitespace().next().and_then(|a| a.parse().ok());
+                    }
                     if let Some(url) = line.strip_prefix("Switchboard listening on ") {
                         break url.trim().to_string();
                     }
@@ -103,7 +112,12 @@ impl Server {
             .unwrap()
             .trim()
             .to_string();
-        Server { child, url, token }
+        Server {
+            child,
+            url,
+            token,
+            sip,
+        }
     }
 
     /// Stops the server the hard way (SIGKILL), as a crash would.

@@ -65,6 +65,8 @@ impl Flow for IvrMenu {
                     ))
                     .timeout_ms(5_000),
             )],
+            // A waiting caller who did not answer the callback offer keeps waiting.
+            Event::NoInput if self.queue.is_some() => vec![],
             Event::NoInput => vec![
                 Action::say("We did not receive any input. Thank you for calling. Goodbye."),
                 Action::Hangup,

@@ -5,6 +5,7 @@ mod chat;
 mod error;
 mod routing;
 mod twilio;
+mod voice;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use crate::contract::Event;
 use crate::flows::{DeployOptions, EntryPoint, Match};
 use crate::runtime::Runtime;
 use crate::sessions::NewContact;
+use crate::store::StoreExt as _;
 
 /// Largest component a deploy accepts.
 const MAX_COMPONENT: usize = 64 << 20;
@@ -49,7 +51,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/entry-points", get(list_entry_points))
         .route("/entry-points/{address}", put(bind))
         .route("/customers", post(load_customers))
-        .route("/contacts", post(start_contact))
+        .route("/contacts", post(start_contact).get(list_contacts))
         .route("/contacts/{id}", get(show_contact))
         .route("/contacts/{id}/events", post(send_event))
         .route("/contacts/{id}/trace", get(show_trace))
@@ -57,6 +59,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/contacts/{id}/replay", post(replay_contact))
         .route("/audit", get(show_audit))
         .merge(routing::supervisor())
+        .merge(voice::admin())
         .layer(DefaultBodyLimit::max(MAX_COMPONENT))
         .route_layer(middleware::from_fn_with_state(
             runtime.clone(),
@@ -69,6 +72,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .nest("/agent/v1", routing::agent(runtime.clone()))
         .nest("/twilio", twilio::routes())
         .merge(chat::routes())
+        .merge(voice::public())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -120,7 +124,10 @@ fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
 }
 
 async fn metrics(State(rt): Api) -> Response {
-    let text = format!("{}{}", rt.metrics.render(), rt.router.render_metrics());
+    let mut text = format!("{}{}", rt.metrics.render(), rt.router.render_metrics());
+    if let Some(sip) = rt.sip.get() {
+        text.push_str(&sip.render_metrics());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -344,6 +351,67 @@ async fn start_contact(
     let Json(new) = body?;
     let report = blocking(move || rt.sessions.start(new).map_err(ApiError::from)).await?;
     ok(StatusCode::CREATED, report)
+}
+
+#[derive(Deserialize)]
+struct ContactsQuery {
+    /// Most contacts to return (newest first).
+    #[serde(default = "default_contacts_limit")]
+    limit: usize,
+    /// Only contacts with this attribute, `KEY=VALUE`.
+    attribute: Option<String>,
+}
+
+fn default_contacts_limit() -> usize {
+    50
+}
+
+async fn list_contacts(
+    State(rt): Api,
+    query: Result<Query<ContactsQuery>, QueryRejection>,
+) -> Answer {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!(
+                "{} (limit is a number; attribute is KEY=VALUE)",
+                e.body_text()
+            ),
+        )
+    })?;
+    let filter = match &query.attribute {
+        Some(a) => Some(
+            a.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        "attribute is KEY=VALUE, such as sip_call_id=abc",
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let sessions = blocking(move || {
+        let mut sessions: Vec<crate::sessions::Session> = rt
+            .store
+            .scan_json(crate::store::Tree::Sessions, "")
+            .map_err(ApiError::from)?;
+        if let Some((k, v)) = &filter {
+            sessions.retain(|s| {
+                s.attributes
+                    .iter()
+                    .any(|(key, value)| key == k && value == v)
+            });
+        }
+        sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        sessions.truncate(query.limit);
+        Ok(sessions)
+    })
+    .await?;
+    ok(StatusCode::OK, sessions)
 }
 
 async fn show_contact(State(rt): Api, Path(id): Path<String>) -> Answer {

@@ -3,5 +3,6 @@
 //! runs a flow itself (that is [`crate::sessions`]).
 
 pub mod chat;
+pub mod sip;
 pub mod terminal;
 pub mod twilio;

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// change it later with `switchboard queue`). Repeatable.
     #[arg(long = "queue")]
     queues: Vec<String>,
+    /// Answer SIP calls on this address, UDP and TCP (such as 0.0.0.0:5060; port 0 picks a
+    /// free port, printed at start).
+    #[arg(long, env = "SWITCHBOARD_SIP_LISTEN")]
+    sip: Option<SocketAddr>,
     /// Load customers from a CSV or JSON file at start-up.
     #[arg(long)]
     customers: Option<PathBuf>,
@@ -74,6 +78,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(sip) = args.sip {
+        config.sip.listen = Some(sip);
+    }
     let listen = config.listen;
     let runtime = Arc::new(Runtime::open(config)?);
     first_start(&runtime)?;
@@ -89,6 +96,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen}: is another server using it? pass --listen 127.0.0.1:PORT"))?;
         let bound = listener.local_addr()?;
+        if runtime.config.sip.listen.is_some() {
+            let sip = crate::channels::sip::Endpoint::start(&runtime).await?;
+            println!("SIP listening on {} (UDP and TCP)", sip.local_addr());
+            let _ = runtime.sip.set(sip);
+        }
         println!("Switchboard listening on http://{bound}");
         std::io::stdout().flush()?;
         tracing::info!(address = %bound, data_dir = %runtime.config.data_dir.display(), "serving");

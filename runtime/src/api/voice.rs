@@ -1,0 +1,87 @@
+//! Voice resources: uploaded prompts (`PUT /v1/prompts/{id}` with a WAV body, listed at
+//! `GET /v1/prompts`, served to webhook channels at `GET /prompts/{id}`), and the agent phones
+//! registered with the SIP endpoint (`GET /v1/sip/registrations`).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use super::{Answer, Api, ApiError, blocking, ok};
+use crate::channels::sip::prompts::PromptError;
+use crate::runtime::Runtime;
+
+/// Routes under `/v1` (authenticated).
+pub fn admin() -> Router<Arc<Runtime>> {
+    Router::new()
+        .route("/prompts", get(list))
+        .route("/prompts/{id}", axum::routing::put(upload))
+        .route("/sip/registrations", get(registrations))
+}
+
+/// Public routes (Twilio fetches `<Play>` URLs without a token).
+pub fn public() -> Router<Arc<Runtime>> {
+    Router::new().route("/prompts/{id}", get(wav))
+}
+
+impl From<PromptError> for ApiError {
+    fn from(e: PromptError) -> Self {
+        let (status, code) = match &e {
+            PromptError::BadId(_) => (StatusCode::BAD_REQUEST, "bad_prompt_id"),
+            PromptError::Unknown(_) => (StatusCode::NOT_FOUND, "unknown_prompt"),
+            PromptError::Tool { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unreadable_audio"),
+            PromptError::MissingTool(_) => (StatusCode::SERVICE_UNAVAILABLE, "audio_tools_missing"),
+            PromptError::Fetch { .. } | PromptError::Io(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "prompt_storage")
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+async fn upload(State(rt): Api, Path(id): Path<String>, body: Bytes) -> Answer {
+    if body.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "send the recording (a WAV file) as the request body",
+        ));
+    }
+    let prompts = rt.prompts.clone();
+    let key = id.clone();
+    let millis = blocking(move || prompts.upload(&key, &body).map_err(ApiError::from)).await?;
+    ok(StatusCode::CREATED, json!({"id": id, "millis": millis}))
+}
+
+async fn list(State(rt): Api) -> Answer {
+    let prompts: Vec<_> = rt
+        .prompts
+        .list()
+        .into_iter()
+        .map(|(id, millis)| json!({"id": id, "millis": millis}))
+        .collect();
+    ok(StatusCode::OK, prompts)
+}
+
+async fn wav(State(rt): Api, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let prompts = rt.prompts.clone();
+    let bytes = blocking(move || prompts.wav(&id).map_err(ApiError::from)).await?;
+    Ok(([(header::CONTENT_TYPE, "audio/wav")], bytes).into_response())
+}
+
+async fn registrations(State(rt): Api) -> Answer {
+    let list: Vec<_> = rt
+        .sip
+        .get()
+        .map(|sip| sip.registrations())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(agent, contact, expires)| json!({"agent": agent, "contact": contact, "expires_in_secs": expires}))
+        .collect();
+    ok(StatusCode::OK, list)
+}

@@ -1,0 +1,1190 @@
+//! One phone call, run by its own task from INVITE to the last BYE: answers with SDP, runs the
+//! flow's steps through [`crate::sessions`], plays what they say, collects digits for their
+//! gathers (barge-in, per-digit timeouts, finish keys, prompt replays), waits in a queue with
+//! hold music, calls the agent's phone and bridges the two legs, transfers, and tells the flow
+//! when the caller hangs up. Every SIP message for its legs arrives on its inbox.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::message::{self, Message};
+use super::rtp::{Audio, Heard, Leg};
+use super::sdp::{self, Codec, SdpError};
+use super::{Endpoint, Input, LegKind, Peer};
+use crate::contract::{Action, Channel, Event, Gather, Prompt};
+use crate::runtime::Runtime;
+use crate::sessions::{ContactError, NewContact, Status, StepReport};
+
+/// RFC 3261 timer T1 and T2.
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+/// Payload type we offer for telephone-events.
+const DTMF_PT: u8 = 101;
+
+/// Why a call ends early.
+#[derive(Debug)]
+enum Gone {
+    /// The caller hung up (BYE or CANCEL).
+    Caller,
+    /// Something failed; the call is ended politely.
+    Failed(String),
+}
+
+/// What a call does after carrying out a step.
+enum Next {
+    /// Send this event to the flow.
+    Event(Event),
+    /// A step taken elsewhere replaced the current one.
+    Report(StepReport),
+    /// Wait in the queue.
+    Hold,
+    /// Call this agent and bridge.
+    Bridge(String),
+    /// Transfer to this target.
+    Transfer(String),
+    /// Hang up.
+    Hangup,
+}
+
+/// What woke a waiting call.
+enum Wake {
+    Digit(char),
+    Played(u64),
+    Report(StepReport),
+    Timeout,
+    Outbound(Message, Peer),
+    ByeAnswered,
+    Expired(Timer),
+}
+
+/// What a played prompt ended with.
+enum Played {
+    Done,
+    Digit(char),
+    Preempted(Box<StepReport>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// Our 2xx to the INVITE (or re-INVITE), until ACK.
+    Answer,
+    /// Our INVITE to the outbound leg, until a response.
+    OutboundInvite,
+    /// Our BYE, until a response.
+    Bye,
+}
+
+/// A message retransmitted on UDP until answered.
+struct Retransmit {
+    timer: Timer,
+    bytes: Vec<u8>,
+    peer: Peer,
+    next: Instant,
+    interval: Duration,
+    until: Instant,
+    cap: Duration,
+}
+
+/// One dialog we are part of: what requests inside it carry.
+struct Dialog {
+    call_id: String,
+    peer: Peer,
+    /// Our From (with our tag).
+    local: String,
+    /// Their To (with their tag).
+    remote: String,
+    /// Request-URI for requests in the dialog.
+    target: String,
+    cseq: u32,
+}
+
+impl Dialog {
+    fn request(&mut self, method: &str, advertised: std::net::SocketAddr) -> Message {
+        if method != "ACK" && method != "CANCEL" {
+            self.cseq += 1;
+        }
+        Message::request(method, &self.target)
+            .with(
+                "Via",
+                format!(
+                    "SIP/2.0/{} {advertised};branch=z9hG4bK{};rport",
+                    self.peer.transport(),
+                    message::token()
+                ),
+            )
+            .with("Max-Forwards", "70")
+            .with("From", self.local.clone())
+            .with("To", self.remote.clone())
+            .with("Call-ID", self.call_id.clone())
+            .with("CSeq", format!("{} {method}", self.cseq))
+            .with("User-Agent", "Switchboard")
+    }
+}
+
+/// The leg we place: to an agent's phone or a transfer target.
+struct Outbound {
+    dialog: Dialog,
+    leg: Arc<Leg>,
+    invite: Message,
+    up: bool,
+    _heard: mpsc::UnboundedReceiver<Heard>,
+}
+
+/// A new call (an INVITE outside any dialog): refused with a SIP error, or given a task.
+pub(super) fn incoming(ep: &Arc<Endpoint>, invite: Message, peer: Peer) {
+    ep.send(peer, invite.response(100, "Trying", None).to_bytes());
+    let reject = |code: u16, reason: &str, why: String| {
+        ep.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(call_id = invite.call_id(), code, why, "call refused");
+        ep.respond(
+            peer,
+            &invite,
+            invite.response(code, reason, Some(&message::token())).with(
+                "Warning",
+                format!("399 switchboard \"{}\"", why.replace('"', "'")),
+            ),
+        );
+    };
+    let offer = if invite.body.is_empty() {
+        Err(SdpError::Malformed(
+            "the INVITE carries no SDP offer; send the offer in the INVITE".into(),
+        ))
+    } else {
+        sdp::negotiate(&invite.body)
+    };
+    let media = match offer {
+        Ok(media) => media,
+        Err(e @ SdpError::NoCommonCodec(_)) => {
+            return reject(488, "Not Acceptable Here", e.to_string());
+        }
+        Err(e) => return reject(488, "Not Acceptable Here", e.to_string()),
+    };
+    let (heard_tx, heard) = mpsc::unbounded_channel();
+    let leg = match ep.media.open(heard_tx) {
+        Ok(leg) => leg,
+        Err(e) => return reject(503, "Service Unavailable", e.to_string()),
+    };
+    let Some(rt) = ep.runtime() else { return };
+    leg.set_remote(media);
+    let (tx, inbox) = mpsc::unbounded_channel();
+    ep.route(invite.call_id(), tx.clone(), LegKind::Caller);
+    ep.stats.calls.fetch_add(1, Ordering::Relaxed);
+    ep.stats.active.fetch_add(1, Ordering::Relaxed);
+    let tag = message::token();
+    let dialog = Dialog {
+        call_id: invite.call_id().to_string(),
+        peer,
+        local: format!("{};tag={tag}", invite.header("To").unwrap_or_default()),
+        remote: invite.header("From").unwrap_or_default().to_string(),
+        target: invite
+            .header("Contact")
+            .map(message::uri_of)
+            .unwrap_or_else(|| message::uri_of(invite.header("From").unwrap_or_default()))
+            .to_string(),
+        cseq: 0,
+    };
+    let mut call = Call {
+        ep: ep.clone(),
+        rt,
+        invite,
+        tag,
+        dialog,
+        leg,
+        heard,
+        inbox,
+        tx,
+        contact: None,
+        answered: false,
+        last_response: None,
+        timers: Vec::new(),
+        token: 0,
+        sdp_version: 1,
+        outbound: None,
+    };
+    tokio::spawn(async move {
+        let outcome = call.serve().await;
+        call.finish(outcome).await;
+    });
+}
+
+struct Call {
+    ep: Arc<Endpoint>,
+    rt: Arc<Runtime>,
+    invite: Message,
+    tag: String,
+    dialog: Dialog,
+    leg: Arc<Leg>,
+    heard: mpsc::UnboundedReceiver<Heard>,
+    inbox: mpsc::UnboundedReceiver<Input>,
+    tx: mpsc::UnboundedSender<Input>,
+    contact: Option<String>,
+    answered: bool,
+    last_response: Option<Vec<u8>>,
+    timers: Vec<Retransmit>,
+    token: u64,
+    sdp_version: u64,
+    outbound: Option<Outbound>,
+}
+
+impl Call {
+    async fn serve(&mut self) -> Result<(), Gone> {
+        if self.ep.config.ring_ms > 0 {
+            self.reply(180, "Ringing", None);
+            let until = Instant::now() + Duration::from_millis(self.ep.config.ring_ms);
+            while !matches!(self.next(Some(until)).await?, Wake::Timeout) {}
+        }
+        let to = message::user_of(self.invite.uri()).to_string();
+        let to = if to.is_empty() {
+            message::user_of(message::uri_of(
+                self.invite.header("To").unwrap_or_default(),
+            ))
+            .to_string()
+        } else {
+            to
+        };
+        let from = message::user_of(message::uri_of(
+            self.invite.header("From").unwrap_or_default(),
+        ))
+        .to_string();
+        let new = NewContact {
+            channel: Some(Channel::Voice),
+            from,
+            to: to.clone(),
+            flow: None,
+            attributes: vec![("sip_call_id".into(), self.invite.call_id().to_string())],
+        };
+        let rt = self.rt.clone();
+        let started = tokio::task::spawn_blocking(move || rt.sessions.start(new))
+            .await
+            .map_err(|e| Gone::Failed(e.to_string()))?;
+        let report = match started {
+            Ok(report) => report,
+            Err(ContactError::NoFlow(_)) => {
+                self.refuse(
+                    404,
+                    "Not Found",
+                    &format!("no flow is bound to {to}; bind one with: switchboard bind {to} FLOW"),
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                self.refuse(500, "Server Internal Error", &e.to_string());
+                return Ok(());
+            }
+        };
+        self.contact = Some(report.contact.clone());
+        self.ep.follow(&report.contact, Some(self.tx.clone()));
+        tracing::info!(contact = %report.contact, call_id = %self.dialog.call_id, to, "call answered");
+        self.answer();
+        let mut report = report;
+        loop {
+            report = match self.perform(report).await? {
+                Next::Event(event) => self.step(event).await?,
+                Next::Report(r) => r,
+                Next::Hold => self.hold().await?,
+                Next::Bridge(agent) => self.bridge(agent).await?,
+                Next::Transfer(target) => {
+                    self.transfer(&target).await?;
+                    return self.hang_up().await;
+                }
+                Next::Hangup => return self.hang_up().await,
+            };
+        }
+    }
+
+    fn refuse(&mut self, code: u16, reason: &str, why: &str) {
+        self.ep.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(call_id = %self.dialog.call_id, code, why, "call refused");
+        let response = self.invite.response(code, reason, Some(&self.tag)).with(
+            "Warning",
+            format!("399 switchboard \"{}\"", why.replace('"', "'")),
+        );
+        self.ep.respond(self.dialog.peer, &self.invite, response);
+    }
+
+    fn contact_header(&self) -> String {
+        match self.dialog.peer {
+            Peer::Udp(_) => format!("<sip:switchboard@{}>", self.ep.advertised),
+            Peer::Tcp(_) => format!("<sip:switchboard@{};transport=tcp>", self.ep.advertised),
+        }
+    }
+
+    fn reply(&mut self, code: u16, reason: &str, body: Option<Vec<u8>>) {
+        let mut response = self.invite.response(code, reason, Some(&self.tag));
+        if code < 300 && code > 100 {
+            response = response.with("Contact", self.contact_header());
+        }
+        if let Some(body) = body {
+            response = response.with_body("application/sdp", body);
+        }
+        let response = response
+            .with("Server", "Switchboard")
+            .with("Allow", super::ALLOW);
+        let bytes = response.to_bytes();
+        self.last_response = Some(bytes.clone());
+        self.ep.send(self.dialog.peer, bytes);
+    }
+
+    fn our_sdp(&mut self) -> Vec<u8> {
+        self.sdp_version += 1;
+        sdp::describe(
+            self.leg.local(),
+            &[self.leg.codec()],
+            DTMF_PT,
+            self.sdp_version,
+        )
+    }
+
+    fn answer(&mut self) {
+        let sdp = self.our_sdp();
+        self.reply(200, "OK", Some(sdp));
+        self.answered = true;
+        if let (Peer::Udp(_), Some(bytes)) = (self.dialog.peer, self.last_response.clone()) {
+            self.retransmit(Timer::Answer, bytes, self.dialog.peer, T2);
+        }
+    }
+
+    fn retransmit(&mut self, timer: Timer, bytes: Vec<u8>, peer: Peer, cap: Duration) {
+        if !matches!(peer, Peer::Udp(_)) {
+            return;
+        }
+        self.timers.retain(|t| t.timer != timer);
+        let now = Instant::now();
+        self.timers.push(Retransmit {
+            timer,
+            bytes,
+            peer,
+            next: now + T1,
+            interval: T1,
+            until: now + 64 * T1,
+            cap,
+        });
+    }
+
+    fn stop_timer(&mut self, timer: Timer) {
+        self.timers.retain(|t| t.timer != timer);
+    }
+
+    /// Waits for the next thing that matters to the call, answering in-dialog requests of the
+    /// caller (ACK, BYE, CANCEL, INFO, re-INVITE, OPTIONS) and retransmitting on the way.
+    async fn next(&mut self, deadline: Option<Instant>) -> Result<Wake, Gone> {
+        loop {
+            let now = Instant::now();
+            let mut expired = None;
+            for t in &mut self.timers {
+                if t.next <= now {
+                    if now >= t.until {
+                        expired = Some(t.timer);
+                        continue;
+                    }
+                    self.ep.send(t.peer, t.bytes.clone());
+                    t.interval = (t.interval * 2).min(t.cap);
+                    t.next = now + t.interval;
+                }
+            }
+            if let Some(timer) = expired {
+                self.stop_timer(timer);
+                return Ok(Wake::Expired(timer));
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(Wake::Timeout);
+            }
+            let wake_at = self
+                .timers
+                .iter()
+                .map(|t| t.next)
+                .chain(deadline)
+                .min()
+                .unwrap_or(now + Duration::from_secs(3600));
+            tokio::select! {
+                input = self.inbox.recv() => match input {
+                    None => return Err(Gone::Failed("the SIP endpoint stopped".into())),
+                    Some(Input::Report(r)) => return Ok(Wake::Report(r)),
+                    Some(Input::Sip(m, peer, LegKind::Caller)) => {
+                        if let Some(wake) = self.caller_sip(m, peer)? {
+                            return Ok(wake);
+                        }
+                    }
+                    Some(Input::Sip(m, peer, LegKind::Outbound)) => return Ok(Wake::Outbound(m, peer)),
+                },
+                heard = self.heard.recv() => match heard {
+                    Some(Heard::Digit(d)) => return Ok(Wake::Digit(d)),
+                    Some(Heard::Played(t)) => return Ok(Wake::Played(t)),
+                    None => return Err(Gone::Failed("the media leg closed".into())),
+                },
+                _ = tokio::time::sleep_until(wake_at.into()) => {}
+            }
+        }
+    }
+
+    fn caller_sip(&mut self, m: Message, peer: Peer) -> Result<Option<Wake>, Gone> {
+        if !m.is_request() {
+            if m.method() == "BYE" && m.code() >= 200 {
+                self.stop_timer(Timer::Bye);
+                return Ok(Some(Wake::ByeAnswered));
+            }
+            return Ok(None);
+        }
+        match m.method() {
+            "ACK" => self.stop_timer(Timer::Answer),
+            "BYE" => {
+                self.ep.respond(peer, &m, m.response(200, "OK", None));
+                return Err(Gone::Caller);
+            }
+            "CANCEL" => {
+                self.ep
+                    .respond(peer, &m, m.response(200, "OK", Some(&self.tag)));
+                if !self.answered {
+                    self.reply(487, "Request Terminated", None);
+                    return Err(Gone::Caller);
+                }
+            }
+            "INFO" => {
+                self.ep.respond(peer, &m, m.response(200, "OK", None));
+                if let Some(digit) = info_digit(&m) {
+                    return Ok(Some(Wake::Digit(digit)));
+                }
+            }
+            "INVITE" if m.branch() == self.invite.branch() => {
+                // A retransmission of the first INVITE: the last response again.
+                if let Some(bytes) = self.last_response.clone() {
+                    self.ep.send(peer, bytes);
+                }
+            }
+            "INVITE" => self.reinvite(m, peer),
+            "OPTIONS" | "UPDATE" => self.ep.respond(peer, &m, m.response(200, "OK", None)),
+            _ => self
+                .ep
+                .respond(peer, &m, m.response(501, "Not Implemented", None)),
+        }
+        Ok(None)
+    }
+
+    /// A re-INVITE (hold, a new address, a session refresh): the call goes on.
+    fn reinvite(&mut self, m: Message, peer: Peer) {
+        if !m.body.is_empty() {
+            match sdp::negotiate(&m.body) {
+                Ok(media) => self.leg.set_remote(media),
+                Err(e) => {
+                    let response = m
+                        .response(488, "Not Acceptable Here", None)
+                        .with("Warning", format!("399 switchboard \"{e}\""));
+                    self.ep.respond(peer, &m, response);
+                    return;
+                }
+            }
+        }
+        let sdp = self.our_sdp();
+        let response = m
+            .response(200, "OK", None)
+            .with("Contact", self.contact_header())
+            .with_body("application/sdp", sdp)
+            .with("Server", "Switchboard");
+        let bytes = response.to_bytes();
+        self.ep.send(peer, bytes.clone());
+        self.retransmit(Timer::Answer, bytes, peer, T2);
+    }
+
+    /// Runs a step of the flow.
+    async fn step(&mut self, event: Event) -> Result<StepReport, Gone> {
+        let Some(contact) = self.contact.clone() else {
+            return Err(Gone::Failed("no contact".into()));
+        };
+        let rt = self.rt.clone();
+        match tokio::task::spawn_blocking(move || rt.sessions.send(&contact, event)).await {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(ContactError::Ended(_))) => Err(Gone::Failed("the contact has ended".into())),
+            Ok(Err(e)) => Err(Gone::Failed(e.to_string())),
+            Err(e) => Err(Gone::Failed(e.to_string())),
+        }
+    }
+
+    async fn audio(&self, prompt: &Prompt) -> Arc<Audio> {
+        let prompts = &self.rt.prompts;
+        let result = match prompt {
+            Prompt::Say(say) => prompts.say(say).await,
+            Prompt::Play { prompt } => prompts.play(prompt).await,
+        };
+        result.unwrap_or_else(|e| {
+            tracing::error!(contact = ?self.contact, error = %e, "cannot render a prompt; the caller hears a beep instead");
+            prompts.beep.clone()
+        })
+    }
+
+    /// Plays audio; with `barge`, a digit stops it.
+    async fn play(&mut self, audio: Vec<Arc<Audio>>, barge: bool) -> Result<Played, Gone> {
+        if audio.is_empty() {
+            return Ok(Played::Done);
+        }
+        self.token += 1;
+        let token = self.token;
+        for a in audio {
+            self.leg.play(a, token);
+        }
+        loop {
+            match self.next(None).await? {
+                Wake::Played(t) if t == token => return Ok(Played::Done),
+                Wake::Digit(d) if barge => {
+                    self.leg.stop();
+                    return Ok(Played::Digit(d));
+                }
+                Wake::Report(r) => {
+                    self.leg.stop();
+                    return Ok(Played::Preempted(Box::new(r)));
+                }
+                Wake::Outbound(m, peer) => self.stray(m, peer),
+                Wake::Expired(Timer::Answer) => return Err(Gone::Failed("no ACK".into())),
+                _ => {}
+            }
+        }
+    }
+
+    /// Carries out a step's actions until one needs the flow again.
+    async fn perform(&mut self, report: StepReport) -> Result<Next, Gone> {
+        if !matches!(report.status, Status::Queued { .. }) {
+            self.leg.set_idle(None);
+        }
+        for action in &report.actions {
+            let prompt = match action {
+                Action::Say(s) => Prompt::Say(s.clone()),
+                Action::Play { prompt } => Prompt::Play {
+                    prompt: prompt.clone(),
+                },
+                Action::Gather(g) => return self.gather(g).await,
+                Action::Transfer { target } => return Ok(Next::Transfer(target.clone())),
+                Action::Hangup | Action::End | Action::Callback { .. } => {
+                    return Ok(Next::Hangup);
+                }
+                Action::Enqueue(_) | Action::SetAttribute { .. } | Action::Send { .. } => {
+                    continue;
+                }
+            };
+            let audio = self.audio(&prompt).await;
+            if let Played::Preempted(r) = self.play(vec![audio], false).await? {
+                return Ok(Next::Report(*r));
+            }
+        }
+        Ok(match report.status {
+            Status::Ended { .. } => Next::Hangup,
+            Status::Queued { .. } | Status::WithAgent { agent: None, .. } => Next::Hold,
+            Status::WithAgent {
+                agent: Some(agent), ..
+            } => Next::Bridge(agent),
+            Status::Active => match report.awaiting {
+                Some(crate::sessions::Awaiting::Input(g)) => return self.gather(&g).await,
+                _ => Next::Hangup,
+            },
+        })
+    }
+
+    /// A gather: the prompt (digits barge in), then digits until the limit, the finish key
+    /// or a silence of `timeout_ms`; silence replays the prompt `retries` times, then the
+    /// flow hears no-input.
+    async fn gather(&mut self, g: &Gather) -> Result<Next, Gone> {
+        let timeout = Duration::from_millis(if g.timeout_ms == 0 {
+            5_000
+        } else {
+            u64::from(g.timeout_ms)
+        });
+        let mut audio = Vec::new();
+        for p in &g.prompt {
+            audio.push(self.audio(p).await);
+        }
+        let finish = g.finish_on_key.as_deref().and_then(|k| k.chars().next());
+        let mut replays = 0;
+        loop {
+            let mut digits = String::new();
+            let mut pressed = match self.play(audio.clone(), true).await? {
+                Played::Done => None,
+                Played::Digit(d) => Some(d),
+                Played::Preempted(r) => return Ok(Next::Report(*r)),
+            };
+            loop {
+                let digit = match pressed.take() {
+                    Some(d) => d,
+                    None => {
+                        let deadline = Instant::now() + timeout;
+                        let mut got = None;
+                        while got.is_none() {
+                            match self.next(Some(deadline)).await? {
+                                Wake::Digit(d) => got = Some(d),
+                                Wake::Timeout => break,
+                                Wake::Report(r) => return Ok(Next::Report(r)),
+                                Wake::Outbound(m, peer) => self.stray(m, peer),
+                                Wake::Expired(Timer::Answer) => {
+                                    return Err(Gone::Failed("no ACK".into()));
+                                }
+                                _ => {}
+                            }
+                        }
+                        match got {
+                            Some(d) => d,
+                            None => break,
+                        }
+                    }
+                };
+                if Some(digit) == finish {
+                    break;
+                }
+                digits.push(digit);
+                if g.max_digits > 0 && digits.len() >= g.max_digits as usize {
+                    break;
+                }
+            }
+            if !digits.is_empty() {
+                return Ok(Next::Event(Event::Input {
+                    digits,
+                    speech: None,
+                }));
+            }
+            if replays >= g.retries {
+                return Ok(Next::Event(Event::NoInput));
+            }
+            replays += 1;
+        }
+    }
+
+    /// Waits in the queue with hold music until the contact's next step (queue news, an
+    /// agent, a timeout).
+    async fn hold(&mut self) -> Result<StepReport, Gone> {
+        self.leg.set_idle(Some(self.rt.prompts.hold.clone()));
+        loop {
+            match self.next(None).await? {
+                Wake::Report(r) => return Ok(r),
+                Wake::Outbound(m, peer) => self.stray(m, peer),
+                Wake::Expired(Timer::Answer) => return Err(Gone::Failed("no ACK".into())),
+                _ => {}
+            }
+        }
+    }
+
+    /// A message for an outbound leg we are not waiting on: answer requests, ignore the rest.
+    fn stray(&mut self, m: Message, peer: Peer) {
+        if m.is_request() && m.method() != "ACK" {
+            let code = if m.method() == "BYE" { 200 } else { 481 };
+            let reason = if code == 200 {
+                "OK"
+            } else {
+                "Call/Transaction Does Not Exist"
+            };
+            self.ep.respond(peer, &m, m.response(code, reason, None));
+        }
+    }
+
+    /// Places the outbound leg to `uri` and waits until it answers (`Ok(Ok)`), fails or rings
+    /// out (`Ok(Err(why))`), or the caller hangs up.
+    async fn dial(&mut self, uri: &str, peer: Option<Peer>) -> Result<Result<(), String>, Gone> {
+        let peer = match peer {
+            Some(peer) => peer,
+            None => {
+                let Some(host) = message::host_port_of(uri) else {
+                    return Ok(Err(format!("{uri:?} is not a SIP URI")));
+                };
+                match tokio::net::lookup_host(host.as_str())
+                    .await
+                    .map(|mut a| a.next())
+                {
+                    Ok(Some(addr)) => Peer::Udp(addr),
+                    _ => return Ok(Err(format!("cannot resolve {host}"))),
+                }
+            }
+        };
+        let (heard_tx, heard) = mpsc::unbounded_channel();
+        let leg = match self.ep.media.open(heard_tx) {
+            Ok(leg) => leg,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let tag = message::token();
+        let mut dialog = Dialog {
+            call_id: format!("{}@switchboard", message::token()),
+            peer,
+            local: format!("<sip:switchboard@{}>;tag={tag}", self.ep.advertised),
+            remote: format!("<{uri}>"),
+            target: uri.to_string(),
+            cseq: 0,
+        };
+        let offer = sdp::describe(leg.local(), &[Codec::Pcmu, Codec::Pcma], DTMF_PT, 1);
+        let invite = dialog
+            .request("INVITE", self.ep.advertised)
+            .with(
+                "Contact",
+                format!("<sip:switchboard@{}>", self.ep.advertised),
+            )
+            .with_body("application/sdp", offer);
+        self.ep
+            .route(&dialog.call_id, self.tx.clone(), LegKind::Outbound);
+        let bytes = invite.to_bytes();
+        self.ep.send(peer, bytes.clone());
+        self.retransmit(
+            Timer::OutboundInvite,
+            bytes,
+            peer,
+            Duration::from_secs(3600),
+        );
+        self.outbound = Some(Outbound {
+            dialog,
+            leg,
+            invite,
+            up: false,
+            _heard: heard,
+        });
+        let ring_until = Instant::now() + Duration::from_secs(self.ep.config.agent_ring_secs);
+        loop {
+            let wake = match self.next(Some(ring_until)).await {
+                Ok(wake) => wake,
+                Err(gone) => {
+                    self.cancel_outbound().await;
+                    return Err(gone);
+                }
+            };
+            match wake {
+                Wake::Timeout => {
+                    self.cancel_outbound().await;
+                    return Ok(Err(format!(
+                        "no answer within {} s",
+                        self.ep.config.agent_ring_secs
+                    )));
+                }
+                Wake::Expired(Timer::OutboundInvite) => {
+                    self.drop_outbound();
+                    return Ok(Err("no response to the INVITE".into()));
+                }
+                Wake::Expired(Timer::Answer) => {
+                    self.cancel_outbound().await;
+                    return Err(Gone::Failed("no ACK".into()));
+                }
+                Wake::Outbound(m, _) if !m.is_request() && m.method() == "INVITE" => {
+                    self.stop_timer(Timer::OutboundInvite);
+                    let code = m.code();
+                    if code < 200 {
+                        continue;
+                    }
+                    if code >= 300 {
+                        self.ack_failure(&m);
+                        self.drop_outbound();
+                        return Ok(Err(format!(
+                            "{code} {}",
+                            match &m.start {
+                                message::Start::Response { reason, .. } => reason.as_str(),
+                                _ => "",
+                            }
+                        )));
+                    }
+                    let media = sdp::negotiate(&m.body);
+                    let out = self.outbound.as_mut().expect("dialing");
+                    out.dialog.remote = m.header("To").unwrap_or_default().to_string();
+                    if let Some(contact) = m.header("Contact") {
+                        out.dialog.target = message::uri_of(contact).to_string();
+                    }
+                    self.ack_outbound();
+                    match media {
+                        Ok(media) => {
+                            let out = self.outbound.as_mut().expect("dialing");
+                            out.leg.set_remote(media);
+                            out.up = true;
+                            return Ok(Ok(()));
+                        }
+                        Err(e) => {
+                            self.hang_up_outbound().await;
+                            return Ok(Err(format!("unusable SDP answer: {e}")));
+                        }
+                    }
+                }
+                Wake::Outbound(m, peer) => self.stray(m, peer),
+                _ => {}
+            }
+        }
+    }
+
+    fn ack_outbound(&mut self) {
+        let advertised = self.ep.advertised;
+        if let Some(out) = self.outbound.as_mut() {
+            let cseq = out.invite.cseq().map_or(1, |(n, _)| n);
+            let mut ack = out.dialog.request("ACK", advertised);
+            for (name, value) in &mut ack.headers {
+                if name == "CSeq" {
+                    *value = format!("{cseq} ACK");
+                }
+            }
+            self.ep.send(out.dialog.peer, ack.to_bytes());
+        }
+    }
+
+    /// ACK for a non-2xx final response: same branch as the INVITE.
+    fn ack_failure(&self, response: &Message) {
+        if let Some(out) = &self.outbound {
+            let cseq = out.invite.cseq().map_or(1, |(n, _)| n);
+            let ack = Message::request("ACK", out.invite.uri())
+                .with("Via", out.invite.header("Via").unwrap_or_default())
+                .with("Max-Forwards", "70")
+                .with("From", out.invite.header("From").unwrap_or_default())
+                .with("To", response.header("To").unwrap_or_default())
+                .with("Call-ID", out.dialog.call_id.clone())
+                .with("CSeq", format!("{cseq} ACK"));
+            self.ep.send(out.dialog.peer, ack.to_bytes());
+        }
+    }
+
+    fn drop_outbound(&mut self) {
+        self.stop_timer(Timer::OutboundInvite);
+        if let Some(out) = self.outbound.take() {
+            out.leg.close();
+            self.leg.relay_to(None);
+            self.ep.unroute(&out.dialog.call_id);
+        }
+    }
+
+    /// Cancels a ringing outbound leg (and ACKs its 487), or hangs up an answered one.
+    async fn cancel_outbound(&mut self) {
+        let Some(out) = self.outbound.as_ref() else {
+            return;
+        };
+        if out.up {
+            return self.hang_up_outbound().await;
+        }
+        let cancel = Message::request("CANCEL", out.invite.uri())
+            .with("Via", out.invite.header("Via").unwrap_or_default())
+            .with("Max-Forwards", "70")
+            .with("From", out.invite.header("From").unwrap_or_default())
+            .with("To", out.invite.header("To").unwrap_or_default())
+            .with("Call-ID", out.dialog.call_id.clone())
+            .with(
+                "CSeq",
+                format!("{} CANCEL", out.invite.cseq().map_or(1, |(n, _)| n)),
+            );
+        self.ep.send(out.dialog.peer, cancel.to_bytes());
+        self.stop_timer(Timer::OutboundInvite);
+        let until = Instant::now() + Duration::from_secs(2);
+        while let Ok(wake) = self.next(Some(until)).await {
+            match wake {
+                Wake::Outbound(m, _) if !m.is_request() && m.method() == "INVITE" => {
+                    if m.code() >= 300 {
+                        self.ack_failure(&m);
+                        break;
+                    }
+                    if m.code() >= 200 {
+                        // Answered as we canceled: hang it up.
+                        self.ack_outbound();
+                        if let Some(out) = self.outbound.as_mut() {
+                            out.up = true;
+                        }
+                        return self.hang_up_outbound().await;
+                    }
+                }
+                Wake::Timeout => break,
+                _ => {}
+            }
+        }
+        self.drop_outbound();
+    }
+
+    /// BYE on the outbound leg, waiting briefly for its answer.
+    async fn hang_up_outbound(&mut self) {
+        let advertised = self.ep.advertised;
+        let Some(out) = self.outbound.as_mut() else {
+            return;
+        };
+        let bye = out.dialog.request("BYE", advertised);
+        let peer = out.dialog.peer;
+        let bytes = bye.to_bytes();
+        self.ep.send(peer, bytes.clone());
+        self.leg.relay_to(None);
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut next_send = Instant::now() + T1;
+        loop {
+            let wait = until.min(next_send);
+            match self.next(Some(wait)).await {
+                Ok(Wake::Outbound(m, _)) if !m.is_request() && m.method() == "BYE" => break,
+                Ok(Wake::Outbound(m, peer)) => self.stray(m, peer),
+                Ok(Wake::Timeout) if Instant::now() >= until => break,
+                Ok(Wake::Timeout) => {
+                    if matches!(peer, Peer::Udp(_)) {
+                        self.ep.send(peer, bytes.clone());
+                    }
+                    next_send = Instant::now() + T1;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        self.drop_outbound();
+    }
+
+    /// Relays media between the caller and the answered outbound leg until one side hangs up.
+    /// `Ok(None)`: the outbound side hung up; `Ok(Some(r))`: the contact ended elsewhere.
+    async fn bridged(&mut self) -> Result<Option<StepReport>, Gone> {
+        if let Some(out) = &self.outbound {
+            self.leg.relay_to(Some(&out.leg));
+            out.leg.relay_to(Some(&self.leg));
+        }
+        self.ep.stats.bridged.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let wake = match self.next(None).await {
+                Ok(wake) => wake,
+                Err(gone) => {
+                    self.hang_up_outbound().await;
+                    return Err(gone);
+                }
+            };
+            match wake {
+                Wake::Outbound(m, peer) if m.is_request() && m.method() == "BYE" => {
+                    self.ep.respond(peer, &m, m.response(200, "OK", None));
+                    self.drop_outbound();
+                    return Ok(None);
+                }
+                Wake::Outbound(m, _) if !m.is_request() && m.method() == "INVITE" => {
+                    // A retransmitted 2xx: our ACK was lost.
+                    self.ack_outbound();
+                }
+                Wake::Outbound(m, peer) => self.stray(m, peer),
+                Wake::Report(r) if matches!(r.status, Status::Ended { .. }) => {
+                    self.hang_up_outbound().await;
+                    return Ok(Some(r));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The agent accepted: call their phone, bridge, and when either side hangs up complete
+    /// the task; the flow then decides what the caller hears next.
+    async fn bridge(&mut self, agent: String) -> Result<StepReport, Gone> {
+        let contact = self.contact.clone().unwrap_or_default();
+        let task = self.rt.router.task_of_contact(&contact).map(|t| t.id);
+        let dialed = match self.ep.phone_of(&agent) {
+            Some((uri, peer)) => {
+                tracing::info!(contact, agent, phone = uri, "calling the agent's phone");
+                self.dial(&uri, peer).await
+            }
+            None => Ok(Err(format!(
+                "agent {agent} has no phone: register one (sip:{agent}@{}) or set the agent's sip attribute",
+                self.ep.advertised
+            ))),
+        };
+        let dialed = match dialed {
+            Ok(dialed) => dialed,
+            Err(gone) => {
+                self.finish_task(
+                    &agent,
+                    task.as_deref(),
+                    "the caller hung up while the agent's phone rang",
+                )
+                .await;
+                return Err(gone);
+            }
+        };
+        if let Err(why) = dialed {
+            tracing::warn!(
+                contact,
+                agent,
+                why,
+                "cannot reach the agent's phone; canceling the task"
+            );
+            if let Some(task) = task.clone() {
+                let rt = self.rt.clone();
+                let reason = format!("the agent's phone could not be reached: {why}");
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = rt.router.cancel(&task, &reason);
+                    rt.deliver_outcomes();
+                })
+                .await;
+            }
+            return self.wait_report().await;
+        }
+        tracing::info!(contact, agent, "caller bridged to the agent");
+        let ended = self.bridged().await;
+        let reason = match &ended {
+            Err(Gone::Caller) => "the caller hung up",
+            _ => "the call ended",
+        };
+        self.finish_task(&agent, task.as_deref(), reason).await;
+        match ended? {
+            Some(report) => Ok(report),
+            None => self.wait_report().await,
+        }
+    }
+
+    async fn finish_task(&self, agent: &str, task: Option<&str>, wrapup: &str) {
+        let Some(task) = task.map(str::to_string) else {
+            return;
+        };
+        let rt = self.rt.clone();
+        let agent = agent.to_string();
+        let wrapup = wrapup.to_string();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = rt.router.complete(&agent, &task, Some(wrapup)) {
+                tracing::debug!(task, error = %e, "task not completed by the call");
+            }
+            rt.deliver_outcomes();
+        })
+        .await;
+    }
+
+    /// The flow's next step after a task outcome it was told about.
+    async fn wait_report(&mut self) -> Result<StepReport, Gone> {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.next(Some(until)).await? {
+                Wake::Report(r) => return Ok(r),
+                Wake::Timeout => {
+                    return Err(Gone::Failed(
+                        "the flow did not answer the task outcome".into(),
+                    ));
+                }
+                Wake::Outbound(m, peer) => self.stray(m, peer),
+                _ => {}
+            }
+        }
+    }
+
+    /// `transfer`: a new outbound leg to the target, bridged until either side hangs up.
+    async fn transfer(&mut self, target: &str) -> Result<(), Gone> {
+        let uri = if target.starts_with("sip:") || target.starts_with("sips:") {
+            Some(target.to_string())
+        } else {
+            self.ep
+                .config
+                .trunk
+                .as_ref()
+                .map(|trunk| format!("sip:{target}@{trunk}"))
+        };
+        let result = match uri {
+            Some(uri) => self.dial(&uri, None).await?,
+            None => Err(format!(
+                "transfer to the number {target} needs a trunk: set sip.trunk"
+            )),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(contact = ?self.contact, target, "call transferred");
+                self.bridged().await?;
+            }
+            Err(why) => {
+                tracing::warn!(contact = ?self.contact, target, why, "transfer failed");
+                let say = crate::contract::Say {
+                    text: "We could not transfer your call. Please try again later. Goodbye."
+                        .into(),
+                    voice: None,
+                    language: None,
+                };
+                let audio = self.audio(&Prompt::Say(say)).await;
+                self.play(vec![audio], false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// BYE to the caller, waiting briefly for the answer.
+    async fn hang_up(&mut self) -> Result<(), Gone> {
+        if !self.answered {
+            return Ok(());
+        }
+        let bye = self.dialog.request("BYE", self.ep.advertised).to_bytes();
+        self.ep.send(self.dialog.peer, bye.clone());
+        self.retransmit(Timer::Bye, bye, self.dialog.peer, T2);
+        let until = Instant::now() + Duration::from_secs(4);
+        loop {
+            match self.next(Some(until)).await {
+                Ok(Wake::ByeAnswered | Wake::Timeout | Wake::Expired(Timer::Bye)) | Err(_) => {
+                    break;
+                }
+                Ok(Wake::Outbound(m, peer)) => self.stray(m, peer),
+                Ok(_) => {}
+            }
+        }
+        self.stop_timer(Timer::Bye);
+        Ok(())
+    }
+
+    /// Cleans up: the flow hears a hang-up it did not cause, legs close, routes go.
+    async fn finish(&mut self, outcome: Result<(), Gone>) {
+        match &outcome {
+            Err(Gone::Caller) => {
+                tracing::info!(contact = ?self.contact, call_id = %self.dialog.call_id, "caller hung up")
+            }
+            Err(Gone::Failed(why)) => {
+                tracing::warn!(contact = ?self.contact, call_id = %self.dialog.call_id, why, "call ended on an error");
+                if self.answered {
+                    let _ = self.hang_up().await;
+                } else {
+                    self.refuse(500, "Server Internal Error", why);
+                }
+            }
+            Ok(()) => {}
+        }
+        if self.outbound.is_some() {
+            self.cancel_outbound().await;
+        }
+        if let Some(contact) = self.contact.clone() {
+            let rt = self.rt.clone();
+            self.ep.follow(&contact, None);
+            let _ = tokio::task::spawn_blocking(move || {
+                let open = rt
+                    .sessions
+                    .get(&contact)
+                    .is_ok_and(|s| !matches!(s.status, Status::Ended { .. }));
+                if open {
+                    match rt.sessions.send(&contact, Event::Hangup) {
+                        Ok(_) | Err(ContactError::Ended(_)) => {}
+                        Err(e) => {
+                            tracing::error!(contact, error = %e, "cannot tell the flow the caller hung up")
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+        self.leg.close();
+        self.ep.unroute(&self.dialog.call_id);
+        self.ep.stats.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The digit of a SIP INFO (application/dtmf-relay or application/dtmf).
+fn info_digit(m: &Message) -> Option<char> {
+    let kind = m.header("Content-Type")?.to_ascii_lowercase();
+    let body = std::str::from_utf8(&m.body).ok()?;
+    let signal = if kind.starts_with("application/dtmf-relay") {
+        body.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("signal").then(|| v.trim())
+        })?
+    } else if kind.starts_with("application/dtmf") {
+        body.trim()
+    } else {
+        return None;
+    };
+    let mut chars = signal.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D') => Some(c),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_digits() {
+        let info = |ct: &str, body: &str| {
+            Message::request("INFO", "sip:a@b").with_body(ct, body.as_bytes().to_vec())
+        };
+        assert_eq!(
+            info_digit(&info(
+                "application/dtmf-relay",
+                "Signal=2\r\nDuration=160\r\n"
+            )),
+            Some('2')
+        );
+        assert_eq!(info_digit(&info("application/dtmf", "#")), Some('#'));
+        assert_eq!(
+            info_digit(&info("application/dtmf-relay", "Signal=22")),
+            None
+        );
+        assert_eq!(info_digit(&info("text/plain", "1")), None);
+    }
+}

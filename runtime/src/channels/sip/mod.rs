@@ -1,0 +1,554 @@
+//! Voice over SIP: Switchboard is a SIP endpoint a trunk or a PBX sends calls to. Owns the
+//! transports (UDP and TCP on one port), the registrar for agents' phones, and the routing
+//! of messages to calls by Call-ID; each call is run by its own task ([`call`]). Media is in
+//! [`rtp`], prompt audio in [`prompts`], wire formats in [`message`] and [`sdp`]. Flows run in
+//! [`crate::sessions`], never here.
+
+pub mod call;
+pub mod g711;
+pub mod message;
+pub mod prompts;
+pub mod rtp;
+pub mod sdp;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+
+use crate::config::SipConfig;
+use crate::runtime::Runtime;
+use crate::sessions::StepReport;
+use message::{Message, ParseError};
+
+/// Methods we answer.
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REGISTER";
+
+/// Where a message came from, and how to answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A UDP source address.
+    Udp(SocketAddr),
+    /// A TCP connection, by its remote address.
+    Tcp(SocketAddr),
+}
+
+impl Peer {
+    /// The remote address.
+    pub fn addr(self) -> SocketAddr {
+        match self {
+            Peer::Udp(a) | Peer::Tcp(a) => a,
+        }
+    }
+
+    /// The Via transport token.
+    pub fn transport(self) -> &'static str {
+        match self {
+            Peer::Udp(_) => "UDP",
+            Peer::Tcp(_) => "TCP",
+        }
+    }
+}
+
+/// Which leg of a call a message belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegKind {
+    /// The customer's call (we are the UAS).
+    Caller,
+    /// The call we placed to an agent or a transfer target (we are the UAC).
+    Outbound,
+}
+
+/// What a call's task is told.
+#[derive(Debug)]
+pub enum Input {
+    /// A SIP message for one of its legs.
+    Sip(Message, Peer, LegKind),
+    /// Its contact took a step outside the call (a task outcome, queue news).
+    Report(StepReport),
+}
+
+/// A non-INVITE server transaction: Call-ID, CSeq number, method.
+type TransactionKey = (String, u32, String);
+
+#[derive(Clone)]
+struct Route {
+    tx: mpsc::UnboundedSender<Input>,
+    kind: LegKind,
+}
+
+/// A phone registered for an agent.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The Contact URI it registered.
+    pub uri: String,
+    /// Where REGISTER came from (requests go there).
+    pub peer: Peer,
+    expires: Instant,
+}
+
+/// SIP counters.
+#[derive(Default)]
+pub struct SipStats {
+    /// Calls offered (INVITEs that started a call).
+    pub calls: AtomicU64,
+    /// Calls in progress.
+    pub active: AtomicU64,
+    /// Calls refused (no flow, no codec, no port...).
+    pub rejected: AtomicU64,
+    /// Datagrams or stream messages that were not SIP.
+    pub malformed: AtomicU64,
+    /// Calls bridged to an agent or a transfer target.
+    pub bridged: AtomicU64,
+}
+
+/// The SIP endpoint.
+pub struct Endpoint {
+    rt: Weak<Runtime>,
+    /// Its configuration.
+    pub config: SipConfig,
+    udp: Arc<tokio::net::UdpSocket>,
+    /// The address put in Via and Contact headers.
+    pub advertised: SocketAddr,
+    /// Media legs and the pacer.
+    pub media: Arc<rtp::Media>,
+    routes: Mutex<HashMap<String, Route>>,
+    contacts: Mutex<HashMap<String, mpsc::UnboundedSender<Input>>>,
+    registrations: Mutex<HashMap<String, Registration>>,
+    streams: Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>,
+    /// Final responses to non-INVITE requests, resent when the request is retransmitted.
+    answered: Mutex<HashMap<TransactionKey, (Vec<u8>, Instant)>>,
+    /// Counters.
+    pub stats: SipStats,
+}
+
+impl Endpoint {
+    /// Binds UDP and TCP on `config.listen` and starts serving. Needs a Tokio runtime.
+    pub async fn start(rt: &Arc<Runtime>) -> anyhow::Result<Arc<Endpoint>> {
+        let config = rt.config.sip.clone();
+        let listen = config
+            .listen
+            .context("SIP is off: set sip.listen (or --sip ADDRESS)")?;
+        let udp = tokio::net::UdpSocket::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen for SIP on udp {listen}: is another SIP server using it? pass --sip 0.0.0.0:PORT"))?;
+        let bound = udp.local_addr()?;
+        let tcp = tokio::net::TcpListener::bind(bound)
+            .await
+            .with_context(|| format!("cannot listen for SIP on tcp {bound}"))?;
+        let ip = match (config.public_ip, bound.ip()) {
+            (Some(ip), _) => ip,
+            (None, ip) if ip.is_unspecified() => {
+                tracing::warn!(
+                    "sip.listen is a wildcard address and sip.public_ip is unset: advertising 127.0.0.1, which only local peers can reach"
+                );
+                IpAddr::from([127, 0, 0, 1])
+            }
+            (None, ip) => ip,
+        };
+        let media = rtp::Media::start(bound.ip(), ip, config.rtp_ports);
+        let endpoint = Arc::new(Endpoint {
+            rt: Arc::downgrade(rt),
+            config,
+            udp: Arc::new(udp),
+            advertised: SocketAddr::new(ip, bound.port()),
+            media,
+            routes: Mutex::new(HashMap::new()),
+            contacts: Mutex::new(HashMap::new()),
+            registrations: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
+            answered: Mutex::new(HashMap::new()),
+            stats: SipStats::default(),
+        });
+        tokio::spawn(udp_loop(Arc::downgrade(&endpoint), endpoint.udp.clone()));
+        tokio::spawn(tcp_loop(Arc::downgrade(&endpoint), tcp));
+        tracing::info!(address = %bound, advertised = %endpoint.advertised, "SIP listening (UDP and TCP)");
+        Ok(endpoint)
+    }
+
+    /// The address SIP is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.udp.local_addr().unwrap_or(self.advertised)
+    }
+
+    /// Sends bytes to a peer (never blocks: a full socket buffer drops the datagram, which
+    /// SIP retransmission covers).
+    pub fn send(&self, peer: Peer, bytes: Vec<u8>) {
+        match peer {
+            Peer::Udp(addr) => {
+                if let Err(e) = self.udp.try_send_to(&bytes, addr) {
+                    tracing::debug!(%addr, error = %e, "SIP datagram not sent");
+                }
+            }
+            Peer::Tcp(addr) => {
+                let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+                match streams.get(&addr) {
+                    Some(tx) => {
+                        let _ = tx.send(bytes);
+                    }
+                    None => tracing::debug!(%addr, "SIP connection closed; message not sent"),
+                }
+            }
+        }
+    }
+
+    /// Sends a response to `request`, remembering it for retransmissions of a non-INVITE.
+    pub fn respond(&self, peer: Peer, request: &Message, response: Message) {
+        let response = response.with("Server", "Switchboard").with("Allow", ALLOW);
+        let bytes = response.to_bytes();
+        if request.method() != "INVITE" && response.code() >= 200 {
+            let (cseq, method) = request.cseq().unwrap_or((0, ""));
+            let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            answered.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(32));
+            answered.insert(
+                (request.call_id().to_string(), cseq, method.to_string()),
+                (bytes.clone(), now),
+            );
+        }
+        self.send(peer, bytes);
+    }
+
+    /// Tells a call that its contact took a step elsewhere (task outcomes, queue news).
+    pub fn deliver(&self, report: &StepReport) {
+        let contacts = self.contacts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = contacts.get(&report.contact) {
+            let _ = tx.send(Input::Report(report.clone()));
+        }
+    }
+
+    /// Routes messages with this Call-ID to a call task.
+    pub fn route(&self, call_id: &str, tx: mpsc::UnboundedSender<Input>, kind: LegKind) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(call_id.to_string(), Route { tx, kind });
+    }
+
+    /// Stops routing a Call-ID.
+    pub fn unroute(&self, call_id: &str) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(call_id);
+    }
+
+    /// Sends this contact's outside steps to a call task.
+    pub fn follow(&self, contact: &str, tx: Option<mpsc::UnboundedSender<Input>>) {
+        let mut contacts = self.contacts.lock().unwrap_or_else(|p| p.into_inner());
+        match tx {
+            Some(tx) => contacts.insert(contact.to_string(), tx),
+            None => contacts.remove(contact),
+        };
+    }
+
+    /// The phone of `agent`: a live registration, else the agent's `sip` attribute (a SIP URI).
+    pub fn phone_of(&self, agent: &str) -> Option<(String, Option<Peer>)> {
+        let registered = self
+            .registrations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(agent)
+            .filter(|r| r.expires > Instant::now())
+            .cloned();
+        if let Some(r) = registered {
+            return Some((r.uri, Some(r.peer)));
+        }
+        let rt = self.rt.upgrade()?;
+        let worker = rt.router.worker(agent).ok()?;
+        let uri = worker.pointer("/attributes/sip").and_then(|v| v.as_str())?;
+        Some((uri.to_string(), None))
+    }
+
+    fn handle(self: &Arc<Self>, message: Message, peer: Peer) {
+        tracing::trace!(peer = %peer.addr(), method = message.method(), code = message.code(), call_id = message.call_id(), "SIP in");
+        let call_id = message.call_id().to_string();
+        let route = self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&call_id)
+            .cloned();
+        if !message.is_request() {
+            match route {
+                Some(route) => {
+                    let _ = route.tx.send(Input::Sip(message, peer, route.kind));
+                }
+                None => tracing::debug!(call_id, "response for no known call; dropped"),
+            }
+            return;
+        }
+        if let Some((cseq, method)) = message.cseq()
+            && method != "INVITE"
+            && method != "ACK"
+        {
+            let key = (call_id.clone(), cseq, method.to_string());
+            let resent = self
+                .answered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .map(|(bytes, _)| bytes.clone());
+            if let Some(bytes) = resent {
+                self.send(peer, bytes);
+                return;
+            }
+        }
+        if let Some(route) = route {
+            let _ = route.tx.send(Input::Sip(message, peer, route.kind));
+            return;
+        }
+        match message.method() {
+            "INVITE" if message.to_tag().is_none() => call::incoming(self, message, peer),
+            "INVITE" => self.respond(
+                peer,
+                &message,
+                message.response(481, "Call/Transaction Does Not Exist", None),
+            ),
+            "OPTIONS" => self.respond(
+                peer,
+                &message,
+                message
+                    .response(200, "OK", Some(&message::token()))
+                    .with("Accept", "application/sdp"),
+            ),
+            "REGISTER" => self.register(&message, peer),
+            "ACK" => {}
+            "BYE" | "CANCEL" | "INFO" | "UPDATE" | "PRACK" | "REFER" | "NOTIFY" => self.respond(
+                peer,
+                &message,
+                message.response(481, "Call/Transaction Does Not Exist", None),
+            ),
+            _ => self.respond(
+                peer,
+                &message,
+                message.response(405, "Method Not Allowed", None),
+            ),
+        }
+    }
+
+    /// The registrar: an agent's phone registers under the agent's name
+    /// (`sip:alice@switchboard`), and agent calls go to its Contact.
+    fn register(&self, request: &Message, peer: Peer) {
+        let aor = message::uri_of(request.header("To").unwrap_or_default());
+        let agent = message::user_of(aor).to_string();
+        let known = self
+            .rt
+            .upgrade()
+            .is_some_and(|rt| rt.router.worker(&agent).is_ok());
+        if !known {
+            let reason = "Not Found";
+            self.respond(
+                peer,
+                request,
+                request
+                    .response(404, reason, Some(&message::token()))
+                    .with("Warning", format!("399 switchboard \"no agent named {agent:?}: create the agent first (switchboard agent {agent} ...)\"")),
+            );
+            return;
+        }
+        let contact = request.header("Contact").unwrap_or_default();
+        let expires = message::param(contact, "expires")
+            .or_else(|| request.header("Expires"))
+            .and_then(|e| e.trim().parse::<u64>().ok())
+            .unwrap_or(3600);
+        let mut registrations = self.registrations.lock().unwrap_or_else(|p| p.into_inner());
+        let mut response = request.response(200, "OK", Some(&message::token()));
+        if contact.trim() == "*" || expires == 0 || contact.is_empty() {
+            if !contact.is_empty() {
+                registrations.remove(&agent);
+                tracing::info!(agent, "agent phone unregistered");
+            } else if let Some(r) = registrations.get(&agent) {
+                // A query: the current binding.
+                response = response.with("Contact", format!("<{}>", r.uri));
+            }
+        } else {
+            let expires = expires.clamp(60, 3600);
+            let uri = message::uri_of(contact).to_string();
+            registrations.insert(
+                agent.clone(),
+                Registration {
+                    uri: uri.clone(),
+                    peer,
+                    expires: Instant::now() + Duration::from_secs(expires),
+                },
+            );
+            tracing::info!(agent, contact = uri, expires, "agent phone registered");
+            response = response
+                .with("Contact", format!("<{uri}>;expires={expires}"))
+                .with("Expires", expires.to_string());
+        }
+        drop(registrations);
+        self.respond(peer, request, response);
+    }
+
+    /// Registered agent phones: agent, contact URI, seconds left.
+    pub fn registrations(&self) -> Vec<(String, String, u64)> {
+        let now = Instant::now();
+        let mut out: Vec<_> = self
+            .registrations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, r)| r.expires > now)
+            .map(|(a, r)| (a.clone(), r.uri.clone(), (r.expires - now).as_secs()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Prometheus text for calls and media.
+    pub fn render_metrics(&self) -> String {
+        let s = &self.stats;
+        let m = &self.media.stats;
+        let (p50, p99, max) = m
+            .lateness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or((0, 0, 0), |h| {
+                (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
+            });
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "# HELP switchboard_sip_calls_total Calls offered over SIP.\n# TYPE switchboard_sip_calls_total counter\nswitchboard_sip_calls_total {}\n\
+# HELP switchboard_sip_calls_active Calls in progress.\n# TYPE switchboard_sip_calls_active gauge\nswitchboard_sip_calls_active {}\n\
+# HELP switchboard_sip_calls_rejected_total Calls refused (no flow, no common codec, no RTP port).\n# TYPE switchboard_sip_calls_rejected_total counter\nswitchboard_sip_calls_rejected_total {}\n\
+# HELP switchboard_sip_calls_bridged_total Calls bridged to an agent or a transfer target.\n# TYPE switchboard_sip_calls_bridged_total counter\nswitchboard_sip_calls_bridged_total {}\n\
+# HELP switchboard_sip_malformed_total Messages on the SIP port that were not SIP.\n# TYPE switchboard_sip_malformed_total counter\nswitchboard_sip_malformed_total {}\n\
+# HELP switchboard_sip_registrations Agent phones registered.\n# TYPE switchboard_sip_registrations gauge\nswitchboard_sip_registrations {}\n\
+# HELP switchboard_rtp_legs_open Media legs with an open RTP socket.\n# TYPE switchboard_rtp_legs_open gauge\nswitchboard_rtp_legs_open {}\n\
+# HELP switchboard_rtp_packets_sent_total RTP packets sent (prompts and relayed).\n# TYPE switchboard_rtp_packets_sent_total counter\nswitchboard_rtp_packets_sent_total {}\n\
+# HELP switchboard_rtp_packets_received_total RTP packets accepted.\n# TYPE switchboard_rtp_packets_received_total counter\nswitchboard_rtp_packets_received_total {}\n\
+# HELP switchboard_rtp_packets_dropped_total Packets dropped: not RTP, or not from the signalled address.\n# TYPE switchboard_rtp_packets_dropped_total counter\nswitchboard_rtp_packets_dropped_total {}\n\
+# HELP switchboard_rtp_dtmf_digits_total Digits detected in RFC 4733 events.\n# TYPE switchboard_rtp_dtmf_digits_total counter\nswitchboard_rtp_dtmf_digits_total {}\n\
+# HELP switchboard_rtp_pacer_lateness_us How late the 20 ms media clock ticked.\n# TYPE switchboard_rtp_pacer_lateness_us summary\nswitchboard_rtp_pacer_lateness_us{{quantile=\"0.5\"}} {p50}\nswitchboard_rtp_pacer_lateness_us{{quantile=\"0.99\"}} {p99}\nswitchboard_rtp_pacer_lateness_us_max {max}\n",
+            load(&s.calls),
+            load(&s.active),
+            load(&s.rejected),
+            load(&s.bridged),
+            load(&s.malformed),
+            self.registrations().len(),
+            load(&m.open_legs),
+            load(&m.sent),
+            load(&m.received),
+            load(&m.dropped),
+            load(&m.digits),
+        )
+    }
+
+    fn runtime(&self) -> Option<Arc<Runtime>> {
+        self.rt.upgrade()
+    }
+}
+
+fn malformed(endpoint: &Endpoint, peer: Peer, error: &ParseError) {
+    if *error != ParseError::Empty {
+        endpoint.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(peer = %peer.addr(), %error, "not a SIP message; dropped");
+    }
+}
+
+async fn udp_loop(endpoint: Weak<Endpoint>, socket: Arc<tokio::net::UdpSocket>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let received = socket.recv_from(&mut buf).await;
+        let Some(endpoint) = endpoint.upgrade() else {
+            return;
+        };
+        let Ok((n, from)) = received else { continue };
+        let peer = Peer::Udp(from);
+        match Message::parse(&buf[..n]) {
+            Ok(message) => endpoint.handle(message, peer),
+            Err(e) => malformed(&endpoint, peer, &e),
+        }
+    }
+}
+
+async fn tcp_loop(endpoint: Weak<Endpoint>, listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, from)) = listener.accept().await else {
+            continue;
+        };
+        let Some(ep) = endpoint.upgrade() else { return };
+        let (tx, rx) = mpsc::unbounded_channel();
+        ep.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(from, tx);
+        tokio::spawn(tcp_connection(endpoint.clone(), stream, from, rx));
+    }
+}
+
+/// Most a SIP message over TCP may be.
+const MAX_STREAM_MESSAGE: usize = 64 * 1024;
+
+async fn tcp_connection(
+    endpoint: Weak<Endpoint>,
+    stream: tokio::net::TcpStream,
+    from: SocketAddr,
+    mut outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let write = tokio::spawn(async move {
+        while let Some(bytes) = outgoing.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    let peer = Peer::Tcp(from);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            // Keep-alive CRLFs between messages.
+            let skip = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+            buf.drain(..skip);
+            if buf.is_empty() {
+                break;
+            }
+            let Some(endpoint) = endpoint.upgrade() else {
+                break 'read;
+            };
+            match Message::parse(&buf) {
+                Ok(message) => {
+                    let used = message::head_end(&buf).unwrap_or(buf.len()) + message.body.len();
+                    buf.drain(..used.min(buf.len()));
+                    endpoint.handle(message, peer);
+                }
+                Err(ParseError::Incomplete) => break,
+                Err(ParseError::Malformed(_)) if message::head_end(&buf).is_none() => {
+                    if buf.len() > MAX_STREAM_MESSAGE {
+                        malformed(&endpoint, peer, &ParseError::Malformed("too long".into()));
+                        break 'read;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    // Framing is lost on a stream: close it.
+                    malformed(&endpoint, peer, &e);
+                    break 'read;
+                }
+            }
+        }
+    }
+    if let Some(endpoint) = endpoint.upgrade() {
+        endpoint
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&from);
+    }
+    write.abort();
+}

@@ -1,0 +1,452 @@
+//! Voice over SIP, end to end: sipp calls the real server in a private network namespace; the
+//! test owns the callers' (and the agent phone's) RTP ports, so it hears what Switchboard
+//! plays and can speak through a bridge.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::sipp::{Caller, Ear, agent_phone, private_network, sipp};
+use crate::support::{Server, agent, ivr_server};
+
+const NUMBER: &str = "+15550100";
+
+fn sip_server(dir: &std::path::Path) -> Server {
+    let server = ivr_server(
+        dir,
+        &[
+            "--sip",
+            "127.0.0.1:0",
+            "--bind",
+            "+15550100=ivr-menu",
+            "--queue",
+            "sales",
+            "--queue",
+            "support",
+            "--queue",
+            "agents",
+        ],
+    );
+    assert!(server.sip.is_some(), "the server printed its SIP address");
+    server
+}
+
+fn sip_addr(server: &Server) -> SocketAddr {
+    server.sip.unwrap()
+}
+
+fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The most recent contact.
+fn last_contact(server: &Server) -> Value {
+    let (status, contacts) = server.call("GET", "/v1/contacts?limit=1", None);
+    assert_eq!(status, 200, "{contacts}");
+    contacts[0].clone()
+}
+
+fn trace(server: &Server, contact: &Value) -> Vec<Value> {
+    let id = contact["id"].as_str().unwrap();
+    let (status, trace) = server.call("GET", &format!("/v1/contacts/{id}/trace"), None);
+    assert_eq!(status, 200, "{trace}");
+    trace.as_array().unwrap().clone()
+}
+
+fn events(trace: &[Value]) -> Vec<String> {
+    trace
+        .iter()
+        .map(|t| {
+            let e = &t["event"];
+            match e["type"].as_str().unwrap() {
+                "input" => format!("input:{}", e["digits"].as_str().unwrap()),
+                other => other.to_string(),
+            }
+        })
+        .collect()
+}
+
+fn enqueued(trace: &[Value]) -> Vec<String> {
+    trace
+        .iter()
+        .flat_map(|t| t["actions"].as_array().unwrap().clone())
+        .filter(|a| a["type"] == "enqueue")
+        .map(|a| a["queue"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn metric(server: &Server, name: &str) -> f64 {
+    let (status, text) = server.call_as(None, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    text.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+/// Waits until the call is over on Switchboard's side: no call, no open RTP socket.
+fn all_calls_over(server: &Server) {
+    wait_until("every call and RTP socket to close", 10, || {
+        metric(server, "switchboard_sip_calls_active") == 0.0
+            && metric(server, "switchboard_rtp_legs_open") == 0.0
+    });
+}
+
+#[test]
+fn pressing_1_by_rfc4733_reaches_sales_and_the_caller_hears_the_prompts() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_server(dir.path());
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15551234")
+        .answered()
+        .pause(2500)
+        .press_rfc4733("1")
+        .pause(2500)
+        .hang_up()
+        .write(dir.path(), "press-1");
+    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+
+    let contact = last_contact(&server);
+    let trace = trace(&server, &contact);
+    assert_eq!(
+        events(&trace),
+        ["started", "input:1", "hangup"],
+        "{trace:#?}"
+    );
+    assert_eq!(enqueued(&trace), ["sales"]);
+    assert_eq!(contact["channel"], "voice");
+    assert_eq!(contact["from"], "+15551234");
+    assert_eq!(contact["status"]["state"], "ended");
+    assert_eq!(contact["status"]["reason"], "customer-hangup");
+    // 5 s of a call: the greeting, the menu (cut by the key), "connecting you to sales", hold
+    // music, all at 50 packets a second, and not silence.
+    let heard = ear.count();
+    assert!(heard >= 150, "the caller heard {heard} RTP packets");
+    assert!(
+        ear.loud_count() >= 100,
+        "only {} of {heard} packets carried sound",
+        ear.loud_count()
+    );
+    assert_eq!(*ear.payload_types.lock().unwrap(), [0], "PCMU, as offered");
+    assert_eq!(metric(&server, "switchboard_rtp_dtmf_digits_total"), 1.0);
+    all_calls_over(&server);
+    let (_, stats) = server.call("GET", "/v1/queues/sales/stats", None);
+    assert_eq!(
+        stats["tasks"]["canceled-in-window"], 1,
+        "the caller took the task along: {stats}"
+    );
+}
+
+#[test]
+fn pressing_2_by_sip_info_over_tcp_reaches_support_in_a_law() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_server(dir.path());
+    let ear = Ear::new();
+    let scenario = Caller::dial_with(ear.port(), "+15559876", "8")
+        .answered()
+        .pause(2500)
+        .press_info("2")
+        .pause(1500)
+        .hang_up()
+        .write(dir.path(), "press-2");
+    sipp(
+        dir.path(),
+        &scenario,
+        sip_addr(&server),
+        NUMBER,
+        &["-t", "t1"],
+    )
+    .succeeds();
+    let trace = trace(&server, &last_contact(&server));
+    assert_eq!(events(&trace), ["started", "input:2", "hangup"]);
+    assert_eq!(enqueued(&trace), ["support"]);
+    assert_eq!(*ear.payload_types.lock().unwrap(), [8], "PCMA, as offered");
+    assert!(ear.loud_count() >= 100);
+    all_calls_over(&server);
+}
+
+#[test]
+fn silence_replays_the_menu_then_says_goodbye_and_hangs_up() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_server(dir.path());
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15551111")
+        .answered()
+        .expect_bye(60_000)
+        .write(dir.path(), "silence");
+    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+    let contact = last_contact(&server);
+    let trace = trace(&server, &contact);
+    assert_eq!(events(&trace), ["started", "no-input"]);
+    let last = trace.last().unwrap()["actions"].to_string();
+    assert!(
+        last.contains("Goodbye") && last.contains("hangup"),
+        "{last}"
+    );
+    assert_eq!(contact["status"]["reason"], "hangup");
+    // Talkspurts: greeting, menu, the menu again after the first silence, goodbye.
+    assert_eq!(ear.markers(), 4, "prompts played");
+    all_calls_over(&server);
+}
+
+#[test]
+fn three_invalid_keys_take_the_flows_error_path_to_an_agent() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_server(dir.path());
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15552222")
+        .answered()
+        .pause(2500)
+        .press_rfc4733("9")
+        .pause(2500)
+        .press_rfc4733("9")
+        .pause(2500)
+        .press_rfc4733("9")
+        .pause(4000)
+        .hang_up()
+        .write(dir.path(), "invalid");
+    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+    let contact = last_contact(&server);
+    let trace = trace(&server, &contact);
+    assert_eq!(
+        events(&trace),
+        ["started", "input:9", "input:9", "input:9", "hangup"]
+    );
+    assert_eq!(enqueued(&trace), ["agents"]);
+    assert!(
+        contact["attributes"].to_string().contains("agents"),
+        "{contact}"
+    );
+    all_calls_over(&server);
+}
+
+#[test]
+fn a_caller_hanging_up_during_the_prompt_ends_the_contact_and_frees_the_media() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_server(dir.path());
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15553333")
+        .answered()
+        .pause(1200)
+        .hang_up()
+        .write(dir.path(), "early-bye");
+    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+    all_calls_over(&server);
+    let contact = last_contact(&server);
+    assert_eq!(contact["status"]["reason"], "customer-hangup");
+    assert_eq!(events(&trace(&server, &contact)), ["started", "hangup"]);
+    // The prompt stopped with the call.
+    let heard = ear.count();
+    assert!(heard > 20, "the prompt was playing ({heard} packets)");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ear.count(), heard, "RTP kept coming after the hang-up");
+}
+
+#[test]
+fn an_agent_phone_answers_and_the_caller_is_bridged_both_ways() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_server(dir.path());
+    let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
+    let phone_ear = Ear::new();
+    let (register, answer) = agent_phone(dir.path(), "alice", phone_ear.port(), 4000);
+    let phone_port = crate::sipp::free_port().to_string();
+    let port_args = ["-p", phone_port.as_str()];
+    sipp(
+        dir.path(),
+        &register,
+        sip_addr(&server),
+        "alice",
+        &port_args,
+    )
+    .succeeds();
+    let (_, regs) = server.call("GET", "/v1/sip/registrations", None);
+    assert_eq!(regs[0]["agent"], "alice", "{regs}");
+    let phone = sipp(dir.path(), &answer, sip_addr(&server), "alice", &port_args);
+
+    let caller_ear = Ear::new();
+    let scenario = Caller::dial(caller_ear.port(), "+15554444")
+        .answered()
+        .pause(2500)
+        .press_rfc4733("1")
+        .expect_bye(60_000)
+        .write(dir.path(), "bridged-caller");
+    let caller = sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]);
+
+    // Alice accepts the offer on her desktop; Switchboard rings her phone.
+    let mut reservation = None;
+    wait_until("the task to be offered to alice", 20, || {
+        let (_, me) = server.call_as(Some(&alice), "GET", "/agent/v1/me", None);
+        reservation = me["reservation"]["id"].as_str().map(str::to_string);
+        reservation.is_some()
+    });
+    let (status, accepted) = server.call_as(
+        Some(&alice),
+        "POST",
+        &format!("/agent/v1/reservations/{}/accept", reservation.unwrap()),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{accepted}");
+    let task = accepted["id"].as_str().unwrap().to_string();
+    wait_until("the bridge", 10, || {
+        metric(&server, "switchboard_sip_calls_bridged_total") == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The caller speaks: the agent's phone hears it; and the other way round.
+    let caller_media = caller_ear
+        .from
+        .lock()
+        .unwrap()
+        .expect("prompt RTP came from the caller leg");
+    let phone_before = phone_ear.loud_count();
+    caller_ear.speak(caller_media, 40);
+    std::thread::sleep(Duration::from_millis(200));
+    let relayed = phone_ear.loud_count() - phone_before;
+    assert!(relayed >= 36, "the agent heard {relayed} of 40 packets");
+
+    let phone_media = phone_ear
+        .from
+        .lock()
+        .unwrap()
+        .expect("the agent leg sent nothing yet? it relays");
+    let caller_before = caller_ear.loud_count();
+    phone_ear.speak(phone_media, 40);
+    std::thread::sleep(Duration::from_millis(200));
+    let relayed = caller_ear.loud_count() - caller_before;
+    assert!(relayed >= 36, "the caller heard {relayed} of 40 packets");
+
+    // The agent hangs up (after 4 s): Switchboard hangs up on the caller, the task completes.
+    phone.succeeds();
+    caller.succeeds();
+    all_calls_over(&server);
+    let (_, task) = server.call("GET", &format!("/v1/tasks/{task}"), None);
+    assert_eq!(task["status"], "completed", "{task}");
+    let contact = last_contact(&server);
+    assert_eq!(contact["status"]["state"], "ended", "{contact}");
+}
+
+#[test]
+fn bad_sip_and_stray_media_get_errors_or_are_dropped_and_calls_go_on() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_server(dir.path());
+    let sip = sip_addr(&server);
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let ask = |text: &str| -> Option<String> {
+        probe.send_to(text.as_bytes(), sip).unwrap();
+        let mut buf = [0u8; 4096];
+        probe
+            .recv_from(&mut buf)
+            .ok()
+            .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).to_string())
+    };
+    let request = |method: &str, call_id: &str, extra: &str| {
+        format!(
+            "{method} sip:{NUMBER}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{call_id}{method}\r\nFrom: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:{NUMBER}@{sip}>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}",
+            probe.local_addr().unwrap()
+        )
+    };
+
+    // Garbage and a request missing its headers: dropped silently, counted.
+    assert_eq!(ask("\u{1}\u{2}garbage\r\n\r\n"), None);
+    assert_eq!(
+        ask("INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4\r\n\r\n"),
+        None
+    );
+    assert_eq!(metric(&server, "switchboard_sip_malformed_total"), 2.0);
+    // A BYE for a dialog that does not exist.
+    let answer = ask(&request("BYE", "nobody", "Content-Length: 0\r\n\r\n")).unwrap();
+    assert!(answer.starts_with("SIP/2.0 481"), "{answer}");
+    // Keep-alive OPTIONS.
+    let answer = ask(&request("OPTIONS", "ping", "Content-Length: 0\r\n\r\n")).unwrap();
+    assert!(
+        answer.starts_with("SIP/2.0 200") && answer.contains("INVITE"),
+        "{answer}"
+    );
+    // An unknown method; a REGISTER for no agent.
+    let answer = ask(&request("SUBSCRIBE", "sub", "Content-Length: 0\r\n\r\n")).unwrap();
+    assert!(answer.starts_with("SIP/2.0 405"), "{answer}");
+    let answer = ask(&request(
+        "REGISTER",
+        "reg",
+        "Contact: <sip:mallory@127.0.0.1:9>\r\nContent-Length: 0\r\n\r\n",
+    ))
+    .unwrap();
+    assert!(answer.starts_with("SIP/2.0 404"), "{answer}");
+    // An INVITE without an offer, and one offering only G.729: 488, no contact created.
+    let answer = ask(&request("INVITE", "nosdp", "Content-Length: 0\r\n\r\n"));
+    let answer = answer
+        .filter(|a| !a.starts_with("SIP/2.0 100"))
+        .or_else(|| {
+            let mut buf = [0u8; 4096];
+            probe
+                .recv_from(&mut buf)
+                .ok()
+                .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).to_string())
+        });
+    assert!(
+        answer.as_deref().unwrap_or("").starts_with("SIP/2.0 488"),
+        "{answer:?}"
+    );
+    let g729 = Caller::dial_with(5000, "+15550000", "18")
+        .refused(488)
+        .write(dir.path(), "g729");
+    sipp(dir.path(), &g729, sip, NUMBER, &[]).succeeds();
+    // A number nobody bound: 404.
+    let unbound = Caller::dial(5000, "+15550000")
+        .refused(404)
+        .write(dir.path(), "unbound");
+    sipp(dir.path(), &unbound, sip, "+19999999", &[]).succeeds();
+    let (_, contacts) = server.call("GET", "/v1/contacts", None);
+    assert_eq!(
+        contacts.as_array().unwrap().len(),
+        0,
+        "no contact for refused calls"
+    );
+
+    // A real call goes on, while RTP "digits" from a stranger's address are dropped: the
+    // caller pressed 1 (SIP INFO), the stranger 2.
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15555555")
+        .answered()
+        .pause(2500)
+        .press_info("1")
+        .pause(1000)
+        .hang_up()
+        .write(dir.path(), "meanwhile");
+    let call = sipp(dir.path(), &scenario, sip, NUMBER, &[]);
+    wait_until("prompt audio", 10, || ear.from.lock().unwrap().is_some());
+    let media = ear.from.lock().unwrap().unwrap();
+    let stranger = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for _ in 0..3 {
+        let mut p = vec![0x80, 101, 0, 1, 0, 0, 0, 9, 1, 2, 3, 4];
+        p.extend([2, 0x8a, 3, 0]);
+        stranger.send_to(&p, media).unwrap();
+    }
+    // And a datagram that is not RTP at all, from the caller's own address.
+    ear.socket.send_to(b"not rtp", media).unwrap();
+    call.succeeds();
+    let trace = trace(&server, &last_contact(&server));
+    assert_eq!(events(&trace), ["started", "input:1", "hangup"]);
+    assert!(metric(&server, "switchboard_rtp_packets_dropped_total") >= 4.0);
+    all_calls_over(&server);
+}

@@ -1,0 +1,560 @@
+//! Driving real SIP peers: sipp scenarios assembled from parts (a caller who dials, presses
+//! keys by RFC 4733 or SIP INFO and hangs up or waits for the hang-up; an agent phone that
+//! registers and answers), a private network namespace for the whole test, and an RTP
+//! endpoint owned by the test so it can hear (and speak) what crosses Switchboard.
+//! Shared by the SIP feature tests and the SIP load benchmark.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Moves this test process (and what it starts afterwards) into a private network namespace
+/// with only loopback, when it may (root); otherwise stays on the host's loopback. Returns
+/// whether it did.
+pub fn private_network() -> bool {
+    // SAFETY: unshare only changes this thread's namespaces; no memory is touched.
+    let moved = unsafe { libc_unshare(0x4000_0000) } == 0; // CLONE_NEWNET
+    if moved {
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            up,
+            "cannot bring loopback up in the new network namespace (is iproute2 installed?)"
+        );
+    } else {
+        eprintln!("note: not allowed to create a network namespace; using the host's loopback");
+    }
+    moved
+}
+
+unsafe extern "C" {
+    #[link_name = "unshare"]
+    fn libc_unshare(flags: i32) -> i32;
+}
+
+/// A free UDP port on loopback (bound and released; good enough on a private namespace).
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const INVITE: &str = r#"
+  <send retrans="500">
+    <![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "Caller" <sip:FROM@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:caller@[local_ip]:[local_port];transport=[transport]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=caller 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio RTP_PORT RTP/AVP CODECS 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+    ]]>
+  </send>
+"#;
+
+fn in_dialog(method: &str, cseq: u32, extra: &str) -> String {
+    format!(
+        r#"
+  <send{}>
+    <![CDATA[
+{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "Caller" <sip:FROM@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: {cseq} {method}
+Contact: <sip:caller@[local_ip]:[local_port];transport=[transport]>
+Max-Forwards: 70
+{extra}
+    ]]>
+  </send>
+"#,
+        if method == "ACK" {
+            ""
+        } else {
+            " retrans=\"500\""
+        }
+    )
+}
+
+const OK_TO_LAST: &str = r#"
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:caller@[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+    ]]>
+  </send>
+"#;
+
+/// A caller scenario, built step by step.
+pub struct Caller {
+    body: String,
+    cseq: u32,
+}
+
+impl Caller {
+    /// Dials, offering PCMU and telephone-event, receiving RTP on `rtp_port`; from `from`.
+    pub fn dial(rtp_port: u16, from: &str) -> Caller {
+        Self::dial_with(rtp_port, from, "0")
+    }
+
+    /// Dials offering the payload types `codecs` (such as "0", "8" or "18").
+    pub fn dial_with(rtp_port: u16, from: &str, codecs: &str) -> Caller {
+        let body = INVITE
+            .replace("RTP_PORT", &rtp_port.to_string())
+            .replace("FROM", from)
+            .replace("CODECS", codecs);
+        Caller { body, cseq: 1 }
+    }
+
+    /// Expects the call to be answered, and ACKs.
+    pub fn answered(mut self) -> Caller {
+        self.body.push_str(
+            r#"
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rtd="true"/>
+"#,
+        );
+        self.body
+            .push_str(&in_dialog("ACK", 1, "Content-Length: 0"));
+        self
+    }
+
+    /// Expects the call to be refused with `code`, and ACKs.
+    pub fn refused(mut self, code: u16) -> Caller {
+        self.body.push_str(&format!(
+            r#"
+  <recv response="100" optional="true"/>
+  <recv response="{code}"/>
+"#
+        ));
+        self.body
+            .push_str(&in_dialog("ACK", 1, "Content-Length: 0"));
+        self
+    }
+
+    /// Waits.
+    pub fn pause(mut self, ms: u64) -> Caller {
+        self.body
+            .push_str(&format!("  <pause milliseconds=\"{ms}\"/>\n"));
+        self
+    }
+
+    /// Presses `digit` (0-9, star, pound) by RFC 4733 events (a capture played from sipp's
+    /// media port).
+    pub fn press_rfc4733(mut self, digit: &str) -> Caller {
+        self.body.push_str(&format!(
+            "  <nop><action><exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_{digit}.pcap\"/></action></nop>\n  <pause milliseconds=\"400\"/>\n"
+        ));
+        self
+    }
+
+    /// Presses `digit` by SIP INFO (application/dtmf-relay).
+    pub fn press_info(mut self, digit: &str) -> Caller {
+        self.cseq += 1;
+        self.body.push_str(&in_dialog(
+            "INFO",
+            self.cseq,
+            &format!(
+                "Content-Type: application/dtmf-relay\nContent-Length: [len]\n\nSignal={digit}\nDuration=160"
+            ),
+        ));
+        self.body.push_str("  <recv response=\"200\"/>\n");
+        self
+    }
+
+    /// Hangs up and expects 200.
+    pub fn hang_up(mut self) -> Caller {
+        self.cseq += 1;
+        self.body
+            .push_str(&in_dialog("BYE", self.cseq, "Content-Length: 0"));
+        self.body.push_str("  <recv response=\"200\"/>\n");
+        self
+    }
+
+    /// Expects Switchboard to hang up within `timeout_ms`, and answers 200.
+    pub fn expect_bye(mut self, timeout_ms: u64) -> Caller {
+        self.body.push_str(&format!(
+            "  <recv request=\"BYE\" timeout=\"{timeout_ms}\"/>\n"
+        ));
+        self.body.push_str(OK_TO_LAST);
+        self
+    }
+
+    /// Writes the scenario into `dir`.
+    pub fn write(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.xml"));
+        std::fs::write(
+            &path,
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<scenario name=\"{name}\">\n{}\n</scenario>\n",
+                self.body
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+/// An agent's phone, as two sipp scenarios run one after the other on the same port (sipp
+/// maps messages to calls by Call-ID, so registering and answering are two "calls"): the
+/// first registers as `agent`; the second answers Switchboard's INVITE with media on
+/// `rtp_port`, talks for `talk_ms`, then hangs up (BYE) and expects 200.
+pub fn agent_phone(dir: &Path, agent: &str, rtp_port: u16, talk_ms: u64) -> (PathBuf, PathBuf) {
+    let register = format!(
+        r#"
+  <send retrans="500">
+    <![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:{agent}@[remote_ip]>;tag=[pid]reg[call_number]
+To: <sip:{agent}@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:{agent}@[local_ip]:[local_port]>
+Expires: 600
+Max-Forwards: 70
+Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+"#
+    );
+    let answer = format!(
+        r#"
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]agent[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]agent[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:{agent}@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=agent 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio {rtp_port} RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <pause milliseconds="{talk_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+BYE sip:switchboard@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: [last_To::]
+To: [last_From::]
+[last_Call-ID:]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+"#
+    );
+    let write = |name: &str, body: &str| {
+        let path = dir.join(format!("{name}-{agent}.xml"));
+        std::fs::write(
+            &path,
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<scenario name=\"{name}\">\n{body}\n</scenario>\n"),
+        )
+        .unwrap();
+        path
+    };
+    (write("register", &register), write("answer", &answer))
+}
+
+/// A sipp process.
+pub struct Sipp {
+    child: Child,
+    name: String,
+    dir: PathBuf,
+}
+
+/// Starts sipp on `scenario` against `server`, dialing `service`, with `extra` arguments
+/// (such as `-m`, `-r`, `-l`). Its error log and screen go to `dir`.
+pub fn sipp(
+    dir: &Path,
+    scenario: &Path,
+    server: SocketAddr,
+    service: &str,
+    extra: &[&str],
+) -> Sipp {
+    let name = scenario.file_stem().unwrap().to_string_lossy().to_string();
+    let port = free_port().to_string();
+    let media = free_port().to_string();
+    let has = |flag: &str| extra.contains(&flag);
+    let mut args: Vec<String> = vec![
+        server.to_string(),
+        "-sf".into(),
+        scenario.display().to_string(),
+        "-s".into(),
+        service.into(),
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-mi".into(),
+        "127.0.0.1".into(),
+        "-mp".into(),
+        media,
+        "-nostdin".into(),
+        "-trace_err".into(),
+        "-error_file".into(),
+        dir.join(format!("{name}.errors.log")).display().to_string(),
+        "-trace_screen".into(),
+        "-screen_file".into(),
+        dir.join(format!("{name}.screen.log")).display().to_string(),
+        "-timeout".into(),
+        "120s".into(),
+    ];
+    if !has("-p") {
+        args.extend(["-p".into(), port]);
+    }
+    if !has("-m") {
+        args.extend(["-m".into(), "1".into()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let child = Command::new("sipp")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp runs (Debian package sip-tester)");
+    Sipp {
+        child,
+        name,
+        dir: dir.to_path_buf(),
+    }
+}
+
+impl Sipp {
+    /// Waits for sipp to end; panics with its error log unless every call succeeded.
+    pub fn succeeds(mut self) {
+        let status = self.child.wait().unwrap();
+        if !status.success() {
+            panic!(
+                "sipp {} failed ({status}):\n{}\n{}",
+                self.name,
+                self.log("errors"),
+                self.log("screen")
+            );
+        }
+    }
+
+    /// Waits for sipp to end; its exit status.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    /// One of its logs.
+    pub fn log(&self, which: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.{which}.log", self.name)))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test's end of a media stream: counts the RTP it receives (and how much of it is not
+/// silence), and can send RTP too.
+pub struct Ear {
+    /// The socket.
+    pub socket: Arc<UdpSocket>,
+    /// Packets received.
+    pub packets: Arc<AtomicU64>,
+    /// Packets whose audio is not silence (mean |sample| above a floor).
+    pub loud: Arc<AtomicU64>,
+    /// Payload types seen.
+    pub payload_types: Arc<Mutex<Vec<u8>>>,
+    /// Packets with the marker bit (the start of each prompt).
+    pub marker_bits: Arc<AtomicU64>,
+    /// Where packets came from last.
+    pub from: Arc<Mutex<Option<SocketAddr>>>,
+    /// Arrival times of the packets (for jitter), first 100k.
+    pub arrivals: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Ear {
+    /// Listens on a free loopback port.
+    pub fn new() -> Ear {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let ear = Ear {
+            socket: socket.clone(),
+            packets: Arc::default(),
+            loud: Arc::default(),
+            payload_types: Arc::default(),
+            marker_bits: Arc::default(),
+            from: Arc::default(),
+            arrivals: Arc::default(),
+            stop: Arc::default(),
+        };
+        let markers = ear.marker_bits.clone();
+        let (packets, loud, types, from, arrivals, stop) = (
+            ear.packets.clone(),
+            ear.loud.clone(),
+            ear.payload_types.clone(),
+            ear.from.clone(),
+            ear.arrivals.clone(),
+            ear.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, addr)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if n < 12 || buf[0] >> 6 != 2 {
+                    continue;
+                }
+                packets.fetch_add(1, Ordering::Relaxed);
+                let pt = buf[1] & 0x7f;
+                if buf[1] & 0x80 != 0 {
+                    markers.fetch_add(1, Ordering::Relaxed);
+                }
+                {
+                    let mut types = types.lock().unwrap();
+                    if !types.contains(&pt) {
+                        types.push(pt);
+                    }
+                }
+                *from.lock().unwrap() = Some(addr);
+                {
+                    let mut a = arrivals.lock().unwrap();
+                    if a.len() < 100_000 {
+                        a.push(Instant::now());
+                    }
+                }
+                if pt == 0 || pt == 8 {
+                    let payload = &buf[12..n];
+                    let energy: f64 = payload
+                        .iter()
+                        .map(|&b| f64::from(decode(pt, b)).abs())
+                        .sum::<f64>()
+                        / payload.len().max(1) as f64;
+                    if energy > 200.0 {
+                        loud.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        ear
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.socket.local_addr().unwrap().port()
+    }
+
+    /// Packets so far.
+    pub fn count(&self) -> u64 {
+        self.packets.load(Ordering::Relaxed)
+    }
+
+    /// Talkspurts so far (packets with the marker bit).
+    pub fn markers(&self) -> u64 {
+        self.marker_bits.load(Ordering::Relaxed)
+    }
+
+    /// Loud packets so far.
+    pub fn loud_count(&self) -> u64 {
+        self.loud.load(Ordering::Relaxed)
+    }
+
+    /// Sends `n` PCMU packets of a tone to `to`, 20 ms apart.
+    pub fn speak(&self, to: SocketAddr, n: u16) {
+        for i in 0..n {
+            let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
+            p[2..4].copy_from_slice(&i.to_be_bytes());
+            p[4..8].copy_from_slice(&(u32::from(i) * 160).to_be_bytes());
+            p.extend((0..160).map(|k| if k % 16 < 8 { 0x20 } else { 0xa0 }));
+            self.socket.send_to(&p, to).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ear {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn decode(pt: u8, byte: u8) -> i16 {
+    if pt == 0 {
+        let b = !byte;
+        let exponent = i32::from((b >> 4) & 7);
+        let magnitude = ((((i32::from(b & 0x0f)) << 3) + 0x84) << exponent) - 0x84;
+        (if b & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+    } else {
+        let b = byte ^ 0x55;
+        let exponent = i32::from((b >> 4) & 7);
+        let mantissa = i32::from(b & 0x0f);
+        let magnitude = if exponent == 0 {
+            (mantissa << 4) + 8
+        } else {
+            ((mantissa << 4) + 0x108) << (exponent - 1)
+        };
+        (if b & 0x80 != 0 { magnitude } else { -magnitude }) as i16
+    }
+}
