@@ -22,4 +22,5 @@ exec ./target/release/switchboard serve \
   --customers examples/customers.csv \
   --queue sales --queue support --queue agents --queue vip \
   --bind +15550100=ivr-menu \
+  --sip 127.0.0.1:5060 \
   "$@"

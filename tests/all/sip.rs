@@ -13,21 +13,24 @@ use crate::support::{Server, agent, ivr_server};
 const NUMBER: &str = "+15550100";
 
 fn sip_server(dir: &std::path::Path) -> Server {
-    let server = ivr_server(
-        dir,
-        &[
-            "--sip",
-            "127.0.0.1:0",
-            "--bind",
-            "+15550100=ivr-menu",
-            "--queue",
-            "sales",
-            "--queue",
-            "support",
-            "--queue",
-            "agents",
-        ],
-    );
+    sip_server_with(dir, &[])
+}
+
+fn sip_server_with(dir: &std::path::Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--sip",
+        "127.0.0.1:0",
+        "--bind",
+        "+15550100=ivr-menu",
+        "--queue",
+        "sales",
+        "--queue",
+        "support",
+        "--queue",
+        "agents",
+    ];
+    args.extend(extra);
+    let server = ivr_server(dir, &args);
     assert!(server.sip.is_some(), "the server printed its SIP address");
     server
 }
@@ -449,4 +452,122 @@ fn bad_sip_and_stray_media_get_errors_or_are_dropped_and_calls_go_on() {
     assert_eq!(events(&trace), ["started", "input:1", "hangup"]);
     assert!(metric(&server, "switchboard_rtp_packets_dropped_total") >= 4.0);
     all_calls_over(&server);
+}
+
+#[test]
+fn a_reinvite_to_hold_and_back_keeps_the_call() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_server(dir.path());
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15556666")
+        .answered()
+        .pause(1000)
+        .reinvite(ear.port(), "sendonly")
+        .pause(500)
+        .reinvite(ear.port(), "sendrecv")
+        .pause(1500)
+        .press_info("1")
+        .pause(1000)
+        .hang_up()
+        .write(dir.path(), "reinvite");
+    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+    let trace = trace(&server, &last_contact(&server));
+    assert_eq!(events(&trace), ["started", "input:1", "hangup"]);
+    assert_eq!(enqueued(&trace), ["sales"]);
+    all_calls_over(&server);
+}
+
+#[test]
+fn pressing_8_transfers_to_the_operator_on_a_new_leg() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let operator_port = crate::sipp::free_port().to_string();
+    let operator = format!("ivr-menu:operator=sip:operator@127.0.0.1:{operator_port}");
+    let server = sip_server_with(dir.path(), &["--setting", &operator]);
+    let operator_ear = Ear::new();
+    let (_, answer) = agent_phone(dir.path(), "operator", operator_ear.port(), 2000);
+    let operator = sipp(
+        dir.path(),
+        &answer,
+        sip_addr(&server),
+        "operator",
+        &["-p", operator_port.as_str()],
+    );
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15557777")
+        .answered()
+        .pause(2500)
+        .press_rfc4733("8")
+        .expect_bye(30_000)
+        .write(dir.path(), "transfer");
+    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+    operator.succeeds();
+    let contact = last_contact(&server);
+    assert_eq!(contact["status"]["reason"], "transferred", "{contact}");
+    assert_eq!(metric(&server, "switchboard_sip_calls_bridged_total"), 1.0);
+    all_calls_over(&server);
+}
+
+#[test]
+fn a_caller_who_cancels_while_it_rings_gets_487_and_no_contact_starts() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(&config, "[sip]\nring_ms = 3000\n").unwrap();
+    let data = dir.path().join("data");
+    let server = sip_server_with(&data, &["--config", config.to_str().unwrap()]);
+    let sip = sip_addr(&server);
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(2000)))
+        .unwrap();
+    let me = probe.local_addr().unwrap();
+    let headers = |method: &str| {
+        format!(
+            "{method} sip:{NUMBER}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKcancel1\r\nFrom: <sip:+15558888@127.0.0.1>;tag=c1\r\nTo: <sip:{NUMBER}@{sip}>\r\nCall-ID: cancel-test\r\nCSeq: 1 {method}\r\nContact: <sip:c@{me}>\r\nMax-Forwards: 70\r\n"
+        )
+    };
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let invite = format!(
+        "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        headers("INVITE"),
+        sdp.len()
+    );
+    probe.send_to(invite.as_bytes(), sip).unwrap();
+    let read = || {
+        let mut buf = [0u8; 4096];
+        let (n, _) = probe.recv_from(&mut buf).expect("an answer");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    assert!(read().starts_with("SIP/2.0 100"));
+    let ringing = read();
+    assert!(ringing.starts_with("SIP/2.0 180"), "{ringing}");
+    probe
+        .send_to(
+            format!("{}Content-Length: 0\r\n\r\n", headers("CANCEL")).as_bytes(),
+            sip,
+        )
+        .unwrap();
+    let answers = [read(), read()];
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.starts_with("SIP/2.0 200") && a.contains("CANCEL")),
+        "{answers:?}"
+    );
+    let terminated = answers
+        .iter()
+        .find(|a| a.starts_with("SIP/2.0 487"))
+        .unwrap_or_else(|| panic!("no 487: {answers:?}"));
+    assert!(terminated.contains("1 INVITE"));
+    probe
+        .send_to(
+            format!("{}Content-Length: 0\r\n\r\n", headers("ACK")).as_bytes(),
+            sip,
+        )
+        .unwrap();
+    all_calls_over(&server);
+    let (_, contacts) = server.call("GET", "/v1/contacts", None);
+    assert_eq!(contacts.as_array().unwrap().len(), 0, "{contacts}");
 }

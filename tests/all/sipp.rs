@@ -195,6 +195,22 @@ impl Caller {
         self
     }
 
+    /// Re-INVITEs with media on `rtp_port` and direction `direction` (sendonly puts the call
+    /// on hold, sendrecv takes it off), expects 200 and ACKs.
+    pub fn reinvite(mut self, rtp_port: u16, direction: &str) -> Caller {
+        self.cseq += 1;
+        let sdp = format!(
+            "Content-Type: application/sdp\nContent-Length: [len]\n\nv=0\no=caller 1 {} IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\nm=audio {rtp_port} RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\na=rtpmap:101 telephone-event/8000\na={direction}",
+            self.cseq
+        );
+        self.body.push_str(&in_dialog("INVITE", self.cseq, &sdp));
+        self.body
+            .push_str("  <recv response=\"100\" optional=\"true\"/>\n  <recv response=\"200\"/>\n");
+        self.body
+            .push_str(&in_dialog("ACK", self.cseq, "Content-Length: 0"));
+        self
+    }
+
     /// Hangs up and expects 200.
     pub fn hang_up(mut self) -> Caller {
         self.cseq += 1;

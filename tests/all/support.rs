@@ -120,6 +120,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server the hard way (SIGKILL), as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();

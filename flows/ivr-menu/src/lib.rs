@@ -134,6 +134,14 @@ impl IvrMenu {
             "2" => SECOND_LINE,
             "0" => "agents",
             "*" => return vec![self.menu()],
+            // The operator line, when the admin configured one (a SIP URI or a number).
+            "8" if cx.config("operator").is_some() => {
+                let operator = cx.config("operator").unwrap_or_default();
+                return vec![
+                    Action::say("Transferring you to the operator."),
+                    Action::transfer(&operator),
+                ];
+            }
             _ => {
                 self.invalid += 1;
                 if self.invalid >= MAX_INVALID {
@@ -324,6 +332,21 @@ mod tests {
             .at(7, 15)
             .on(Weekday::Saturday);
         assert!(matches!(call.start().last(), Some(Action::Gather(_))));
+    }
+
+    #[test]
+    fn eight_reaches_the_operator_only_when_one_is_configured() {
+        let mut call = call()
+            .with_config("operator", "sip:operator@pbx.example.com")
+            .with_config("days", "mon-sun")
+            .with_config("open", "00:00")
+            .with_config("close", "24:00");
+        call.start();
+        let actions = call.press("8");
+        assert!(
+            actions.contains(&Action::transfer("sip:operator@pbx.example.com")),
+            "{actions:?}"
+        );
     }
 
     #[test]
