@@ -9,7 +9,6 @@
 //! Needs sipp, espeak-ng and sox (Debian: sip-tester espeak-ng sox); runs in a private
 //! network namespace when it may.
 
-#[allow(dead_code)]
 #[path = "../../tests/all/sipp.rs"]
 mod sipp;
 #[allow(dead_code)]
@@ -102,16 +101,7 @@ fn proc_stat(pid: u32) -> (f64, u64) {
 }
 
 fn metric(server: &support::Server, name: &str) -> f64 {
-    let (_, text) = server.call_as(None, "GET", "/metrics", None);
-    text.as_str()
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|r| r.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
+    server.metric(name)
 }
 
 fn main() {
@@ -133,21 +123,7 @@ fn main() {
     let mut best: Option<(u64, f64)> = None;
     for rate in rates {
         let dir = tempfile::tempdir().unwrap();
-        let server = support::ivr_server(
-            dir.path(),
-            &[
-                "--sip",
-                "127.0.0.1:0",
-                "--bind",
-                "+15550100=ivr-menu",
-                "--queue",
-                "sales",
-                "--queue",
-                "support",
-                "--queue",
-                "agents",
-            ],
-        );
+        let server = support::sip_ivr_server(dir.path(), &[]);
         let pid = server.pid();
         let sip = server.sip.expect("SIP address");
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();

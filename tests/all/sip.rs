@@ -8,31 +8,16 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::sipp::{Caller, Ear, agent_phone, private_network, sipp};
-use crate::support::{Server, agent, ivr_server};
+use crate::support::{Server, agent, sip_ivr_server};
 
 const NUMBER: &str = "+15550100";
 
 fn sip_server(dir: &std::path::Path) -> Server {
-    sip_server_with(dir, &[])
+    sip_ivr_server(dir, &[])
 }
 
 fn sip_server_with(dir: &std::path::Path, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--sip",
-        "127.0.0.1:0",
-        "--bind",
-        "+15550100=ivr-menu",
-        "--queue",
-        "sales",
-        "--queue",
-        "support",
-        "--queue",
-        "agents",
-    ];
-    args.extend(extra);
-    let server = ivr_server(dir, &args);
-    assert!(server.sip.is_some(), "the server printed its SIP address");
-    server
+    sip_ivr_server(dir, extra)
 }
 
 fn sip_addr(server: &Server) -> SocketAddr {
@@ -84,17 +69,7 @@ fn enqueued(trace: &[Value]) -> Vec<String> {
 }
 
 fn metric(server: &Server, name: &str) -> f64 {
-    let (status, text) = server.call_as(None, "GET", "/metrics", None);
-    assert_eq!(status, 200);
-    text.as_str()
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no metric {name}"))
+    server.metric(name)
 }
 
 /// Waits until the call is over on Switchboard's side: no call, no open RTP socket.

@@ -49,6 +49,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// An SDP body for a sipp message: media at `port` with payload types `formats` (and
+/// telephone-event 101), `direction` as an attribute.
+fn sdp(owner: &str, port: &str, formats: &str, direction: &str) -> String {
+    format!(
+        "Content-Type: application/sdp\nContent-Length: [len]\n\nv=0\no={owner} 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\nm=audio {port} RTP/AVP {formats} 101\na=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\na={direction}"
+    )
+}
+
 const INVITE: &str = r#"
   <send retrans="500">
     <![CDATA[
@@ -60,19 +68,7 @@ Call-ID: [call_id]
 CSeq: 1 INVITE
 Contact: <sip:caller@[local_ip]:[local_port];transport=[transport]>
 Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=caller 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio RTP_PORT RTP/AVP CODECS 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
+SDP
     ]]>
   </send>
 "#;
@@ -132,9 +128,11 @@ impl Caller {
     /// Dials offering the payload types `codecs` (such as "0", "8" or "18").
     pub fn dial_with(rtp_port: u16, from: &str, codecs: &str) -> Caller {
         let body = INVITE
-            .replace("RTP_PORT", &rtp_port.to_string())
-            .replace("FROM", from)
-            .replace("CODECS", codecs);
+            .replace(
+                "SDP",
+                &sdp("caller", &rtp_port.to_string(), codecs, "sendrecv"),
+            )
+            .replace("FROM", from);
         Caller { body, cseq: 1 }
     }
 
@@ -199,11 +197,8 @@ impl Caller {
     /// on hold, sendrecv takes it off), expects 200 and ACKs.
     pub fn reinvite(mut self, rtp_port: u16, direction: &str) -> Caller {
         self.cseq += 1;
-        let sdp = format!(
-            "Content-Type: application/sdp\nContent-Length: [len]\n\nv=0\no=caller 1 {} IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\nm=audio {rtp_port} RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\na=rtpmap:101 telephone-event/8000\na={direction}",
-            self.cseq
-        );
-        self.body.push_str(&in_dialog("INVITE", self.cseq, &sdp));
+        let offer = sdp("caller", &rtp_port.to_string(), "0", direction);
+        self.body.push_str(&in_dialog("INVITE", self.cseq, &offer));
         self.body
             .push_str("  <recv response=\"100\" optional=\"true\"/>\n  <recv response=\"200\"/>\n");
         self.body
@@ -268,6 +263,7 @@ Content-Length: 0
   <recv response="200"/>
 "#
     );
+    let answer_sdp = sdp("agent", &rtp_port.to_string(), "0", "sendrecv");
     let answer = format!(
         r#"
   <recv request="INVITE"/>
@@ -291,17 +287,7 @@ SIP/2.0 200 OK
 [last_Call-ID:]
 [last_CSeq:]
 Contact: <sip:{agent}@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=agent 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio {rtp_port} RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
+{answer_sdp}
     ]]>
   </send>
   <recv request="ACK"/>
@@ -557,20 +543,10 @@ impl Drop for Ear {
 }
 
 fn decode(pt: u8, byte: u8) -> i16 {
+    use switchboard::channels::sip::g711;
     if pt == 0 {
-        let b = !byte;
-        let exponent = i32::from((b >> 4) & 7);
-        let magnitude = ((((i32::from(b & 0x0f)) << 3) + 0x84) << exponent) - 0x84;
-        (if b & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+        g711::ulaw_decode(byte)
     } else {
-        let b = byte ^ 0x55;
-        let exponent = i32::from((b >> 4) & 7);
-        let mantissa = i32::from(b & 0x0f);
-        let magnitude = if exponent == 0 {
-            (mantissa << 4) + 8
-        } else {
-            ((mantissa << 4) + 0x108) << (exponent - 1)
-        };
-        (if b & 0x80 != 0 { magnitude } else { -magnitude }) as i16
+        g711::alaw_decode(byte)
     }
 }

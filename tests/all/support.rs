@@ -120,7 +120,23 @@ impl Server {
         }
     }
 
-    /// The server's process id.
+    /// The value of an unlabelled Prometheus metric (or one with its labels written out).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (status, text) = self.call_as(None, "GET", "/metrics", None);
+        assert_eq!(status, 200);
+        text.as_str()
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    /// The server's process id (the SIP benchmark reads its CPU and memory).
+    #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -271,6 +287,27 @@ pub fn ivr_server(dir: &Path, extra: &[&str]) -> Server {
     args.extend(ALWAYS_OPEN);
     args.extend(extra);
     Server::start(dir, &args)
+}
+
+/// A server answering SIP on an ephemeral loopback port, the sample IVR bound to
+/// `+15550100` with its sales, support and agents queues, plus `extra` serve arguments.
+pub fn sip_ivr_server(dir: &Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--sip",
+        "127.0.0.1:0",
+        "--bind",
+        "+15550100=ivr-menu",
+        "--queue",
+        "sales",
+        "--queue",
+        "support",
+        "--queue",
+        "agents",
+    ];
+    args.extend(extra);
+    let server = ivr_server(dir, &args);
+    assert!(server.sip.is_some(), "the server printed its SIP address");
+    server
 }
 
 /// A server whose `chat:support` address runs the order-status flow, with a `support` queue
