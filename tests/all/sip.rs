@@ -242,7 +242,7 @@ fn an_agent_phone_answers_and_the_caller_is_bridged_both_ways() {
     let server = sip_server(dir.path());
     let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
     let phone_ear = Ear::new();
-    let (register, answer) = agent_phone(dir.path(), "alice", phone_ear.port(), 4000);
+    let (register, answer) = agent_phone(dir.path(), "alice", &alice, phone_ear.port(), 4000);
     let phone_port = crate::sipp::free_port().to_string();
     let port_args = ["-p", phone_port.as_str()];
     sipp(
@@ -370,6 +370,31 @@ fn bad_sip_and_stray_media_get_errors_or_are_dropped_and_calls_go_on() {
     ))
     .unwrap();
     assert!(answer.starts_with("SIP/2.0 404"), "{answer}");
+    // Registering as a real agent takes the agent's token: challenged, then refused with a
+    // wrong answer, and nothing is registered.
+    agent(&server, "bob", json!({}), json!({"voice": 1}));
+    let register = |call_id: &str, auth: &str| {
+        request(
+            "REGISTER",
+            call_id,
+            &format!("Contact: <sip:bob@127.0.0.1:9>\r\n{auth}Content-Length: 0\r\n\r\n"),
+        )
+        .replace(&format!("To: <sip:{NUMBER}@"), "To: <sip:bob@")
+    };
+    let challenge = ask(&register("reg-bob", "")).unwrap();
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a nonce");
+    let forged = format!(
+        "Authorization: Digest username=\"bob\", realm=\"switchboard\", nonce=\"{nonce}\", uri=\"sip:{sip}\", response=\"0123456789abcdef0123456789abcdef\"\r\n"
+    );
+    let refused = ask(&register("reg-bob-2", &forged)).unwrap();
+    assert!(refused.starts_with("SIP/2.0 403"), "{refused}");
+    let (_, regs) = server.call("GET", "/v1/sip/registrations", None);
+    assert_eq!(regs, json!([]));
     // An INVITE without an offer, and one offering only G.729: 488, no contact created.
     let answer = ask(&request("INVITE", "nosdp", "Content-Length: 0\r\n\r\n"));
     let answer = answer
@@ -461,7 +486,7 @@ fn pressing_8_transfers_to_the_operator_on_a_new_leg() {
     let operator = format!("ivr-menu:operator=sip:operator@127.0.0.1:{operator_port}");
     let server = sip_server_with(dir.path(), &["--setting", &operator]);
     let operator_ear = Ear::new();
-    let (_, answer) = agent_phone(dir.path(), "operator", operator_ear.port(), 2000);
+    let (_, answer) = agent_phone(dir.path(), "operator", "", operator_ear.port(), 2000);
     let operator = sipp(
         dir.path(),
         &answer,

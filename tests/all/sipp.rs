@@ -241,11 +241,18 @@ impl Caller {
 
 /// An agent's phone, as two sipp scenarios run one after the other on the same port (sipp
 /// maps messages to calls by Call-ID, so registering and answering are two "calls"): the
-/// first registers as `agent`; the second answers Switchboard's INVITE with media on
+/// first registers as `agent` with its token as the digest password; the second answers Switchboard's INVITE with media on
 /// `rtp_port`, talks for `talk_ms`, then hangs up (BYE) and expects 200.
-pub fn agent_phone(dir: &Path, agent: &str, rtp_port: u16, talk_ms: u64) -> (PathBuf, PathBuf) {
-    let register = format!(
-        r#"
+pub fn agent_phone(
+    dir: &Path,
+    agent: &str,
+    token: &str,
+    rtp_port: u16,
+    talk_ms: u64,
+) -> (PathBuf, PathBuf) {
+    let register_request = |cseq: u32, auth: &str| {
+        format!(
+            r#"
   <send retrans="500">
     <![CDATA[
 REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
@@ -253,15 +260,24 @@ Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:{agent}@[remote_ip]>;tag=[pid]reg[call_number]
 To: <sip:{agent}@[remote_ip]>
 Call-ID: [call_id]
-CSeq: 1 REGISTER
+CSeq: {cseq} REGISTER
 Contact: <sip:{agent}@[local_ip]:[local_port]>
-Expires: 600
+{auth}Expires: 600
 Max-Forwards: 70
 Content-Length: 0
     ]]>
   </send>
-  <recv response="200"/>
 "#
+        )
+    };
+    // Challenged first, then the agent's name and token as digest credentials.
+    let register = format!(
+        "{}  <recv response=\"401\" auth=\"true\"/>\n{}  <recv response=\"200\"/>\n",
+        register_request(1, ""),
+        register_request(
+            2,
+            &format!("[authentication username={agent} password={token}]\n")
+        )
     );
     let answer_sdp = sdp("agent", &rtp_port.to_string(), "0", "sendrecv");
     let answer = format!(

@@ -71,6 +71,7 @@ fn init_logging(json: bool) {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_json);
+    raise_file_limit();
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
@@ -106,6 +107,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(address = %bound, data_dir = %runtime.config.data_dir.display(), "serving");
         crate::api::serve(runtime, listener, shutdown_signal()).await
     })
+}
+
+/// Every call leg holds a socket: lift the soft limit on open files to the hard one, so a
+/// thousand calls do not stop at a default of 1,024.
+fn raise_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                && limit.rlim_cur < limit.rlim_max
+            {
+                let wanted = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                    tracing::warn!(
+                        soft = limit.rlim_cur,
+                        "cannot raise the open-file limit; calls beyond it will be refused"
+                    );
+                }
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

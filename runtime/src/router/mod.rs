@@ -481,6 +481,10 @@ impl Router {
                         activity: "offline".into(),
                         capacity: Default::default(),
                         token_sha256: token.as_deref().map(token_hash).unwrap_or_default(),
+                        sip_ha1: token
+                            .as_deref()
+                            .map(|t| crate::channels::sip::digest::ha1(name, t))
+                            .unwrap_or_default(),
                         missed_in_a_row: 0,
                     },
                     busy: HashMap::new(),
@@ -511,6 +515,14 @@ impl Router {
             .values()
             .find(|w| w.record.token_sha256 == hash)
             .map(|w| w.record.name.clone())
+    }
+
+    /// The SIP digest secret of an agent's phone (empty for agents created before SIP).
+    pub fn sip_ha1(&self, name: &str) -> Option<String> {
+        self.lock()
+            .workers
+            .get(name)
+            .map(|w| w.record.sip_ha1.clone())
     }
 
     /// All agents with what they hold.

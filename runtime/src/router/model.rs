@@ -109,6 +109,11 @@ pub struct WorkerRecord {
     pub capacity: BTreeMap<Channel, u32>,
     /// SHA-256 of the agent's token.
     pub token_sha256: String,
+    /// The SIP digest secret of the agent's phone: MD5 of `name:switchboard:token` (RFC 2617
+    /// HA1), so a phone registers with the agent's name and token and the token itself is
+    /// stored nowhere.
+    #[serde(default)]
+    pub sip_ha1: String,
     /// Reservations let time out in a row; at 3 the agent is made `unavailable`.
     #[serde(default)]
     pub missed_in_a_row: u32,

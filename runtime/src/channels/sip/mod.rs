@@ -5,6 +5,7 @@
 //! [`crate::sessions`], never here.
 
 pub mod call;
+pub mod digest;
 pub mod g711;
 pub mod message;
 pub mod prompts;
@@ -121,6 +122,8 @@ pub struct Endpoint {
     contacts: Mutex<HashMap<String, mpsc::UnboundedSender<Input>>>,
     registrations: Mutex<HashMap<String, Registration>>,
     streams: Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>,
+    /// Digest nonces handed out to registering phones, with when.
+    nonces: Mutex<HashMap<String, Instant>>,
     /// Final responses to non-INVITE requests, resent when the request is retransmitted.
     answered: Mutex<HashMap<TransactionKey, (Vec<u8>, Instant)>>,
     /// Counters.
@@ -161,6 +164,7 @@ impl Endpoint {
             routes: Mutex::new(HashMap::new()),
             contacts: Mutex::new(HashMap::new()),
             registrations: Mutex::new(HashMap::new()),
+            nonces: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
             stats: SipStats::default(),
@@ -352,6 +356,9 @@ impl Endpoint {
             );
             return;
         }
+        if !self.authenticated(request, peer, &agent) {
+            return;
+        }
         let contact = request.header("Contact").unwrap_or_default();
         let expires = message::param(contact, "expires")
             .or_else(|| request.header("Expires"))
@@ -385,6 +392,87 @@ impl Endpoint {
         }
         drop(registrations);
         self.respond(peer, request, response);
+    }
+
+    /// Whether a REGISTER carries the agent's digest credentials (user: the agent's name,
+    /// password: the agent's token); answers the challenge or the refusal itself when not.
+    fn authenticated(&self, request: &Message, peer: Peer, agent: &str) -> bool {
+        let ha1 = self
+            .rt
+            .upgrade()
+            .and_then(|rt| rt.router.sip_ha1(agent))
+            .unwrap_or_default();
+        let refuse = |why: &str| {
+            tracing::warn!(agent, peer = %peer.addr(), why, "agent phone registration refused");
+            self.respond(
+                peer,
+                request,
+                request
+                    .response(403, "Forbidden", Some(&message::token()))
+                    .with("Warning", format!("399 switchboard \"{why}\"")),
+            );
+            false
+        };
+        if ha1.is_empty() {
+            return refuse(
+                "this agent has no SIP credentials (created before SIP was enabled): recreate the agent to get a new token",
+            );
+        }
+        let now = Instant::now();
+        let max_age = Duration::from_secs(300);
+        let credentials = request.header("Authorization").and_then(digest::parse);
+        let Some(credentials) = credentials else {
+            let nonce = message::token();
+            {
+                let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+                nonces.retain(|_, at| now.duration_since(*at) < max_age);
+                nonces.insert(nonce.clone(), now);
+            }
+            self.respond(
+                peer,
+                request,
+                request
+                    .response(401, "Unauthorized", Some(&message::token()))
+                    .with(
+                        "WWW-Authenticate",
+                        format!(
+                            "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"",
+                            digest::REALM
+                        ),
+                    ),
+            );
+            return false;
+        };
+        let fresh = self
+            .nonces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&credentials.nonce)
+            .is_some_and(|at| now.duration_since(*at) < max_age);
+        if !fresh {
+            let nonce = message::token();
+            self.nonces
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(nonce.clone(), now);
+            self.respond(
+                peer,
+                request,
+                request
+                    .response(401, "Unauthorized", Some(&message::token()))
+                    .with(
+                        "WWW-Authenticate",
+                        format!("Digest realm=\"{}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\", stale=true", digest::REALM),
+                    ),
+            );
+            return false;
+        }
+        if credentials.username != agent || !digest::verify(&credentials, "REGISTER", &ha1) {
+            return refuse(
+                "wrong credentials: register with the agent's name as user and the agent's token as password",
+            );
+        }
+        true
     }
 
     /// Registered agent phones: agent, contact URI, seconds left.
