@@ -571,3 +571,48 @@ fn a_caller_who_cancels_while_it_rings_gets_487_and_no_contact_starts() {
     let (_, contacts) = server.call("GET", "/v1/contacts", None);
     assert_eq!(contacts.as_array().unwrap().len(), 0, "{contacts}");
 }
+
+#[test]
+fn an_uploaded_recording_is_converted_once_and_served_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_server(dir.path());
+    // A 1.5 s stereo tone at 44.1 kHz, as an admin's recording might be.
+    let wav = dir.path().join("welcome.wav");
+    let made = std::process::Command::new("sox")
+        .args(["-n", "-r", "44100", "-c", "2", "-b", "16"])
+        .arg(&wav)
+        .args(["synth", "1.5", "sine", "440"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bytes = std::fs::read(&wav).unwrap();
+    let (status, uploaded) = server.call_raw("PUT", "/v1/prompts/welcome", "audio/wav", bytes);
+    assert_eq!(status, 201, "{uploaded}");
+    assert_eq!(uploaded["millis"], 1500);
+    let (_, list) = server.call("GET", "/v1/prompts", None);
+    assert_eq!(list, json!([{"id": "welcome", "millis": 1500}]));
+    // Served as 8 kHz 16-bit mono WAV for the webhook channels' <Play>, no token needed.
+    let response = ureq::get(&format!("{}/prompts/welcome", server.url))
+        .call()
+        .unwrap();
+    let served = response.into_body().read_to_vec().unwrap();
+    assert_eq!(&served[..4], b"RIFF");
+    assert_eq!(u32::from_le_bytes(served[24..28].try_into().unwrap()), 8000);
+    assert_eq!(served.len(), 44 + 1500 * 16);
+
+    // Not audio, a bad id, an unknown prompt: clear errors, nothing stored.
+    let (status, error) = server.call_raw(
+        "PUT",
+        "/v1/prompts/broken",
+        "audio/wav",
+        b"not a wav".to_vec(),
+    );
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["code"], "unreadable_audio");
+    let (status, _) = server.call_raw("PUT", "/v1/prompts/..%2Fx", "audio/wav", vec![1]);
+    assert_eq!(status, 400);
+    let (status, _) = server.call("GET", "/prompts/nothing", None);
+    assert_eq!(status, 404);
+    let (_, list) = server.call("GET", "/v1/prompts", None);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
