@@ -616,3 +616,47 @@ fn an_uploaded_recording_is_converted_once_and_served_back() {
     let (_, list) = server.call("GET", "/v1/prompts", None);
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn an_agent_without_a_phone_is_made_unavailable_and_the_caller_queues_again() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_server(dir.path());
+    let nophone = agent(&server, "nophone", json!({}), json!({"voice": 1}));
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15551212")
+        .answered()
+        .pause(2500)
+        .press_rfc4733("1")
+        .pause(6000)
+        .hang_up()
+        .write(dir.path(), "no-phone");
+    let caller = sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]);
+    let mut reservation = None;
+    wait_until("the offer", 20, || {
+        let (_, me) = server.call_as(Some(&nophone), "GET", "/agent/v1/me", None);
+        reservation = me["reservation"]["id"].as_str().map(str::to_string);
+        reservation.is_some()
+    });
+    let (status, _) = server.call_as(
+        Some(&nophone),
+        "POST",
+        &format!("/agent/v1/reservations/{}/accept", reservation.unwrap()),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200);
+    wait_until("the agent to be made unavailable", 10, || {
+        let (_, me) = server.call_as(Some(&nophone), "GET", "/agent/v1/me", None);
+        me["activity"] == "unavailable"
+    });
+    wait_until("the caller to be back in line", 10, || {
+        let contact = last_contact(&server);
+        contact["status"]["state"] == "queued"
+    });
+    let (_, stats) = server.call("GET", "/v1/queues/sales/stats", None);
+    assert_eq!(stats["tasks"]["pending"], 1, "{stats}");
+    caller.succeeds();
+    let trace = trace(&server, &last_contact(&server));
+    assert_eq!(enqueued(&trace), ["sales", "sales"]);
+    all_calls_over(&server);
+}

@@ -37,6 +37,9 @@ pub struct IvrMenu {
     pub invalid: u32,
     /// The queue the caller was sent to.
     pub queue: Option<String>,
+    /// Whether the caller was put back in line once already (an agent could not be reached).
+    #[serde(default)]
+    pub requeued: bool,
 }
 
 impl Flow for IvrMenu {
@@ -78,6 +81,25 @@ impl Flow for IvrMenu {
                     ),
                     Action::Hangup,
                 ],
+                // The agent could not be reached (or a supervisor canceled): once, the caller
+                // goes back in line for the next agent.
+                TaskStatus::Canceled if !self.requeued => match self.queue.clone() {
+                    Some(queue) => {
+                        self.requeued = true;
+                        let department = cx.attribute("department").unwrap_or("agents").to_string();
+                        vec![
+                            Action::say(
+                                "We could not connect you to that agent. Please hold for the next one.",
+                            ),
+                            Action::enqueue_with(
+                                &queue,
+                                if self.vip { 10 } else { 0 },
+                                &[("department", &department), ("requeued", "true")],
+                            ),
+                        ]
+                    }
+                    None => vec![],
+                },
                 _ => vec![],
             },
             Event::Hangup => {
@@ -381,6 +403,16 @@ mod tests {
         );
         let callback = call.press("1");
         assert_eq!(callback.last(), Some(&Action::callback("+15551230001")));
+    }
+
+    #[test]
+    fn a_canceled_task_puts_the_caller_back_in_line_once() {
+        let mut call = call();
+        call.start();
+        call.press("1");
+        let again = call.task("sales", TaskStatus::Canceled);
+        assert_eq!(queue_of(&again), Some(("sales".into(), 0)));
+        assert_eq!(call.task("sales", TaskStatus::Canceled), vec![]);
     }
 
     #[test]

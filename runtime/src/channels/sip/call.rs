@@ -981,12 +981,16 @@ impl Call {
                 contact,
                 agent,
                 why,
-                "cannot reach the agent's phone; canceling the task"
+                "cannot reach the agent's phone; the agent is made unavailable and the task canceled"
             );
+            // Their phone would fail the next caller too; the flow decides what follows
+            // (queue again, a callback, goodbye).
             if let Some(task) = task.clone() {
                 let rt = self.rt.clone();
                 let reason = format!("the agent's phone could not be reached: {why}");
+                let agent = agent.clone();
                 let _ = tokio::task::spawn_blocking(move || {
+                    let _ = rt.router.set_activity(&agent, "unavailable");
                     let _ = rt.router.cancel(&task, &reason);
                     rt.deliver_outcomes();
                 })
