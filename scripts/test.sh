@@ -25,6 +25,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
+# Python flows: componentize-py builds them, pytest runs the SDK harness tests.
+if ! command -v componentize-py >/dev/null 2>&1 || ! python3 -m pytest --version >/dev/null 2>&1; then
+  echo "==> installing componentize-py and pytest (PyPI)"
+  python3 -m pip install --quiet componentize-py==0.25.1 pytest
+fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "==> installing playwright-core for the browser test"
   (cd tests/browser && npm ci --no-audit --no-fund)
@@ -34,6 +39,10 @@ echo "==> building the guest components (flows/ and tests/guests/)"
 cargo build --profile guest --target wasm32-wasip2 -p ivr-menu -p chaos -p init-trap -p language-router -p order-status
 # Built on its own: it compiles the IVR source with a feature that must not reach ivr-menu.
 cargo build --profile guest --target wasm32-wasip2 -p ivr-menu-v2
+
+echo "==> Python SDK and the Python sample flow (pytest, native harness)"
+(cd sdk/python && python3 -m pytest -q)
+(cd flows/order-status-py && PYTHONPATH=../../sdk/python python3 -m pytest -q)
 
 echo "==> unit and feature tests"
 cargo nextest run --release --workspace --no-fail-fast

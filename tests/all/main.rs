@@ -11,6 +11,7 @@ mod canary;
 mod chat;
 mod deploy;
 mod hot_swap;
+mod python_sdk;
 mod replay;
 mod restart;
 mod rollback;
