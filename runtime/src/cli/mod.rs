@@ -3,6 +3,7 @@
 //! deployed flow (through the server) or a `.wasm` file (in-process, no server needed).
 
 mod client;
+mod project;
 mod serve;
 
 use std::io::IsTerminal as _;
@@ -42,6 +43,23 @@ pub struct Remote {
 enum Command {
     /// Run the server (HTTP API, flows, sessions) on the embedded store.
     Serve(serve::ServeArgs),
+    /// Create a flow project from a template (the SDK and the contract included).
+    New {
+        /// The flow's name (lowercase letters, digits, '-').
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: project::Lang,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the flow project in DIR (default: here) into NAME.wasm with its toolchain.
+    Build {
+        /// The project directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Deploy a component as the next version of a flow and make it live (or a canary).
     Deploy {
         /// The component (.wasm).
@@ -330,6 +348,8 @@ fn print_json(value: &serde_json::Value) {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve::run(args),
+        Command::New { name, lang, dir } => project::new(&name, lang, dir),
+        Command::Build { dir } => project::build(&dir).map(|_| ()),
         Command::Deploy {
             file,
             flow,
