@@ -30,6 +30,14 @@ if ! command -v componentize-py >/dev/null 2>&1 || ! python3 -m pytest --version
   echo "==> installing componentize-py and pytest (PyPI)"
   python3 -m pip install --quiet componentize-py==0.25.1 pytest
 fi
+# JavaScript/TypeScript flows: jco (in sdk/js) builds them; typescript checks the sample.
+if [ ! -d sdk/js/node_modules/@bytecodealliance/jco ]; then
+  echo "==> installing the JavaScript SDK's build tools (jco, npm)"
+  (cd sdk/js && npm ci --no-audit --no-fund)
+fi
+if [ ! -d flows/chat-triage-ts/node_modules/typescript ]; then
+  (cd flows/chat-triage-ts && npm ci --no-audit --no-fund)
+fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "==> installing playwright-core for the browser test"
   (cd tests/browser && npm ci --no-audit --no-fund)
@@ -43,6 +51,10 @@ cargo build --profile guest --target wasm32-wasip2 -p ivr-menu-v2
 echo "==> Python SDK and the Python sample flow (pytest, native harness)"
 (cd sdk/python && python3 -m pytest -q)
 (cd flows/order-status-py && PYTHONPATH=../../sdk/python python3 -m pytest -q)
+
+echo "==> JavaScript SDK and the TypeScript sample flow (node --test)"
+(cd sdk/js && node --test test/)
+(cd flows/chat-triage-ts && npm test --silent)
 
 echo "==> unit and feature tests"
 cargo nextest run --release --workspace --no-fail-fast

@@ -11,6 +11,7 @@ mod canary;
 mod chat;
 mod deploy;
 mod hot_swap;
+mod js_sdk;
 mod projects;
 mod python_sdk;
 mod replay;
