@@ -66,6 +66,11 @@ fn a_new_rust_project_builds_deploys_and_talks() {
 }
 
 #[test]
+fn a_new_typescript_project_builds_deploys_and_talks() {
+    new_build_deploy_talk("js", "hello-ts");
+}
+
+#[test]
 fn build_says_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, out) = switchboard(dir.path(), &["build"]);

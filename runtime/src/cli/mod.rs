@@ -54,7 +54,8 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Build the flow project in DIR (default: here) into NAME.wasm with its toolchain.
+    /// Build the flow project in DIR (default: here) into NAME.wasm with its toolchain
+    /// (cargo, componentize-py or jco).
     Build {
         /// The project directory.
         #[arg(default_value = ".")]

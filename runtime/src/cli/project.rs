@@ -15,6 +15,8 @@ pub enum Lang {
     Rust,
     /// Python, built with componentize-py.
     Python,
+    /// TypeScript (or JavaScript), built with jco.
+    Js,
 }
 
 const CONTRACT: &str = include_str!("../../../wit/flow.wit");
@@ -32,6 +34,30 @@ const RUST_SDK: &[(&str, &str)] = &[
     (
         "src/testing.rs",
         include_str!("../../../sdk/rust/src/testing.rs"),
+    ),
+];
+
+const JS_SDK: &[(&str, &str)] = &[
+    ("src/index.js", include_str!("../../../sdk/js/src/index.js")),
+    (
+        "src/index.d.ts",
+        include_str!("../../../sdk/js/src/index.d.ts"),
+    ),
+    (
+        "src/component.js",
+        include_str!("../../../sdk/js/src/component.js"),
+    ),
+    (
+        "src/testing.js",
+        include_str!("../../../sdk/js/src/testing.js"),
+    ),
+    (
+        "src/testing.d.ts",
+        include_str!("../../../sdk/js/src/testing.d.ts"),
+    ),
+    (
+        "bin/switchboard-flow.js",
+        include_str!("../../../sdk/js/bin/switchboard-flow.js"),
     ),
 ];
 
@@ -118,6 +144,7 @@ pub fn new(name: &str, lang: Lang, dir: Option<PathBuf>) -> anyhow::Result<()> {
     let lang_name = match lang {
         Lang::Rust => "rust",
         Lang::Python => "python",
+        Lang::Js => "js",
     };
     write(
         &root,
@@ -129,6 +156,7 @@ pub fn new(name: &str, lang: Lang, dir: Option<PathBuf>) -> anyhow::Result<()> {
     match lang {
         Lang::Rust => new_rust(&root, name)?,
         Lang::Python => new_python(&root, name)?,
+        Lang::Js => new_js(&root, name)?,
     }
     let dir = root.display();
     println!("created {lang_name} flow project {name} in {dir}");
@@ -137,6 +165,7 @@ pub fn new(name: &str, lang: Lang, dir: Option<PathBuf>) -> anyhow::Result<()> {
         Lang::Python => {
             println!("  test:   (cd {dir} && python3 -m pytest)   # pip install pytest")
         }
+        Lang::Js => println!("  test:   (cd {dir} && npm install && npm test)"),
     }
     println!("  build:  switchboard build {dir}");
     println!("  deploy: switchboard deploy {dir}/{name}.wasm --flow {name}");
@@ -210,6 +239,68 @@ fn new_python(root: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn new_js(root: &Path, name: &str) -> anyhow::Result<()> {
+    write(
+        root,
+        "package.json",
+        &format!(
+            r#"{{
+  "name": "{name}",
+  "private": true,
+  "type": "module",
+  "scripts": {{
+    "test": "tsc -p . && node --test dist/",
+    "build": "node switchboard-flow/bin/switchboard-flow.js build flow.ts -o {name}.wasm"
+  }},
+  "dependencies": {{
+    "@switchboard/flow": "file:./switchboard-flow"
+  }},
+  "devDependencies": {{
+    "@bytecodealliance/jco": "1.35.0",
+    "@types/node": "^20.0.0",
+    "typescript": "5.9.3"
+  }},
+  "overrides": {{
+    "@bytecodealliance/preview2-shim": "0.25.0"
+  }}
+}}
+"#
+        ),
+    )?;
+    write(root, "tsconfig.json", TSCONFIG)?;
+    write(root, "flow.ts", JS_TEMPLATE)?;
+    write(root, "flow.test.ts", JS_TEST_TEMPLATE)?;
+    write(
+        root,
+        "switchboard-flow/package.json",
+        r#"{
+  "name": "@switchboard/flow",
+  "version": "0.1.0",
+  "type": "module",
+  "main": "src/index.js",
+  "types": "src/index.d.ts",
+  "exports": {
+    ".": { "types": "./src/index.d.ts", "default": "./src/index.js" },
+    "./testing": { "types": "./src/testing.d.ts", "default": "./src/testing.js" }
+  }
+}
+"#,
+    )?;
+    for (path, text) in JS_SDK {
+        write(root, &format!("switchboard-flow/{path}"), text)?;
+    }
+    write(root, "switchboard-flow/wit/flow.wit", CONTRACT)?;
+    write(
+        root,
+        ".gitignore",
+        "node_modules/
+dist/
+/*.wasm
+",
+    )?;
+    Ok(())
+}
+
 fn read_project(dir: &Path) -> anyhow::Result<Project> {
     let path = dir.join("switchboard.project");
     let text = std::fs::read_to_string(&path).with_context(|| {
@@ -228,7 +319,8 @@ fn read_project(dir: &Path) -> anyhow::Result<Project> {
     let lang = match field("language").as_deref() {
         Some("rust") => Lang::Rust,
         Some("python") => Lang::Python,
-        other => bail!("switchboard.project: language {other:?} is not rust or python"),
+        Some("js") => Lang::Js,
+        other => bail!("switchboard.project: language {other:?} is not rust, python or js"),
     };
     Ok(Project { name, lang })
 }
@@ -263,6 +355,38 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
                 .context("python3 not found: install Python 3.10 or newer")?;
             if !status.success() {
                 bail!("the Python build failed (see above)");
+            }
+        }
+        Lang::Js => {
+            if !have("node", &["--version"]) || !have("npm", &["--version"]) {
+                bail!("node and npm not found: install Node.js 20 or newer");
+            }
+            if !dir.join("node_modules/@bytecodealliance/jco").exists() {
+                eprintln!(
+                    "installing the build tools (npm install: jco, typescript; about 30 s)..."
+                );
+                let status = Command::new("npm")
+                    .current_dir(dir)
+                    .args(["install", "--no-audit", "--no-fund"])
+                    .status()
+                    .context("cannot run npm")?;
+                if !status.success() {
+                    bail!("npm install failed (see above)");
+                }
+            }
+            let status = Command::new("node")
+                .current_dir(dir)
+                .args([
+                    "switchboard-flow/bin/switchboard-flow.js",
+                    "build",
+                    "flow.ts",
+                    "-o",
+                ])
+                .arg(format!("{}.wasm", project.name))
+                .status()
+                .context("cannot run node")?;
+            if !status.success() {
+                bail!("the TypeScript build failed (see above)");
             }
         }
         Lang::Rust => {
@@ -432,4 +556,73 @@ def test_agent_in_a_message_reaches_a_person():
     chat.message("hello")
     assert chat.state.misses == 1
     assert chat.message("AGENT please")[-1] == Enqueue("support")
+"#;
+
+const TSCONFIG: &str = r#"{
+  "compilerOptions": {
+    "target": "ES2022",
+    "module": "NodeNext",
+    "moduleResolution": "NodeNext",
+    "strict": true,
+    "outDir": "dist",
+    "rewriteRelativeImportExtensions": true
+  },
+  "include": ["flow.ts", "flow.test.ts"]
+}
+"#;
+
+const JS_TEMPLATE: &str = r#"// A Switchboard flow. `handle` runs once per event of a contact; `state` is what it remembers
+// between events. Test with `npm test`; build with `switchboard build`.
+import { defineFlow, enqueue, gather, hangup, say, send } from '@switchboard/flow';
+
+interface State {
+  misses: number;
+}
+
+export default defineFlow<State>({
+  initial: () => ({ misses: 0 }),
+  handle(ctx, event, state) {
+    const voice = ctx.contact.channel === 'voice';
+    switch (event.type) {
+      case 'started':
+        return voice
+          ? [say('Hello, thanks for calling.'), gather('To talk to a person, press 0.', { retries: 1 })]
+          : [send('Hello! Reply AGENT to talk to a person.')];
+      case 'input':
+        if (event.digits === '0') return [say('Connecting you.'), enqueue('support')];
+        state.misses += 1;
+        return [gather('Sorry. To talk to a person, press 0.')];
+      case 'message':
+        if (/agent/i.test(event.text)) return [send('Connecting you.'), enqueue('support')];
+        state.misses += 1;
+        return [send('Sorry, I did not get that. Reply AGENT to talk to a person.')];
+      case 'no-input':
+        return [say('Goodbye.'), hangup()];
+      default:
+        return [];
+    }
+  },
+});
+"#;
+
+const JS_TEST_TEMPLATE: &str = r#"import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { Conversation } from '@switchboard/flow/testing';
+
+import flow from './flow.ts';
+
+test('zero reaches a person', () => {
+  const call = new Conversation(flow, { channel: 'voice' });
+  call.start();
+  assert.equal((call.press('0').at(-1) as { queue: string }).queue, 'support');
+});
+
+test('agent in a message reaches a person', () => {
+  const chat = new Conversation(flow, { channel: 'chat', from: 'visitor', to: 'chat:web' });
+  chat.start();
+  chat.message('hello');
+  assert.equal(chat.state.misses, 1);
+  assert.equal((chat.message('AGENT please').at(-1) as { queue: string }).queue, 'support');
+});
 "#;

@@ -21,9 +21,12 @@ if (!existsSync(flowPath)) {
   console.error(`${source}: no such file (the flow module, such as flow.ts)`);
   process.exit(2);
 }
-const jco = join(sdk, 'node_modules', '.bin', 'jco');
-if (!existsSync(jco)) {
-  console.error(`jco not found: run npm ci in ${sdk} (it installs @bytecodealliance/jco)`);
+// jco: the SDK's own install (this repository), or the flow project's.
+const jco = [sdk, dirname(flowPath), process.cwd()]
+  .map((dir) => join(dir, 'node_modules', '.bin', 'jco'))
+  .find((path) => existsSync(path));
+if (!jco) {
+  console.error('jco not found: run npm install in the flow project (it installs @bytecodealliance/jco)');
   process.exit(2);
 }
 // The component's entry: the flow's default export behind the contract's `handle`.
