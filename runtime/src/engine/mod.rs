@@ -8,6 +8,7 @@
 
 pub mod bindings;
 pub mod host;
+mod incremental;
 mod limits;
 
 use std::hash::{Hash, Hasher};
@@ -232,6 +233,12 @@ impl Engine {
             .epoch_interruption(true)
             .consume_fuel(config.fuel.is_some())
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = artifacts {
+            wasm.enable_incremental_compilation(Arc::new(incremental::DiskCache::new(
+                dir.join("incremental"),
+            )))
+            .map_err(wasm_error)?;
+        }
         let wasmtime = wasmtime::Engine::new(&wasm)
             .map_err(wasm_error)
             .context("cannot create the Wasm engine")?;
