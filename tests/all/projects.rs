@@ -6,20 +6,14 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::support::{Server, cli, spoken};
+use crate::support::{Server, cli, run_switchboard, spoken};
 
 fn switchboard(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    run_switchboard(
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .current_dir(dir)
+            .args(args),
+    )
 }
 
 /// Creates, builds and deploys project `name` in `lang`, then talks to it over chat.

@@ -360,11 +360,16 @@ pub fn agent(server: &Server, name: &str, attributes: Value, capacity: Value) ->
 
 /// Runs the `switchboard` CLI against `server`; returns success and stdout+stderr.
 pub fn cli(server: &Server, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
         .args(args)
-        .args(["--server", &server.url, "--token", &server.token])
-        .output()
-        .unwrap();
+        .args(["--server", &server.url, "--token", &server.token]);
+    run_switchboard(&mut command)
+}
+
+/// Runs a `switchboard` command; returns success and stdout+stderr.
+pub fn run_switchboard(command: &mut Command) -> (bool, String) {
+    let out = command.output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

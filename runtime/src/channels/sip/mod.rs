@@ -27,6 +27,9 @@ use crate::runtime::Runtime;
 use crate::sessions::StepReport;
 use message::{Message, ParseError};
 
+/// How long a digest nonce may be answered.
+const NONCE_LIFETIME: Duration = Duration::from_secs(300);
+
 /// Methods we answer.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REGISTER";
 
@@ -419,28 +422,9 @@ impl Endpoint {
             );
         }
         let now = Instant::now();
-        let max_age = Duration::from_secs(300);
         let credentials = request.header("Authorization").and_then(digest::parse);
         let Some(credentials) = credentials else {
-            let nonce = message::token();
-            {
-                let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
-                nonces.retain(|_, at| now.duration_since(*at) < max_age);
-                nonces.insert(nonce.clone(), now);
-            }
-            self.respond(
-                peer,
-                request,
-                request
-                    .response(401, "Unauthorized", Some(&message::token()))
-                    .with(
-                        "WWW-Authenticate",
-                        format!(
-                            "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"",
-                            digest::REALM
-                        ),
-                    ),
-            );
+            self.challenge(request, peer, false);
             return false;
         };
         let fresh = self
@@ -448,23 +432,9 @@ impl Endpoint {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&credentials.nonce)
-            .is_some_and(|at| now.duration_since(*at) < max_age);
+            .is_some_and(|at| now.duration_since(*at) < NONCE_LIFETIME);
         if !fresh {
-            let nonce = message::token();
-            self.nonces
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(nonce.clone(), now);
-            self.respond(
-                peer,
-                request,
-                request
-                    .response(401, "Unauthorized", Some(&message::token()))
-                    .with(
-                        "WWW-Authenticate",
-                        format!("Digest realm=\"{}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\", stale=true", digest::REALM),
-                    ),
-            );
+            self.challenge(request, peer, true);
             return false;
         }
         if credentials.username != agent || !digest::verify(&credentials, "REGISTER", &ha1) {
@@ -473,6 +443,31 @@ impl Endpoint {
             );
         }
         true
+    }
+
+    /// 401 with a fresh nonce (`stale` when the phone answered an expired one).
+    fn challenge(&self, request: &Message, peer: Peer, stale: bool) {
+        let now = Instant::now();
+        let nonce = message::token();
+        {
+            let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+            nonces.retain(|_, at| now.duration_since(*at) < NONCE_LIFETIME);
+            nonces.insert(nonce.clone(), now);
+        }
+        let stale = if stale { ", stale=true" } else { "" };
+        self.respond(
+            peer,
+            request,
+            request
+                .response(401, "Unauthorized", Some(&message::token()))
+                .with(
+                    "WWW-Authenticate",
+                    format!(
+                        "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"{stale}",
+                        digest::REALM
+                    ),
+                ),
+        );
     }
 
     /// Registered agent phones: agent, contact URI, seconds left.
