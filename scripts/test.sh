@@ -31,12 +31,14 @@ if ! command -v componentize-py >/dev/null 2>&1 || ! python3 -m pytest --version
   python3 -m pip install --quiet componentize-py==0.25.1 pytest
 fi
 # JavaScript/TypeScript flows: jco (in sdk/js) builds them; typescript checks the sample.
+# `npm install` rather than `npm ci`: jco's optional per-platform packages are not all in the
+# lock file, which `npm ci` refuses; the versions are still the lock file's.
 if [ ! -d sdk/js/node_modules/@bytecodealliance/jco ]; then
   echo "==> installing the JavaScript SDK's build tools (jco, npm)"
-  (cd sdk/js && npm ci --no-audit --no-fund)
+  (cd sdk/js && npm install --no-audit --no-fund)
 fi
 if [ ! -d flows/chat-triage-ts/node_modules/typescript ]; then
-  (cd flows/chat-triage-ts && npm ci --no-audit --no-fund)
+  (cd flows/chat-triage-ts && npm install --no-audit --no-fund)
 fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "==> installing playwright-core for the browser test"
