@@ -660,3 +660,58 @@ fn an_agent_without_a_phone_is_made_unavailable_and_the_caller_queues_again() {
     assert_eq!(enqueued(&trace), ["sales", "sales"]);
     all_calls_over(&server);
 }
+
+#[test]
+fn an_uploaded_welcome_is_played_to_callers_and_a_missing_one_beeps() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_server_with(
+        dir.path(),
+        &["--setting", "ivr-menu:welcome_prompt=welcome"],
+    );
+    // Nothing uploaded yet: the caller hears a beep instead, the call goes on.
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15553434")
+        .answered()
+        .pause(1500)
+        .hang_up()
+        .write(dir.path(), "no-welcome");
+    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+    assert_eq!(metric(&server, "switchboard_prompt_failures_total"), 1.0);
+
+    // A 1 s tone at 16 kHz uploaded as "welcome": played first, converted, not a beep.
+    let wav = dir.path().join("welcome.wav");
+    assert!(
+        std::process::Command::new("sox")
+            .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
+            .arg(&wav)
+            .args(["synth", "1", "sine", "600"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (status, _) = server.call_raw(
+        "PUT",
+        "/v1/prompts/welcome",
+        "audio/wav",
+        std::fs::read(&wav).unwrap(),
+    );
+    assert_eq!(status, 201);
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15553434")
+        .answered()
+        .pause(2500)
+        .hang_up()
+        .write(dir.path(), "welcome");
+    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+    assert_eq!(metric(&server, "switchboard_prompt_failures_total"), 1.0);
+    // The recording (50 packets) then the greeting: a talkspurt each.
+    assert!(ear.markers() >= 2, "{} talkspurts", ear.markers());
+    assert!(ear.loud_count() >= 60, "{} loud packets", ear.loud_count());
+    let trace = trace(&server, &last_contact(&server));
+    assert_eq!(
+        trace[0]["actions"][0],
+        json!({"type": "play", "prompt": "welcome"})
+    );
+    all_calls_over(&server);
+}

@@ -45,7 +45,16 @@ pub struct IvrMenu {
 impl Flow for IvrMenu {
     fn handle(&mut self, cx: &mut Context<'_>, event: Event) -> Result<Vec<Action>, FlowError> {
         Ok(match event {
-            Event::Started => self.greet(cx),
+            Event::Started => {
+                // A recorded welcome the admin uploaded (`PUT /v1/prompts/ID`), when set.
+                let mut actions: Vec<Action> = cx
+                    .config("welcome_prompt")
+                    .map(|prompt| Action::play(&prompt))
+                    .into_iter()
+                    .collect();
+                actions.extend(self.greet(cx));
+                actions
+            }
             Event::Input(input) if self.queue.is_some() => match input.digits.trim() {
                 "1" => {
                     let number = cx.contact().from.clone();

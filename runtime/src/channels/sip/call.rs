@@ -509,6 +509,7 @@ impl Call {
             Prompt::Play { prompt } => prompts.play(prompt).await,
         };
         result.unwrap_or_else(|e| {
+            prompts.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(contact = ?self.contact, error = %e, "cannot render a prompt; the caller hears a beep instead");
             prompts.beep.clone()
         })

@@ -505,6 +505,7 @@ impl Endpoint {
 # HELP switchboard_sip_calls_bridged_total Calls bridged to an agent or a transfer target.\n# TYPE switchboard_sip_calls_bridged_total counter\nswitchboard_sip_calls_bridged_total {}\n\
 # HELP switchboard_sip_malformed_total Messages on the SIP port that were not SIP.\n# TYPE switchboard_sip_malformed_total counter\nswitchboard_sip_malformed_total {}\n\
 # HELP switchboard_sip_registrations Agent phones registered.\n# TYPE switchboard_sip_registrations gauge\nswitchboard_sip_registrations {}\n\
+# HELP switchboard_prompt_failures_total Prompts that could not be rendered (the caller heard a beep).\n# TYPE switchboard_prompt_failures_total counter\nswitchboard_prompt_failures_total {}\n\
 # HELP switchboard_rtp_legs_open Media legs with an open RTP socket.\n# TYPE switchboard_rtp_legs_open gauge\nswitchboard_rtp_legs_open {}\n\
 # HELP switchboard_rtp_packets_sent_total RTP packets sent (prompts and relayed).\n# TYPE switchboard_rtp_packets_sent_total counter\nswitchboard_rtp_packets_sent_total {}\n\
 # HELP switchboard_rtp_packets_received_total RTP packets accepted.\n# TYPE switchboard_rtp_packets_received_total counter\nswitchboard_rtp_packets_received_total {}\n\
@@ -517,6 +518,8 @@ impl Endpoint {
             load(&s.bridged),
             load(&s.malformed),
             self.registrations().len(),
+            self.runtime()
+                .map_or(0, |rt| rt.prompts.failures.load(Ordering::Relaxed)),
             load(&m.open_legs),
             load(&m.sent),
             load(&m.received),

@@ -63,6 +63,8 @@ pub struct Prompts {
     pub hold: Arc<Audio>,
     /// Played when a prompt cannot be rendered.
     pub beep: Arc<Audio>,
+    /// Prompts that could not be rendered (the caller heard the beep).
+    pub failures: std::sync::atomic::AtomicU64,
 }
 
 impl Prompts {
@@ -74,6 +76,7 @@ impl Prompts {
             rendering: Mutex::new(HashMap::new()),
             hold: Arc::new(Audio::from_pcm(&hold_music())),
             beep: Arc::new(Audio::from_pcm(&tone(440.0, 300, 8000.0))),
+            failures: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
