@@ -28,7 +28,16 @@ fi
 # Python flows: componentize-py builds them, pytest runs the SDK harness tests.
 if ! command -v componentize-py >/dev/null 2>&1 || ! python3 -m pytest --version >/dev/null 2>&1; then
   echo "==> installing componentize-py and pytest (PyPI)"
-  python3 -m pip install --quiet componentize-py==0.25.1 pytest
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip
+  fi
+  # A system Python (PEP 668) refuses plain installs; a pyenv or venv Python takes them.
+  python3 -m pip install --quiet componentize-py==0.25.1 pytest \
+    || python3 -m pip install --quiet --user --break-system-packages componentize-py==0.25.1 pytest
+  hash -r
+  command -v componentize-py >/dev/null 2>&1 || export PATH="$(python3 -m site --user-base)/bin:$PATH"
 fi
 # JavaScript/TypeScript flows: jco (in sdk/js) builds them; typescript checks the sample.
 # `npm install` rather than `npm ci`: jco's optional per-platform packages are not all in the
