@@ -13,10 +13,9 @@ use crate::flows::{DeployOptions, Deployed, Flows, FlowsError};
 use crate::metrics::Metrics;
 use crate::replay::{Golden, ReplayReport};
 use crate::router::{QueueConfig, Router};
+use crate::sessions::ContactError;
 use crate::sessions::Sessions;
-use crate::sessions::{ContactError, Session};
 use crate::store::{SledStore, Store};
-use crate::store::{StoreExt, Tree};
 
 /// A running Switchboard.
 pub struct Runtime {
@@ -301,16 +300,9 @@ impl Runtime {
         version: u64,
         n: usize,
     ) -> Result<Vec<Golden>, ContactError> {
-        let mut sessions: Vec<Session> = self
-            .store
-            .scan_json::<Session>(Tree::Sessions, "")?
+        self.sessions
+            .recent(n, |s| s.flow == flow && s.version == version)?
             .into_iter()
-            .filter(|s| s.flow == flow && s.version == version)
-            .collect();
-        sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        sessions
-            .into_iter()
-            .take(n)
             .map(|s| Ok(Golden::of(&s, self.sessions.trace(&s.id)?)))
             .collect()
     }

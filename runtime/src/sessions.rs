@@ -385,6 +385,23 @@ impl Sessions {
             .ok_or_else(|| ContactError::UnknownContact(id.to_string()))
     }
 
+    /// The `n` most recently started contacts that `keep` accepts, newest first.
+    pub fn recent(
+        &self,
+        n: usize,
+        keep: impl Fn(&Session) -> bool,
+    ) -> Result<Vec<Session>, ContactError> {
+        let mut sessions: Vec<Session> = self
+            .store
+            .scan_json::<Session>(Tree::Sessions, "")?
+            .into_iter()
+            .filter(|s| keep(s))
+            .collect();
+        sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        sessions.truncate(n);
+        Ok(sessions)
+    }
+
     /// A contact's recorded steps, in order.
     pub fn trace(&self, id: &str) -> Result<Vec<TraceEntry>, ContactError> {
         self.get(id)?;

@@ -22,6 +22,11 @@ fn hash(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
+/// Whether two secrets (signatures, digests) are equal, compared in constant time.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Creates a token named `name` and returns it in plain text (the only time it exists so).
 pub fn create(store: &dyn Store, name: &str) -> Result<String, StoreError> {
     let mut secret = [0u8; 32];

@@ -26,7 +26,6 @@ use crate::contract::Event;
 use crate::flows::{DeployOptions, EntryPoint, Match};
 use crate::runtime::Runtime;
 use crate::sessions::NewContact;
-use crate::store::StoreExt as _;
 
 /// Largest component a deploy accepts.
 const MAX_COMPONENT: usize = 64 << 20;
@@ -395,20 +394,15 @@ async fn list_contacts(
         None => None,
     };
     let sessions = blocking(move || {
-        let mut sessions: Vec<crate::sessions::Session> = rt
-            .store
-            .scan_json(crate::store::Tree::Sessions, "")
-            .map_err(ApiError::from)?;
-        if let Some((k, v)) = &filter {
-            sessions.retain(|s| {
-                s.attributes
-                    .iter()
-                    .any(|(key, value)| key == k && value == v)
-            });
-        }
-        sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        sessions.truncate(query.limit);
-        Ok(sessions)
+        rt.sessions
+            .recent(query.limit, |s| {
+                filter.as_ref().is_none_or(|(k, v)| {
+                    s.attributes
+                        .iter()
+                        .any(|(key, value)| key == k && value == v)
+                })
+            })
+            .map_err(ApiError::from)
     })
     .await?;
     ok(StatusCode::OK, sessions)

@@ -73,8 +73,10 @@ enum Timer {
     Answer,
     /// Our INVITE to the outbound leg, until a response.
     OutboundInvite,
-    /// Our BYE, until a response.
+    /// Our BYE to the caller, until a response.
     Bye,
+    /// Our BYE on the outbound leg, until a response.
+    OutboundBye,
 }
 
 /// A message retransmitted on UDP until answered.
@@ -137,16 +139,7 @@ struct Outbound {
 pub(super) fn incoming(ep: &Arc<Endpoint>, invite: Message, peer: Peer) {
     ep.send(peer, invite.response(100, "Trying", None).to_bytes());
     let reject = |code: u16, reason: &str, why: String| {
-        ep.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(call_id = invite.call_id(), code, why, "call refused");
-        ep.respond(
-            peer,
-            &invite,
-            invite.response(code, reason, Some(&message::token())).with(
-                "Warning",
-                format!("399 switchboard \"{}\"", why.replace('"', "'")),
-            ),
-        );
+        ep.refuse_call(peer, &invite, code, reason, &why, &message::token());
     };
     let offer = if invite.body.is_empty() {
         Err(SdpError::Malformed(
@@ -157,9 +150,7 @@ pub(super) fn incoming(ep: &Arc<Endpoint>, invite: Message, peer: Peer) {
     };
     let media = match offer {
         Ok(media) => media,
-        Err(e @ SdpError::NoCommonCodec(_)) => {
-            return reject(488, "Not Acceptable Here", e.to_string());
-        }
+        // No common codec, or no usable offer at all.
         Err(e) => return reject(488, "Not Acceptable Here", e.to_string()),
     };
     let (heard_tx, heard) = mpsc::unbounded_channel();
@@ -296,13 +287,8 @@ impl Call {
     }
 
     fn refuse(&mut self, code: u16, reason: &str, why: &str) {
-        self.ep.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(call_id = %self.dialog.call_id, code, why, "call refused");
-        let response = self.invite.response(code, reason, Some(&self.tag)).with(
-            "Warning",
-            format!("399 switchboard \"{}\"", why.replace('"', "'")),
-        );
-        self.ep.respond(self.dialog.peer, &self.invite, response);
+        self.ep
+            .refuse_call(self.dialog.peer, &self.invite, code, reason, why, &self.tag);
     }
 
     fn contact_header(&self) -> String {
@@ -320,10 +306,7 @@ impl Call {
         if let Some(body) = body {
             response = response.with_body("application/sdp", body);
         }
-        let response = response
-            .with("Server", "Switchboard")
-            .with("Allow", super::ALLOW);
-        let bytes = response.to_bytes();
+        let bytes = super::stamp(response).to_bytes();
         self.last_response = Some(bytes.clone());
         self.ep.send(self.dialog.peer, bytes);
     }
@@ -471,7 +454,7 @@ impl Call {
                 Err(e) => {
                     let response = m
                         .response(488, "Not Acceptable Here", None)
-                        .with("Warning", format!("399 switchboard \"{e}\""));
+                        .with_warning(&e.to_string());
                     self.ep.respond(peer, &m, response);
                     return;
                 }
@@ -481,9 +464,8 @@ impl Call {
         let response = m
             .response(200, "OK", None)
             .with("Contact", self.contact_header())
-            .with_body("application/sdp", sdp)
-            .with("Server", "Switchboard");
-        let bytes = response.to_bytes();
+            .with_body("application/sdp", sdp);
+        let bytes = super::stamp(response).to_bytes();
         self.ep.send(peer, bytes.clone());
         self.retransmit(Timer::Answer, bytes, peer, T2);
     }
@@ -817,14 +799,11 @@ impl Call {
     /// ACK for a non-2xx final response: same branch as the INVITE.
     fn ack_failure(&self, response: &Message) {
         if let Some(out) = &self.outbound {
-            let cseq = out.invite.cseq().map_or(1, |(n, _)| n);
-            let ack = Message::request("ACK", out.invite.uri())
-                .with("Via", out.invite.header("Via").unwrap_or_default())
-                .with("Max-Forwards", "70")
-                .with("From", out.invite.header("From").unwrap_or_default())
-                .with("To", response.header("To").unwrap_or_default())
-                .with("Call-ID", out.dialog.call_id.clone())
-                .with("CSeq", format!("{cseq} ACK"));
+            let ack = in_invite_transaction(
+                &out.invite,
+                "ACK",
+                response.header("To").unwrap_or_default(),
+            );
             self.ep.send(out.dialog.peer, ack.to_bytes());
         }
     }
@@ -846,16 +825,11 @@ impl Call {
         if out.up {
             return self.hang_up_outbound().await;
         }
-        let cancel = Message::request("CANCEL", out.invite.uri())
-            .with("Via", out.invite.header("Via").unwrap_or_default())
-            .with("Max-Forwards", "70")
-            .with("From", out.invite.header("From").unwrap_or_default())
-            .with("To", out.invite.header("To").unwrap_or_default())
-            .with("Call-ID", out.dialog.call_id.clone())
-            .with(
-                "CSeq",
-                format!("{} CANCEL", out.invite.cseq().map_or(1, |(n, _)| n)),
-            );
+        let cancel = in_invite_transaction(
+            &out.invite,
+            "CANCEL",
+            out.invite.header("To").unwrap_or_default(),
+        );
         self.ep.send(out.dialog.peer, cancel.to_bytes());
         self.stop_timer(Timer::OutboundInvite);
         let until = Instant::now() + Duration::from_secs(2);
@@ -892,25 +866,18 @@ impl Call {
         let peer = out.dialog.peer;
         let bytes = bye.to_bytes();
         self.ep.send(peer, bytes.clone());
+        self.retransmit(Timer::OutboundBye, bytes, peer, T2);
         self.leg.relay_to(None);
         let until = Instant::now() + Duration::from_secs(2);
-        let mut next_send = Instant::now() + T1;
         loop {
-            let wait = until.min(next_send);
-            match self.next(Some(wait)).await {
+            match self.next(Some(until)).await {
                 Ok(Wake::Outbound(m, _)) if !m.is_request() && m.method() == "BYE" => break,
                 Ok(Wake::Outbound(m, peer)) => self.stray(m, peer),
-                Ok(Wake::Timeout) if Instant::now() >= until => break,
-                Ok(Wake::Timeout) => {
-                    if matches!(peer, Peer::Udp(_)) {
-                        self.ep.send(peer, bytes.clone());
-                    }
-                    next_send = Instant::now() + T1;
-                }
+                Ok(Wake::Timeout | Wake::Expired(Timer::OutboundBye)) | Err(_) => break,
                 Ok(_) => {}
-                Err(_) => break,
             }
         }
+        self.stop_timer(Timer::OutboundBye);
         self.drop_outbound();
     }
 
@@ -1146,6 +1113,19 @@ impl Call {
         self.ep.unroute(&self.dialog.call_id);
         self.ep.stats.active.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A request in the transaction of our `invite` (CANCEL, or the ACK of a failure response):
+/// its Via, From, Call-ID and CSeq number, with `to` as To.
+fn in_invite_transaction(invite: &Message, method: &str, to: &str) -> Message {
+    let cseq = invite.cseq().map_or(1, |(n, _)| n);
+    Message::request(method, invite.uri())
+        .with("Via", invite.header("Via").unwrap_or_default())
+        .with("Max-Forwards", "70")
+        .with("From", invite.header("From").unwrap_or_default())
+        .with("To", to)
+        .with("Call-ID", invite.call_id())
+        .with("CSeq", format!("{cseq} {method}"))
 }
 
 /// The digit of a SIP INFO (application/dtmf-relay or application/dtmf).

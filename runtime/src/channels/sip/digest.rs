@@ -86,13 +86,7 @@ pub fn verify(credentials: &Credentials, method: &str, ha1: &str) -> bool {
             credentials.nonce, credentials.nc, credentials.cnonce, credentials.qop
         ))
     };
-    // Constant-time comparison: the response is a secret's function.
-    expected.len() == credentials.response.len()
-        && expected
-            .bytes()
-            .zip(credentials.response.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    crate::tokens::same_secret(expected.as_bytes(), credentials.response.as_bytes())
 }
 
 #[cfg(test)]

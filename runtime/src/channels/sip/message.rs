@@ -192,6 +192,14 @@ impl Message {
         self
     }
 
+    /// Adds a `Warning` saying why (RFC 3261 §20.43, code 399: miscellaneous).
+    pub fn with_warning(self, why: &str) -> Message {
+        self.with(
+            "Warning",
+            format!("399 switchboard \"{}\"", why.replace('"', "'")),
+        )
+    }
+
     /// Sets the body and its type.
     pub fn with_body(mut self, content_type: &str, body: Vec<u8>) -> Message {
         self.headers

@@ -206,9 +206,9 @@ impl Endpoint {
 
     /// Sends a response to `request`, remembering it for retransmissions of a non-INVITE.
     pub fn respond(&self, peer: Peer, request: &Message, response: Message) {
-        let response = response.with("Server", "Switchboard").with("Allow", ALLOW);
-        let bytes = response.to_bytes();
-        if request.method() != "INVITE" && response.code() >= 200 {
+        let final_response = response.code() >= 200;
+        let bytes = stamp(response).to_bytes();
+        if request.method() != "INVITE" && final_response {
             let (cseq, method) = request.cseq().unwrap_or((0, ""));
             let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -219,6 +219,25 @@ impl Endpoint {
             );
         }
         self.send(peer, bytes);
+    }
+
+    /// Refuses a call with `code` and why (counted and logged).
+    pub fn refuse_call(
+        &self,
+        peer: Peer,
+        invite: &Message,
+        code: u16,
+        reason: &str,
+        why: &str,
+        tag: &str,
+    ) {
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(call_id = invite.call_id(), code, why, "call refused");
+        self.respond(
+            peer,
+            invite,
+            invite.response(code, reason, Some(tag)).with_warning(why),
+        );
     }
 
     /// Tells a call that its contact took a step elsewhere (task outcomes, queue news).
@@ -355,7 +374,7 @@ impl Endpoint {
                 request,
                 request
                     .response(404, reason, Some(&message::token()))
-                    .with("Warning", format!("399 switchboard \"no agent named {agent:?}: create the agent first (switchboard agent {agent} ...)\"")),
+                    .with_warning(&format!("no agent named {agent}: create the agent first (switchboard agent {agent} ...)")),
             );
             return;
         }
@@ -412,7 +431,7 @@ impl Endpoint {
                 request,
                 request
                     .response(403, "Forbidden", Some(&message::token()))
-                    .with("Warning", format!("399 switchboard \"{why}\"")),
+                    .with_warning(why),
             );
             false
         };
@@ -531,6 +550,11 @@ impl Endpoint {
     fn runtime(&self) -> Option<Arc<Runtime>> {
         self.rt.upgrade()
     }
+}
+
+/// What every response of ours carries.
+pub fn stamp(response: Message) -> Message {
+    response.with("Server", "Switchboard").with("Allow", ALLOW)
 }
 
 fn malformed(endpoint: &Endpoint, peer: Peer, error: &ParseError) {

@@ -63,7 +63,7 @@ pub enum Heard {
 }
 
 struct Playout {
-    items: VecDeque<(Arc<Audio>, u64, bool)>,
+    items: VecDeque<(Arc<Audio>, u64)>,
     /// Byte offset into the front item.
     offset: usize,
     /// Loop this audio when nothing else is queued (hold music).
@@ -92,14 +92,22 @@ pub struct MediaStats {
     pub lateness: Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
 
+/// The far end of a leg, as negotiated, and the bridged leg if any.
+#[derive(Default)]
+struct PeerState {
+    remote: Option<Remote>,
+    relay: Weak<Leg>,
+}
+
 /// One call leg's media.
 pub struct Leg {
     socket: Arc<UdpSocket>,
     local: SocketAddr,
-    remote: Mutex<Option<Remote>>,
+    /// Where media goes and which leg it is relayed to: read together on every packet and
+    /// tick, so one lock.
+    peer: Mutex<PeerState>,
     ssrc: u32,
     playout: Mutex<Playout>,
-    relay: Mutex<Weak<Leg>>,
     heard: mpsc::UnboundedSender<Heard>,
     closed: AtomicBool,
     stats: Arc<MediaStats>,
@@ -114,16 +122,12 @@ impl Leg {
 
     /// Where media goes, as negotiated.
     pub fn set_remote(&self, media: Remote) {
-        *self.remote.lock().unwrap_or_else(|p| p.into_inner()) = Some(media);
+        self.peer_state().remote = Some(media);
     }
 
     /// The negotiated codec.
     pub fn codec(&self) -> Codec {
-        self.remote
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or(Codec::Pcmu, |m| m.codec)
+        self.peer_state().remote.map_or(Codec::Pcmu, |m| m.codec)
     }
 
     /// Queues audio; `token` is reported (as [`Heard::Played`]) when the queue has played out
@@ -133,7 +137,7 @@ impl Leg {
         if p.items.is_empty() {
             p.marker = true;
         }
-        p.items.push_back((audio, token, false));
+        p.items.push_back((audio, token));
     }
 
     /// Stops whatever is playing (barge-in, a new step).
@@ -152,10 +156,19 @@ impl Leg {
 
     /// Relays what this leg receives to `other` (both directions are set by the caller).
     pub fn relay_to(&self, other: Option<&Arc<Leg>>) {
-        *self.relay.lock().unwrap_or_else(|p| p.into_inner()) =
-            other.map(Arc::downgrade).unwrap_or_default();
+        self.peer_state().relay = other.map(Arc::downgrade).unwrap_or_default();
         self.stop();
         self.set_idle(None);
+    }
+
+    fn peer_state(&self) -> std::sync::MutexGuard<'_, PeerState> {
+        self.peer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where media goes, and the leg it is relayed to while bridged.
+    fn peer(&self) -> (Option<Remote>, Option<Arc<Leg>>) {
+        let state = self.peer_state();
+        (state.remote, state.relay.upgrade())
     }
 
     /// Closes the socket: the receive task ends and the pacer forgets the leg.
@@ -175,21 +188,8 @@ impl Leg {
 
     /// One 20 ms tick: sends the next frame, if any.
     fn tick(&self) {
-        if self
-            .relay
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .upgrade()
-            .is_some()
-        {
-            return;
-        }
-        let Some(media) = self
-            .remote
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
+        let (remote, relay) = self.peer();
+        let (Some(media), None) = (remote, relay) else {
             return;
         };
         let mut frame = [0u8; 12 + FRAME];
@@ -205,7 +205,7 @@ impl Leg {
             let mut any = false;
             while filled < FRAME {
                 let offset = p.offset;
-                let Some((audio, token, _)) = p.items.front() else {
+                let Some((audio, token)) = p.items.front() else {
                     break;
                 };
                 let (audio, token) = (audio.clone(), *token);
@@ -432,7 +432,7 @@ impl Media {
         let leg = Arc::new(Leg {
             socket,
             local,
-            remote: Mutex::new(None),
+            peer: Mutex::new(PeerState::default()),
             ssrc: rand::random(),
             playout: Mutex::new(Playout {
                 items: VecDeque::new(),
@@ -443,7 +443,6 @@ impl Media {
                 timestamp: rand::random(),
                 marker: true,
             }),
-            relay: Mutex::new(Weak::new()),
             heard,
             closed: AtomicBool::new(false),
             stats: self.stats.clone(),
@@ -469,35 +468,24 @@ async fn receive_loop(weak: Weak<Leg>, socket: tokio::net::UdpSocket) {
         let Ok((n, from)) = received else {
             continue;
         };
-        let remote = leg.remote.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (remote, relay) = leg.peer();
         // Media is accepted from the address the peer signalled (any port: peers often send
         // from another port than they receive on); anything else is dropped.
-        let expected = remote.as_ref().is_some_and(|m| m.addr.ip() == from.ip());
+        let expected = remote.is_some_and(|m| m.addr.ip() == from.ip());
         let Some(packet) = parse(&buf[..n]).filter(|_| expected) else {
             leg.stats.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         leg.stats.received.fetch_add(1, Ordering::Relaxed);
-        let relay = leg
-            .relay
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .upgrade();
         if let Some(other) = relay {
-            let to = other
-                .remote
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .map(|m| m.addr);
-            if let Some(to) = to
+            if let Some(to) = other.peer().0.map(|m| m.addr)
                 && other.socket.send_to(&buf[..n], to).is_ok()
             {
                 leg.stats.sent.fetch_add(1, Ordering::Relaxed);
             }
             continue;
         }
-        let dtmf_pt = remote.as_ref().and_then(|m| m.dtmf);
+        let dtmf_pt = remote.and_then(|m| m.dtmf);
         if Some(packet.pt) == dtmf_pt
             && let Some(digit) = dtmf.feed(packet.timestamp, packet.payload, Instant::now())
         {

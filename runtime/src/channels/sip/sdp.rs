@@ -31,7 +31,7 @@ impl Codec {
 }
 
 /// What an offer (or answer) asks for, reduced to what we use.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Media {
     /// Where to send RTP.
     pub addr: SocketAddr,
