@@ -15,7 +15,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use switchboard::config::Config;
@@ -64,15 +64,6 @@ fn build_js(dir: &Path, flow_dir: &Path, bin: &Path, out: &str) -> PathBuf {
         "jco",
     );
     output
-}
-
-fn seconds() -> Duration {
-    Duration::from_secs_f64(
-        std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(3.0),
-    )
 }
 
 fn main() {
@@ -165,7 +156,7 @@ fn main() {
 
     println!(
         "\nstep latency, fresh instance per step (a chat: started, then a message), {:.0} s each:",
-        seconds().as_secs_f64()
+        support::bench_seconds().as_secs_f64()
     );
     let contact = Contact {
         id: "bench".into(),
@@ -191,7 +182,7 @@ fn main() {
         let mut state = Vec::new();
         let started = Instant::now();
         let mut i = 0usize;
-        while started.elapsed() < seconds() || i < 20 {
+        while started.elapsed() < support::bench_seconds() || i < 20 {
             let event = if i.is_multiple_of(2) {
                 state.clear();
                 Event::Started

@@ -13,7 +13,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use switchboard::config::Config;
@@ -23,15 +23,6 @@ use switchboard::runtime::Runtime;
 use switchboard_sdk::testing::TestHost;
 
 const WARMUP: usize = 2_000;
-
-fn seconds() -> Duration {
-    Duration::from_secs_f64(
-        std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(3.0),
-    )
-}
 
 fn contact() -> Contact {
     Contact {
@@ -61,7 +52,7 @@ fn measure(name: &'static str, mut step: impl FnMut(usize)) -> Report {
         step(i);
     }
     let mut hist = Histogram::<u64>::new(3).unwrap();
-    let deadline = seconds();
+    let deadline = support::bench_seconds();
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < deadline {
@@ -157,7 +148,7 @@ fn main() {
         "component: {} ({} KB); {:.1} s per measurement (BENCH_SECONDS)",
         wasm.display(),
         bytes.len() / 1024,
-        seconds().as_secs_f64()
+        support::bench_seconds().as_secs_f64()
     );
 
     // A fresh data directory, so the deploy below really compiles (no cached artifact).
@@ -253,7 +244,7 @@ fn main() {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let deadline = seconds();
+    let deadline = support::bench_seconds();
     let started = Instant::now();
     let total: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)

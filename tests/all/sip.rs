@@ -12,14 +12,6 @@ use crate::support::{Server, agent, sip_ivr_server};
 
 const NUMBER: &str = "+15550100";
 
-fn sip_server(dir: &std::path::Path) -> Server {
-    sip_ivr_server(dir, &[])
-}
-
-fn sip_server_with(dir: &std::path::Path, extra: &[&str]) -> Server {
-    sip_ivr_server(dir, extra)
-}
-
 fn sip_addr(server: &Server) -> SocketAddr {
     server.sip.unwrap()
 }
@@ -84,7 +76,7 @@ fn all_calls_over(server: &Server) {
 fn pressing_1_by_rfc4733_reaches_sales_and_the_caller_hears_the_prompts() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
-    let server = sip_server(dir.path());
+    let server = sip_ivr_server(dir.path(), &[]);
     let ear = Ear::new();
     let scenario = Caller::dial(ear.port(), "+15551234")
         .answered()
@@ -130,7 +122,7 @@ fn pressing_1_by_rfc4733_reaches_sales_and_the_caller_hears_the_prompts() {
 fn pressing_2_by_sip_info_over_tcp_reaches_support_in_a_law() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
-    let server = sip_server(dir.path());
+    let server = sip_ivr_server(dir.path(), &[]);
     let ear = Ear::new();
     let scenario = Caller::dial_with(ear.port(), "+15559876", "8")
         .answered()
@@ -159,7 +151,7 @@ fn pressing_2_by_sip_info_over_tcp_reaches_support_in_a_law() {
 fn silence_replays_the_menu_then_says_goodbye_and_hangs_up() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
-    let server = sip_server(dir.path());
+    let server = sip_ivr_server(dir.path(), &[]);
     let ear = Ear::new();
     let scenario = Caller::dial(ear.port(), "+15551111")
         .answered()
@@ -184,7 +176,7 @@ fn silence_replays_the_menu_then_says_goodbye_and_hangs_up() {
 fn three_invalid_keys_take_the_flows_error_path_to_an_agent() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
-    let server = sip_server(dir.path());
+    let server = sip_ivr_server(dir.path(), &[]);
     let ear = Ear::new();
     let scenario = Caller::dial(ear.port(), "+15552222")
         .answered()
@@ -216,7 +208,7 @@ fn three_invalid_keys_take_the_flows_error_path_to_an_agent() {
 fn a_caller_hanging_up_during_the_prompt_ends_the_contact_and_frees_the_media() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
-    let server = sip_server(dir.path());
+    let server = sip_ivr_server(dir.path(), &[]);
     let ear = Ear::new();
     let scenario = Caller::dial(ear.port(), "+15553333")
         .answered()
@@ -239,7 +231,7 @@ fn a_caller_hanging_up_during_the_prompt_ends_the_contact_and_frees_the_media() 
 fn an_agent_phone_answers_and_the_caller_is_bridged_both_ways() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
-    let server = sip_server(dir.path());
+    let server = sip_ivr_server(dir.path(), &[]);
     let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
     let phone_ear = Ear::new();
     let (register, answer) = agent_phone(dir.path(), "alice", &alice, phone_ear.port(), 4000);
@@ -323,7 +315,7 @@ fn an_agent_phone_answers_and_the_caller_is_bridged_both_ways() {
 fn bad_sip_and_stray_media_get_errors_or_are_dropped_and_calls_go_on() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
-    let server = sip_server(dir.path());
+    let server = sip_ivr_server(dir.path(), &[]);
     let sip = sip_addr(&server);
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
     probe
@@ -458,7 +450,7 @@ fn bad_sip_and_stray_media_get_errors_or_are_dropped_and_calls_go_on() {
 fn a_reinvite_to_hold_and_back_keeps_the_call() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
-    let server = sip_server(dir.path());
+    let server = sip_ivr_server(dir.path(), &[]);
     let ear = Ear::new();
     let scenario = Caller::dial(ear.port(), "+15556666")
         .answered()
@@ -484,7 +476,7 @@ fn pressing_8_transfers_to_the_operator_on_a_new_leg() {
     let dir = tempfile::tempdir().unwrap();
     let operator_port = crate::sipp::free_port().to_string();
     let operator = format!("ivr-menu:operator=sip:operator@127.0.0.1:{operator_port}");
-    let server = sip_server_with(dir.path(), &["--setting", &operator]);
+    let server = sip_ivr_server(dir.path(), &["--setting", &operator]);
     let operator_ear = Ear::new();
     let (_, answer) = agent_phone(dir.path(), "operator", "", operator_ear.port(), 2000);
     let operator = sipp(
@@ -516,7 +508,7 @@ fn a_caller_who_cancels_while_it_rings_gets_487_and_no_contact_starts() {
     let config = dir.path().join("switchboard.toml");
     std::fs::write(&config, "[sip]\nring_ms = 3000\n").unwrap();
     let data = dir.path().join("data");
-    let server = sip_server_with(&data, &["--config", config.to_str().unwrap()]);
+    let server = sip_ivr_server(&data, &["--config", config.to_str().unwrap()]);
     let sip = sip_addr(&server);
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
     probe
@@ -575,7 +567,7 @@ fn a_caller_who_cancels_while_it_rings_gets_487_and_no_contact_starts() {
 #[test]
 fn an_uploaded_recording_is_converted_once_and_served_back() {
     let dir = tempfile::tempdir().unwrap();
-    let server = sip_server(dir.path());
+    let server = sip_ivr_server(dir.path(), &[]);
     // A 1.5 s stereo tone at 44.1 kHz, as an admin's recording might be.
     let wav = dir.path().join("welcome.wav");
     let made = std::process::Command::new("sox")
@@ -621,7 +613,7 @@ fn an_uploaded_recording_is_converted_once_and_served_back() {
 fn an_agent_without_a_phone_is_made_unavailable_and_the_caller_queues_again() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
-    let server = sip_server(dir.path());
+    let server = sip_ivr_server(dir.path(), &[]);
     let nophone = agent(&server, "nophone", json!({}), json!({"voice": 1}));
     let ear = Ear::new();
     let scenario = Caller::dial(ear.port(), "+15551212")
@@ -665,7 +657,7 @@ fn an_agent_without_a_phone_is_made_unavailable_and_the_caller_queues_again() {
 fn an_uploaded_welcome_is_played_to_callers_and_a_missing_one_beeps() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
-    let server = sip_server_with(
+    let server = sip_ivr_server(
         dir.path(),
         &["--setting", "ivr-menu:welcome_prompt=welcome"],
     );

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Moves this test process (and what it starts afterwards) into a private network namespace
 /// with only loopback, when it may (root); otherwise stays on the host's loopback. Returns
@@ -445,8 +445,6 @@ pub struct Ear {
     pub marker_bits: Arc<AtomicU64>,
     /// Where packets came from last.
     pub from: Arc<Mutex<Option<SocketAddr>>>,
-    /// Arrival times of the packets (for jitter), first 100k.
-    pub arrivals: Arc<Mutex<Vec<Instant>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -464,16 +462,14 @@ impl Ear {
             payload_types: Arc::default(),
             marker_bits: Arc::default(),
             from: Arc::default(),
-            arrivals: Arc::default(),
             stop: Arc::default(),
         };
         let markers = ear.marker_bits.clone();
-        let (packets, loud, types, from, arrivals, stop) = (
+        let (packets, loud, types, from, stop) = (
             ear.packets.clone(),
             ear.loud.clone(),
             ear.payload_types.clone(),
             ear.from.clone(),
-            ear.arrivals.clone(),
             ear.stop.clone(),
         );
         std::thread::spawn(move || {
@@ -497,12 +493,6 @@ impl Ear {
                     }
                 }
                 *from.lock().unwrap() = Some(addr);
-                {
-                    let mut a = arrivals.lock().unwrap();
-                    if a.len() < 100_000 {
-                        a.push(Instant::now());
-                    }
-                }
                 if pt == 0 || pt == 8 {
                     let payload = &buf[12..n];
                     let energy: f64 = payload

@@ -387,3 +387,14 @@ pub const ALWAYS_OPEN: [&str; 6] = [
     "--setting",
     "ivr-menu:close=24:00",
 ];
+
+/// How long a benchmark measures each thing: `BENCH_SECONDS`, 3 by default.
+#[allow(dead_code)]
+pub fn bench_seconds() -> Duration {
+    Duration::from_secs_f64(
+        std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3.0),
+    )
+}

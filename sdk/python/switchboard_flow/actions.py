@@ -82,13 +82,17 @@ class End:
 
 Action = Union[Say, Play, Gather, Send, Enqueue, Transfer, Callback, SetAttribute, Hangup, End]
 
+# The builders that only construct: the dataclasses themselves, under the SDK's lowercase names.
+say = Say
+play = Play
+send = Send
+transfer = Transfer
+callback = Callback
+set_attribute = SetAttribute
+hangup = Hangup
+end = End
 
-def say(text: str, voice: Optional[str] = None, language: Optional[str] = None) -> Say:
-    return Say(text, voice, language)
 
-
-def play(prompt: str) -> Play:
-    return Play(prompt)
 
 
 def gather(
@@ -105,9 +109,6 @@ def gather(
     return Gather(parts, max_digits, timeout_ms, finish_on_key, retries)
 
 
-def send(text: str) -> Send:
-    return Send(text)
-
 
 def enqueue(
     queue: str,
@@ -118,24 +119,9 @@ def enqueue(
     return Enqueue(queue, priority, tuple((attributes or {}).items()), timeout_secs)
 
 
-def transfer(target: str) -> Transfer:
-    return Transfer(target)
 
 
-def callback(number: str) -> Callback:
-    return Callback(number)
 
-
-def set_attribute(key: str, value: str) -> SetAttribute:
-    return SetAttribute(key, value)
-
-
-def hangup() -> Hangup:
-    return Hangup()
-
-
-def end() -> End:
-    return End()
 
 
 def spoken(actions: Sequence[Action]) -> List[str]:
