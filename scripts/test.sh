@@ -55,7 +55,7 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
 fi
 
 echo "==> building the guest components (flows/ and tests/guests/)"
-cargo build --profile guest --target wasm32-wasip2 -p ivr-menu -p chaos -p init-trap -p language-router -p order-status
+cargo build --profile guest --target wasm32-wasip2 -p ivr-menu -p chaos -p init-trap -p language-router -p order-status -p rest-crm
 # Built on its own: it compiles the IVR source with a feature that must not reach ivr-menu.
 cargo build --profile guest --target wasm32-wasip2 -p ivr-menu-v2
 

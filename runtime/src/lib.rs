@@ -11,6 +11,7 @@ pub mod audit;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod connector;
 pub mod contract;
 pub mod customers;
 pub mod engine;

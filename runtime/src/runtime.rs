@@ -37,6 +37,8 @@ pub struct Runtime {
     pub chat: Arc<crate::channels::chat::ChatHub>,
     /// What host calls are served from.
     pub services: Arc<Services>,
+    /// The CRM connector link (its lookups and cache).
+    pub crm: Arc<crate::connector::CrmLink>,
     /// Prompt audio: rendered speech, uploaded recordings, hold music.
     pub prompts: Arc<crate::channels::sip::prompts::Prompts>,
     /// The SIP endpoint, once started.
@@ -92,10 +94,13 @@ impl Runtime {
             config.canary.clone(),
         )?);
         let metrics = Arc::new(Metrics::default());
-        let services = Arc::new(Services {
-            store: store.clone(),
-            clock,
-        });
+        let services = Arc::new(Services::new(store.clone(), clock));
+        let crm = Arc::new(crate::connector::CrmLink::new(
+            flows.clone(),
+            engine.clone(),
+            store.clone(),
+        ));
+        let _ = services.crm.set(crm.clone());
         let router = Arc::new(
             Router::open(store.clone())
                 .map_err(|e| anyhow::anyhow!("cannot load the task router: {e}"))?,
@@ -143,6 +148,7 @@ impl Runtime {
             router,
             chat: Arc::default(),
             services,
+            crm,
             _scratch: scratch,
         })
     }
@@ -360,10 +366,7 @@ fn planner(
     store: Arc<dyn Store>,
 ) -> crate::router::Planner {
     use crate::engine::bindings::router::switchboard::flow::routing as wit;
-    let services = Arc::new(Services {
-        store,
-        clock: Clock::System,
-    });
+    let services = Arc::new(Services::new(store, Clock::System));
     Box::new(move |task| {
         let version = flows.live(ROUTER_FLOW).ok()?;
         let component = flows.component(ROUTER_FLOW, version).ok()?;

@@ -9,6 +9,7 @@ mod auth;
 mod browser;
 mod canary;
 mod chat;
+mod crm;
 mod deploy;
 mod hot_swap;
 mod js_sdk;

@@ -39,6 +39,16 @@ fn endless_loop_memory_hog_trap_and_garbage_get_the_fallback() {
         "the loop was stopped"
     );
 
+    // Sleeping blocks in a host call, where the epoch cannot interrupt: the host bounds every
+    // wait by what is left of the deadline instead.
+    let started = std::time::Instant::now();
+    let (report, session) = faulting_step(&server, "7");
+    assert_fallback(&report, &session, "deadline");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the hour-long sleep was cut"
+    );
+
     let (report, session) = faulting_step(&server, "2");
     assert_fallback(&report, &session, "memory");
     assert_eq!(report["fault"]["cap_mib"], 64);
@@ -73,7 +83,7 @@ fn endless_loop_memory_hog_trap_and_garbage_get_the_fallback() {
     assert_eq!(spoken(&healthy)[0], "Chaos flow ready.");
     let (_, metrics) = server.call("GET", "/metrics", None);
     let metrics = metrics.as_str().unwrap();
-    assert!(metrics.contains(r#"outcome="deadline"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"outcome="deadline"} 2"#), "{metrics}");
     assert!(metrics.contains(r#"outcome="memory"} 1"#), "{metrics}");
 }
 

@@ -1,8 +1,9 @@
 //! An SMS (or chat) order-status flow.
 //!
-//! - Greets and asks for an order number.
-//! - Answers with the order's status from the `orders` setting (`1001:shipped,1002:preparing`;
-//!   in production the CRM connector answers instead).
+//! - Greets and asks for an order number; a customer the CRM knows is greeted by first name.
+//! - Answers with the order's status from the `orders` setting (`1001:shipped,1002:preparing`),
+//!   addressing a known customer by name. The name is looked up again rather than kept in the
+//!   state: the host caches lookups per contact, so the CRM is asked once per conversation.
 //! - "agent" hands the conversation to the `support` queue; "stop" ends it.
 
 use switchboard_sdk::prelude::*;
@@ -19,9 +20,15 @@ pub struct OrderStatus {
 impl Flow for OrderStatus {
     fn handle(&mut self, cx: &mut Context<'_>, event: Event) -> Result<Vec<Action>, FlowError> {
         Ok(match event {
-            Event::Started => vec![Action::send(
-                "Hi, this is Acme. Send your order number to get its status, or AGENT to talk to a person.",
-            )],
+            Event::Started => {
+                let hello = match first_name(cx) {
+                    Some(name) => format!("Hi {name}"),
+                    None => "Hi".to_string(),
+                };
+                vec![Action::send(&format!(
+                    "{hello}, this is Acme. Send your order number to get its status, or AGENT to talk to a person."
+                ))]
+            }
             Event::Message(text) => self.answer(cx, text.trim()),
             Event::TaskOutcome(outcome) if outcome.status == TaskStatus::TimedOut => {
                 vec![Action::send(
@@ -59,12 +66,21 @@ impl OrderStatus {
             .find(|(n, _)| n.trim() == number)
             .map(|(_, s)| s.trim().to_string());
         match status {
-            Some(status) => vec![Action::send(&format!("Order {number} is {status}."))],
+            Some(status) => vec![Action::send(&match first_name(cx) {
+                Some(name) => format!("{name}, order {number} is {status}."),
+                None => format!("Order {number} is {status}."),
+            })],
             None => vec![Action::send(&format!(
                 "We could not find order {number}. Check the number, or send AGENT."
             ))],
         }
     }
+}
+
+/// The first name of the customer writing, when the CRM knows their number.
+fn first_name(cx: &mut Context<'_>) -> Option<String> {
+    let customer = cx.customer_by_phone()?;
+    customer.name.split_whitespace().next().map(str::to_string)
 }
 
 #[cfg(test)]
@@ -98,5 +114,15 @@ mod tests {
         assert!(matches!(handover.last(), Some(Action::Enqueue(e)) if e.queue == "support"));
         assert_eq!(chat.message("stop").last(), Some(&Action::End));
         assert_eq!(chat.state().asked, vec!["1001", "1002", "9999"]);
+    }
+
+    #[test]
+    fn known_customers_are_addressed_by_name() {
+        let mut chat = chat().with_customer("+15551230001", "Ada Lovelace", "vip");
+        assert!(spoken(&chat.start())[0].starts_with("Hi Ada, this is Acme."));
+        assert_eq!(
+            spoken(&chat.message("1001")),
+            vec!["Ada, order 1001 is shipped."]
+        );
     }
 }

@@ -76,6 +76,7 @@ impl From<FlowsError> for ApiError {
             FlowsError::UnknownVersion { .. } => (StatusCode::NOT_FOUND, "unknown_version"),
             FlowsError::BadEntryPoint(_) => (StatusCode::BAD_REQUEST, "invalid_entry_point"),
             FlowsError::BadCanary(_) => (StatusCode::BAD_REQUEST, "invalid_canary"),
+            FlowsError::BadConnector(_) => (StatusCode::BAD_REQUEST, "invalid_connector"),
             FlowsError::NoCanary(_) => (StatusCode::CONFLICT, "no_canary"),
             FlowsError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             FlowsError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "component_storage"),

@@ -123,7 +123,12 @@ fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
 }
 
 async fn metrics(State(rt): Api) -> Response {
-    let mut text = format!("{}{}", rt.metrics.render(), rt.router.render_metrics());
+    let mut text = format!(
+        "{}{}{}",
+        rt.metrics.render(),
+        rt.router.render_metrics(),
+        rt.crm.render_metrics()
+    );
     if let Some(sip) = rt.sip.get() {
         text.push_str(&sip.render_metrics());
     }
@@ -147,6 +152,12 @@ struct DeployQuery {
     /// Deploy even when the replays differ.
     #[serde(default)]
     force: bool,
+    /// CRM connectors: the hosts it may reach, comma-separated.
+    allow: Option<String>,
+    /// CRM connectors: the lookup timeout in milliseconds.
+    timeout_ms: Option<u64>,
+    /// CRM connectors: the response body cap in KiB.
+    max_response_kib: Option<u64>,
 }
 
 async fn deploy(
@@ -160,7 +171,10 @@ async fn deploy(
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_query",
-            format!("{} (canary takes a whole percentage, 0-100)", e.body_text()),
+            format!(
+                "{} (canary takes a whole percentage, 0-100; timeout_ms and max_response_kib whole numbers; allow a comma-separated list of hosts)",
+                e.body_text()
+            ),
         )
     })?;
     if body.is_empty() {
@@ -181,6 +195,9 @@ async fn deploy(
     let options = DeployOptions {
         canary_percent: query.canary,
         canary_matches: matches,
+        allow: query.allow.into_iter().collect(),
+        timeout_ms: query.timeout_ms,
+        max_response_bytes: query.max_response_kib.map(|k| k.saturating_mul(1024)),
     };
     let (check, force) = (query.check_recent, query.force);
     let (deployed, checked, changed) = blocking(move || {

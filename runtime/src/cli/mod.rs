@@ -83,6 +83,17 @@ enum Command {
         /// Deploy even when --check-against-recent finds changed behaviour.
         #[arg(long)]
         force: bool,
+        /// CRM connectors (deployed as flow `crm`): a host the connector may reach, as
+        /// crm.example.com, crm.example.com:8443 or *.example.com (repeatable). Requests to
+        /// any other host fail without a connection.
+        #[arg(long = "allow", value_name = "HOST")]
+        allow: Vec<String>,
+        /// CRM connectors: cut each lookup after this many milliseconds [default: 2000].
+        #[arg(long, value_name = "MS")]
+        timeout_ms: Option<u64>,
+        /// CRM connectors: refuse response bodies larger than this [default: 1024].
+        #[arg(long, value_name = "KIB")]
+        max_response_kib: Option<u64>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -358,6 +369,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             canary_matches,
             check_against_recent,
             force,
+            allow,
+            timeout_ms,
+            max_response_kib,
             remote,
         } => {
             let bytes =
@@ -380,6 +394,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             if check_against_recent > 0 {
                 query.push(format!("check_recent={check_against_recent}&force={force}"));
+            }
+            if !allow.is_empty() {
+                query.push(format!("allow={}", client::encode_path(&allow.join(","))));
+            }
+            if let Some(ms) = timeout_ms {
+                query.push(format!("timeout_ms={ms}"));
+            }
+            if let Some(kib) = max_response_kib {
+                query.push(format!("max_response_kib={kib}"));
             }
             let version =
                 terminal::with_progress(&label, || client.deploy(&flow, bytes, &query.join("&")))?;
@@ -413,6 +436,18 @@ fn run(command: Command) -> anyhow::Result<()> {
                 version["compile_ms"].as_f64().unwrap_or_default(),
                 version["swap_us"]
             );
+            if let Some(policy) = version["connector"].as_object() {
+                let hosts: Vec<&str> = policy["allow"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|h| h.as_str()).collect())
+                    .unwrap_or_default();
+                println!(
+                    "it answers every flow's crm.lookup; it may reach {} only; each lookup is cut at {} ms; responses up to {} KiB",
+                    hosts.join(", "),
+                    policy["timeout_ms"],
+                    policy["max_response_bytes"].as_u64().unwrap_or_default() / 1024
+                );
+            }
             Ok(())
         }
         Command::Replay {

@@ -27,6 +27,23 @@ pub mod router {
     });
 }
 
+/// The `crm-connector` world: it imports the flow world's `config` and `log` and WASI's HTTP
+/// client, and exports `crm`.
+#[allow(missing_docs)]
+pub mod connector {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "crm-connector",
+        with: {
+            "switchboard:flow/config": super::generated::switchboard::flow::config,
+            "switchboard:flow/log": super::generated::switchboard::flow::log,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::sync::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
+    });
+}
+
 pub use self::switchboard::flow::clock::{LocalTime, Weekday};
 pub use self::switchboard::flow::crm::{Customer, LookupKey};
 pub use self::switchboard::flow::log::Level;
@@ -139,6 +156,31 @@ impl From<t::Action> for c::Action {
 impl From<c::Customer> for Customer {
     fn from(c: c::Customer) -> Self {
         Customer {
+            id: c.id,
+            name: c.name,
+            phone: c.phone,
+            email: c.email,
+            tier: c.tier,
+            attributes: c.attributes,
+        }
+    }
+}
+
+/// A key as the connector world spells it.
+impl From<&LookupKey> for connector::exports::switchboard::flow::crm::LookupKey {
+    fn from(key: &LookupKey) -> Self {
+        use connector::exports::switchboard::flow::crm::LookupKey as K;
+        match key {
+            LookupKey::Phone(p) => K::Phone(p.clone()),
+            LookupKey::Email(e) => K::Email(e.clone()),
+            LookupKey::Id(id) => K::Id(id.clone()),
+        }
+    }
+}
+
+impl From<connector::exports::switchboard::flow::crm::Customer> for c::Customer {
+    fn from(c: connector::exports::switchboard::flow::crm::Customer) -> Self {
+        c::Customer {
             id: c.id,
             name: c.name,
             phone: c.phone,

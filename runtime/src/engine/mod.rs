@@ -2,6 +2,8 @@
 //! with the pooling allocator and epoch interruption; one pre-linked `FlowPre` (an
 //! `InstancePre`) per flow version; a fresh `Store` and instance for every step, dropped after
 //! it; a wall-clock deadline, a memory cap and optionally a fuel budget on every step.
+//! Components of three worlds: flows, routers and CRM connectors (each with its own linker:
+//! only connectors get `wasi:http`, and only through the gate of their deploy policy).
 //!
 //! It owns compiling, validating and running components. It never keeps an instance between
 //! steps, never touches sessions, and never gives a guest ambient authority.
@@ -26,7 +28,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use crate::config::EngineConfig;
 use crate::contract::{Action, Contact, Event};
 use bindings::{Flow, FlowPre};
-pub use host::{Clock, HostCall, KvWrite, Services, StepState};
+pub use host::http::ConnectorPolicy;
+pub use host::{Clock, ConnectorAnswer, CrmConnector, HostCall, KvWrite, Services, StepState};
 
 /// How often the epoch advances; step deadlines are whole multiples of it.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -36,6 +39,10 @@ const KEEP_RESIDENT: usize = 1 << 20;
 pub const FLOW_WORLD: &str = "switchboard:flow/flow@0.1.0";
 /// The world of routing components.
 pub const ROUTER_WORLD: &str = "switchboard:flow/router@0.1.0";
+/// The world of CRM connectors.
+pub const CONNECTOR_WORLD: &str = "switchboard:flow/crm-connector@0.1.0";
+/// The interface a CRM connector exports.
+const CRM_INTERFACE: &str = "switchboard:flow/crm@0.1.0";
 
 /// Why a component cannot become a flow version. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +65,11 @@ pub enum Rejection {
         "not a flow component: {0}. A flow targets the `flow` world of {FLOW_WORLD} (see wit/flow.wit): it may import only crm, kv, config, log, clock and WASI, and must export `handle`"
     )]
     WrongWorld(String),
+    /// It exports `crm` but does not fit the connector world.
+    #[error(
+        "not a CRM connector: {0}. A connector targets the `crm-connector` world of {CONNECTOR_WORLD} (see wit/connector.wit): it may import only wasi:http/outgoing-handler, config, log and WASI, and must export `crm`"
+    )]
+    NotAConnector(String),
     /// It traps while being instantiated.
     #[error("the component traps while being instantiated: {0}")]
     InstantiationTrapped(String),
@@ -139,6 +151,7 @@ pub struct FlowComponent {
 enum Pre {
     Flow(FlowPre<StepState>),
     Router(bindings::router::RouterPre<StepState>),
+    Connector(bindings::connector::CrmConnectorPre<StepState>),
 }
 
 impl FlowComponent {
@@ -147,6 +160,7 @@ impl FlowComponent {
         match self.pre {
             Pre::Flow(_) => FLOW_WORLD,
             Pre::Router(_) => ROUTER_WORLD,
+            Pre::Connector(_) => CONNECTOR_WORLD,
         }
     }
 }
@@ -192,6 +206,7 @@ impl Drop for SlotGuard<'_> {
 pub struct Engine {
     wasmtime: wasmtime::Engine,
     linker: Linker<StepState>,
+    connector_linker: Linker<StepState>,
     config: EngineConfig,
     artifacts: Option<PathBuf>,
     compat: String,
@@ -213,12 +228,16 @@ impl Engine {
     /// given (keyed by component hash and by this wasmtime build's compatibility hash).
     pub fn new(config: &EngineConfig, artifacts: Option<&Path>) -> anyhow::Result<Engine> {
         let instances = config.max_concurrent_steps.max(1);
+        // Every step may have one CRM connector instance beside it (a lookup runs inside the
+        // flow's step), so the pool holds twice the step slots: a lookup never waits for, or
+        // fails on, a slot its own step holds.
+        let pooled = instances * 2;
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(instances)
-            .total_core_instances(instances * 16)
-            .total_memories(instances * 4)
-            .total_tables(instances * 8)
-            .total_stacks(instances)
+        pool.total_component_instances(pooled)
+            .total_core_instances(pooled * 16)
+            .total_memories(pooled * 4)
+            .total_tables(pooled * 8)
+            .total_stacks(pooled)
             .max_memory_size((config.memory_cap_mib as usize) << 20)
             // Reset a finished step's memory by rewriting the pages it dirtied instead of
             // unmapping them: unmapping costs TLB shootdowns across cores and page faults on
@@ -245,10 +264,27 @@ impl Engine {
 
         let mut linker = Linker::new(&wasmtime);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_error)?;
+        host::add_bounded_clock(&mut linker).map_err(wasm_error)?;
         bindings::router::switchboard::flow::routing::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
             .map_err(wasm_error)?;
         Flow::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
             .map_err(wasm_error)?;
+
+        let mut connector_linker = Linker::new(&wasmtime);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut connector_linker).map_err(wasm_error)?;
+        host::add_bounded_clock(&mut connector_linker).map_err(wasm_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut connector_linker)
+            .map_err(wasm_error)?;
+        bindings::switchboard::flow::config::add_to_linker::<StepState, HasSelf<StepState>>(
+            &mut connector_linker,
+            |s| s,
+        )
+        .map_err(wasm_error)?;
+        bindings::switchboard::flow::log::add_to_linker::<StepState, HasSelf<StepState>>(
+            &mut connector_linker,
+            |s| s,
+        )
+        .map_err(wasm_error)?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         wasmtime.precompile_compatibility_hash().hash(&mut hasher);
@@ -265,11 +301,17 @@ impl Engine {
         std::thread::Builder::new()
             .name("epoch-ticker".into())
             .spawn(move || {
+                // One epoch per EPOCH_TICK of wall time: a late wake-up (sleeps overshoot, a
+                // loaded machine stalls the thread) catches up, so deadlines are wall-clock.
+                let start = Instant::now();
+                let mut epochs: u128 = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                    let Some(engine) = weak.upgrade() else { break };
+                    let due = start.elapsed().as_micros() / EPOCH_TICK.as_micros();
+                    while epochs < due {
+                        engine.increment_epoch();
+                        epochs += 1;
                     }
                 }
             })?;
@@ -277,6 +319,7 @@ impl Engine {
         Ok(Engine {
             wasmtime,
             linker,
+            connector_linker,
             config: config.clone(),
             artifacts: artifacts.map(Path::to_path_buf),
             compat,
@@ -284,10 +327,10 @@ impl Engine {
                 free: Mutex::new(instances),
                 freed: Condvar::new(),
             },
-            check_services: Arc::new(Services {
-                store: Arc::new(crate::store::SledStore::temporary()?),
-                clock: Clock::System,
-            }),
+            check_services: Arc::new(Services::new(
+                Arc::new(crate::store::SledStore::temporary()?),
+                Clock::System,
+            )),
             ticker_stop,
         })
     }
@@ -295,10 +338,7 @@ impl Engine {
     /// An empty throwaway store, for steps whose host calls are all answered elsewhere
     /// (replays).
     pub fn scratch_services(&self, clock: Clock) -> Arc<Services> {
-        Arc::new(Services {
-            store: self.check_services.store.clone(),
-            clock,
-        })
+        Arc::new(Services::new(self.check_services.store.clone(), clock))
     }
 
     /// The engine's limits.
@@ -329,16 +369,27 @@ impl Engine {
                 component
             }
         };
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| Rejection::WrongWorld(format!("{e:#}")))?;
-        let pre = match FlowPre::new(pre.clone()) {
-            Ok(flow) => Pre::Flow(flow),
-            Err(as_flow) => match bindings::router::RouterPre::new(pre) {
-                Ok(router) => Pre::Router(router),
-                Err(_) => return Err(Rejection::WrongWorld(format!("{as_flow:#}"))),
-            },
+        let pre = if component.get_export_index(None, CRM_INTERFACE).is_some() {
+            let pre = self
+                .connector_linker
+                .instantiate_pre(&component)
+                .map_err(|e| Rejection::NotAConnector(format!("{e:#}")))?;
+            Pre::Connector(
+                bindings::connector::CrmConnectorPre::new(pre)
+                    .map_err(|e| Rejection::NotAConnector(format!("{e:#}")))?,
+            )
+        } else {
+            let pre = self
+                .linker
+                .instantiate_pre(&component)
+                .map_err(|e| Rejection::WrongWorld(format!("{e:#}")))?;
+            match FlowPre::new(pre.clone()) {
+                Ok(flow) => Pre::Flow(flow),
+                Err(as_flow) => match bindings::router::RouterPre::new(pre) {
+                    Ok(router) => Pre::Router(router),
+                    Err(_) => return Err(Rejection::WrongWorld(format!("{as_flow:#}"))),
+                },
+            }
         };
         let flow = FlowComponent { pre, sha256 };
         self.check_instantiates(&flow)?;
@@ -419,14 +470,25 @@ impl Engine {
     }
 
     fn new_store(&self, state: StepState) -> Store<StepState> {
+        let ticks = |left: Duration| {
+            (left.as_micros() as u64)
+                .max(1)
+                .div_ceil(EPOCH_TICK.as_micros() as u64)
+        };
+        let first = ticks(state.time_left());
         let mut store = Store::new(&self.wasmtime, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = self
-            .config
-            .step_deadline_ms
-            .max(1)
-            .div_ceil(EPOCH_TICK.as_millis() as u64);
-        store.set_epoch_deadline(ticks);
+        store.set_epoch_deadline(first);
+        // At the deadline, time the guest spent waiting on slow host calls (CRM lookups) is
+        // given back; otherwise the step is interrupted.
+        store.epoch_deadline_callback(move |store| {
+            let left = store.data().time_left();
+            if left.is_zero() {
+                Err(wasmtime::Trap::Interrupt.into())
+            } else {
+                Ok(wasmtime::UpdateDeadline::Continue(ticks(left)))
+            }
+        });
         if let Some(fuel) = self.config.fuel {
             // Fuel is enabled on the engine whenever a budget is configured.
             let _ = store.set_fuel(fuel);
@@ -441,6 +503,18 @@ impl Engine {
         version: u64,
         contact: Arc<str>,
     ) -> (StepState, MemoryOutputPipe) {
+        let budget = Duration::from_millis(self.config.step_deadline_ms.max(1));
+        self.guest_state(services, flow, version, contact, budget)
+    }
+
+    fn guest_state(
+        &self,
+        services: Arc<Services>,
+        flow: Arc<str>,
+        version: u64,
+        contact: Arc<str>,
+        budget: Duration,
+    ) -> (StepState, MemoryOutputPipe) {
         let stderr = MemoryOutputPipe::new(4096);
         let cap = (self.config.memory_cap_mib as usize) << 20;
         let state = StepState::new(
@@ -450,6 +524,7 @@ impl Engine {
             contact,
             limits::MemoryCap::new(cap),
             stderr.clone(),
+            budget,
         );
         (state, stderr)
     }
@@ -466,6 +541,7 @@ impl Engine {
         let instantiated = match &flow.pre {
             Pre::Flow(pre) => pre.instantiate(&mut store).map(|_| ()),
             Pre::Router(pre) => pre.instantiate(&mut store).map(|_| ()),
+            Pre::Connector(pre) => pre.instantiate(&mut store).map(|_| ()),
         };
         instantiated.map_err(|e| {
             Rejection::InstantiationTrapped(self.classify(&store, e, &stderr).to_string())
@@ -544,7 +620,10 @@ impl Engine {
     ) -> Result<Result<bindings::router::switchboard::flow::routing::Plan, String>, Fault> {
         let Pre::Router(pre) = &component.pre else {
             return Err(Fault::Instantiate {
-                message: format!("this version is a flow, not a component of {ROUTER_WORLD}"),
+                message: format!(
+                    "this version is a component of {}, not of {ROUTER_WORLD}",
+                    component.world()
+                ),
             });
         };
         let (state, stderr) = self.step_state(
@@ -563,6 +642,60 @@ impl Engine {
             .map_err(|e| self.classify(&store, e, &stderr))
     }
 
+    /// Asks the CRM connector `component` (version `version`) for a customer on behalf of
+    /// `contact`: a fresh instance, one call to `lookup`, its requests through the policy's
+    /// gate, all of it cut at the policy's timeout. Every failure is a readable `Err` for the
+    /// flow; nothing here panics or blocks past the timeout.
+    pub fn crm_lookup(
+        &self,
+        services: &Arc<Services>,
+        component: &FlowComponent,
+        version: u64,
+        policy: &Arc<ConnectorPolicy>,
+        contact: &str,
+        key: &bindings::LookupKey,
+    ) -> Result<Option<crate::contract::Customer>, String> {
+        let Pre::Connector(pre) = &component.pre else {
+            return Err(format!(
+                "the crm flow's version {version} is a component of {}, not a CRM connector",
+                component.world()
+            ));
+        };
+        let budget = Duration::from_millis(policy.timeout_ms);
+        let (mut state, stderr) = self.guest_state(
+            services.clone(),
+            "crm".into(),
+            version,
+            contact.into(),
+            budget,
+        );
+        state.gate = host::http::Gate::open(policy.clone(), Instant::now() + budget);
+        let mut store = self.new_store(state);
+        let answer = pre
+            .instantiate(&mut store)
+            .and_then(|connector| {
+                connector
+                    .switchboard_flow_crm()
+                    .call_lookup(&mut store, &key.into())
+            })
+            .map_err(|e| self.classify(&store, e, &stderr));
+        let denied = &store.data().gate.denied;
+        let refused = if denied.is_empty() {
+            String::new()
+        } else {
+            format!(" (refused by its allowlist: {})", denied.join(", "))
+        };
+        match answer {
+            Ok(Ok(found)) => Ok(found.map(Into::into)),
+            Ok(Err(why)) => Err(format!("the CRM connector says: {why}{refused}")),
+            Err(Fault::Deadline { .. }) => Err(format!(
+                "the CRM connector did not answer within its {} ms timeout{refused}",
+                policy.timeout_ms
+            )),
+            Err(fault) => Err(format!("the CRM connector failed: {fault}{refused}")),
+        }
+    }
+
     fn call(
         &self,
         store: &mut Store<StepState>,
@@ -574,7 +707,10 @@ impl Engine {
     ) -> Result<(Vec<Action>, Vec<u8>), Fault> {
         let Pre::Flow(pre) = &component.pre else {
             return Err(Fault::Instantiate {
-                message: format!("this version is a component of {ROUTER_WORLD}, not a flow"),
+                message: format!(
+                    "this version is a component of {}, not a flow",
+                    component.world()
+                ),
             });
         };
         let instance =
@@ -632,7 +768,7 @@ impl Engine {
         }
         match error.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => Fault::Deadline {
-                deadline_ms: self.config.step_deadline_ms,
+                deadline_ms: store.data().budget_ms(),
             },
             Some(wasmtime::Trap::OutOfFuel) => Fault::Fuel {
                 fuel: self.config.fuel.unwrap_or_default(),

@@ -21,7 +21,11 @@ pub use health::{Aborted, Health};
 use crate::audit;
 use crate::config::CanaryConfig;
 use crate::contract::Channel;
-use crate::engine::{Engine, FlowComponent, Rejection};
+use crate::engine::{CONNECTOR_WORLD, ConnectorPolicy, Engine, FlowComponent, Rejection};
+
+/// The flow name under which a CRM connector is deployed: its live version answers every
+/// flow's `crm.lookup`.
+pub const CRM_FLOW: &str = "crm";
 use crate::store::{Store, StoreError, StoreExt, Tree};
 
 /// An immutable deployed version of a flow.
@@ -41,6 +45,9 @@ pub struct FlowVersion {
     pub deployed_at: String,
     /// Token name that deployed it.
     pub deployed_by: String,
+    /// For a CRM connector: the hosts it may reach, its timeout and response cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<ConnectorPolicy>,
 }
 
 /// What a deploy did, with its timings.
@@ -77,6 +84,18 @@ pub struct DeployOptions {
     pub canary_percent: Option<u32>,
     /// Canary rules: matching contacts go to the candidate.
     pub canary_matches: Vec<Match>,
+    /// For a CRM connector: the hosts it may reach (`host`, `host:port`, `*.domain`).
+    pub allow: Vec<String>,
+    /// For a CRM connector: the lookup timeout in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// For a CRM connector: the response body cap in bytes.
+    pub max_response_bytes: Option<u64>,
+}
+
+impl DeployOptions {
+    fn has_connector_options(&self) -> bool {
+        !self.allow.is_empty() || self.timeout_ms.is_some() || self.max_response_bytes.is_some()
+    }
 }
 
 /// A version with how it is doing and its role, as listed.
@@ -133,6 +152,9 @@ pub enum FlowsError {
     /// Canary options that cannot be used.
     #[error("{0}")]
     BadCanary(String),
+    /// A CRM connector deployed the wrong way, or connector options on a flow.
+    #[error("{0}")]
+    BadConnector(String),
     /// No canary to promote or abort.
     #[error(
         "flow {0:?} has no canary; deploy one with `switchboard deploy FILE --flow {0} --canary PERCENT`"
@@ -176,6 +198,41 @@ fn version_key(flow: &str, version: u64) -> String {
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339()
+}
+
+/// The policy a CRM connector is deployed with; `None` for flows and routers. Refuses a
+/// connector under another name than [`CRM_FLOW`], a flow under that name, a connector canary
+/// and connector options on anything but a connector.
+fn connector_policy(
+    flow: &str,
+    component: &FlowComponent,
+    options: &DeployOptions,
+    canary: bool,
+) -> Result<Option<ConnectorPolicy>, FlowsError> {
+    let is_connector = component.world() == CONNECTOR_WORLD;
+    match (is_connector, flow == CRM_FLOW) {
+        (true, false) => Err(FlowsError::BadConnector(format!(
+            "this is a CRM connector: deploy it as the flow named {CRM_FLOW:?} (--flow {CRM_FLOW}), whose live version answers every flow's crm.lookup"
+        ))),
+        (false, true) => Err(FlowsError::BadConnector(format!(
+            "the name {CRM_FLOW:?} is kept for the CRM connector (a component of {CONNECTOR_WORLD}); this component targets {}: deploy it under another name",
+            component.world()
+        ))),
+        (true, true) if canary => Err(FlowsError::BadConnector(
+            "a CRM connector goes live at once, without a canary; roll back with `switchboard rollback crm VERSION` if it misbehaves".into(),
+        )),
+        (true, true) => ConnectorPolicy::new(
+            options.allow.clone(),
+            options.timeout_ms,
+            options.max_response_bytes,
+        )
+        .map(Some)
+        .map_err(FlowsError::BadConnector),
+        (false, false) if options.has_connector_options() => Err(FlowsError::BadConnector(
+            "--allow, --timeout-ms and --max-response-kib are for CRM connectors; this component is a flow".into(),
+        )),
+        (false, false) => Ok(None),
+    }
 }
 
 /// Checks a flow name.
@@ -247,6 +304,7 @@ impl Flows {
         let compiling = std::time::Instant::now();
         let component = self.engine.compile(bytes)?;
         let compile_ms = compiling.elapsed().as_secs_f64() * 1000.0;
+        let connector = connector_policy(flow, &component, options, canary_percent.is_some())?;
         let _changing = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         self.write_component(&component.sha256, bytes)?;
         let swapping = std::time::Instant::now();
@@ -276,6 +334,7 @@ impl Flows {
             world: component.world().to_string(),
             deployed_at: now(),
             deployed_by: who.to_string(),
+            connector,
         };
         self.store
             .put_json(Tree::Versions, &version_key(flow, version), &record)?;

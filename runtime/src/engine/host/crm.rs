@@ -1,5 +1,8 @@
-//! `crm`: customer lookups, served by the built-in customer store (loaded by admins from CSV
-//! or JSON). Keys: `id/<id>` holds the record, `phone/<e164>` and `email/<addr>` point to it.
+//! `crm`: customer lookups. Served by the deployed CRM connector when there is one (see
+//! `wit/connector.wit`), else by the built-in customer store (loaded by admins from CSV or
+//! JSON), where `id/<id>` holds the record and `phone/<e164>` and `email/<addr>` point to it.
+
+use std::time::Instant;
 
 use serde_json::json;
 
@@ -7,6 +10,10 @@ use super::{Source, StepState};
 use crate::contract;
 use crate::engine::bindings::switchboard::flow::crm::{Customer, Host, LookupKey};
 use crate::store::{StoreExt, Tree};
+
+/// Connector calls one step may make (answers from the contact's cache are free): each may
+/// take up to the connector's timeout, and a flow must not hold a caller for many of them.
+const MAX_CONNECTOR_CALLS_PER_STEP: u32 = 3;
 
 /// The store key of the index entry (or record) a lookup starts from.
 pub fn index_key(key: &LookupKey) -> String {
@@ -17,7 +24,7 @@ pub fn index_key(key: &LookupKey) -> String {
     }
 }
 
-fn lookup(state: &StepState, key: &LookupKey) -> Result<Option<contract::Customer>, String> {
+fn built_in(state: &StepState, key: &LookupKey) -> Result<Option<contract::Customer>, String> {
     let store = &state.services.store;
     let id = match key {
         LookupKey::Id(id) => id.clone(),
@@ -32,11 +39,34 @@ fn lookup(state: &StepState, key: &LookupKey) -> Result<Option<contract::Custome
         .map_err(|e| e.to_string())
 }
 
+impl StepState {
+    fn live_lookup(&mut self, key: &LookupKey) -> Result<Option<contract::Customer>, String> {
+        let Some(connector) = self.services.crm.get().cloned() else {
+            return built_in(self, key);
+        };
+        if self.connector_calls >= MAX_CONNECTOR_CALLS_PER_STEP {
+            return Err(format!(
+                "not asked: a step may make {MAX_CONNECTOR_CALLS_PER_STEP} CRM lookups that miss the contact's cache"
+            ));
+        }
+        let asked = Instant::now();
+        let Some(found) = connector.lookup(&self.contact, key) else {
+            return built_in(self, key);
+        };
+        if !found.cached {
+            self.connector_calls += 1;
+        }
+        // The wait was the CRM's, not the flow's: it does not count against the step deadline.
+        self.credited += asked.elapsed();
+        found.answer
+    }
+}
+
 impl Host for StepState {
     fn lookup(&mut self, key: LookupKey) -> Result<Option<Customer>, String> {
         let args = json!(index_key(&key));
         let found = match self.source("crm.lookup", &args) {
-            Source::Live => lookup(self, &key),
+            Source::Live => self.live_lookup(&key),
             Source::Recorded(answer) => {
                 serde_json::from_value(answer).map_err(|e| format!("unreadable recording: {e}"))?
             }

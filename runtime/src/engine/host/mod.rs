@@ -1,25 +1,33 @@
 //! The host interfaces a flow may import, one module each: `crm`, `kv`, `config`, `log`,
 //! `clock`. Each implements its generated `Host` trait on [`StepState`] and records every call
 //! with its result in the step's trace, so a contact can be replayed exactly. Nothing here
-//! gives a guest the filesystem, sockets or the environment.
+//! gives a guest the filesystem, sockets or the environment; CRM connectors alone get
+//! outgoing HTTP, through the gate in [`http`].
 
 mod clock;
 mod crm;
+pub mod http;
 mod kv;
 mod log;
 mod settings;
+mod sleep;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use clock::Clock;
 pub use crm::index_key as crm_index_key;
 pub use kv::{KvWrite, apply as apply_kv_writes};
 pub use settings::{all as settings_of, key as settings_key};
+pub use sleep::add_bounded_clock;
 
+use crate::contract::Customer;
+use crate::engine::bindings::LookupKey;
 use crate::store::Store;
 
 /// What host calls are served from, shared by every step.
@@ -28,6 +36,35 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     /// Where time comes from.
     pub clock: Clock,
+    /// The deployed CRM connector, when the runtime has one to offer; else `crm.lookup` is
+    /// served from the built-in customer store.
+    pub crm: OnceLock<Arc<dyn CrmConnector>>,
+}
+
+impl Services {
+    /// Services over `store` and `clock`, with the built-in customer store as the CRM.
+    pub fn new(store: Arc<dyn Store>, clock: Clock) -> Services {
+        Services {
+            store,
+            clock,
+            crm: OnceLock::new(),
+        }
+    }
+}
+
+/// A lookup answered by a CRM connector.
+pub struct ConnectorAnswer {
+    /// The customer, none, or why the CRM could not be asked.
+    pub answer: Result<Option<Customer>, String>,
+    /// Whether it came from the contact's cache (no connector call was made).
+    pub cached: bool,
+}
+
+/// Serves `crm.lookup` from a deployed CRM connector component.
+pub trait CrmConnector: Send + Sync {
+    /// The answer to `contact`'s lookup of `key`, or `None` when no connector is deployed
+    /// (the built-in customer store answers then).
+    fn lookup(&self, contact: &str, key: &LookupKey) -> Option<ConnectorAnswer>;
 }
 
 /// One host call a step made, with its result.
@@ -58,6 +95,17 @@ pub struct StepState {
     pub(super) replay: Option<Vec<HostCall>>,
     /// Calls made during a replay that the recording does not have.
     pub(super) unrecorded: Vec<String>,
+    http: WasiHttpCtx,
+    /// Where a connector's requests may go (closed for flows).
+    pub(super) gate: http::Gate,
+    /// The guest's own time budget: the step deadline, or a connector's lookup timeout.
+    budget: Duration,
+    started: Instant,
+    /// Time spent waiting on slow host calls (CRM connectors): not the guest's own time, so
+    /// it does not count against its budget.
+    pub(super) credited: Duration,
+    /// Connector calls made by this step (cache hits excluded).
+    connector_calls: u32,
 }
 
 /// Where a host call's answer comes from.
@@ -78,6 +126,7 @@ impl StepState {
         contact: Arc<str>,
         limits: super::limits::MemoryCap,
         stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
+        budget: Duration,
     ) -> Self {
         // No preopened directories, no environment, no arguments, no network: WASI is linked
         // only because toolchains' standard libraries import it; a panic message still reaches
@@ -96,7 +145,25 @@ impl StepState {
             log_lines: 0,
             replay: None,
             unrecorded: Vec::new(),
+            http: WasiHttpCtx::new(),
+            gate: http::Gate::closed(),
+            budget,
+            started: Instant::now(),
+            credited: Duration::ZERO,
+            connector_calls: 0,
         }
+    }
+
+    /// The guest's own time budget, in milliseconds.
+    pub(super) fn budget_ms(&self) -> u64 {
+        self.budget.as_millis() as u64
+    }
+
+    /// What is left of the guest's own time budget: time spent waiting on slow host calls
+    /// is given back.
+    pub(super) fn time_left(&self) -> Duration {
+        let own = self.started.elapsed().saturating_sub(self.credited);
+        self.budget.saturating_sub(own)
     }
 
     /// Where the answer to `call(args)` comes from; consumes the matching recorded call.
@@ -130,6 +197,16 @@ impl WasiView for StepState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StepState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.gate,
         }
     }
 }

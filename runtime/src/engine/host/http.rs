@@ -1,0 +1,331 @@
+//! Outgoing HTTP for CRM connectors (`wasi:http/outgoing-handler`), through a gate: only the
+//! hosts in the connector's allowlist, within what is left of the lookup's time budget, with
+//! response bodies capped. A refused request fails with `http-request-denied` before any
+//! connection is made; flows never get `wasi:http` at all.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use serde::{Deserialize, Serialize};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// What a deployed connector may do, fixed at deploy with the version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorPolicy {
+    /// Hosts it may reach: `crm.example.com` (any port), `crm.example.com:8443` (that port
+    /// only) or `*.example.com` (any subdomain).
+    pub allow: Vec<String>,
+    /// The budget of one lookup, in milliseconds: the connector's own run time and every
+    /// request it makes. Past it the flow gets a lookup error.
+    pub timeout_ms: u64,
+    /// Largest response body it may read, in bytes.
+    pub max_response_bytes: u64,
+}
+
+impl ConnectorPolicy {
+    /// Default lookup budget.
+    pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
+    /// Default response cap: 1 MiB.
+    pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1 << 20;
+
+    /// A policy from deploy options, checked: at least one well-formed host, a timeout of
+    /// 1 ms to 60 s and a cap of 1 byte to 64 MiB.
+    pub fn new(
+        allow: Vec<String>,
+        timeout_ms: Option<u64>,
+        max_response_bytes: Option<u64>,
+    ) -> Result<ConnectorPolicy, String> {
+        let allow: Vec<String> = allow
+            .iter()
+            .flat_map(|a| a.split(','))
+            .map(|a| a.trim().to_ascii_lowercase())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if allow.is_empty() {
+            return Err(
+                "a CRM connector needs the hosts it may reach: deploy with --allow crm.example.com (API: ?allow=crm.example.com)".into(),
+            );
+        }
+        for entry in &allow {
+            check_entry(entry)?;
+        }
+        let timeout_ms = timeout_ms.unwrap_or(Self::DEFAULT_TIMEOUT_MS);
+        if !(1..=60_000).contains(&timeout_ms) {
+            return Err(format!(
+                "the lookup timeout is 1 to 60000 ms, not {timeout_ms}"
+            ));
+        }
+        let max_response_bytes = max_response_bytes.unwrap_or(Self::DEFAULT_MAX_RESPONSE_BYTES);
+        if !(1..=64 << 20).contains(&max_response_bytes) {
+            return Err(format!(
+                "the response cap is 1 byte to 64 MiB, not {max_response_bytes} bytes"
+            ));
+        }
+        Ok(ConnectorPolicy {
+            allow,
+            timeout_ms,
+            max_response_bytes,
+        })
+    }
+
+    /// Whether a request to `host` on `port` is allowed.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.allow.iter().any(|entry| {
+            let (pattern, wanted_port) = split_port(entry).unwrap_or((entry, None));
+            if wanted_port.is_some_and(|p| p != port) {
+                return false;
+            }
+            match pattern.strip_prefix("*.") {
+                Some(domain) => host
+                    .strip_suffix(domain)
+                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                None => host == pattern,
+            }
+        })
+    }
+}
+
+/// `host[:port]` into its parts; IPv6 literals are bracketed (`[::1]:8080`). `Err` when the
+/// port is not a number from 1 to 65535.
+fn split_port(entry: &str) -> Result<(&str, Option<u16>), ()> {
+    let (host, port) = match entry.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest.split_once(']').ok_or(())?;
+            match after {
+                "" => (host, None),
+                _ => (host, Some(after.strip_prefix(':').ok_or(())?)),
+            }
+        }
+        None => match entry.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => (host, Some(port)),
+            _ => (entry, None),
+        },
+    };
+    let port = port
+        .map(|p| p.parse::<u16>().ok().filter(|&p| p != 0).ok_or(()))
+        .transpose()?;
+    Ok((host, port))
+}
+
+fn check_entry(entry: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{entry:?} is not an allowed host: {why} (write crm.example.com, crm.example.com:8443 or *.example.com)"
+        ))
+    };
+    if entry.contains("://") || entry.contains('/') {
+        return bad("give the host alone, without scheme or path");
+    }
+    let Ok((host, _)) = split_port(entry) else {
+        return bad("the port is not a number from 1 to 65535");
+    };
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if name.is_empty() || name.contains('*') {
+        return bad("a wildcard may only start the name, as in *.example.com");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':')
+    {
+        return bad("a host name has letters, digits, dots and dashes only");
+    }
+    Ok(())
+}
+
+/// The gate one connector call's requests pass through.
+pub struct Gate {
+    policy: Option<std::sync::Arc<ConnectorPolicy>>,
+    deadline: Instant,
+    /// Requests refused, as `host:port`, for the lookup's error message.
+    pub denied: Vec<String>,
+}
+
+impl Gate {
+    /// A gate that lets nothing through (flows; deploy checks).
+    pub fn closed() -> Gate {
+        Gate {
+            policy: None,
+            deadline: Instant::now(),
+            denied: Vec::new(),
+        }
+    }
+
+    /// A gate for one lookup under `policy`, ending at `deadline`.
+    pub fn open(policy: std::sync::Arc<ConnectorPolicy>, deadline: Instant) -> Gate {
+        Gate {
+            policy: Some(policy),
+            deadline,
+            denied: Vec::new(),
+        }
+    }
+}
+
+fn refuse(error: Error) -> SendFuture {
+    Box::new(async move { Err(error) })
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), Error>> + Send>,
+                ),
+                Error,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Gate {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> SendFuture {
+        drop(fut);
+        let uri = request.uri();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let (Some(host), Some(policy)) = (uri.host(), self.policy.clone()) else {
+            return refuse(Error::HttpRequestDenied);
+        };
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if !policy.allows(host, port) {
+            tracing::warn!(target: "connector", host, port, "request outside the connector's allowlist refused");
+            self.denied.push(format!("{host}:{port}"));
+            return refuse(Error::HttpRequestDenied);
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return refuse(Error::ConnectionTimeout);
+        }
+        let within = |asked: Option<Duration>| Some(asked.map_or(left, |a| a.min(left)));
+        let options = options.unwrap_or_default();
+        let options = RequestOptions {
+            connect_timeout: within(options.connect_timeout),
+            first_byte_timeout: within(options.first_byte_timeout),
+            between_bytes_timeout: within(options.between_bytes_timeout),
+        };
+        let cap = policy.max_response_bytes;
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let sent = wasmtime_wasi_http::default_send_request(request, Some(options));
+            let (response, io) = match tokio::time::timeout_at(deadline, sent).await {
+                Ok(sent) => sent?,
+                Err(_) => return Err(Error::HttpResponseTimeout),
+            };
+            let declared = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > cap) {
+                return Err(Error::HttpResponseBodySize(declared));
+            }
+            let response = response.map(|body| {
+                Capped {
+                    inner: body.boxed_unsync(),
+                    left: cap,
+                    cap,
+                }
+                .boxed_unsync()
+            });
+            Ok((
+                response,
+                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
+            ))
+        })
+    }
+}
+
+/// A response body that fails once more than `cap` bytes came through.
+struct Capped {
+    inner: WasiBody,
+    left: u64,
+    cap: u64,
+}
+
+impl Body for Capped {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.left {
+                        return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(this.cap)))));
+                    }
+                    this.left -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allow: &[&str]) -> ConnectorPolicy {
+        ConnectorPolicy::new(allow.iter().map(|s| s.to_string()).collect(), None, None).unwrap()
+    }
+
+    #[test]
+    fn allowlist_matches_hosts_ports_and_subdomains() {
+        let p = policy(&[
+            "crm.example.com",
+            "127.0.0.1:8080",
+            "*.acme.test",
+            "[::1]:9000",
+        ]);
+        assert!(p.allows("crm.example.com", 443));
+        assert!(p.allows("CRM.example.com.", 80));
+        assert!(!p.allows("evil.example.com", 443));
+        assert!(!p.allows("crm.example.com.evil.test", 443));
+        assert!(p.allows("127.0.0.1", 8080));
+        assert!(!p.allows("127.0.0.1", 8081));
+        assert!(p.allows("eu.api.acme.test", 443));
+        assert!(!p.allows("acme.test", 443));
+        assert!(!p.allows("notacme.test", 443));
+        assert!(p.allows("::1", 9000));
+        assert!(!p.allows("::1", 9001));
+    }
+
+    #[test]
+    fn bad_policies_say_what_to_write() {
+        let err = |allow: &[&str], t, m| {
+            ConnectorPolicy::new(allow.iter().map(|s| s.to_string()).collect(), t, m).unwrap_err()
+        };
+        assert!(err(&[], None, None).contains("--allow"));
+        assert!(err(&["https://crm.example.com"], None, None).contains("without scheme"));
+        assert!(err(&["crm.example.com:http"], None, None).contains("port"));
+        assert!(err(&["crm.*.com"], None, None).contains("wildcard"));
+        assert!(err(&["crm.example.com"], Some(0), None).contains("timeout"));
+        assert!(err(&["crm.example.com"], None, Some(0)).contains("cap"));
+        let ok =
+            ConnectorPolicy::new(vec!["a.test, b.test:81".into()], Some(500), Some(10)).unwrap();
+        assert_eq!(ok.allow, vec!["a.test", "b.test:81"]);
+    }
+}
