@@ -42,7 +42,7 @@ fn endless_loop_memory_hog_trap_and_garbage_get_the_fallback() {
     // Sleeping blocks in a host call, where the epoch cannot interrupt: the host bounds every
     // wait by what is left of the deadline instead.
     let started = std::time::Instant::now();
-    let (report, session) = faulting_step(&server, "7");
+    let (report, session) = faulting_step(&server, "#");
     assert_fallback(&report, &session, "deadline");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),

@@ -469,7 +469,9 @@ impl Engine {
         }
     }
 
-    fn new_store(&self, state: StepState) -> Store<StepState> {
+    fn new_store(&self, mut state: StepState) -> Store<StepState> {
+        // The budget runs from here: waiting for a pool slot is not the guest's time.
+        state.start_clock();
         let ticks = |left: Duration| {
             (left.as_micros() as u64)
                 .max(1)

@@ -154,6 +154,11 @@ impl StepState {
         }
     }
 
+    /// Starts the guest's time budget now.
+    pub(super) fn start_clock(&mut self) {
+        self.started = Instant::now();
+    }
+
     /// The guest's own time budget, in milliseconds.
     pub(super) fn budget_ms(&self) -> u64 {
         self.budget.as_millis() as u64

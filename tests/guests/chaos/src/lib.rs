@@ -2,7 +2,7 @@
 //! for a digit; then:
 //! 1 loops forever, 2 grows memory without bound, 3 panics (a trap), 4 returns a flow error,
 //! 5 returns an action the host must refuse (an empty queue name), 6 counts visits in the
-//! flow's durable kv store, 7 sleeps for an hour (blocked in a host call, out of the epoch's
+//! flow's durable kv store, # sleeps for an hour (blocked in a host call, out of the epoch's
 //! reach), 0 writes kv and then panics (the write must not stick); anything else is echoed
 //! back with another gather. `hangup` ends cleanly.
 //!
@@ -63,7 +63,7 @@ impl Flow for Chaos {
                     cx.log(Level::Info, &format!("visit {visits}"));
                     Ok(vec![Action::say(&format!("Visit {visits}.")), ask])
                 }
-                "7" => {
+                "#" => {
                     std::thread::sleep(std::time::Duration::from_secs(3600));
                     Ok(vec![Action::say("Slept an hour."), ask])
                 }
