@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -11,12 +12,26 @@ use sha2::{Digest, Sha256};
 #[derive(Debug)]
 pub struct DiskCache {
     dir: PathBuf,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl DiskCache {
     /// A cache in `dir` (created on first write).
     pub fn new(dir: PathBuf) -> DiskCache {
-        DiskCache { dir }
+        DiskCache {
+            dir,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Functions found in the cache and compiled anew since the last call.
+    pub fn take_counts(&self) -> (u64, u64) {
+        (
+            self.hits.swap(0, Ordering::Relaxed),
+            self.misses.swap(0, Ordering::Relaxed),
+        )
     }
 
     fn path(&self, key: &[u8]) -> PathBuf {
@@ -27,7 +42,14 @@ impl DiskCache {
 
 impl wasmtime::CacheStore for DiskCache {
     fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
-        std::fs::read(self.path(key)).ok().map(Cow::Owned)
+        let found = std::fs::read(self.path(key)).ok().map(Cow::Owned);
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {

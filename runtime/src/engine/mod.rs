@@ -207,6 +207,7 @@ pub struct Engine {
     wasmtime: wasmtime::Engine,
     linker: Linker<StepState>,
     connector_linker: Linker<StepState>,
+    incremental: Option<Arc<incremental::DiskCache>>,
     config: EngineConfig,
     artifacts: Option<PathBuf>,
     compat: String,
@@ -252,11 +253,11 @@ impl Engine {
             .epoch_interruption(true)
             .consume_fuel(config.fuel.is_some())
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if let Some(dir) = artifacts {
-            wasm.enable_incremental_compilation(Arc::new(incremental::DiskCache::new(
-                dir.join("incremental"),
-            )))
-            .map_err(wasm_error)?;
+        let incremental =
+            artifacts.map(|dir| Arc::new(incremental::DiskCache::new(dir.join("incremental"))));
+        if let Some(cache) = &incremental {
+            wasm.enable_incremental_compilation(cache.clone())
+                .map_err(wasm_error)?;
         }
         let wasmtime = wasmtime::Engine::new(&wasm)
             .map_err(wasm_error)
@@ -320,6 +321,7 @@ impl Engine {
             wasmtime,
             linker,
             connector_linker,
+            incremental,
             config: config.clone(),
             artifacts: artifacts.map(Path::to_path_buf),
             compat,
@@ -363,9 +365,22 @@ impl Engine {
         let component = match self.cached(&sha256) {
             Some(component) => component,
             None => {
+                let started = Instant::now();
                 let component = Component::new(&self.wasmtime, bytes)
                     .map_err(|e| Rejection::Invalid(format!("{e:#}")))?;
+                let compiled = started.elapsed();
                 self.store_artifact(&sha256, &component);
+                if let Some(cache) = &self.incremental {
+                    let (reused, fresh) = cache.take_counts();
+                    tracing::info!(
+                        sha256,
+                        compile_ms = compiled.as_millis() as u64,
+                        store_ms = (started.elapsed() - compiled).as_millis() as u64,
+                        functions_reused = reused,
+                        functions_compiled = fresh,
+                        "compiled a component"
+                    );
+                }
                 component
             }
         };
