@@ -163,16 +163,6 @@ fn text_in(server: &Server, from: &str) -> (String, Value) {
     (report["contact"].as_str().unwrap().to_string(), report)
 }
 
-fn write(server: &Server, contact: &str, text: &str) -> Value {
-    let (status, report) = server.call(
-        "POST",
-        &format!("/v1/contacts/{contact}/events"),
-        Some(json!({"type": "message", "text": text})),
-    );
-    assert_eq!(status, 200, "{report}");
-    report
-}
-
 /// The results of the contact's `crm.lookup` calls, in order.
 fn lookups(server: &Server, contact: &str) -> Vec<Value> {
     let (_, trace) = server.call("GET", &format!("/v1/contacts/{contact}/trace"), None);
@@ -206,7 +196,7 @@ fn a_rest_crm_answers_every_lookup_through_the_connector_once_per_contact() {
         "{greeting}"
     );
     assert_eq!(
-        spoken(&write(&server, &ada, "1001")),
+        spoken(&server.message(&ada, "1001")),
         ["Ada, order 1001 is shipped."]
     );
     assert_eq!(
@@ -348,27 +338,41 @@ fn connectors_are_deployed_as_crm_with_an_allowlist_and_flows_are_not() {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(words), "{message}");
     };
-    refused(deploy("crm", "", &connector), "--allow");
-    refused(
-        deploy("lookups", "?allow=crm.example.test", &connector),
-        "deploy it as the flow named \"crm\"",
-    );
-    refused(
-        deploy("crm", "?allow=https://crm.example.test/api", &connector),
-        "without scheme or path",
-    );
-    refused(
-        deploy("crm", "?allow=crm.example.test&timeout_ms=0", &connector),
-        "timeout",
-    );
-    refused(
-        deploy("crm", "?allow=crm.example.test", &flow),
-        "kept for the CRM connector",
-    );
-    refused(
-        deploy("order-status", "?allow=crm.example.test", &flow),
-        "are for CRM connectors",
-    );
+    for (name, query, bytes, words) in [
+        ("crm", "", &connector, "--allow"),
+        (
+            "lookups",
+            "?allow=crm.example.test",
+            &connector,
+            "deploy it as the flow named \"crm\"",
+        ),
+        (
+            "crm",
+            "?allow=https://crm.example.test/api",
+            &connector,
+            "without scheme or path",
+        ),
+        (
+            "crm",
+            "?allow=crm.example.test&timeout_ms=0",
+            &connector,
+            "timeout",
+        ),
+        (
+            "crm",
+            "?allow=crm.example.test",
+            &flow,
+            "kept for the CRM connector",
+        ),
+        (
+            "order-status",
+            "?allow=crm.example.test",
+            &flow,
+            "are for CRM connectors",
+        ),
+    ] {
+        refused(deploy(name, query, bytes), words);
+    }
     let (status, flows) = server.call("GET", "/v1/flows", None);
     assert_eq!(status, 200);
     assert_eq!(

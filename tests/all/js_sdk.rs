@@ -51,20 +51,12 @@ fn a_typescript_flow_is_built_deployed_and_triages_a_chat() {
         "{report}"
     );
     let contact = report["contact"].as_str().unwrap().to_string();
-    let (_, report) = server.call(
-        "POST",
-        &format!("/v1/contacts/{contact}/events"),
-        Some(json!({"type": "message", "text": "hello"})),
-    );
+    let report = server.message(&contact, "hello");
     assert!(
         spoken(&report)[0].starts_with("Sorry, I did not get that"),
         "{report}"
     );
-    let (_, report) = server.call(
-        "POST",
-        &format!("/v1/contacts/{contact}/events"),
-        Some(json!({"type": "message", "text": "Refund for my invoice, urgent"})),
-    );
+    let report = server.message(&contact, "Refund for my invoice, urgent");
     assert_eq!(report["status"]["queue"], "billing", "{report}");
     assert_eq!(report["status"]["priority"], 5, "{report}");
     let (_, session) = server.call("GET", &format!("/v1/contacts/{contact}"), None);

@@ -41,11 +41,7 @@ fn new_build_deploy_talk(lang: &str, name: &str) {
     assert_eq!(status, 201, "{report}");
     assert_eq!(spoken(&report), ["Hello! Reply AGENT to talk to a person."]);
     let contact = report["contact"].as_str().unwrap();
-    let (_, report) = server.call(
-        "POST",
-        &format!("/v1/contacts/{contact}/events"),
-        Some(json!({"type": "message", "text": "AGENT please"})),
-    );
+    let report = server.message(contact, "AGENT please");
     assert_eq!(report["status"]["queue"], "support", "{report}");
 }
 

@@ -69,15 +69,7 @@ fn a_python_flow_is_built_deployed_and_holds_a_conversation() {
         "{report}"
     );
     let contact = report["contact"].as_str().unwrap().to_string();
-    let say = |text: &str| {
-        let (status, report) = server.call(
-            "POST",
-            &format!("/v1/contacts/{contact}/events"),
-            Some(json!({"type": "message", "text": text})),
-        );
-        assert_eq!(status, 200, "{report}");
-        report
-    };
+    let say = |text: &str| server.message(&contact, text);
     assert_eq!(spoken(&say("where is 1001?")), ["Order 1001 is shipped."]);
     assert_eq!(spoken(&say("1002")), ["Order 1002 is being prepared."]);
     let handover = say("AGENT");

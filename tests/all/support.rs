@@ -215,6 +215,17 @@ impl Server {
         report
     }
 
+    /// Writes a text message on a contact; returns the step report.
+    pub fn message(&self, contact: &str, text: &str) -> Value {
+        let (status, report) = self.call(
+            "POST",
+            &format!("/v1/contacts/{contact}/events"),
+            Some(serde_json::json!({"type": "message", "text": text})),
+        );
+        assert_eq!(status, 200, "{report}");
+        report
+    }
+
     /// Presses digits on a contact; returns the step report.
     pub fn press(&self, contact: &str, digits: &str) -> Value {
         let (status, report) = self.call(

@@ -709,6 +709,9 @@ impl Engine {
                 "the CRM connector did not answer within its {} ms timeout{refused}",
                 policy.timeout_ms
             )),
+            Err(Fault::Trap { message }) => {
+                Err(format!("the CRM connector trapped: {message}{refused}"))
+            }
             Err(fault) => Err(format!("the CRM connector failed: {fault}{refused}")),
         }
     }
