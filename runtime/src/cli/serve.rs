@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Deploy FLOW=FILE at start-up, unless that exact component is already live (repeatable).
     #[arg(long = "deploy", value_parser = super::parse_pair)]
     deploys: Vec<(String, String)>,
+    /// A host the CRM connector deployed at start-up (`--deploy crm=FILE`) may reach, as
+    /// crm.example.com, crm.example.com:8443 or *.example.com (repeatable).
+    #[arg(long = "crm-allow", value_name = "HOST")]
+    crm_allow: Vec<String>,
     /// Bind ADDRESS=FLOW at start-up (repeatable).
     #[arg(long = "bind", value_parser = super::parse_pair)]
     binds: Vec<(String, String)>,
@@ -206,10 +210,23 @@ fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
         }
         let label = format!("deploying {file} as flow {flow}");
         let version = super::terminal_progress(&label, || {
+            let options = crate::flows::DeployOptions {
+                allow: if flow == crate::flows::CRM_FLOW {
+                    args.crm_allow.clone()
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            };
             runtime
                 .flows
-                .deploy(flow, &bytes, SEED)
-                .map_err(anyhow::Error::from)
+                .deploy_with(flow, &bytes, SEED, &options)
+                .map_err(|e| match e {
+                    crate::flows::FlowsError::BadConnector(why) if flow == crate::flows::CRM_FLOW => {
+                        anyhow::anyhow!("--deploy {flow}={file}: {why}; at start-up, give the hosts with --crm-allow HOST")
+                    }
+                    other => anyhow::Error::from(other),
+                })
         })?;
         eprintln!("flow {flow}: version {} is live", version.version.version);
     }
