@@ -133,6 +133,33 @@ pub struct Endpoint {
     pub stats: SipStats,
 }
 
+/// UDP and TCP sockets on the same port of `listen`. With port 0, the port UDP was given may
+/// be taken for TCP by some other socket: then another port is tried.
+async fn bind_both(
+    listen: SocketAddr,
+) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener, SocketAddr)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = tokio::net::UdpSocket::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen for SIP on udp {listen}: is another SIP server using it? pass --sip 0.0.0.0:PORT"))?;
+        let bound = udp.local_addr()?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e)
+                if listen.port() == 0
+                    && attempt < 20
+                    && e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot listen for SIP on tcp {bound}: is another program using that port? pass --sip 0.0.0.0:PORT"
+                )));
+            }
+        }
+    }
+}
+
 impl Endpoint {
     /// Binds UDP and TCP on `config.listen` and starts serving. Needs a Tokio runtime.
     pub async fn start(rt: &Arc<Runtime>) -> anyhow::Result<Arc<Endpoint>> {
@@ -140,13 +167,7 @@ impl Endpoint {
         let listen = config
             .listen
             .context("SIP is off: set sip.listen (or --sip ADDRESS)")?;
-        let udp = tokio::net::UdpSocket::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen for SIP on udp {listen}: is another SIP server using it? pass --sip 0.0.0.0:PORT"))?;
-        let bound = udp.local_addr()?;
-        let tcp = tokio::net::TcpListener::bind(bound)
-            .await
-            .with_context(|| format!("cannot listen for SIP on tcp {bound}"))?;
+        let (udp, tcp, bound) = bind_both(listen).await?;
         let ip = match (config.public_ip, bound.ip()) {
             (Some(ip), _) => ip,
             (None, ip) if ip.is_unspecified() => {
