@@ -1,7 +1,8 @@
 //! The CRM connector in service: when the live version of the flow named `crm` is a connector
 //! component, it answers every flow's `crm.lookup` (else the built-in customer store does).
 //! Answers are cached per contact, so a flow that looks the caller up at every step costs the
-//! CRM one request per contact; errors are never cached.
+//! CRM one request per contact; errors are never cached, but a connector that keeps failing is
+//! paused for a few seconds so a CRM outage does not hold every caller for the timeout.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -13,7 +14,8 @@ use crate::contract::Customer;
 use crate::engine::bindings::LookupKey;
 use crate::engine::host::crm_index_key;
 use crate::engine::{
-    CONNECTOR_WORLD, Clock, ConnectorAnswer, ConnectorPolicy, CrmConnector, Engine, Services,
+    CONNECTOR_WORLD, Clock, ConnectorAnswer, ConnectorPolicy, CrmConnector, Engine,
+    MAX_CONNECTOR_CALLS_PER_STEP, Services,
 };
 use crate::flows::{CRM_FLOW, Flows};
 use crate::store::Store;
@@ -35,6 +37,7 @@ pub struct CrmLink {
     /// The policy of the version last used.
     policy: Mutex<Option<(u64, Arc<ConnectorPolicy>)>>,
     cache: Mutex<HashMap<CacheKey, (Instant, Option<Customer>)>>,
+    breaker: Breaker,
     counts: Counts,
 }
 
@@ -58,6 +61,7 @@ impl CrmLink {
             services: Arc::new(Services::new(store, Clock::System)),
             policy: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
+            breaker: Breaker::default(),
             counts: Counts::default(),
         }
     }
@@ -132,16 +136,12 @@ impl CrmLink {
 }
 
 impl CrmConnector for CrmLink {
-    fn lookup(&self, contact: &str, key: &LookupKey) -> Option<ConnectorAnswer> {
+    fn lookup(&self, contact: &str, key: &LookupKey, may_call: bool) -> Option<ConnectorAnswer> {
         let version = self.flows.live(CRM_FLOW).ok()?;
         let component = match self.flows.component(CRM_FLOW, version) {
             Ok(component) => component,
             Err(e) => {
-                self.counts.failed.fetch_add(1, Ordering::Relaxed);
-                return Some(ConnectorAnswer {
-                    answer: Err(format!("the CRM connector cannot be loaded: {e}")),
-                    cached: false,
-                });
+                return Some(self.failed(format!("the CRM connector cannot be loaded: {e}")));
             }
         };
         if component.world() != CONNECTOR_WORLD {
@@ -158,8 +158,16 @@ impl CrmConnector for CrmLink {
             self.counts.cached.fetch_add(1, Ordering::Relaxed);
             return Some(ConnectorAnswer {
                 answer: Ok(answer.clone()),
-                cached: true,
+                called: false,
             });
+        }
+        if !may_call {
+            return Some(self.failed(format!(
+                "not asked: this step already made the {MAX_CONNECTOR_CALLS_PER_STEP} CRM lookups a step may make past the contact's cache"
+            )));
+        }
+        if let Some(why) = self.breaker.refuses(version) {
+            return Some(self.failed(why));
         }
         let answer = self.policy_of(version).and_then(|policy| {
             let started = Instant::now();
@@ -172,6 +180,7 @@ impl CrmConnector for CrmLink {
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             answer
         });
+        self.breaker.record(version, answer.is_ok());
         match &answer {
             Ok(found) => {
                 let counter = if found.is_some() {
@@ -189,7 +198,100 @@ impl CrmConnector for CrmLink {
         }
         Some(ConnectorAnswer {
             answer,
-            cached: false,
+            called: true,
         })
+    }
+}
+
+impl CrmLink {
+    /// A lookup refused without calling the connector.
+    fn failed(&self, why: String) -> ConnectorAnswer {
+        self.counts.failed.fetch_add(1, Ordering::Relaxed);
+        ConnectorAnswer {
+            answer: Err(why),
+            called: false,
+        }
+    }
+}
+
+/// Stops calling a connector that keeps failing (a CRM that is down or hangs would otherwise
+/// hold every step that looks a caller up for the whole timeout): after [`TRIP_AFTER`]
+/// failures in a row, lookups fail at once for [`PAUSE`], then the connector is tried again.
+#[derive(Default)]
+struct Breaker {
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    version: u64,
+    failures: u32,
+    paused_until: Option<Instant>,
+}
+
+/// Failures in a row that pause calls to the connector.
+const TRIP_AFTER: u32 = 5;
+/// How long calls pause.
+const PAUSE: Duration = Duration::from_secs(10);
+
+impl Breaker {
+    /// Why the connector is not called now, if it is paused.
+    fn refuses(&self, version: u64) -> Option<String> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let until = state.paused_until.filter(|_| state.version == version)?;
+        let left = until.checked_duration_since(Instant::now())?;
+        Some(format!(
+            "not asked: the CRM connector failed {} times in a row; it is tried again in {} s",
+            state.failures,
+            left.as_secs() + 1
+        ))
+    }
+
+    fn record(&self, version: u64, ok: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.version != version || ok {
+            *state = BreakerState {
+                version,
+                ..Default::default()
+            };
+        }
+        if !ok {
+            state.failures += 1;
+            if state.failures >= TRIP_AFTER {
+                if state.paused_until.is_none() {
+                    tracing::error!(target: "connector", version, failures = state.failures, "the CRM connector keeps failing; lookups fail at once for {} s", PAUSE.as_secs());
+                }
+                state.paused_until = Some(Instant::now() + PAUSE);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connector_failing_in_a_row_is_paused_and_a_success_or_new_version_resets() {
+        let breaker = Breaker::default();
+        for _ in 0..TRIP_AFTER - 1 {
+            breaker.record(1, false);
+        }
+        assert_eq!(breaker.refuses(1), None, "not yet");
+        breaker.record(1, true);
+        for _ in 0..TRIP_AFTER - 1 {
+            breaker.record(1, false);
+        }
+        assert_eq!(
+            breaker.refuses(1),
+            None,
+            "a success started the count again"
+        );
+        breaker.record(1, false);
+        let why = breaker.refuses(1).expect("paused");
+        assert!(why.contains("failed 5 times in a row"), "{why}");
+        assert_eq!(breaker.refuses(2), None, "a new version is tried");
+        breaker.record(2, true);
+        assert_eq!(breaker.refuses(1), None);
     }
 }

@@ -201,7 +201,19 @@ fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
             .live(flow)
             .ok()
             .and_then(|v| runtime.flows.version(flow, v).ok());
-        if live.as_ref().is_some_and(|v| v.sha256 == sha256) {
+        // The same component is live; a CRM connector also needs the same allowlist.
+        let wanted_allow = (flow == crate::flows::CRM_FLOW)
+            .then(|| crate::engine::ConnectorPolicy::new(args.crm_allow.clone(), None, None).ok());
+        let same_policy = |v: &crate::flows::FlowVersion| match &wanted_allow {
+            None => true,
+            Some(wanted) => {
+                v.connector.as_ref().map(|p| &p.allow) == wanted.as_ref().map(|p| &p.allow)
+            }
+        };
+        if live
+            .as_ref()
+            .is_some_and(|v| v.sha256 == sha256 && same_policy(v))
+        {
             eprintln!(
                 "flow {flow}: {file} is already live (version {})",
                 live.map(|v| v.version).unwrap_or_default()

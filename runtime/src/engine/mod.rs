@@ -29,7 +29,10 @@ use crate::config::EngineConfig;
 use crate::contract::{Action, Contact, Event};
 use bindings::{Flow, FlowPre};
 pub use host::http::ConnectorPolicy;
-pub use host::{Clock, ConnectorAnswer, CrmConnector, HostCall, KvWrite, Services, StepState};
+pub use host::{
+    Clock, ConnectorAnswer, CrmConnector, HostCall, KvWrite, MAX_CONNECTOR_CALLS_PER_STEP,
+    Services, StepState,
+};
 
 /// How often the epoch advances; step deadlines are whole multiples of it.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -351,6 +354,14 @@ impl Engine {
     /// Validates and compiles a component for deployment: is it Wasm, a component, of the
     /// flow world, and does it instantiate? The compiled artifact is cached on success.
     pub fn compile(&self, bytes: &[u8]) -> Result<FlowComponent, Rejection> {
+        let flow = self.prepare(bytes)?;
+        self.check_instantiates(&flow)?;
+        Ok(flow)
+    }
+
+    /// Checks a component's binary and world and compiles it (or loads its cached artifact),
+    /// without instantiating it.
+    fn prepare(&self, bytes: &[u8]) -> Result<FlowComponent, Rejection> {
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(Rejection::CoreModule),
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
@@ -406,9 +417,7 @@ impl Engine {
                 },
             }
         };
-        let flow = FlowComponent { pre, sha256 };
-        self.check_instantiates(&flow)?;
-        Ok(flow)
+        Ok(FlowComponent { pre, sha256 })
     }
 
     /// What a component imports and exports (interfaces with their functions), without
@@ -440,10 +449,12 @@ impl Engine {
         Ok((imports, exports))
     }
 
-    /// Loads a version that was validated before (server start, pinned contacts): from the
-    /// artifact cache when possible, else compiled again.
+    /// Loads a version that was validated when it was deployed (server start, pinned
+    /// contacts, the CRM connector inside a step): from the artifact cache when possible, else
+    /// compiled again. It is not instantiated here: that would take a step slot, and a lookup
+    /// loading the connector already runs inside its flow's step.
     pub fn load(&self, bytes: &[u8]) -> anyhow::Result<FlowComponent> {
-        self.compile(bytes).map_err(|e| anyhow::anyhow!("{e}"))
+        self.prepare(bytes).map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     fn artifact_path(&self, sha256: &str) -> Option<PathBuf> {
@@ -703,8 +714,15 @@ impl Engine {
             format!(" (refused by its allowlist: {})", denied.join(", "))
         };
         match answer {
+            Ok(Ok(Some(found))) if customer_size(&found) > MAX_CUSTOMER_BYTES => Err(format!(
+                "the CRM connector returned a customer of {} bytes; {MAX_CUSTOMER_BYTES} at most",
+                customer_size(&found)
+            )),
             Ok(Ok(found)) => Ok(found.map(Into::into)),
-            Ok(Err(why)) => Err(format!("the CRM connector says: {why}{refused}")),
+            Ok(Err(why)) => Err(format!(
+                "the CRM connector says: {}{refused}",
+                clip(&why, MAX_CONNECTOR_ERROR)
+            )),
             Err(Fault::Deadline { .. }) => Err(format!(
                 "the CRM connector did not answer within its {} ms timeout{refused}",
                 policy.timeout_ms
@@ -829,6 +847,35 @@ impl Fault {
             Fault::Instantiate { .. } => "instantiate",
         }
     }
+}
+
+/// Largest customer record a connector may return (it is kept in traces and the cache).
+const MAX_CUSTOMER_BYTES: usize = 16 << 10;
+/// Longest error message of a connector kept.
+const MAX_CONNECTOR_ERROR: usize = 500;
+
+fn customer_size(c: &bindings::connector::exports::switchboard::flow::crm::Customer) -> usize {
+    c.id.len()
+        + c.name.len()
+        + c.phone.as_ref().map_or(0, String::len)
+        + c.email.as_ref().map_or(0, String::len)
+        + c.tier.len()
+        + c.attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary, with an ellipsis when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
 }
 
 /// wasmtime has its own error type; the application edges speak anyhow.

@@ -6,14 +6,10 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::{Source, StepState};
+use super::{MAX_CONNECTOR_CALLS_PER_STEP, Source, StepState};
 use crate::contract;
 use crate::engine::bindings::switchboard::flow::crm::{Customer, Host, LookupKey};
 use crate::store::{StoreExt, Tree};
-
-/// Connector calls one step may make (answers from the contact's cache are free): each may
-/// take up to the connector's timeout, and a flow must not hold a caller for many of them.
-const MAX_CONNECTOR_CALLS_PER_STEP: u32 = 3;
 
 /// The store key of the index entry (or record) a lookup starts from.
 pub fn index_key(key: &LookupKey) -> String {
@@ -44,16 +40,12 @@ impl StepState {
         let Some(connector) = self.services.crm.get().cloned() else {
             return built_in(self, key);
         };
-        if self.connector_calls >= MAX_CONNECTOR_CALLS_PER_STEP {
-            return Err(format!(
-                "not asked: a step may make {MAX_CONNECTOR_CALLS_PER_STEP} CRM lookups that miss the contact's cache"
-            ));
-        }
+        let may_call = self.connector_calls < MAX_CONNECTOR_CALLS_PER_STEP;
         let asked = Instant::now();
-        let Some(found) = connector.lookup(&self.contact, key) else {
+        let Some(found) = connector.lookup(&self.contact, key, may_call) else {
             return built_in(self, key);
         };
-        if !found.cached {
+        if found.called {
             self.connector_calls += 1;
         }
         // The wait was the CRM's, not the flow's: it does not count against the step deadline.

@@ -41,7 +41,7 @@ impl ConnectorPolicy {
         let allow: Vec<String> = allow
             .iter()
             .flat_map(|a| a.split(','))
-            .map(|a| a.trim().to_ascii_lowercase())
+            .map(|a| a.trim().trim_end_matches('.').to_ascii_lowercase())
             .filter(|a| !a.is_empty())
             .collect();
         if allow.is_empty() {
@@ -127,6 +127,9 @@ fn check_entry(entry: &str) -> Result<(), String> {
     if name.is_empty() || name.contains('*') {
         return bad("a wildcard may only start the name, as in *.example.com");
     }
+    if host.starts_with("*.") && !name.contains('.') {
+        return bad("a wildcard needs a domain of two labels or more, as in *.example.com");
+    }
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':')
@@ -135,6 +138,9 @@ fn check_entry(entry: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Refused hosts named in one lookup's error, at most.
+const MAX_DENIED_LISTED: usize = 4;
 
 /// The gate one connector call's requests pass through.
 pub struct Gate {
@@ -196,8 +202,13 @@ impl WasiHttpHooks for Gate {
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if !policy.allows(host, port) {
-            tracing::warn!(target: "connector", host, port, "request outside the connector's allowlist refused");
-            self.denied.push(format!("{host}:{port}"));
+            let refused = format!("{host}:{port}");
+            if self.denied.is_empty() {
+                tracing::warn!(target: "connector", host, port, "request outside the connector's allowlist refused");
+            }
+            if self.denied.len() < MAX_DENIED_LISTED && !self.denied.contains(&refused) {
+                self.denied.push(refused);
+            }
             return refuse(Error::HttpRequestDenied);
         }
         let left = self.deadline.saturating_duration_since(Instant::now());
@@ -233,6 +244,7 @@ impl WasiHttpHooks for Gate {
                     inner: body.boxed_unsync(),
                     left: cap,
                     cap,
+                    deadline: Box::pin(tokio::time::sleep_until(deadline)),
                 }
                 .boxed_unsync()
             });
@@ -244,11 +256,13 @@ impl WasiHttpHooks for Gate {
     }
 }
 
-/// A response body that fails once more than `cap` bytes came through.
+/// A response body that fails once more than `cap` bytes came through, or at the lookup's
+/// deadline (a CRM trickling bytes is cut there too).
 struct Capped {
     inner: WasiBody,
     left: u64,
     cap: u64,
+    deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Body for Capped {
@@ -260,6 +274,9 @@ impl Body for Capped {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Error::ConnectionReadTimeout)));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -295,7 +312,7 @@ mod tests {
     #[test]
     fn allowlist_matches_hosts_ports_and_subdomains() {
         let p = policy(&[
-            "crm.example.com",
+            "crm.example.com.",
             "127.0.0.1:8080",
             "*.acme.test",
             "[::1]:9000",
@@ -322,6 +339,7 @@ mod tests {
         assert!(err(&["https://crm.example.com"], None, None).contains("without scheme"));
         assert!(err(&["crm.example.com:http"], None, None).contains("port"));
         assert!(err(&["crm.*.com"], None, None).contains("wildcard"));
+        assert!(err(&["*.com"], None, None).contains("two labels"));
         assert!(err(&["crm.example.com"], Some(0), None).contains("timeout"));
         assert!(err(&["crm.example.com"], None, Some(0)).contains("cap"));
         let ok =

@@ -56,15 +56,21 @@ impl Services {
 pub struct ConnectorAnswer {
     /// The customer, none, or why the CRM could not be asked.
     pub answer: Result<Option<Customer>, String>,
-    /// Whether it came from the contact's cache (no connector call was made).
-    pub cached: bool,
+    /// Whether the connector was called (not answered from the contact's cache, nor refused
+    /// before calling).
+    pub called: bool,
 }
+
+/// Connector calls one step may make (answers from the contact's cache are free): each may
+/// take up to the connector's timeout, and a flow must not hold a caller for many of them.
+pub const MAX_CONNECTOR_CALLS_PER_STEP: u32 = 3;
 
 /// Serves `crm.lookup` from a deployed CRM connector component.
 pub trait CrmConnector: Send + Sync {
     /// The answer to `contact`'s lookup of `key`, or `None` when no connector is deployed
-    /// (the built-in customer store answers then).
-    fn lookup(&self, contact: &str, key: &LookupKey) -> Option<ConnectorAnswer>;
+    /// (the built-in customer store answers then). With `may_call` false (the step made its
+    /// [`MAX_CONNECTOR_CALLS_PER_STEP`] calls) only the contact's cache may answer.
+    fn lookup(&self, contact: &str, key: &LookupKey, may_call: bool) -> Option<ConnectorAnswer>;
 }
 
 /// One host call a step made, with its result.
