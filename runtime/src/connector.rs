@@ -137,16 +137,12 @@ impl CrmLink {
 
 impl CrmConnector for CrmLink {
     fn lookup(&self, contact: &str, key: &LookupKey, may_call: bool) -> Option<ConnectorAnswer> {
-        let version = self.flows.live(CRM_FLOW).ok()?;
-        let component = match self.flows.component(CRM_FLOW, version) {
-            Ok(component) => component,
+        let (version, component) = match self.flows.live_component(CRM_FLOW, CONNECTOR_WORLD) {
+            Ok(live) => live?,
             Err(e) => {
                 return Some(self.failed(format!("the CRM connector cannot be loaded: {e}")));
             }
         };
-        if component.world() != CONNECTOR_WORLD {
-            return None;
-        }
         let cache_key = (contact.to_string(), version, crm_index_key(key));
         if let Some((at, answer)) = self
             .cache

@@ -368,11 +368,9 @@ fn planner(
     use crate::engine::bindings::router::switchboard::flow::routing as wit;
     let services = Arc::new(Services::new(store, Clock::System));
     Box::new(move |task| {
-        let version = flows.live(ROUTER_FLOW).ok()?;
-        let component = flows.component(ROUTER_FLOW, version).ok()?;
-        if component.world() != crate::engine::ROUTER_WORLD {
-            return None;
-        }
+        let (version, component) = flows
+            .live_component(ROUTER_FLOW, crate::engine::ROUTER_WORLD)
+            .ok()??;
         let attributes = task
             .attributes
             .as_object()

@@ -176,6 +176,15 @@ fn lookups(server: &Server, contact: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Why the contact's first `crm.lookup` failed.
+fn first_lookup_error(server: &Server, contact: &str) -> String {
+    let first = &lookups(server, contact)[0];
+    first["Err"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the lookup did not fail: {first}"))
+        .to_string()
+}
+
 #[test]
 fn a_rest_crm_answers_every_lookup_through_the_connector_once_per_contact() {
     let crm = Crm::start();
@@ -245,10 +254,7 @@ fn a_connector_reaches_only_its_allowlist_and_a_hanging_or_flooding_crm_is_cut_o
     let (contact, greeting) = text_in(&server, ADA);
     assert_eq!(greeting["fault"], Value::Null, "{greeting}");
     assert!(spoken(&greeting)[0].starts_with("Hi, this is Acme."));
-    let error = lookups(&server, &contact)[0]["Err"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let error = first_lookup_error(&server, &contact);
     assert!(
         error.contains("not in the connector's allowlist"),
         "{error}"
@@ -278,10 +284,7 @@ fn a_connector_reaches_only_its_allowlist_and_a_hanging_or_flooding_crm_is_cut_o
     let waited = asked.elapsed();
     assert_eq!(greeting["fault"], Value::Null, "{greeting}");
     assert!(spoken(&greeting)[0].starts_with("Hi, this is Acme."));
-    let error = lookups(&server, &contact)[0]["Err"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let error = first_lookup_error(&server, &contact);
     assert!(error.contains("did not answer within"), "{error}");
     assert!(
         waited >= Duration::from_millis(1400) && waited < Duration::from_secs(10),
@@ -291,10 +294,7 @@ fn a_connector_reaches_only_its_allowlist_and_a_hanging_or_flooding_crm_is_cut_o
     // A record over the response cap is refused, the flow carries on.
     let (contact, greeting) = text_in(&server, HUGE);
     assert_eq!(greeting["fault"], Value::Null, "{greeting}");
-    let error = lookups(&server, &contact)[0]["Err"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let error = first_lookup_error(&server, &contact);
     assert!(error.contains("response cap"), "{error}");
 
     // Ada through version 2, then rolled back to version 1: its allowlist comes back with it.
@@ -305,12 +305,7 @@ fn a_connector_reaches_only_its_allowlist_and_a_hanging_or_flooding_crm_is_cut_o
     let before = crm.connections.load(Ordering::Relaxed);
     let (contact, greeting) = text_in(&server, ADA);
     assert!(spoken(&greeting)[0].starts_with("Hi, this is Acme."));
-    assert!(
-        lookups(&server, &contact)[0]["Err"]
-            .as_str()
-            .unwrap()
-            .contains("allowlist")
-    );
+    assert!(first_lookup_error(&server, &contact).contains("allowlist"));
     assert_eq!(crm.connections.load(Ordering::Relaxed), before);
     assert_eq!(
         server.metric(r#"switchboard_crm_lookups_total{result="error"}"#),

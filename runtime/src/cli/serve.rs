@@ -201,19 +201,21 @@ fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
             .live(flow)
             .ok()
             .and_then(|v| runtime.flows.version(flow, v).ok());
-        // The same component is live; a CRM connector also needs the same allowlist.
-        let wanted_allow = (flow == crate::flows::CRM_FLOW)
-            .then(|| crate::engine::ConnectorPolicy::new(args.crm_allow.clone(), None, None).ok());
-        let same_policy = |v: &crate::flows::FlowVersion| match &wanted_allow {
-            None => true,
-            Some(wanted) => {
-                v.connector.as_ref().map(|p| &p.allow) == wanted.as_ref().map(|p| &p.allow)
-            }
+        let is_connector = flow == crate::flows::CRM_FLOW;
+        let allow = if is_connector {
+            args.crm_allow.clone()
+        } else {
+            Vec::new()
         };
-        if live
-            .as_ref()
-            .is_some_and(|v| v.sha256 == sha256 && same_policy(v))
-        {
+        // A connector's allowlist is part of what is live: the same file with other hosts is
+        // deployed again (normalised as a deploy would store it).
+        let wanted_allow = is_connector
+            .then(|| crate::engine::ConnectorPolicy::new(allow.clone(), None, None).ok())
+            .flatten()
+            .map(|p| p.allow);
+        if live.as_ref().is_some_and(|v| {
+            v.sha256 == sha256 && v.connector.as_ref().map(|p| &p.allow) == wanted_allow.as_ref()
+        }) {
             eprintln!(
                 "flow {flow}: {file} is already live (version {})",
                 live.map(|v| v.version).unwrap_or_default()
@@ -223,18 +225,14 @@ fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
         let label = format!("deploying {file} as flow {flow}");
         let version = super::terminal_progress(&label, || {
             let options = crate::flows::DeployOptions {
-                allow: if flow == crate::flows::CRM_FLOW {
-                    args.crm_allow.clone()
-                } else {
-                    Vec::new()
-                },
+                allow: allow.clone(),
                 ..Default::default()
             };
             runtime
                 .flows
                 .deploy_with(flow, &bytes, SEED, &options)
                 .map_err(|e| match e {
-                    crate::flows::FlowsError::BadConnector(why) if flow == crate::flows::CRM_FLOW => {
+                    crate::flows::FlowsError::BadConnector(why) if is_connector => {
                         anyhow::anyhow!("--deploy {flow}={file}: {why}; at start-up, give the hosts with --crm-allow HOST")
                     }
                     other => anyhow::Error::from(other),

@@ -266,17 +266,13 @@ impl Engine {
             .map_err(wasm_error)
             .context("cannot create the Wasm engine")?;
 
-        let mut linker = Linker::new(&wasmtime);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_error)?;
-        host::add_bounded_clock(&mut linker).map_err(wasm_error)?;
+        let mut linker = wasi_linker(&wasmtime)?;
         bindings::router::switchboard::flow::routing::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
             .map_err(wasm_error)?;
         Flow::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
             .map_err(wasm_error)?;
 
-        let mut connector_linker = Linker::new(&wasmtime);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut connector_linker).map_err(wasm_error)?;
-        host::add_bounded_clock(&mut connector_linker).map_err(wasm_error)?;
+        let mut connector_linker = wasi_linker(&wasmtime)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut connector_linker)
             .map_err(wasm_error)?;
         bindings::switchboard::flow::config::add_to_linker::<StepState, HasSelf<StepState>>(
@@ -672,8 +668,9 @@ impl Engine {
 
     /// Asks the CRM connector `component` (version `version`) for a customer on behalf of
     /// `contact`: a fresh instance, one call to `lookup`, its requests through the policy's
-    /// gate, all of it cut at the policy's timeout. Every failure is a readable `Err` for the
-    /// flow; nothing here panics or blocks past the timeout.
+    /// gate, its run time, response waits, body reads and sleeps cut at the policy's timeout.
+    /// Every failure is a readable `Err` for the flow. (A connector that blocks writing a
+    /// request body larger than the host buffers is the one wait the timeout cannot cut.)
     pub fn crm_lookup(
         &self,
         services: &Arc<Services>,
@@ -876,6 +873,15 @@ fn clip(text: &str, max: usize) -> String {
         cut -= 1;
     }
     format!("{}…", &text[..cut])
+}
+
+/// A linker with WASI (no files, sockets or environment are granted to it) and the monotonic
+/// clock whose waits end at the guest's deadline: the base of every world's linker.
+fn wasi_linker(wasmtime: &wasmtime::Engine) -> anyhow::Result<Linker<StepState>> {
+    let mut linker = Linker::new(wasmtime);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_error)?;
+    host::add_bounded_clock(&mut linker).map_err(wasm_error)?;
+    Ok(linker)
 }
 
 /// wasmtime has its own error type; the application edges speak anyhow.

@@ -742,6 +742,20 @@ impl Flows {
             .live)
     }
 
+    /// The live version of `flow` and its compiled component, when `flow` exists and its
+    /// component targets `world` (the router and the CRM connector are found this way).
+    pub fn live_component(
+        &self,
+        flow: &str,
+        world: &str,
+    ) -> Result<Option<(u64, Arc<FlowComponent>)>, FlowsError> {
+        let Some(record) = self.record(flow)? else {
+            return Ok(None);
+        };
+        let component = self.component(flow, record.live)?;
+        Ok((component.world() == world).then_some((record.live, component)))
+    }
+
     /// The compiled component of a version, loaded on first use (from the artifact cache).
     pub fn component(&self, flow: &str, version: u64) -> Result<Arc<FlowComponent>, FlowsError> {
         let key = (flow.to_string(), version);

@@ -143,28 +143,19 @@ fn check_entry(entry: &str) -> Result<(), String> {
 const MAX_DENIED_LISTED: usize = 4;
 
 /// The gate one connector call's requests pass through.
+#[derive(Default)]
 pub struct Gate {
-    policy: Option<std::sync::Arc<ConnectorPolicy>>,
-    deadline: Instant,
+    /// The policy and the lookup's deadline; none lets nothing through (flows, deploy checks).
+    open: Option<(std::sync::Arc<ConnectorPolicy>, Instant)>,
     /// Requests refused, as `host:port`, for the lookup's error message.
     pub denied: Vec<String>,
 }
 
 impl Gate {
-    /// A gate that lets nothing through (flows; deploy checks).
-    pub fn closed() -> Gate {
-        Gate {
-            policy: None,
-            deadline: Instant::now(),
-            denied: Vec::new(),
-        }
-    }
-
     /// A gate for one lookup under `policy`, ending at `deadline`.
     pub fn open(policy: std::sync::Arc<ConnectorPolicy>, deadline: Instant) -> Gate {
         Gate {
-            policy: Some(policy),
-            deadline,
+            open: Some((policy, deadline)),
             denied: Vec::new(),
         }
     }
@@ -196,7 +187,7 @@ impl WasiHttpHooks for Gate {
         drop(fut);
         let uri = request.uri();
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let (Some(host), Some(policy)) = (uri.host(), self.policy.clone()) else {
+        let (Some(host), Some((policy, deadline))) = (uri.host(), self.open.clone()) else {
             return refuse(Error::HttpRequestDenied);
         };
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -211,7 +202,7 @@ impl WasiHttpHooks for Gate {
             }
             return refuse(Error::HttpRequestDenied);
         }
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return refuse(Error::ConnectionTimeout);
         }
@@ -223,7 +214,7 @@ impl WasiHttpHooks for Gate {
             between_bytes_timeout: within(options.between_bytes_timeout),
         };
         let cap = policy.max_response_bytes;
-        let deadline = tokio::time::Instant::from_std(self.deadline);
+        let deadline = tokio::time::Instant::from_std(deadline);
         Box::new(async move {
             use http_body_util::BodyExt;
             let sent = wasmtime_wasi_http::default_send_request(request, Some(options));

@@ -152,7 +152,7 @@ impl StepState {
             replay: None,
             unrecorded: Vec::new(),
             http: WasiHttpCtx::new(),
-            gate: http::Gate::closed(),
+            gate: http::Gate::default(),
             budget,
             started: Instant::now(),
             credited: Duration::ZERO,
