@@ -217,21 +217,26 @@ impl Server {
 
     /// Writes a text message on a contact; returns the step report.
     pub fn message(&self, contact: &str, text: &str) -> Value {
-        let (status, report) = self.call(
-            "POST",
-            &format!("/v1/contacts/{contact}/events"),
-            Some(serde_json::json!({"type": "message", "text": text})),
-        );
-        assert_eq!(status, 200, "{report}");
-        report
+        self.event(
+            contact,
+            serde_json::json!({"type": "message", "text": text}),
+        )
     }
 
     /// Presses digits on a contact; returns the step report.
     pub fn press(&self, contact: &str, digits: &str) -> Value {
+        self.event(
+            contact,
+            serde_json::json!({"type": "input", "digits": digits}),
+        )
+    }
+
+    /// Sends an event to a contact; returns the step report.
+    pub fn event(&self, contact: &str, event: Value) -> Value {
         let (status, report) = self.call(
             "POST",
             &format!("/v1/contacts/{contact}/events"),
-            Some(serde_json::json!({"type": "input", "digits": digits})),
+            Some(event),
         );
         assert_eq!(status, 200, "{report}");
         report
