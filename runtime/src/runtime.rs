@@ -179,36 +179,19 @@ pub enum CheckedDeployError {
 
 impl Runtime {
     /// Tells flows what happened to their contacts' tasks (assigned, completed, timed out,
-    /// canceled): each becomes a `task-outcome` event of the contact.
-    pub fn deliver_outcomes(&self) {
-        for outcome in self.router.take_outcomes() {
-            let event = match outcome.news {
-                crate::router::News::Status(status) => crate::contract::Event::TaskOutcome {
-                    queue: outcome.queue.clone(),
-                    status,
-                    agent: outcome.agent.clone(),
-                },
-                crate::router::News::Waiting {
-                    waited_secs,
-                    position,
-                } => crate::contract::Event::QueueWait {
-                    queue: outcome.queue.clone(),
-                    waited_secs,
-                    position,
-                },
-            };
-            match self.sessions.send(&outcome.contact, event) {
-                Ok(report) => {
+    /// canceled, still waiting): one pass of the news dispatcher, whose steps' reports go to
+    /// the channels that render them.
+    pub fn deliver_news(&self) {
+        match self.sessions.deliver_news() {
+            Ok(reports) => {
+                for report in reports {
                     self.chat.deliver(&report);
                     if let Some(sip) = self.sip.get() {
                         sip.deliver(&report);
                     }
                 }
-                Err(ContactError::Ended(_)) => {}
-                Err(e) => {
-                    tracing::error!(contact = %outcome.contact, error = %e, "cannot tell the flow about its task")
-                }
             }
+            Err(e) => tracing::error!(error = %e, "cannot read the contacts' news; will try again"),
         }
     }
 
@@ -223,7 +206,7 @@ impl Runtime {
                     if let Err(e) = rt.router.tick().and_then(|_| rt.router.flush()) {
                         tracing::error!(error = %e, "router tick failed");
                     }
-                    rt.deliver_outcomes();
+                    rt.deliver_news();
                     drop(rt);
                     std::thread::sleep(std::time::Duration::from_millis(250));
                 }

@@ -1,8 +1,11 @@
 //! Contact sessions: one per contact, pinned to the flow version it started on, carrying the
 //! flow's opaque state between events. Owns running a contact's steps in order, applying
 //! their actions to the session, the fallback when a step faults, and the per-step trace.
-//! Every step is durable (session, trace, kv writes flushed) before its result is returned.
-//! Never decides which version is live, and never talks to a channel.
+//! One step is one atomic commit (the session guarded by what was read, its trace, kv writes,
+//! the version's health, a new task, the news it consumed), durable before its result is
+//! returned. Task news waits in the contact's inbox until a step hears it: exactly once, in
+//! order, across crashes ([`Sessions::deliver_news`]). Never decides which version is live,
+//! and never talks to a channel: channels read step reports.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,8 +16,15 @@ use crate::contract::{Action, Channel, Contact, Enqueue, Event, Gather, Say};
 use crate::engine::{Engine, Fault, HostCall, Services, StepTarget};
 use crate::flows::{Flows, FlowsError};
 use crate::metrics::Metrics;
-use crate::router::{NewTask, Router, RouterError};
-use crate::store::{Store, StoreError, StoreExt, Tree};
+use crate::router::{NewTask, Outcome, PreparedTask, Router, RouterError};
+use crate::store::{Batch, Pair, Scan, Store, StoreError, StoreExt, Tree, keys};
+
+/// Set in [`Tree::Meta`] once the contact indexes cover every stored session.
+const CONTACTS_INDEXED: &[u8] = b"contacts-indexed";
+/// Sessions read at most to answer one listing of recent contacts.
+const MAX_LISTING_SCAN: usize = 20_000;
+/// Contacts with news served by one pass of the dispatcher; the rest wait for the next.
+const MAX_NEWS_CONTACTS: usize = 1_000;
 
 /// Where a contact stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +278,9 @@ pub struct Sessions {
     router: Arc<Router>,
     /// Steps of one contact run one at a time; contacts hash onto these stripes.
     stripes: Vec<Mutex<()>>,
+    /// Test-only: `SWITCHBOARD_FAILPOINT=hold-news` keeps news in the inbox undelivered, so a
+    /// test can kill the server between a router change and the step that hears it.
+    hold_news: bool,
 }
 
 impl Sessions {
@@ -290,6 +303,7 @@ impl Sessions {
             metrics,
             router,
             stripes: (0..256).map(|_| Mutex::new(())).collect(),
+            hold_news: std::env::var("SWITCHBOARD_FAILPOINT").is_ok_and(|f| f == "hold-news"),
         }
     }
 
@@ -342,7 +356,7 @@ impl Sessions {
         let _turn = self.stripe(&session.id);
         self.metrics.contact_started();
         self.flows.pin(&session.flow, session.version);
-        let report = self.run(&mut session, Event::Started);
+        let report = self.run(&mut session, None, Event::Started, None);
         if report.is_err() {
             self.flows.unpin(&session.flow, session.version);
         }
@@ -355,60 +369,206 @@ impl Sessions {
             return Err(ContactError::BadEvent("`started` is sent by Switchboard when a contact starts; send input, no-input, message, task-outcome or hangup".into()));
         }
         let _turn = self.stripe(id);
-        let mut session = self.get(id)?;
+        let (mut session, stored) = self.load(id)?;
         if matches!(session.status, Status::Ended { .. }) {
             return Err(ContactError::Ended(id.to_string()));
         }
-        self.run(&mut session, event)
+        self.run(&mut session, Some(&stored), event, None)
+    }
+
+    /// One pass of the news dispatcher: every contact with news in its inbox hears it, oldest
+    /// first, each item in the step that consumes it (so exactly once, also across a crash).
+    /// Returns the reports of those steps, for the channels to render. Safe to run from
+    /// several threads at once: a contact's steps take turns, and consumed news is gone.
+    pub fn deliver_news(&self) -> Result<Vec<StepReport>, ContactError> {
+        if self.hold_news {
+            return Ok(Vec::new());
+        }
+        let mut contacts: Vec<String> = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        while contacts.len() < MAX_NEWS_CONTACTS {
+            let mut scan = Scan::prefix(b"", 256);
+            if let Some(c) = &cursor {
+                scan = scan.after(c);
+            }
+            let page = self.store.scan(Tree::Inbox, &scan)?;
+            let Some((last, _)) = page.last() else { break };
+            cursor = Some(last.clone());
+            for (key, _) in &page {
+                if let Some(contact) = keys::inbox_contact(key)
+                    && contacts.last().is_none_or(|c| c != contact)
+                {
+                    contacts.push(contact.to_string());
+                }
+            }
+        }
+        let mut reports = Vec::new();
+        for contact in contacts {
+            match self.deliver_news_of(&contact) {
+                Ok(mut heard) => reports.append(&mut heard),
+                Err(e) => {
+                    tracing::error!(contact, error = %e, "cannot tell the flow about its task; will try again")
+                }
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Runs one step per item of news waiting for `contact`, in order.
+    fn deliver_news_of(&self, contact: &str) -> Result<Vec<StepReport>, ContactError> {
+        let _turn = self.stripe(contact);
+        let prefix = keys::of_contact(contact);
+        let mut reports = Vec::new();
+        loop {
+            let Some(item) = self
+                .store
+                .scan(Tree::Inbox, &Scan::prefix(prefix.as_bytes(), 1))?
+                .pop()
+            else {
+                return Ok(reports);
+            };
+            let outcome = crate::store::decode::<Outcome>(Tree::Inbox, &item.0, &item.1);
+            let loaded = self.load(contact);
+            let (outcome, (mut session, stored)) = match (outcome, loaded) {
+                (Ok(outcome), Ok(loaded)) if !matches!(loaded.0.status, Status::Ended { .. }) => {
+                    (outcome, loaded)
+                }
+                (outcome, loaded) => {
+                    // Nobody left to hear it (the contact ended, or is unknown), or it cannot
+                    // be read: drop it, once, and say so.
+                    match (&outcome, &loaded) {
+                        (Err(e), _) => {
+                            tracing::error!(contact, error = %e, "dropping unreadable news")
+                        }
+                        (_, Err(e)) => {
+                            tracing::warn!(contact, error = %e, "dropping news for a contact that is gone")
+                        }
+                        _ => tracing::debug!(contact, "news for an ended contact dropped"),
+                    }
+                    let mut batch = Batch::new();
+                    batch.expect(Tree::Inbox, item.0.clone(), Some(&item.1));
+                    batch.delete(Tree::Inbox, item.0.clone());
+                    self.store.commit(&batch)?;
+                    continue;
+                }
+            };
+            let event = outcome.event();
+            reports.push(self.run(&mut session, Some(&stored), event, Some(&item))?);
+        }
     }
 
     /// Pins the versions of every contact still in progress (after a restart), so their
-    /// versions stay loaded until they end.
+    /// versions stay loaded until they end. Reads the live-contact index, never every
+    /// session (the index is built once for a store written before it existed).
     pub fn restore_pins(&self) -> Result<usize, ContactError> {
+        self.index_contacts_once()?;
         let mut n = 0;
-        for (_, bytes) in self.store.scan_prefix(Tree::Sessions, b"")? {
-            let Ok(session) = serde_json::from_slice::<Session>(&bytes) else {
-                continue;
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let mut scan = Scan::prefix(b"", 4096);
+            if let Some(c) = &cursor {
+                scan = scan.after(c);
+            }
+            let page = self.store.scan(Tree::LiveContacts, &scan)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(n);
             };
-            if !matches!(session.status, Status::Ended { .. }) {
-                self.flows.pin(&session.flow, session.version);
-                n += 1;
+            cursor = Some(last.clone());
+            for (_, pin) in &page {
+                let pin = String::from_utf8_lossy(pin);
+                if let Some((flow, version)) = pin.rsplit_once('/')
+                    && let Ok(version) = version.parse()
+                {
+                    self.flows.pin(flow, version);
+                    n += 1;
+                }
             }
         }
-        Ok(n)
+    }
+
+    /// Builds the contact indexes from the sessions themselves, once per store.
+    fn index_contacts_once(&self) -> Result<(), ContactError> {
+        if self.store.get(Tree::Meta, CONTACTS_INDEXED)?.is_some() {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        for (key, bytes) in self.store.scan_prefix(Tree::Sessions, b"")? {
+            let Ok(session) = serde_json::from_slice::<Session>(&bytes) else {
+                tracing::warn!(contact = %String::from_utf8_lossy(&key), "an unreadable session is left out of the contact index");
+                continue;
+            };
+            index_contact(&mut batch, &session, true);
+        }
+        batch.put(Tree::Meta, CONTACTS_INDEXED, b"1".to_vec());
+        self.store.commit(&batch)?;
+        Ok(())
     }
 
     /// A contact's session.
     pub fn get(&self, id: &str) -> Result<Session, ContactError> {
-        self.store
-            .get_json(Tree::Sessions, id)?
-            .ok_or_else(|| ContactError::UnknownContact(id.to_string()))
+        Ok(self.load(id)?.0)
     }
 
-    /// The `n` most recently started contacts that `keep` accepts, newest first.
+    /// A contact's session and its stored bytes (what its next commit expects to replace).
+    fn load(&self, id: &str) -> Result<(Session, Vec<u8>), ContactError> {
+        let bytes = self
+            .store
+            .get(Tree::Sessions, id.as_bytes())?
+            .ok_or_else(|| ContactError::UnknownContact(id.to_string()))?;
+        let session = crate::store::decode(Tree::Sessions, id.as_bytes(), &bytes)?;
+        Ok((session, bytes))
+    }
+
+    /// The `n` most recently started contacts that `keep` accepts, newest first. Reads the
+    /// start-time index newest first and stops after `n` matches (or after reading
+    /// `MAX_LISTING_SCAN` sessions for a filter that rarely matches).
     pub fn recent(
         &self,
         n: usize,
         keep: impl Fn(&Session) -> bool,
     ) -> Result<Vec<Session>, ContactError> {
-        let mut sessions: Vec<Session> = self
-            .store
-            .scan_json::<Session>(Tree::Sessions, "")?
-            .into_iter()
-            .filter(|s| keep(s))
-            .collect();
-        sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        sessions.truncate(n);
+        let mut sessions = Vec::new();
+        let mut read = 0;
+        let mut cursor: Option<Vec<u8>> = None;
+        while sessions.len() < n && read < MAX_LISTING_SCAN {
+            let mut scan = Scan::prefix(b"", 256).reversed();
+            if let Some(c) = &cursor {
+                scan = scan.after(c);
+            }
+            let page = self.store.scan(Tree::ContactsByStart, &scan)?;
+            let Some((last, _)) = page.last() else { break };
+            cursor = Some(last.clone());
+            for (_, id) in page {
+                read += 1;
+                let id = String::from_utf8_lossy(&id).into_owned();
+                match self.get(&id) {
+                    Ok(session) if keep(&session) => sessions.push(session),
+                    Ok(_) | Err(ContactError::UnknownContact(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                if sessions.len() == n {
+                    break;
+                }
+            }
+        }
         Ok(sessions)
     }
 
     /// A contact's recorded steps, in order.
     pub fn trace(&self, id: &str) -> Result<Vec<TraceEntry>, ContactError> {
         self.get(id)?;
-        Ok(self.store.scan_json(Tree::Traces, &format!("{id}/"))?)
+        Ok(self.store.scan_json(Tree::Traces, &keys::of_contact(id))?)
     }
 
-    fn run(&self, session: &mut Session, event: Event) -> Result<StepReport, ContactError> {
+    /// Runs one step and commits everything it changed at once: `stored` is the session as
+    /// read (`None` for a new contact), `consumed` the inbox item the step hears.
+    fn run(
+        &self,
+        session: &mut Session,
+        stored: Option<&[u8]>,
+        event: Event,
+        consumed: Option<&Pair>,
+    ) -> Result<StepReport, ContactError> {
         let component = self.flows.component(&session.flow, session.version)?;
         let flow: Arc<str> = session.flow.as_str().into();
         let target = StepTarget {
@@ -433,13 +593,15 @@ impl Sessions {
         let attributes_before = session.attributes.clone();
         let customer_left = event == Event::Hangup;
         let first_step = event == Event::Started;
+        let mut batch = Batch::new();
+        batch.expect(Tree::Sessions, session.id.as_bytes(), stored);
+        if let Some((key, value)) = consumed {
+            batch.expect(Tree::Inbox, key.clone(), Some(value));
+            batch.delete(Tree::Inbox, key.clone());
+        }
         let (actions, fault) = match result.outcome {
             Ok((actions, state)) => {
-                crate::engine::host::apply_kv_writes(
-                    &*self.store,
-                    &session.flow,
-                    &result.kv_writes,
-                )?;
+                crate::engine::host::stage_kv_writes(&mut batch, &session.flow, &result.kv_writes);
                 session.state = state;
                 (actions, None)
             }
@@ -462,9 +624,13 @@ impl Sessions {
             session.hear(&event);
             session.apply(&actions);
         }
-        self.route(session, &actions, was_queued)?;
+        let new_task = self.prepare_task(session, &actions, was_queued)?;
+        if let Some(task) = &new_task {
+            task.stage(&mut batch)?;
+        }
         let faulted = fault.is_some();
-        self.flows.record_step(
+        let verdict = self.flows.record_step(
+            &mut batch,
             &session.flow,
             session.version,
             faulted,
@@ -486,13 +652,24 @@ impl Sessions {
             state: session.state.clone(),
             elapsed_us: result.elapsed.as_micros() as u64,
         };
-        self.store.put_json(
+        batch.put_json(
             Tree::Traces,
-            &format!("{}/{:06}", session.id, session.steps),
+            keys::trace(&session.id, session.steps),
             &entry,
         )?;
-        self.store.put_json(Tree::Sessions, &session.id, session)?;
+        batch.put_json(Tree::Sessions, session.id.as_bytes(), session)?;
+        index_contact(&mut batch, session, first_step);
+        self.store.commit(&batch)?;
         self.store.flush()?;
+
+        // Committed: now the parts that live in memory follow.
+        if let Some(task) = new_task {
+            self.router
+                .admit(task)
+                .map_err(|e| ContactError::Routing(e.to_string()))?;
+        }
+        self.flows.after_step(verdict)?;
+        self.settle_task(session, &actions)?;
         if matches!(session.status, Status::Ended { .. }) {
             self.flows.unpin(&session.flow, session.version);
         }
@@ -509,14 +686,14 @@ impl Sessions {
         })
     }
 
-    /// Creates the task of a contact that just entered a queue, and cancels the open task of
-    /// one that ended. Written with the session, so both are durable together.
-    fn route(
+    /// The task of a contact that just entered a queue, checked and planned, to be written in
+    /// the step's commit.
+    fn prepare_task(
         &self,
         session: &Session,
         actions: &[Action],
         was_queued: bool,
-    ) -> Result<(), ContactError> {
+    ) -> Result<Option<PreparedTask>, ContactError> {
         let entered = matches!(session.status, Status::Queued { .. }) && !was_queued;
         if entered
             && let Some(Action::Enqueue(e)) = actions
@@ -538,19 +715,25 @@ impl Sessions {
                 timeout_secs: u64::from(e.timeout_secs),
                 contact: Some(session.id.clone()),
             };
-            match self.router.create_task(new.clone()) {
-                Ok(_) => {}
+            return match self.router.prepare_task(new.clone()) {
+                Ok(task) => Ok(Some(task)),
                 Err(RouterError::UnknownQueue(queue)) => {
                     // The flow named a queue nobody defined: the contact still reaches a human.
                     tracing::error!(contact = %session.id, flow = %session.flow, queue, "the flow enqueued into an undefined queue; using the fallback queue");
                     new.queue = self.fallback.queue.clone();
                     self.router
-                        .create_task(new)
-                        .map_err(|e| ContactError::Routing(e.to_string()))?;
+                        .prepare_task(new)
+                        .map(Some)
+                        .map_err(|e| ContactError::Routing(e.to_string()))
                 }
-                Err(e) => return Err(ContactError::Routing(e.to_string())),
-            }
+                Err(e) => Err(ContactError::Routing(e.to_string())),
+            };
         }
+        Ok(None)
+    }
+
+    /// Cancels the open task of a contact that ended (or keeps it as a callback to make).
+    fn settle_task(&self, session: &Session, actions: &[Action]) -> Result<(), ContactError> {
         if matches!(session.status, Status::Ended { .. })
             && let Some(task) = self.router.task_of_contact(&session.id)
         {
@@ -587,6 +770,31 @@ impl Sessions {
                 timeout_secs: 0,
             }),
         ]
+    }
+}
+
+/// Keeps the contact indexes in step with a session: listed by start time from its first
+/// step, and among the live contacts (with its pinned version) until it ends.
+fn index_contact(batch: &mut Batch, session: &Session, first_step: bool) {
+    let id = session.id.as_bytes();
+    if matches!(session.status, Status::Ended { .. }) {
+        batch.delete(Tree::LiveContacts, id);
+    } else if first_step {
+        batch.put(
+            Tree::LiveContacts,
+            id,
+            format!("{}/{}", session.flow, session.version),
+        );
+    }
+    if first_step {
+        let started_us = chrono::DateTime::parse_from_rfc3339(&session.created_at)
+            .map(|t| t.timestamp_micros())
+            .unwrap_or_default();
+        batch.put(
+            Tree::ContactsByStart,
+            keys::contact_start(started_us, &session.id),
+            id,
+        );
     }
 }
 

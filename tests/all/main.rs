@@ -11,6 +11,7 @@ mod canary;
 mod chat;
 mod crm;
 mod deploy;
+mod durability;
 mod hot_swap;
 mod js_sdk;
 mod projects;

@@ -332,7 +332,7 @@ fn tasks_survive_sigkill_and_reserved_ones_are_offered_again() {
         None,
     );
     assert_eq!(t["attributes"]["note"], "nobody yet");
-    // The reservation open at the crash was given up; the task was offered again.
+    // The reservation open at the crash still stands after the restart.
     let r = reservation_of(&server, &amy).expect("offered again after the restart");
     let (status, assigned) = act(&server, &amy, &format!("/agent/v1/reservations/{r}/accept"));
     assert_eq!(

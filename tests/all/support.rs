@@ -70,7 +70,14 @@ pub struct Server {
 impl Server {
     /// Starts a server on `data_dir` with extra `serve` arguments.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Starts a server with extra `serve` arguments and environment variables (such as a
+    /// test-only `SWITCHBOARD_FAILPOINT`).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)

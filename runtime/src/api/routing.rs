@@ -90,7 +90,7 @@ async fn routed<T: Send + 'static>(
     blocking(move || {
         let value = work(&rt)?;
         rt.router.flush()?;
-        rt.deliver_outcomes();
+        rt.deliver_news();
         Ok(value)
     })
     .await

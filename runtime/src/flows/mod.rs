@@ -26,7 +26,7 @@ use crate::engine::{CONNECTOR_WORLD, ConnectorPolicy, Engine, FlowComponent, Rej
 /// The flow name under which a CRM connector is deployed: its live version answers every
 /// flow's `crm.lookup`.
 pub const CRM_FLOW: &str = "crm";
-use crate::store::{Store, StoreError, StoreExt, Tree};
+use crate::store::{Batch, Store, StoreError, StoreExt, Tree, keys};
 
 /// An immutable deployed version of a flow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,7 +193,16 @@ pub struct Flows {
 }
 
 fn version_key(flow: &str, version: u64) -> String {
-    format!("{flow}/{version:010}")
+    keys::version(flow, version)
+}
+
+/// What a counted step asks of the flows once its batch is committed.
+#[must_use]
+pub struct StepVerdict {
+    flow: String,
+    version: u64,
+    /// Why the version, a canary, should be aborted.
+    abort: Option<String>,
 }
 
 fn now() -> String {
@@ -321,7 +330,7 @@ impl Flows {
         }
         let version = match self
             .store
-            .last_with_prefix(Tree::Versions, format!("{flow}/").as_bytes())?
+            .last_with_prefix(Tree::Versions, keys::versions_of(flow).as_bytes())?
         {
             Some((key, _)) => parse_version_key(&key) + 1,
             None => 1,
@@ -532,12 +541,13 @@ impl Flows {
     /// version from the next arrival on.
     pub fn record_step(
         &self,
+        batch: &mut Batch,
         flow: &str,
         version: u64,
         faulted: bool,
         new_contact: bool,
         first_fallback: bool,
-    ) -> Result<(), FlowsError> {
+    ) -> Result<StepVerdict, FlowsError> {
         let verdict = {
             let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
             let entry = self.health_entry(&mut health, flow, version)?;
@@ -546,8 +556,7 @@ impl Flows {
             entry.contacts += u64::from(new_contact);
             entry.fallback_contacts += u64::from(first_fallback);
             let snapshot = entry.clone();
-            self.store
-                .put_json(Tree::Health, &version_key(flow, version), &snapshot)?;
+            batch.put_json(Tree::Health, version_key(flow, version), &snapshot)?;
             if faulted && snapshot.aborted.is_none() {
                 snapshot.verdict(
                     self.canary_config.max_fault_rate,
@@ -557,7 +566,23 @@ impl Flows {
                 None
             }
         };
-        if let Some(reason) = verdict {
+        Ok(StepVerdict {
+            flow: flow.to_string(),
+            version,
+            abort: verdict,
+        })
+    }
+
+    /// Acts on a counted step once its batch is committed: a canary over its fault threshold
+    /// is aborted.
+    pub fn after_step(&self, verdict: StepVerdict) -> Result<(), FlowsError> {
+        let StepVerdict {
+            flow,
+            version,
+            abort,
+        } = verdict;
+        let flow = flow.as_str();
+        if let Some(reason) = abort {
             let is_canary = self
                 .record(flow)?
                 .and_then(|r| r.canary)
@@ -711,8 +736,9 @@ impl Flows {
 
     /// All versions of `flow`, oldest first.
     pub fn versions(&self, flow: &str) -> Result<Vec<FlowVersion>, FlowsError> {
-        let versions: Vec<FlowVersion> =
-            self.store.scan_json(Tree::Versions, &format!("{flow}/"))?;
+        let versions: Vec<FlowVersion> = self
+            .store
+            .scan_json(Tree::Versions, &keys::versions_of(flow))?;
         if versions.is_empty() {
             return Err(FlowsError::UnknownFlow(flow.to_string()));
         }
@@ -841,11 +867,7 @@ impl Flows {
 }
 
 fn parse_version_key(key: &[u8]) -> u64 {
-    let text = String::from_utf8_lossy(key);
-    text.rsplit('/')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    keys::version_number(key)
 }
 
 /// The channel a contact to `address` arrives on when the caller does not say.

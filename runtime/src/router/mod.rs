@@ -2,7 +2,8 @@
 //! offered to the longest-idle eligible agent as reservations that time out and move on.
 //! Owns matching and every task state change; each change is written to the store before the
 //! caller is answered (the API flushes). Never runs a flow: what happens to a task of a
-//! contact is handed to the sessions as an outcome.
+//! contact is written to the contact's inbox in the same commit as the change that caused it,
+//! and the sessions deliver it to the flow's next step.
 
 mod expression;
 pub mod model;
@@ -25,7 +26,7 @@ pub use model::{
 pub type Planner = Box<dyn Fn(&Task) -> Option<Plan> + Send + Sync>;
 
 use crate::contract::Channel;
-use crate::store::{Store, StoreError, StoreExt, Tree};
+use crate::store::{Batch, Scan, Store, StoreError, StoreExt, Tree, keys};
 
 /// Where the workflow is kept (a key no queue name can take).
 const WORKFLOW_KEY: &str = "\u{0}workflow";
@@ -34,6 +35,8 @@ const WORKFLOW_KEY: &str = "\u{0}workflow";
 const MAX_MISSED: u32 = 3;
 /// How long finished tasks count in the queue statistics.
 const STATS_WINDOW_MS: u64 = 15 * 60 * 1000;
+/// Set in [`Tree::Meta`] once [`Tree::OpenTasks`] indexes every open task.
+const OPEN_TASKS_INDEXED: &[u8] = b"open-tasks-indexed";
 
 /// Why a router request was refused. Nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +67,9 @@ pub enum RouterError {
     Store(#[from] StoreError),
 }
 
-/// What happened to a task that came from a contact; its flow hears about it.
-#[derive(Debug, Clone, PartialEq)]
+/// What happened to a task that came from a contact; its flow hears about it. Stored in the
+/// contact's inbox ([`Tree::Inbox`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     /// The contact.
     pub contact: String,
@@ -78,10 +82,14 @@ pub struct Outcome {
 }
 
 /// What a contact's flow is told about its task.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "news", rename_all = "kebab-case")]
 pub enum News {
     /// `assigned`, `completed`, `timed-out` or `canceled`.
-    Status(crate::contract::TaskStatus),
+    Status {
+        /// The new status.
+        status: crate::contract::TaskStatus,
+    },
     /// Still waiting.
     Waiting {
         /// Seconds waited.
@@ -89,6 +97,34 @@ pub enum News {
         /// Place in line, from 1.
         position: u32,
     },
+}
+
+impl Outcome {
+    /// The event the contact's flow hears.
+    pub fn event(&self) -> crate::contract::Event {
+        match &self.news {
+            News::Status { status } => crate::contract::Event::TaskOutcome {
+                queue: self.queue.clone(),
+                status: *status,
+                agent: self.agent.clone(),
+            },
+            News::Waiting {
+                waited_secs,
+                position,
+            } => crate::contract::Event::QueueWait {
+                queue: self.queue.clone(),
+                waited_secs: *waited_secs,
+                position: *position,
+            },
+        }
+    }
+}
+
+impl News {
+    /// News of a task's new status.
+    pub fn of(status: crate::contract::TaskStatus) -> News {
+        News::Status { status }
+    }
 }
 
 /// A new task.
@@ -113,6 +149,88 @@ pub struct NewTask {
     pub contact: Option<String>,
 }
 
+/// A checked and planned task, not stored yet (see [`Router::prepare_task`]).
+pub struct PreparedTask {
+    task: Task,
+    targets: Option<Vec<(Expression, u64)>>,
+}
+
+impl PreparedTask {
+    /// Adds the task's writes to `batch`.
+    pub fn stage(&self, batch: &mut Batch) -> Result<(), StoreError> {
+        stage_task(batch, &self.task)
+    }
+
+    /// The task as it will be stored.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+}
+
+/// Stages a task's record and keeps the open-task index in step with it.
+fn stage_task(batch: &mut Batch, task: &Task) -> Result<(), StoreError> {
+    batch.put_json(Tree::Tasks, task.id.as_bytes(), task)?;
+    if task.status.is_final() {
+        batch.delete(Tree::OpenTasks, task.id.as_bytes());
+    } else {
+        batch.put(Tree::OpenTasks, task.id.as_bytes(), Vec::new());
+    }
+    Ok(())
+}
+
+/// Stages an agent's record.
+fn stage_agent(batch: &mut Batch, record: &WorkerRecord) -> Result<(), StoreError> {
+    batch.put_json(Tree::Agents, record.name.as_bytes(), record)
+}
+
+/// Stages a statistics event of a queue and adds it to the in-memory window.
+fn stage_queue_event(
+    batch: &mut Batch,
+    queue: &mut Queue,
+    at: u64,
+    task: &str,
+    event: QueueEvent,
+) -> Result<(), StoreError> {
+    let key = keys::queue_event(&queue.config.name, at, task);
+    batch.put_json(Tree::QueueEvents, key.into_bytes(), &event)?;
+    match event {
+        QueueEvent::Answered { waited_ms } => queue.answered.push_back((at, waited_ms)),
+        QueueEvent::Abandoned => queue.canceled.push_back(at),
+    }
+    Ok(())
+}
+
+/// Fills a queue's statistics window from its stored events (a bounded scan of the window).
+fn load_window(store: &dyn Store, queue: &mut Queue, now: u64) -> Result<(), StoreError> {
+    const PAGE: usize = 4096;
+    let prefix = keys::queue_events_of(&queue.config.name);
+    let mut cursor =
+        keys::queue_events_since(&queue.config.name, now.saturating_sub(STATS_WINDOW_MS))
+            .into_bytes();
+    loop {
+        let page = store.scan(
+            Tree::QueueEvents,
+            &Scan::prefix(prefix.as_bytes(), PAGE).after(&cursor),
+        )?;
+        for (key, value) in &page {
+            let at = key
+                .split(|b| *b == b'/')
+                .nth(1)
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            match crate::store::decode::<QueueEvent>(Tree::QueueEvents, key, value)? {
+                QueueEvent::Answered { waited_ms } => queue.answered.push_back((at, waited_ms)),
+                QueueEvent::Abandoned => queue.canceled.push_back(at),
+            }
+        }
+        match page.last() {
+            Some((last, _)) if page.len() == PAGE => cursor = last.clone(),
+            _ => return Ok(()),
+        }
+    }
+}
+
 fn voice() -> Channel {
     Channel::Voice
 }
@@ -128,15 +246,26 @@ struct Queue {
     members: HashSet<String>,
     /// Waiting tasks: (priority key, created, id).
     waiting: BTreeSet<(Reverse<i32>, u64, String)>,
-    /// (finished at, waited ms, answered) of tasks assigned in the stats window.
+    /// (answered at, waited ms) of tasks answered in the stats window; a cache of
+    /// [`Tree::QueueEvents`], rebuilt from it at start-up.
     answered: VecDeque<(u64, u64)>,
+    /// When tasks were abandoned (canceled or timed out) in the stats window; as `answered`.
     canceled: VecDeque<u64>,
+}
+
+/// How a task left the line, as kept for the statistics window ([`Tree::QueueEvents`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+enum QueueEvent {
+    /// An agent accepted it after `waited_ms`.
+    Answered { waited_ms: u64 },
+    /// It was canceled or timed out before anyone accepted it.
+    Abandoned,
 }
 
 struct Worker {
     record: WorkerRecord,
     busy: HashMap<Channel, u32>,
-    idle_since_ms: u64,
     reservation: Option<String>,
     /// Its entry in the idle index, when it has one.
     idle_key: Option<(u64, String)>,
@@ -184,7 +313,6 @@ pub struct Notice {
 pub struct Router {
     store: Arc<dyn Store>,
     state: Mutex<State>,
-    outcomes: Mutex<Vec<Outcome>>,
     notices: tokio::sync::broadcast::Sender<Notice>,
     planner: std::sync::RwLock<Option<Planner>>,
     workflow: std::sync::RwLock<(Workflow, Vec<Expression>)>,
@@ -234,7 +362,6 @@ impl Router {
         let router = Router {
             store,
             state: Mutex::new(State::default()),
-            outcomes: Mutex::new(Vec::new()),
             notices: tokio::sync::broadcast::channel(1024).0,
             planner: std::sync::RwLock::new(None),
             workflow: std::sync::RwLock::new((Workflow::default(), Vec::new())),
@@ -244,6 +371,9 @@ impl Router {
         Ok(router)
     }
 
+    /// Loads the router's state: queues and agents (admin-sized trees), the open tasks (by
+    /// their index, never the whole task history), open reservations with their remaining
+    /// time, and the statistics window from the stored queue events.
     fn load(&self) -> Result<(), RouterError> {
         let now = (self.clock)();
         if let Some(workflow) = self
@@ -254,10 +384,12 @@ impl Router {
             *self.workflow.write().unwrap_or_else(|p| p.into_inner()) = (workflow, compiled);
         }
         let mut state = self.lock();
-        for record in self.store.scan_json::<WorkerRecord>(Tree::Workers, "")? {
+        for mut record in self.store.scan_json::<WorkerRecord>(Tree::Agents, "")? {
+            if record.idle_since_ms == 0 {
+                record.idle_since_ms = now;
+            }
             let worker = Worker {
                 busy: HashMap::new(),
-                idle_since_ms: now,
                 reservation: None,
                 idle_key: None,
                 record,
@@ -268,28 +400,54 @@ impl Router {
             if key == WORKFLOW_KEY.as_bytes() {
                 continue;
             }
-            let config: QueueConfig =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                    tree: "queues",
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    why: e.to_string(),
-                })?;
-            let queue = compile_queue(config)?;
+            let config: QueueConfig = crate::store::decode(Tree::Queues, &key, &bytes)?;
+            let mut queue = compile_queue(config)?;
+            load_window(&*self.store, &mut queue, now)?;
             state.queues.insert(queue.config.name.clone(), queue);
         }
         let names: Vec<String> = state.queues.keys().cloned().collect();
         for name in names {
             refresh_members(&mut state, &name);
         }
-        for mut task in self.store.scan_json::<Task>(Tree::Tasks, "")? {
+        let mut batch = Batch::new();
+        for id in self.open_task_ids()? {
+            let Some(mut task) = self.store.get_json::<Task>(Tree::Tasks, &id)? else {
+                batch.delete(Tree::OpenTasks, id.as_bytes());
+                continue;
+            };
             if task.status.is_final() {
+                batch.delete(Tree::OpenTasks, id.as_bytes());
                 continue;
             }
             if task.status == TaskStatus::Reserved {
-                task.status = TaskStatus::Pending;
-                task.worker = None;
-                task.reservation = None;
-                self.store.put_json(Tree::Tasks, &task.id, &task)?;
+                // The offer stands, with the time it had left; one whose agent is gone, or
+                // stored before offers were kept, is made afresh.
+                match (&task.reservation, &task.worker, task.reserved_until_ms) {
+                    (Some(r), Some(worker), Some(until))
+                        if state
+                            .workers
+                            .get(worker)
+                            .is_some_and(|w| w.reservation.is_none()) =>
+                    {
+                        let reservation = Reservation {
+                            id: r.clone(),
+                            task: task.id.clone(),
+                            worker: worker.clone(),
+                            expires_ms: until,
+                        };
+                        if let Some(w) = state.workers.get_mut(worker) {
+                            w.reservation = Some(r.clone());
+                        }
+                        state.reservations.insert(r.clone(), reservation);
+                    }
+                    _ => {
+                        task.status = TaskStatus::Pending;
+                        task.worker = None;
+                        task.reservation = None;
+                        task.reserved_until_ms = None;
+                        batch.put_json(Tree::Tasks, task.id.as_bytes(), &task)?;
+                    }
+                }
             }
             if let Some(worker) = task.worker.clone()
                 && let Some(w) = state.workers.get_mut(&worker)
@@ -313,11 +471,44 @@ impl Router {
             update_idle(&mut state, &name);
         }
         drop(state);
+        self.store.commit(&batch)?;
         self.store.flush()?;
         self.assign_all()?;
         Ok(())
     }
 
+    /// The ids of every task not yet finished, from their index (built once from the tasks
+    /// themselves for a store written before the index existed).
+    fn open_task_ids(&self) -> Result<Vec<String>, RouterError> {
+        const PAGE: usize = 1024;
+        if self.store.get(Tree::Meta, OPEN_TASKS_INDEXED)?.is_none() {
+            let mut batch = Batch::new();
+            for task in self.store.scan_json::<Task>(Tree::Tasks, "")? {
+                if !task.status.is_final() {
+                    batch.put(Tree::OpenTasks, task.id.as_bytes(), Vec::new());
+                }
+            }
+            batch.put(Tree::Meta, OPEN_TASKS_INDEXED, b"1".to_vec());
+            self.store.commit(&batch)?;
+        }
+        let mut ids = Vec::new();
+        loop {
+            let last = ids.last().map(|id: &String| id.as_bytes().to_vec());
+            let mut scan = Scan::prefix(b"", PAGE);
+            if let Some(last) = &last {
+                scan = scan.after(last);
+            }
+            let page = self.store.scan(Tree::OpenTasks, &scan)?;
+            let full = page.len() == PAGE;
+            ids.extend(
+                page.into_iter()
+                    .map(|(k, _)| String::from_utf8_lossy(&k).into_owned()),
+            );
+            if !full {
+                return Ok(ids);
+            }
+        }
+    }
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -387,23 +578,40 @@ impl Router {
         self.notices.subscribe()
     }
 
-    /// Outcomes for contacts since the last call, oldest first.
-    pub fn take_outcomes(&self) -> Vec<Outcome> {
-        std::mem::take(&mut *self.outcomes.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Stages news for the flow of a task's contact, if it has one: written in the same
+    /// commit as the change, heard by the contact's next step.
+    fn stage_news(&self, batch: &mut Batch, task: &Task, news: News) -> Result<(), RouterError> {
+        match &task.contact {
+            Some(contact) => {
+                self.stage_outcome(batch, contact, &task.queue, news, task.worker.clone())
+            }
+            None => Ok(()),
+        }
     }
 
-    fn outcome(&self, task: &Task, status: crate::contract::TaskStatus) {
-        if let Some(contact) = &task.contact {
-            self.outcomes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(Outcome {
-                    contact: contact.clone(),
-                    queue: task.queue.clone(),
-                    news: News::Status(status),
-                    agent: task.worker.clone(),
-                });
-        }
+    fn stage_outcome(
+        &self,
+        batch: &mut Batch,
+        contact: &str,
+        queue: &str,
+        news: News,
+        agent: Option<String>,
+    ) -> Result<(), RouterError> {
+        let outcome = Outcome {
+            contact: contact.to_string(),
+            queue: queue.to_string(),
+            news,
+            agent,
+        };
+        let key = keys::inbox(contact, self.store.next_id()?);
+        batch.put_json(Tree::Inbox, key.into_bytes(), &outcome)?;
+        Ok(())
+    }
+
+    /// Commits one router change and makes it durable.
+    fn commit(&self, batch: Batch) -> Result<(), RouterError> {
+        self.store.commit(&batch)?;
+        Ok(())
     }
 
     /// Defines (or redefines) a queue. Expressions are compiled first: a bad one changes
@@ -486,9 +694,9 @@ impl Router {
                             .map(|t| crate::channels::sip::digest::ha1(name, t))
                             .unwrap_or_default(),
                         missed_in_a_row: 0,
+                        idle_since_ms: now,
                     },
                     busy: HashMap::new(),
-                    idle_since_ms: now,
                     reservation: None,
                     idle_key: None,
                 });
@@ -497,7 +705,7 @@ impl Router {
             let record = worker.record.clone();
             refresh_membership_of(&mut state, name);
             update_idle(&mut state, name);
-            self.store.put_json(Tree::Workers, name, &record)?;
+            self.store.put_json(Tree::Agents, name, &record)?;
             (record, token)
         };
         self.assign_all()?;
@@ -558,13 +766,13 @@ impl Router {
                 .get_mut(name)
                 .ok_or_else(|| RouterError::UnknownWorker(name.into()))?;
             if w.record.activity != "available" && activity == "available" {
-                w.idle_since_ms = now;
+                w.record.idle_since_ms = now;
                 w.record.missed_in_a_row = 0;
             }
             w.record.activity = activity.to_string();
             let record = w.record.clone();
             update_idle(&mut state, name);
-            self.store.put_json(Tree::Workers, name, &record)?;
+            self.store.put_json(Tree::Agents, name, &record)?;
             record
         };
         self.assign_all()?;
@@ -572,7 +780,18 @@ impl Router {
     }
 
     /// Creates a task and offers it at once if an agent is free.
-    pub fn create_task(&self, mut new: NewTask) -> Result<Task, RouterError> {
+    pub fn create_task(&self, new: NewTask) -> Result<Task, RouterError> {
+        let prepared = self.prepare_task(new)?;
+        let mut batch = Batch::new();
+        prepared.stage(&mut batch)?;
+        self.commit(batch)?;
+        self.admit(prepared)
+    }
+
+    /// Checks and plans a new task without changing anything: stage it in a batch
+    /// ([`PreparedTask::stage`]) and, once that batch is committed, [`Router::admit`] it.
+    /// This is how a contact's step creates its task in the step's own commit.
+    pub fn prepare_task(&self, mut new: NewTask) -> Result<PreparedTask, RouterError> {
         if !new.attributes.is_object() {
             return Err(RouterError::Invalid(
                 "a task's attributes are a JSON object".into(),
@@ -603,47 +822,61 @@ impl Router {
             }
             None => None,
         };
+        let state = self.lock();
+        let now = (self.clock)();
+        let queue = state
+            .queues
+            .get(&new.queue)
+            .ok_or_else(|| RouterError::UnknownQueue(new.queue.clone()))?;
+        let timeout = if new.timeout_secs > 0 {
+            new.timeout_secs
+        } else {
+            queue.config.task_timeout_secs
+        };
+        let task = Task {
+            id: id.clone(),
+            queue: new.queue.clone(),
+            channel: new.channel,
+            priority: new.priority,
+            attributes: new.attributes,
+            status: TaskStatus::Pending,
+            created_ms: now,
+            target: 0,
+            target_since_ms: now,
+            timeout_ms: now + timeout * 1000,
+            worker: None,
+            reservation: None,
+            passed_by: Vec::new(),
+            contact: new.contact,
+            assigned_ms: None,
+            wrapup: None,
+            reason: None,
+            last_wait_ms: now,
+            plan: compiled.as_ref().map(|(targets, _)| targets.clone()),
+            reserved_until_ms: None,
+        };
+        Ok(PreparedTask {
+            task,
+            targets: compiled.map(|(_, targets)| targets),
+        })
+    }
+
+    /// Takes in a task whose [`PreparedTask::stage`] batch was committed, and offers it.
+    pub fn admit(&self, prepared: PreparedTask) -> Result<Task, RouterError> {
+        let id = prepared.task.id.clone();
+        let queue = prepared.task.queue.clone();
         {
             let mut state = self.lock();
-            let now = (self.clock)();
-            let queue = state
-                .queues
-                .get_mut(&new.queue)
-                .ok_or_else(|| RouterError::UnknownQueue(new.queue.clone()))?;
-            let timeout = if new.timeout_secs > 0 {
-                new.timeout_secs
-            } else {
-                queue.config.task_timeout_secs
-            };
-            let task = Task {
-                id: id.clone(),
-                queue: new.queue.clone(),
-                channel: new.channel,
-                priority: new.priority,
-                attributes: new.attributes,
-                status: TaskStatus::Pending,
-                created_ms: now,
-                target: 0,
-                target_since_ms: now,
-                timeout_ms: now + timeout * 1000,
-                worker: None,
-                reservation: None,
-                passed_by: Vec::new(),
-                contact: new.contact,
-                assigned_ms: None,
-                wrapup: None,
-                reason: None,
-                last_wait_ms: now,
-                plan: compiled.as_ref().map(|(targets, _)| targets.clone()),
-            };
-            queue.waiting.insert(waiting_key(queue.config.order, &task));
-            self.store.put_json(Tree::Tasks, &task.id, &task)?;
-            if let Some((_, targets)) = compiled {
+            if let Some(q) = state.queues.get_mut(&queue) {
+                q.waiting
+                    .insert(waiting_key(q.config.order, &prepared.task));
+            }
+            if let Some(targets) = prepared.targets {
                 state.plans.insert(id.clone(), targets);
             }
-            state.tasks.insert(id.clone(), task);
+            state.tasks.insert(id.clone(), prepared.task);
         }
-        self.assign_queue(&new.queue)?;
+        self.assign_queue(&queue)?;
         self.task(&id)
     }
 
@@ -671,6 +904,7 @@ impl Router {
             reason: None,
             last_wait_ms: 0,
             plan: None,
+            reserved_until_ms: None,
         };
         planner(&draft)
     }
@@ -713,17 +947,30 @@ impl Router {
             .ok_or_else(|| RouterError::UnknownTask(r.task.clone()))?;
         task.status = TaskStatus::Assigned;
         task.reservation = None;
+        task.reserved_until_ms = None;
         task.assigned_ms = Some(now);
         let task = task.clone();
+        let mut batch = Batch::new();
         if let Some(q) = state.queues.get_mut(&task.queue) {
-            q.answered
-                .push_back((now, now.saturating_sub(task.created_ms)));
+            let waited_ms = now.saturating_sub(task.created_ms);
+            stage_queue_event(
+                &mut batch,
+                q,
+                now,
+                &task.id,
+                QueueEvent::Answered { waited_ms },
+            )?;
         }
         update_idle(&mut state, worker);
-        self.store.put_json(Tree::Workers, worker, &record)?;
-        self.store.put_json(Tree::Tasks, &task.id, &task)?;
+        stage_agent(&mut batch, &record)?;
+        stage_task(&mut batch, &task)?;
+        self.stage_news(
+            &mut batch,
+            &task,
+            News::of(crate::contract::TaskStatus::Assigned),
+        )?;
+        self.commit(batch)?;
         drop(state);
-        self.outcome(&task, crate::contract::TaskStatus::Assigned);
         self.assign_all()?;
         Ok(task)
     }
@@ -733,13 +980,23 @@ impl Router {
         let task = {
             let mut state = self.lock();
             let r = open_reservation(&state, worker, reservation)?;
-            self.release_reservation(&mut state, &r)?
+            let mut batch = Batch::new();
+            let task = release_reservation(&mut batch, &mut state, &r)?;
+            self.commit(batch)?;
+            task
         };
         self.assign_all()?;
         Ok(task)
     }
+}
 
-    fn release_reservation(&self, state: &mut State, r: &Reservation) -> Result<Task, RouterError> {
+/// Withdraws an offer: the task waits again, the agent is free again.
+fn release_reservation(
+    batch: &mut Batch,
+    state: &mut State,
+    r: &Reservation,
+) -> Result<Task, RouterError> {
+    {
         state.reservations.remove(&r.id);
         let task = state
             .tasks
@@ -747,6 +1004,7 @@ impl Router {
             .ok_or_else(|| RouterError::UnknownTask(r.task.clone()))?;
         task.status = TaskStatus::Pending;
         task.reservation = None;
+        task.reserved_until_ms = None;
         task.worker = None;
         task.passed_by.push(r.worker.clone());
         let task = task.clone();
@@ -760,10 +1018,12 @@ impl Router {
             }
         }
         update_idle(state, &r.worker);
-        self.store.put_json(Tree::Tasks, &task.id, &task)?;
+        stage_task(batch, &task)?;
         Ok(task)
     }
+}
 
+impl Router {
     /// The agent finished the task, with wrap-up notes.
     pub fn complete(
         &self,
@@ -782,9 +1042,23 @@ impl Router {
                     "task {task} is not assigned to {worker}"
                 )));
             }
-            self.finish(&mut state, task, TaskStatus::Completed, wrapup, None)?
+            let mut batch = Batch::new();
+            let done = self.finish(
+                &mut batch,
+                &mut state,
+                task,
+                TaskStatus::Completed,
+                wrapup,
+                None,
+            )?;
+            self.stage_news(
+                &mut batch,
+                &done,
+                News::of(crate::contract::TaskStatus::Completed),
+            )?;
+            self.commit(batch)?;
+            done
         };
-        self.outcome(&done, crate::contract::TaskStatus::Completed);
         self.assign_all()?;
         Ok(done)
     }
@@ -807,6 +1081,7 @@ impl Router {
                 .get(id)
                 .cloned()
                 .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+            let mut batch = Batch::new();
             match task.status {
                 TaskStatus::Pending => {}
                 TaskStatus::Reserved => {
@@ -816,7 +1091,7 @@ impl Router {
                         .and_then(|r| state.reservations.get(r))
                         .cloned()
                     {
-                        self.release_reservation(&mut state, &r)?;
+                        release_reservation(&mut batch, &mut state, &r)?;
                     }
                 }
                 other => {
@@ -845,7 +1120,8 @@ impl Router {
             }
             let q = state.queues.get_mut(queue).expect("checked above");
             q.waiting.insert(waiting_key(q.config.order, &snapshot));
-            self.store.put_json(Tree::Tasks, id, &snapshot)?;
+            stage_task(&mut batch, &snapshot)?;
+            self.commit(batch)?;
             snapshot
         };
         self.assign_all()?;
@@ -865,7 +1141,9 @@ impl Router {
         }
         task.contact = None;
         let snapshot = task.clone();
-        self.store.put_json(Tree::Tasks, id, &snapshot)?;
+        let mut batch = Batch::new();
+        stage_task(&mut batch, &snapshot)?;
+        self.commit(batch)?;
         Ok(snapshot)
     }
 
@@ -883,21 +1161,30 @@ impl Router {
                     t.status
                 )));
             }
-            self.finish(
+            let mut batch = Batch::new();
+            let done = self.finish(
+                &mut batch,
                 &mut state,
                 task,
                 TaskStatus::Canceled,
                 None,
                 Some(reason.to_string()),
-            )?
+            )?;
+            self.stage_news(
+                &mut batch,
+                &done,
+                News::of(crate::contract::TaskStatus::Canceled),
+            )?;
+            self.commit(batch)?;
+            done
         };
-        self.outcome(&done, crate::contract::TaskStatus::Canceled);
         self.assign_all()?;
         Ok(done)
     }
 
     fn finish(
         &self,
+        batch: &mut Batch,
         state: &mut State,
         id: &str,
         status: TaskStatus,
@@ -917,7 +1204,7 @@ impl Router {
         if let Some(q) = state.queues.get_mut(&task.queue) {
             q.waiting.remove(&waiting_key(q.config.order, &task));
             if status == TaskStatus::Canceled {
-                q.canceled.push_back(now);
+                stage_queue_event(batch, q, now, &task.id, QueueEvent::Abandoned)?;
             }
         }
         if let Some(name) = task.worker.clone()
@@ -929,13 +1216,15 @@ impl Router {
             if let Some(n) = w.busy.get_mut(&task.channel) {
                 *n = n.saturating_sub(1);
             }
-            w.idle_since_ms = now;
+            w.record.idle_since_ms = now;
+            stage_agent(batch, &w.record)?;
             update_idle(state, &name);
         }
         task.status = status;
+        task.reserved_until_ms = None;
         task.wrapup = wrapup;
         task.reason = reason;
-        self.store.put_json(Tree::Tasks, &task.id, &task)?;
+        stage_task(batch, &task)?;
         Ok(task)
     }
 
@@ -947,6 +1236,7 @@ impl Router {
         let mut timed_out = Vec::new();
         {
             let mut state = self.lock();
+            let mut batch = Batch::new();
             let expired: Vec<Reservation> = state
                 .reservations
                 .values()
@@ -954,16 +1244,15 @@ impl Router {
                 .cloned()
                 .collect();
             for r in expired {
-                self.release_reservation(&mut state, &r)?;
+                release_reservation(&mut batch, &mut state, &r)?;
                 if let Some(w) = state.workers.get_mut(&r.worker) {
                     w.record.missed_in_a_row += 1;
                     if w.record.missed_in_a_row >= MAX_MISSED {
                         tracing::warn!(agent = %r.worker, "agent let {MAX_MISSED} reservations time out in a row; made unavailable");
                         w.record.activity = "unavailable".into();
                     }
-                    let record = w.record.clone();
+                    stage_agent(&mut batch, &w.record)?;
                     update_idle(&mut state, &r.worker);
-                    self.store.put_json(Tree::Workers, &r.worker, &record)?;
                 }
             }
             let mut waits = Vec::new();
@@ -993,19 +1282,13 @@ impl Router {
             for (id, contact, queue, waited_secs, position) in waits {
                 if let Some(task) = state.tasks.get_mut(&id) {
                     task.last_wait_ms = now;
+                    stage_task(&mut batch, task)?;
                 }
-                self.outcomes
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(Outcome {
-                        contact,
-                        queue,
-                        news: News::Waiting {
-                            waited_secs,
-                            position,
-                        },
-                        agent: None,
-                    });
+                let news = News::Waiting {
+                    waited_secs,
+                    position,
+                };
+                self.stage_outcome(&mut batch, &contact, &queue, news, None)?;
             }
             let mut escalate = Vec::new();
             for task in state.tasks.values() {
@@ -1031,24 +1314,22 @@ impl Router {
                     task.target += 1;
                     task.target_since_ms = now;
                     task.passed_by.clear();
-                    let snapshot = task.clone();
-                    self.store.put_json(Tree::Tasks, &id, &snapshot)?;
+                    stage_task(&mut batch, task)?;
                 }
             }
-            let mut finished = Vec::new();
             for id in &timed_out {
-                finished.push(self.finish(
+                let task = self.finish(
+                    &mut batch,
                     &mut state,
                     id,
                     TaskStatus::Canceled,
                     None,
                     Some("timed out waiting for an agent".into()),
-                )?);
+                )?;
+                let news = News::of(crate::contract::TaskStatus::TimedOut);
+                self.stage_news(&mut batch, &task, news)?;
             }
-            drop(state);
-            for task in finished {
-                self.outcome(&task, crate::contract::TaskStatus::TimedOut);
-            }
+            self.commit(batch)?;
         }
         self.assign_all()
     }
@@ -1072,6 +1353,8 @@ impl Router {
             return Ok(());
         }
         let waiting: Vec<String> = q.waiting.iter().map(|(_, _, id)| id.clone()).collect();
+        let mut batch = Batch::new();
+        let mut notices = Vec::new();
         for id in waiting {
             if state.idle.is_empty() {
                 break;
@@ -1091,6 +1374,7 @@ impl Router {
             task.status = TaskStatus::Reserved;
             task.worker = Some(worker.clone());
             task.reservation = Some(reservation.id.clone());
+            task.reserved_until_ms = Some(reservation.expires_ms);
             let snapshot = task.clone();
             let channel = snapshot.channel;
             state
@@ -1106,16 +1390,20 @@ impl Router {
             w.reservation = Some(reservation.id.clone());
             *w.busy.entry(channel).or_default() += 1;
             update_idle(&mut state, &worker);
-            self.store.put_json(Tree::Tasks, &id, &snapshot)?;
+            stage_task(&mut batch, &snapshot)?;
             state
                 .reservations
                 .insert(reservation.id.clone(), reservation.clone());
-            // Nobody listening is fine: the agent sees it on the next poll.
-            let _ = self.notices.send(Notice {
+            notices.push(Notice {
                 worker,
                 reservation,
                 task: snapshot,
             });
+        }
+        self.commit(batch)?;
+        for notice in notices {
+            // Nobody listening is fine: the agent sees it on the next poll.
+            let _ = self.notices.send(notice);
         }
         Ok(())
     }
@@ -1389,7 +1677,7 @@ fn update_idle(state: &mut State, name: &str) {
         return;
     };
     let eligible = w.available() && w.has_any_room();
-    let key = eligible.then(|| (w.idle_since_ms, name.to_string()));
+    let key = eligible.then(|| (w.record.idle_since_ms, name.to_string()));
     if w.idle_key == key {
         return;
     }

@@ -117,6 +117,10 @@ pub struct WorkerRecord {
     /// Reservations let time out in a row; at 3 the agent is made `unavailable`.
     #[serde(default)]
     pub missed_in_a_row: u32,
+    /// Since when (ms) the agent has been idle: the longest-idle agent is offered first, and
+    /// a restart keeps the order.
+    #[serde(default)]
+    pub idle_since_ms: u64,
 }
 
 /// A contact (or any work item) waiting for, or handled by, a human.
@@ -163,6 +167,10 @@ pub struct Task {
     /// The routing plan a router component gave this task, replacing the queue's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<Target>>,
+    /// When the open reservation times out (ms), while the task is reserved: a restart keeps
+    /// the offer and its remaining time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_until_ms: Option<u64>,
 }
 
 /// A router component's decision for a task.

@@ -960,7 +960,7 @@ impl Call {
                 let _ = tokio::task::spawn_blocking(move || {
                     let _ = rt.router.set_activity(&agent, "unavailable");
                     let _ = rt.router.cancel(&task, &reason);
-                    rt.deliver_outcomes();
+                    rt.deliver_news();
                 })
                 .await;
             }
@@ -990,7 +990,7 @@ impl Call {
             if let Err(e) = rt.router.complete(&agent, &task, Some(wrapup)) {
                 tracing::debug!(task, error = %e, "task not completed by the call");
             }
-            rt.deliver_outcomes();
+            rt.deliver_news();
         })
         .await;
     }

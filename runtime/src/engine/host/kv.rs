@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{Source, StepState};
 use crate::engine::bindings::switchboard::flow::kv::Host;
-use crate::store::{Store, StoreError, Tree};
+use crate::store::{Batch, Tree};
 
 /// Longest key a flow may use.
 const MAX_KEY: usize = 256;
@@ -29,11 +29,7 @@ pub struct KvWrite {
 }
 
 fn store_key(flow: &str, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(flow.len() + 1 + key.len());
-    k.extend_from_slice(flow.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k
+    crate::store::keys::kv(flow, key)
 }
 
 impl Pending {
@@ -46,16 +42,15 @@ impl Pending {
     }
 }
 
-/// Applies a successful step's writes for `flow` (not flushed: the session write that follows
-/// is flushed with them).
-pub fn apply(store: &dyn Store, flow: &str, writes: &[KvWrite]) -> Result<(), StoreError> {
+/// Stages a successful step's writes for `flow` in the step's batch: they land with the
+/// session or not at all.
+pub fn stage(batch: &mut Batch, flow: &str, writes: &[KvWrite]) {
     for w in writes {
         match &w.value {
-            Some(v) => store.put(Tree::Kv, &store_key(flow, &w.key), v)?,
-            None => store.delete(Tree::Kv, &store_key(flow, &w.key))?,
+            Some(v) => batch.put(Tree::Kv, store_key(flow, &w.key), v.clone()),
+            None => batch.delete(Tree::Kv, store_key(flow, &w.key)),
         }
     }
-    Ok(())
 }
 
 impl Host for StepState {

@@ -22,7 +22,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use clock::Clock;
 pub use crm::index_key as crm_index_key;
-pub use kv::{KvWrite, apply as apply_kv_writes};
+pub use kv::{KvWrite, stage as stage_kv_writes};
 pub use settings::{all as settings_of, key as settings_key};
 pub use sleep::add_bounded_clock;
 

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{Source, StepState};
 use crate::engine::bindings::switchboard::flow::config::Host;
-use crate::store::{Store, StoreError, Tree};
+use crate::store::{Store, StoreError, StoreExt, Tree};
 
 /// The store key of setting `key` of `flow`.
 pub fn key(flow: &str, key: &str) -> Vec<u8> {

@@ -1,0 +1,430 @@
+//! Durable storage behind one narrow trait: named trees of ordered byte keys, changed only by
+//! atomic batches whose preconditions (compare-and-swap checks) either all hold or change
+//! nothing, and read by point lookups and bounded ordered scans. The embedded default is sled
+//! ([`SledStore`]); unit tests use [`MemoryStore`]; a cluster puts the same trait over an
+//! existing database. Every backend passes one conformance suite (`conformance.rs`).
+//!
+//! This module owns bytes, atomicity and durability only; it never interprets what it
+//! stores. Key formats live in [`keys`], values are JSON ([`StoreExt`]).
+
+pub mod keys;
+mod memory;
+mod sled_store;
+
+#[cfg(test)]
+mod conformance;
+
+use std::ops::Bound;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+/// The trees Switchboard keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// Flow name -> its record (live version).
+    Flows,
+    /// `flow/seq` -> an immutable flow version.
+    Versions,
+    /// Contact id -> its session.
+    Sessions,
+    /// `contact/step` -> one recorded step.
+    Traces,
+    /// `flow\0key` -> a flow's durable value.
+    Kv,
+    /// `flow\0key` -> a flow's setting.
+    Settings,
+    /// Customer records and their lookup indexes.
+    Customers,
+    /// Entry-point address -> the flow it starts.
+    EntryPoints,
+    /// Token name -> its hash and role.
+    Tokens,
+    /// Time-ordered audit entries.
+    Audit,
+    /// `flow/seq` -> how a version has been doing.
+    Health,
+    /// Queue name -> its configuration and routing plan.
+    Queues,
+    /// Agent name -> the agent.
+    Agents,
+    /// Task id -> the task.
+    Tasks,
+    /// A channel's own key (a Twilio CallSid, an SMS conversation) -> the contact.
+    ChannelKeys,
+    /// `contact/seq` -> news for the contact's flow, waiting for its next step.
+    Inbox,
+    /// Contact id -> `flow/version` of every contact not yet ended (pins after a restart).
+    LiveContacts,
+    /// `created/contact` -> contact id: contacts newest last, for bounded listings.
+    ContactsByStart,
+    /// Task id -> nothing: the tasks not yet finished (loaded at start-up).
+    OpenTasks,
+    /// `queue/at_ms/task` -> a task answered or abandoned then: the statistics window, read
+    /// by time, so a restart keeps it.
+    QueueEvents,
+    /// Schema version and other facts about the store itself.
+    Meta,
+}
+
+impl Tree {
+    /// Every tree, in the order backends index them.
+    pub const ALL: [Tree; 21] = [
+        Tree::Flows,
+        Tree::Versions,
+        Tree::Sessions,
+        Tree::Traces,
+        Tree::Kv,
+        Tree::Settings,
+        Tree::Customers,
+        Tree::EntryPoints,
+        Tree::Tokens,
+        Tree::Audit,
+        Tree::Health,
+        Tree::Queues,
+        Tree::Agents,
+        Tree::Tasks,
+        Tree::ChannelKeys,
+        Tree::Inbox,
+        Tree::LiveContacts,
+        Tree::ContactsByStart,
+        Tree::OpenTasks,
+        Tree::QueueEvents,
+        Tree::Meta,
+    ];
+
+    /// The tree's stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Flows => "flows",
+            Tree::Versions => "versions",
+            Tree::Sessions => "sessions",
+            Tree::Traces => "traces",
+            Tree::Kv => "kv",
+            Tree::Settings => "settings",
+            Tree::Customers => "customers",
+            Tree::EntryPoints => "entry_points",
+            Tree::Tokens => "tokens",
+            Tree::Audit => "audit",
+            Tree::Health => "health",
+            Tree::Queues => "queues",
+            // The stored name predates "agent" as the one word: renaming it would orphan data.
+            Tree::Agents => "workers",
+            Tree::Tasks => "tasks",
+            Tree::ChannelKeys => "channel_keys",
+            Tree::Inbox => "inbox",
+            Tree::LiveContacts => "live_contacts",
+            Tree::ContactsByStart => "contacts_by_start",
+            Tree::OpenTasks => "open_tasks",
+            Tree::QueueEvents => "queue_events",
+            Tree::Meta => "meta",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The storage failed, or a batch's check did not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed.
+    #[error("the store failed: {0} (check the data directory's disk space and permissions)")]
+    Backend(String),
+    /// A stored value does not decode: a bug or a damaged store.
+    #[error("a stored value in {tree} under {key:?} does not decode: {why}")]
+    Corrupt {
+        /// The tree.
+        tree: &'static str,
+        /// The key, lossily printed.
+        key: String,
+        /// The decoder's complaint.
+        why: String,
+    },
+    /// A batch's precondition failed: something changed the value since it was read. Nothing
+    /// of the batch was written; read again and retry.
+    #[error("{tree}/{key} changed concurrently; nothing was written (read it again and retry)")]
+    Conflict {
+        /// The tree.
+        tree: &'static str,
+        /// The key, lossily printed.
+        key: String,
+    },
+}
+
+impl StoreError {
+    fn corrupt(tree: Tree, key: &[u8], why: impl ToString) -> StoreError {
+        StoreError::Corrupt {
+            tree: tree.name(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            why: why.to_string(),
+        }
+    }
+}
+
+/// A key and its value.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// One check or write of a [`Batch`]: a tree, a key, and a value (`None`: absent, or
+/// removed).
+pub type Entry = (Tree, Vec<u8>, Option<Vec<u8>>);
+
+/// The key range of a [`Scan`].
+pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// Writes that land together or not at all, guarded by checks on what is stored now.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    /// The value stored now must be exactly this (`None`: absent).
+    checks: Vec<Entry>,
+    /// Store the value (`None`: remove the key), in order.
+    writes: Vec<Entry>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Store `value` under `key`.
+    pub fn put(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes.push((tree, key.into(), Some(value.into())));
+    }
+
+    /// Encode `value` as JSON and store it under `key`.
+    pub fn put_json<T: Serialize>(
+        &mut self,
+        tree: Tree,
+        key: impl Into<Vec<u8>>,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put(tree, key, bytes);
+        Ok(())
+    }
+
+    /// Remove `key`.
+    pub fn delete(&mut self, tree: Tree, key: impl Into<Vec<u8>>) {
+        self.writes.push((tree, key.into(), None));
+    }
+
+    /// The batch commits only if `key` holds exactly `value` (`None`: is absent).
+    pub fn expect(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: Option<&[u8]>) {
+        self.checks
+            .push((tree, key.into(), value.map(<[u8]>::to_vec)));
+    }
+
+    /// Appends another batch's checks and writes (its writes after this one's).
+    pub fn extend(&mut self, other: Batch) {
+        self.checks.extend(other.checks);
+        self.writes.extend(other.writes);
+    }
+
+    /// Whether it neither checks nor writes anything.
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty() && self.writes.is_empty()
+    }
+
+    /// The checks, for backends.
+    pub fn checks(&self) -> &[Entry] {
+        &self.checks
+    }
+
+    /// The writes, for backends.
+    pub fn writes(&self) -> &[Entry] {
+        &self.writes
+    }
+
+    /// The trees the batch touches, each once.
+    fn trees(&self) -> Vec<Tree> {
+        let mut trees: Vec<Tree> = Vec::new();
+        for (tree, _, _) in self.checks.iter().chain(&self.writes) {
+            if !trees.contains(tree) {
+                trees.push(*tree);
+            }
+        }
+        trees
+    }
+}
+
+/// A bounded ordered scan: at most `limit` pairs whose keys start with `prefix`, in key order
+/// (or reversed), resuming strictly past `after` when given (a cursor: the last key of the
+/// previous page).
+#[derive(Debug, Clone, Copy)]
+pub struct Scan<'a> {
+    prefix: &'a [u8],
+    after: Option<&'a [u8]>,
+    limit: usize,
+    reverse: bool,
+}
+
+impl<'a> Scan<'a> {
+    /// The first `limit` keys starting with `prefix`.
+    pub fn prefix(prefix: &'a [u8], limit: usize) -> Scan<'a> {
+        Scan {
+            prefix,
+            after: None,
+            limit,
+            reverse: false,
+        }
+    }
+
+    /// Resume past `key` (exclusive), in the scan's direction.
+    pub fn after(mut self, key: &'a [u8]) -> Scan<'a> {
+        self.after = Some(key);
+        self
+    }
+
+    /// Largest keys first.
+    pub fn reversed(mut self) -> Scan<'a> {
+        self.reverse = true;
+        self
+    }
+
+    /// The page size.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether the scan runs from the largest key down.
+    pub fn is_reversed(&self) -> bool {
+        self.reverse
+    }
+
+    /// The key range to read, or `None` when it is empty.
+    pub fn bounds(&self) -> Option<KeyRange> {
+        let mut lower = Bound::Included(self.prefix.to_vec());
+        let mut upper = match prefix_end(self.prefix) {
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
+        };
+        if let Some(after) = self.after {
+            if self.reverse {
+                if below(after, &upper) {
+                    upper = Bound::Excluded(after.to_vec());
+                }
+            } else if after >= self.prefix {
+                lower = Bound::Excluded(after.to_vec());
+            }
+        }
+        let empty = match (&lower, &upper) {
+            (_, Bound::Unbounded) => false,
+            (Bound::Included(l), Bound::Excluded(u)) => l >= u,
+            (Bound::Excluded(l), Bound::Excluded(u)) => l >= u,
+            _ => false,
+        };
+        (!empty && self.limit > 0).then_some((lower, upper))
+    }
+}
+
+/// Whether `key` lies below the upper bound `upper`.
+fn below(key: &[u8], upper: &Bound<Vec<u8>>) -> bool {
+    match upper {
+        Bound::Unbounded => true,
+        Bound::Excluded(u) => key < u.as_slice(),
+        Bound::Included(u) => key <= u.as_slice(),
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`; `None` when there is none
+/// (an empty prefix, or all `0xff`).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// What the rest of Switchboard needs from storage.
+pub trait Store: Send + Sync + 'static {
+    /// The value under `key`.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Applies every write of `batch` at once when every check holds; otherwise writes
+    /// nothing and answers [`StoreError::Conflict`]. Durable after the next [`Store::flush`].
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
+    /// One page of a bounded ordered scan.
+    fn scan(&self, tree: Tree, scan: &Scan<'_>) -> Result<Vec<Pair>, StoreError>;
+    /// Make everything committed so far durable. Called before anything is acknowledged.
+    fn flush(&self) -> Result<(), StoreError>;
+    /// A number never handed out before by this store, greater than any it handed out
+    /// before (across restarts too): orders news and other appended records.
+    fn next_id(&self) -> Result<u64, StoreError>;
+}
+
+/// Conveniences over any [`Store`]: single writes, JSON values, whole small trees.
+pub trait StoreExt: Store {
+    /// Store `value` under `key` (a batch of one).
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.put(tree, key, value);
+        self.commit(&batch)
+    }
+
+    /// Remove `key` (a batch of one).
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.delete(tree, key);
+        self.commit(&batch)
+    }
+
+    /// Every pair whose key starts with `prefix`, in key order. Only for trees whose size an
+    /// admin decides (flows, queues, agents, settings, tokens): anything that grows with
+    /// traffic is read with a bounded [`Scan`].
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Pair>, StoreError> {
+        self.scan(tree, &Scan::prefix(prefix, usize::MAX))
+    }
+
+    /// The last pair whose key starts with `prefix`.
+    fn last_with_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Option<Pair>, StoreError> {
+        Ok(self
+            .scan(tree, &Scan::prefix(prefix, 1).reversed())?
+            .into_iter()
+            .next())
+    }
+
+    /// The decoded value under `key`.
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get(tree, key.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => decode(tree, key.as_bytes(), &bytes).map(Some),
+        }
+    }
+
+    /// Encode and store `value` under `key`.
+    fn put_json<T: Serialize>(&self, tree: Tree, key: &str, value: &T) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.put_json(tree, key, value)?;
+        self.commit(&batch)
+    }
+
+    /// Every decoded value whose key starts with `prefix` (see [`StoreExt::scan_prefix`]).
+    fn scan_json<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.scan_prefix(tree, prefix.as_bytes())?
+            .into_iter()
+            .map(|(k, v)| decode(tree, &k, &v))
+            .collect()
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
+
+/// Decodes a stored JSON value, naming its key when it does not decode.
+pub fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(tree, key, e))
+}
