@@ -749,7 +749,7 @@ impl Sessions {
                         .map_err(|e| ContactError::Routing(e.to_string()))?;
                 }
                 None => {
-                    let _ = self.router.cancel(&task.id, "the customer left");
+                    let _ = self.router.withdraw(&task.id, "the customer left");
                 }
             }
         }

@@ -158,7 +158,9 @@ pub struct PreparedTask {
 impl PreparedTask {
     /// Adds the task's writes to `batch`.
     pub fn stage(&self, batch: &mut Batch) -> Result<(), StoreError> {
-        stage_task(batch, &self.task)
+        stage_task(batch, &self.task)?;
+        batch.put(Tree::OpenTasks, self.task.id.as_bytes(), Vec::new());
+        Ok(())
     }
 
     /// The task as it will be stored.
@@ -167,15 +169,10 @@ impl PreparedTask {
     }
 }
 
-/// Stages a task's record and keeps the open-task index in step with it.
+/// Stages a task's record. The open-task index changes only when a task opens
+/// ([`PreparedTask::stage`]) and when it finishes ([`Router::finish`]).
 fn stage_task(batch: &mut Batch, task: &Task) -> Result<(), StoreError> {
-    batch.put_json(Tree::Tasks, task.id.as_bytes(), task)?;
-    if task.status.is_final() {
-        batch.delete(Tree::OpenTasks, task.id.as_bytes());
-    } else {
-        batch.put(Tree::OpenTasks, task.id.as_bytes(), Vec::new());
-    }
-    Ok(())
+    batch.put_json(Tree::Tasks, task.id.as_bytes(), task)
 }
 
 /// Stages an agent's record.
@@ -784,8 +781,8 @@ impl Router {
         let prepared = self.prepare_task(new)?;
         let mut batch = Batch::new();
         prepared.stage(&mut batch)?;
-        self.commit(batch)?;
-        self.admit(prepared)
+        // The task and its first offer land in one commit.
+        self.admit_with(prepared, batch)
     }
 
     /// Checks and plans a new task without changing anything: stage it in a batch
@@ -863,6 +860,11 @@ impl Router {
 
     /// Takes in a task whose [`PreparedTask::stage`] batch was committed, and offers it.
     pub fn admit(&self, prepared: PreparedTask) -> Result<Task, RouterError> {
+        self.admit_with(prepared, Batch::new())
+    }
+
+    /// Takes in a task and offers it, committing `batch` with the offer.
+    fn admit_with(&self, prepared: PreparedTask, batch: Batch) -> Result<Task, RouterError> {
         let id = prepared.task.id.clone();
         let queue = prepared.task.queue.clone();
         {
@@ -876,7 +878,7 @@ impl Router {
             }
             state.tasks.insert(id.clone(), prepared.task);
         }
-        self.assign_queue(&queue)?;
+        self.assign_queue_with(&queue, batch)?;
         self.task(&id)
     }
 
@@ -939,8 +941,11 @@ impl Router {
             .get_mut(worker)
             .ok_or_else(|| RouterError::UnknownWorker(worker.into()))?;
         w.reservation = None;
-        w.record.missed_in_a_row = 0;
-        let record = w.record.clone();
+        // The agent's record changes only when it had missed offers in a row.
+        let record = (w.record.missed_in_a_row > 0).then(|| {
+            w.record.missed_in_a_row = 0;
+            w.record.clone()
+        });
         let task = state
             .tasks
             .get_mut(&r.task)
@@ -962,7 +967,9 @@ impl Router {
             )?;
         }
         update_idle(&mut state, worker);
-        stage_agent(&mut batch, &record)?;
+        if let Some(record) = &record {
+            stage_agent(&mut batch, record)?;
+        }
         stage_task(&mut batch, &task)?;
         self.stage_news(
             &mut batch,
@@ -1147,8 +1154,17 @@ impl Router {
         Ok(snapshot)
     }
 
-    /// Cancels an open task (a supervisor, or the customer left).
+    /// Cancels an open task (a supervisor, a timeout); the contact's flow hears `canceled`.
     pub fn cancel(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
+        self.cancel_and_tell(task, reason, true)
+    }
+
+    /// Cancels the open task of a contact that has ended: nobody is left to tell.
+    pub fn withdraw(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
+        self.cancel_and_tell(task, reason, false)
+    }
+
+    fn cancel_and_tell(&self, task: &str, reason: &str, tell: bool) -> Result<Task, RouterError> {
         let done = {
             let mut state = self.lock();
             let t = state
@@ -1170,11 +1186,10 @@ impl Router {
                 None,
                 Some(reason.to_string()),
             )?;
-            self.stage_news(
-                &mut batch,
-                &done,
-                News::of(crate::contract::TaskStatus::Canceled),
-            )?;
+            if tell {
+                let news = News::of(crate::contract::TaskStatus::Canceled);
+                self.stage_news(&mut batch, &done, news)?;
+            }
             self.commit(batch)?;
             done
         };
@@ -1225,6 +1240,7 @@ impl Router {
         task.wrapup = wrapup;
         task.reason = reason;
         stage_task(batch, &task)?;
+        batch.delete(Tree::OpenTasks, task.id.as_bytes());
         Ok(task)
     }
 
@@ -1344,16 +1360,27 @@ impl Router {
 
     /// Offers the queue's waiting tasks, best first, to the longest-idle eligible agents.
     fn assign_queue(&self, queue: &str) -> Result<(), RouterError> {
+        self.assign_queue_with(queue, Batch::new())
+    }
+
+    /// [`Router::assign_queue`], committing `batch` with the offers made.
+    fn assign_queue_with(&self, queue: &str, mut batch: Batch) -> Result<(), RouterError> {
         let mut state = self.lock();
-        let now = (self.clock)();
-        let Some(q) = state.queues.get(queue) else {
-            return Ok(());
+        let idle = match state.queues.get(queue) {
+            Some(q) => !q.waiting.is_empty() && !state.idle.is_empty(),
+            None => false,
         };
-        if q.waiting.is_empty() || state.idle.is_empty() {
-            return Ok(());
+        if !idle {
+            drop(state);
+            return self.commit(batch);
         }
-        let waiting: Vec<String> = q.waiting.iter().map(|(_, _, id)| id.clone()).collect();
-        let mut batch = Batch::new();
+        // Read the clock only when there is work: this runs for every queue after each change.
+        let now = (self.clock)();
+        let waiting: Vec<String> = state.queues[queue]
+            .waiting
+            .iter()
+            .map(|(_, _, id)| id.clone())
+            .collect();
         let mut notices = Vec::new();
         for id in waiting {
             if state.idle.is_empty() {

@@ -238,17 +238,6 @@ impl Batch {
     pub fn writes(&self) -> &[Entry] {
         &self.writes
     }
-
-    /// The trees the batch touches, each once.
-    fn trees(&self) -> Vec<Tree> {
-        let mut trees: Vec<Tree> = Vec::new();
-        for (tree, _, _) in self.checks.iter().chain(&self.writes) {
-            if !trees.contains(tree) {
-                trees.push(*tree);
-            }
-        }
-        trees
-    }
 }
 
 /// A bounded ordered scan: at most `limit` pairs whose keys start with `prefix`, in key order
