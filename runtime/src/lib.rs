@@ -1,25 +1,18 @@
 //! Switchboard: a contact-center runtime whose contact flows are WebAssembly components.
 //!
-//! The data path, in the order of these modules: a channel brings an event of a contact ->
-//! [`sessions`] runs one step of the contact's pinned flow version in the [`engine`] -> the
-//! step's actions go back to the channel (or to a queue). [`flows`] decides which version is
-//! live; [`store`] keeps everything durable; [`api`] and [`cli`] are the doors in.
+//! This crate holds the entry points, built on the core (`switchboard-core`, re-exported
+//! here module by module): the [`channels`] (SIP, Twilio, web chat, the terminal) and the
+//! HTTP [`api`] bring contacts' events in and render step reports out; the [`cli`] is the
+//! `switchboard` binary; [`runtime`] joins one core node to the channels' live state. The
+//! core never depends on anything here.
 #![deny(missing_docs)]
 
 pub mod api;
-pub mod audit;
 pub mod channels;
 pub mod cli;
-pub mod config;
-pub mod connector;
-pub mod contract;
-pub mod customers;
-pub mod engine;
-pub mod flows;
-pub mod metrics;
-pub mod replay;
-pub mod router;
 pub mod runtime;
-pub mod sessions;
-pub mod store;
-pub mod tokens;
+
+pub use switchboard_core::{
+    audit, config, connector, contract, customers, engine, flows, metrics, node, phones, replay,
+    router, sessions, store, tokens,
+};

@@ -311,6 +311,70 @@ fn an_agent_phone_answers_and_the_caller_is_bridged_both_ways() {
     assert_eq!(contact["status"]["state"], "ended", "{contact}");
 }
 
+/// A phone registered before the server was killed is still the agent's phone after the
+/// restart: the caller is bridged to it, and the phone never registered again (its
+/// registration, and the key that signed its challenge, are in the store).
+#[test]
+fn a_phone_registered_before_a_sigkill_still_rings_after_the_restart() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_ivr_server(dir.path(), &[]);
+    let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
+    let phone_ear = Ear::new();
+    let (register, answer) = agent_phone(dir.path(), "alice", &alice, phone_ear.port(), 2000);
+    let phone_port = crate::sipp::free_port().to_string();
+    let port_args = ["-p", phone_port.as_str()];
+    sipp(
+        dir.path(),
+        &register,
+        sip_addr(&server),
+        "alice",
+        &port_args,
+    )
+    .succeeds();
+    server.kill();
+
+    let server = sip_ivr_server(dir.path(), &[]);
+    let (_, regs) = server.call("GET", "/v1/sip/registrations", None);
+    assert_eq!(regs[0]["agent"], "alice", "{regs}");
+    let phone = sipp(dir.path(), &answer, sip_addr(&server), "alice", &port_args);
+    let caller_ear = Ear::new();
+    let scenario = Caller::dial(caller_ear.port(), "+15554445")
+        .answered()
+        .pause(2500)
+        .press_rfc4733("1")
+        .expect_bye(60_000)
+        .write(dir.path(), "caller-after-restart");
+    let caller = sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]);
+    let mut reservation = None;
+    wait_until("the task to be offered to alice", 20, || {
+        let (_, me) = server.call_as(Some(&alice), "GET", "/agent/v1/me", None);
+        reservation = me["reservation"]["id"].as_str().map(str::to_string);
+        reservation.is_some()
+    });
+    let (status, accepted) = server.call_as(
+        Some(&alice),
+        "POST",
+        &format!("/agent/v1/reservations/{}/accept", reservation.unwrap()),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{accepted}");
+    wait_until(
+        "the bridge to the phone registered before the restart",
+        10,
+        || metric(&server, "switchboard_sip_calls_bridged_total") == 1.0,
+    );
+    phone.succeeds();
+    caller.succeeds();
+    all_calls_over(&server);
+    let (_, task) = server.call(
+        "GET",
+        &format!("/v1/tasks/{}", accepted["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(task["status"], "completed", "{task}");
+}
+
 #[test]
 fn bad_sip_and_stray_media_get_errors_or_are_dropped_and_calls_go_on() {
     private_network();

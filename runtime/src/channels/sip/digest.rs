@@ -4,16 +4,43 @@
 
 use md5::{Digest as _, Md5};
 
-/// The realm phones authenticate in.
-pub const REALM: &str = "switchboard";
+/// The realm phones authenticate in (the router keeps each agent's HA1 for it).
+pub const REALM: &str = crate::router::SIP_REALM;
 
 fn md5_hex(text: &str) -> String {
     hex::encode(Md5::digest(text.as_bytes()))
 }
 
-/// HA1 for a user and password.
-pub fn ha1(user: &str, password: &str) -> String {
-    md5_hex(&format!("{user}:{REALM}:{password}"))
+/// A challenge nonce for time `secs` (Unix seconds): the time and its signature under `key`,
+/// so it can be checked later without having been kept.
+pub fn nonce(key: &[u8], secs: u64) -> String {
+    format!("{secs:x}-{}", nonce_signature(key, secs))
+}
+
+/// Whether `nonce` was made with `key` less than `lifetime` before `now_secs`.
+pub fn nonce_is_fresh(
+    key: &[u8],
+    nonce: &str,
+    now_secs: u64,
+    lifetime: std::time::Duration,
+) -> bool {
+    let Some((secs, signature)) = nonce.split_once('-') else {
+        return false;
+    };
+    let Ok(secs) = u64::from_str_radix(secs, 16) else {
+        return false;
+    };
+    let expected = nonce_signature(key, secs);
+    crate::tokens::same_secret(expected.as_bytes(), signature.as_bytes())
+        && secs <= now_secs + 5
+        && now_secs.saturating_sub(secs) < lifetime.as_secs()
+}
+
+fn nonce_signature(key: &[u8], secs: u64) -> String {
+    use hmac::{Hmac, Mac as _};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(&secs.to_be_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
 }
 
 /// The parameters of an `Authorization: Digest ...` header.
@@ -92,6 +119,26 @@ pub fn verify(credentials: &Credentials, method: &str, ha1: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonces_are_checked_by_signature_and_age() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let lifetime = std::time::Duration::from_secs(300);
+        let n = nonce(key, 1_000);
+        assert!(nonce_is_fresh(key, &n, 1_000, lifetime));
+        assert!(nonce_is_fresh(key, &n, 1_299, lifetime));
+        assert!(!nonce_is_fresh(key, &n, 1_300, lifetime), "expired");
+        assert!(
+            !nonce_is_fresh(b"another key", &n, 1_000, lifetime),
+            "not ours"
+        );
+        assert!(!nonce_is_fresh(key, &n.replace('-', "-0"), 1_000, lifetime));
+        assert!(
+            !nonce_is_fresh(key, &nonce(key, 2_000), 1_000, lifetime),
+            "from the future"
+        );
+        assert!(!nonce_is_fresh(key, "garbage", 1_000, lifetime));
+    }
 
     #[test]
     fn the_rfc_2617_example() {

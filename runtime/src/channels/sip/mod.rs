@@ -123,10 +123,13 @@ pub struct Endpoint {
     pub media: Arc<rtp::Media>,
     routes: Mutex<HashMap<String, Route>>,
     contacts: Mutex<HashMap<String, mpsc::UnboundedSender<Input>>>,
+    /// Live registrations: a cache of the store's (`switchboard_core::phones`), written
+    /// through, loaded at start.
     registrations: Mutex<HashMap<String, Registration>>,
     streams: Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>,
-    /// Digest nonces handed out to registering phones, with when.
-    nonces: Mutex<HashMap<String, Instant>>,
+    /// Signs digest nonces: a nonce carries its time and signature, so none is kept here and
+    /// one handed out before a restart (or by another node) is still checked.
+    nonce_key: Vec<u8>,
     /// Final responses to non-INVITE requests, resent when the request is retransmitted.
     answered: Mutex<HashMap<TransactionKey, (Vec<u8>, Instant)>>,
     /// Counters.
@@ -160,6 +163,48 @@ async fn bind_both(
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The registrations kept in the store that have not lapsed.
+fn restore_registrations(rt: &Runtime) -> anyhow::Result<HashMap<String, Registration>> {
+    let now = now_ms();
+    let mut out = HashMap::new();
+    for (agent, phone) in crate::phones::live(&*rt.store, now)? {
+        let Ok(addr) = phone.addr.parse() else {
+            tracing::warn!(
+                agent,
+                addr = phone.addr,
+                "a stored phone address does not parse; ignored"
+            );
+            continue;
+        };
+        let peer = match phone.transport.as_str() {
+            "tcp" => Peer::Tcp(addr),
+            _ => Peer::Udp(addr),
+        };
+        let left = Duration::from_millis(phone.expires_ms.saturating_sub(now));
+        out.insert(
+            agent,
+            Registration {
+                uri: phone.uri,
+                peer,
+                expires: Instant::now() + left,
+            },
+        );
+    }
+    if !out.is_empty() {
+        tracing::info!(
+            phones = out.len(),
+            "agent phones registered before the restart are reachable"
+        );
+    }
+    Ok(out)
+}
+
 impl Endpoint {
     /// Binds UDP and TCP on `config.listen` and starts serving. Needs a Tokio runtime.
     pub async fn start(rt: &Arc<Runtime>) -> anyhow::Result<Arc<Endpoint>> {
@@ -179,6 +224,8 @@ impl Endpoint {
             (None, ip) => ip,
         };
         let media = rtp::Media::start(bound.ip(), ip, config.rtp_ports);
+        let nonce_key = crate::phones::nonce_key(&*rt.store)?;
+        let registrations = restore_registrations(rt)?;
         let endpoint = Arc::new(Endpoint {
             rt: Arc::downgrade(rt),
             config,
@@ -187,8 +234,8 @@ impl Endpoint {
             media,
             routes: Mutex::new(HashMap::new()),
             contacts: Mutex::new(HashMap::new()),
-            registrations: Mutex::new(HashMap::new()),
-            nonces: Mutex::new(HashMap::new()),
+            registrations: Mutex::new(registrations),
+            nonce_key,
             streams: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
             stats: SipStats::default(),
@@ -407,10 +454,22 @@ impl Endpoint {
             .or_else(|| request.header("Expires"))
             .and_then(|e| e.trim().parse::<u64>().ok())
             .unwrap_or(3600);
+        let Some(rt) = self.rt.upgrade() else { return };
         let mut registrations = self.registrations.lock().unwrap_or_else(|p| p.into_inner());
         let mut response = request.response(200, "OK", Some(&message::token()));
         if contact.trim() == "*" || expires == 0 || contact.is_empty() {
             if !contact.is_empty() {
+                if let Err(e) = crate::phones::remove(&*rt.store, &agent) {
+                    tracing::error!(agent, error = %e, "cannot forget the agent's phone");
+                    self.respond(
+                        peer,
+                        request,
+                        request
+                            .response(500, "Server Error", Some(&message::token()))
+                            .with_warning(&e.to_string()),
+                    );
+                    return;
+                }
                 registrations.remove(&agent);
                 tracing::info!(agent, "agent phone unregistered");
             } else if let Some(r) = registrations.get(&agent) {
@@ -420,6 +479,23 @@ impl Endpoint {
         } else {
             let expires = expires.clamp(60, 3600);
             let uri = message::uri_of(contact).to_string();
+            let phone = crate::phones::Phone {
+                uri: uri.clone(),
+                transport: peer.transport().to_ascii_lowercase(),
+                addr: peer.addr().to_string(),
+                expires_ms: now_ms() + expires * 1000,
+            };
+            if let Err(e) = crate::phones::save(&*rt.store, &agent, &phone) {
+                tracing::error!(agent, error = %e, "cannot keep the agent's phone");
+                self.respond(
+                    peer,
+                    request,
+                    request
+                        .response(500, "Server Error", Some(&message::token()))
+                        .with_warning(&e.to_string()),
+                );
+                return;
+            }
             registrations.insert(
                 agent.clone(),
                 Registration {
@@ -461,19 +537,17 @@ impl Endpoint {
                 "this agent has no SIP credentials (created before SIP was enabled): recreate the agent to get a new token",
             );
         }
-        let now = Instant::now();
         let credentials = request.header("Authorization").and_then(digest::parse);
         let Some(credentials) = credentials else {
             self.challenge(request, peer, false);
             return false;
         };
-        let fresh = self
-            .nonces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&credentials.nonce)
-            .is_some_and(|at| now.duration_since(*at) < NONCE_LIFETIME);
-        if !fresh {
+        if !digest::nonce_is_fresh(
+            &self.nonce_key,
+            &credentials.nonce,
+            now_ms() / 1000,
+            NONCE_LIFETIME,
+        ) {
             self.challenge(request, peer, true);
             return false;
         }
@@ -487,13 +561,7 @@ impl Endpoint {
 
     /// 401 with a fresh nonce (`stale` when the phone answered an expired one).
     fn challenge(&self, request: &Message, peer: Peer, stale: bool) {
-        let now = Instant::now();
-        let nonce = message::token();
-        {
-            let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
-            nonces.retain(|_, at| now.duration_since(*at) < NONCE_LIFETIME);
-            nonces.insert(nonce.clone(), now);
-        }
+        let nonce = digest::nonce(&self.nonce_key, now_ms() / 1000);
         let stale = if stale { ", stale=true" } else { "" };
         self.respond(
             peer,

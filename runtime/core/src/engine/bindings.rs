@@ -6,7 +6,7 @@ use crate::contract as c;
 #[allow(missing_docs)]
 mod generated {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "flow",
     });
 }
@@ -16,7 +16,7 @@ pub use generated::*;
 #[allow(missing_docs)]
 pub mod router {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "router",
         with: {
             "switchboard:flow/types": super::generated::switchboard::flow::types,
@@ -32,7 +32,7 @@ pub mod router {
 #[allow(missing_docs)]
 pub mod connector {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "crm-connector",
         with: {
             "switchboard:flow/config": super::generated::switchboard::flow::config,

@@ -324,6 +324,19 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
+/// The realm agents' phones authenticate in (SIP digest, RFC 3261 §22).
+pub const SIP_REALM: &str = "switchboard";
+
+/// What the router keeps of an agent's token for their phone: the SIP digest's HA1,
+/// MD5(name:realm:token), with which a phone proves it holds the token without the router
+/// keeping the token itself.
+pub fn phone_secret(name: &str, token: &str) -> String {
+    use md5::{Digest as _, Md5};
+    hex::encode(Md5::digest(
+        format!("{name}:{SIP_REALM}:{token}").as_bytes(),
+    ))
+}
+
 fn token_hash(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
@@ -688,7 +701,7 @@ impl Router {
                         token_sha256: token.as_deref().map(token_hash).unwrap_or_default(),
                         sip_ha1: token
                             .as_deref()
-                            .map(|t| crate::channels::sip::digest::ha1(name, t))
+                            .map(|t| phone_secret(name, t))
                             .unwrap_or_default(),
                         missed_in_a_row: 0,
                         idle_since_ms: now,
@@ -1777,3 +1790,6 @@ fn worker_view(state: &State, w: &Worker) -> Value {
         "missed_in_a_row": w.record.missed_in_a_row,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -67,11 +67,14 @@ pub enum Tree {
     QueueEvents,
     /// Schema version and other facts about the store itself.
     Meta,
+    /// Agent name -> the phone it registered (SIP).
+    Phones,
 }
 
 impl Tree {
     /// Every tree, in the order backends index them.
-    pub const ALL: [Tree; 21] = [
+    /// New trees go at the end: the sled journal names trees by this position.
+    pub const ALL: [Tree; 22] = [
         Tree::Flows,
         Tree::Versions,
         Tree::Sessions,
@@ -93,6 +96,7 @@ impl Tree {
         Tree::OpenTasks,
         Tree::QueueEvents,
         Tree::Meta,
+        Tree::Phones,
     ];
 
     /// The tree's stored name.
@@ -120,6 +124,7 @@ impl Tree {
             Tree::OpenTasks => "open_tasks",
             Tree::QueueEvents => "queue_events",
             Tree::Meta => "meta",
+            Tree::Phones => "phones",
         }
     }
 

@@ -1,0 +1,240 @@
+//! Matching, timers, news and restarts of the router, in-process on the in-memory store with
+//! a hand-stepped clock: no server, no sleeps.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::json;
+
+use super::*;
+use crate::contract::Channel;
+use crate::store::MemoryStore;
+
+struct Bench {
+    store: Arc<dyn Store>,
+    now: Arc<AtomicU64>,
+    router: Router,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let router = Bench::open(&store, &now);
+        Bench { store, now, router }
+    }
+
+    fn open(store: &Arc<dyn Store>, now: &Arc<AtomicU64>) -> Router {
+        let clock = now.clone();
+        Router::with_clock(
+            store.clone(),
+            Box::new(move || clock.load(Ordering::SeqCst)),
+        )
+        .unwrap()
+    }
+
+    /// The same store and clock, a new router: what a restart sees.
+    fn restart(self) -> Bench {
+        let router = Bench::open(&self.store, &self.now);
+        Bench { router, ..self }
+    }
+
+    fn advance(&self, ms: u64) {
+        self.now.fetch_add(ms, Ordering::SeqCst);
+        self.router.tick().unwrap();
+    }
+
+    fn queue(&self, name: &str, members: &str, targets: Vec<Target>) {
+        self.router
+            .define_queue(QueueConfig {
+                name: name.into(),
+                members: members.into(),
+                order: Order::Priority,
+                sla_secs: 30,
+                reservation_timeout_secs: 10,
+                task_timeout_secs: 3600,
+                wait_event_secs: 0,
+                targets,
+            })
+            .unwrap();
+    }
+
+    fn agent(&self, name: &str, attributes: serde_json::Value) {
+        self.router
+            .upsert_worker(name, attributes, BTreeMap::from([(Channel::Voice, 1)]))
+            .unwrap();
+        self.router.set_activity(name, "available").unwrap();
+        self.now.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn task(&self, queue: &str, priority: i32, contact: Option<&str>) -> Task {
+        self.router
+            .create_task(NewTask {
+                queue: queue.into(),
+                channel: Channel::Voice,
+                priority,
+                attributes: json!({"language": "fr"}),
+                timeout_secs: 0,
+                contact: contact.map(str::to_string),
+            })
+            .unwrap()
+    }
+
+    fn offer(&self, agent: &str) -> Option<Reservation> {
+        self.router.reservations_of(agent).pop()
+    }
+
+    /// The news waiting in a contact's inbox, oldest first.
+    fn news(&self, contact: &str) -> Vec<Outcome> {
+        self.store
+            .scan_json(Tree::Inbox, &keys::of_contact(contact))
+            .unwrap()
+    }
+}
+
+#[test]
+fn the_longest_idle_member_gets_the_offer_and_priority_overtakes_age() {
+    let b = Bench::new();
+    b.queue("billing", r#""billing" in worker.skills"#, Vec::new());
+    b.agent("ann", json!({"skills": ["billing"]}));
+    b.agent("bob", json!({"skills": ["sales"]}));
+    b.agent("cat", json!({"skills": ["billing"]}));
+
+    let first = b.task("billing", 0, None);
+    assert_eq!(first.worker.as_deref(), Some("ann"), "idle longest");
+    let second = b.task("billing", 0, None);
+    assert_eq!(second.worker.as_deref(), Some("cat"), "bob is not a member");
+    // Nobody free: an old low-priority task and a new urgent one wait...
+    let old = b.task("billing", 0, None);
+    let urgent = b.task("billing", 5, None);
+    assert_eq!(old.status, TaskStatus::Pending);
+    // ...and the urgent one goes first when Ann is free again.
+    let r = b.offer("ann").unwrap();
+    b.router.accept("ann", &r.id).unwrap();
+    b.router.complete("ann", &first.id, None).unwrap();
+    assert_eq!(b.offer("ann").unwrap().task, urgent.id);
+}
+
+#[test]
+fn an_unanswered_offer_moves_on_and_three_misses_make_an_agent_unavailable() {
+    let b = Bench::new();
+    b.queue("q", "", Vec::new());
+    b.agent("ann", json!({}));
+    b.agent("bob", json!({}));
+    let task = b.task("q", 0, None);
+    assert_eq!(task.worker.as_deref(), Some("ann"));
+    b.advance(9_999);
+    assert_eq!(b.offer("ann").unwrap().task, task.id, "not yet");
+    b.advance(1);
+    assert!(b.offer("ann").is_none());
+    assert_eq!(b.offer("bob").unwrap().task, task.id, "moved on to Bob");
+
+    let b = Bench::new();
+    b.queue("q", "", Vec::new());
+    b.agent("ann", json!({}));
+    for _ in 0..3 {
+        b.task("q", 0, None);
+        b.advance(10_000);
+    }
+    assert_eq!(b.router.worker("ann").unwrap()["activity"], "unavailable");
+}
+
+#[test]
+fn a_plan_escalates_to_its_next_target_after_its_timeout() {
+    let b = Bench::new();
+    b.queue(
+        "q",
+        "",
+        vec![
+            Target {
+                workers: r#"task.language in worker.languages"#.into(),
+                timeout_secs: 30,
+            },
+            Target {
+                workers: String::new(),
+                timeout_secs: 0,
+            },
+        ],
+    );
+    b.agent("ann", json!({"languages": ["en"]}));
+    let task = b.task("q", 0, None);
+    assert_eq!(task.status, TaskStatus::Pending, "nobody speaks French");
+    b.advance(29_999);
+    assert!(b.offer("ann").is_none());
+    b.advance(1);
+    assert_eq!(b.offer("ann").unwrap().task, task.id, "anyone, after 30 s");
+}
+
+#[test]
+fn news_for_a_contact_is_written_with_the_change_in_order() {
+    let b = Bench::new();
+    b.queue("q", "", Vec::new());
+    b.agent("ann", json!({}));
+    let task = b.task("q", 0, Some("c1"));
+    assert!(b.news("c1").is_empty(), "an offer is not news for the flow");
+    let r = b.offer("ann").unwrap();
+    b.router.accept("ann", &r.id).unwrap();
+    b.router
+        .complete("ann", &task.id, Some("sold".into()))
+        .unwrap();
+    let news: Vec<News> = b.news("c1").into_iter().map(|o| o.news).collect();
+    assert_eq!(
+        news,
+        [
+            News::of(crate::contract::TaskStatus::Assigned),
+            News::of(crate::contract::TaskStatus::Completed)
+        ]
+    );
+    // A task whose contact already ended is withdrawn without news.
+    let gone = b.task("q", 0, Some("c2"));
+    b.router.withdraw(&gone.id, "the customer left").unwrap();
+    assert!(b.news("c2").is_empty());
+    // A timeout is news.
+    let b = Bench::new();
+    b.queue("q", "", Vec::new());
+    b.task("q", 0, Some("c3"));
+    b.advance(3_600_000);
+    assert_eq!(
+        b.news("c3")[0].news,
+        News::of(crate::contract::TaskStatus::TimedOut)
+    );
+}
+
+#[test]
+fn a_restart_keeps_offers_statistics_and_the_idle_order() {
+    let b = Bench::new();
+    b.queue("q", "", Vec::new());
+    b.agent("ann", json!({}));
+    b.agent("bob", json!({}));
+    b.agent("cat", json!({}));
+    let first = b.task("q", 0, None);
+    b.router
+        .accept("ann", &first.reservation.clone().unwrap())
+        .unwrap();
+    b.advance(1_000);
+    b.router.complete("ann", &first.id, None).unwrap();
+    let second = b.task("q", 0, None);
+    assert_eq!(second.worker.as_deref(), Some("bob"));
+    b.router.cancel(&second.id, "abandoned").unwrap();
+    b.advance(1);
+    let third = b.task("q", 0, None);
+    assert_eq!(third.worker.as_deref(), Some("cat"));
+    b.advance(4_000);
+    let stats = b.router.stats("q").unwrap();
+
+    let b = b.restart();
+    let after = b.router.stats("q").unwrap();
+    assert_eq!(after.tasks["answered-in-window"], 1);
+    assert_eq!(after.tasks["canceled-in-window"], 1);
+    assert_eq!(after.sla_percent, stats.sla_percent);
+    let offer = b.offer("cat").unwrap();
+    assert_eq!(Some(offer.id.clone()), third.reservation);
+    // Ten seconds to answer; four had passed before the restart.
+    b.advance(5_999);
+    assert!(b.offer("cat").is_some());
+    b.advance(1);
+    assert!(b.offer("cat").is_none(), "it timed out on time");
+    // Ann finished before Bob's offer was withdrawn, so she is offered before him.
+    assert_eq!(b.offer("ann").unwrap().task, third.id);
+}
