@@ -22,7 +22,15 @@ fn new_build_deploy_talk(lang: &str, name: &str) {
     let (ok, out) = switchboard(dir.path(), &["new", name, "--lang", lang]);
     assert!(ok, "{out}");
     assert!(out.contains(&format!("switchboard build {name}")), "{out}");
-    let (ok, out) = switchboard(dir.path(), &["build", name]);
+    // Builds land where the user's cargo puts them: a shared CARGO_TARGET_DIR (common in
+    // shells and CI) is honoured, not guessed around.
+    let target = tempfile::tempdir().unwrap();
+    let (ok, out) = run_switchboard(
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .current_dir(dir.path())
+            .env("CARGO_TARGET_DIR", target.path())
+            .args(["build", name]),
+    );
     assert!(ok, "{out}");
     let component = dir.path().join(name).join(format!("{name}.wasm"));
     assert!(component.exists(), "{out}");

@@ -247,11 +247,8 @@ impl<'a, D: Driver> Conversation<'a, D> {
     }
 
     fn render_prompt(&mut self, prompt: &[Prompt]) -> anyhow::Result<()> {
-        for p in prompt {
-            match p {
-                Prompt::Say(s) => writeln!(self.out, "  flow   > {}", s.text)?,
-                Prompt::Play { prompt } => writeln!(self.out, "  flow   > [plays {prompt}]")?,
-            }
+        for line in prompt_lines(prompt) {
+            writeln!(self.out, "{line}")?;
         }
         Ok(())
     }
@@ -264,58 +261,72 @@ impl<'a, D: Driver> Conversation<'a, D> {
             )?;
         }
         for action in &report.actions {
-            match action {
-                Action::Say(s) => writeln!(self.out, "  flow   > {}", s.text)?,
-                Action::Play { prompt } => writeln!(self.out, "  flow   > [plays {prompt}]")?,
-                Action::Send { text } => writeln!(self.out, "  flow   > {text}")?,
-                Action::Gather(g) => {
-                    self.render_prompt(&g.prompt)?;
-                    let digits = if g.max_digits == 0 {
-                        "digits".to_string()
-                    } else {
-                        format!("up to {} digit(s)", g.max_digits)
-                    };
-                    let finish = g
-                        .finish_on_key
-                        .as_deref()
-                        .map(|k| format!(", {k} to finish"))
-                        .unwrap_or_default();
-                    writeln!(
-                        self.out,
-                        "           [waits {:.1} s for {digits}{finish}]",
-                        f64::from(g.timeout_ms) / 1000.0
-                    )?;
-                }
-                Action::Enqueue(e) => {
-                    let attributes: Vec<String> = e
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    writeln!(
-                        self.out,
-                        "  switchboard: queued in {:?} at priority {} [{}]",
-                        e.queue,
-                        e.priority,
-                        attributes.join(", ")
-                    )?
-                }
-                Action::Transfer { target } => {
-                    writeln!(self.out, "  switchboard: transferred to {target}")?
-                }
-                Action::SetAttribute { key, value } => {
-                    writeln!(self.out, "  switchboard: set {key} = {value}")?
-                }
-                Action::Callback { number } => writeln!(
-                    self.out,
-                    "  switchboard: the caller keeps their place in the queue; an agent will call back {number}"
-                )?,
-                Action::Hangup => writeln!(self.out, "  switchboard: the flow hangs up")?,
-                Action::End => writeln!(self.out, "  switchboard: the flow ends")?,
+            for line in action_lines(action) {
+                writeln!(self.out, "{line}")?;
             }
         }
         Ok(())
     }
+}
+
+/// What a caller hears or reads, or what Switchboard does, for one action: the lines of a
+/// transcript (`simulate`, and `switchboard trace`).
+pub fn action_lines(action: &Action) -> Vec<String> {
+    match action {
+        Action::Say(s) => vec![format!("  flow   > {}", s.text)],
+        Action::Play { prompt } => vec![format!("  flow   > [plays {prompt}]")],
+        Action::Send { text } => vec![format!("  flow   > {text}")],
+        Action::Gather(g) => {
+            let mut lines = prompt_lines(&g.prompt);
+            let digits = if g.max_digits == 0 {
+                "digits".to_string()
+            } else {
+                format!("up to {} digit(s)", g.max_digits)
+            };
+            let finish = g
+                .finish_on_key
+                .as_deref()
+                .map(|k| format!(", {k} to finish"))
+                .unwrap_or_default();
+            lines.push(format!(
+                "           [waits {:.1} s for {digits}{finish}]",
+                f64::from(g.timeout_ms) / 1000.0
+            ));
+            lines
+        }
+        Action::Enqueue(e) => {
+            let attributes: Vec<String> = e
+                .attributes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            vec![format!(
+                "  switchboard: queued in {:?} at priority {} [{}]",
+                e.queue,
+                e.priority,
+                attributes.join(", ")
+            )]
+        }
+        Action::Transfer { target } => vec![format!("  switchboard: transferred to {target}")],
+        Action::SetAttribute { key, value } => {
+            vec![format!("  switchboard: set {key} = {value}")]
+        }
+        Action::Callback { number } => vec![format!(
+            "  switchboard: the caller keeps their place in the queue; an agent will call back {number}"
+        )],
+        Action::Hangup => vec!["  switchboard: the flow hangs up".into()],
+        Action::End => vec!["  switchboard: the flow ends".into()],
+    }
+}
+
+fn prompt_lines(prompt: &[Prompt]) -> Vec<String> {
+    prompt
+        .iter()
+        .map(|p| match p {
+            Prompt::Say(s) => format!("  flow   > {}", s.text),
+            Prompt::Play { prompt } => format!("  flow   > [plays {prompt}]"),
+        })
+        .collect()
 }
 
 /// Runs `work`, showing `label` and the elapsed time on stderr while it runs (a live counter

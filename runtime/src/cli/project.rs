@@ -405,19 +405,33 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
                 "building {} with cargo for wasm32-wasip2 (the first build fetches and compiles the SDK's dependencies)...",
                 project.name
             );
-            let status = Command::new("cargo")
+            // Cargo says where it put the component (CARGO_TARGET_DIR, a workspace, a
+            // config file may all move it): read its artifact messages, do not guess.
+            let built = Command::new("cargo")
                 .current_dir(dir)
-                .args(["build", "--release", "--target", "wasm32-wasip2"])
-                .status()
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--message-format=json-render-diagnostics",
+                ])
+                .stderr(std::process::Stdio::inherit())
+                .output()
                 .context("cannot run cargo")?;
-            if !status.success() {
+            if !built.status.success() {
                 bail!("cargo build failed (see above)");
             }
-            let built = dir
-                .join("target/wasm32-wasip2/release")
-                .join(format!("{}.wasm", project.name.replace('-', "_")));
-            std::fs::copy(&built, &output)
-                .with_context(|| format!("cargo did not produce {}", built.display()))?;
+            let artifact = wasm_artifact(&String::from_utf8_lossy(&built.stdout), &project.name)
+                .with_context(|| {
+                    format!(
+                        "cargo built no component for {}: check that Cargo.toml has crate-type = [\"cdylib\"]",
+                        project.name
+                    )
+                })?;
+            std::fs::copy(&artifact, &output).with_context(|| {
+                format!("cannot copy {} to {}", artifact.display(), output.display())
+            })?;
         }
     }
     let size = std::fs::metadata(&output)
@@ -626,3 +640,23 @@ test('agent in a message reaches a person', () => {
   assert.equal((chat.message('AGENT please').at(-1) as { queue: string }).queue, 'support');
 });
 "#;
+
+/// The `.wasm` file cargo reported building for package `name`, from its JSON messages.
+fn wasm_artifact(messages: &str, name: &str) -> Option<std::path::PathBuf> {
+    let crate_name = name.replace('-', "_");
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| {
+            m["reason"] == "compiler-artifact" && m["target"]["name"] == crate_name.as_str()
+        })
+        .flat_map(|m| {
+            m["filenames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|f| f.as_str().map(std::path::PathBuf::from))
+        })
+        .rfind(|f| f.extension().is_some_and(|e| e == "wasm"))
+}
