@@ -47,6 +47,7 @@ impl Runtime {
     fn around(node: Node) -> Runtime {
         let prompts = Arc::new(crate::channels::sip::prompts::Prompts::new(
             &node.files.join("prompts"),
+            node.store.clone(),
         ));
         Runtime {
             node,

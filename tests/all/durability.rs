@@ -171,3 +171,58 @@ fn a_restart_keeps_statistics_offers_and_the_idle_order() {
     assert_eq!(new_task(&server)["worker"], "ann");
     assert_eq!(new_task(&server)["worker"], "bob");
 }
+
+/// Deployed components and uploaded recordings live in the store, not in files beside it: a
+/// node whose local files are gone (a new machine with the same database, a restored backup)
+/// still runs every version and plays every recording.
+#[test]
+fn components_and_recordings_are_in_the_store_not_in_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = format!("ivr-menu={}", guest("ivr-menu").display());
+    let mut args = vec!["--deploy", deploy.as_str()];
+    args.extend(ALWAYS_OPEN);
+    let server = Server::start(dir.path(), &args);
+    let wav = dir.path().join("hello.wav");
+    let made = std::process::Command::new("sox")
+        .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&wav)
+        .args(["synth", "0.5", "sine", "440"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (status, uploaded) = server.call_raw(
+        "PUT",
+        "/v1/prompts/hello",
+        "audio/wav",
+        std::fs::read(&wav).unwrap(),
+    );
+    assert_eq!(status, 201, "{uploaded}");
+    server.kill();
+
+    // Everything but the store goes: components, compiled artifacts, prompt files.
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let name = entry.file_name();
+        if name != "store" && name != "admin.token" && entry.path().is_dir() {
+            std::fs::remove_dir_all(entry.path()).unwrap();
+        }
+    }
+    let server = Server::start(dir.path(), &[]);
+    let contact = server.start_contact("ivr-menu", "+15551230004");
+    assert!(
+        !crate::support::spoken(&contact).is_empty(),
+        "the flow ran from the stored component: {contact}"
+    );
+    assert_eq!(
+        server.press(contact["contact"].as_str().unwrap(), "1")["status"]["state"],
+        "queued"
+    );
+    let (_, list) = server.call("GET", "/v1/prompts", None);
+    assert_eq!(list, json!([{"id": "hello", "millis": 500}]));
+    let served = ureq::get(&format!("{}/prompts/hello", server.url))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_vec()
+        .unwrap();
+    assert_eq!(served.len(), 44 + 500 * 16, "8 kHz 16-bit mono WAV");
+}

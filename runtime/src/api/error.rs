@@ -59,11 +59,12 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        )
+        let (status, code) = match &e {
+            // Someone else changed the same record first; nothing was written.
+            StoreError::Conflict { .. } => (StatusCode::CONFLICT, "concurrent_change"),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        };
+        ApiError::new(status, code, e.to_string())
     }
 }
 

@@ -39,6 +39,7 @@ impl From<PromptError> for ApiError {
             PromptError::Fetch { .. } | PromptError::Io(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "prompt_storage")
             }
+            PromptError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -59,9 +60,9 @@ async fn upload(State(rt): Api, Path(id): Path<String>, body: Bytes) -> Answer {
 }
 
 async fn list(State(rt): Api) -> Answer {
-    let prompts: Vec<_> = rt
-        .prompts
-        .list()
+    let prompts = rt.prompts.clone();
+    let listed = blocking(move || prompts.list().map_err(ApiError::from)).await?;
+    let prompts: Vec<_> = listed
         .into_iter()
         .map(|(id, millis)| json!({"id": id, "millis": millis}))
         .collect();

@@ -8,7 +8,6 @@ mod canary;
 mod health;
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -180,7 +179,8 @@ impl From<Rejection> for FlowsError {
 pub struct Flows {
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
-    components_dir: PathBuf,
+    /// Components of data directories from before they were kept in the store.
+    legacy_components_dir: PathBuf,
     loaded: RwLock<HashMap<(String, u64), Arc<FlowComponent>>>,
     /// Contacts in progress per version: a version stays loaded while any is pinned to it.
     pins: Mutex<HashMap<(String, u64), u64>>,
@@ -259,18 +259,18 @@ pub fn check_name(name: &str) -> Result<(), FlowsError> {
 }
 
 impl Flows {
-    /// The flows kept in `store`, with component files under `components_dir`.
+    /// The flows kept in `store`. `legacy_components_dir` is where data directories written
+    /// before components were kept in the store have theirs (read once, then copied in).
     pub fn new(
         store: Arc<dyn Store>,
         engine: Arc<Engine>,
-        components_dir: PathBuf,
+        legacy_components_dir: PathBuf,
         canary_config: CanaryConfig,
     ) -> anyhow::Result<Flows> {
-        std::fs::create_dir_all(&components_dir)?;
         Ok(Flows {
             store,
             engine,
-            components_dir,
+            legacy_components_dir,
             loaded: RwLock::new(HashMap::new()),
             pins: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
@@ -711,18 +711,30 @@ impl Flows {
         Ok(record)
     }
 
+    /// Keeps a component's bytes in the store, by content: every node (and a restored
+    /// backup) has what it needs to load any version. Written on its own, before the version
+    /// that names it, so a crash between the two leaves at most unreferenced bytes.
     fn write_component(&self, sha256: &str, bytes: &[u8]) -> Result<(), FlowsError> {
-        let path = self.components_dir.join(format!("{sha256}.wasm"));
-        if path.exists() {
-            return Ok(());
-        }
-        let io = |e: std::io::Error| FlowsError::Io(format!("{}: {e}", path.display()));
-        let tmp = path.with_extension("wasm.tmp");
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        self.store.put(Tree::Components, sha256.as_bytes(), bytes)?;
+        self.store.flush()?;
         Ok(())
+    }
+
+    /// A component's bytes: from the store, or from the components directory of a data
+    /// directory written before components were kept in the store (then copied in).
+    fn read_component(&self, sha256: &str) -> Result<Vec<u8>, FlowsError> {
+        if let Some(bytes) = self.store.get(Tree::Components, sha256.as_bytes())? {
+            return Ok(bytes);
+        }
+        let path = self.legacy_components_dir.join(format!("{sha256}.wasm"));
+        let bytes = std::fs::read(&path).map_err(|e| {
+            FlowsError::Io(format!(
+                "the component {sha256} is neither in the store nor in {}: {e}",
+                path.display()
+            ))
+        })?;
+        self.write_component(sha256, &bytes)?;
+        Ok(bytes)
     }
 
     fn record(&self, flow: &str) -> Result<Option<FlowRecord>, FlowsError> {
@@ -794,9 +806,7 @@ impl Flows {
             return Ok(found.clone());
         }
         let record = self.version(flow, version)?;
-        let path = self.components_dir.join(format!("{}.wasm", record.sha256));
-        let bytes =
-            std::fs::read(&path).map_err(|e| FlowsError::Io(format!("{}: {e}", path.display())))?;
+        let bytes = self.read_component(&record.sha256)?;
         let component = Arc::new(self.engine.load(&bytes).map_err(|e| {
             FlowsError::Io(format!("version {version} of {flow} no longer loads: {e}"))
         })?);

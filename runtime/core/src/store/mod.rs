@@ -69,12 +69,16 @@ pub enum Tree {
     Meta,
     /// Agent name -> the phone it registered (SIP).
     Phones,
+    /// sha256 -> a deployed component's bytes.
+    Components,
+    /// Prompt id -> an uploaded recording, as 8 kHz audio.
+    Prompts,
 }
 
 impl Tree {
     /// Every tree, in the order backends index them.
     /// New trees go at the end: the sled journal names trees by this position.
-    pub const ALL: [Tree; 22] = [
+    pub const ALL: [Tree; 24] = [
         Tree::Flows,
         Tree::Versions,
         Tree::Sessions,
@@ -97,6 +101,8 @@ impl Tree {
         Tree::QueueEvents,
         Tree::Meta,
         Tree::Phones,
+        Tree::Components,
+        Tree::Prompts,
     ];
 
     /// The tree's stored name.
@@ -125,6 +131,8 @@ impl Tree {
             Tree::QueueEvents => "queue_events",
             Tree::Meta => "meta",
             Tree::Phones => "phones",
+            Tree::Components => "components",
+            Tree::Prompts => "prompts",
         }
     }
 

@@ -1,6 +1,6 @@
 //! Prompt audio for calls: `say` text rendered by espeak-ng, converted to 8 kHz by sox and
-//! encoded once per distinct (text, voice, language), kept on disk and in memory; admin-uploaded
-//! recordings (WAV at any common rate, converted once on upload); hold music. Nothing here
+//! encoded once per distinct (text, voice, language), cached on disk and in memory; admin-uploaded
+//! recordings (WAV at any common rate, converted once on upload, kept in the store); hold music. Nothing here
 //! runs on the RTP path: a call awaits its audio before queueing it.
 
 use std::collections::HashMap;
@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::rtp::Audio;
 use crate::contract::Say;
+use crate::store::{Batch, Store, StoreExt, Tree};
 
 /// Why a prompt cannot be rendered or stored.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,9 @@ pub enum PromptError {
     /// Disk trouble.
     #[error("prompt storage: {0}")]
     Io(#[from] std::io::Error),
+    /// The store failed.
+    #[error("the store failed: {0}")]
+    Store(String),
 }
 
 /// How many rendered prompts stay in memory.
@@ -54,7 +58,10 @@ const MEMORY_ENTRIES: usize = 2048;
 
 /// Rendered and uploaded prompts.
 pub struct Prompts {
+    /// Rendered speech, a cache of what espeak-ng and sox make (derived, so local is fine).
     dir: PathBuf,
+    /// Uploaded recordings are authoritative: they live in the store ([`Tree::Prompts`]).
+    store: Arc<dyn Store>,
     memory: Mutex<HashMap<String, Arc<Audio>>>,
     /// One rendering per key at a time: concurrent calls asking for the same sentence wait
     /// for the first.
@@ -68,10 +75,13 @@ pub struct Prompts {
 }
 
 impl Prompts {
-    /// Prompts stored under `dir`.
-    pub fn new(dir: &Path) -> Prompts {
+    /// Uploaded prompts kept in `store`, rendered ones cached under `dir`. Recordings that
+    /// an older version kept under `dir/uploaded` are moved into the store once.
+    pub fn new(dir: &Path, store: Arc<dyn Store>) -> Prompts {
+        import_legacy_uploads(&dir.join("uploaded"), &*store);
         Prompts {
             dir: dir.to_path_buf(),
+            store,
             memory: Mutex::new(HashMap::new()),
             rendering: Mutex::new(HashMap::new()),
             hold: Arc::new(Audio::from_pcm(&hold_music())),
@@ -155,51 +165,125 @@ impl Prompts {
                 .await;
         }
         check_id(prompt)?;
-        let path = self.path(prompt);
+        let Some(upload) = self.upload_record(prompt)? else {
+            return Err(PromptError::Unknown(prompt.into()));
+        };
+        let store = self.store.clone();
         let id = prompt.to_string();
-        self.cached(hash(&["upload", prompt, &modified(&path)]), move || {
-            std::fs::read(&path)
+        // Keyed by the upload's own id: a new upload of the same name is new audio.
+        self.cached(hash(&["upload", prompt, &upload.upload]), move || {
+            store
+                .get(Tree::Prompts, audio_key(&id).as_bytes())
+                .map_err(|e| PromptError::Store(e.to_string()))?
                 .map(|b| from_le(&b))
-                .map_err(|_| PromptError::Unknown(id))
+                .ok_or(PromptError::Unknown(id))
         })
         .await
     }
 
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join("uploaded").join(format!("{id}.pcm"))
+    fn upload_record(&self, id: &str) -> Result<Option<Upload>, PromptError> {
+        self.store
+            .get_json(Tree::Prompts, &meta_key(id))
+            .map_err(|e| PromptError::Store(e.to_string()))
     }
 
-    /// Stores an uploaded recording (a WAV file), converted to 8 kHz mono once. Blocking.
+    /// Stores an uploaded recording (a WAV file), converted to 8 kHz mono once, durably.
+    /// Blocking.
     pub fn upload(&self, id: &str, wav: &[u8]) -> Result<u64, PromptError> {
         check_id(id)?;
         let samples = convert(wav)?;
-        let path = self.path(id);
-        std::fs::create_dir_all(path.parent().expect("a parent"))?;
-        write_atomically(&path, &to_le(&samples))?;
-        Ok(samples.len() as u64 / 8)
+        let millis = samples.len() as u64 / 8;
+        save_upload(&*self.store, id, &to_le(&samples), millis)?;
+        Ok(millis)
     }
 
     /// Uploaded prompts: id and length in milliseconds.
-    pub fn list(&self) -> Vec<(String, u64)> {
-        let mut out = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(self.dir.join("uploaded")) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                if let Some(id) = name.strip_suffix(".pcm") {
-                    let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    out.push((id.to_string(), len / 16));
-                }
-            }
-        }
-        out.sort();
-        out
+    pub fn list(&self) -> Result<Vec<(String, u64)>, PromptError> {
+        let entries = self
+            .store
+            .scan_prefix(Tree::Prompts, META_PREFIX.as_bytes())
+            .map_err(|e| PromptError::Store(e.to_string()))?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let id = String::from_utf8_lossy(&k[META_PREFIX.len()..]).into_owned();
+                let upload: Upload = serde_json::from_slice(&v).ok()?;
+                Some((id, upload.millis))
+            })
+            .collect())
     }
 
     /// An uploaded prompt as a WAV file (8 kHz, 16-bit mono), for the webhook channels.
     pub fn wav(&self, id: &str) -> Result<Vec<u8>, PromptError> {
         check_id(id)?;
-        let pcm = std::fs::read(self.path(id)).map_err(|_| PromptError::Unknown(id.into()))?;
+        let pcm = self
+            .store
+            .get(Tree::Prompts, audio_key(id).as_bytes())
+            .map_err(|e| PromptError::Store(e.to_string()))?
+            .ok_or_else(|| PromptError::Unknown(id.into()))?;
         Ok(wav_file(&pcm))
+    }
+}
+
+/// What is kept of an upload beside its audio.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Upload {
+    /// Length in milliseconds.
+    millis: u64,
+    /// Unique per upload, so caches of an earlier upload of the same id are not used.
+    upload: String,
+}
+
+const META_PREFIX: &str = "meta/";
+
+fn meta_key(id: &str) -> String {
+    format!("{META_PREFIX}{id}")
+}
+
+fn audio_key(id: &str) -> String {
+    format!("audio/{id}")
+}
+
+fn save_upload(store: &dyn Store, id: &str, pcm: &[u8], millis: u64) -> Result<(), PromptError> {
+    let store_error = |e: crate::store::StoreError| PromptError::Store(e.to_string());
+    let mut batch = Batch::new();
+    batch.put(Tree::Prompts, audio_key(id), pcm.to_vec());
+    let upload = Upload {
+        millis,
+        upload: uuid::Uuid::new_v4().simple().to_string(),
+    };
+    batch
+        .put_json(Tree::Prompts, meta_key(id), &upload)
+        .map_err(store_error)?;
+    store.commit(&batch).map_err(store_error)?;
+    store.flush().map_err(store_error)
+}
+
+/// Moves recordings an older version kept as files into the store (once: the files are
+/// removed after).
+fn import_legacy_uploads(dir: &Path, store: &dyn Store) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".pcm"))
+        else {
+            continue;
+        };
+        let moved = std::fs::read(&path)
+            .map_err(PromptError::from)
+            .and_then(|pcm| save_upload(store, id, &pcm, pcm.len() as u64 / 16))
+            .and_then(|()| std::fs::remove_file(&path).map_err(PromptError::from));
+        match moved {
+            Ok(()) => tracing::info!(prompt = id, "uploaded recording moved into the store"),
+            Err(e) => {
+                tracing::error!(prompt = id, error = %e, "cannot move an uploaded recording into the store")
+            }
+        }
     }
 }
 
@@ -214,13 +298,6 @@ fn check_id(id: &str) -> Result<(), PromptError> {
     } else {
         Err(PromptError::BadId(id.into()))
     }
-}
-
-fn modified(path: &Path) -> String {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .map(|t| format!("{t:?}"))
-        .unwrap_or_default()
 }
 
 fn hash(parts: &[&str]) -> String {
