@@ -5,7 +5,6 @@
 //! paused for a few seconds so a CRM outage does not hold every caller for the timeout.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,15 +40,28 @@ pub struct CrmLink {
     counts: Counts,
 }
 
-#[derive(Default)]
 struct Counts {
     cached: AtomicU64,
     found: AtomicU64,
     not_found: AtomicU64,
     failed: AtomicU64,
-    /// Connector calls (cache misses), and their total time in microseconds.
-    calls: AtomicU64,
-    call_us: AtomicU64,
+    /// How long connector calls (cache misses) took, registered as
+    /// `switchboard_crm_connector_seconds`.
+    seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            cached: AtomicU64::new(0),
+            found: AtomicU64::new(0),
+            not_found: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 12),
+            ),
+        }
+    }
 }
 
 impl CrmLink {
@@ -95,43 +107,36 @@ impl CrmLink {
         cache.insert(key, (Instant::now(), answer));
     }
 
-    /// Prometheus text for the lookups served.
-    pub fn render_metrics(&self) -> String {
-        let c = &self.counts;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP switchboard_crm_lookups_total CRM lookups answered by the connector, by result (cached: from the contact's cache)."
+    /// Adds the lookups served and the connector's call times to `metrics`.
+    pub fn register_metrics(self: &Arc<Self>, metrics: &crate::metrics::Metrics) {
+        metrics.register(
+            "switchboard_crm_connector_seconds",
+            "Time spent in connector calls (cache misses)",
+            self.counts.seconds.clone(),
         );
-        let _ = writeln!(out, "# TYPE switchboard_crm_lookups_total counter");
-        for (result, n) in [
-            ("cached", &c.cached),
-            ("found", &c.found),
-            ("not_found", &c.not_found),
-            ("error", &c.failed),
-        ] {
-            let _ = writeln!(
-                out,
-                "switchboard_crm_lookups_total{{result=\"{result}\"}} {}",
-                n.load(Ordering::Relaxed)
+        let link = self.clone();
+        metrics.sample(move |samples| {
+            let c = &link.counts;
+            let values = [
+                ("cached", &c.cached),
+                ("found", &c.found),
+                ("not_found", &c.not_found),
+                ("error", &c.failed),
+            ]
+            .into_iter()
+            .map(|(result, n)| {
+                (
+                    crate::metrics::labels(&[("result", result)]),
+                    n.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+            samples.counters(
+                "switchboard_crm_lookups",
+                "CRM lookups answered by the connector, by result (cached: from the contact's cache)",
+                values,
             );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP switchboard_crm_connector_seconds Time spent in connector calls (cache misses)."
-        );
-        let _ = writeln!(out, "# TYPE switchboard_crm_connector_seconds summary");
-        let _ = writeln!(
-            out,
-            "switchboard_crm_connector_seconds_count {}",
-            c.calls.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "switchboard_crm_connector_seconds_sum {}",
-            c.call_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        out
+        });
     }
 }
 
@@ -170,10 +175,7 @@ impl CrmConnector for CrmLink {
             let answer =
                 self.engine
                     .crm_lookup(&self.services, &component, version, &policy, contact, key);
-            self.counts.calls.fetch_add(1, Ordering::Relaxed);
-            self.counts
-                .call_us
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            self.counts.seconds.observe(started.elapsed().as_secs_f64());
             answer
         });
         self.breaker.record(version, answer.is_ok());

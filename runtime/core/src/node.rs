@@ -122,6 +122,11 @@ impl Node {
                 .map_err(|e| anyhow::anyhow!("cannot define the fallback queue: {e}"))?;
         }
         router.set_planner(planner(flows.clone(), engine.clone(), store.clone()));
+        crm.register_metrics(&metrics);
+        {
+            let router = router.clone();
+            metrics.sample(move |samples| router.sample_metrics(samples));
+        }
         let sessions = Arc::new(Sessions::new(
             store.clone(),
             engine.clone(),

@@ -123,16 +123,8 @@ fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
 }
 
 async fn metrics(State(rt): Api) -> Response {
-    let mut text = format!(
-        "{}{}{}",
-        rt.metrics.render(),
-        rt.router.render_metrics(),
-        rt.crm.render_metrics()
-    );
-    if let Some(sip) = rt.sip.get() {
-        text.push_str(&sip.render_metrics());
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    let text = rt.metrics.render();
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn list_flows(State(rt): Api) -> Answer {

@@ -240,6 +240,12 @@ impl Endpoint {
             answered: Mutex::new(HashMap::new()),
             stats: SipStats::default(),
         });
+        let sampled = Arc::downgrade(&endpoint);
+        rt.metrics.sample(move |samples| {
+            if let Some(endpoint) = sampled.upgrade() {
+                endpoint.sample_metrics(samples);
+            }
+        });
         tokio::spawn(udp_loop(Arc::downgrade(&endpoint), endpoint.udp.clone()));
         tokio::spawn(tcp_loop(Arc::downgrade(&endpoint), tcp));
         tracing::info!(address = %bound, advertised = %endpoint.advertised, "SIP listening (UDP and TCP)");
@@ -593,8 +599,8 @@ impl Endpoint {
         out
     }
 
-    /// Prometheus text for calls and media.
-    pub fn render_metrics(&self) -> String {
+    /// Calls, registrations and media, read when metrics are scraped.
+    fn sample_metrics(&self, samples: &mut crate::metrics::Samples) {
         let s = &self.stats;
         let m = &self.media.stats;
         let (p50, p99, max) = m
@@ -606,34 +612,80 @@ impl Endpoint {
                 (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
             });
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "# HELP switchboard_sip_calls_total Calls offered over SIP.\n# TYPE switchboard_sip_calls_total counter\nswitchboard_sip_calls_total {}\n\
-# HELP switchboard_sip_calls_active Calls in progress.\n# TYPE switchboard_sip_calls_active gauge\nswitchboard_sip_calls_active {}\n\
-# HELP switchboard_sip_calls_rejected_total Calls refused (no flow, no common codec, no RTP port).\n# TYPE switchboard_sip_calls_rejected_total counter\nswitchboard_sip_calls_rejected_total {}\n\
-# HELP switchboard_sip_calls_bridged_total Calls bridged to an agent or a transfer target.\n# TYPE switchboard_sip_calls_bridged_total counter\nswitchboard_sip_calls_bridged_total {}\n\
-# HELP switchboard_sip_malformed_total Messages on the SIP port that were not SIP.\n# TYPE switchboard_sip_malformed_total counter\nswitchboard_sip_malformed_total {}\n\
-# HELP switchboard_sip_registrations Agent phones registered.\n# TYPE switchboard_sip_registrations gauge\nswitchboard_sip_registrations {}\n\
-# HELP switchboard_prompt_failures_total Prompts that could not be rendered (the caller heard a beep).\n# TYPE switchboard_prompt_failures_total counter\nswitchboard_prompt_failures_total {}\n\
-# HELP switchboard_rtp_legs_open Media legs with an open RTP socket.\n# TYPE switchboard_rtp_legs_open gauge\nswitchboard_rtp_legs_open {}\n\
-# HELP switchboard_rtp_packets_sent_total RTP packets sent (prompts and relayed).\n# TYPE switchboard_rtp_packets_sent_total counter\nswitchboard_rtp_packets_sent_total {}\n\
-# HELP switchboard_rtp_packets_received_total RTP packets accepted.\n# TYPE switchboard_rtp_packets_received_total counter\nswitchboard_rtp_packets_received_total {}\n\
-# HELP switchboard_rtp_packets_dropped_total Packets dropped: not RTP, or not from the signalled address.\n# TYPE switchboard_rtp_packets_dropped_total counter\nswitchboard_rtp_packets_dropped_total {}\n\
-# HELP switchboard_rtp_dtmf_digits_total Digits detected in RFC 4733 events.\n# TYPE switchboard_rtp_dtmf_digits_total counter\nswitchboard_rtp_dtmf_digits_total {}\n\
-# HELP switchboard_rtp_pacer_lateness_us How late the 20 ms media clock ticked.\n# TYPE switchboard_rtp_pacer_lateness_us summary\nswitchboard_rtp_pacer_lateness_us{{quantile=\"0.5\"}} {p50}\nswitchboard_rtp_pacer_lateness_us{{quantile=\"0.99\"}} {p99}\nswitchboard_rtp_pacer_lateness_us_max {max}\n",
+        samples.counter(
+            "switchboard_sip_calls",
+            "Calls offered over SIP",
             load(&s.calls),
-            load(&s.active),
+        );
+        samples.gauge(
+            "switchboard_sip_calls_active",
+            "Calls in progress",
+            load(&s.active) as f64,
+        );
+        samples.counter(
+            "switchboard_sip_calls_rejected",
+            "Calls refused (no flow, no common codec, no RTP port)",
             load(&s.rejected),
+        );
+        samples.counter(
+            "switchboard_sip_calls_bridged",
+            "Calls bridged to an agent or a transfer target",
             load(&s.bridged),
+        );
+        samples.counter(
+            "switchboard_sip_malformed",
+            "Messages on the SIP port that were not SIP",
             load(&s.malformed),
-            self.registrations().len(),
+        );
+        samples.gauge(
+            "switchboard_sip_registrations",
+            "Agent phones registered",
+            self.registrations().len() as f64,
+        );
+        samples.counter(
+            "switchboard_prompt_failures",
+            "Prompts that could not be rendered (the caller heard a beep)",
             self.runtime()
                 .map_or(0, |rt| rt.prompts.failures.load(Ordering::Relaxed)),
-            load(&m.open_legs),
+        );
+        samples.gauge(
+            "switchboard_rtp_legs_open",
+            "Media legs with an open RTP socket",
+            load(&m.open_legs) as f64,
+        );
+        samples.counter(
+            "switchboard_rtp_packets_sent",
+            "RTP packets sent (prompts and relayed)",
             load(&m.sent),
+        );
+        samples.counter(
+            "switchboard_rtp_packets_received",
+            "RTP packets accepted",
             load(&m.received),
+        );
+        samples.counter(
+            "switchboard_rtp_packets_dropped",
+            "Packets dropped: not RTP, or not from the signalled address",
             load(&m.dropped),
+        );
+        samples.counter(
+            "switchboard_rtp_dtmf_digits",
+            "Digits detected in RFC 4733 events",
             load(&m.digits),
-        )
+        );
+        samples.gauges(
+            "switchboard_rtp_pacer_lateness_us",
+            "How late the 20 ms media clock ticked, by quantile",
+            vec![
+                (crate::metrics::labels(&[("quantile", "0.5")]), p50 as f64),
+                (crate::metrics::labels(&[("quantile", "0.99")]), p99 as f64),
+            ],
+        );
+        samples.gauge(
+            "switchboard_rtp_pacer_lateness_us_max",
+            "The latest the 20 ms media clock ticked",
+            max as f64,
+        );
     }
 
     fn runtime(&self) -> Option<Arc<Runtime>> {

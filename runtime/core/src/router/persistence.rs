@@ -1,0 +1,264 @@
+//! The router's persistence: how each change is written (one batch per change: the task,
+//! the agent, the contact's news, the statistics event, the open-task index) and how the
+//! state is read back at start-up (queues, agents, open tasks by their index, open offers
+//! with their deadlines, the statistics window). Never decides who gets what.
+
+use super::*;
+
+/// Set in [`Tree::Meta`] once [`Tree::OpenTasks`] indexes every open task.
+pub(super) const OPEN_TASKS_INDEXED: &[u8] = b"open-tasks-indexed";
+
+/// Stages a task's record. The open-task index changes only when a task opens
+/// ([`PreparedTask::stage`]) and when it finishes ([`Router::finish`]).
+pub(super) fn stage_task(batch: &mut Batch, task: &Task) -> Result<(), StoreError> {
+    batch.put_json(Tree::Tasks, task.id.as_bytes(), task)
+}
+
+/// Stages an agent's record.
+pub(super) fn stage_agent(batch: &mut Batch, record: &WorkerRecord) -> Result<(), StoreError> {
+    batch.put_json(Tree::Agents, record.name.as_bytes(), record)
+}
+
+/// Stages a statistics event of a queue and adds it to the in-memory window.
+pub(super) fn stage_queue_event(
+    batch: &mut Batch,
+    queue: &mut Queue,
+    at: u64,
+    task: &str,
+    event: QueueEvent,
+) -> Result<(), StoreError> {
+    let key = keys::queue_event(&queue.config.name, at, task);
+    batch.put_json(Tree::QueueEvents, key.into_bytes(), &event)?;
+    match event {
+        QueueEvent::Answered { waited_ms } => queue.answered.push_back((at, waited_ms)),
+        QueueEvent::Abandoned => queue.canceled.push_back(at),
+    }
+    Ok(())
+}
+
+/// Fills a queue's statistics window from its stored events (a bounded scan of the window).
+pub(super) fn load_window(
+    store: &dyn Store,
+    queue: &mut Queue,
+    now: u64,
+) -> Result<(), StoreError> {
+    const PAGE: usize = 4096;
+    let prefix = keys::queue_events_of(&queue.config.name);
+    let mut cursor =
+        keys::queue_events_since(&queue.config.name, now.saturating_sub(STATS_WINDOW_MS))
+            .into_bytes();
+    loop {
+        let page = store.scan(
+            Tree::QueueEvents,
+            &Scan::prefix(prefix.as_bytes(), PAGE).after(&cursor),
+        )?;
+        for (key, value) in &page {
+            let at = key
+                .split(|b| *b == b'/')
+                .nth(1)
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            match crate::store::decode::<QueueEvent>(Tree::QueueEvents, key, value)? {
+                QueueEvent::Answered { waited_ms } => queue.answered.push_back((at, waited_ms)),
+                QueueEvent::Abandoned => queue.canceled.push_back(at),
+            }
+        }
+        match page.last() {
+            Some((last, _)) if page.len() == PAGE => cursor = last.clone(),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// How a task left the line, as kept for the statistics window ([`Tree::QueueEvents`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub(super) enum QueueEvent {
+    /// An agent accepted it after `waited_ms`.
+    Answered { waited_ms: u64 },
+    /// It was canceled or timed out before anyone accepted it.
+    Abandoned,
+}
+
+impl Router {
+    /// Loads the router's state: queues and agents (admin-sized trees), the open tasks (by
+    /// their index, never the whole task history), open reservations with their remaining
+    /// time, and the statistics window from the stored queue events.
+    pub(super) fn load(&self) -> Result<(), RouterError> {
+        let now = (self.clock)();
+        if let Some(workflow) = self
+            .store
+            .get_json::<Workflow>(Tree::Queues, WORKFLOW_KEY)?
+        {
+            let compiled = compile_workflow(&workflow)?;
+            *self.workflow.write().unwrap_or_else(|p| p.into_inner()) = (workflow, compiled);
+        }
+        let mut state = self.lock();
+        for mut record in self.store.scan_json::<WorkerRecord>(Tree::Agents, "")? {
+            if record.idle_since_ms == 0 {
+                record.idle_since_ms = now;
+            }
+            let worker = Worker {
+                busy: HashMap::new(),
+                reservation: None,
+                idle_key: None,
+                record,
+            };
+            state.workers.insert(worker.record.name.clone(), worker);
+        }
+        for (key, bytes) in self.store.scan_prefix(Tree::Queues, b"")? {
+            if key == WORKFLOW_KEY.as_bytes() {
+                continue;
+            }
+            let config: QueueConfig = crate::store::decode(Tree::Queues, &key, &bytes)?;
+            let mut queue = compile_queue(config)?;
+            load_window(&*self.store, &mut queue, now)?;
+            state.queues.insert(queue.config.name.clone(), queue);
+        }
+        let names: Vec<String> = state.queues.keys().cloned().collect();
+        for name in names {
+            refresh_members(&mut state, &name);
+        }
+        let mut batch = Batch::new();
+        for id in self.open_task_ids()? {
+            let Some(mut task) = self.store.get_json::<Task>(Tree::Tasks, &id)? else {
+                batch.delete(Tree::OpenTasks, id.as_bytes());
+                continue;
+            };
+            if task.status.is_final() {
+                batch.delete(Tree::OpenTasks, id.as_bytes());
+                continue;
+            }
+            if task.status == TaskStatus::Reserved {
+                // The offer stands, with the time it had left; one whose agent is gone, or
+                // stored before offers were kept, is made afresh.
+                match (&task.reservation, &task.worker, task.reserved_until_ms) {
+                    (Some(r), Some(worker), Some(until))
+                        if state
+                            .workers
+                            .get(worker)
+                            .is_some_and(|w| w.reservation.is_none()) =>
+                    {
+                        let reservation = Reservation {
+                            id: r.clone(),
+                            task: task.id.clone(),
+                            worker: worker.clone(),
+                            expires_ms: until,
+                        };
+                        if let Some(w) = state.workers.get_mut(worker) {
+                            w.reservation = Some(r.clone());
+                        }
+                        state.reservations.insert(r.clone(), reservation);
+                    }
+                    _ => {
+                        task.status = TaskStatus::Pending;
+                        task.worker = None;
+                        task.reservation = None;
+                        task.reserved_until_ms = None;
+                        batch.put_json(Tree::Tasks, task.id.as_bytes(), &task)?;
+                    }
+                }
+            }
+            if let Some(worker) = task.worker.clone()
+                && let Some(w) = state.workers.get_mut(&worker)
+            {
+                *w.busy.entry(task.channel).or_default() += 1;
+            }
+            if task.status == TaskStatus::Pending
+                && let Some(q) = state.queues.get_mut(&task.queue)
+            {
+                q.waiting.insert(waiting_key(q.config.order, &task));
+            }
+            if let Some(plan) = &task.plan
+                && let Ok(compiled) = compile_targets(plan)
+            {
+                state.plans.insert(task.id.clone(), compiled);
+            }
+            state.tasks.insert(task.id.clone(), task);
+        }
+        let names: Vec<String> = state.workers.keys().cloned().collect();
+        for name in names {
+            update_idle(&mut state, &name);
+        }
+        drop(state);
+        self.store.commit(&batch)?;
+        self.store.flush()?;
+        self.assign_all()?;
+        Ok(())
+    }
+
+    /// The ids of every task not yet finished, from their index (built once from the tasks
+    /// themselves for a store written before the index existed).
+    pub(super) fn open_task_ids(&self) -> Result<Vec<String>, RouterError> {
+        const PAGE: usize = 1024;
+        if self.store.get(Tree::Meta, OPEN_TASKS_INDEXED)?.is_none() {
+            let mut batch = Batch::new();
+            for task in self.store.scan_json::<Task>(Tree::Tasks, "")? {
+                if !task.status.is_final() {
+                    batch.put(Tree::OpenTasks, task.id.as_bytes(), Vec::new());
+                }
+            }
+            batch.put(Tree::Meta, OPEN_TASKS_INDEXED, b"1".to_vec());
+            self.store.commit(&batch)?;
+        }
+        let mut ids = Vec::new();
+        loop {
+            let last = ids.last().map(|id: &String| id.as_bytes().to_vec());
+            let mut scan = Scan::prefix(b"", PAGE);
+            if let Some(last) = &last {
+                scan = scan.after(last);
+            }
+            let page = self.store.scan(Tree::OpenTasks, &scan)?;
+            let full = page.len() == PAGE;
+            ids.extend(
+                page.into_iter()
+                    .map(|(k, _)| String::from_utf8_lossy(&k).into_owned()),
+            );
+            if !full {
+                return Ok(ids);
+            }
+        }
+    }
+
+    /// Stages news for the flow of a task's contact, if it has one: written in the same
+    /// commit as the change, heard by the contact's next step.
+    pub(super) fn stage_news(
+        &self,
+        batch: &mut Batch,
+        task: &Task,
+        news: News,
+    ) -> Result<(), RouterError> {
+        match &task.contact {
+            Some(contact) => {
+                self.stage_outcome(batch, contact, &task.queue, news, task.worker.clone())
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn stage_outcome(
+        &self,
+        batch: &mut Batch,
+        contact: &str,
+        queue: &str,
+        news: News,
+        agent: Option<String>,
+    ) -> Result<(), RouterError> {
+        let outcome = Outcome {
+            contact: contact.to_string(),
+            queue: queue.to_string(),
+            news,
+            agent,
+        };
+        let key = keys::inbox(contact, self.store.next_id()?);
+        batch.put_json(Tree::Inbox, key.into_bytes(), &outcome)?;
+        Ok(())
+    }
+
+    /// Commits one router change and makes it durable.
+    pub(super) fn commit(&self, batch: Batch) -> Result<(), RouterError> {
+        self.store.commit(&batch)?;
+        Ok(())
+    }
+}
