@@ -137,6 +137,9 @@ impl Node {
             router.clone(),
         ));
         sessions.restore_pins()?;
+        if let Err(e) = sessions.settle_ended_contacts() {
+            tracing::error!(error = %e, "cannot settle the tasks of contacts that ended before the restart");
+        }
         Ok(Node {
             config,
             store,

@@ -303,7 +303,15 @@ impl Sessions {
             metrics,
             router,
             stripes: (0..256).map(|_| Mutex::new(())).collect(),
-            hold_news: std::env::var("SWITCHBOARD_FAILPOINT").is_ok_and(|f| f == "hold-news"),
+            hold_news: {
+                let hold = std::env::var("SWITCHBOARD_FAILPOINT").is_ok_and(|f| f == "hold-news");
+                if hold {
+                    tracing::warn!(
+                        "SWITCHBOARD_FAILPOINT=hold-news: task news is NOT delivered to flows (a test setting; unset it)"
+                    );
+                }
+                hold
+            },
         }
     }
 
@@ -401,6 +409,13 @@ impl Sessions {
                     contacts.push(contact.to_string());
                 }
             }
+            // Past the last contact's news, however much of it there is: a contact with a
+            // long inbox does not fill the pass.
+            if let Some(contact) = contacts.last() {
+                let mut past = keys::of_contact(contact).into_bytes();
+                past.push(0xff);
+                cursor = Some(past);
+            }
         }
         let mut reports = Vec::new();
         for contact in contacts {
@@ -453,7 +468,15 @@ impl Sessions {
                 }
             };
             let event = outcome.event();
-            reports.push(self.run(&mut session, Some(&stored), event, Some(&item))?);
+            match self.run(&mut session, Some(&stored), event, Some(&item)) {
+                Ok(report) => reports.push(report),
+                Err(e) => {
+                    // Steps already committed keep their reports; this item stays in the
+                    // inbox for the next pass.
+                    tracing::error!(contact, error = %e, "cannot tell the flow about its task; will try again");
+                    return Ok(reports);
+                }
+            }
         }
     }
 
@@ -484,6 +507,37 @@ impl Sessions {
                 }
             }
         }
+    }
+
+    /// Settles the open tasks of contacts that ended (a crash between a contact's last step
+    /// and its task's cancel or callback): canceled, or kept as the callback the flow asked
+    /// for. Run at start-up.
+    pub fn settle_ended_contacts(&self) -> Result<usize, ContactError> {
+        let mut settled = 0;
+        for (_, contact) in self.router.open_tasks_of_contacts() {
+            let session = match self.get(&contact) {
+                Ok(session) => session,
+                Err(ContactError::UnknownContact(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if !matches!(session.status, Status::Ended { .. }) {
+                continue;
+            }
+            let last_actions = self
+                .trace(&contact)?
+                .pop()
+                .map(|step| step.actions)
+                .unwrap_or_default();
+            self.settle_task(&session, &last_actions)?;
+            settled += 1;
+        }
+        if settled > 0 {
+            tracing::info!(
+                settled,
+                "settled the tasks of contacts that ended before a crash"
+            );
+        }
+        Ok(settled)
     }
 
     /// Builds the contact indexes from the sessions themselves, once per store.
@@ -629,8 +683,7 @@ impl Sessions {
             task.stage(&mut batch)?;
         }
         let faulted = fault.is_some();
-        let verdict = self.flows.record_step(
-            &mut batch,
+        self.flows.record_step(
             &session.flow,
             session.version,
             faulted,
@@ -662,14 +715,18 @@ impl Sessions {
         self.store.commit(&batch)?;
         self.store.flush()?;
 
-        // Committed: now the parts that live in memory follow.
-        if let Some(task) = new_task {
-            self.router
-                .admit(task)
-                .map_err(|e| ContactError::Routing(e.to_string()))?;
+        // Committed and durable: the step happened, whatever follows. What follows brings
+        // memory and the router in line; each part that fails is logged, none skips another,
+        // and a restart finishes what a crash here interrupted (`settle_ended_contacts`, the
+        // router loading the stored task).
+        if let Some(task) = new_task
+            && let Err(e) = self.router.admit(task)
+        {
+            tracing::error!(contact = %session.id, error = %e, "the contact's task is stored but not offered yet; it will be after a restart");
         }
-        self.flows.after_step(verdict)?;
-        self.settle_task(session, &actions)?;
+        if let Err(e) = self.settle_task(session, &actions) {
+            tracing::error!(contact = %session.id, error = %e, "cannot settle the task of a contact that ended; it will be at the next start");
+        }
         if matches!(session.status, Status::Ended { .. }) {
             self.flows.unpin(&session.flow, session.version);
         }

@@ -25,7 +25,7 @@ use crate::engine::{CONNECTOR_WORLD, ConnectorPolicy, Engine, FlowComponent, Rej
 /// The flow name under which a CRM connector is deployed: its live version answers every
 /// flow's `crm.lookup`.
 pub const CRM_FLOW: &str = "crm";
-use crate::store::{Batch, Store, StoreError, StoreExt, Tree, keys};
+use crate::store::{Store, StoreError, StoreExt, Tree, keys};
 
 /// An immutable deployed version of a flow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,15 +194,6 @@ pub struct Flows {
 
 fn version_key(flow: &str, version: u64) -> String {
     keys::version(flow, version)
-}
-
-/// What a counted step asks of the flows once its batch is committed.
-#[must_use]
-pub struct StepVerdict {
-    flow: String,
-    version: u64,
-    /// Why the version, a canary, should be aborted.
-    abort: Option<String>,
 }
 
 fn now() -> String {
@@ -535,19 +526,19 @@ impl Flows {
         })
     }
 
-    /// Counts a step of `version` (and a new contact, or its first fallback). When the
-    /// version is a canary whose fault rate is over the threshold, aborts it: the contact
-    /// that tipped it over has already had its fallback, and new contacts go to the live
-    /// version from the next arrival on.
+    /// Counts a step of `version` (and a new contact, or its first fallback), once the step
+    /// is committed; the counters are written under their lock, so they never go back. When
+    /// the version is a canary whose fault rate is over the threshold, aborts it: the
+    /// contact that tipped it over has already had its fallback, and new contacts go to the
+    /// live version from the next arrival on.
     pub fn record_step(
         &self,
-        batch: &mut Batch,
         flow: &str,
         version: u64,
         faulted: bool,
         new_contact: bool,
         first_fallback: bool,
-    ) -> Result<StepVerdict, FlowsError> {
+    ) -> Result<(), FlowsError> {
         let verdict = {
             let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
             let entry = self.health_entry(&mut health, flow, version)?;
@@ -556,7 +547,8 @@ impl Flows {
             entry.contacts += u64::from(new_contact);
             entry.fallback_contacts += u64::from(first_fallback);
             let snapshot = entry.clone();
-            batch.put_json(Tree::Health, version_key(flow, version), &snapshot)?;
+            self.store
+                .put_json(Tree::Health, &version_key(flow, version), &snapshot)?;
             if faulted && snapshot.aborted.is_none() {
                 snapshot.verdict(
                     self.canary_config.max_fault_rate,
@@ -566,23 +558,7 @@ impl Flows {
                 None
             }
         };
-        Ok(StepVerdict {
-            flow: flow.to_string(),
-            version,
-            abort: verdict,
-        })
-    }
-
-    /// Acts on a counted step once its batch is committed: a canary over its fault threshold
-    /// is aborted.
-    pub fn after_step(&self, verdict: StepVerdict) -> Result<(), FlowsError> {
-        let StepVerdict {
-            flow,
-            version,
-            abort,
-        } = verdict;
-        let flow = flow.as_str();
-        if let Some(reason) = abort {
+        if let Some(reason) = verdict {
             let is_canary = self
                 .record(flow)?
                 .and_then(|r| r.canary)

@@ -242,9 +242,10 @@ fn check_name(kind: &str, name: &str) -> Result<(), RouterError> {
 }
 
 impl Router {
-    /// The router over `store`, with every queue, agent and open task loaded. Reservations
-    /// that were open when the server stopped are given up: their tasks wait again and are
-    /// offered afresh.
+    /// The router over `store`, with every queue, agent and open task loaded. An offer open
+    /// when the server stopped still stands with the time it had left (one whose time ran
+    /// out meanwhile is made afresh); agents keep their idle order; the statistics window is
+    /// read back.
     pub fn open(store: Arc<dyn Store>) -> Result<Router, RouterError> {
         Self::with_clock(store, Box::new(now_ms))
     }
@@ -569,7 +570,9 @@ impl Router {
     fn admit_with(&self, prepared: PreparedTask, batch: Batch) -> Result<Task, RouterError> {
         let id = prepared.task.id.clone();
         let queue = prepared.task.queue.clone();
-        {
+        // One lock hold from taking the task in to committing its writes: no other change
+        // can offer it in between and then be overwritten by this commit.
+        let notices = {
             let mut state = self.lock();
             if let Some(q) = state.queues.get_mut(&queue) {
                 q.waiting
@@ -579,8 +582,9 @@ impl Router {
                 state.plans.insert(id.clone(), targets);
             }
             state.tasks.insert(id.clone(), prepared.task);
-        }
-        self.assign_queue_with(&queue, batch)?;
+            self.assign_locked(&mut state, &queue, batch)?
+        };
+        self.notify(notices);
         self.task(&id)
     }
 
@@ -621,6 +625,15 @@ impl Router {
         self.store
             .get_json::<Task>(Tree::Tasks, id)?
             .ok_or_else(|| RouterError::UnknownTask(id.into()))
+    }
+
+    /// Every open task that came from a contact: (task, contact).
+    pub fn open_tasks_of_contacts(&self) -> Vec<(String, String)> {
+        self.lock()
+            .tasks
+            .values()
+            .filter_map(|t| Some((t.id.clone(), t.contact.clone()?)))
+            .collect()
     }
 
     /// The open task of a contact, if any.
@@ -1066,15 +1079,35 @@ impl Router {
     }
 
     /// [`Router::assign_queue`], committing `batch` with the offers made.
-    fn assign_queue_with(&self, queue: &str, mut batch: Batch) -> Result<(), RouterError> {
-        let mut state = self.lock();
+    fn assign_queue_with(&self, queue: &str, batch: Batch) -> Result<(), RouterError> {
+        let notices = self.assign_locked(&mut self.lock(), queue, batch)?;
+        self.notify(notices);
+        Ok(())
+    }
+
+    /// Tells agents' live connections of new offers. Nobody listening is fine: the agent
+    /// sees them on the next poll.
+    fn notify(&self, notices: Vec<Notice>) {
+        for notice in notices {
+            let _ = self.notices.send(notice);
+        }
+    }
+
+    /// Offers `queue`'s waiting tasks and commits `batch` with the offers, under the lock
+    /// the caller holds; returns the notices to send once the lock is released.
+    fn assign_locked(
+        &self,
+        state: &mut State,
+        queue: &str,
+        mut batch: Batch,
+    ) -> Result<Vec<Notice>, RouterError> {
         let idle = match state.queues.get(queue) {
             Some(q) => !q.waiting.is_empty() && !state.idle.is_empty(),
             None => false,
         };
         if !idle {
-            drop(state);
-            return self.commit(batch);
+            self.commit(batch)?;
+            return Ok(Vec::new());
         }
         // Read the clock only when there is work: this runs for every queue after each change.
         let now = (self.clock)();
@@ -1088,7 +1121,7 @@ impl Router {
             if state.idle.is_empty() {
                 break;
             }
-            let Some(worker) = pick_worker(&state, queue, &id) else {
+            let Some(worker) = pick_worker(state, queue, &id) else {
                 continue;
             };
             let reservation_timeout = state.queues[queue].config.reservation_timeout_secs;
@@ -1098,7 +1131,7 @@ impl Router {
                 worker: worker.clone(),
                 expires_ms: now + reservation_timeout * 1000,
             };
-            let key = waiting_key(state_order(&state, queue), &state.tasks[&id]);
+            let key = waiting_key(state_order(state, queue), &state.tasks[&id]);
             let task = state.tasks.get_mut(&id).expect("waiting tasks exist");
             task.status = TaskStatus::Reserved;
             task.worker = Some(worker.clone());
@@ -1118,7 +1151,7 @@ impl Router {
                 .expect("picked workers exist");
             w.reservation = Some(reservation.id.clone());
             *w.busy.entry(channel).or_default() += 1;
-            update_idle(&mut state, &worker);
+            update_idle(state, &worker);
             stage_task(&mut batch, &snapshot)?;
             state
                 .reservations
@@ -1130,11 +1163,7 @@ impl Router {
             });
         }
         self.commit(batch)?;
-        for notice in notices {
-            // Nobody listening is fine: the agent sees it on the next poll.
-            let _ = self.notices.send(notice);
-        }
-        Ok(())
+        Ok(notices)
     }
 
     /// Makes everything written so far durable.

@@ -134,11 +134,14 @@ impl Router {
                 // The offer stands, with the time it had left; one whose agent is gone, or
                 // stored before offers were kept, is made afresh.
                 match (&task.reservation, &task.worker, task.reserved_until_ms) {
+                    // An offer whose time ran out while the server was down is made afresh
+                    // (not counted as missed: the agent could not have answered it).
                     (Some(r), Some(worker), Some(until))
-                        if state
-                            .workers
-                            .get(worker)
-                            .is_some_and(|w| w.reservation.is_none()) =>
+                        if until > now
+                            && state
+                                .workers
+                                .get(worker)
+                                .is_some_and(|w| w.reservation.is_none()) =>
                     {
                         let reservation = Reservation {
                             id: r.clone(),
@@ -203,14 +206,15 @@ impl Router {
             self.store.commit(&batch)?;
         }
         let mut ids = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
         loop {
-            let last = ids.last().map(|id: &String| id.as_bytes().to_vec());
             let mut scan = Scan::prefix(b"", PAGE);
-            if let Some(last) = &last {
+            if let Some(last) = &cursor {
                 scan = scan.after(last);
             }
             let page = self.store.scan(Tree::OpenTasks, &scan)?;
             let full = page.len() == PAGE;
+            cursor = page.last().map(|(k, _)| k.clone());
             ids.extend(
                 page.into_iter()
                     .map(|(k, _)| String::from_utf8_lossy(&k).into_owned()),

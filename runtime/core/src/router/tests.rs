@@ -238,3 +238,19 @@ fn a_restart_keeps_offers_statistics_and_the_idle_order() {
     // Ann finished before Bob's offer was withdrawn, so she is offered before him.
     assert_eq!(b.offer("ann").unwrap().task, third.id);
 }
+
+#[test]
+fn an_offer_whose_time_ran_out_while_the_server_was_down_is_made_afresh_without_a_miss() {
+    let b = Bench::new();
+    b.queue("q", "", Vec::new());
+    b.agent("ann", json!({}));
+    let task = b.task("q", 0, None);
+    let first = b.offer("ann").unwrap();
+    // Down for longer than the ten seconds Ann had to answer.
+    b.now.fetch_add(60_000, Ordering::SeqCst);
+    let b = b.restart();
+    let again = b.offer("ann").expect("offered again at once");
+    assert_eq!(again.task, task.id);
+    assert_ne!(again.id, first.id, "a new offer, with a full ten seconds");
+    assert_eq!(b.router.worker("ann").unwrap()["missed_in_a_row"], 0);
+}

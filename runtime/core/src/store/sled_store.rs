@@ -34,6 +34,9 @@ pub struct SledStore {
     /// Commits take turns: a batch's checks and writes are not interleaved with another's.
     /// Holds whether the journal holds a record.
     commit_lock: Mutex<bool>,
+    /// Set when applying a batch failed half-way: its record must not be removed by a later
+    /// write, so nothing more is written until a restart applies it again.
+    interrupted: std::sync::atomic::AtomicBool,
 }
 
 const JOURNAL_KEY: &[u8] = b"last-batch";
@@ -76,6 +79,7 @@ impl SledStore {
             trees,
             journal,
             commit_lock: Mutex::new(false),
+            interrupted: std::sync::atomic::AtomicBool::new(false),
             flush_tickets: AtomicU64::new(0),
             flushed: Mutex::new(0),
         };
@@ -135,6 +139,11 @@ impl Store for SledStore {
             return Ok(());
         }
         let mut journaled = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.interrupted.load(SeqCst) {
+            return Err(StoreError::Backend(
+                "an earlier write failed half-way; restart the server to finish it (nothing else is written until then)".into(),
+            ));
+        }
         for (tree, key, want) in batch.checks() {
             let have = self.tree(*tree).get(key).map_err(backend)?;
             if have.as_deref() != want.as_deref() {
@@ -162,6 +171,7 @@ impl Store for SledStore {
             .map_err(backend)?;
         *journaled = true;
         self.apply(writes)
+            .inspect_err(|_| self.interrupted.store(true, SeqCst))
     }
 
     fn scan(&self, tree: Tree, scan: &Scan<'_>) -> Result<Vec<Pair>, StoreError> {

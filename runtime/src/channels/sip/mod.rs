@@ -182,10 +182,12 @@ fn restore_registrations(rt: &Runtime) -> anyhow::Result<HashMap<String, Registr
             );
             continue;
         };
-        let peer = match phone.transport.as_str() {
-            "tcp" => Peer::Tcp(addr),
-            _ => Peer::Udp(addr),
-        };
+        // A TCP phone's connection did not survive the restart, and calls cannot reach it
+        // until it registers again (then its `sip` attribute, if any, is used meanwhile).
+        if phone.transport != "udp" {
+            continue;
+        }
+        let peer = Peer::Udp(addr);
         let left = Duration::from_millis(phone.expires_ms.saturating_sub(now));
         out.insert(
             agent,
@@ -417,7 +419,11 @@ impl Endpoint {
                     .response(200, "OK", Some(&message::token()))
                     .with("Accept", "application/sdp"),
             ),
-            "REGISTER" => self.register(&message, peer),
+            "REGISTER" => {
+                // It writes the registration durably (an fsync): not on the receive loop.
+                let endpoint = self.clone();
+                tokio::task::spawn_blocking(move || endpoint.register(&message, peer));
+            }
             "ACK" => {}
             "BYE" | "CANCEL" | "INFO" | "UPDATE" | "PRACK" | "REFER" | "NOTIFY" => self.respond(
                 peer,
