@@ -1,6 +1,6 @@
 //! The runtime of the `switchboard` binary: one [`Node`] plus the live parts of the channels
-//! (web chat connections, prompt audio, the SIP endpoint), and the glue between them: step
-//! reports of the news dispatcher go to the channel that renders them.
+//! (web chat connections, prompt audio, the SIP endpoint); it runs the news dispatcher, whose
+//! step reports the channels follow.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -61,12 +61,8 @@ impl Runtime {
     /// canceled, still waiting): one pass of the news dispatcher, whose steps' reports go to
     /// the channels that render them.
     pub fn deliver_news(&self) {
-        for report in self.node.deliver_news() {
-            self.chat.deliver(&report);
-            if let Some(sip) = self.sip.get() {
-                sip.deliver(&report);
-            }
-        }
+        // The channels render the reports: they follow the sessions' published reports.
+        self.node.deliver_news();
     }
 
     /// Starts the router's clock: every 250 ms reservations expire, plans escalate, tasks time

@@ -278,6 +278,8 @@ pub struct Sessions {
     router: Arc<Router>,
     /// Steps of one contact run one at a time; contacts hash onto these stripes.
     stripes: Vec<Mutex<()>>,
+    /// Reports of the steps the news dispatcher ran, for the channels that render them.
+    reports: tokio::sync::broadcast::Sender<StepReport>,
     /// Test-only: `SWITCHBOARD_FAILPOINT=hold-news` keeps news in the inbox undelivered, so a
     /// test can kill the server between a router change and the step that hears it.
     hold_news: bool,
@@ -303,6 +305,7 @@ impl Sessions {
             metrics,
             router,
             stripes: (0..256).map(|_| Mutex::new(())).collect(),
+            reports: tokio::sync::broadcast::channel(4096).0,
             hold_news: {
                 let hold = std::env::var("SWITCHBOARD_FAILPOINT").is_ok_and(|f| f == "hold-news");
                 if hold {
@@ -386,7 +389,8 @@ impl Sessions {
 
     /// One pass of the news dispatcher: every contact with news in its inbox hears it, oldest
     /// first, each item in the step that consumes it (so exactly once, also across a crash).
-    /// Returns the reports of those steps, for the channels to render. Safe to run from
+    /// Publishes the reports of those steps to subscribers ([`Sessions::subscribe`]) and
+    /// returns them. Safe to run from
     /// several threads at once: a contact's steps take turns, and consumed news is gone.
     pub fn deliver_news(&self) -> Result<Vec<StepReport>, ContactError> {
         if self.hold_news {
@@ -426,7 +430,17 @@ impl Sessions {
                 }
             }
         }
+        for report in &reports {
+            // Nobody subscribed (no channel running) is fine: the step is stored.
+            let _ = self.reports.send(report.clone());
+        }
         Ok(reports)
+    }
+
+    /// The reports of every step the news dispatcher runs from now on: what channels render
+    /// for steps they did not ask for.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StepReport> {
+        self.reports.subscribe()
     }
 
     /// Runs one step per item of news waiting for `contact`, in order.

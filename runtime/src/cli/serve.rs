@@ -101,6 +101,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen}: is another server using it? pass --listen 127.0.0.1:PORT"))?;
         let bound = listener.local_addr()?;
+        {
+            let chat = runtime.chat.clone();
+            crate::channels::follow_reports(runtime.sessions.subscribe(), "chat", move |report| {
+                chat.deliver(report)
+            });
+        }
         if runtime.config.sip.listen.is_some() {
             let sip = crate::channels::sip::Endpoint::start(&runtime).await?;
             println!("SIP listening on {} (UDP and TCP)", sip.local_addr());

@@ -242,6 +242,12 @@ impl Endpoint {
             answered: Mutex::new(HashMap::new()),
             stats: SipStats::default(),
         });
+        let following = Arc::downgrade(&endpoint);
+        super::follow_reports(rt.sessions.subscribe(), "sip", move |report| {
+            if let Some(endpoint) = following.upgrade() {
+                endpoint.deliver(report);
+            }
+        });
         let sampled = Arc::downgrade(&endpoint);
         rt.metrics.sample(move |samples| {
             if let Some(endpoint) = sampled.upgrade() {
