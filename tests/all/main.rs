@@ -9,6 +9,7 @@ mod auth;
 mod browser;
 mod canary;
 mod chat;
+mod cli;
 mod crm;
 mod deploy;
 mod durability;

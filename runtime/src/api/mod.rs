@@ -17,13 +17,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 pub use error::ApiError;
 
 use crate::contract::Event;
-use crate::flows::{DeployOptions, EntryPoint, Match};
+use crate::flows::{Canary, DeployOptions, EntryPoint, Match, VersionStatus};
 use crate::runtime::Runtime;
 use crate::sessions::NewContact;
 
@@ -205,13 +205,26 @@ async fn deploy(
     ok(StatusCode::CREATED, answer)
 }
 
+/// The answer to `GET /v1/flows/{flow}/versions`; `switchboard versions` reads it back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionList {
+    /// The version new contacts get.
+    pub live: u64,
+    /// The candidate taking part of the new contacts, or null.
+    pub canary: Option<Canary>,
+    /// Every version, oldest first, with its role and health.
+    pub versions: Vec<VersionStatus>,
+}
+
 async fn list_versions(State(rt): Api, Path(flow): Path<String>) -> Answer {
     let (record, versions) =
         blocking(move || rt.flows.statuses(&flow).map_err(ApiError::from)).await?;
-    ok(
-        StatusCode::OK,
-        json!({"live": record.live, "canary": record.canary, "versions": versions}),
-    )
+    let list = VersionList {
+        live: record.live,
+        canary: record.canary,
+        versions,
+    };
+    ok(StatusCode::OK, list)
 }
 
 async fn promote(

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::contract::{Action, Event, Gather, Prompt};
-use crate::engine::Clock;
+use crate::engine::{Clock, Fault};
 use crate::runtime::Runtime;
 use crate::sessions::{Awaiting, NewContact, Status, StepReport};
 
@@ -254,19 +254,22 @@ impl<'a, D: Driver> Conversation<'a, D> {
     }
 
     fn render(&mut self, report: &StepReport) -> anyhow::Result<()> {
-        if let Some(fault) = &report.fault {
-            writeln!(
-                self.out,
-                "  switchboard: the flow faulted ({fault}); the fallback ran"
-            )?;
-        }
-        for action in &report.actions {
-            for line in action_lines(action) {
-                writeln!(self.out, "{line}")?;
-            }
+        for line in step_lines(report.fault.as_ref(), &report.actions) {
+            writeln!(self.out, "{line}")?;
         }
         Ok(())
     }
+}
+
+/// What one step did, as transcript lines (`simulate`, and `switchboard trace`): the fault
+/// first when there was one, since the actions that follow are then the fallback's.
+pub fn step_lines(fault: Option<&Fault>, actions: &[Action]) -> Vec<String> {
+    let fault =
+        fault.map(|fault| format!("  switchboard: the flow faulted ({fault}); the fallback ran"));
+    fault
+        .into_iter()
+        .chain(actions.iter().flat_map(action_lines))
+        .collect()
 }
 
 /// What a caller hears or reads, or what Switchboard does, for one action: the lines of a
@@ -278,20 +281,7 @@ pub fn action_lines(action: &Action) -> Vec<String> {
         Action::Send { text } => vec![format!("  flow   > {text}")],
         Action::Gather(g) => {
             let mut lines = prompt_lines(&g.prompt);
-            let digits = if g.max_digits == 0 {
-                "digits".to_string()
-            } else {
-                format!("up to {} digit(s)", g.max_digits)
-            };
-            let finish = g
-                .finish_on_key
-                .as_deref()
-                .map(|k| format!(", {k} to finish"))
-                .unwrap_or_default();
-            lines.push(format!(
-                "           [waits {:.1} s for {digits}{finish}]",
-                f64::from(g.timeout_ms) / 1000.0
-            ));
+            lines.push(format!("           [{}]", gather_wait(g)));
             lines
         }
         Action::Enqueue(e) => {
@@ -317,6 +307,24 @@ pub fn action_lines(action: &Action) -> Vec<String> {
         Action::Hangup => vec!["  switchboard: the flow hangs up".into()],
         Action::End => vec!["  switchboard: the flow ends".into()],
     }
+}
+
+/// What a gather waits for: `waits 5.0 s for up to 1 digit(s), # to finish`.
+pub fn gather_wait(gather: &Gather) -> String {
+    let digits = if gather.max_digits == 0 {
+        "digits".to_string()
+    } else {
+        format!("up to {} digit(s)", gather.max_digits)
+    };
+    let finish = gather
+        .finish_on_key
+        .as_deref()
+        .map(|k| format!(", {k} to finish"))
+        .unwrap_or_default();
+    format!(
+        "waits {:.1} s for {digits}{finish}",
+        f64::from(gather.timeout_ms) / 1000.0
+    )
 }
 
 fn prompt_lines(prompt: &[Prompt]) -> Vec<String> {

@@ -19,6 +19,33 @@ pub enum Lang {
     Js,
 }
 
+#[derive(clap::Args)]
+pub struct NewArgs {
+    /// The flow's name (lowercase letters, digits, '-').
+    name: String,
+    /// The language to write it in.
+    #[arg(long, value_enum, default_value = "rust")]
+    lang: Lang,
+    /// Where to create it (default: ./NAME).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// The project directory.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+}
+
+pub fn run_new(args: NewArgs) -> anyhow::Result<()> {
+    new(&args.name, args.lang, args.dir)
+}
+
+pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
+    build(&args.dir).map(|_| ())
+}
+
 const CONTRACT: &str = include_str!("../../../wit/flow.wit");
 
 const RUST_SDK: &[(&str, &str)] = &[
@@ -127,7 +154,7 @@ fn write(root: &Path, relative: &str, text: &str) -> anyhow::Result<()> {
 }
 
 /// Writes a new project `name` in `dir` (default `./name`).
-pub fn new(name: &str, lang: Lang, dir: Option<PathBuf>) -> anyhow::Result<()> {
+fn new(name: &str, lang: Lang, dir: Option<PathBuf>) -> anyhow::Result<()> {
     check_name(name)?;
     let root = dir.unwrap_or_else(|| PathBuf::from(name));
     if root.exists()
@@ -333,7 +360,7 @@ fn have(tool: &str, args: &[&str]) -> bool {
 }
 
 /// Builds the project in `dir`; returns the component's path.
-pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     let project = read_project(dir)?;
     let output = dir.join(format!("{}.wasm", project.name));
     let started = std::time::Instant::now();

@@ -229,7 +229,7 @@ fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
             continue;
         }
         let label = format!("deploying {file} as flow {flow}");
-        let version = super::terminal_progress(&label, || {
+        let version = crate::channels::terminal::with_progress(&label, || {
             let options = crate::flows::DeployOptions {
                 allow: allow.clone(),
                 ..Default::default()
