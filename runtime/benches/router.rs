@@ -34,14 +34,8 @@ fn main() {
     for q in 0..QUEUES {
         router
             .define_queue(QueueConfig {
-                name: format!("q{q}"),
                 members: format!("\"s{q}\" in worker.skills"),
-                order: Default::default(),
-                sla_secs: 30,
-                reservation_timeout_secs: 30,
-                task_timeout_secs: 3600,
-                wait_event_secs: 0,
-                targets: Vec::new(),
+                ..QueueConfig::named(&format!("q{q}"))
             })
             .unwrap();
     }

@@ -40,18 +40,7 @@ fn main() {
         )
         .unwrap();
     for queue in ["sales", "support", "agents"] {
-        rt.router
-            .define_queue(QueueConfig {
-                name: queue.into(),
-                members: String::new(),
-                order: Default::default(),
-                sla_secs: 30,
-                reservation_timeout_secs: 30,
-                task_timeout_secs: 3600,
-                wait_event_secs: 0,
-                targets: Vec::new(),
-            })
-            .unwrap();
+        rt.router.define_queue(QueueConfig::named(queue)).unwrap();
     }
     let seconds = support::bench_seconds();
     eprintln!(

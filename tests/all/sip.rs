@@ -250,32 +250,8 @@ fn an_agent_phone_answers_and_the_caller_is_bridged_both_ways() {
     let phone = sipp(dir.path(), &answer, sip_addr(&server), "alice", &port_args);
 
     let caller_ear = Ear::new();
-    let scenario = Caller::dial(caller_ear.port(), "+15554444")
-        .answered()
-        .pause(2500)
-        .press_rfc4733("1")
-        .expect_bye(60_000)
-        .write(dir.path(), "bridged-caller");
-    let caller = sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]);
-
-    // Alice accepts the offer on her desktop; Switchboard rings her phone.
-    let mut reservation = None;
-    wait_until("the task to be offered to alice", 20, || {
-        let (_, me) = server.call_as(Some(&alice), "GET", "/agent/v1/me", None);
-        reservation = me["reservation"]["id"].as_str().map(str::to_string);
-        reservation.is_some()
-    });
-    let (status, accepted) = server.call_as(
-        Some(&alice),
-        "POST",
-        &format!("/agent/v1/reservations/{}/accept", reservation.unwrap()),
-        Some(json!({})),
-    );
-    assert_eq!(status, 200, "{accepted}");
-    let task = accepted["id"].as_str().unwrap().to_string();
-    wait_until("the bridge", 10, || {
-        metric(&server, "switchboard_sip_calls_bridged_total") == 1.0
-    });
+    let (caller, task) =
+        alice_answers_a_caller(&server, dir.path(), &alice, &caller_ear, "+15554444");
     std::thread::sleep(Duration::from_millis(300));
 
     // The caller speaks: the agent's phone hears it; and the other way round.
@@ -339,40 +315,49 @@ fn a_phone_registered_before_a_sigkill_still_rings_after_the_restart() {
     assert_eq!(regs[0]["agent"], "alice", "{regs}");
     let phone = sipp(dir.path(), &answer, sip_addr(&server), "alice", &port_args);
     let caller_ear = Ear::new();
-    let scenario = Caller::dial(caller_ear.port(), "+15554445")
+    let (caller, task) =
+        alice_answers_a_caller(&server, dir.path(), &alice, &caller_ear, "+15554445");
+    phone.succeeds();
+    caller.succeeds();
+    all_calls_over(&server);
+    let (_, task) = server.call("GET", &format!("/v1/tasks/{task}"), None);
+    assert_eq!(task["status"], "completed", "{task}");
+}
+
+/// A caller from `from` presses 1 for sales; alice accepts the offer on her desktop and
+/// Switchboard rings her phone; returns once the legs are bridged, with the caller's sipp
+/// (it expects the BYE) and the task.
+fn alice_answers_a_caller(
+    server: &Server,
+    dir: &std::path::Path,
+    alice: &str,
+    caller_ear: &Ear,
+    from: &str,
+) -> (crate::sipp::Sipp, String) {
+    let scenario = Caller::dial(caller_ear.port(), from)
         .answered()
         .pause(2500)
         .press_rfc4733("1")
         .expect_bye(60_000)
-        .write(dir.path(), "caller-after-restart");
-    let caller = sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]);
+        .write(dir, &format!("caller-{from}"));
+    let caller = sipp(dir, &scenario, sip_addr(server), NUMBER, &[]);
     let mut reservation = None;
     wait_until("the task to be offered to alice", 20, || {
-        let (_, me) = server.call_as(Some(&alice), "GET", "/agent/v1/me", None);
+        let (_, me) = server.call_as(Some(alice), "GET", "/agent/v1/me", None);
         reservation = me["reservation"]["id"].as_str().map(str::to_string);
         reservation.is_some()
     });
     let (status, accepted) = server.call_as(
-        Some(&alice),
+        Some(alice),
         "POST",
         &format!("/agent/v1/reservations/{}/accept", reservation.unwrap()),
         Some(json!({})),
     );
     assert_eq!(status, 200, "{accepted}");
-    wait_until(
-        "the bridge to the phone registered before the restart",
-        10,
-        || metric(&server, "switchboard_sip_calls_bridged_total") == 1.0,
-    );
-    phone.succeeds();
-    caller.succeeds();
-    all_calls_over(&server);
-    let (_, task) = server.call(
-        "GET",
-        &format!("/v1/tasks/{}", accepted["id"].as_str().unwrap()),
-        None,
-    );
-    assert_eq!(task["status"], "completed", "{task}");
+    wait_until("the bridge", 10, || {
+        metric(server, "switchboard_sip_calls_bridged_total") == 1.0
+    });
+    (caller, accepted["id"].as_str().unwrap().to_string())
 }
 
 #[test]

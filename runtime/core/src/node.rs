@@ -109,16 +109,7 @@ impl Node {
         {
             // The fallback must always reach a human: its queue exists from the start.
             router
-                .define_queue(QueueConfig {
-                    name: config.fallback.queue.clone(),
-                    members: String::new(),
-                    order: Default::default(),
-                    sla_secs: 30,
-                    reservation_timeout_secs: 30,
-                    task_timeout_secs: 3600,
-                    wait_event_secs: 0,
-                    targets: Vec::new(),
-                })
+                .define_queue(QueueConfig::named(&config.fallback.queue))
                 .map_err(|e| anyhow::anyhow!("cannot define the fallback queue: {e}"))?;
         }
         router.set_planner(planner(flows.clone(), engine.clone(), store.clone()));

@@ -84,6 +84,22 @@ pub struct QueueConfig {
     pub targets: Vec<Target>,
 }
 
+impl QueueConfig {
+    /// A queue every agent belongs to, with the defaults the API gives.
+    pub fn named(name: &str) -> QueueConfig {
+        QueueConfig {
+            name: name.to_string(),
+            members: String::new(),
+            order: Order::default(),
+            sla_secs: default_sla(),
+            reservation_timeout_secs: default_reservation_timeout(),
+            task_timeout_secs: default_task_timeout(),
+            wait_event_secs: 0,
+            targets: Vec::new(),
+        }
+    }
+}
+
 fn default_sla() -> u64 {
     30
 }

@@ -48,14 +48,10 @@ impl Bench {
     fn queue(&self, name: &str, members: &str, targets: Vec<Target>) {
         self.router
             .define_queue(QueueConfig {
-                name: name.into(),
                 members: members.into(),
-                order: Order::Priority,
-                sla_secs: 30,
                 reservation_timeout_secs: 10,
-                task_timeout_secs: 3600,
-                wait_event_secs: 0,
                 targets,
+                ..QueueConfig::named(name)
             })
             .unwrap();
     }

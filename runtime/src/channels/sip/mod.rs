@@ -473,20 +473,17 @@ impl Endpoint {
             .and_then(|e| e.trim().parse::<u64>().ok())
             .unwrap_or(3600);
         let Some(rt) = self.rt.upgrade() else { return };
+        let unstored = |what: &str, e: crate::store::StoreError| {
+            tracing::error!(agent, error = %e, "cannot {what} the agent's phone");
+            let response = request.response(500, "Server Error", Some(&message::token()));
+            self.respond(peer, request, response.with_warning(&e.to_string()));
+        };
         let mut registrations = self.registrations.lock().unwrap_or_else(|p| p.into_inner());
         let mut response = request.response(200, "OK", Some(&message::token()));
         if contact.trim() == "*" || expires == 0 || contact.is_empty() {
             if !contact.is_empty() {
                 if let Err(e) = crate::phones::remove(&*rt.store, &agent) {
-                    tracing::error!(agent, error = %e, "cannot forget the agent's phone");
-                    self.respond(
-                        peer,
-                        request,
-                        request
-                            .response(500, "Server Error", Some(&message::token()))
-                            .with_warning(&e.to_string()),
-                    );
-                    return;
+                    return unstored("forget", e);
                 }
                 registrations.remove(&agent);
                 tracing::info!(agent, "agent phone unregistered");
@@ -504,15 +501,7 @@ impl Endpoint {
                 expires_ms: now_ms() + expires * 1000,
             };
             if let Err(e) = crate::phones::save(&*rt.store, &agent, &phone) {
-                tracing::error!(agent, error = %e, "cannot keep the agent's phone");
-                self.respond(
-                    peer,
-                    request,
-                    request
-                        .response(500, "Server Error", Some(&message::token()))
-                        .with_warning(&e.to_string()),
-                );
-                return;
+                return unstored("keep", e);
             }
             registrations.insert(
                 agent.clone(),
