@@ -624,8 +624,13 @@ impl Sessions {
 
     /// A contact's recorded steps, in order.
     pub fn trace(&self, id: &str) -> Result<Vec<TraceEntry>, ContactError> {
-        self.get(id)?;
-        Ok(self.store.scan_json(Tree::Traces, &keys::of_contact(id))?)
+        let session = self.get(id)?;
+        let mut trace: Vec<TraceEntry> =
+            self.store.scan_json(Tree::Traces, &keys::of_contact(id))?;
+        // A step whose commit a crash cut short may have left its trace entry (written
+        // ahead of the step's atomic writes): it did not happen.
+        trace.retain(|step| step.step <= session.steps);
+        Ok(trace)
     }
 
     /// Runs one step and commits everything it changed at once: `stored` is the session as
@@ -719,7 +724,7 @@ impl Sessions {
             state: session.state.clone(),
             elapsed_us: result.elapsed.as_micros() as u64,
         };
-        batch.put_json(
+        batch.put_ahead_json(
             Tree::Traces,
             keys::trace(&session.id, session.steps),
             &entry,

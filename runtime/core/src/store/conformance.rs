@@ -42,7 +42,14 @@ fn a_batch_lands_whole_across_trees(store: Arc<dyn Store>) {
     batch.put(Tree::Kv, "k", "1");
     batch.put(Tree::Kv, "k", "2");
     batch.delete(Tree::Kv, "old");
+    batch
+        .put_ahead_json(Tree::Traces, "c1/000002", &"ahead")
+        .unwrap();
     store.commit(&batch).unwrap();
+    assert_eq!(
+        get(&*store, Tree::Traces, "c1/000002").as_deref(),
+        Some("\"ahead\"")
+    );
     assert_eq!(
         get(&*store, Tree::Sessions, "c1").as_deref(),
         Some("session")
@@ -66,12 +73,20 @@ fn a_failed_check_changes_nothing(store: Arc<dyn Store>) {
     batch.expect(Tree::Sessions, "c1", Some(b"v0"));
     batch.put(Tree::Sessions, "c1", "v2");
     batch.put(Tree::Traces, "c1/000002", "step");
+    batch
+        .put_ahead_json(Tree::Traces, "c1/000003", &"ahead")
+        .unwrap();
     batch.delete(Tree::Kv, "anything");
     let err = store.commit(&batch).unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
     assert!(err.to_string().contains("sessions/c1"), "{err}");
     assert_eq!(get(&*store, Tree::Sessions, "c1").as_deref(), Some("v1"));
     assert_eq!(get(&*store, Tree::Traces, "c1/000002"), None);
+    assert_eq!(
+        get(&*store, Tree::Traces, "c1/000003"),
+        None,
+        "nothing is written ahead of a batch whose checks fail"
+    );
 
     // The same batch with the right expectation lands.
     let mut batch = Batch::new();

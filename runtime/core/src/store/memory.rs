@@ -49,7 +49,7 @@ impl Store for MemoryStore {
                 });
             }
         }
-        for (tree, key, value) in batch.writes() {
+        for (tree, key, value) in batch.ahead().iter().chain(batch.writes()) {
             let map = &mut trees[tree.index()];
             match value {
                 Some(v) => map.insert(key.clone(), v.clone()),

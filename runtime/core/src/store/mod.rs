@@ -195,6 +195,9 @@ pub struct Batch {
     checks: Vec<Entry>,
     /// Store the value (`None`: remove the key), in order.
     writes: Vec<Entry>,
+    /// Written once the checks hold, before the writes, and not necessarily atomically with
+    /// them: values that mean nothing until the atomic writes land (see [`Batch::put_ahead`]).
+    ahead: Vec<Entry>,
 }
 
 impl Batch {
@@ -220,6 +223,23 @@ impl Batch {
         Ok(())
     }
 
+    /// Store `value` under `key` ahead of the batch's atomic writes, which a crash may then
+    /// not follow: only for a value that is harmless alone because nothing refers to it until
+    /// the atomic writes land (a step's trace entry, keyed by a step number the session has
+    /// not reached until its own write lands), and which a retry writes again. Backends may
+    /// leave it out of what they do to make the rest atomic (the sled journal does), which
+    /// saves writing large values twice.
+    pub fn put_ahead_json<T: Serialize>(
+        &mut self,
+        tree: Tree,
+        key: impl Into<Vec<u8>>,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.ahead.push((tree, key.into(), Some(bytes)));
+        Ok(())
+    }
+
     /// Remove `key`.
     pub fn delete(&mut self, tree: Tree, key: impl Into<Vec<u8>>) {
         self.writes.push((tree, key.into(), None));
@@ -235,11 +255,17 @@ impl Batch {
     pub fn extend(&mut self, other: Batch) {
         self.checks.extend(other.checks);
         self.writes.extend(other.writes);
+        self.ahead.extend(other.ahead);
     }
 
     /// Whether it neither checks nor writes anything.
     pub fn is_empty(&self) -> bool {
-        self.checks.is_empty() && self.writes.is_empty()
+        self.checks.is_empty() && self.writes.is_empty() && self.ahead.is_empty()
+    }
+
+    /// The writes made ahead of the atomic ones, for backends.
+    pub fn ahead(&self) -> &[Entry] {
+        &self.ahead
     }
 
     /// The checks, for backends.

@@ -153,6 +153,8 @@ impl Store for SledStore {
                 });
             }
         }
+        // Ahead-writes mean nothing until the atomic writes land: plain inserts, no journal.
+        self.apply(batch.ahead())?;
         let writes = batch.writes();
         if writes.is_empty() {
             return Ok(());
