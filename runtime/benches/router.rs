@@ -45,7 +45,7 @@ fn main() {
             .collect();
         let capacity = BTreeMap::from([(Channel::Voice, 1)]);
         router
-            .upsert_worker(
+            .upsert_agent(
                 &format!("agent{a}"),
                 json!({"skills": skills, "level": a % 5}),
                 capacity,
@@ -85,7 +85,7 @@ fn main() {
             continue;
         }
         assignments += 1;
-        let worker = task.worker.clone().unwrap();
+        let worker = task.agent.clone().unwrap();
         router
             .accept(&worker, task.reservation.as_deref().unwrap())
             .unwrap();

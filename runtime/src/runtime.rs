@@ -114,7 +114,7 @@ impl Runtime {
         text: &str,
     ) -> Result<(), crate::router::RouterError> {
         let task = self.router.task(task)?;
-        let contact = match (&task.worker, task.status, &task.contact) {
+        let contact = match (&task.agent, task.status, &task.contact) {
             (Some(w), crate::router::TaskStatus::Assigned, Some(contact)) if w == agent => {
                 contact.clone()
             }

@@ -302,7 +302,7 @@ fn planner(
                     .targets
                     .into_iter()
                     .map(|t| crate::router::Target {
-                        workers: t.workers,
+                        agents: t.workers,
                         timeout_secs: u64::from(t.timeout_secs),
                     })
                     .collect(),

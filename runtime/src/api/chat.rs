@@ -63,6 +63,21 @@ async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Op
     tokio::task::spawn_blocking(work).await.ok()
 }
 
+/// What a visitor sends once joined.
+#[derive(serde::Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum VisitorMessage {
+    /// Text for the flow, or for the agent holding the conversation.
+    Message {
+        #[serde(default)]
+        text: String,
+    },
+    /// The visitor is typing (shown to the agent).
+    Typing,
+    /// The visitor left.
+    Close,
+}
+
 /// Waits for a `join`, starts or resumes the contact, then relays both ways.
 async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
     let contact = loop {
@@ -125,10 +140,13 @@ async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
                     let _ = ws.send(error("invalid_json", "messages are JSON: {\"type\": \"message\", \"text\": \"...\"}")).await;
                     continue;
                 };
+                let Ok(msg) = serde_json::from_value::<VisitorMessage>(msg) else {
+                    let _ = ws.send(error("unknown_message", "send message, typing or close")).await;
+                    continue;
+                };
                 let (rt2, id2) = (rt.clone(), id.clone());
-                match msg["type"].as_str() {
-                    Some("message") => {
-                        let text = msg["text"].as_str().unwrap_or_default().to_string();
+                match msg {
+                    VisitorMessage::Message { text } => {
                         if text.trim().is_empty() {
                             continue;
                         }
@@ -136,21 +154,18 @@ async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
                             let _ = ws.send(error("not_delivered", &e.to_string())).await;
                         }
                     }
-                    Some("typing") => {
+                    VisitorMessage::Typing => {
                         if let Ok(session) = rt.sessions.get(&id)
                             && let Status::WithAgent { agent: Some(agent), .. } = session.status
                         {
                             rt.chat.to_agent(&agent, json!({"type": "typing", "contact": id}));
                         }
                     }
-                    Some("close") => {
+                    VisitorMessage::Close => {
                         if let Some(Ok(report)) = run(move || rt2.sessions.send(&id2, Event::Hangup)).await {
                             rt.chat.deliver(&report);
                         }
                         return;
-                    }
-                    _ => {
-                        let _ = ws.send(error("unknown_message", "send message, typing or close")).await;
                     }
                 }
             }

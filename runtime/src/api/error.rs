@@ -123,6 +123,23 @@ impl From<CustomersError> for ApiError {
     }
 }
 
+/// A JSON request body. A body that is not the JSON a route takes is refused with the API's
+/// own error (400 `invalid_json`, saying what is wrong), before the handler runs.
+pub struct AppJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for AppJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(AppJson(value))
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
         ApiError::new(
@@ -157,7 +174,7 @@ impl From<crate::router::RouterError> for ApiError {
         let (status, code) = match &e {
             E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
             E::UnknownQueue(_) => (StatusCode::NOT_FOUND, "unknown_queue"),
-            E::UnknownWorker(_) => (StatusCode::NOT_FOUND, "unknown_agent"),
+            E::UnknownAgent(_) => (StatusCode::NOT_FOUND, "unknown_agent"),
             E::UnknownTask(_) => (StatusCode::NOT_FOUND, "unknown_task"),
             E::UnknownReservation(_) => (StatusCode::NOT_FOUND, "unknown_reservation"),
             E::NotYours(_) => (StatusCode::FORBIDDEN, "not_yours"),

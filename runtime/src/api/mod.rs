@@ -20,7 +20,7 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-pub use error::ApiError;
+pub use error::{ApiError, AppJson};
 
 use crate::contract::Event;
 use crate::flows::{Canary, DeployOptions, EntryPoint, Match, VersionStatus};
@@ -270,9 +270,8 @@ async fn rollback(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
     Path(flow): Path<String>,
-    body: Result<Json<RollbackBody>, axum::extract::rejection::JsonRejection>,
+    AppJson(body): AppJson<RollbackBody>,
 ) -> Answer {
-    let Json(body) = body?;
     let record = blocking(move || {
         rt.flows
             .rollback(&flow, body.version, &who)
@@ -296,12 +295,8 @@ async fn configure(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
     Path(flow): Path<String>,
-    body: Result<
-        Json<std::collections::BTreeMap<String, String>>,
-        axum::extract::rejection::JsonRejection,
-    >,
+    AppJson(settings): AppJson<std::collections::BTreeMap<String, String>>,
 ) -> Answer {
-    let Json(settings) = body?;
     let settings: Vec<(String, String)> = settings.into_iter().collect();
     let result = blocking(move || {
         rt.flows.configure(&flow, &settings, &who)?;
@@ -332,9 +327,8 @@ async fn bind(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
     Path(address): Path<String>,
-    body: Result<Json<BindBody>, axum::extract::rejection::JsonRejection>,
+    AppJson(body): AppJson<BindBody>,
 ) -> Answer {
-    let Json(body) = body?;
     let entry = EntryPoint {
         address,
         flow: body.flow,
@@ -365,11 +359,7 @@ async fn load_customers(
     ok(StatusCode::OK, json!({"loaded": loaded}))
 }
 
-async fn start_contact(
-    State(rt): Api,
-    body: Result<Json<NewContact>, axum::extract::rejection::JsonRejection>,
-) -> Answer {
-    let Json(new) = body?;
+async fn start_contact(State(rt): Api, AppJson(new): AppJson<NewContact>) -> Answer {
     let report = blocking(move || rt.sessions.start(new).map_err(ApiError::from)).await?;
     ok(StatusCode::CREATED, report)
 }
@@ -438,9 +428,8 @@ async fn show_contact(State(rt): Api, Path(id): Path<String>) -> Answer {
 async fn send_event(
     State(rt): Api,
     Path(id): Path<String>,
-    body: Result<Json<Event>, axum::extract::rejection::JsonRejection>,
+    AppJson(event): AppJson<Event>,
 ) -> Answer {
-    let Json(event) = body?;
     let report = blocking(move || rt.sessions.send(&id, event).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, report)
 }
@@ -463,9 +452,8 @@ struct ReplayBody {
 async fn replay_contact(
     State(rt): Api,
     Path(id): Path<String>,
-    body: Result<Json<ReplayBody>, axum::extract::rejection::JsonRejection>,
+    AppJson(body): AppJson<ReplayBody>,
 ) -> Answer {
-    let Json(body) = body?;
     let report = blocking(move || rt.replay(&id, body.version).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, report)
 }

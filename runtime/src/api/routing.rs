@@ -15,12 +15,10 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Answer, Api, ApiError, blocking, ok};
+use super::{Answer, Api, ApiError, AppJson, blocking, ok};
 use crate::contract::Channel;
 use crate::router::{NewTask, QueueConfig};
 use crate::runtime::Runtime;
-
-type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
 /// Supervisor routes, mounted under `/v1` behind the admin token.
 pub fn supervisor() -> Router<Arc<Runtime>> {
@@ -100,8 +98,11 @@ async fn list_queues(State(rt): Api) -> Answer {
     ok(StatusCode::OK, rt.router.queues())
 }
 
-async fn define_queue(State(rt): Api, Path(name): Path<String>, body: Body<QueueConfig>) -> Answer {
-    let Json(mut config) = body?;
+async fn define_queue(
+    State(rt): Api,
+    Path(name): Path<String>,
+    AppJson(mut config): AppJson<QueueConfig>,
+) -> Answer {
     config.name = name;
     let queue = routed(rt, move |rt| Ok(rt.router.define_queue(config)?)).await?;
     ok(StatusCode::OK, queue)
@@ -123,12 +124,15 @@ fn empty_object() -> serde_json::Value {
     json!({})
 }
 
-async fn upsert_agent(State(rt): Api, Path(name): Path<String>, body: Body<AgentBody>) -> Answer {
-    let Json(body) = body?;
+async fn upsert_agent(
+    State(rt): Api,
+    Path(name): Path<String>,
+    AppJson(body): AppJson<AgentBody>,
+) -> Answer {
     let (record, token) = routed(rt, move |rt| {
         Ok(rt
             .router
-            .upsert_worker(&name, body.attributes, body.capacity)?)
+            .upsert_agent(&name, body.attributes, body.capacity)?)
     })
     .await?;
     let mut answer = json!({"agent": record.name, "attributes": record.attributes, "capacity": record.capacity, "activity": record.activity});
@@ -139,11 +143,11 @@ async fn upsert_agent(State(rt): Api, Path(name): Path<String>, body: Body<Agent
 }
 
 async fn list_agents(State(rt): Api) -> Answer {
-    ok(StatusCode::OK, rt.router.workers())
+    ok(StatusCode::OK, rt.router.agents())
 }
 
 async fn show_agent(State(rt): Api, Path(name): Path<String>) -> Answer {
-    ok(StatusCode::OK, rt.router.worker(&name)?)
+    ok(StatusCode::OK, rt.router.agent(&name)?)
 }
 
 #[derive(Deserialize)]
@@ -154,14 +158,13 @@ struct ActivityBody {
 async fn supervisor_activity(
     State(rt): Api,
     Path(name): Path<String>,
-    body: Body<ActivityBody>,
+    AppJson(body): AppJson<ActivityBody>,
 ) -> Answer {
     set_activity(rt, name, body).await
 }
 
 /// Changes an agent's activity, for the supervisor's and the agent's own route alike.
-async fn set_activity(rt: Arc<Runtime>, name: String, body: Body<ActivityBody>) -> Answer {
-    let Json(body) = body?;
+async fn set_activity(rt: Arc<Runtime>, name: String, body: ActivityBody) -> Answer {
     let record = routed(rt, move |rt| {
         Ok(rt.router.set_activity(&name, &body.activity)?)
     })
@@ -172,8 +175,7 @@ async fn set_activity(rt: Arc<Runtime>, name: String, body: Body<ActivityBody>) 
     )
 }
 
-async fn create_task(State(rt): Api, body: Body<NewTask>) -> Answer {
-    let Json(new) = body?;
+async fn create_task(State(rt): Api, AppJson(new): AppJson<NewTask>) -> Answer {
     let task = routed(rt, move |rt| Ok(rt.router.create_task(new)?)).await?;
     ok(StatusCode::CREATED, task)
 }
@@ -207,8 +209,11 @@ struct MoveBody {
     priority: Option<i32>,
 }
 
-async fn move_task(State(rt): Api, Path(id): Path<String>, body: Body<MoveBody>) -> Answer {
-    let Json(body) = body?;
+async fn move_task(
+    State(rt): Api,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<MoveBody>,
+) -> Answer {
     let task = routed(rt, move |rt| {
         Ok(rt.router.move_task(&id, &body.queue, body.priority)?)
     })
@@ -220,8 +225,10 @@ async fn show_workflow(State(rt): Api) -> Answer {
     ok(StatusCode::OK, rt.router.workflow())
 }
 
-async fn set_workflow(State(rt): Api, body: Body<crate::router::Workflow>) -> Answer {
-    let Json(workflow) = body?;
+async fn set_workflow(
+    State(rt): Api,
+    AppJson(workflow): AppJson<crate::router::Workflow>,
+) -> Answer {
     let saved = routed(rt, move |rt| Ok(rt.router.set_workflow(workflow)?)).await?;
     ok(StatusCode::OK, saved)
 }
@@ -229,7 +236,7 @@ async fn set_workflow(State(rt): Api, body: Body<crate::router::Workflow>) -> An
 async fn all_stats(State(rt): Api) -> Answer {
     ok(
         StatusCode::OK,
-        json!({"queues": rt.router.all_stats(), "agents": rt.router.workers()}),
+        json!({"queues": rt.router.all_stats(), "agents": rt.router.agents()}),
     )
 }
 
@@ -241,7 +248,7 @@ async fn stats_stream(State(rt): Api) -> Response {
         if !first {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
-        let value = json!({"queues": rt.router.all_stats(), "agents": rt.router.workers()});
+        let value = json!({"queues": rt.router.all_stats(), "agents": rt.router.agents()});
         let event = Event::default().event("stats").json_data(value);
         Some((event, (rt, false)))
     });
@@ -251,13 +258,13 @@ async fn stats_stream(State(rt): Api) -> Response {
 }
 
 async fn me(State(rt): Api, Extension(Agent(name)): Extension<Agent>) -> Answer {
-    ok(StatusCode::OK, rt.router.worker(&name)?)
+    ok(StatusCode::OK, rt.router.agent(&name)?)
 }
 
 async fn my_activity(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
-    body: Body<ActivityBody>,
+    AppJson(body): AppJson<ActivityBody>,
 ) -> Answer {
     set_activity(rt, name, body).await
 }
@@ -305,9 +312,8 @@ async fn say_to_customer(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
     Path(id): Path<String>,
-    body: Body<MessageBody>,
+    AppJson(body): AppJson<MessageBody>,
 ) -> Answer {
-    let Json(body) = body?;
     blocking(move || Ok(rt.agent_message(&name, &id, &body.text)?)).await?;
     ok(StatusCode::OK, json!({"sent": true}))
 }
@@ -332,7 +338,7 @@ async fn agent_session(rt: Arc<Runtime>, name: String, mut ws: WebSocket) {
     let mut chats = rt.chat.agent_messages();
     let snapshot = rt
         .router
-        .worker(&name)
+        .agent(&name)
         .map(|w| json!({"type": "snapshot", "agent": w}))
         .unwrap_or_default();
     if ws
@@ -345,7 +351,7 @@ async fn agent_session(rt: Arc<Runtime>, name: String, mut ws: WebSocket) {
     loop {
         tokio::select! {
             notice = notices.recv() => match notice {
-                Ok(n) if n.worker == name => {
+                Ok(n) if n.agent == name => {
                     let text = json!({"type": "reservation", "reservation": n.reservation, "task": n.task}).to_string();
                     if ws.send(Message::Text(text.into())).await.is_err() {
                         return;
@@ -375,6 +381,24 @@ async fn agent_session(rt: Arc<Runtime>, name: String, mut ws: WebSocket) {
     }
 }
 
+/// What an agent's desk sends over its socket.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum DeskMessage {
+    /// Take the offered task.
+    Accept { reservation: String },
+    /// Turn the offer down.
+    Reject { reservation: String },
+    /// The task is done, with wrap-up notes.
+    Complete {
+        task: String,
+        #[serde(default)]
+        wrapup: Option<String>,
+    },
+    /// Text for the customer of a conversation the agent holds.
+    Message { task: String, text: String },
+}
+
 async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> serde_json::Value {
     let message: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,
@@ -382,35 +406,30 @@ async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> s
             return json!({"type": "error", "code": "invalid_json", "message": format!("not JSON: {e}")});
         }
     };
-    let kind = message["type"].as_str().unwrap_or_default().to_string();
-    let id = message["reservation"]
-        .as_str()
-        .or(message["task"].as_str())
-        .unwrap_or_default()
-        .to_string();
-    let wrapup = message["wrapup"].as_str().map(str::to_string);
-    if kind == "message" {
-        let text = message["text"].as_str().unwrap_or_default().to_string();
-        let result = blocking(move || Ok(rt.agent_message(&name, &id, &text)?)).await;
+    let message = match serde_json::from_value::<DeskMessage>(message) {
+        Ok(message) => message,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_message",
+                format!("{e}: send accept or reject (with the reservation), complete (with the task and wrapup) or message (with the task and text)"),
+            )
+            .to_json();
+        }
+    };
+    if let DeskMessage::Message { task, text } = message {
+        let result = blocking(move || Ok(rt.agent_message(&name, &task, &text)?)).await;
         return match result {
             Ok(()) => json!({"type": "ok", "sent": true}),
             Err(e) => e.to_json(),
         };
     }
     let result = routed(rt, move |rt| {
-        Ok(match kind.as_str() {
-            "accept" => rt.router.accept(&name, &id)?,
-            "reject" => rt.router.reject(&name, &id)?,
-            "complete" => rt.router.complete(&name, &id, wrapup)?,
-            other => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "unknown_message",
-                    format!(
-                        "unknown message type {other:?}: send accept, reject, complete or message"
-                    ),
-                ));
-            }
+        Ok(match message {
+            DeskMessage::Accept { reservation } => rt.router.accept(&name, &reservation)?,
+            DeskMessage::Reject { reservation } => rt.router.reject(&name, &reservation)?,
+            DeskMessage::Complete { task, wrapup } => rt.router.complete(&name, &task, wrapup)?,
+            DeskMessage::Message { .. } => unreachable!("handled above"),
         })
     })
     .await;

@@ -60,6 +60,8 @@ impl Expression {
         let (Ok(w), Ok(t)) = (cel::to_value(worker), cel::to_value(task)) else {
             return false;
         };
+        // `agent` is the word everywhere else; `worker` stays for queues written before.
+        context.add_variable_from_value("agent", w.clone());
         context.add_variable_from_value("worker", w);
         context.add_variable_from_value("task", t);
         matches!(program.execute(&context), Ok(cel::Value::Bool(true)))
@@ -81,6 +83,9 @@ mod tests {
         assert!(billing.matches(&ada, &json!({})));
         assert!(!billing.matches(&bob, &json!({})));
         assert!(!billing.matches(&cy, &json!({})));
+        let agent_words =
+            Expression::compile(r#""billing" in agent.skills && agent.level >= 2"#).unwrap();
+        assert!(agent_words.matches(&json!({"skills": ["billing"], "level": 2}), &json!({})));
         let language = Expression::compile("task.language in worker.languages").unwrap();
         assert!(language.matches(
             &json!({"languages": ["fr", "en"]}),

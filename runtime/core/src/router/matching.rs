@@ -19,15 +19,15 @@ pub(super) struct Queue {
     pub(super) canceled: VecDeque<u64>,
 }
 
-pub(super) struct Worker {
-    pub(super) record: WorkerRecord,
+pub(super) struct Agent {
+    pub(super) record: AgentRecord,
     pub(super) busy: HashMap<Channel, u32>,
     pub(super) reservation: Option<String>,
     /// Its entry in the idle index, when it has one.
     pub(super) idle_key: Option<(u64, String)>,
 }
 
-impl Worker {
+impl Agent {
     pub(super) fn available(&self) -> bool {
         self.record.activity == "available" && self.reservation.is_none()
     }
@@ -45,7 +45,7 @@ impl Worker {
 #[derive(Default)]
 pub(super) struct State {
     pub(super) queues: HashMap<String, Queue>,
-    pub(super) workers: HashMap<String, Worker>,
+    pub(super) agents: HashMap<String, Agent>,
     /// Available workers with room, longest idle first.
     pub(super) idle: BTreeSet<(u64, String)>,
     pub(super) tasks: HashMap<String, Task>,
@@ -65,7 +65,7 @@ pub(super) fn open_reservation(
         .get(id)
         .cloned()
         .ok_or_else(|| RouterError::UnknownReservation(id.into()))?;
-    if r.worker != worker {
+    if r.agent != worker {
         return Err(RouterError::NotYours(format!(
             "reservation {id} is offered to another agent"
         )));
@@ -105,7 +105,7 @@ pub(super) fn compile_targets(targets: &[Target]) -> Result<Vec<(Expression, u64
         .iter()
         .map(|t| {
             Ok((
-                Expression::compile(&t.workers).map_err(RouterError::Invalid)?,
+                Expression::compile(&t.agents).map_err(RouterError::Invalid)?,
                 t.timeout_secs,
             ))
         })
@@ -130,7 +130,7 @@ pub(super) fn compile_queue(config: QueueConfig) -> Result<Queue, RouterError> {
             .iter()
             .map(|t| {
                 Ok((
-                    Expression::compile(&t.workers).map_err(RouterError::Invalid)?,
+                    Expression::compile(&t.agents).map_err(RouterError::Invalid)?,
                     t.timeout_secs,
                 ))
             })
@@ -153,7 +153,7 @@ pub(super) fn refresh_members(state: &mut State, queue: &str) {
         return;
     };
     let members: HashSet<String> = state
-        .workers
+        .agents
         .values()
         .filter(|w| q.members_expr.matches(&w.record.attributes, &Value::Null))
         .map(|w| w.record.name.clone())
@@ -163,7 +163,7 @@ pub(super) fn refresh_members(state: &mut State, queue: &str) {
 
 /// Re-evaluates which queues one worker belongs to (after their attributes changed).
 pub(super) fn refresh_membership_of(state: &mut State, name: &str) {
-    let Some(w) = state.workers.get(name) else {
+    let Some(w) = state.agents.get(name) else {
         return;
     };
     let attributes = w.record.attributes.clone();
@@ -178,7 +178,7 @@ pub(super) fn refresh_membership_of(state: &mut State, name: &str) {
 
 /// Puts a worker in (or takes them out of) the idle index.
 pub(super) fn update_idle(state: &mut State, name: &str) {
-    let Some(w) = state.workers.get_mut(name) else {
+    let Some(w) = state.agents.get_mut(name) else {
         return;
     };
     let eligible = w.available() && w.has_any_room();
@@ -197,7 +197,7 @@ pub(super) fn update_idle(state: &mut State, name: &str) {
 
 /// The longest-idle available member of `queue` with room for the task's channel, matching the
 /// task's current target and not having passed on it.
-pub(super) fn pick_worker(state: &State, queue: &str, task_id: &str) -> Option<String> {
+pub(super) fn pick_agent(state: &State, queue: &str, task_id: &str) -> Option<String> {
     let q = state.queues.get(queue)?;
     let task = state.tasks.get(task_id)?;
     let targets = targets_of(state, task)?;
@@ -208,7 +208,7 @@ pub(super) fn pick_worker(state: &State, queue: &str, task_id: &str) -> Option<S
         .iter()
         .map(|(_, name)| name)
         .filter(|name| q.members.contains(*name) && !task.passed_by.contains(name))
-        .filter_map(|name| state.workers.get(name))
+        .filter_map(|name| state.agents.get(name))
         .find(|w| {
             w.available()
                 && w.has_room(task.channel)

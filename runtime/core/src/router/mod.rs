@@ -24,8 +24,8 @@ use sha2::Digest;
 
 pub use expression::Expression;
 pub use model::{
-    Filter, Order, Plan, QueueConfig, QueueStats, Reservation, Target, Task, TaskStatus,
-    WorkerRecord, Workflow,
+    AgentRecord, Filter, Order, Plan, QueueConfig, QueueStats, Reservation, Target, Task,
+    TaskStatus, Workflow,
 };
 
 /// Decides a new task's plan (a router component); `None` keeps the queue's own plan.
@@ -52,7 +52,7 @@ pub enum RouterError {
     UnknownQueue(String),
     /// No such agent.
     #[error("there is no agent {0:?}")]
-    UnknownWorker(String),
+    UnknownAgent(String),
     /// No such task.
     #[error("there is no task {0:?}")]
     UnknownTask(String),
@@ -184,7 +184,8 @@ fn empty_object() -> Value {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Notice {
     /// The agent.
-    pub worker: String,
+    #[serde(rename = "worker")]
+    pub agent: String,
     /// The new reservation.
     pub reservation: Reservation,
     /// Its task.
@@ -347,7 +348,7 @@ impl Router {
         }
         if config.targets.is_empty() {
             config.targets.push(Target {
-                workers: String::new(),
+                agents: String::new(),
                 timeout_secs: 0,
             });
         }
@@ -381,19 +382,19 @@ impl Router {
 
     /// Creates or updates an agent. Returns the agent's token when one was created (the only
     /// time it is shown).
-    pub fn upsert_worker(
+    pub fn upsert_agent(
         &self,
         name: &str,
         attributes: Value,
         capacity: std::collections::BTreeMap<Channel, u32>,
-    ) -> Result<(WorkerRecord, Option<String>), RouterError> {
+    ) -> Result<(AgentRecord, Option<String>), RouterError> {
         check_name("agent", name)?;
         if !attributes.is_object() {
             return Err(RouterError::Invalid("an agent's attributes are a JSON object, such as {\"skills\": [\"billing\"], \"level\": 2}".into()));
         }
         let (record, token) = {
             let mut state = self.lock();
-            let token = if state.workers.contains_key(name) {
+            let token = if state.agents.contains_key(name) {
                 None
             } else {
                 let mut secret = [0u8; 24];
@@ -402,10 +403,10 @@ impl Router {
             };
             let now = (self.clock)();
             let worker = state
-                .workers
+                .agents
                 .entry(name.to_string())
-                .or_insert_with(|| Worker {
-                    record: WorkerRecord {
+                .or_insert_with(|| Agent {
+                    record: AgentRecord {
                         name: name.to_string(),
                         attributes: Value::Null,
                         activity: "offline".into(),
@@ -441,7 +442,7 @@ impl Router {
         }
         let hash = token_hash(token);
         self.lock()
-            .workers
+            .agents
             .values()
             .find(|w| w.record.token_sha256 == hash)
             .map(|w| w.record.name.clone())
@@ -450,21 +451,21 @@ impl Router {
     /// The SIP digest secret of an agent's phone (empty for agents created before SIP).
     pub fn sip_ha1(&self, name: &str) -> Option<String> {
         self.lock()
-            .workers
+            .agents
             .get(name)
             .map(|w| w.record.sip_ha1.clone())
     }
 
     /// Changes an agent's activity; `available` makes them eligible at once.
-    pub fn set_activity(&self, name: &str, activity: &str) -> Result<WorkerRecord, RouterError> {
+    pub fn set_activity(&self, name: &str, activity: &str) -> Result<AgentRecord, RouterError> {
         check_name("activity", activity)?;
         let record = {
             let mut state = self.lock();
             let now = (self.clock)();
             let w = state
-                .workers
+                .agents
                 .get_mut(name)
-                .ok_or_else(|| RouterError::UnknownWorker(name.into()))?;
+                .ok_or_else(|| RouterError::UnknownAgent(name.into()))?;
             if w.record.activity != "available" && activity == "available" {
                 w.record.idle_since_ms = now;
                 w.record.missed_in_a_row = 0;
@@ -544,7 +545,7 @@ impl Router {
             target: 0,
             target_since_ms: now,
             timeout_ms: now + timeout * 1000,
-            worker: None,
+            agent: None,
             reservation: None,
             passed_by: Vec::new(),
             contact: new.contact,
@@ -603,7 +604,7 @@ impl Router {
             target: 0,
             target_since_ms: 0,
             timeout_ms: 0,
-            worker: None,
+            agent: None,
             reservation: None,
             passed_by: Vec::new(),
             contact: new.contact.clone(),
@@ -652,9 +653,9 @@ impl Router {
         let now = (self.clock)();
         state.reservations.remove(reservation);
         let w = state
-            .workers
+            .agents
             .get_mut(worker)
-            .ok_or_else(|| RouterError::UnknownWorker(worker.into()))?;
+            .ok_or_else(|| RouterError::UnknownAgent(worker.into()))?;
         w.reservation = None;
         // The agent's record changes only when it had missed offers in a row.
         let record = (w.record.missed_in_a_row > 0).then(|| {
@@ -727,19 +728,19 @@ fn release_reservation(
         task.status = TaskStatus::Pending;
         task.reservation = None;
         task.reserved_until_ms = None;
-        task.worker = None;
-        task.passed_by.push(r.worker.clone());
+        task.agent = None;
+        task.passed_by.push(r.agent.clone());
         let task = task.clone();
         if let Some(q) = state.queues.get_mut(&task.queue) {
             q.waiting.insert(waiting_key(q.config.order, &task));
         }
-        if let Some(w) = state.workers.get_mut(&r.worker) {
+        if let Some(w) = state.agents.get_mut(&r.agent) {
             w.reservation = None;
             if let Some(n) = w.busy.get_mut(&task.channel) {
                 *n = n.saturating_sub(1);
             }
         }
-        update_idle(state, &r.worker);
+        update_idle(state, &r.agent);
         stage_task(batch, &task)?;
         Ok(task)
     }
@@ -759,7 +760,7 @@ impl Router {
                 .tasks
                 .get(task)
                 .ok_or_else(|| RouterError::UnknownTask(task.into()))?;
-            if t.worker.as_deref() != Some(worker) || t.status != TaskStatus::Assigned {
+            if t.agent.as_deref() != Some(worker) || t.status != TaskStatus::Assigned {
                 return Err(RouterError::NotYours(format!(
                     "task {task} is not assigned to {worker}"
                 )));
@@ -937,8 +938,8 @@ impl Router {
                 stage_queue_event(batch, q, now, &task.id, QueueEvent::Abandoned)?;
             }
         }
-        if let Some(name) = task.worker.clone()
-            && let Some(w) = state.workers.get_mut(&name)
+        if let Some(name) = task.agent.clone()
+            && let Some(w) = state.agents.get_mut(&name)
         {
             if reservation.is_some() && w.reservation == reservation {
                 w.reservation = None;
@@ -976,14 +977,14 @@ impl Router {
                 .collect();
             for r in expired {
                 release_reservation(&mut batch, &mut state, &r)?;
-                if let Some(w) = state.workers.get_mut(&r.worker) {
+                if let Some(w) = state.agents.get_mut(&r.agent) {
                     w.record.missed_in_a_row += 1;
                     if w.record.missed_in_a_row >= MAX_MISSED {
-                        tracing::warn!(agent = %r.worker, "agent let {MAX_MISSED} reservations time out in a row; made unavailable");
+                        tracing::warn!(agent = %r.agent, "agent let {MAX_MISSED} reservations time out in a row; made unavailable");
                         w.record.activity = "unavailable".into();
                     }
                     stage_agent(&mut batch, &w.record)?;
-                    update_idle(&mut state, &r.worker);
+                    update_idle(&mut state, &r.agent);
                 }
             }
             let mut waits = Vec::new();
@@ -1121,20 +1122,20 @@ impl Router {
             if state.idle.is_empty() {
                 break;
             }
-            let Some(worker) = pick_worker(state, queue, &id) else {
+            let Some(worker) = pick_agent(state, queue, &id) else {
                 continue;
             };
             let reservation_timeout = state.queues[queue].config.reservation_timeout_secs;
             let reservation = Reservation {
                 id: new_id("rs_"),
                 task: id.clone(),
-                worker: worker.clone(),
+                agent: worker.clone(),
                 expires_ms: now + reservation_timeout * 1000,
             };
             let key = waiting_key(state_order(state, queue), &state.tasks[&id]);
             let task = state.tasks.get_mut(&id).expect("waiting tasks exist");
             task.status = TaskStatus::Reserved;
-            task.worker = Some(worker.clone());
+            task.agent = Some(worker.clone());
             task.reservation = Some(reservation.id.clone());
             task.reserved_until_ms = Some(reservation.expires_ms);
             let snapshot = task.clone();
@@ -1145,10 +1146,7 @@ impl Router {
                 .expect("queue exists")
                 .waiting
                 .remove(&key);
-            let w = state
-                .workers
-                .get_mut(&worker)
-                .expect("picked workers exist");
+            let w = state.agents.get_mut(&worker).expect("picked workers exist");
             w.reservation = Some(reservation.id.clone());
             *w.busy.entry(channel).or_default() += 1;
             update_idle(state, &worker);
@@ -1157,7 +1155,7 @@ impl Router {
                 .reservations
                 .insert(reservation.id.clone(), reservation.clone());
             notices.push(Notice {
-                worker,
+                agent: worker,
                 reservation,
                 task: snapshot,
             });

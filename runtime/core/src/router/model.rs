@@ -48,7 +48,8 @@ pub enum Order {
 pub struct Target {
     /// CEL over `worker` and `task`; empty means every member of the queue.
     #[serde(default)]
-    pub workers: String,
+    #[serde(rename = "workers")]
+    pub agents: String,
     /// Seconds before escalating to the next target; 0 means stay here.
     #[serde(default)]
     pub timeout_secs: u64,
@@ -114,7 +115,7 @@ fn default_task_timeout() -> u64 {
 
 /// An agent as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkerRecord {
+pub struct AgentRecord {
     /// Unique name (login).
     pub name: String,
     /// Skills, languages, level...: what expressions see as `worker`.
@@ -163,7 +164,8 @@ pub struct Task {
     /// Give up at this time.
     pub timeout_ms: u64,
     /// The agent it is reserved for or assigned to.
-    pub worker: Option<String>,
+    #[serde(rename = "worker")]
+    pub agent: Option<String>,
     /// The open reservation.
     pub reservation: Option<String>,
     /// Agents who refused it or let it time out: not offered again.
@@ -208,7 +210,8 @@ pub struct Reservation {
     /// The task.
     pub task: String,
     /// The agent.
-    pub worker: String,
+    #[serde(rename = "worker")]
+    pub agent: String,
     /// Expiry, milliseconds since the epoch.
     pub expires_ms: u64,
 }

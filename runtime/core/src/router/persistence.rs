@@ -15,7 +15,7 @@ pub(super) fn stage_task(batch: &mut Batch, task: &Task) -> Result<(), StoreErro
 }
 
 /// Stages an agent's record.
-pub(super) fn stage_agent(batch: &mut Batch, record: &WorkerRecord) -> Result<(), StoreError> {
+pub(super) fn stage_agent(batch: &mut Batch, record: &AgentRecord) -> Result<(), StoreError> {
     batch.put_json(Tree::Agents, record.name.as_bytes(), record)
 }
 
@@ -95,17 +95,17 @@ impl Router {
             *self.workflow.write().unwrap_or_else(|p| p.into_inner()) = (workflow, compiled);
         }
         let mut state = self.lock();
-        for mut record in self.store.scan_json::<WorkerRecord>(Tree::Agents, "")? {
+        for mut record in self.store.scan_json::<AgentRecord>(Tree::Agents, "")? {
             if record.idle_since_ms == 0 {
                 record.idle_since_ms = now;
             }
-            let worker = Worker {
+            let worker = Agent {
                 busy: HashMap::new(),
                 reservation: None,
                 idle_key: None,
                 record,
             };
-            state.workers.insert(worker.record.name.clone(), worker);
+            state.agents.insert(worker.record.name.clone(), worker);
         }
         for (key, bytes) in self.store.scan_prefix(Tree::Queues, b"")? {
             if key == WORKFLOW_KEY.as_bytes() {
@@ -133,38 +133,38 @@ impl Router {
             if task.status == TaskStatus::Reserved {
                 // The offer stands, with the time it had left; one whose agent is gone, or
                 // stored before offers were kept, is made afresh.
-                match (&task.reservation, &task.worker, task.reserved_until_ms) {
+                match (&task.reservation, &task.agent, task.reserved_until_ms) {
                     // An offer whose time ran out while the server was down is made afresh
                     // (not counted as missed: the agent could not have answered it).
                     (Some(r), Some(worker), Some(until))
                         if until > now
                             && state
-                                .workers
+                                .agents
                                 .get(worker)
                                 .is_some_and(|w| w.reservation.is_none()) =>
                     {
                         let reservation = Reservation {
                             id: r.clone(),
                             task: task.id.clone(),
-                            worker: worker.clone(),
+                            agent: worker.clone(),
                             expires_ms: until,
                         };
-                        if let Some(w) = state.workers.get_mut(worker) {
+                        if let Some(w) = state.agents.get_mut(worker) {
                             w.reservation = Some(r.clone());
                         }
                         state.reservations.insert(r.clone(), reservation);
                     }
                     _ => {
                         task.status = TaskStatus::Pending;
-                        task.worker = None;
+                        task.agent = None;
                         task.reservation = None;
                         task.reserved_until_ms = None;
                         batch.put_json(Tree::Tasks, task.id.as_bytes(), &task)?;
                     }
                 }
             }
-            if let Some(worker) = task.worker.clone()
-                && let Some(w) = state.workers.get_mut(&worker)
+            if let Some(worker) = task.agent.clone()
+                && let Some(w) = state.agents.get_mut(&worker)
             {
                 *w.busy.entry(task.channel).or_default() += 1;
             }
@@ -180,7 +180,7 @@ impl Router {
             }
             state.tasks.insert(task.id.clone(), task);
         }
-        let names: Vec<String> = state.workers.keys().cloned().collect();
+        let names: Vec<String> = state.agents.keys().cloned().collect();
         for name in names {
             update_idle(&mut state, &name);
         }
@@ -235,7 +235,7 @@ impl Router {
     ) -> Result<(), RouterError> {
         match &task.contact {
             Some(contact) => {
-                self.stage_outcome(batch, contact, &task.queue, news, task.worker.clone())
+                self.stage_outcome(batch, contact, &task.queue, news, task.agent.clone())
             }
             None => Ok(()),
         }

@@ -5,25 +5,25 @@ use super::*;
 
 impl Router {
     /// All agents with what they hold.
-    pub fn workers(&self) -> Vec<Value> {
+    pub fn agents(&self) -> Vec<Value> {
         let state = self.lock();
         let mut out: Vec<Value> = state
-            .workers
+            .agents
             .values()
-            .map(|w| worker_view(&state, w))
+            .map(|w| agent_view(&state, w))
             .collect();
         out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         out
     }
 
     /// One agent with its reservation and tasks.
-    pub fn worker(&self, name: &str) -> Result<Value, RouterError> {
+    pub fn agent(&self, name: &str) -> Result<Value, RouterError> {
         let state = self.lock();
         let w = state
-            .workers
+            .agents
             .get(name)
-            .ok_or_else(|| RouterError::UnknownWorker(name.into()))?;
-        Ok(worker_view(&state, w))
+            .ok_or_else(|| RouterError::UnknownAgent(name.into()))?;
+        Ok(agent_view(&state, w))
     }
 
     /// Open reservations of an agent.
@@ -31,7 +31,7 @@ impl Router {
         self.lock()
             .reservations
             .values()
-            .filter(|r| r.worker == worker)
+            .filter(|r| r.agent == worker)
             .cloned()
             .collect()
     }
@@ -87,7 +87,7 @@ impl Router {
         tasks.insert("canceled-in-window".into(), canceled);
         let available = members
             .iter()
-            .filter_map(|m| state.workers.get(m))
+            .filter_map(|m| state.agents.get(m))
             .filter(|w| w.available() && w.has_any_room())
             .count() as u64;
         let _ = config;
@@ -156,12 +156,12 @@ impl Router {
     }
 }
 
-pub(super) fn worker_view(state: &State, w: &Worker) -> Value {
+pub(super) fn agent_view(state: &State, w: &Agent) -> Value {
     let tasks: Vec<&Task> = state
         .tasks
         .values()
         .filter(|t| {
-            t.worker.as_deref() == Some(w.record.name.as_str()) && t.status == TaskStatus::Assigned
+            t.agent.as_deref() == Some(w.record.name.as_str()) && t.status == TaskStatus::Assigned
         })
         .collect();
     let reservation = w

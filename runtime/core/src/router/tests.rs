@@ -58,7 +58,7 @@ impl Bench {
 
     fn agent(&self, name: &str, attributes: serde_json::Value) {
         self.router
-            .upsert_worker(name, attributes, BTreeMap::from([(Channel::Voice, 1)]))
+            .upsert_agent(name, attributes, BTreeMap::from([(Channel::Voice, 1)]))
             .unwrap();
         self.router.set_activity(name, "available").unwrap();
         self.now.fetch_add(1, Ordering::SeqCst);
@@ -98,9 +98,9 @@ fn the_longest_idle_member_gets_the_offer_and_priority_overtakes_age() {
     b.agent("cat", json!({"skills": ["billing"]}));
 
     let first = b.task("billing", 0, None);
-    assert_eq!(first.worker.as_deref(), Some("ann"), "idle longest");
+    assert_eq!(first.agent.as_deref(), Some("ann"), "idle longest");
     let second = b.task("billing", 0, None);
-    assert_eq!(second.worker.as_deref(), Some("cat"), "bob is not a member");
+    assert_eq!(second.agent.as_deref(), Some("cat"), "bob is not a member");
     // Nobody free: an old low-priority task and a new urgent one wait...
     let old = b.task("billing", 0, None);
     let urgent = b.task("billing", 5, None);
@@ -119,7 +119,7 @@ fn an_unanswered_offer_moves_on_and_three_misses_make_an_agent_unavailable() {
     b.agent("ann", json!({}));
     b.agent("bob", json!({}));
     let task = b.task("q", 0, None);
-    assert_eq!(task.worker.as_deref(), Some("ann"));
+    assert_eq!(task.agent.as_deref(), Some("ann"));
     b.advance(9_999);
     assert_eq!(b.offer("ann").unwrap().task, task.id, "not yet");
     b.advance(1);
@@ -133,7 +133,7 @@ fn an_unanswered_offer_moves_on_and_three_misses_make_an_agent_unavailable() {
         b.task("q", 0, None);
         b.advance(10_000);
     }
-    assert_eq!(b.router.worker("ann").unwrap()["activity"], "unavailable");
+    assert_eq!(b.router.agent("ann").unwrap()["activity"], "unavailable");
 }
 
 #[test]
@@ -144,11 +144,11 @@ fn a_plan_escalates_to_its_next_target_after_its_timeout() {
         "",
         vec![
             Target {
-                workers: r#"task.language in worker.languages"#.into(),
+                agents: r#"task.language in agent.languages"#.into(),
                 timeout_secs: 30,
             },
             Target {
-                workers: String::new(),
+                agents: String::new(),
                 timeout_secs: 0,
             },
         ],
@@ -211,11 +211,11 @@ fn a_restart_keeps_offers_statistics_and_the_idle_order() {
     b.advance(1_000);
     b.router.complete("ann", &first.id, None).unwrap();
     let second = b.task("q", 0, None);
-    assert_eq!(second.worker.as_deref(), Some("bob"));
+    assert_eq!(second.agent.as_deref(), Some("bob"));
     b.router.cancel(&second.id, "abandoned").unwrap();
     b.advance(1);
     let third = b.task("q", 0, None);
-    assert_eq!(third.worker.as_deref(), Some("cat"));
+    assert_eq!(third.agent.as_deref(), Some("cat"));
     b.advance(4_000);
     let stats = b.router.stats("q").unwrap();
 
@@ -248,5 +248,5 @@ fn an_offer_whose_time_ran_out_while_the_server_was_down_is_made_afresh_without_
     let again = b.offer("ann").expect("offered again at once");
     assert_eq!(again.task, task.id);
     assert_ne!(again.id, first.id, "a new offer, with a full ten seconds");
-    assert_eq!(b.router.worker("ann").unwrap()["missed_in_a_row"], 0);
+    assert_eq!(b.router.agent("ann").unwrap()["missed_in_a_row"], 0);
 }

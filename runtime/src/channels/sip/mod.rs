@@ -368,7 +368,7 @@ impl Endpoint {
             return Some((r.uri, Some(r.peer)));
         }
         let rt = self.rt.upgrade()?;
-        let worker = rt.router.worker(agent).ok()?;
+        let worker = rt.router.agent(agent).ok()?;
         let uri = worker.pointer("/attributes/sip").and_then(|v| v.as_str())?;
         Some((uri.to_string(), None))
     }
@@ -452,7 +452,7 @@ impl Endpoint {
         let known = self
             .rt
             .upgrade()
-            .is_some_and(|rt| rt.router.worker(&agent).is_ok());
+            .is_some_and(|rt| rt.router.agent(&agent).is_ok());
         if !known {
             let reason = "Not Found";
             self.respond(
