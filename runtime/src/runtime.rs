@@ -13,8 +13,8 @@ pub use switchboard_core::node::{CheckedDeployError, Node, ROUTER_FLOW};
 
 /// A running Switchboard: the core node and the channels' live state.
 pub struct Runtime {
-    /// The core.
-    pub node: Node,
+    /// The core (shared with the channels, which depend on it and not on this runtime).
+    pub node: Arc<Node>,
     /// Live web chat connections.
     pub chat: Arc<crate::channels::chat::ChatHub>,
     /// Prompt audio: rendered speech, uploaded recordings, hold music.
@@ -50,7 +50,7 @@ impl Runtime {
             node.store.clone(),
         ));
         Runtime {
-            node,
+            node: Arc::new(node),
             chat: Arc::default(),
             prompts,
             sip: std::sync::OnceLock::new(),

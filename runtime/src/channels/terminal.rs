@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use crate::config::Config;
 use crate::contract::{Action, Event, Gather, Prompt};
 use crate::engine::{Clock, Fault};
-use crate::runtime::Runtime;
+use crate::node::Node;
 use crate::sessions::{Awaiting, NewContact, Status, StepReport};
 
 /// The name a local simulation deploys its `.wasm` file under.
@@ -31,7 +31,7 @@ pub trait Driver {
 
 /// A `.wasm` file run in-process on a throwaway store.
 pub struct LocalFlow {
-    runtime: Arc<Runtime>,
+    runtime: Arc<Node>,
     file: String,
 }
 
@@ -57,12 +57,8 @@ impl LocalFlow {
         };
         let bytes =
             std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let runtime = Arc::new(Runtime::ephemeral(Config::default(), clock)?);
-        let label = format!(
-            "compiling {} ({})",
-            file.display(),
-            crate::cli::human_size(bytes.len())
-        );
+        let runtime = Arc::new(Node::ephemeral(Config::default(), clock)?);
+        let label = format!("compiling {} ({})", file.display(), human_size(bytes.len()));
         with_progress(&label, || {
             runtime
                 .flows
@@ -370,4 +366,13 @@ pub fn with_progress<T>(
         started.elapsed().as_secs_f64()
     );
     result
+}
+
+/// `177 KB`, `18.3 MB`.
+pub fn human_size(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MB", bytes as f64 / f64::from(1 << 20))
+    } else {
+        format!("{} KB", bytes.div_ceil(1024))
+    }
 }

@@ -10,6 +10,8 @@ use clap::Args;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use crate::channels::terminal::human_size;
+
 /// The `--json` flag of the commands that show something.
 #[derive(Args)]
 pub struct Format {
@@ -52,15 +54,6 @@ pub fn print_text(text: &str) -> anyhow::Result<()> {
 pub fn print_json(value: &Value) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value).context("the answer does not encode")?;
     print_text(&format!("{text}\n"))
-}
-
-/// `177 KB`, `18.3 MB`.
-pub fn human_size(bytes: usize) -> String {
-    if bytes >= 1 << 20 {
-        format!("{:.1} MB", bytes as f64 / f64::from(1 << 20))
-    } else {
-        format!("{} KB", bytes.div_ceil(1024))
-    }
 }
 
 /// An RFC 3339 time as `2026-11-25 10:00:00.123 +00:00`: to the millisecond, which is as

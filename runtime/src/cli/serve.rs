@@ -108,7 +108,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             });
         }
         if runtime.config.sip.listen.is_some() {
-            let sip = crate::channels::sip::Endpoint::start(&runtime).await?;
+            let sip =
+                crate::channels::sip::Endpoint::start(&runtime.node, runtime.prompts.clone())
+                    .await?;
             println!("SIP listening on {} (UDP and TCP)", sip.local_addr());
             let _ = runtime.sip.set(sip);
         }

@@ -15,7 +15,7 @@ use super::rtp::{Audio, Heard, Leg};
 use super::sdp::{self, Codec, SdpError};
 use super::{Endpoint, Input, LegKind, Peer};
 use crate::contract::{Action, Channel, Event, Gather, Prompt};
-use crate::runtime::Runtime;
+use crate::node::Node;
 use crate::sessions::{ContactError, NewContact, Status, StepReport};
 
 /// RFC 3261 timer T1 and T2.
@@ -158,7 +158,7 @@ pub(super) fn incoming(ep: &Arc<Endpoint>, invite: Message, peer: Peer) {
         Ok(leg) => leg,
         Err(e) => return reject(503, "Service Unavailable", e.to_string()),
     };
-    let Some(rt) = ep.runtime() else { return };
+    let Some(rt) = ep.node() else { return };
     leg.set_remote(media);
     let (tx, inbox) = mpsc::unbounded_channel();
     ep.route(invite.call_id(), tx.clone(), LegKind::Caller);
@@ -203,7 +203,7 @@ pub(super) fn incoming(ep: &Arc<Endpoint>, invite: Message, peer: Peer) {
 
 struct Call {
     ep: Arc<Endpoint>,
-    rt: Arc<Runtime>,
+    rt: Arc<Node>,
     invite: Message,
     tag: String,
     dialog: Dialog,
@@ -485,7 +485,7 @@ impl Call {
     }
 
     async fn audio(&self, prompt: &Prompt) -> Arc<Audio> {
-        let prompts = &self.rt.prompts;
+        let prompts = &self.ep.prompts;
         let result = match prompt {
             Prompt::Say(say) => prompts.say(say).await,
             Prompt::Play { prompt } => prompts.play(prompt).await,
@@ -633,7 +633,7 @@ impl Call {
     /// Waits in the queue with hold music until the contact's next step (queue news, an
     /// agent, a timeout).
     async fn hold(&mut self) -> Result<StepReport, Gone> {
-        self.leg.set_idle(Some(self.rt.prompts.hold.clone()));
+        self.leg.set_idle(Some(self.ep.prompts.hold.clone()));
         loop {
             match self.next(None).await? {
                 Wake::Report(r) => return Ok(r),

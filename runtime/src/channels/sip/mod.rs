@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
 use crate::config::SipConfig;
-use crate::runtime::Runtime;
+use crate::node::Node;
 use crate::sessions::StepReport;
 use message::{Message, ParseError};
 
@@ -113,7 +113,9 @@ pub struct SipStats {
 
 /// The SIP endpoint.
 pub struct Endpoint {
-    rt: Weak<Runtime>,
+    rt: Weak<Node>,
+    /// Prompt audio: rendered speech, uploaded recordings, hold music.
+    pub prompts: Arc<prompts::Prompts>,
     /// Its configuration.
     pub config: SipConfig,
     udp: Arc<tokio::net::UdpSocket>,
@@ -170,7 +172,7 @@ fn now_ms() -> u64 {
 }
 
 /// The registrations kept in the store that have not lapsed.
-fn restore_registrations(rt: &Runtime) -> anyhow::Result<HashMap<String, Registration>> {
+fn restore_registrations(rt: &Node) -> anyhow::Result<HashMap<String, Registration>> {
     let now = now_ms();
     let mut out = HashMap::new();
     for (agent, phone) in crate::phones::live(&*rt.store, now)? {
@@ -209,7 +211,10 @@ fn restore_registrations(rt: &Runtime) -> anyhow::Result<HashMap<String, Registr
 
 impl Endpoint {
     /// Binds UDP and TCP on `config.listen` and starts serving. Needs a Tokio runtime.
-    pub async fn start(rt: &Arc<Runtime>) -> anyhow::Result<Arc<Endpoint>> {
+    pub async fn start(
+        rt: &Arc<Node>,
+        prompts: Arc<prompts::Prompts>,
+    ) -> anyhow::Result<Arc<Endpoint>> {
         let config = rt.config.sip.clone();
         let listen = config
             .listen
@@ -230,6 +235,7 @@ impl Endpoint {
         let registrations = restore_registrations(rt)?;
         let endpoint = Arc::new(Endpoint {
             rt: Arc::downgrade(rt),
+            prompts,
             config,
             udp: Arc::new(udp),
             advertised: SocketAddr::new(ip, bound.port()),
@@ -646,8 +652,7 @@ impl Endpoint {
         samples.counter(
             "switchboard_prompt_failures",
             "Prompts that could not be rendered (the caller heard a beep)",
-            self.runtime()
-                .map_or(0, |rt| rt.prompts.failures.load(Ordering::Relaxed)),
+            self.prompts.failures.load(Ordering::Relaxed),
         );
         samples.gauge(
             "switchboard_rtp_legs_open",
@@ -689,7 +694,8 @@ impl Endpoint {
         );
     }
 
-    fn runtime(&self) -> Option<Arc<Runtime>> {
+    /// The node it serves, while the server runs.
+    pub fn node(&self) -> Option<Arc<Node>> {
         self.rt.upgrade()
     }
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::contract::{Channel, Event};
-use crate::runtime::Runtime;
+use crate::node::Node;
 use crate::sessions::{Awaiting, ContactError, NewContact, Status, StepReport};
 use crate::store::{StoreError, StoreExt, Tree};
 
@@ -96,7 +96,7 @@ fn render_voice(report: &StepReport, base: &str) -> String {
 }
 
 /// A new call (the number's voice webhook): starts the contact on the number's flow.
-pub fn incoming_call(rt: &Runtime, params: &Params, base: &str) -> Result<String, WebhookError> {
+pub fn incoming_call(rt: &Node, params: &Params, base: &str) -> Result<String, WebhookError> {
     let call_sid = params.need("CallSid")?;
     let from = params.need("From")?;
     let to = params.need("To")?;
@@ -141,7 +141,7 @@ pub fn incoming_call(rt: &Runtime, params: &Params, base: &str) -> Result<String
 
 /// A gather's answer (`Digits`, `SpeechResult`) or its timeout (`no_input`): the next step.
 pub fn gathered(
-    rt: &Runtime,
+    rt: &Node,
     params: &Params,
     no_input: bool,
     base: &str,
@@ -184,7 +184,7 @@ pub fn gathered(
 
 /// A call status callback: a call that ended (completed, busy, no-answer, failed, canceled)
 /// ends its contact; the flow hears `hangup`.
-pub fn call_status(rt: &Runtime, params: &Params) -> Result<(), WebhookError> {
+pub fn call_status(rt: &Node, params: &Params) -> Result<(), WebhookError> {
     let call_sid = params.need("CallSid")?;
     let status = params.need("CallStatus")?;
     if !matches!(
@@ -208,7 +208,7 @@ pub fn call_status(rt: &Runtime, params: &Params) -> Result<(), WebhookError> {
 
 /// An inbound SMS: continues the sender's conversation with the number (within the idle
 /// window), or starts a new one; replies are `<Message>`s.
-pub fn incoming_sms(rt: &Runtime, params: &Params) -> Result<String, WebhookError> {
+pub fn incoming_sms(rt: &Node, params: &Params) -> Result<String, WebhookError> {
     let from = params.need("From")?;
     let to = params.need("To")?;
     let body = params.get("Body").unwrap_or_default().to_string();
