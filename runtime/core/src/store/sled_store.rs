@@ -155,7 +155,14 @@ impl Store for SledStore {
         }
         // Ahead-writes mean nothing until the atomic writes land: plain inserts, no journal.
         self.apply(batch.ahead())?;
-        let writes = batch.writes();
+        let deduplicated;
+        let mut writes = batch.writes();
+        if writes.len() > 1 {
+            // A key written twice in one batch (a task staged, then offered) is written once,
+            // with its last value.
+            deduplicated = last_write_per_key(writes);
+            writes = &deduplicated;
+        }
         if writes.is_empty() {
             return Ok(());
         }
@@ -212,6 +219,20 @@ impl Store for SledStore {
     }
 }
 
+/// The writes with only the last one of each key, in the order of those last writes.
+fn last_write_per_key(writes: &[Entry]) -> Vec<Entry> {
+    let mut kept: Vec<Entry> = Vec::with_capacity(writes.len());
+    for (i, (tree, key, _)) in writes.iter().enumerate() {
+        let overwritten = writes[i + 1..]
+            .iter()
+            .any(|(t, k, _)| t == tree && k == key);
+        if !overwritten {
+            kept.push(writes[i].clone());
+        }
+    }
+    kept
+}
+
 /// A journal record: per write, the tree's index, the key, and the value or its absence.
 fn encode_writes(writes: &[Entry]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -261,6 +282,17 @@ fn decode_writes(mut bytes: &[u8]) -> Option<Vec<Entry>> {
 mod tests {
     use super::*;
     use crate::store::StoreExt;
+
+    #[test]
+    fn a_key_written_twice_in_a_batch_keeps_its_last_value() {
+        let writes = vec![
+            (Tree::Tasks, b"t1".to_vec(), Some(b"pending".to_vec())),
+            (Tree::OpenTasks, b"t1".to_vec(), Some(Vec::new())),
+            (Tree::Tasks, b"t1".to_vec(), Some(b"reserved".to_vec())),
+        ];
+        let kept = last_write_per_key(&writes);
+        assert_eq!(kept, writes[1..].to_vec());
+    }
 
     #[test]
     fn journal_records_round_trip() {
