@@ -278,8 +278,9 @@ pub struct Sessions {
     router: Arc<Router>,
     /// Steps of one contact run one at a time; contacts hash onto these stripes.
     stripes: Vec<Mutex<()>>,
-    /// Reports of the steps the news dispatcher ran, for the channels that render them.
-    reports: tokio::sync::broadcast::Sender<StepReport>,
+    /// Where the reports of the steps the news dispatcher ran go: one unbounded queue per
+    /// channel that renders them, so a busy channel falls behind but loses none.
+    subscribers: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<StepReport>>>,
     /// Test-only: `SWITCHBOARD_FAILPOINT=hold-news` keeps news in the inbox undelivered, so a
     /// test can kill the server between a router change and the step that hears it.
     hold_news: bool,
@@ -305,7 +306,7 @@ impl Sessions {
             metrics,
             router,
             stripes: (0..256).map(|_| Mutex::new(())).collect(),
-            reports: tokio::sync::broadcast::channel(4096).0,
+            subscribers: Mutex::new(Vec::new()),
             hold_news: {
                 let hold = std::env::var("SWITCHBOARD_FAILPOINT").is_ok_and(|f| f == "hold-news");
                 if hold {
@@ -430,17 +431,27 @@ impl Sessions {
                 }
             }
         }
-        for report in &reports {
-            // Nobody subscribed (no channel running) is fine: the step is stored.
-            let _ = self.reports.send(report.clone());
+        if !reports.is_empty() {
+            // Nobody subscribed (no channel running) is fine: the steps are stored.
+            let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+            subscribers.retain(|channel| {
+                reports
+                    .iter()
+                    .all(|report| channel.send(report.clone()).is_ok())
+            });
         }
         Ok(reports)
     }
 
     /// The reports of every step the news dispatcher runs from now on: what channels render
     /// for steps they did not ask for.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StepReport> {
-        self.reports.subscribe()
+    pub fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<StepReport> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        rx
     }
 
     /// Runs one step per item of news waiting for `contact`, in order.

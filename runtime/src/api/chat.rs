@@ -69,8 +69,9 @@ async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Op
 enum VisitorMessage {
     /// Text for the flow, or for the agent holding the conversation.
     Message {
+        /// Missing or null is an empty message, ignored (as before messages were typed).
         #[serde(default)]
-        text: String,
+        text: Option<String>,
     },
     /// The visitor is typing (shown to the agent).
     Typing,
@@ -140,13 +141,18 @@ async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
                     let _ = ws.send(error("invalid_json", "messages are JSON: {\"type\": \"message\", \"text\": \"...\"}")).await;
                     continue;
                 };
-                let Ok(msg) = serde_json::from_value::<VisitorMessage>(msg) else {
-                    let _ = ws.send(error("unknown_message", "send message, typing or close")).await;
-                    continue;
+                let msg = match serde_json::from_value::<VisitorMessage>(msg) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        let why = format!("{e}: send {{\"type\": \"message\", \"text\": \"...\"}}, typing or close");
+                        let _ = ws.send(error("unknown_message", &why)).await;
+                        continue;
+                    }
                 };
                 let (rt2, id2) = (rt.clone(), id.clone());
                 match msg {
                     VisitorMessage::Message { text } => {
+                        let text = text.unwrap_or_default();
                         if text.trim().is_empty() {
                             continue;
                         }

@@ -386,17 +386,31 @@ async fn agent_session(rt: Arc<Runtime>, name: String, mut ws: WebSocket) {
 #[serde(tag = "type", rename_all = "kebab-case")]
 enum DeskMessage {
     /// Take the offered task.
-    Accept { reservation: String },
+    Accept {
+        /// Missing is no reservation: refused as unknown, as before messages were typed.
+        #[serde(default)]
+        reservation: String,
+    },
     /// Turn the offer down.
-    Reject { reservation: String },
+    Reject {
+        #[serde(default)]
+        reservation: String,
+    },
     /// The task is done, with wrap-up notes.
     Complete {
-        task: String,
         #[serde(default)]
-        wrapup: Option<String>,
+        task: String,
+        /// Notes; anything but a string is no notes.
+        #[serde(default)]
+        wrapup: Option<serde_json::Value>,
     },
     /// Text for the customer of a conversation the agent holds.
-    Message { task: String, text: String },
+    Message {
+        #[serde(default)]
+        task: String,
+        #[serde(default)]
+        text: Option<String>,
+    },
 }
 
 async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> serde_json::Value {
@@ -418,6 +432,7 @@ async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> s
         }
     };
     if let DeskMessage::Message { task, text } = message {
+        let text = text.unwrap_or_default();
         let result = blocking(move || Ok(rt.agent_message(&name, &task, &text)?)).await;
         return match result {
             Ok(()) => json!({"type": "ok", "sent": true}),
@@ -428,7 +443,10 @@ async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> s
         Ok(match message {
             DeskMessage::Accept { reservation } => rt.router.accept(&name, &reservation)?,
             DeskMessage::Reject { reservation } => rt.router.reject(&name, &reservation)?,
-            DeskMessage::Complete { task, wrapup } => rt.router.complete(&name, &task, wrapup)?,
+            DeskMessage::Complete { task, wrapup } => {
+                let wrapup = wrapup.and_then(|w| w.as_str().map(str::to_string));
+                rt.router.complete(&name, &task, wrapup)?
+            }
             DeskMessage::Message { .. } => unreachable!("handled above"),
         })
     })

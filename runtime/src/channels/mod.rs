@@ -12,24 +12,12 @@ pub mod twilio;
 /// Renders, with `deliver`, every step report the sessions publish (steps of task news),
 /// until the sessions go away. Needs a Tokio runtime.
 pub fn follow_reports(
-    mut reports: tokio::sync::broadcast::Receiver<crate::sessions::StepReport>,
-    channel: &'static str,
+    mut reports: tokio::sync::mpsc::UnboundedReceiver<crate::sessions::StepReport>,
     deliver: impl Fn(&crate::sessions::StepReport) + Send + 'static,
 ) {
-    use tokio::sync::broadcast::error::RecvError;
     tokio::spawn(async move {
-        loop {
-            match reports.recv().await {
-                Ok(report) => deliver(&report),
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::error!(
-                        channel,
-                        missed,
-                        "the channel fell behind the step reports; some contacts did not see their flow's answer to task news"
-                    );
-                }
-                Err(RecvError::Closed) => return,
-            }
+        while let Some(report) = reports.recv().await {
+            deliver(&report);
         }
     });
 }

@@ -120,7 +120,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
     println!(
         "flow {flow}: version {} {role} (sha256 {}…, compiled in {:.0} ms, swapped in {} us)",
         version["version"],
-        &sha[..12.min(sha.len())],
+        sha.get(..12).unwrap_or(sha),
         version["compile_ms"].as_f64().unwrap_or_default(),
         version["swap_us"]
     );

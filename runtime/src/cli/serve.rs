@@ -103,7 +103,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let bound = listener.local_addr()?;
         {
             let chat = runtime.chat.clone();
-            crate::channels::follow_reports(runtime.sessions.subscribe(), "chat", move |report| {
+            crate::channels::follow_reports(runtime.sessions.subscribe(), move |report| {
                 chat.deliver(report)
             });
         }

@@ -219,15 +219,19 @@ impl Store for SledStore {
     }
 }
 
-/// The writes with only the last one of each key, in the order of those last writes.
+/// The writes with one per key: each key where it was first written, with its last value
+/// (readers that do not take the commit lock see keys appear in the batch's order).
 fn last_write_per_key(writes: &[Entry]) -> Vec<Entry> {
+    let mut position: std::collections::HashMap<(Tree, &[u8]), usize> =
+        std::collections::HashMap::with_capacity(writes.len());
     let mut kept: Vec<Entry> = Vec::with_capacity(writes.len());
-    for (i, (tree, key, _)) in writes.iter().enumerate() {
-        let overwritten = writes[i + 1..]
-            .iter()
-            .any(|(t, k, _)| t == tree && k == key);
-        if !overwritten {
-            kept.push(writes[i].clone());
+    for write in writes {
+        match position.entry((write.0, write.1.as_slice())) {
+            std::collections::hash_map::Entry::Occupied(at) => kept[*at.get()].2 = write.2.clone(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(kept.len());
+                kept.push(write.clone());
+            }
         }
     }
     kept
@@ -291,7 +295,13 @@ mod tests {
             (Tree::Tasks, b"t1".to_vec(), Some(b"reserved".to_vec())),
         ];
         let kept = last_write_per_key(&writes);
-        assert_eq!(kept, writes[1..].to_vec());
+        assert_eq!(
+            kept,
+            vec![
+                (Tree::Tasks, b"t1".to_vec(), Some(b"reserved".to_vec())),
+                (Tree::OpenTasks, b"t1".to_vec(), Some(Vec::new())),
+            ]
+        );
     }
 
     #[test]

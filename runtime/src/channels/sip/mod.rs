@@ -249,7 +249,7 @@ impl Endpoint {
             stats: SipStats::default(),
         });
         let following = Arc::downgrade(&endpoint);
-        super::follow_reports(rt.sessions.subscribe(), "sip", move |report| {
+        super::follow_reports(rt.sessions.subscribe(), move |report| {
             if let Some(endpoint) = following.upgrade() {
                 endpoint.deliver(report);
             }
