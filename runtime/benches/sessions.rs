@@ -27,18 +27,7 @@ fn main() {
         ..Config::default()
     };
     let rt = Arc::new(Runtime::open(config).unwrap());
-    rt.flows.deploy("ivr-menu", &bytes, "bench").unwrap();
-    rt.flows
-        .configure(
-            "ivr-menu",
-            &[
-                ("days".into(), "mon-sun".into()),
-                ("open".into(), "00:00".into()),
-                ("close".into(), "24:00".into()),
-            ],
-            "bench",
-        )
-        .unwrap();
+    support::deploy_open_ivr(&rt, &bytes);
     for queue in ["sales", "support", "agents"] {
         rt.router.define_queue(QueueConfig::named(queue)).unwrap();
     }

@@ -232,19 +232,8 @@ fn an_agent_phone_answers_and_the_caller_is_bridged_both_ways() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
     let server = sip_ivr_server(dir.path(), &[]);
-    let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
-    let phone_ear = Ear::new();
-    let (register, answer) = agent_phone(dir.path(), "alice", &alice, phone_ear.port(), 4000);
-    let phone_port = crate::sipp::free_port().to_string();
+    let (alice, phone_ear, answer, phone_port) = alice_registers_a_phone(&server, dir.path(), 4000);
     let port_args = ["-p", phone_port.as_str()];
-    sipp(
-        dir.path(),
-        &register,
-        sip_addr(&server),
-        "alice",
-        &port_args,
-    )
-    .succeeds();
     let (_, regs) = server.call("GET", "/v1/sip/registrations", None);
     assert_eq!(regs[0]["agent"], "alice", "{regs}");
     let phone = sipp(dir.path(), &answer, sip_addr(&server), "alice", &port_args);
@@ -295,19 +284,9 @@ fn a_phone_registered_before_a_sigkill_still_rings_after_the_restart() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
     let server = sip_ivr_server(dir.path(), &[]);
-    let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
-    let phone_ear = Ear::new();
-    let (register, answer) = agent_phone(dir.path(), "alice", &alice, phone_ear.port(), 2000);
-    let phone_port = crate::sipp::free_port().to_string();
+    let (alice, _phone_ear, answer, phone_port) =
+        alice_registers_a_phone(&server, dir.path(), 2000);
     let port_args = ["-p", phone_port.as_str()];
-    sipp(
-        dir.path(),
-        &register,
-        sip_addr(&server),
-        "alice",
-        &port_args,
-    )
-    .succeeds();
     server.kill();
 
     let server = sip_ivr_server(dir.path(), &[]);
@@ -322,6 +301,28 @@ fn a_phone_registered_before_a_sigkill_still_rings_after_the_restart() {
     all_calls_over(&server);
     let (_, task) = server.call("GET", &format!("/v1/tasks/{task}"), None);
     assert_eq!(task["status"], "completed", "{task}");
+}
+
+/// Creates agent alice and registers her phone (a sipp that will answer and hang up after
+/// `talk_ms`); returns her token, the phone's ear, its answering scenario and its SIP port.
+fn alice_registers_a_phone(
+    server: &Server,
+    dir: &std::path::Path,
+    talk_ms: u64,
+) -> (String, Ear, std::path::PathBuf, String) {
+    let alice = agent(server, "alice", json!({}), json!({"voice": 1}));
+    let phone_ear = Ear::new();
+    let (register, answer) = agent_phone(dir, "alice", &alice, phone_ear.port(), talk_ms);
+    let phone_port = crate::sipp::free_port().to_string();
+    sipp(
+        dir,
+        &register,
+        sip_addr(server),
+        "alice",
+        &["-p", phone_port.as_str()],
+    )
+    .succeeds();
+    (alice, phone_ear, answer, phone_port)
 }
 
 /// A caller from `from` presses 1 for sales; alice accepts the offer on her desktop and

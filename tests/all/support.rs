@@ -401,6 +401,21 @@ pub fn run_switchboard(command: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// In-process (the sessions benchmark): deploys the sample IVR on `rt` and keeps it open
+/// around the clock, as [`ALWAYS_OPEN`] does for a server. (The steps benchmark times its
+/// deploy alone, so it configures apart.)
+#[allow(dead_code)]
+pub fn deploy_open_ivr(rt: &switchboard::runtime::Runtime, bytes: &[u8]) {
+    rt.flows.deploy("ivr-menu", bytes, "bench").unwrap();
+    let settings: Vec<(String, String)> = ALWAYS_OPEN
+        .iter()
+        .filter_map(|arg| arg.strip_prefix("ivr-menu:"))
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    rt.flows.configure("ivr-menu", &settings, "bench").unwrap();
+}
+
 /// Settings that keep the sample IVR open whatever the hour the tests run.
 pub const ALWAYS_OPEN: [&str; 6] = [
     "--setting",

@@ -685,7 +685,7 @@ impl Sessions {
         }
         let (actions, fault) = match result.outcome {
             Ok((actions, state)) => {
-                crate::engine::host::stage_kv_writes(&mut batch, &session.flow, &result.kv_writes);
+                crate::engine::host::stage_kv_writes(&mut batch, &session.flow, result.kv_writes);
                 session.state = state;
                 (actions, None)
             }

@@ -667,8 +667,7 @@ impl Router {
             .get_mut(&r.task)
             .ok_or_else(|| RouterError::UnknownTask(r.task.clone()))?;
         task.status = TaskStatus::Assigned;
-        task.reservation = None;
-        task.reserved_until_ms = None;
+        task.clear_offer();
         task.assigned_ms = Some(now);
         let task = task.clone();
         let mut batch = Batch::new();
@@ -726,8 +725,7 @@ fn release_reservation(
             .get_mut(&r.task)
             .ok_or_else(|| RouterError::UnknownTask(r.task.clone()))?;
         task.status = TaskStatus::Pending;
-        task.reservation = None;
-        task.reserved_until_ms = None;
+        task.clear_offer();
         task.agent = None;
         task.passed_by.push(r.agent.clone());
         let task = task.clone();
@@ -928,7 +926,7 @@ impl Router {
             .remove(id)
             .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
         state.plans.remove(id);
-        let reservation = task.reservation.take();
+        let reservation = task.clear_offer();
         if let Some(r) = &reservation {
             state.reservations.remove(r);
         }
@@ -952,7 +950,6 @@ impl Router {
             update_idle(state, &name);
         }
         task.status = status;
-        task.reserved_until_ms = None;
         task.wrapup = wrapup;
         task.reason = reason;
         stage_task(batch, &task)?;

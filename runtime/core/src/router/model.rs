@@ -191,6 +191,14 @@ pub struct Task {
     pub reserved_until_ms: Option<u64>,
 }
 
+impl Task {
+    /// Ends the task's open offer, if any: its id and its deadline go together.
+    pub fn clear_offer(&mut self) -> Option<String> {
+        self.reserved_until_ms = None;
+        self.reservation.take()
+    }
+}
+
 /// A router component's decision for a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {

@@ -53,12 +53,7 @@ pub(super) fn load_window(
             &Scan::prefix(prefix.as_bytes(), PAGE).after(&cursor),
         )?;
         for (key, value) in &page {
-            let at = key
-                .split(|b| *b == b'/')
-                .nth(1)
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
+            let at = keys::queue_event_time(key);
             match crate::store::decode::<QueueEvent>(Tree::QueueEvents, key, value)? {
                 QueueEvent::Answered { waited_ms } => queue.answered.push_back((at, waited_ms)),
                 QueueEvent::Abandoned => queue.canceled.push_back(at),
@@ -157,8 +152,7 @@ impl Router {
                     _ => {
                         task.status = TaskStatus::Pending;
                         task.agent = None;
-                        task.reservation = None;
-                        task.reserved_until_ms = None;
+                        task.clear_offer();
                         batch.put_json(Tree::Tasks, task.id.as_bytes(), &task)?;
                     }
                 }

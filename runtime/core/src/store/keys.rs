@@ -63,6 +63,15 @@ pub fn queue_event(queue: &str, at_ms: u64, task: &str) -> String {
     format!("{queue}/{at_ms:013}/{task}")
 }
 
+/// The time of a [`queue_event`] key (0 when it is not one).
+pub fn queue_event_time(key: &[u8]) -> u64 {
+    key.split(|b| *b == b'/')
+        .nth(1)
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A cursor just before the first [`queue_event`] of `queue` at or after `since_ms`.
 pub fn queue_events_since(queue: &str, since_ms: u64) -> String {
     format!("{queue}/{since_ms:013}")
@@ -86,6 +95,10 @@ mod tests {
         assert!(inbox("c", 99) < inbox("c", 100));
         assert!(contact_start(999, "z") < contact_start(1000, "a"));
         assert!(queue_event("q", 999, "z") < queue_event("q", 1000, "a"));
+        assert_eq!(
+            queue_event_time(queue_event("q", 1000, "tk_1").as_bytes()),
+            1000
+        );
         assert_eq!(version_number(version("ivr", 42).as_bytes()), 42);
         assert_eq!(inbox_contact(inbox("c-1", 7).as_bytes()), Some("c-1"));
     }

@@ -218,8 +218,7 @@ impl Batch {
         key: impl Into<Vec<u8>>,
         value: &T,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.put(tree, key, bytes);
+        self.put(tree, key, encode(value)?);
         Ok(())
     }
 
@@ -235,8 +234,7 @@ impl Batch {
         key: impl Into<Vec<u8>>,
         value: &T,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.ahead.push((tree, key.into(), Some(bytes)));
+        self.ahead.push((tree, key.into(), Some(encode(value)?)));
         Ok(())
     }
 
@@ -451,6 +449,11 @@ pub trait StoreExt: Store {
 }
 
 impl<S: Store + ?Sized> StoreExt for S {}
+
+/// Encodes a value to store as JSON.
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))
+}
 
 /// Decodes a stored JSON value, naming its key when it does not decode.
 pub fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {

@@ -157,9 +157,9 @@ impl Store for SledStore {
         self.apply(batch.ahead())?;
         let deduplicated;
         let mut writes = batch.writes();
-        if writes.len() > 1 {
+        if repeats_a_key(writes) {
             // A key written twice in one batch (a task staged, then offered) is written once,
-            // with its last value.
+            // with its last value. Most batches (every step's) repeat none and are not copied.
             deduplicated = last_write_per_key(writes);
             writes = &deduplicated;
         }
@@ -217,6 +217,22 @@ impl Store for SledStore {
     fn next_id(&self) -> Result<u64, StoreError> {
         self.db.generate_id().map_err(backend)
     }
+}
+
+/// Whether any key is written twice. Small batches are compared pairwise, without
+/// allocating; large ones (start-up index builds) through a set.
+fn repeats_a_key(writes: &[Entry]) -> bool {
+    if writes.len() <= 16 {
+        return writes.iter().enumerate().any(|(i, (tree, key, _))| {
+            writes[i + 1..]
+                .iter()
+                .any(|(t, k, _)| t == tree && k == key)
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(writes.len());
+    !writes
+        .iter()
+        .all(|(tree, key, _)| seen.insert((*tree, key.as_slice())))
 }
 
 /// The writes with one per key: each key where it was first written, with its last value
@@ -294,6 +310,8 @@ mod tests {
             (Tree::OpenTasks, b"t1".to_vec(), Some(Vec::new())),
             (Tree::Tasks, b"t1".to_vec(), Some(b"reserved".to_vec())),
         ];
+        assert!(repeats_a_key(&writes));
+        assert!(!repeats_a_key(&writes[1..]));
         let kept = last_write_per_key(&writes);
         assert_eq!(
             kept,

@@ -44,10 +44,10 @@ impl Pending {
 
 /// Stages a successful step's writes for `flow` in the step's batch: they land with the
 /// session or not at all.
-pub fn stage(batch: &mut Batch, flow: &str, writes: &[KvWrite]) {
+pub fn stage(batch: &mut Batch, flow: &str, writes: Vec<KvWrite>) {
     for w in writes {
-        match &w.value {
-            Some(v) => batch.put(Tree::Kv, store_key(flow, &w.key), v.clone()),
+        match w.value {
+            Some(v) => batch.put(Tree::Kv, store_key(flow, &w.key), v),
             None => batch.delete(Tree::Kv, store_key(flow, &w.key)),
         }
     }
