@@ -122,7 +122,7 @@ fn main() {
     let deploy = |flow: &str, path: &Path| {
         let bytes = std::fs::read(path).unwrap();
         let started = Instant::now();
-        rt.flows.deploy(flow, &bytes, "bench").unwrap();
+        rt.admin().flows().deploy(flow, &bytes, "bench").unwrap();
         (bytes.len(), started.elapsed())
     };
     println!("deploy to live (compile included), fresh data directory:");
@@ -149,7 +149,8 @@ fn main() {
         );
     }
     for flow in ["rust", "py"] {
-        rt.flows
+        rt.admin()
+            .flows()
             .configure(flow, &[("orders".into(), "1001:shipped".into())], "bench")
             .unwrap();
     }
@@ -171,7 +172,7 @@ fn main() {
         ("Python order-status", "py", "1001"),
         ("TypeScript chat-triage", "ts", "my invoice is wrong"),
     ] {
-        let component = rt.flows.component(flow, 1).unwrap();
+        let component = rt.admin().flows().component(flow, 1).unwrap();
         let name: Arc<str> = flow.into();
         let target = StepTarget {
             flow: &name,
@@ -192,9 +193,10 @@ fn main() {
                 }
             };
             let t = Instant::now();
-            let result = rt
-                .engine
-                .step(&rt.services, &target, &contact, &state, &event);
+            let result =
+                rt.admin()
+                    .engine()
+                    .step(rt.admin().services(), &target, &contact, &state, &event);
             let (actions, new_state) = result.outcome.expect("the sample does not fault");
             if i >= 10 {
                 hist.record(t.elapsed().as_nanos() as u64).unwrap();

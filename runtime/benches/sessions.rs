@@ -29,7 +29,7 @@ fn main() {
     let rt = Arc::new(Runtime::open(config).unwrap());
     support::deploy_open_ivr(&rt, &bytes);
     for queue in ["sales", "support", "agents"] {
-        rt.router.define_queue(QueueConfig::named(queue)).unwrap();
+        rt.admin().define_queue(QueueConfig::named(queue)).unwrap();
     }
     let seconds = support::bench_seconds();
     eprintln!(
@@ -52,7 +52,7 @@ fn main() {
                     let mut id = String::new();
                     timed(&mut || {
                         let report = rt
-                            .sessions
+                            .contacts()
                             .start(NewContact {
                                 channel: None,
                                 from: format!("+1555{t}{n:07}"),
@@ -68,10 +68,10 @@ fn main() {
                             digits: "1".into(),
                             speech: None,
                         };
-                        rt.sessions.send(&id, press).unwrap();
+                        rt.contacts().send(&id, press).unwrap();
                     });
                     timed(&mut || {
-                        rt.sessions.send(&id, Event::Hangup).unwrap();
+                        rt.contacts().send(&id, Event::Hangup).unwrap();
                     });
                     n += 1;
                 }

@@ -159,9 +159,13 @@ fn main() {
     };
     let rt = Runtime::open(config).unwrap();
     let deploy_started = Instant::now();
-    rt.flows.deploy("ivr-menu", &bytes, "bench").unwrap();
+    rt.admin()
+        .flows()
+        .deploy("ivr-menu", &bytes, "bench")
+        .unwrap();
     let deploy = deploy_started.elapsed();
-    rt.flows
+    rt.admin()
+        .flows()
         .configure(
             "ivr-menu",
             &[
@@ -174,8 +178,8 @@ fn main() {
         .unwrap();
     let customers =
         switchboard::customers::parse(include_str!("../../examples/customers.csv")).unwrap();
-    switchboard::customers::load(&rt.store, &customers, "bench").unwrap();
-    let component = rt.flows.component("ivr-menu", 1).unwrap();
+    rt.admin().load_customers(&customers, "bench").unwrap();
+    let component = rt.admin().flows().component("ivr-menu", 1).unwrap();
     let flow: Arc<str> = "ivr-menu".into();
     let target = StepTarget {
         flow: &flow,
@@ -195,9 +199,10 @@ fn main() {
                 speech: None,
             }
         };
-        let result = rt
-            .engine
-            .step(&rt.services, &target, &contact, &state, &event);
+        let result =
+            rt.admin()
+                .engine()
+                .step(rt.admin().services(), &target, &contact, &state, &event);
         let (actions, new_state) = result.outcome.expect("the sample flow does not fault");
         assert!(!actions.is_empty());
         state = new_state;
@@ -263,8 +268,9 @@ fn main() {
                             }
                         };
                         state = rt
-                            .engine
-                            .step(&rt.services, &target, &contact, &state, &event)
+                            .admin()
+                            .engine()
+                            .step(rt.admin().services(), &target, &contact, &state, &event)
                             .outcome
                             .unwrap()
                             .1;

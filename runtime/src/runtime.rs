@@ -46,8 +46,8 @@ impl Runtime {
 
     fn around(node: Node) -> Runtime {
         let prompts = Arc::new(crate::channels::sip::prompts::Prompts::new(
-            &node.files.join("prompts"),
-            node.store.clone(),
+            &node.files().join("prompts"),
+            Arc::new(node.channel_store().clone()),
         ));
         Runtime {
             node: Arc::new(node),
@@ -73,10 +73,7 @@ impl Runtime {
             .name("router-clock".into())
             .spawn(move || {
                 while let Some(rt) = runtime.upgrade() {
-                    if let Err(e) = rt.router.tick().and_then(|_| rt.router.flush()) {
-                        tracing::error!(error = %e, "router tick failed");
-                    }
-                    rt.deliver_news();
+                    rt.node.tick();
                     drop(rt);
                     std::thread::sleep(std::time::Duration::from_millis(250));
                 }
@@ -87,16 +84,16 @@ impl Runtime {
     /// A chat visitor wrote: to the agent holding their task, or else to their flow (whose
     /// answer goes back to the visitor).
     pub fn chat_message(&self, contact: &str, text: &str) -> Result<(), ContactError> {
-        let session = self.sessions.get(contact)?;
+        let session = self.contacts().get(contact)?;
         if let crate::sessions::Status::WithAgent {
             agent: Some(agent), ..
         } = &session.status
         {
-            let task = self.router.task_of_contact(contact).map(|t| t.id);
+            let task = self.contacts().task_of(contact).map(|t| t.id);
             self.chat.to_agent(agent, serde_json::json!({"type": "message", "task": task, "contact": contact, "text": text}));
             return Ok(());
         }
-        let report = self.sessions.send(
+        let report = self.contacts().send(
             contact,
             crate::contract::Event::Message {
                 text: text.to_string(),
@@ -113,7 +110,7 @@ impl Runtime {
         task: &str,
         text: &str,
     ) -> Result<(), crate::router::RouterError> {
-        let task = self.router.task(task)?;
+        let task = self.desk().task(task)?;
         let contact = match (&task.agent, task.status, &task.contact) {
             (Some(w), crate::router::TaskStatus::Assigned, Some(contact)) if w == agent => {
                 contact.clone()

@@ -406,14 +406,20 @@ pub fn run_switchboard(command: &mut Command) -> (bool, String) {
 /// deploy alone, so it configures apart.)
 #[allow(dead_code)]
 pub fn deploy_open_ivr(rt: &switchboard::runtime::Runtime, bytes: &[u8]) {
-    rt.flows.deploy("ivr-menu", bytes, "bench").unwrap();
+    rt.admin()
+        .flows()
+        .deploy("ivr-menu", bytes, "bench")
+        .unwrap();
     let settings: Vec<(String, String)> = ALWAYS_OPEN
         .iter()
         .filter_map(|arg| arg.strip_prefix("ivr-menu:"))
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    rt.flows.configure("ivr-menu", &settings, "bench").unwrap();
+    rt.admin()
+        .flows()
+        .configure("ivr-menu", &settings, "bench")
+        .unwrap();
 }
 
 /// Settings that keep the sample IVR open whatever the hour the tests run.

@@ -6,7 +6,9 @@
 //! the [`engine`] against the [`contract`] -> the step's actions are reported back to the
 //! channel, or become a task in the [`router`], whose news comes back to the contact's next
 //! step. [`flows`] decides which version is live; [`store`] keeps everything durable; a
-//! [`node::Node`] wires them together.
+//! [`node::Node`] wires them together, and entry points reach it only through its
+//! [`handles`]: contacts (channels), desk (agents), admin (admins, supervisors, developers)
+//! and the channels' own trees.
 //!
 //! Owns the contract, configuration, storage, the Wasm engine, flows, sessions, the router,
 //! replay, audit and metrics. Never depends on an HTTP server, a SIP stack, a terminal or the
@@ -21,6 +23,7 @@ pub mod contract;
 pub mod customers;
 pub mod engine;
 pub mod flows;
+pub mod handles;
 pub mod metrics;
 pub mod node;
 pub mod phones;

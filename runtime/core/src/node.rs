@@ -10,36 +10,29 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::engine::{Clock, Engine, Services};
-use crate::flows::{DeployOptions, Deployed, Flows, FlowsError};
+use crate::flows::Flows;
+use crate::handles::{Admin, ChannelStore, Contacts, Desk};
 use crate::metrics::Metrics;
-use crate::replay::{Golden, ReplayReport};
 use crate::router::{QueueConfig, Router};
-use crate::sessions::{ContactError, Sessions, StepReport};
+use crate::sessions::{Sessions, StepReport};
 use crate::store::{SledStore, Store};
 
+pub use crate::handles::CheckedDeployError;
+
 /// One Switchboard node's core: the store, the engine, the flows, the sessions, the router
-/// and the metrics, wired together once. Channels, the HTTP API and the CLI are built on it.
+/// and the metrics, wired together once. Entry points reach it through its handles
+/// ([`Node::contacts`], [`Node::desk`], [`Node::admin`], [`Node::channel_store`]), never
+/// through its parts.
 pub struct Node {
-    /// The configuration it started with.
-    pub config: Config,
-    /// The store.
-    pub store: Arc<dyn Store>,
-    /// The Wasm engine.
-    pub engine: Arc<Engine>,
-    /// Deployed flows.
-    pub flows: Arc<Flows>,
-    /// Contact sessions.
-    pub sessions: Arc<Sessions>,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// The task router.
-    pub router: Arc<Router>,
-    /// What host calls are served from.
-    pub services: Arc<Services>,
-    /// The CRM connector link (its lookups and cache).
-    pub crm: Arc<crate::connector::CrmLink>,
-    /// Where this node keeps local files of its own (uploaded and rendered prompts).
-    pub files: PathBuf,
+    config: Config,
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+    router: Arc<Router>,
+    contacts: Contacts,
+    desk: Desk,
+    admin: Admin,
+    channel_store: ChannelStore,
+    files: PathBuf,
     /// The scratch directory of an ephemeral node, removed with it.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -133,17 +126,73 @@ impl Node {
         }
         Ok(Node {
             config,
-            store,
-            engine,
-            flows,
+            contacts: Contacts {
+                sessions: sessions.clone(),
+                router: router.clone(),
+            },
+            desk: Desk {
+                router: router.clone(),
+                store: store.clone(),
+            },
+            admin: Admin {
+                flows,
+                router: router.clone(),
+                sessions: sessions.clone(),
+                engine,
+                services,
+                store: store.clone(),
+            },
+            channel_store: ChannelStore { store },
             sessions,
             metrics,
             router,
-            services,
-            crm,
             files,
             _scratch: scratch,
         })
+    }
+
+    /// The configuration the node started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What channels do with contacts.
+    pub fn contacts(&self) -> &Contacts {
+        &self.contacts
+    }
+
+    /// What agents do.
+    pub fn desk(&self) -> &Desk {
+        &self.desk
+    }
+
+    /// What admins, supervisors and developers do.
+    pub fn admin(&self) -> &Admin {
+        &self.admin
+    }
+
+    /// The trees channels keep their own state in.
+    pub fn channel_store(&self) -> &ChannelStore {
+        &self.channel_store
+    }
+
+    /// The metrics registry (channels add their own samples).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Where this node keeps local files of its own (rendered prompts).
+    pub fn files(&self) -> &std::path::Path {
+        &self.files
+    }
+
+    /// One turn of the router's clock: reservations expire, plans escalate, tasks time out,
+    /// and the news dispatcher tells the flows.
+    pub fn tick(&self) {
+        if let Err(e) = self.router.tick().and_then(|_| self.router.flush()) {
+            tracing::error!(error = %e, "router tick failed");
+        }
+        self.deliver_news();
     }
 
     /// One pass of the news dispatcher: flows hear what happened to their contacts' tasks.
@@ -157,103 +206,6 @@ impl Node {
             }
         }
     }
-
-    /// A contact's recording, ready to save as a golden file.
-    pub fn golden(&self, contact: &str) -> Result<Golden, ContactError> {
-        let session = self.sessions.get(contact)?;
-        let trace = self.sessions.trace(contact)?;
-        Ok(Golden::of(&session, trace))
-    }
-
-    /// Replays a recorded contact against `version` of its flow.
-    pub fn replay(&self, contact: &str, version: u64) -> Result<ReplayReport, ContactError> {
-        let golden = self.golden(contact)?;
-        let component = self.flows.component(&golden.flow, version)?;
-        Ok(crate::replay::replay(
-            &self.engine,
-            &golden,
-            &component,
-            version,
-            &format!("version {version}"),
-        ))
-    }
-
-    /// The `n` most recently started contacts of `flow` that ran on `version`.
-    pub fn recent_goldens(
-        &self,
-        flow: &str,
-        version: u64,
-        n: usize,
-    ) -> Result<Vec<Golden>, ContactError> {
-        self.sessions
-            .recent(n, |s| s.flow == flow && s.version == version)?
-            .into_iter()
-            .map(|s| Ok(Golden::of(&s, self.sessions.trace(&s.id)?)))
-            .collect()
-    }
-
-    /// Deploys, first replaying the `check_recent` most recent contacts of the live version
-    /// against the candidate; refuses when any behaves differently, unless `force`.
-    pub fn deploy_checked(
-        &self,
-        flow: &str,
-        bytes: &[u8],
-        who: &str,
-        options: &DeployOptions,
-        check_recent: usize,
-        force: bool,
-    ) -> Result<(Deployed, usize, Vec<ReplayReport>), CheckedDeployError> {
-        let mut changed = Vec::new();
-        let mut checked = 0;
-        if check_recent > 0
-            && let Ok(live) = self.flows.live(flow)
-        {
-            let candidate = self.engine.compile(bytes).map_err(FlowsError::from)?;
-            for golden in self.recent_goldens(flow, live, check_recent)? {
-                checked += 1;
-                let report =
-                    crate::replay::replay(&self.engine, &golden, &candidate, 0, "the candidate");
-                if !report.identical {
-                    changed.push(report);
-                }
-            }
-        }
-        if !changed.is_empty() && !force {
-            return Err(CheckedDeployError::BehaviourChanged {
-                changed: changed.len(),
-                checked,
-                reports: changed,
-            });
-        }
-        Ok((
-            self.flows.deploy_with(flow, bytes, who, options)?,
-            checked,
-            changed,
-        ))
-    }
-}
-
-/// Why a checked deploy did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckedDeployError {
-    /// The deploy itself failed.
-    #[error(transparent)]
-    Flows(#[from] FlowsError),
-    /// Recorded contacts could not be read.
-    #[error(transparent)]
-    Contacts(#[from] ContactError),
-    /// The candidate behaves differently on recent real contacts.
-    #[error(
-        "the candidate behaves differently from the live version on {changed} of the {checked} most recent contacts; nothing was deployed. Inspect the diffs, then deploy again with --force to accept the change"
-    )]
-    BehaviourChanged {
-        /// Contacts whose replay differed.
-        changed: usize,
-        /// Contacts replayed.
-        checked: usize,
-        /// The replays that differed.
-        reports: Vec<ReplayReport>,
-    },
 }
 
 /// The flow name whose live version, when it is a router component, plans every new task.

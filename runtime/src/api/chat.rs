@@ -161,14 +161,14 @@ async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
                         }
                     }
                     VisitorMessage::Typing => {
-                        if let Ok(session) = rt.sessions.get(&id)
+                        if let Ok(session) = rt.contacts().get(&id)
                             && let Status::WithAgent { agent: Some(agent), .. } = session.status
                         {
                             rt.chat.to_agent(&agent, json!({"type": "typing", "contact": id}));
                         }
                     }
                     VisitorMessage::Close => {
-                        if let Some(Ok(report)) = run(move || rt2.sessions.send(&id2, Event::Hangup)).await {
+                        if let Some(Ok(report)) = run(move || rt2.contacts().send(&id2, Event::Hangup)).await {
                             rt.chat.deliver(&report);
                         }
                         return;
@@ -184,7 +184,7 @@ type Joined = (String, bool, Option<crate::sessions::StepReport>);
 
 async fn start_or_resume(rt: Arc<Runtime>, join: Value) -> Result<Joined, Message> {
     if let Some(resume) = join["resume"].as_str()
-        && let Ok(session) = rt.sessions.get(resume)
+        && let Ok(session) = rt.contacts().get(resume)
         && session.channel == Channel::Chat
         && !matches!(session.status, Status::Ended { .. })
     {
@@ -209,7 +209,7 @@ async fn start_or_resume(rt: Arc<Runtime>, join: Value) -> Result<Joined, Messag
             vec![("name".into(), name)]
         },
     };
-    match run(move || rt.sessions.start(new)).await {
+    match run(move || rt.contacts().start(new)).await {
         Some(Ok(report)) => Ok((report.contact.clone(), false, Some(report))),
         Some(Err(e)) => Err(error("cannot_start", &e.to_string())),
         None => Err(error("internal", "the chat could not be started")),

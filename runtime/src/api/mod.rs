@@ -97,8 +97,7 @@ async fn authenticate(State(rt): Api, mut request: Request, next: Next) -> Answe
         )
     };
     let token = presented.ok_or_else(refused)?;
-    let store = rt.store.clone();
-    let name = blocking(move || crate::tokens::verify(&*store, &token).map_err(ApiError::from))
+    let name = blocking(move || rt.admin().token_holder(&token).map_err(ApiError::from))
         .await?
         .ok_or_else(refused)?;
     request.extensions_mut().insert(Caller(name));
@@ -123,12 +122,12 @@ fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
 }
 
 async fn metrics(State(rt): Api) -> Response {
-    let text = rt.metrics.render();
+    let text = rt.metrics().render();
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn list_flows(State(rt): Api) -> Answer {
-    let flows = blocking(move || rt.flows.list().map_err(ApiError::from)).await?;
+    let flows = blocking(move || rt.admin().flows().list().map_err(ApiError::from)).await?;
     ok(StatusCode::OK, flows)
 }
 
@@ -193,7 +192,8 @@ async fn deploy(
     };
     let (check, force) = (query.check_recent, query.force);
     let (deployed, checked, changed) = blocking(move || {
-        rt.deploy_checked(&flow, &body, &who, &options, check, force)
+        rt.admin()
+            .deploy_checked(&flow, &body, &who, &options, check, force)
             .map_err(ApiError::from)
     })
     .await?;
@@ -218,7 +218,7 @@ pub struct VersionList {
 
 async fn list_versions(State(rt): Api, Path(flow): Path<String>) -> Answer {
     let (record, versions) =
-        blocking(move || rt.flows.statuses(&flow).map_err(ApiError::from)).await?;
+        blocking(move || rt.admin().flows().statuses(&flow).map_err(ApiError::from)).await?;
     let list = VersionList {
         live: record.live,
         canary: record.canary,
@@ -232,7 +232,13 @@ async fn promote(
     Extension(Caller(who)): Extension<Caller>,
     Path(flow): Path<String>,
 ) -> Answer {
-    let record = blocking(move || rt.flows.promote(&flow, &who).map_err(ApiError::from)).await?;
+    let record = blocking(move || {
+        rt.admin()
+            .flows()
+            .promote(&flow, &who)
+            .map_err(ApiError::from)
+    })
+    .await?;
     ok(StatusCode::OK, record)
 }
 
@@ -250,14 +256,24 @@ async fn abort(
     let reason = body
         .and_then(|Json(b)| b.reason)
         .unwrap_or_else(|| format!("aborted by {who}"));
-    let record =
-        blocking(move || rt.flows.abort(&flow, &who, &reason).map_err(ApiError::from)).await?;
+    let record = blocking(move || {
+        rt.admin()
+            .flows()
+            .abort(&flow, &who, &reason)
+            .map_err(ApiError::from)
+    })
+    .await?;
     ok(StatusCode::OK, record)
 }
 
 async fn show_version(State(rt): Api, Path((flow, version)): Path<(String, u64)>) -> Answer {
-    let version =
-        blocking(move || rt.flows.version(&flow, version).map_err(ApiError::from)).await?;
+    let version = blocking(move || {
+        rt.admin()
+            .flows()
+            .version(&flow, version)
+            .map_err(ApiError::from)
+    })
+    .await?;
     ok(StatusCode::OK, version)
 }
 
@@ -273,7 +289,8 @@ async fn rollback(
     AppJson(body): AppJson<RollbackBody>,
 ) -> Answer {
     let record = blocking(move || {
-        rt.flows
+        rt.admin()
+            .flows()
             .rollback(&flow, body.version, &who)
             .map_err(ApiError::from)
     })
@@ -282,7 +299,8 @@ async fn rollback(
 }
 
 async fn show_settings(State(rt): Api, Path(flow): Path<String>) -> Answer {
-    let settings = blocking(move || rt.flows.settings(&flow).map_err(ApiError::from)).await?;
+    let settings =
+        blocking(move || rt.admin().flows().settings(&flow).map_err(ApiError::from)).await?;
     ok(
         StatusCode::OK,
         settings
@@ -299,8 +317,8 @@ async fn configure(
 ) -> Answer {
     let settings: Vec<(String, String)> = settings.into_iter().collect();
     let result = blocking(move || {
-        rt.flows.configure(&flow, &settings, &who)?;
-        Ok(rt.flows.settings(&flow)?)
+        rt.admin().flows().configure(&flow, &settings, &who)?;
+        Ok(rt.admin().flows().settings(&flow)?)
     })
     .await?;
     ok(
@@ -312,7 +330,8 @@ async fn configure(
 }
 
 async fn list_entry_points(State(rt): Api) -> Answer {
-    let entries = blocking(move || rt.flows.entry_points().map_err(ApiError::from)).await?;
+    let entries =
+        blocking(move || rt.admin().flows().entry_points().map_err(ApiError::from)).await?;
     ok(StatusCode::OK, entries)
 }
 
@@ -335,7 +354,7 @@ async fn bind(
         attributes: body.attributes,
     };
     let saved = entry.clone();
-    blocking(move || rt.flows.bind(entry, &who).map_err(ApiError::from)).await?;
+    blocking(move || rt.admin().flows().bind(entry, &who).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, saved)
 }
 
@@ -353,14 +372,14 @@ async fn load_customers(
     })?;
     let loaded = blocking(move || {
         let customers = crate::customers::parse(&text)?;
-        Ok(crate::customers::load(&rt.store, &customers, &who)?)
+        Ok(rt.admin().load_customers(&customers, &who)?)
     })
     .await?;
     ok(StatusCode::OK, json!({"loaded": loaded}))
 }
 
 async fn start_contact(State(rt): Api, AppJson(new): AppJson<NewContact>) -> Answer {
-    let report = blocking(move || rt.sessions.start(new).map_err(ApiError::from)).await?;
+    let report = blocking(move || rt.contacts().start(new).map_err(ApiError::from)).await?;
     ok(StatusCode::CREATED, report)
 }
 
@@ -406,7 +425,7 @@ async fn list_contacts(
         None => None,
     };
     let sessions = blocking(move || {
-        rt.sessions
+        rt.contacts()
             .recent(query.limit, |s| {
                 filter.as_ref().is_none_or(|(k, v)| {
                     s.attributes
@@ -421,7 +440,7 @@ async fn list_contacts(
 }
 
 async fn show_contact(State(rt): Api, Path(id): Path<String>) -> Answer {
-    let session = blocking(move || rt.sessions.get(&id).map_err(ApiError::from)).await?;
+    let session = blocking(move || rt.contacts().get(&id).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, session)
 }
 
@@ -430,17 +449,17 @@ async fn send_event(
     Path(id): Path<String>,
     AppJson(event): AppJson<Event>,
 ) -> Answer {
-    let report = blocking(move || rt.sessions.send(&id, event).map_err(ApiError::from)).await?;
+    let report = blocking(move || rt.contacts().send(&id, event).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, report)
 }
 
 async fn show_trace(State(rt): Api, Path(id): Path<String>) -> Answer {
-    let trace = blocking(move || rt.sessions.trace(&id).map_err(ApiError::from)).await?;
+    let trace = blocking(move || rt.contacts().trace(&id).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, trace)
 }
 
 async fn show_golden(State(rt): Api, Path(id): Path<String>) -> Answer {
-    let golden = blocking(move || rt.golden(&id).map_err(ApiError::from)).await?;
+    let golden = blocking(move || rt.admin().golden(&id).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, golden)
 }
 
@@ -454,12 +473,13 @@ async fn replay_contact(
     Path(id): Path<String>,
     AppJson(body): AppJson<ReplayBody>,
 ) -> Answer {
-    let report = blocking(move || rt.replay(&id, body.version).map_err(ApiError::from)).await?;
+    let report =
+        blocking(move || rt.admin().replay(&id, body.version).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, report)
 }
 
 async fn show_audit(State(rt): Api) -> Answer {
-    let entries = blocking(move || crate::audit::all(&*rt.store).map_err(ApiError::from)).await?;
+    let entries = blocking(move || rt.admin().audit().map_err(ApiError::from)).await?;
     ok(StatusCode::OK, entries)
 }
 

@@ -69,7 +69,7 @@ async fn authenticate_agent(State(rt): Api, mut request: Request, next: Next) ->
         .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("token=")))
         .map(str::to_string);
     let token = from_header.or(from_query).unwrap_or_default();
-    let name = rt.router.authenticate(&token).ok_or_else(|| {
+    let name = rt.desk().authenticate(&token).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -87,7 +87,7 @@ async fn routed<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     blocking(move || {
         let value = work(&rt)?;
-        rt.router.flush()?;
+        rt.admin().flush()?;
         rt.deliver_news();
         Ok(value)
     })
@@ -95,7 +95,7 @@ async fn routed<T: Send + 'static>(
 }
 
 async fn list_queues(State(rt): Api) -> Answer {
-    ok(StatusCode::OK, rt.router.queues())
+    ok(StatusCode::OK, rt.admin().queues())
 }
 
 async fn define_queue(
@@ -104,12 +104,12 @@ async fn define_queue(
     AppJson(mut config): AppJson<QueueConfig>,
 ) -> Answer {
     config.name = name;
-    let queue = routed(rt, move |rt| Ok(rt.router.define_queue(config)?)).await?;
+    let queue = routed(rt, move |rt| Ok(rt.admin().define_queue(config)?)).await?;
     ok(StatusCode::OK, queue)
 }
 
 async fn queue_stats(State(rt): Api, Path(name): Path<String>) -> Answer {
-    ok(StatusCode::OK, rt.router.stats(&name)?)
+    ok(StatusCode::OK, rt.admin().stats(&name)?)
 }
 
 #[derive(Deserialize)]
@@ -131,7 +131,7 @@ async fn upsert_agent(
 ) -> Answer {
     let (record, token) = routed(rt, move |rt| {
         Ok(rt
-            .router
+            .admin()
             .upsert_agent(&name, body.attributes, body.capacity)?)
     })
     .await?;
@@ -143,11 +143,11 @@ async fn upsert_agent(
 }
 
 async fn list_agents(State(rt): Api) -> Answer {
-    ok(StatusCode::OK, rt.router.agents())
+    ok(StatusCode::OK, rt.admin().agents())
 }
 
 async fn show_agent(State(rt): Api, Path(name): Path<String>) -> Answer {
-    ok(StatusCode::OK, rt.router.agent(&name)?)
+    ok(StatusCode::OK, rt.admin().agent(&name)?)
 }
 
 #[derive(Deserialize)]
@@ -166,7 +166,7 @@ async fn supervisor_activity(
 /// Changes an agent's activity, for the supervisor's and the agent's own route alike.
 async fn set_activity(rt: Arc<Runtime>, name: String, body: ActivityBody) -> Answer {
     let record = routed(rt, move |rt| {
-        Ok(rt.router.set_activity(&name, &body.activity)?)
+        Ok(rt.admin().set_activity(&name, &body.activity)?)
     })
     .await?;
     ok(
@@ -176,12 +176,12 @@ async fn set_activity(rt: Arc<Runtime>, name: String, body: ActivityBody) -> Ans
 }
 
 async fn create_task(State(rt): Api, AppJson(new): AppJson<NewTask>) -> Answer {
-    let task = routed(rt, move |rt| Ok(rt.router.create_task(new)?)).await?;
+    let task = routed(rt, move |rt| Ok(rt.admin().create_task(new)?)).await?;
     ok(StatusCode::CREATED, task)
 }
 
 async fn show_task(State(rt): Api, Path(id): Path<String>) -> Answer {
-    let task = blocking(move || Ok(rt.router.task(&id)?)).await?;
+    let task = blocking(move || Ok(rt.admin().task(&id)?)).await?;
     ok(StatusCode::OK, task)
 }
 
@@ -199,7 +199,7 @@ async fn cancel_task(
     let reason = body
         .and_then(|Json(b)| b.reason)
         .unwrap_or_else(|| format!("canceled by {who}"));
-    let task = routed(rt, move |rt| Ok(rt.router.cancel(&id, &reason)?)).await?;
+    let task = routed(rt, move |rt| Ok(rt.admin().cancel(&id, &reason)?)).await?;
     ok(StatusCode::OK, task)
 }
 
@@ -215,28 +215,28 @@ async fn move_task(
     AppJson(body): AppJson<MoveBody>,
 ) -> Answer {
     let task = routed(rt, move |rt| {
-        Ok(rt.router.move_task(&id, &body.queue, body.priority)?)
+        Ok(rt.admin().move_task(&id, &body.queue, body.priority)?)
     })
     .await?;
     ok(StatusCode::OK, task)
 }
 
 async fn show_workflow(State(rt): Api) -> Answer {
-    ok(StatusCode::OK, rt.router.workflow())
+    ok(StatusCode::OK, rt.admin().workflow())
 }
 
 async fn set_workflow(
     State(rt): Api,
     AppJson(workflow): AppJson<crate::router::Workflow>,
 ) -> Answer {
-    let saved = routed(rt, move |rt| Ok(rt.router.set_workflow(workflow)?)).await?;
+    let saved = routed(rt, move |rt| Ok(rt.admin().set_workflow(workflow)?)).await?;
     ok(StatusCode::OK, saved)
 }
 
 async fn all_stats(State(rt): Api) -> Answer {
     ok(
         StatusCode::OK,
-        json!({"queues": rt.router.all_stats(), "agents": rt.router.agents()}),
+        json!({"queues": rt.admin().all_stats(), "agents": rt.admin().agents()}),
     )
 }
 
@@ -248,7 +248,7 @@ async fn stats_stream(State(rt): Api) -> Response {
         if !first {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
-        let value = json!({"queues": rt.router.all_stats(), "agents": rt.router.agents()});
+        let value = json!({"queues": rt.admin().all_stats(), "agents": rt.admin().agents()});
         let event = Event::default().event("stats").json_data(value);
         Some((event, (rt, false)))
     });
@@ -258,7 +258,7 @@ async fn stats_stream(State(rt): Api) -> Response {
 }
 
 async fn me(State(rt): Api, Extension(Agent(name)): Extension<Agent>) -> Answer {
-    ok(StatusCode::OK, rt.router.agent(&name)?)
+    ok(StatusCode::OK, rt.desk().agent(&name)?)
 }
 
 async fn my_activity(
@@ -274,7 +274,7 @@ async fn accept(
     Extension(Agent(name)): Extension<Agent>,
     Path(id): Path<String>,
 ) -> Answer {
-    let task = routed(rt, move |rt| Ok(rt.router.accept(&name, &id)?)).await?;
+    let task = routed(rt, move |rt| Ok(rt.desk().accept(&name, &id)?)).await?;
     ok(StatusCode::OK, task)
 }
 
@@ -283,7 +283,7 @@ async fn reject(
     Extension(Agent(name)): Extension<Agent>,
     Path(id): Path<String>,
 ) -> Answer {
-    let task = routed(rt, move |rt| Ok(rt.router.reject(&name, &id)?)).await?;
+    let task = routed(rt, move |rt| Ok(rt.desk().reject(&name, &id)?)).await?;
     ok(StatusCode::OK, task)
 }
 
@@ -299,7 +299,7 @@ async fn complete(
     body: Option<Json<CompleteBody>>,
 ) -> Answer {
     let wrapup = body.and_then(|Json(b)| b.wrapup);
-    let task = routed(rt, move |rt| Ok(rt.router.complete(&name, &id, wrapup)?)).await?;
+    let task = routed(rt, move |rt| Ok(rt.desk().complete(&name, &id, wrapup)?)).await?;
     ok(StatusCode::OK, task)
 }
 
@@ -334,10 +334,10 @@ async fn socket(
 }
 
 async fn agent_session(rt: Arc<Runtime>, name: String, mut ws: WebSocket) {
-    let mut notices = rt.router.subscribe();
+    let mut notices = rt.desk().subscribe();
     let mut chats = rt.chat.agent_messages();
     let snapshot = rt
-        .router
+        .desk()
         .agent(&name)
         .map(|w| json!({"type": "snapshot", "agent": w}))
         .unwrap_or_default();
@@ -441,11 +441,11 @@ async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> s
     }
     let result = routed(rt, move |rt| {
         Ok(match message {
-            DeskMessage::Accept { reservation } => rt.router.accept(&name, &reservation)?,
-            DeskMessage::Reject { reservation } => rt.router.reject(&name, &reservation)?,
+            DeskMessage::Accept { reservation } => rt.desk().accept(&name, &reservation)?,
+            DeskMessage::Reject { reservation } => rt.desk().reject(&name, &reservation)?,
             DeskMessage::Complete { task, wrapup } => {
                 let wrapup = wrapup.and_then(|w| w.as_str().map(str::to_string));
-                rt.router.complete(&name, &task, wrapup)?
+                rt.desk().complete(&name, &task, wrapup)?
             }
             DeskMessage::Message { .. } => unreachable!("handled above"),
         })

@@ -58,7 +58,7 @@ fn verify(rt: &Runtime, headers: &HeaderMap, uri: &Uri, body: &Bytes) -> Result<
             format!("the webhook body is not a form post: {e}"),
         )
     })?;
-    let base = match &rt.config.twilio.public_url {
+    let base = match &rt.config().twilio.public_url {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => {
             let host = headers
@@ -68,7 +68,7 @@ fn verify(rt: &Runtime, headers: &HeaderMap, uri: &Uri, body: &Bytes) -> Result<
             format!("http://{host}")
         }
     };
-    if let Some(token) = &rt.config.twilio.auth_token {
+    if let Some(token) = &rt.config().twilio.auth_token {
         let url = format!(
             "{base}{}",
             uri.path_and_query()

@@ -61,7 +61,8 @@ impl LocalFlow {
         let label = format!("compiling {} ({})", file.display(), human_size(bytes.len()));
         with_progress(&label, || {
             runtime
-                .flows
+                .admin()
+                .flows()
                 .deploy(LOCAL_FLOW, &bytes, "simulate")
                 .map_err(anyhow::Error::from)
         })?;
@@ -69,10 +70,13 @@ impl LocalFlow {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let list = crate::customers::parse(&text)?;
-            crate::customers::load(&runtime.store, &list, "simulate")?;
+            runtime.admin().load_customers(&list, "simulate")?;
         }
         if !settings.is_empty() {
-            runtime.flows.configure(LOCAL_FLOW, settings, "simulate")?;
+            runtime
+                .admin()
+                .flows()
+                .configure(LOCAL_FLOW, settings, "simulate")?;
         }
         Ok(LocalFlow {
             runtime,
@@ -83,11 +87,11 @@ impl LocalFlow {
 
 impl Driver for LocalFlow {
     fn start(&mut self, new: NewContact) -> anyhow::Result<StepReport> {
-        Ok(self.runtime.sessions.start(new)?)
+        Ok(self.runtime.contacts().start(new)?)
     }
 
     fn send(&mut self, contact: &str, event: Event) -> anyhow::Result<StepReport> {
-        Ok(self.runtime.sessions.send(contact, event)?)
+        Ok(self.runtime.contacts().send(contact, event)?)
     }
 
     fn describe(&self, _report: &StepReport) -> String {

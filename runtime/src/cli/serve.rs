@@ -103,11 +103,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let bound = listener.local_addr()?;
         {
             let chat = runtime.chat.clone();
-            crate::channels::follow_reports(runtime.sessions.subscribe(), move |report| {
+            crate::channels::follow_reports(runtime.contacts().subscribe(), move |report| {
                 chat.deliver(report)
             });
         }
-        if runtime.config.sip.listen.is_some() {
+        if runtime.config().sip.listen.is_some() {
             let sip =
                 crate::channels::sip::Endpoint::start(&runtime.node, runtime.prompts.clone())
                     .await?;
@@ -116,7 +116,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         println!("Switchboard listening on http://{bound}");
         std::io::stdout().flush()?;
-        tracing::info!(address = %bound, data_dir = %runtime.config.data_dir.display(), "serving");
+        tracing::info!(address = %bound, data_dir = %runtime.config().data_dir.display(), "serving");
         crate::api::serve(runtime, listener, shutdown_signal()).await
     })
 }
@@ -173,11 +173,11 @@ async fn shutdown_signal() {
 /// Creates the admin token when the store has none: printed once, saved for the local CLI
 /// in `<data-dir>/admin.token` (mode 0600), stored only as a hash.
 fn first_start(runtime: &Runtime) -> anyhow::Result<()> {
-    if crate::tokens::any(&*runtime.store)? {
+    if runtime.admin().has_tokens()? {
         return Ok(());
     }
-    let token = crate::tokens::create(&*runtime.store, "admin")?;
-    let path = runtime.config.data_dir.join("admin.token");
+    let token = runtime.admin().create_token("admin")?;
+    let path = runtime.config().data_dir.join("admin.token");
     write_private(&path, &token)?;
     eprintln!(
         "Created the admin API token (shown once; saved for local CLI use in {}):\n\n    {token}\n",
@@ -205,10 +205,11 @@ fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
         })?;
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
         let live = runtime
-            .flows
+            .admin()
+            .flows()
             .live(flow)
             .ok()
-            .and_then(|v| runtime.flows.version(flow, v).ok());
+            .and_then(|v| runtime.admin().flows().version(flow, v).ok());
         let is_connector = flow == crate::flows::CRM_FLOW;
         let allow = if is_connector {
             args.crm_allow.clone()
@@ -237,7 +238,7 @@ fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
                 ..Default::default()
             };
             runtime
-                .flows
+                .admin().flows()
                 .deploy_with(flow, &bytes, SEED, &options)
                 .map_err(|e| match e {
                     crate::flows::FlowsError::BadConnector(why) if is_connector => {
@@ -252,7 +253,7 @@ fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let customers = crate::customers::parse(&text)?;
-        let n = crate::customers::load(&runtime.store, &customers, SEED)?;
+        let n = runtime.admin().load_customers(&customers, SEED)?;
         eprintln!("loaded {n} customers from {}", path.display());
     }
     for (target, value) in &args.settings {
@@ -262,11 +263,12 @@ fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
             );
         };
         runtime
-            .flows
+            .admin()
+            .flows()
             .configure(flow, &[(key.to_string(), value.clone())], SEED)?;
     }
     let existing: Vec<String> = runtime
-        .router
+        .admin()
         .queues()
         .into_iter()
         .map(|q| q.name)
@@ -275,14 +277,17 @@ fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
         let config: crate::router::QueueConfig =
             serde_json::from_value(serde_json::json!({"name": name}))?;
         runtime
-            .router
+            .admin()
             .define_queue(config)
             .map_err(|e| anyhow::anyhow!("--queue {name}: {e}"))?;
         eprintln!("queue {name} defined");
     }
-    runtime.router.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
+    runtime
+        .admin()
+        .flush()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     for (address, flow) in &args.binds {
-        runtime.flows.bind(
+        runtime.admin().flows().bind(
             EntryPoint {
                 address: address.clone(),
                 flow: flow.clone(),

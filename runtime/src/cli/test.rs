@@ -38,7 +38,11 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         human_size(bytes.len())
     );
     let compiled = terminal::with_progress(&label, || {
-        runtime.engine.compile(&bytes).map_err(anyhow::Error::from)
+        runtime
+            .admin()
+            .engine()
+            .compile(&bytes)
+            .map_err(anyhow::Error::from)
     })?;
     let mut changed = 0;
     for file in &files {
@@ -48,7 +52,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             format!("{} is not a golden contact (save one with `switchboard replay CONTACT --against N --save FILE`)", file.display())
         })?;
         let report = crate::replay::replay(
-            &runtime.engine,
+            runtime.admin().engine(),
             &golden,
             &compiled,
             0,

@@ -248,7 +248,7 @@ impl Call {
             attributes: vec![("sip_call_id".into(), self.invite.call_id().to_string())],
         };
         let rt = self.rt.clone();
-        let started = tokio::task::spawn_blocking(move || rt.sessions.start(new))
+        let started = tokio::task::spawn_blocking(move || rt.contacts().start(new))
             .await
             .map_err(|e| Gone::Failed(e.to_string()))?;
         let report = match started {
@@ -476,7 +476,7 @@ impl Call {
             return Err(Gone::Failed("no contact".into()));
         };
         let rt = self.rt.clone();
-        match tokio::task::spawn_blocking(move || rt.sessions.send(&contact, event)).await {
+        match tokio::task::spawn_blocking(move || rt.contacts().send(&contact, event)).await {
             Ok(Ok(report)) => Ok(report),
             Ok(Err(ContactError::Ended(_))) => Err(Gone::Failed("the contact has ended".into())),
             Ok(Err(e)) => Err(Gone::Failed(e.to_string())),
@@ -921,7 +921,7 @@ impl Call {
     /// the task; the flow then decides what the caller hears next.
     async fn bridge(&mut self, agent: String) -> Result<StepReport, Gone> {
         let contact = self.contact.clone().unwrap_or_default();
-        let task = self.rt.router.task_of_contact(&contact).map(|t| t.id);
+        let task = self.rt.contacts().task_of(&contact).map(|t| t.id);
         let dialed = match self.ep.phone_of(&agent) {
             Some((uri, peer)) => {
                 tracing::info!(contact, agent, phone = uri, "calling the agent's phone");
@@ -958,8 +958,8 @@ impl Call {
                 let reason = format!("the agent's phone could not be reached: {why}");
                 let agent = agent.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    let _ = rt.router.set_activity(&agent, "unavailable");
-                    let _ = rt.router.cancel(&task, &reason);
+                    let _ = rt.desk().set_activity(&agent, "unavailable");
+                    let _ = rt.desk().cancel(&task, &reason);
                     rt.deliver_news();
                 })
                 .await;
@@ -987,7 +987,7 @@ impl Call {
         let agent = agent.to_string();
         let wrapup = wrapup.to_string();
         let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = rt.router.complete(&agent, &task, Some(wrapup)) {
+            if let Err(e) = rt.desk().complete(&agent, &task, Some(wrapup)) {
                 tracing::debug!(task, error = %e, "task not completed by the call");
             }
             rt.deliver_news();
@@ -1095,11 +1095,11 @@ impl Call {
             self.ep.follow(&contact, None);
             let _ = tokio::task::spawn_blocking(move || {
                 let open = rt
-                    .sessions
+                    .contacts()
                     .get(&contact)
                     .is_ok_and(|s| !matches!(s.status, Status::Ended { .. }));
                 if open {
-                    match rt.sessions.send(&contact, Event::Hangup) {
+                    match rt.contacts().send(&contact, Event::Hangup) {
                         Ok(_) | Err(ContactError::Ended(_)) => {}
                         Err(e) => {
                             tracing::error!(contact, error = %e, "cannot tell the flow the caller hung up")

@@ -175,7 +175,7 @@ fn now_ms() -> u64 {
 fn restore_registrations(rt: &Node) -> anyhow::Result<HashMap<String, Registration>> {
     let now = now_ms();
     let mut out = HashMap::new();
-    for (agent, phone) in crate::phones::live(&*rt.store, now)? {
+    for (agent, phone) in crate::phones::live(rt.channel_store(), now)? {
         let Ok(addr) = phone.addr.parse() else {
             tracing::warn!(
                 agent,
@@ -215,7 +215,7 @@ impl Endpoint {
         rt: &Arc<Node>,
         prompts: Arc<prompts::Prompts>,
     ) -> anyhow::Result<Arc<Endpoint>> {
-        let config = rt.config.sip.clone();
+        let config = rt.config().sip.clone();
         let listen = config
             .listen
             .context("SIP is off: set sip.listen (or --sip ADDRESS)")?;
@@ -231,7 +231,7 @@ impl Endpoint {
             (None, ip) => ip,
         };
         let media = rtp::Media::start(bound.ip(), ip, config.rtp_ports);
-        let nonce_key = crate::phones::nonce_key(&*rt.store)?;
+        let nonce_key = rt.desk().phone_nonce_key()?;
         let registrations = restore_registrations(rt)?;
         let endpoint = Arc::new(Endpoint {
             rt: Arc::downgrade(rt),
@@ -249,13 +249,13 @@ impl Endpoint {
             stats: SipStats::default(),
         });
         let following = Arc::downgrade(&endpoint);
-        super::follow_reports(rt.sessions.subscribe(), move |report| {
+        super::follow_reports(rt.contacts().subscribe(), move |report| {
             if let Some(endpoint) = following.upgrade() {
                 endpoint.deliver(report);
             }
         });
         let sampled = Arc::downgrade(&endpoint);
-        rt.metrics.sample(move |samples| {
+        rt.metrics().sample(move |samples| {
             if let Some(endpoint) = sampled.upgrade() {
                 endpoint.sample_metrics(samples);
             }
@@ -374,7 +374,7 @@ impl Endpoint {
             return Some((r.uri, Some(r.peer)));
         }
         let rt = self.rt.upgrade()?;
-        let worker = rt.router.agent(agent).ok()?;
+        let worker = rt.desk().agent(agent).ok()?;
         let uri = worker.pointer("/attributes/sip").and_then(|v| v.as_str())?;
         Some((uri.to_string(), None))
     }
@@ -458,7 +458,7 @@ impl Endpoint {
         let known = self
             .rt
             .upgrade()
-            .is_some_and(|rt| rt.router.agent(&agent).is_ok());
+            .is_some_and(|rt| rt.desk().agent(&agent).is_ok());
         if !known {
             let reason = "Not Found";
             self.respond(
@@ -488,7 +488,7 @@ impl Endpoint {
         let mut response = request.response(200, "OK", Some(&message::token()));
         if contact.trim() == "*" || expires == 0 || contact.is_empty() {
             if !contact.is_empty() {
-                if let Err(e) = crate::phones::remove(&*rt.store, &agent) {
+                if let Err(e) = crate::phones::remove(rt.channel_store(), &agent) {
                     return unstored("forget", e);
                 }
                 registrations.remove(&agent);
@@ -506,7 +506,7 @@ impl Endpoint {
                 addr: peer.addr().to_string(),
                 expires_ms: now_ms() + expires * 1000,
             };
-            if let Err(e) = crate::phones::save(&*rt.store, &agent, &phone) {
+            if let Err(e) = crate::phones::save(rt.channel_store(), &agent, &phone) {
                 return unstored("keep", e);
             }
             registrations.insert(
@@ -532,7 +532,7 @@ impl Endpoint {
         let ha1 = self
             .rt
             .upgrade()
-            .and_then(|rt| rt.router.sip_ha1(agent))
+            .and_then(|rt| rt.desk().sip_ha1(agent))
             .unwrap_or_default();
         let refuse = |why: &str| {
             tracing::warn!(agent, peer = %peer.addr(), why, "agent phone registration refused");

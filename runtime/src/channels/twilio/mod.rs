@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::{Channel, Event};
 use crate::node::Node;
 use crate::sessions::{Awaiting, ContactError, NewContact, Status, StepReport};
-use crate::store::{StoreError, StoreExt, Tree};
+use crate::store::{Store as _, StoreError, StoreExt, Tree};
 
 /// Why a webhook could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -101,11 +101,11 @@ pub fn incoming_call(rt: &Node, params: &Params, base: &str) -> Result<String, W
     let from = params.need("From")?;
     let to = params.need("To")?;
     if let Some(link) = rt
-        .store
+        .channel_store()
         .get_json::<Link>(Tree::ChannelKeys, &call_key(call_sid))?
     {
         // Twilio retried the first webhook: answer with where the call stands.
-        let session = rt.sessions.get(&link.contact)?;
+        let session = rt.contacts().get(&link.contact)?;
         return Ok(match session.awaiting {
             Some(Awaiting::Input(g)) => {
                 twiml::voice(&[crate::contract::Action::Gather(g)], &urls(base), false)
@@ -121,7 +121,7 @@ pub fn incoming_call(rt: &Node, params: &Params, base: &str) -> Result<String, W
     if let Some(direction) = params.get("Direction") {
         attributes.push(("twilio_direction".into(), direction.to_string()));
     }
-    let report = rt.sessions.start(NewContact {
+    let report = rt.contacts().start(NewContact {
         channel: Some(Channel::Voice),
         from: from.to_string(),
         to: to.to_string(),
@@ -133,9 +133,9 @@ pub fn incoming_call(rt: &Node, params: &Params, base: &str) -> Result<String, W
         replays: 0,
         last_ms: now_ms(),
     };
-    rt.store
+    rt.channel_store()
         .put_json(Tree::ChannelKeys, &call_key(call_sid), &link)?;
-    rt.store.flush()?;
+    rt.channel_store().flush()?;
     Ok(render_voice(&report, base))
 }
 
@@ -149,10 +149,10 @@ pub fn gathered(
     let call_sid = params.need("CallSid")?;
     let key = call_key(call_sid);
     let mut link: Link = rt
-        .store
+        .channel_store()
         .get_json(Tree::ChannelKeys, &key)?
         .ok_or_else(|| WebhookError::UnknownCall(call_sid.to_string()))?;
-    let session = rt.sessions.get(&link.contact)?;
+    let session = rt.contacts().get(&link.contact)?;
     let digits = params.get("Digits").unwrap_or_default().to_string();
     let speech = params.get("SpeechResult").map(str::to_string);
     if no_input || (digits.is_empty() && speech.is_none()) {
@@ -161,8 +161,9 @@ pub fn gathered(
             && link.replays < gather.retries
         {
             link.replays += 1;
-            rt.store.put_json(Tree::ChannelKeys, &key, &link)?;
-            rt.store.flush()?;
+            rt.channel_store()
+                .put_json(Tree::ChannelKeys, &key, &link)?;
+            rt.channel_store().flush()?;
             return Ok(twiml::voice(
                 &[crate::contract::Action::Gather(gather.clone())],
                 &urls(base),
@@ -170,14 +171,16 @@ pub fn gathered(
             ));
         }
         link.replays = 0;
-        rt.store.put_json(Tree::ChannelKeys, &key, &link)?;
-        let report = rt.sessions.send(&link.contact, Event::NoInput)?;
+        rt.channel_store()
+            .put_json(Tree::ChannelKeys, &key, &link)?;
+        let report = rt.contacts().send(&link.contact, Event::NoInput)?;
         return Ok(render_voice(&report, base));
     }
     link.replays = 0;
-    rt.store.put_json(Tree::ChannelKeys, &key, &link)?;
+    rt.channel_store()
+        .put_json(Tree::ChannelKeys, &key, &link)?;
     let report = rt
-        .sessions
+        .contacts()
         .send(&link.contact, Event::Input { digits, speech })?;
     Ok(render_voice(&report, base))
 }
@@ -194,15 +197,19 @@ pub fn call_status(rt: &Node, params: &Params) -> Result<(), WebhookError> {
         return Ok(());
     }
     let key = call_key(call_sid);
-    let Some(link) = rt.store.get_json::<Link>(Tree::ChannelKeys, &key)? else {
+    let Some(link) = rt
+        .channel_store()
+        .get_json::<Link>(Tree::ChannelKeys, &key)?
+    else {
         return Ok(());
     };
-    match rt.sessions.send(&link.contact, Event::Hangup) {
+    match rt.contacts().send(&link.contact, Event::Hangup) {
         Ok(_) | Err(ContactError::Ended(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    rt.store.delete(Tree::ChannelKeys, key.as_bytes())?;
-    rt.store.flush()?;
+    rt.channel_store()
+        .delete(Tree::ChannelKeys, key.as_bytes())?;
+    rt.channel_store().flush()?;
     Ok(())
 }
 
@@ -214,14 +221,14 @@ pub fn incoming_sms(rt: &Node, params: &Params) -> Result<String, WebhookError> 
     let body = params.get("Body").unwrap_or_default().to_string();
     params.need("MessageSid")?;
     let key = sms_key(to, from);
-    let idle_ms = rt.config.twilio.sms_idle_minutes.unwrap_or(30) * 60_000;
+    let idle_ms = rt.config().twilio.sms_idle_minutes.unwrap_or(30) * 60_000;
     let now = now_ms();
     let live = rt
-        .store
+        .channel_store()
         .get_json::<Link>(Tree::ChannelKeys, &key)?
         .filter(|link| now.saturating_sub(link.last_ms) <= idle_ms)
         .filter(|link| {
-            rt.sessions
+            rt.contacts()
                 .get(&link.contact)
                 .is_ok_and(|s| !matches!(s.status, Status::Ended { .. }))
         });
@@ -229,7 +236,7 @@ pub fn incoming_sms(rt: &Node, params: &Params) -> Result<String, WebhookError> 
     let contact = match live {
         Some(link) => link.contact,
         None => {
-            let started = rt.sessions.start(NewContact {
+            let started = rt.contacts().start(NewContact {
                 channel: Some(Channel::Sms),
                 from: from.to_string(),
                 to: to.to_string(),
@@ -240,9 +247,11 @@ pub fn incoming_sms(rt: &Node, params: &Params) -> Result<String, WebhookError> 
             started.contact
         }
     };
-    let session = rt.sessions.get(&contact)?;
+    let session = rt.contacts().get(&contact)?;
     if !matches!(session.status, Status::Ended { .. }) {
-        let report = rt.sessions.send(&contact, Event::Message { text: body })?;
+        let report = rt
+            .contacts()
+            .send(&contact, Event::Message { text: body })?;
         actions.extend(report.actions);
     }
     let link = Link {
@@ -250,7 +259,8 @@ pub fn incoming_sms(rt: &Node, params: &Params) -> Result<String, WebhookError> 
         replays: 0,
         last_ms: now,
     };
-    rt.store.put_json(Tree::ChannelKeys, &key, &link)?;
-    rt.store.flush()?;
+    rt.channel_store()
+        .put_json(Tree::ChannelKeys, &key, &link)?;
+    rt.channel_store().flush()?;
     Ok(twiml::messages(&actions))
 }

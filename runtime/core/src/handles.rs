@@ -1,0 +1,482 @@
+//! The narrow ways into a node. Entry points hold these, never the node's parts:
+//! - [`Contacts`]: what a channel does with a contact (start it, send it events, read it,
+//!   follow its step reports, find its task);
+//! - [`Desk`]: what an agent does (sign in, set an activity, accept, reject, complete), directly
+//!   or through their phone;
+//! - [`Admin`]: what admins, supervisors and developers do (flows and deploys, queues, agents
+//!   and tasks, the workflow, tokens, customers, the audit trail, replays);
+//! - [`ChannelStore`]: the trees channels keep their own state in (their keys, prompt audio,
+//!   agents' phones) and nothing else.
+//!
+//! Each handle is cheap to clone. None renders anything or knows a channel: a handle is where
+//! an operation enters the core, so it is also where a cluster will route it.
+
+use std::sync::Arc;
+
+use crate::audit::AuditEntry;
+use crate::contract::Event;
+use crate::engine::Engine;
+use crate::flows::{DeployOptions, Deployed, Flows, FlowsError};
+use crate::replay::{Golden, ReplayReport};
+use crate::router::{
+    AgentRecord, NewTask, Notice, QueueConfig, QueueStats, Reservation, Router, RouterError, Task,
+    Workflow,
+};
+use crate::sessions::{ContactError, NewContact, Session, Sessions, StepReport, TraceEntry};
+use crate::store::{Batch, Pair, Scan, Store, StoreError, Tree};
+
+/// What a channel does with contacts.
+#[derive(Clone)]
+pub struct Contacts {
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) router: Arc<Router>,
+}
+
+impl Contacts {
+    /// Starts a contact: its flow's first step.
+    pub fn start(&self, new: NewContact) -> Result<StepReport, ContactError> {
+        self.sessions.start(new)
+    }
+
+    /// Sends a contact an event: one step of its flow.
+    pub fn send(&self, id: &str, event: Event) -> Result<StepReport, ContactError> {
+        self.sessions.send(id, event)
+    }
+
+    /// A contact's session.
+    pub fn get(&self, id: &str) -> Result<Session, ContactError> {
+        self.sessions.get(id)
+    }
+
+    /// A contact's recorded steps.
+    pub fn trace(&self, id: &str) -> Result<Vec<TraceEntry>, ContactError> {
+        self.sessions.trace(id)
+    }
+
+    /// The `n` most recently started contacts that pass `keep`, newest first.
+    pub fn recent(
+        &self,
+        n: usize,
+        keep: impl Fn(&Session) -> bool,
+    ) -> Result<Vec<Session>, ContactError> {
+        self.sessions.recent(n, keep)
+    }
+
+    /// The reports of steps this handle did not run (news delivered by the dispatcher), for
+    /// the channel to render.
+    pub fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<StepReport> {
+        self.sessions.subscribe()
+    }
+
+    /// The open task of a contact, if it has one.
+    pub fn task_of(&self, contact: &str) -> Option<Task> {
+        self.router.task_of_contact(contact)
+    }
+}
+
+/// What an agent does, from their desk or their phone.
+#[derive(Clone)]
+pub struct Desk {
+    pub(crate) router: Arc<Router>,
+    pub(crate) store: Arc<dyn Store>,
+}
+
+impl Desk {
+    /// The agent a desk token belongs to.
+    pub fn authenticate(&self, token: &str) -> Option<String> {
+        self.router.authenticate(token)
+    }
+
+    /// The SIP digest secret (HA1) of an agent's phone.
+    pub fn sip_ha1(&self, agent: &str) -> Option<String> {
+        self.router.sip_ha1(agent)
+    }
+
+    /// The secret that signs the digest challenges of agents' phones (one per store, so any
+    /// node checks a nonce another handed out).
+    pub fn phone_nonce_key(&self) -> Result<Vec<u8>, StoreError> {
+        crate::phones::nonce_key(&*self.store)
+    }
+
+    /// An agent as the API shows them.
+    pub fn agent(&self, agent: &str) -> Result<serde_json::Value, RouterError> {
+        self.router.agent(agent)
+    }
+
+    /// An agent's open reservations.
+    pub fn reservations_of(&self, agent: &str) -> Vec<Reservation> {
+        self.router.reservations_of(agent)
+    }
+
+    /// A task, for an agent who holds it.
+    pub fn task(&self, id: &str) -> Result<Task, RouterError> {
+        self.router.task(id)
+    }
+
+    /// Sets an agent's activity (available, break, unavailable, ...).
+    pub fn set_activity(&self, agent: &str, activity: &str) -> Result<AgentRecord, RouterError> {
+        self.router.set_activity(agent, activity)
+    }
+
+    /// Accepts a reservation offered to the agent.
+    pub fn accept(&self, agent: &str, reservation: &str) -> Result<Task, RouterError> {
+        self.router.accept(agent, reservation)
+    }
+
+    /// Rejects a reservation offered to the agent.
+    pub fn reject(&self, agent: &str, reservation: &str) -> Result<Task, RouterError> {
+        self.router.reject(agent, reservation)
+    }
+
+    /// Completes a task the agent holds, with its wrap-up.
+    pub fn complete(
+        &self,
+        agent: &str,
+        task: &str,
+        wrapup: Option<String>,
+    ) -> Result<Task, RouterError> {
+        self.router.complete(agent, task, wrapup)
+    }
+
+    /// Gives up a task whose contact cannot reach the agent (the agent's phone failed).
+    pub fn cancel(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
+        self.router.cancel(task, reason)
+    }
+
+    /// Router notices (offers, assignments) as they happen.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.router.subscribe()
+    }
+
+    /// Makes the router's recent changes durable.
+    pub fn flush(&self) -> Result<(), RouterError> {
+        self.router.flush()
+    }
+}
+
+/// What admins, supervisors and developers do.
+#[derive(Clone)]
+pub struct Admin {
+    pub(crate) flows: Arc<Flows>,
+    pub(crate) router: Arc<Router>,
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) services: Arc<crate::engine::Services>,
+    pub(crate) store: Arc<dyn Store>,
+}
+
+impl Admin {
+    /// Flows, their versions, deploys, canaries, settings and entry points.
+    pub fn flows(&self) -> &Flows {
+        &self.flows
+    }
+
+    /// The Wasm engine (compiling a component to check it, running golden files).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// What host calls are served from (running a component directly, outside a contact).
+    pub fn services(&self) -> &Arc<crate::engine::Services> {
+        &self.services
+    }
+
+    /// Defines (or redefines) a queue.
+    pub fn define_queue(&self, config: QueueConfig) -> Result<QueueConfig, RouterError> {
+        self.router.define_queue(config)
+    }
+
+    /// Every queue.
+    pub fn queues(&self) -> Vec<QueueConfig> {
+        self.router.queues()
+    }
+
+    /// A queue's statistics.
+    pub fn stats(&self, queue: &str) -> Result<QueueStats, RouterError> {
+        self.router.stats(queue)
+    }
+
+    /// Every queue's statistics.
+    pub fn all_stats(&self) -> Vec<QueueStats> {
+        self.router.all_stats()
+    }
+
+    /// Every agent as the API shows them.
+    pub fn agents(&self) -> Vec<serde_json::Value> {
+        self.router.agents()
+    }
+
+    /// An agent as the API shows them.
+    pub fn agent(&self, name: &str) -> Result<serde_json::Value, RouterError> {
+        self.router.agent(name)
+    }
+
+    /// Creates or changes an agent; returns the agent and, when one was made, their token.
+    pub fn upsert_agent(
+        &self,
+        name: &str,
+        attributes: serde_json::Value,
+        capacity: std::collections::BTreeMap<crate::contract::Channel, u32>,
+    ) -> Result<(AgentRecord, Option<String>), RouterError> {
+        self.router.upsert_agent(name, attributes, capacity)
+    }
+
+    /// Sets an agent's activity.
+    pub fn set_activity(&self, agent: &str, activity: &str) -> Result<AgentRecord, RouterError> {
+        self.router.set_activity(agent, activity)
+    }
+
+    /// Creates a task.
+    pub fn create_task(&self, new: NewTask) -> Result<Task, RouterError> {
+        self.router.create_task(new)
+    }
+
+    /// A task.
+    pub fn task(&self, id: &str) -> Result<Task, RouterError> {
+        self.router.task(id)
+    }
+
+    /// Cancels a task; its contact hears `canceled`.
+    pub fn cancel(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
+        self.router.cancel(task, reason)
+    }
+
+    /// Moves a task to another queue.
+    pub fn move_task(
+        &self,
+        task: &str,
+        queue: &str,
+        priority: Option<i32>,
+    ) -> Result<Task, RouterError> {
+        self.router.move_task(task, queue, priority)
+    }
+
+    /// The routing workflow.
+    pub fn workflow(&self) -> Workflow {
+        self.router.workflow()
+    }
+
+    /// Replaces the routing workflow.
+    pub fn set_workflow(&self, workflow: Workflow) -> Result<Workflow, RouterError> {
+        self.router.set_workflow(workflow)
+    }
+
+    /// Makes the router's recent changes durable.
+    pub fn flush(&self) -> Result<(), RouterError> {
+        self.router.flush()
+    }
+
+    /// The audit trail, oldest first.
+    pub fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        crate::audit::all(&*self.store)
+    }
+
+    /// Loads customer records; returns how many.
+    pub fn load_customers(
+        &self,
+        customers: &[crate::contract::Customer],
+        who: &str,
+    ) -> Result<usize, crate::customers::CustomersError> {
+        crate::customers::load(&self.store, customers, who)
+    }
+
+    /// Whom an API token belongs to.
+    pub fn token_holder(&self, presented: &str) -> Result<Option<String>, StoreError> {
+        crate::tokens::verify(&*self.store, presented)
+    }
+
+    /// Whether any API token exists.
+    pub fn has_tokens(&self) -> Result<bool, StoreError> {
+        crate::tokens::any(&*self.store)
+    }
+
+    /// Makes an API token named `name`; returns its secret (shown once).
+    pub fn create_token(&self, name: &str) -> Result<String, StoreError> {
+        crate::tokens::create(&*self.store, name)
+    }
+
+    /// A contact's recording, ready to save as a golden file.
+    pub fn golden(&self, contact: &str) -> Result<Golden, ContactError> {
+        let session = self.sessions.get(contact)?;
+        let trace = self.sessions.trace(contact)?;
+        Ok(Golden::of(&session, trace))
+    }
+
+    /// Replays a recorded contact against `version` of its flow.
+    pub fn replay(&self, contact: &str, version: u64) -> Result<ReplayReport, ContactError> {
+        let golden = self.golden(contact)?;
+        let component = self.flows.component(&golden.flow, version)?;
+        Ok(crate::replay::replay(
+            &self.engine,
+            &golden,
+            &component,
+            version,
+            &format!("version {version}"),
+        ))
+    }
+
+    /// The `n` most recently started contacts of `flow` that ran on `version`.
+    pub fn recent_goldens(
+        &self,
+        flow: &str,
+        version: u64,
+        n: usize,
+    ) -> Result<Vec<Golden>, ContactError> {
+        self.sessions
+            .recent(n, |s| s.flow == flow && s.version == version)?
+            .into_iter()
+            .map(|s| Ok(Golden::of(&s, self.sessions.trace(&s.id)?)))
+            .collect()
+    }
+
+    /// Deploys, first replaying the `check_recent` most recent contacts of the live version
+    /// against the candidate; refuses when any behaves differently, unless `force`.
+    pub fn deploy_checked(
+        &self,
+        flow: &str,
+        bytes: &[u8],
+        who: &str,
+        options: &DeployOptions,
+        check_recent: usize,
+        force: bool,
+    ) -> Result<(Deployed, usize, Vec<ReplayReport>), CheckedDeployError> {
+        let mut changed = Vec::new();
+        let mut checked = 0;
+        if check_recent > 0
+            && let Ok(live) = self.flows.live(flow)
+        {
+            let candidate = self.engine.compile(bytes).map_err(FlowsError::from)?;
+            for golden in self.recent_goldens(flow, live, check_recent)? {
+                checked += 1;
+                let report =
+                    crate::replay::replay(&self.engine, &golden, &candidate, 0, "the candidate");
+                if !report.identical {
+                    changed.push(report);
+                }
+            }
+        }
+        if !changed.is_empty() && !force {
+            return Err(CheckedDeployError::BehaviourChanged {
+                changed: changed.len(),
+                checked,
+                reports: changed,
+            });
+        }
+        Ok((
+            self.flows.deploy_with(flow, bytes, who, options)?,
+            checked,
+            changed,
+        ))
+    }
+}
+
+/// Why a checked deploy did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckedDeployError {
+    /// The deploy itself failed.
+    #[error(transparent)]
+    Flows(#[from] FlowsError),
+    /// Recorded contacts could not be read.
+    #[error(transparent)]
+    Contacts(#[from] ContactError),
+    /// The candidate behaves differently on recent real contacts.
+    #[error(
+        "the candidate behaves differently from the live version on {changed} of the {checked} most recent contacts; nothing was deployed. Inspect the diffs, then deploy again with --force to accept the change"
+    )]
+    BehaviourChanged {
+        /// Contacts whose replay differed.
+        changed: usize,
+        /// Contacts replayed.
+        checked: usize,
+        /// The replays that differed.
+        reports: Vec<ReplayReport>,
+    },
+}
+
+/// The trees channels keep their own state in; any other tree is refused. A channel reaches
+/// contacts, tasks and flows only through the other handles.
+#[derive(Clone)]
+pub struct ChannelStore {
+    pub(crate) store: Arc<dyn Store>,
+}
+
+/// The trees a channel may read and write through a [`ChannelStore`].
+pub const CHANNEL_TREES: [Tree; 3] = [Tree::ChannelKeys, Tree::Prompts, Tree::Phones];
+
+impl ChannelStore {
+    fn allowed(tree: Tree) -> Result<(), StoreError> {
+        if CHANNEL_TREES.contains(&tree) {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(format!(
+                "the {} tree belongs to the core: a channel reaches it through the contacts, desk or admin handle",
+                tree.name()
+            )))
+        }
+    }
+}
+
+impl Store for ChannelStore {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Self::allowed(tree)?;
+        self.store.get(tree, key)
+    }
+
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        for (tree, _, _) in batch
+            .checks()
+            .iter()
+            .chain(batch.ahead())
+            .chain(batch.writes())
+        {
+            Self::allowed(*tree)?;
+        }
+        self.store.commit(batch)
+    }
+
+    fn scan(&self, tree: Tree, scan: &Scan<'_>) -> Result<Vec<Pair>, StoreError> {
+        Self::allowed(tree)?;
+        self.store.scan(tree, scan)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush()
+    }
+
+    fn next_id(&self) -> Result<u64, StoreError> {
+        self.store.next_id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStore, StoreExt};
+
+    #[test]
+    fn a_channel_store_refuses_the_cores_trees() {
+        let channels = ChannelStore {
+            store: Arc::new(MemoryStore::default()),
+        };
+        channels.put(Tree::ChannelKeys, b"CA1", b"c1").unwrap();
+        assert_eq!(
+            channels.get(Tree::ChannelKeys, b"CA1").unwrap(),
+            Some(b"c1".to_vec())
+        );
+        let refused = channels.put(Tree::Sessions, b"c1", b"{}").unwrap_err();
+        assert!(
+            refused.to_string().contains("belongs to the core"),
+            "{refused}"
+        );
+        let mut batch = Batch::new();
+        batch.put(Tree::ChannelKeys, b"CA2".to_vec(), b"c2".to_vec());
+        batch.put(Tree::Tasks, b"t1".to_vec(), b"{}".to_vec());
+        assert!(channels.commit(&batch).is_err());
+        assert_eq!(
+            channels.get(Tree::ChannelKeys, b"CA2").unwrap(),
+            None,
+            "a batch touching a core tree writes nothing"
+        );
+        assert!(channels.get(Tree::Tasks, b"t1").is_err());
+    }
+}
