@@ -12,13 +12,15 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 # Debian packages the tests use: Chromium for the widget test (driven by playwright-core, no
 # browser download); sipp (sip-tester) as the SIP caller and agent phone; espeak-ng and sox to
-# render voice prompts; iproute2 to bring up loopback in the SIP tests' network namespace.
+# render voice prompts; iproute2 to bring up loopback in the SIP tests' network namespace;
+# PostgreSQL, which the store tests and the feature tests on PostgreSQL start in temp dirs.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || missing+=(sox)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${missing[*]}"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -69,6 +71,10 @@ echo "==> JavaScript SDK and the TypeScript sample flow (node --test)"
 
 echo "==> unit and feature tests"
 cargo nextest run --release --workspace --no-fail-fast
+
+echo "==> the same feature tests on PostgreSQL (deploys, rollbacks, canaries, restarts, router, chat)"
+SWITCHBOARD_TEST_STORE=postgres cargo nextest run --release -p switchboard --test all --no-fail-fast \
+  -E 'test(/^(deploy|rollback|canary|restart|router|chat|durability|hot_swap|replay)::/)'
 
 echo "==> doc tests (the SDK's examples)"
 cargo test --release --doc --workspace

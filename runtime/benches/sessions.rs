@@ -1,7 +1,9 @@
 //! `cargo bench -p switchboard --bench sessions`: durable contact steps on the embedded store,
 //! as the server runs them: the sample IVR's greeting, the caller's "1" (which enqueues, so
 //! the step creates a task), and the caller's hang-up (which cancels it). Each step is
-//! committed and flushed (group commit) before it returns. Two threads, BENCH_SECONDS each.
+//! committed and flushed (group commit) before it returns. BENCH_THREADS threads (2),
+//! BENCH_SECONDS each. `BENCH_STORE=postgres` runs the same on a PostgreSQL server of its
+//! own, started in a temp dir (Debian's `postgresql` package).
 
 #[allow(dead_code)]
 #[path = "../../tests/all/support.rs"]
@@ -17,14 +19,29 @@ use switchboard::router::QueueConfig;
 use switchboard::runtime::Runtime;
 use switchboard::sessions::NewContact;
 
-const THREADS: usize = 2;
-
 fn main() {
+    let threads: usize = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2);
     let bytes = std::fs::read(support::guest("ivr-menu")).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let config = Config {
+    let mut config = Config {
         data_dir: data.path().to_path_buf(),
         ..Config::default()
+    };
+    let postgres = match std::env::var("BENCH_STORE").as_deref() {
+        Ok("postgres") => {
+            let pg = switchboard::store::local_postgres::LocalPostgres::start().unwrap();
+            config.store.url = Some(pg.address());
+            Some(pg)
+        }
+        _ => None,
+    };
+    let store = if postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "sled"
     };
     let rt = Arc::new(Runtime::open(config).unwrap());
     support::deploy_open_ivr(&rt, &bytes);
@@ -33,11 +50,11 @@ fn main() {
     }
     let seconds = support::bench_seconds();
     eprintln!(
-        "durable steps of the sample IVR on sled, {THREADS} threads, {:.1} s ...",
+        "durable steps of the sample IVR on {store}, {threads} threads, {:.1} s ...",
         seconds.as_secs_f64()
     );
     let started = Instant::now();
-    let threads: Vec<_> = (0..THREADS)
+    let threads: Vec<_> = (0..threads)
         .map(|t| {
             let rt = rt.clone();
             std::thread::spawn(move || {

@@ -56,6 +56,33 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// The backend feature tests run on: the embedded store, or with
+/// `SWITCHBOARD_TEST_STORE=postgres` a real PostgreSQL server of the test's own, one database
+/// per data directory (kept across restarts of the server on that directory).
+pub fn store_args(data_dir: &Path) -> Vec<String> {
+    use switchboard::store::local_postgres::LocalPostgres;
+    static SERVER: Mutex<Option<(LocalPostgres, HashMap<PathBuf, String>)>> = Mutex::new(None);
+    match std::env::var("SWITCHBOARD_TEST_STORE").as_deref() {
+        Ok("postgres") => {}
+        Ok("sled") | Err(_) => return Vec::new(),
+        Ok(other) => panic!("SWITCHBOARD_TEST_STORE={other}: use sled or postgres"),
+    }
+    let mut server = SERVER.lock().unwrap();
+    let (pg, databases) = server.get_or_insert_with(|| {
+        let pg = LocalPostgres::start().expect("PostgreSQL starts for the test");
+        pg.stop_when_process_ends().unwrap();
+        (pg, HashMap::new())
+    });
+    if let Some(address) = databases.get(data_dir) {
+        return vec!["--store".into(), address.clone()];
+    }
+    let address = pg
+        .database(&format!("node{}", databases.len()))
+        .expect("a database for the test");
+    databases.insert(data_dir.to_path_buf(), address.clone());
+    vec!["--store".into(), address]
+}
+
 /// A running `switchboard serve`, killed when dropped.
 pub struct Server {
     child: Child,
@@ -81,6 +108,7 @@ impl Server {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
+            .args(store_args(data_dir))
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env(

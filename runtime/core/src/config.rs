@@ -13,6 +13,9 @@ use serde::Deserialize;
 pub struct Config {
     /// Where the embedded store, compiled artifacts and components live.
     pub data_dir: PathBuf,
+    /// Where the truth lives: the embedded store in `data_dir` (the default), or a shared
+    /// PostgreSQL database.
+    pub store: StoreConfig,
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
     /// Limits every flow step runs under.
@@ -25,6 +28,18 @@ pub struct Config {
     pub twilio: TwilioConfig,
     /// Voice over SIP.
     pub sip: SipConfig,
+}
+
+/// The store: unset `url` keeps the embedded store in the data directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A PostgreSQL database, as `postgres://USER:PASSWORD@HOST:5432/DATABASE` (or
+    /// `host=... dbname=...`), shared by every node of a cluster.
+    pub url: Option<String>,
+    /// Accept a database that does not sync what it acknowledges (`fsync` or
+    /// `synchronous_commit` off): a crash may lose acknowledged steps.
+    pub unsafe_durability: bool,
 }
 
 /// The SIP endpoint (voice): off unless `listen` is set.
@@ -126,6 +141,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from(".switchboard"),
+            store: StoreConfig::default(),
             listen: "127.0.0.1:8080".parse().expect("a literal address"),
             engine: EngineConfig::default(),
             fallback: FallbackConfig::default(),
@@ -160,7 +176,7 @@ impl Default for FallbackConfig {
 
 impl Config {
     /// Reads `path` if given (it must exist), else `./switchboard.toml` if present, else the
-    /// defaults; then applies `SWITCHBOARD_DATA_DIR`, `SWITCHBOARD_LISTEN`,
+    /// defaults; then applies `SWITCHBOARD_DATA_DIR`, `SWITCHBOARD_STORE`, `SWITCHBOARD_LISTEN`,
     /// `SWITCHBOARD_STEP_DEADLINE_MS` and `SWITCHBOARD_MEMORY_CAP_MIB`.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let mut config = match path {
@@ -188,6 +204,9 @@ impl Config {
     fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         if let Some(dir) = var("SWITCHBOARD_DATA_DIR") {
             self.data_dir = dir.into();
+        }
+        if let Some(url) = var("SWITCHBOARD_STORE") {
+            self.store.url = Some(url);
         }
         if let Some(listen) = var("SWITCHBOARD_LISTEN") {
             self.listen = listen.parse().with_context(|| {

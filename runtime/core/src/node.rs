@@ -15,7 +15,7 @@ use crate::handles::{Admin, ChannelStore, Contacts, Desk};
 use crate::metrics::Metrics;
 use crate::router::{QueueConfig, Router};
 use crate::sessions::{Sessions, StepReport};
-use crate::store::{SledStore, Store};
+use crate::store::{PostgresOptions, PostgresStore, SledStore, Store};
 
 pub use crate::handles::CheckedDeployError;
 
@@ -35,21 +35,64 @@ pub struct Node {
     files: PathBuf,
     /// The scratch directory of an ephemeral node, removed with it.
     _scratch: Option<tempfile::TempDir>,
+    /// This node's hold on its data directory (its caches and admin token are its own).
+    _lock: Option<std::fs::File>,
+}
+
+/// Takes the data directory for this process: two nodes never share one, whatever their
+/// store.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot make the data directory {}", dir.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("node.lock"))
+        .with_context(|| format!("cannot open {}", dir.join("node.lock").display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "the data directory {} is in use by another switchboard process; stop it or pass another --data-dir",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!(
+            "cannot lock the data directory {}: {e}",
+            dir.display()
+        )),
+    }
 }
 
 impl Node {
     /// Opens the node on the data directory of `config`.
     pub fn open(config: Config) -> anyhow::Result<Node> {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+        let lock = lock_data_dir(&config.data_dir)?;
+        let store: Arc<dyn Store> = match &config.store.url {
+            Some(url) => {
+                anyhow::ensure!(
+                    crate::store::postgres::is_postgres_address(url),
+                    "the store {url} is not a PostgreSQL address; write postgres://USER:PASSWORD@HOST:5432/DATABASE, or leave it unset for the embedded store in the data directory"
+                );
+                Arc::new(PostgresStore::connect(
+                    url,
+                    &PostgresOptions {
+                        unsafe_durability: config.store.unsafe_durability,
+                    },
+                )?)
+            }
+            None => Arc::new(SledStore::open(&config.data_dir)?),
+        };
         let dir = config.data_dir.clone();
-        Self::assemble(
+        let mut node = Self::assemble(
             config,
             store,
             dir.join("artifacts"),
             dir.clone(),
             None,
             Clock::System,
-        )
+        )?;
+        node._lock = Some(lock);
+        Ok(node)
     }
 
     /// A node whose store lives in memory and a scratch directory (simulations,
@@ -148,6 +191,7 @@ impl Node {
             router,
             files,
             _scratch: scratch,
+            _lock: None,
         })
     }
 

@@ -26,6 +26,15 @@ pub struct ServeArgs {
     /// Data directory (store, components, compiled artifacts, admin token).
     #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep everything in this PostgreSQL database instead of the data directory
+    /// (postgres://USER:PASSWORD@HOST:5432/DATABASE): nodes sharing one database form a
+    /// cluster.
+    #[arg(long, env = "SWITCHBOARD_STORE", value_name = "URL")]
+    store: Option<String>,
+    /// Start even when the database does not sync what it acknowledges (fsync or
+    /// synchronous_commit off): a crash may lose acknowledged steps.
+    #[arg(long)]
+    unsafe_durability: bool,
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, env = "SWITCHBOARD_LISTEN")]
     listen: Option<SocketAddr>,
@@ -79,6 +88,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
+    }
+    if let Some(url) = &args.store {
+        config.store.url = Some(url.clone());
+    }
+    if args.unsafe_durability {
+        config.store.unsafe_durability = true;
     }
     if let Some(listen) = args.listen {
         config.listen = listen;

@@ -8,7 +8,9 @@
 //! stores. Key formats live in [`keys`], values are JSON ([`StoreExt`]).
 
 pub mod keys;
+pub mod local_postgres;
 mod memory;
+pub mod postgres;
 mod sled_store;
 
 #[cfg(test)]
@@ -19,6 +21,7 @@ use std::ops::Bound;
 use serde::{Serialize, de::DeserializeOwned};
 
 pub use memory::MemoryStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sled_store::SledStore;
 
 /// The trees Switchboard keeps.
@@ -458,4 +461,38 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 /// Decodes a stored JSON value, naming its key when it does not decode.
 pub fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(tree, key, e))
+}
+
+/// Whether any key is written twice. Small batches are compared pairwise, without
+/// allocating; large ones (start-up index builds) through a set.
+pub(crate) fn repeats_a_key(writes: &[Entry]) -> bool {
+    if writes.len() <= 16 {
+        return writes.iter().enumerate().any(|(i, (tree, key, _))| {
+            writes[i + 1..]
+                .iter()
+                .any(|(t, k, _)| t == tree && k == key)
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(writes.len());
+    !writes
+        .iter()
+        .all(|(tree, key, _)| seen.insert((*tree, key.as_slice())))
+}
+
+/// The writes with one per key: each key where it was first written, with its last value
+/// (readers that do not take the commit lock see keys appear in the batch's order).
+pub(crate) fn last_write_per_key(writes: &[Entry]) -> Vec<Entry> {
+    let mut position: std::collections::HashMap<(Tree, &[u8]), usize> =
+        std::collections::HashMap::with_capacity(writes.len());
+    let mut kept: Vec<Entry> = Vec::with_capacity(writes.len());
+    for write in writes {
+        match position.entry((write.0, write.1.as_slice())) {
+            std::collections::hash_map::Entry::Occupied(at) => kept[*at.get()].2 = write.2.clone(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(kept.len());
+                kept.push(write.clone());
+            }
+        }
+    }
+    kept
 }

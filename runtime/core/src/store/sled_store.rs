@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use super::{Batch, Entry, Pair, Scan, Store, StoreError, Tree};
+use super::{Batch, Entry, Pair, Scan, Store, StoreError, Tree, last_write_per_key, repeats_a_key};
 
 /// The sled backend.
 pub struct SledStore {
@@ -217,40 +217,6 @@ impl Store for SledStore {
     fn next_id(&self) -> Result<u64, StoreError> {
         self.db.generate_id().map_err(backend)
     }
-}
-
-/// Whether any key is written twice. Small batches are compared pairwise, without
-/// allocating; large ones (start-up index builds) through a set.
-fn repeats_a_key(writes: &[Entry]) -> bool {
-    if writes.len() <= 16 {
-        return writes.iter().enumerate().any(|(i, (tree, key, _))| {
-            writes[i + 1..]
-                .iter()
-                .any(|(t, k, _)| t == tree && k == key)
-        });
-    }
-    let mut seen = std::collections::HashSet::with_capacity(writes.len());
-    !writes
-        .iter()
-        .all(|(tree, key, _)| seen.insert((*tree, key.as_slice())))
-}
-
-/// The writes with one per key: each key where it was first written, with its last value
-/// (readers that do not take the commit lock see keys appear in the batch's order).
-fn last_write_per_key(writes: &[Entry]) -> Vec<Entry> {
-    let mut position: std::collections::HashMap<(Tree, &[u8]), usize> =
-        std::collections::HashMap::with_capacity(writes.len());
-    let mut kept: Vec<Entry> = Vec::with_capacity(writes.len());
-    for write in writes {
-        match position.entry((write.0, write.1.as_slice())) {
-            std::collections::hash_map::Entry::Occupied(at) => kept[*at.get()].2 = write.2.clone(),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(kept.len());
-                kept.push(write.clone());
-            }
-        }
-    }
-    kept
 }
 
 /// A journal record: per write, the tree's index, the key, and the value or its absence.

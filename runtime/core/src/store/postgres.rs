@@ -1,0 +1,760 @@
+//! The PostgreSQL backend: the same trees as tables of one database, so several nodes can
+//! share one truth (`serve --store postgres://...`).
+//!
+//! Each tree is a table `sb_<tree>` of `bytea` keys (ordered bytewise, as sled orders them)
+//! and `bytea` values. A batch is one `SERIALIZABLE` transaction: its checks are read first
+//! and, when one fails, nothing is written; a serialization failure (40001) or deadlock
+//! (40P01) re-runs the whole transaction, so two nodes racing for one key cannot both win.
+//! Acknowledged means committed: a node refuses a server running with `fsync` or
+//! `synchronous_commit` off unless told to accept the risk.
+//!
+//! Migrations run at start inside one transaction that holds the row lock of
+//! `switchboard_schema` (no advisory locks: CockroachDB and YugabyteDB do not have them), so
+//! nodes starting together take turns and a failed migration leaves nothing half-done. A
+//! database migrated by a newer Switchboard is refused rather than written with an older
+//! idea of its schema.
+//!
+//! The store trait is synchronous: callers are the blocking step and router threads. Each
+//! call runs on this store's own small Tokio runtime and the caller waits for the answer,
+//! so a call made from inside another runtime's task does not panic.
+
+use std::future::Future;
+use std::str::FromStr as _;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{IsolationLevel, NoTls};
+
+use super::{Batch, Pair, Scan, Store, StoreError, Tree, last_write_per_key};
+
+/// The schema version this build writes; each entry of [`MIGRATIONS`] moves one step up.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// The migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE sb_flows (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_versions (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_sessions (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_traces (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_kv (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_settings (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_customers (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_entry_points (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_tokens (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_audit (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_health (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_queues (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_agents (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_tasks (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_channel_keys (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_inbox (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_live_contacts (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_contacts_by_start (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_open_tasks (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_queue_events (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_meta (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_phones (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_components (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE sb_prompts (key bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE SEQUENCE sb_ids;
+"#];
+
+/// How long a call waits for the database to come back (a restart, a failover) before it
+/// fails.
+const RECONNECT_FOR: Duration = Duration::from_secs(15);
+
+/// How a node connects.
+#[derive(Debug, Clone, Default)]
+pub struct PostgresOptions {
+    /// Accept a server whose `fsync` or `synchronous_commit` is off (acknowledged writes may
+    /// be lost in a crash).
+    pub unsafe_durability: bool,
+}
+
+/// The PostgreSQL backend.
+pub struct PostgresStore {
+    /// Runs the connections; shut down in the background on drop (a runtime cannot be
+    /// dropped from inside another).
+    runtime: Option<tokio::runtime::Runtime>,
+    inner: std::sync::Arc<Inner>,
+}
+
+/// What the store's calls run with, on its runtime.
+struct Inner {
+    pool: Pool,
+    /// Where the database is, without the password, for messages.
+    place: String,
+}
+
+/// The table of a tree.
+fn table(tree: Tree) -> &'static str {
+    match tree {
+        Tree::Flows => "sb_flows",
+        Tree::Versions => "sb_versions",
+        Tree::Sessions => "sb_sessions",
+        Tree::Traces => "sb_traces",
+        Tree::Kv => "sb_kv",
+        Tree::Settings => "sb_settings",
+        Tree::Customers => "sb_customers",
+        Tree::EntryPoints => "sb_entry_points",
+        Tree::Tokens => "sb_tokens",
+        Tree::Audit => "sb_audit",
+        Tree::Health => "sb_health",
+        Tree::Queues => "sb_queues",
+        Tree::Agents => "sb_agents",
+        Tree::Tasks => "sb_tasks",
+        Tree::ChannelKeys => "sb_channel_keys",
+        Tree::Inbox => "sb_inbox",
+        Tree::LiveContacts => "sb_live_contacts",
+        Tree::ContactsByStart => "sb_contacts_by_start",
+        Tree::OpenTasks => "sb_open_tasks",
+        Tree::QueueEvents => "sb_queue_events",
+        Tree::Meta => "sb_meta",
+        Tree::Phones => "sb_phones",
+        Tree::Components => "sb_components",
+        Tree::Prompts => "sb_prompts",
+    }
+}
+
+/// Whether `address` names a PostgreSQL database (a `postgres://` or `postgresql://` URL, or
+/// `key=value` settings such as `host=/run/postgresql dbname=switchboard`).
+pub fn is_postgres_address(address: &str) -> bool {
+    address.starts_with("postgres://")
+        || address.starts_with("postgresql://")
+        || address.contains("host=")
+        || address.contains("dbname=")
+}
+
+/// A database error's text with its SQLSTATE, or the client's own error.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+fn backend(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
+}
+
+/// Whether re-running the transaction may succeed: it lost a race, not an argument.
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_SERIALIZATION_FAILURE
+            || *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::UNIQUE_VIOLATION
+    })
+}
+
+/// Why a transaction ended without committing.
+enum Failed {
+    /// A check did not hold.
+    Conflict(StoreError),
+    /// The database refused or the connection broke before COMMIT was sent: safe to re-run.
+    Before(tokio_postgres::Error),
+    /// COMMIT itself failed: re-run only when PostgreSQL says the transaction rolled back.
+    AtCommit(tokio_postgres::Error),
+}
+
+impl PostgresStore {
+    /// Connects to the database at `address`, checks that it keeps what it acknowledges,
+    /// and brings its schema up to [`SCHEMA_VERSION`]. Each failure says what to do.
+    pub fn connect(address: &str, options: &PostgresOptions) -> anyhow::Result<PostgresStore> {
+        let mut config = tokio_postgres::Config::from_str(address).map_err(|e| {
+            anyhow::anyhow!(
+                "the store address is not a PostgreSQL connection string ({e}); write it as postgres://USER:PASSWORD@HOST:5432/DATABASE or as host=... dbname=..."
+            )
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("switchboard");
+        let place = place(&config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("postgres")
+            .enable_all()
+            .build()?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()?;
+        let store = PostgresStore {
+            runtime: Some(runtime),
+            inner: std::sync::Arc::new(Inner { pool, place }),
+        };
+        let unsafe_durability = options.unsafe_durability;
+        store.wait(move |inner| async move { inner.prepare(unsafe_durability).await })?;
+        Ok(store)
+    }
+
+    /// Runs `work` on this store's runtime and waits for its answer. Works from any thread,
+    /// also from inside another runtime's task (where `block_on` would panic).
+    fn wait<T, F>(&self, work: impl FnOnce(std::sync::Arc<Inner>) -> F) -> T
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("the runtime lives as long as the store");
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let work = work(self.inner.clone());
+        runtime.spawn(async move {
+            let _ = answer.send(work.await);
+        });
+        answered
+            .recv()
+            .expect("a store call finishes unless the store is dropped")
+    }
+}
+
+impl Inner {
+    async fn prepare(&self, unsafe_durability: bool) -> anyhow::Result<()> {
+        let client = self.pool.get().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach PostgreSQL at {}: {}; check that it runs and accepts this user (pg_isready), and the address",
+                self.place,
+                pool_error(&e)
+            )
+        })?;
+        if !unsafe_durability {
+            for setting in ["fsync", "synchronous_commit"] {
+                let row = client
+                    .query_one(&format!("SHOW {setting}"), &[])
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot read {setting}: {}", describe(&e)))?;
+                let value: String = row.get(0);
+                if value == "off" {
+                    anyhow::bail!(
+                        "PostgreSQL at {} runs with {setting}=off: a step it acknowledges could be lost in a crash. Turn it on (ALTER SYSTEM SET {setting} = on; SELECT pg_reload_conf()), or start with --unsafe-durability to accept the risk",
+                        self.place
+                    );
+                }
+            }
+        }
+        drop(client);
+        self.migrate().await
+    }
+
+    /// Brings the schema to [`SCHEMA_VERSION`] under the row lock of `switchboard_schema`.
+    async fn migrate(&self) -> anyhow::Result<()> {
+        let mut client = self.pool.get().await?;
+        // Three nodes creating the version table at once may collide on the catalog: the
+        // loser tries again and finds it there.
+        for attempt in 0.. {
+            let made = client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS switchboard_schema (id int PRIMARY KEY CHECK (id = 1), version int NOT NULL);
+                     INSERT INTO switchboard_schema VALUES (1, 0) ON CONFLICT (id) DO NOTHING;",
+                )
+                .await;
+            match made {
+                Ok(()) => break,
+                Err(e)
+                    if attempt < 5
+                        && e.code().is_some_and(|c| {
+                            *c == SqlState::UNIQUE_VIOLATION
+                                || *c == SqlState::DUPLICATE_TABLE
+                                || *c == SqlState::DUPLICATE_OBJECT
+                        }) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    anyhow::bail!(
+                        "cannot create the schema table in PostgreSQL at {}: {}; the user needs the CREATE privilege on the database",
+                        self.place,
+                        describe(&e)
+                    )
+                }
+            }
+        }
+        let tx = client.transaction().await?;
+        let version: i32 = tx
+            .query_one(
+                "SELECT version FROM switchboard_schema WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .await?
+            .get(0);
+        if version > SCHEMA_VERSION {
+            anyhow::bail!(
+                "the database at {} has schema version {version}, newer than this Switchboard's ({SCHEMA_VERSION}); run a Switchboard at least as new as the one that migrated it (nothing was changed)",
+                self.place
+            );
+        }
+        for (from, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.batch_execute(migration).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "migrating the database at {} from schema version {from} failed: {}; nothing was changed",
+                    self.place,
+                    describe(&e)
+                )
+            })?;
+        }
+        if version < SCHEMA_VERSION {
+            tx.execute(
+                "UPDATE switchboard_schema SET version = $1 WHERE id = 1",
+                &[&SCHEMA_VERSION],
+            )
+            .await?;
+            tracing::info!(from = version, to = SCHEMA_VERSION, place = %self.place, "database schema migrated");
+        }
+        tx.commit().await.map_err(|e| {
+            anyhow::anyhow!(
+                "migrating the database at {} failed at commit: {}; nothing was changed",
+                self.place,
+                describe(&e)
+            )
+        })?;
+        Ok(())
+    }
+
+    /// A pooled connection, waiting up to [`RECONNECT_FOR`] for the database to come back.
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.pool.get().await {
+                Ok(client) => return Ok(client),
+                Err(e) if started.elapsed() < RECONNECT_FOR => {
+                    tracing::warn!(place = %self.place, error = %pool_error(&e), "PostgreSQL unreachable; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(StoreError::Backend(format!(
+                        "cannot reach PostgreSQL at {}: {}; check that it runs",
+                        self.place,
+                        pool_error(&e)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Runs a read, again on a fresh connection when the one it had broke.
+    async fn read<T>(
+        &self,
+        query: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        rows: impl Fn(Vec<tokio_postgres::Row>) -> T,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        loop {
+            let client = self.client().await?;
+            let result = async {
+                let statement = client.prepare_cached(query).await?;
+                client.query(&statement, params).await
+            }
+            .await;
+            match result {
+                Ok(found) => return Ok(rows(found)),
+                Err(e) if e.is_closed() && started.elapsed() < RECONNECT_FOR => continue,
+                Err(e) => return Err(backend(e)),
+            }
+        }
+    }
+
+    async fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut writes: Vec<_> = batch.ahead().to_vec();
+        writes.extend_from_slice(batch.writes());
+        let writes = last_write_per_key(&writes);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let mut client = self.client().await?;
+            match try_commit(&mut client, batch, &writes).await {
+                Ok(()) => return Ok(()),
+                Err(Failed::Conflict(e)) => return Err(e),
+                Err(Failed::Before(e)) | Err(Failed::AtCommit(e))
+                    if retryable(&e) && started.elapsed() < RECONNECT_FOR =>
+                {
+                    // Lost a race with another writer: back off a little, at random, and
+                    // run the transaction again (its checks are read afresh).
+                    let jitter = Duration::from_micros(rand::random::<u64>() % 2000);
+                    tokio::time::sleep(pause + jitter).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(Failed::Before(e)) if e.is_closed() && started.elapsed() < RECONNECT_FOR => {
+                    drop(client);
+                }
+                Err(Failed::Before(e)) => return Err(backend(e)),
+                Err(Failed::AtCommit(e)) => {
+                    return Err(StoreError::Backend(format!(
+                        "PostgreSQL: the connection failed while committing ({}); the change may or may not have landed: read it back before trying again",
+                        describe(&e)
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Where a configuration points, without its password.
+fn place(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("{host}:{port}/{db}")
+}
+
+fn pool_error(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => describe(e),
+        other => other.to_string(),
+    }
+}
+
+/// One attempt at a batch: checks, then every write, in one serializable transaction.
+async fn try_commit(
+    client: &mut deadpool_postgres::Object,
+    batch: &Batch,
+    writes: &[super::Entry],
+) -> Result<(), Failed> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::Serializable)
+        .start()
+        .await
+        .map_err(Failed::Before)?;
+    for (tree, key, want) in batch.checks() {
+        let statement = tx
+            .prepare_cached(&format!(
+                "SELECT value FROM {} WHERE key = $1",
+                table(*tree)
+            ))
+            .await
+            .map_err(Failed::Before)?;
+        let have: Option<Vec<u8>> = tx
+            .query_opt(&statement, &[key])
+            .await
+            .map_err(Failed::Before)?
+            .map(|row| row.get(0));
+        if have.as_deref() != want.as_deref() {
+            return Err(Failed::Conflict(StoreError::Conflict {
+                tree: tree.name(),
+                key: String::from_utf8_lossy(key).into_owned(),
+            }));
+        }
+    }
+    // One statement per tree and kind: the writes of a step land in a handful of round trips.
+    let mut trees: Vec<Tree> = writes.iter().map(|(t, _, _)| *t).collect();
+    trees.sort_by_key(|t| table(*t));
+    trees.dedup();
+    for tree in trees {
+        let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        for (_, key, value) in writes.iter().filter(|(t, _, _)| *t == tree) {
+            match value {
+                Some(v) => {
+                    keys.push(key.as_slice());
+                    values.push(v.as_slice());
+                }
+                None => gone.push(key.as_slice()),
+            }
+        }
+        if !keys.is_empty() {
+            let statement = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    table(tree)
+                ))
+                .await
+                .map_err(Failed::Before)?;
+            tx.execute(&statement, &[&keys, &values])
+                .await
+                .map_err(Failed::Before)?;
+        }
+        if !gone.is_empty() {
+            let statement = tx
+                .prepare_cached(&format!(
+                    "DELETE FROM {} WHERE key = ANY($1::bytea[])",
+                    table(tree)
+                ))
+                .await
+                .map_err(Failed::Before)?;
+            tx.execute(&statement, &[&gone])
+                .await
+                .map_err(Failed::Before)?;
+        }
+    }
+    tx.commit().await.map_err(Failed::AtCommit)
+}
+
+impl Store for PostgresStore {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let query = format!("SELECT value FROM {} WHERE key = $1", table(tree));
+        let key = key.to_vec();
+        self.wait(move |inner| async move {
+            inner
+                .read(&query, &[&key], |rows| {
+                    rows.into_iter().next().map(|row| row.get(0))
+                })
+                .await
+        })
+    }
+
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let batch = batch.clone();
+        self.wait(move |inner| async move { inner.commit(&batch).await })
+    }
+
+    fn scan(&self, tree: Tree, scan: &Scan<'_>) -> Result<Vec<Pair>, StoreError> {
+        use std::ops::Bound;
+        let Some((lower, upper)) = scan.bounds() else {
+            return Ok(Vec::new());
+        };
+        let mut conditions = Vec::new();
+        let mut params: Vec<Vec<u8>> = Vec::new();
+        let mut bound = |op: &str, key: Vec<u8>| {
+            params.push(key);
+            conditions.push(format!("key {op} ${}", params.len()));
+        };
+        match lower {
+            Bound::Included(k) => bound(">=", k),
+            Bound::Excluded(k) => bound(">", k),
+            Bound::Unbounded => {}
+        }
+        match upper {
+            Bound::Included(k) => bound("<=", k),
+            Bound::Excluded(k) => bound("<", k),
+            Bound::Unbounded => {}
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let order = if scan.is_reversed() { "DESC" } else { "ASC" };
+        let limit = i64::try_from(scan.limit()).unwrap_or(i64::MAX);
+        let query = format!(
+            "SELECT key, value FROM {} {filter} ORDER BY key {order} LIMIT ${}",
+            table(tree),
+            params.len() + 1
+        );
+        self.wait(move |inner| async move {
+            let mut refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| p as _).collect();
+            refs.push(&limit);
+            inner
+                .read(&query, &refs, |rows| {
+                    rows.into_iter()
+                        .map(|row| (row.get(0), row.get(1)))
+                        .collect()
+                })
+                .await
+        })
+    }
+
+    /// Every commit is durable when acknowledged (`synchronous_commit`): nothing to flush.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn next_id(&self) -> Result<u64, StoreError> {
+        self.wait(|inner| async move {
+            inner
+                .read("SELECT nextval('sb_ids')", &[], |rows| {
+                    rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64)
+                })
+                .await
+        })
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tree_has_a_table_in_the_migrations() {
+        let schema = MIGRATIONS.concat();
+        for tree in Tree::ALL {
+            assert!(
+                schema.contains(&format!("CREATE TABLE {} ", table(tree))),
+                "no migration creates the table of {}",
+                tree.name()
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_are_told_apart_from_directories() {
+        assert!(is_postgres_address("postgres://sb@db:5432/sb"));
+        assert!(is_postgres_address("postgresql://sb@db/sb"));
+        assert!(is_postgres_address("host=/run/postgresql dbname=sb"));
+        assert!(!is_postgres_address("/var/lib/switchboard"));
+    }
+}
+
+/// Start-up against real servers: every bad case is a clear error and changes nothing.
+#[cfg(test)]
+mod start_up {
+    use super::*;
+    use crate::store::StoreExt as _;
+    use crate::store::local_postgres::LocalPostgres;
+
+    fn connect(address: &str) -> anyhow::Result<PostgresStore> {
+        PostgresStore::connect(address, &PostgresOptions::default())
+    }
+
+    #[test]
+    fn a_malformed_address_says_how_to_write_one() {
+        let err = connect("postgres://sb@db:notaport/x")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("not a PostgreSQL connection string"), "{err}");
+        assert!(
+            err.contains("postgres://USER:PASSWORD@HOST:5432/DATABASE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_database_is_named_with_what_to_check() {
+        let err = connect("host=127.0.0.1 port=1 user=sb dbname=sb connect_timeout=2")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("cannot reach PostgreSQL at 127.0.0.1:1/sb"),
+            "{err}"
+        );
+        assert!(err.contains("pg_isready"), "{err}");
+    }
+
+    #[test]
+    fn nodes_starting_together_migrate_once_and_a_newer_schema_is_refused() {
+        let pg = LocalPostgres::start().unwrap();
+        let address = pg.database("fresh").unwrap();
+        let nodes: Vec<_> = (0..3)
+            .map(|_| {
+                let address = address.clone();
+                std::thread::spawn(move || connect(&address).map(|_| ()))
+            })
+            .collect();
+        for node in nodes {
+            node.join().unwrap().unwrap();
+        }
+        assert_eq!(
+            pg.psql("fresh", "SELECT version FROM switchboard_schema")
+                .unwrap(),
+            SCHEMA_VERSION.to_string()
+        );
+        let store = connect(&address).unwrap();
+        store.put(Tree::Flows, b"ivr", b"{}").unwrap();
+        drop(store);
+
+        let newer = SCHEMA_VERSION + 1;
+        pg.psql(
+            "fresh",
+            &format!("UPDATE switchboard_schema SET version = {newer}"),
+        )
+        .unwrap();
+        let err = connect(&address).err().unwrap().to_string();
+        assert!(
+            err.contains(&format!(
+                "schema version {newer}, newer than this Switchboard's"
+            )),
+            "{err}"
+        );
+        assert_eq!(
+            pg.psql(
+                "fresh",
+                "SELECT encode(value, 'escape') FROM sb_flows WHERE key = 'ivr'"
+            )
+            .unwrap(),
+            "{}",
+            "nothing was touched"
+        );
+    }
+
+    #[test]
+    fn a_failed_migration_leaves_nothing_half_done() {
+        let pg = LocalPostgres::start().unwrap();
+        let address = pg.database("clash").unwrap();
+        // A table in the way of the migration's last statement: the migration fails there.
+        pg.psql("clash", "CREATE TABLE sb_prompts (x int)").unwrap();
+        let err = connect(&address).err().unwrap().to_string();
+        assert!(err.contains("nothing was changed"), "{err}");
+        assert_eq!(
+            pg.psql("clash", "SELECT version FROM switchboard_schema")
+                .unwrap(),
+            "0"
+        );
+        assert_eq!(
+            pg.psql(
+                "clash",
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'sb_flows'"
+            )
+            .unwrap(),
+            "0",
+            "the tables created before the failure are gone with it"
+        );
+    }
+
+    #[test]
+    fn a_server_that_does_not_sync_is_refused_unless_told() {
+        let pg = LocalPostgres::start().unwrap();
+        pg.psql("postgres", "ALTER SYSTEM SET synchronous_commit = off")
+            .unwrap();
+        pg.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+        // The server rereads its configuration a moment after the signal.
+        for _ in 0..100 {
+            if pg.psql("postgres", "SHOW synchronous_commit").unwrap() == "off" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let err = connect(&pg.address()).err().unwrap().to_string();
+        assert!(err.contains("synchronous_commit=off"), "{err}");
+        assert!(err.contains("--unsafe-durability"), "{err}");
+        PostgresStore::connect(
+            &pg.address(),
+            &PostgresOptions {
+                unsafe_durability: true,
+            },
+        )
+        .unwrap();
+    }
+}
