@@ -37,6 +37,8 @@ pub struct Node {
     _scratch: Option<tempfile::TempDir>,
     /// This node's hold on its data directory (its caches and admin token are its own).
     _lock: Option<std::fs::File>,
+    /// This node's claim on its store (released when the node is dropped).
+    _writer: Option<crate::writer::Writer>,
 }
 
 /// Takes the data directory for this process: two nodes never share one, whatever their
@@ -83,6 +85,7 @@ impl Node {
             None => Arc::new(SledStore::open(&config.data_dir)?),
         };
         let dir = config.data_dir.clone();
+        let writer = crate::writer::Writer::claim(store.clone(), &config.data_dir)?;
         let mut node = Self::assemble(
             config,
             store,
@@ -92,6 +95,7 @@ impl Node {
             Clock::System,
         )?;
         node._lock = Some(lock);
+        node._writer = Some(writer);
         Ok(node)
     }
 
@@ -192,6 +196,7 @@ impl Node {
             files,
             _scratch: scratch,
             _lock: None,
+            _writer: None,
         })
     }
 

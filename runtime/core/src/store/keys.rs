@@ -85,6 +85,9 @@ pub fn queue_events_of(queue: &str) -> String {
 /// Where the store's schema version is kept ([`super::Tree::Meta`]).
 pub const SCHEMA: &str = "schema";
 
+/// Which node writes the store: one at a time until nodes coordinate ([`super::Tree::Meta`]).
+pub const WRITER: &str = "writer";
+
 #[cfg(test)]
 mod tests {
     use super::*;
