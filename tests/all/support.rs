@@ -70,7 +70,6 @@ pub fn store_args(data_dir: &Path) -> Vec<String> {
     let mut server = SERVER.lock().unwrap();
     let (pg, databases) = server.get_or_insert_with(|| {
         let pg = LocalPostgres::start().expect("PostgreSQL starts for the test");
-        pg.stop_when_process_ends().unwrap();
         (pg, HashMap::new())
     });
     if let Some(address) = databases.get(data_dir) {

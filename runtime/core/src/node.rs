@@ -35,10 +35,11 @@ pub struct Node {
     files: PathBuf,
     /// The scratch directory of an ephemeral node, removed with it.
     _scratch: Option<tempfile::TempDir>,
+    /// This node's claim on a shared store, released before the data directory's lock (so
+    /// the same node restarting never finds its old claim deleted under it).
+    _writer: Option<crate::writer::Writer>,
     /// This node's hold on its data directory (its caches and admin token are its own).
     _lock: Option<std::fs::File>,
-    /// This node's claim on its store (released when the node is dropped).
-    _writer: Option<crate::writer::Writer>,
 }
 
 /// Takes the data directory for this process: two nodes never share one, whatever their
@@ -73,7 +74,7 @@ impl Node {
             Some(url) => {
                 anyhow::ensure!(
                     crate::store::postgres::is_postgres_address(url),
-                    "the store {url} is not a PostgreSQL address; write postgres://USER:PASSWORD@HOST:5432/DATABASE, or leave it unset for the embedded store in the data directory"
+                    "the store address is not a PostgreSQL address; write postgres://USER:PASSWORD@HOST:5432/DATABASE, or leave it unset for the embedded store in the data directory"
                 );
                 Arc::new(PostgresStore::connect(
                     url,
@@ -85,7 +86,14 @@ impl Node {
             None => Arc::new(SledStore::open(&config.data_dir)?),
         };
         let dir = config.data_dir.clone();
-        let writer = crate::writer::Writer::claim(store.clone(), &config.data_dir)?;
+        // sled is already one process's (its directory is locked); a shared database is not.
+        let writer = match &config.store.url {
+            Some(_) => Some(crate::writer::Writer::claim(
+                store.clone(),
+                &config.data_dir,
+            )?),
+            None => None,
+        };
         let mut node = Self::assemble(
             config,
             store,
@@ -95,7 +103,7 @@ impl Node {
             Clock::System,
         )?;
         node._lock = Some(lock);
-        node._writer = Some(writer);
+        node._writer = writer;
         Ok(node)
     }
 
@@ -195,8 +203,8 @@ impl Node {
             router,
             files,
             _scratch: scratch,
-            _lock: None,
             _writer: None,
+            _lock: None,
         })
     }
 

@@ -46,6 +46,7 @@ impl LocalPostgres {
             .arg(&data))
         .context("initdb failed")?;
         pg.start_again()?;
+        pg.stop_when_process_ends()?;
         Ok(pg)
     }
 
@@ -122,8 +123,8 @@ impl LocalPostgres {
 
     /// Makes sure the server stops when this process ends, however it ends (a fixture kept
     /// in a static is never dropped; a test process may be killed): a watchdog then stops
-    /// the server and removes its directory.
-    pub fn stop_when_process_ends(&self) -> anyhow::Result<()> {
+    /// the server and removes its directory. Every server started here has one.
+    fn stop_when_process_ends(&self) -> anyhow::Result<()> {
         let pid = std::process::id();
         let dir = self.dir.path().to_path_buf();
         let stop = format!(
@@ -136,7 +137,10 @@ impl LocalPostgres {
         } else {
             stop
         };
+        use std::os::unix::process::CommandExt as _;
         std::process::Command::new("sh")
+            // Its own process group: a test runner that kills the test's group spares it.
+            .process_group(0)
             .arg("-c")
             .arg(format!(
                 "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {}",

@@ -148,7 +148,7 @@ impl Tree {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend failed.
-    #[error("the store failed: {0} (check the data directory's disk space and permissions)")]
+    #[error("the store failed: {0}")]
     Backend(String),
     /// A stored value does not decode: a bug or a damaged store.
     #[error("a stored value in {tree} under {key:?} does not decode: {why}")]

@@ -146,6 +146,20 @@ fn backend(e: tokio_postgres::Error) -> StoreError {
     StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
 }
 
+/// Whether the server ended the session (a restart, a crash, a failover) or the link broke:
+/// before COMMIT, running the work again on a new connection is safe.
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || e.code().is_some_and(|c| {
+            *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || c.code().starts_with("08")
+        })
+        || (e.as_db_error().is_none()
+            && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()))
+}
+
 /// Whether re-running the transaction may succeed: it lost a race, not an argument.
 fn retryable(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| {
@@ -178,6 +192,9 @@ impl PostgresStore {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.application_name("switchboard");
+        // A peer that vanishes (a partition) fails a call in seconds, not when TCP gives up.
+        config.keepalives_idle(Duration::from_secs(5));
+        config.tcp_user_timeout(Duration::from_secs(10));
         let place = place(&config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -194,6 +211,9 @@ impl PostgresStore {
         let pool = Pool::builder(manager)
             .max_size(16)
             .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(RECONNECT_FOR))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
             .build()?;
         let store = PostgresStore {
             runtime: Some(runtime),
@@ -280,14 +300,20 @@ impl Inner {
                 }
                 Err(e) => {
                     anyhow::bail!(
-                        "cannot create the schema table in PostgreSQL at {}: {}; the user needs the CREATE privilege on the database",
+                        "cannot create the schema table in PostgreSQL at {}: {}; the user needs the right to create tables in the database's schema (GRANT CREATE ON SCHEMA public TO ...)",
                         self.place,
                         describe(&e)
                     )
                 }
             }
         }
-        let tx = client.transaction().await?;
+        // READ COMMITTED whatever the database's default: the second node waits on the row
+        // lock, then reads the version the first one wrote.
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .start()
+            .await?;
         let version: i32 = tx
             .query_one(
                 "SELECT version FROM switchboard_schema WHERE id = 1 FOR UPDATE",
@@ -368,7 +394,9 @@ impl Inner {
             .await;
             match result {
                 Ok(found) => return Ok(rows(found)),
-                Err(e) if e.is_closed() && started.elapsed() < RECONNECT_FOR => continue,
+                Err(e) if connection_lost(&e) && started.elapsed() < RECONNECT_FOR => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 Err(e) => return Err(backend(e)),
             }
         }
@@ -394,10 +422,15 @@ impl Inner {
                     tokio::time::sleep(pause + jitter).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
-                Err(Failed::Before(e)) if e.is_closed() && started.elapsed() < RECONNECT_FOR => {
+                Err(Failed::Before(e))
+                    if connection_lost(&e) && started.elapsed() < RECONNECT_FOR =>
+                {
                     drop(client);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(Failed::Before(e)) => return Err(backend(e)),
+                // The server answered COMMIT with an error: the transaction rolled back.
+                Err(Failed::AtCommit(e)) if !connection_lost(&e) => return Err(backend(e)),
                 Err(Failed::AtCommit(e)) => {
                     return Err(StoreError::Backend(format!(
                         "PostgreSQL: the connection failed while committing ({}); the change may or may not have landed: read it back before trying again",

@@ -42,7 +42,9 @@ pub struct SledStore {
 const JOURNAL_KEY: &[u8] = b"last-batch";
 
 fn backend(e: sled::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    StoreError::Backend(format!(
+        "{e} (check the data directory's disk space and permissions)"
+    ))
 }
 
 impl SledStore {

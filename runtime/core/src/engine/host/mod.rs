@@ -33,7 +33,7 @@ use crate::store::Store;
 /// What host calls are served from, shared by every step.
 pub struct Services {
     /// The store: customers, kv, settings.
-    pub store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     /// Where time comes from.
     pub clock: Clock,
     /// The deployed CRM connector, when the runtime has one to offer; else `crm.lookup` is
