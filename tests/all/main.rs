@@ -15,6 +15,7 @@ mod deploy;
 mod durability;
 mod hot_swap;
 mod js_sdk;
+mod postgres;
 mod projects;
 mod python_sdk;
 mod replay;

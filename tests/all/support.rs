@@ -107,7 +107,11 @@ impl Server {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(store_args(data_dir))
+            .args(if extra.contains(&"--store") {
+                Vec::new()
+            } else {
+                store_args(data_dir)
+            })
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env(

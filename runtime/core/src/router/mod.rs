@@ -691,7 +691,7 @@ impl Router {
             &task,
             News::of(crate::contract::TaskStatus::Assigned),
         )?;
-        self.commit(batch)?;
+        self.commit(&mut state, batch)?;
         drop(state);
         self.assign_all()?;
         Ok(task)
@@ -704,7 +704,7 @@ impl Router {
             let r = open_reservation(&state, worker, reservation)?;
             let mut batch = Batch::new();
             let task = release_reservation(&mut batch, &mut state, &r)?;
-            self.commit(batch)?;
+            self.commit(&mut state, batch)?;
             task
         };
         self.assign_all()?;
@@ -777,7 +777,7 @@ impl Router {
                 &done,
                 News::of(crate::contract::TaskStatus::Completed),
             )?;
-            self.commit(batch)?;
+            self.commit(&mut state, batch)?;
             done
         };
         self.assign_all()?;
@@ -842,7 +842,7 @@ impl Router {
             let q = state.queues.get_mut(queue).expect("checked above");
             q.waiting.insert(waiting_key(q.config.order, &snapshot));
             stage_task(&mut batch, &snapshot)?;
-            self.commit(batch)?;
+            self.commit(&mut state, batch)?;
             snapshot
         };
         self.assign_all()?;
@@ -864,7 +864,7 @@ impl Router {
         let snapshot = task.clone();
         let mut batch = Batch::new();
         stage_task(&mut batch, &snapshot)?;
-        self.commit(batch)?;
+        self.commit(&mut state, batch)?;
         Ok(snapshot)
     }
 
@@ -904,7 +904,7 @@ impl Router {
                 let news = News::of(crate::contract::TaskStatus::Canceled);
                 self.stage_news(&mut batch, &done, news)?;
             }
-            self.commit(batch)?;
+            self.commit(&mut state, batch)?;
             done
         };
         self.assign_all()?;
@@ -1058,7 +1058,7 @@ impl Router {
                 let news = News::of(crate::contract::TaskStatus::TimedOut);
                 self.stage_news(&mut batch, &task, news)?;
             }
-            self.commit(batch)?;
+            self.commit(&mut state, batch)?;
         }
         self.assign_all()
     }
@@ -1104,7 +1104,7 @@ impl Router {
             None => false,
         };
         if !idle {
-            self.commit(batch)?;
+            self.commit(state, batch)?;
             return Ok(Vec::new());
         }
         // Read the clock only when there is work: this runs for every queue after each change.
@@ -1157,7 +1157,7 @@ impl Router {
                 task: snapshot,
             });
         }
-        self.commit(batch)?;
+        self.commit(state, batch)?;
         Ok(notices)
     }
 

@@ -81,7 +81,6 @@ impl Router {
     /// their index, never the whole task history), open reservations with their remaining
     /// time, and the statistics window from the stored queue events.
     pub(super) fn load(&self) -> Result<(), RouterError> {
-        let now = (self.clock)();
         if let Some(workflow) = self
             .store
             .get_json::<Workflow>(Tree::Queues, WORKFLOW_KEY)?
@@ -89,7 +88,19 @@ impl Router {
             let compiled = compile_workflow(&workflow)?;
             *self.workflow.write().unwrap_or_else(|p| p.into_inner()) = (workflow, compiled);
         }
-        let mut state = self.lock();
+        let (state, repairs) = self.read_state()?;
+        *self.lock() = state;
+        self.store.commit(&repairs)?;
+        self.store.flush()?;
+        self.assign_all()?;
+        Ok(())
+    }
+
+    /// The router's state as the store has it, and the writes that repair what it finds
+    /// stale (offers whose time ran out while nobody ran them, dangling index entries).
+    pub(super) fn read_state(&self) -> Result<(State, Batch), RouterError> {
+        let now = (self.clock)();
+        let mut state = State::default();
         for mut record in self.store.scan_json::<AgentRecord>(Tree::Agents, "")? {
             if record.idle_since_ms == 0 {
                 record.idle_since_ms = now;
@@ -178,11 +189,7 @@ impl Router {
         for name in names {
             update_idle(&mut state, &name);
         }
-        drop(state);
-        self.store.commit(&batch)?;
-        self.store.flush()?;
-        self.assign_all()?;
-        Ok(())
+        Ok((state, batch))
     }
 
     /// The ids of every task not yet finished, from their index (built once from the tasks
@@ -255,8 +262,25 @@ impl Router {
     }
 
     /// Commits one router change and makes it durable.
-    pub(super) fn commit(&self, batch: Batch) -> Result<(), RouterError> {
-        self.store.commit(&batch)?;
-        Ok(())
+    /// Commits a change already made to `state`. When the store refuses it (a database
+    /// away, a full disk), `state` is read back from the store, so memory never runs ahead
+    /// of what was kept.
+    pub(super) fn commit(&self, state: &mut State, batch: Batch) -> Result<(), RouterError> {
+        match self.store.commit(&batch) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                match self.read_state() {
+                    Ok((fresh, repairs)) => {
+                        *state = fresh;
+                        let _ = self.store.commit(&repairs);
+                        tracing::warn!(error = %e, "a router change was not kept; the router read its state back");
+                    }
+                    Err(again) => {
+                        tracing::error!(error = %e, reread = %again, "a router change was not kept and the state cannot be read back; it will be on the next change");
+                    }
+                }
+                Err(e.into())
+            }
+        }
     }
 }

@@ -250,3 +250,67 @@ fn an_offer_whose_time_ran_out_while_the_server_was_down_is_made_afresh_without_
     assert_ne!(again.id, first.id, "a new offer, with a full ten seconds");
     assert_eq!(b.router.agent("ann").unwrap()["missed_in_a_row"], 0);
 }
+
+/// A store whose commits fail while `down` is set: a database that went away.
+struct Flaky {
+    inner: MemoryStore,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Store for Flaky {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(tree, key)
+    }
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("the database is away".into()));
+        }
+        self.inner.commit(batch)
+    }
+    fn scan(&self, tree: Tree, scan: &Scan<'_>) -> Result<Vec<crate::store::Pair>, StoreError> {
+        self.inner.scan(tree, scan)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn next_id(&self) -> Result<u64, StoreError> {
+        self.inner.next_id()
+    }
+}
+
+#[test]
+fn a_change_the_store_refused_is_not_kept_in_memory_either() {
+    let flaky = Arc::new(Flaky {
+        inner: MemoryStore::new(),
+        down: false.into(),
+    });
+    let store: Arc<dyn Store> = flaky.clone();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let b = Bench {
+        router: Bench::open(&store, &now),
+        store,
+        now,
+    };
+    b.queue("billing", "true", Vec::new());
+    b.agent("ann", json!({}));
+    let task = b.task("billing", 0, Some("c1"));
+    let offer = b.offer("ann").unwrap();
+
+    flaky.down.store(true, Ordering::SeqCst);
+    let refused = b.router.accept("ann", &offer.id).unwrap_err();
+    assert!(refused.to_string().contains("away"), "{refused}");
+    // Memory agrees with the store: the offer still stands, the task is not assigned, and
+    // nobody heard `assigned`.
+    assert_eq!(
+        b.router.task(&task.id).unwrap().status,
+        TaskStatus::Reserved
+    );
+    assert_eq!(b.offer("ann").map(|r| r.id), Some(offer.id.clone()));
+    assert!(b.news("c1").is_empty());
+
+    // Back up: the same accept goes through, once.
+    flaky.down.store(false, Ordering::SeqCst);
+    let accepted = b.router.accept("ann", &offer.id).unwrap();
+    assert_eq!(accepted.status, TaskStatus::Assigned);
+    assert_eq!(b.news("c1").len(), 1);
+}

@@ -1,0 +1,154 @@
+//! A node on PostgreSQL: it rides out a database crash under load without losing anything it
+//! acknowledged, and a second node started on its database by mistake is refused.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use switchboard::store::local_postgres::LocalPostgres;
+
+use crate::support::{Server, ivr_server};
+
+#[test]
+fn a_database_crash_under_load_loses_nothing_acknowledged() {
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Arc::new(ivr_server(
+        dir.path(),
+        &["--store", &address, "--queue", "sales"],
+    ));
+    // Contact id -> the steps the server acknowledged for it.
+    let acknowledged: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let refused = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let callers: Vec<_> = (0..4)
+        .map(|t| {
+            let (server, acknowledged, refused, stop) = (
+                server.clone(),
+                acknowledged.clone(),
+                refused.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    n += 1;
+                    let (status, report) = server.call(
+                        "POST",
+                        "/v1/contacts",
+                        Some(json!({"channel": "voice", "from": format!("+1555{t}{n:06}"), "to": "+15550100", "flow": "ivr-menu"})),
+                    );
+                    if status != 201 {
+                        refused.lock().unwrap().push(format!("{status} {report}"));
+                        continue;
+                    }
+                    let id = report["contact"].as_str().unwrap().to_string();
+                    let (status, report) = server.call(
+                        "POST",
+                        &format!("/v1/contacts/{id}/events"),
+                        Some(json!({"type": "input", "digits": "1"})),
+                    );
+                    let steps = if status == 200 { 2 } else {
+                        refused.lock().unwrap().push(format!("{status} {report}"));
+                        1
+                    };
+                    acknowledged.lock().unwrap().push((id, steps));
+                }
+            })
+        })
+        .collect();
+
+    let count = || acknowledged.lock().unwrap().len();
+    std::thread::sleep(Duration::from_millis(800));
+    let before_crash = count();
+    assert!(before_crash > 0, "the load runs before the crash");
+    pg.stop_immediately().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    pg.start_again().unwrap();
+    let restarted = Instant::now();
+    let at_restart = count();
+    // The node reconnects by itself: contacts are acknowledged again.
+    while count() < at_restart + 20 {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "no contact acknowledged within 30 s of the database's restart (refused: {:?})",
+            refused.lock().unwrap().iter().take(3).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for caller in callers {
+        caller.join().unwrap();
+    }
+
+    // Every acknowledged step is there, with its task for those who pressed 1.
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    eprintln!(
+        "{} contacts acknowledged ({before_crash} before the crash, {at_restart} when the database was back), {} requests refused",
+        acknowledged.len(),
+        refused.lock().unwrap().len()
+    );
+    for (id, steps) in &acknowledged {
+        let (status, session) = server.call("GET", &format!("/v1/contacts/{id}"), None);
+        assert_eq!(status, 200, "acknowledged contact {id} is gone: {session}");
+        assert!(
+            session["steps"].as_u64().unwrap() >= *steps,
+            "contact {id}: {steps} steps acknowledged, {} kept",
+            session["steps"]
+        );
+        if *steps == 2 {
+            assert_eq!(session["status"]["state"], "queued", "{session}");
+        }
+    }
+    let (_, stats) = server.call("GET", "/v1/queues/sales/stats", None);
+    let queued = acknowledged.iter().filter(|(_, s)| *s == 2).count() as u64;
+    assert_eq!(
+        stats["tasks"]["pending"].as_u64().unwrap_or(0),
+        queued,
+        "one waiting task per acknowledged press of 1: {stats}"
+    );
+    // What the database refused while it was down was said clearly, as JSON errors.
+    for refusal in refused.lock().unwrap().iter() {
+        assert!(refusal.starts_with('5'), "{refusal}");
+        assert!(refusal.contains("\"error\""), "{refusal}");
+    }
+
+    // A restart of the node finds the deploy and every contact.
+    drop(Arc::into_inner(server).unwrap());
+    let server = Server::start(dir.path(), &["--store", &address]);
+    let (status, _) = server.call("GET", "/v1/flows/ivr-menu/versions/1", None);
+    assert_eq!(status, 200);
+    let (id, _) = acknowledged.last().unwrap();
+    let (status, _) = server.call("GET", &format!("/v1/contacts/{id}"), None);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_second_node_on_the_same_database_is_refused() {
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let first_dir = tempfile::tempdir().unwrap();
+    let _first = Server::start(first_dir.path(), &["--store", &address]);
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &address,
+            "--data-dir",
+        ])
+        .arg(second_dir.path())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another Switchboard node"), "{stderr}");
+    assert!(
+        stderr.contains(&first_dir.path().display().to_string())
+            || stderr.contains("data directory"),
+        "{stderr}"
+    );
+}
