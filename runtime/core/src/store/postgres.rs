@@ -467,42 +467,36 @@ fn pool_error(e: &deadpool_postgres::PoolError) -> String {
     }
 }
 
-/// One attempt at a batch: checks, then every write, in one serializable transaction.
+/// One attempt at a batch: checks, then every write, in one serializable transaction, in two
+/// round trips. The statements are prepared first (cached per connection, so no round trip
+/// once warm); then `BEGIN` and every check are sent at once, and, when every check holds,
+/// every write and `COMMIT` at once. A write the server refuses aborts the transaction, so
+/// the `COMMIT` behind it rolls back: any failed write means nothing landed.
 async fn try_commit(
     client: &mut deadpool_postgres::Object,
     batch: &Batch,
     writes: &[super::Entry],
 ) -> Result<(), Failed> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::Serializable)
-        .start()
-        .await
-        .map_err(Failed::Before)?;
+    use futures_util::future::join_all;
+    type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+    let mut checks = Vec::with_capacity(batch.checks().len());
     for (tree, key, want) in batch.checks() {
-        let statement = tx
+        let statement = client
             .prepare_cached(&format!(
                 "SELECT value FROM {} WHERE key = $1",
                 table(*tree)
             ))
             .await
             .map_err(Failed::Before)?;
-        let have: Option<Vec<u8>> = tx
-            .query_opt(&statement, &[key])
-            .await
-            .map_err(Failed::Before)?
-            .map(|row| row.get(0));
-        if have.as_deref() != want.as_deref() {
-            return Err(Failed::Conflict(StoreError::Conflict {
-                tree: tree.name(),
-                key: String::from_utf8_lossy(key).into_owned(),
-            }));
-        }
+        checks.push((statement, *tree, key, want));
     }
-    // One statement per tree and kind: the writes of a step land in a handful of round trips.
+    // One statement per tree and kind: keys and values as arrays.
     let mut trees: Vec<Tree> = writes.iter().map(|(t, _, _)| *t).collect();
     trees.sort_by_key(|t| table(*t));
     trees.dedup();
+    let mut puts = Vec::new();
+    let mut deletes = Vec::new();
     for tree in trees {
         let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
         for (_, key, value) in writes.iter().filter(|(t, _, _)| *t == tree) {
@@ -515,31 +509,91 @@ async fn try_commit(
             }
         }
         if !keys.is_empty() {
-            let statement = tx
+            let statement = client
                 .prepare_cached(&format!(
                     "INSERT INTO {} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                     table(tree)
                 ))
                 .await
                 .map_err(Failed::Before)?;
-            tx.execute(&statement, &[&keys, &values])
-                .await
-                .map_err(Failed::Before)?;
+            puts.push((statement, keys, values));
         }
         if !gone.is_empty() {
-            let statement = tx
+            let statement = client
                 .prepare_cached(&format!(
                     "DELETE FROM {} WHERE key = ANY($1::bytea[])",
                     table(tree)
                 ))
                 .await
                 .map_err(Failed::Before)?;
-            tx.execute(&statement, &[&gone])
-                .await
-                .map_err(Failed::Before)?;
+            deletes.push((statement, gone));
         }
     }
-    tx.commit().await.map_err(Failed::AtCommit)
+
+    // Round trip 1: BEGIN and the checks (futures first polled in order are sent in order).
+    let check_params: Vec<[Param<'_>; 1]> = checks
+        .iter()
+        .map(|(_, _, key, _)| [*key as Param<'_>])
+        .collect();
+    let begin = client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE");
+    let reads = join_all(
+        checks
+            .iter()
+            .zip(&check_params)
+            .map(|((statement, _, _, _), params)| client.query_opt(statement, params)),
+    );
+    let (begun, read) = tokio::join!(begin, reads);
+    begun.map_err(Failed::Before)?;
+    let mut refused = None;
+    for ((_, tree, key, want), found) in checks.iter().zip(read) {
+        match found {
+            Ok(row) => {
+                let have: Option<Vec<u8>> = row.map(|row| row.get(0));
+                if refused.is_none() && have.as_deref() != want.as_deref() {
+                    refused = Some(Failed::Conflict(StoreError::Conflict {
+                        tree: tree.name(),
+                        key: String::from_utf8_lossy(key).into_owned(),
+                    }));
+                }
+            }
+            Err(e) => {
+                refused = Some(Failed::Before(e));
+                break;
+            }
+        }
+    }
+    if let Some(refused) = refused {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(refused);
+    }
+
+    // Round trip 2: every write, then COMMIT.
+    let put_params: Vec<[Param<'_>; 2]> = puts
+        .iter()
+        .map(|(_, keys, values)| [keys as Param<'_>, values as Param<'_>])
+        .collect();
+    let delete_params: Vec<[Param<'_>; 1]> = deletes
+        .iter()
+        .map(|(_, gone)| [gone as Param<'_>])
+        .collect();
+    let written = join_all(
+        puts.iter()
+            .zip(&put_params)
+            .map(|((statement, _, _), params)| client.execute(statement, params))
+            .chain(
+                deletes
+                    .iter()
+                    .zip(&delete_params)
+                    .map(|((statement, _), params)| client.execute(statement, params)),
+            ),
+    );
+    let commit = client.batch_execute("COMMIT");
+    let (written, committed) = tokio::join!(written, commit);
+    if let Some(e) = written.into_iter().find_map(Result::err) {
+        // The transaction was aborted at this write; the COMMIT behind it rolled it back.
+        return Err(Failed::Before(e));
+    }
+    committed.map_err(Failed::AtCommit)
 }
 
 impl Store for PostgresStore {
