@@ -21,6 +21,9 @@ pub struct Runtime {
     pub prompts: Arc<crate::channels::sip::prompts::Prompts>,
     /// The SIP endpoint, once started.
     pub sip: std::sync::OnceLock<Arc<crate::channels::sip::Endpoint>>,
+    /// Set once the node drains (SIGTERM): readiness fails, sockets close with 1001 (going
+    /// away) so clients reconnect elsewhere, new calls are turned away.
+    pub draining: tokio::sync::watch::Sender<bool>,
 }
 
 /// The core's parts (store, flows, sessions, router...) are reached through the node.
@@ -54,7 +57,28 @@ impl Runtime {
             chat: Arc::default(),
             prompts,
             sip: std::sync::OnceLock::new(),
+            draining: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Starts draining: readiness fails, WebSockets close with 1001, SIP turns new calls
+    /// away. Calls up go on; the caller decides how long to wait for them.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+        if let Some(sip) = self.sip.get() {
+            sip.drain();
+        }
+    }
+
+    /// Calls still up on this node.
+    pub fn active_calls(&self) -> usize {
+        self.sip.get().map_or(0, |sip| sip.active_calls())
+    }
+
+    /// Resolves once the node drains (at once if it already does).
+    pub async fn drained(&self) {
+        let mut watch = self.draining.subscribe();
+        let _ = watch.wait_for(|draining| *draining).await;
     }
 
     /// Tells flows what happened to their contacts' tasks (assigned, completed, timed out,

@@ -186,3 +186,45 @@ fn the_widget_and_demo_page_are_served() {
     assert_eq!(err["code"], "cannot_start");
     assert!(err["message"].as_str().unwrap().contains("no flow answers"));
 }
+
+/// The close frame's code, skipping any message still on its way.
+fn closed_with(socket: &mut Socket) -> u16 {
+    loop {
+        match socket.read().expect("a close frame within 10 s") {
+            Message::Close(Some(frame)) => return u16::from(frame.code),
+            Message::Close(None) => return 1005,
+            _ => continue,
+        }
+    }
+}
+
+#[test]
+fn sigterm_drains_readiness_fails_sockets_are_told_to_reconnect_then_the_node_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, token) = chat_server(dir.path());
+    let ws = server.url.replace("http://", "ws://");
+    let mut desk = connect(&format!("{ws}/agent/v1/ws?token={token}"));
+    assert_eq!(next(&mut desk)["type"], "snapshot");
+    let mut visitor = connect(&format!("{ws}/chat/v1/ws"));
+    send(
+        &mut visitor,
+        json!({"type": "join", "address": "chat:support", "name": "Ada"}),
+    );
+    assert_eq!(next(&mut visitor)["type"], "joined");
+    let (status, ready) = server.call_as(None, "GET", "/readyz", None);
+    assert_eq!((status, ready), (200, json!({"status": "ready"})));
+
+    server.terminate();
+    // Going away (1001): the widget and the desk reconnect, through a load balancer to
+    // another node.
+    assert_eq!(closed_with(&mut visitor), 1001);
+    assert_eq!(closed_with(&mut desk), 1001);
+    // Not ready while it drains, so a load balancer sends nobody new.
+    let (status, ready) = server.call_as(None, "GET", "/readyz", None);
+    assert_eq!((status, ready), (503, json!({"status": "draining"})));
+    let (status, _) = server.call_as(None, "GET", "/healthz", None);
+    assert_eq!(status, 200, "alive while draining");
+    // With no call up, it stops by itself soon after, cleanly.
+    let exit = server.exit_status(Duration::from_secs(20));
+    assert!(exit.success(), "{exit}");
+}

@@ -757,3 +757,51 @@ fn an_uploaded_welcome_is_played_to_callers_and_a_missing_one_beeps() {
     );
     all_calls_over(&server);
 }
+
+#[test]
+fn a_draining_node_turns_new_calls_away_and_keeps_the_call_up_to_its_end() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_ivr_server(dir.path(), &["--drain-secs", "30"]);
+    let sip = sip_addr(&server);
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15554444")
+        .answered()
+        .pause(5000)
+        .hang_up()
+        .write(dir.path(), "long-call");
+    let call = sipp(dir.path(), &scenario, sip, NUMBER, &[]);
+    wait_until("the call is answered", 10, || ear.count() > 10);
+
+    server.terminate();
+    // A new caller is told to try elsewhere.
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut answer = String::new();
+    for attempt in 0..20 {
+        let invite = format!(
+            "INVITE sip:{NUMBER}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKdrain{attempt}\r\nFrom: <sip:late@127.0.0.1>;tag=1\r\nTo: <sip:{NUMBER}@{sip}>\r\nCall-ID: late{attempt}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            probe.local_addr().unwrap()
+        );
+        probe.send_to(invite.as_bytes(), sip).unwrap();
+        let mut buf = [0u8; 4096];
+        // The first answers may be a 100 Trying or a call started before the drain took hold.
+        while let Ok((n, _)) = probe.recv_from(&mut buf) {
+            answer = String::from_utf8_lossy(&buf[..n]).to_string();
+            if answer.starts_with("SIP/2.0 503") {
+                break;
+            }
+        }
+        if answer.starts_with("SIP/2.0 503") {
+            break;
+        }
+    }
+    assert!(answer.starts_with("SIP/2.0 503"), "{answer}");
+    assert!(answer.contains("Retry-After: 5"), "{answer}");
+    // The call up goes on to its own end: its BYE is answered.
+    call.succeeds();
+    let exit = server.exit_status(Duration::from_secs(20));
+    assert!(exit.success(), "{exit}");
+}

@@ -179,6 +179,30 @@ impl Server {
         self.child.id()
     }
 
+    /// Asks the server to stop (SIGTERM), as an operator or a service manager does.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the server to exit by itself; fails after `within`.
+    pub fn exit_status(mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Stops the server the hard way (SIGKILL), as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -18,6 +18,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
+    /// On SIGTERM, how long calls up may go on before the node stops.
+    pub drain_secs: u64,
     /// Limits every flow step runs under.
     pub engine: EngineConfig,
     /// What a contact gets when its flow faults.
@@ -143,6 +145,7 @@ impl Default for Config {
             data_dir: PathBuf::from(".switchboard"),
             store: StoreConfig::default(),
             listen: "127.0.0.1:8080".parse().expect("a literal address"),
+            drain_secs: 30,
             engine: EngineConfig::default(),
             fallback: FallbackConfig::default(),
             canary: CanaryConfig::default(),

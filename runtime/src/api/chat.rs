@@ -128,6 +128,10 @@ async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
     let id = contact.0;
     loop {
         tokio::select! {
+            () = rt.drained() => {
+                let _ = ws.send(crate::api::going_away()).await;
+                return;
+            }
             out = outgoing.recv() => {
                 let Some(out) = out else { return };
                 if ws.send(Message::Text(out.to_string().into())).await.is_err() {

@@ -66,6 +66,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .nest("/v1", v1)
         .nest("/agent/v1", routing::agent(runtime.clone()))
@@ -102,6 +103,27 @@ async fn authenticate(State(rt): Api, mut request: Request, next: Next) -> Answe
         .ok_or_else(refused)?;
     request.extensions_mut().insert(Caller(name));
     Ok(next.run(request).await)
+}
+
+/// Whether a load balancer should send this node work: 503 once it drains.
+async fn ready(State(rt): Api) -> Response {
+    if *rt.draining.borrow() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        )
+            .into_response()
+    } else {
+        Json(json!({"status": "ready"})).into_response()
+    }
+}
+
+/// The close frame a socket gets when its node drains: 1001, going away; reconnect.
+pub(crate) fn going_away() -> axum::extract::ws::Message {
+    axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: 1001,
+        reason: "this node is shutting down; reconnect".into(),
+    }))
 }
 
 /// Runs blocking domain work off the async threads.

@@ -350,7 +350,12 @@ async fn agent_session(rt: Arc<Runtime>, name: String, mut ws: WebSocket) {
     }
     loop {
         tokio::select! {
+            () = rt.drained() => {
+                let _ = ws.send(crate::api::going_away()).await;
+                return;
+            }
             notice = notices.recv() => match notice {
+
                 Ok(n) if n.agent == name => {
                     let text = json!({"type": "reservation", "reservation": n.reservation, "task": n.task}).to_string();
                     if ws.send(Message::Text(text.into())).await.is_err() {

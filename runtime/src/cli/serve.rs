@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// synchronous_commit off): a crash may lose acknowledged steps.
     #[arg(long)]
     unsafe_durability: bool,
+    /// On SIGTERM, how long calls up may go on before the node stops (default 30).
+    #[arg(long, value_name = "SECONDS")]
+    drain_secs: Option<u64>,
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, env = "SWITCHBOARD_LISTEN")]
     listen: Option<SocketAddr>,
@@ -98,6 +101,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(secs) = args.drain_secs {
+        config.drain_secs = secs;
+    }
     if let Some(sip) = args.sip {
         config.sip.listen = Some(sip);
     }
@@ -132,7 +138,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("Switchboard listening on http://{bound}");
         std::io::stdout().flush()?;
         tracing::info!(address = %bound, data_dir = %runtime.config().data_dir.display(), "serving");
-        crate::api::serve(runtime, listener, shutdown_signal()).await
+        let drain = std::time::Duration::from_secs(runtime.config().drain_secs);
+        crate::api::serve(runtime.clone(), listener, drain_on_signal(runtime, drain)).await
     })
 }
 
@@ -165,6 +172,31 @@ fn raise_file_limit() {
     }
 }
 
+/// On SIGTERM (or Ctrl-C) the node drains: readiness fails, sockets close with 1001 so
+/// clients reconnect elsewhere, new calls are turned away; the calls up go on until they end
+/// or `drain` runs out. Then the server stops and the node lets go of its store.
+async fn drain_on_signal(runtime: Arc<Runtime>, drain: std::time::Duration) {
+    shutdown_signal().await;
+    runtime.drain();
+    let started = std::time::Instant::now();
+    tracing::info!(
+        calls = runtime.active_calls(),
+        drain_secs = drain.as_secs(),
+        "draining: not ready, sockets closed, new calls turned away; calls up go on"
+    );
+    // Time for load balancers to see readiness fail (HAProxy checks every 2 s by default)
+    // before the listener closes.
+    tokio::time::sleep(std::time::Duration::from_secs(2).min(drain)).await;
+    while runtime.active_calls() > 0 && started.elapsed() < drain {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let left = runtime.active_calls();
+    if left > 0 {
+        tracing::warn!(calls = left, "drain time is up: the calls still up end now");
+    }
+    tracing::info!("shutting down");
+}
+
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -182,7 +214,6 @@ async fn shutdown_signal() {
         _ = interrupt => {}
         _ = terminate => {}
     }
-    tracing::info!("shutting down");
 }
 
 /// Creates the admin token when the store has none: printed once, saved for the local CLI

@@ -136,6 +136,8 @@ pub struct Endpoint {
     answered: Mutex<HashMap<TransactionKey, (Vec<u8>, Instant)>>,
     /// Counters.
     pub stats: SipStats,
+    /// Set when the node drains: new calls are turned away, calls up go on.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// UDP and TCP sockets on the same port of `listen`. With port 0, the port UDP was given may
@@ -247,6 +249,7 @@ impl Endpoint {
             streams: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
             stats: SipStats::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         let following = Arc::downgrade(&endpoint);
         super::follow_reports(rt.contacts().subscribe(), move |report| {
@@ -326,6 +329,21 @@ impl Endpoint {
             invite,
             invite.response(code, reason, Some(tag)).with_warning(why),
         );
+    }
+
+    /// Turns new calls away (503 with Retry-After, so a trunk tries another node) while the
+    /// calls up go on.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Calls up on this node.
+    pub fn active_calls(&self) -> usize {
+        self.contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Tells a call that its contact took a step elsewhere (task outcomes, queue news).
@@ -418,6 +436,19 @@ impl Endpoint {
             return;
         }
         match message.method() {
+            "INVITE"
+                if message.to_tag().is_none()
+                    && self.draining.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                self.respond(
+                    peer,
+                    &message,
+                    message
+                        .response(503, "Service Unavailable", None)
+                        .with("Retry-After", "5")
+                        .with_warning("this node is shutting down; try another"),
+                )
+            }
             "INVITE" if message.to_tag().is_none() => call::incoming(self, message, peer),
             "INVITE" => self.respond(
                 peer,
