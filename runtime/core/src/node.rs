@@ -42,6 +42,15 @@ pub struct Node {
     _lock: Option<std::fs::File>,
 }
 
+/// The last counts are kept when a node stops.
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Err(e) = self.admin.flows.flush_health() {
+            tracing::warn!(error = %e, "cannot write the versions' health counters at stop");
+        }
+    }
+}
+
 /// Takes the data directory for this process: two nodes never share one, whatever their
 /// store.
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
@@ -250,6 +259,9 @@ impl Node {
             tracing::error!(error = %e, "router tick failed");
         }
         self.deliver_news();
+        if let Err(e) = self.admin.flows.flush_health() {
+            tracing::warn!(error = %e, "cannot write the versions' health counters; will try again");
+        }
     }
 
     /// One pass of the news dispatcher: flows hear what happened to their contacts' tasks.

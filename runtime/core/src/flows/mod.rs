@@ -25,7 +25,7 @@ use crate::engine::{CONNECTOR_WORLD, ConnectorPolicy, Engine, FlowComponent, Rej
 /// The flow name under which a CRM connector is deployed: its live version answers every
 /// flow's `crm.lookup`.
 pub const CRM_FLOW: &str = "crm";
-use crate::store::{Store, StoreError, StoreExt, Tree, keys};
+use crate::store::{Batch, Store, StoreError, StoreExt, Tree, keys};
 
 /// An immutable deployed version of a flow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,8 +184,12 @@ pub struct Flows {
     loaded: RwLock<HashMap<(String, u64), Arc<FlowComponent>>>,
     /// Contacts in progress per version: a version stays loaded while any is pinned to it.
     pins: Mutex<HashMap<(String, u64), u64>>,
-    /// Health counters, cached; written to the store with each step.
+    /// Health counters: counted here with each step, written to the store by
+    /// [`Flows::flush_health`] (every clock tick), never on the step path, where one shared
+    /// row per version would serialise every step of the node.
     health: Mutex<HashMap<(String, u64), Health>>,
+    /// The versions whose counters changed since the last flush (taken under `health`).
+    dirty_health: Mutex<std::collections::HashSet<(String, u64)>>,
     canary_config: CanaryConfig,
     /// Deploys and rollbacks of all flows are serialised: they are rare and must not race
     /// for sequence numbers or the live pointer.
@@ -265,6 +269,7 @@ impl Flows {
             loaded: RwLock::new(HashMap::new()),
             pins: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
+            dirty_health: Mutex::default(),
             canary_config,
             changes: Mutex::new(()),
         })
@@ -526,8 +531,40 @@ impl Flows {
         })
     }
 
+    /// Writes the counters that changed since the last flush, in one batch, under their lock
+    /// (so a later flush never writes older counts). Returns how many versions it wrote. A
+    /// crash loses at most the counts since the last flush.
+    pub fn flush_health(&self) -> Result<usize, FlowsError> {
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let dirty: Vec<(String, u64)> = self
+            .dirty_health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        if dirty.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = Batch::new();
+        for key in &dirty {
+            if let Some(entry) = health.get(key) {
+                batch.put_json(Tree::Health, version_key(&key.0, key.1).into_bytes(), entry)?;
+            }
+        }
+        if let Err(e) = self.store.commit(&batch) {
+            // Written at the next flush.
+            self.dirty_health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(dirty);
+            return Err(e.into());
+        }
+        Ok(dirty.len())
+    }
+
     /// Counts a step of `version` (and a new contact, or its first fallback), once the step
-    /// is committed; the counters are written under their lock, so they never go back. When
+    /// is committed; the counters are kept under their lock, so they never go back, and
+    /// written by [`Flows::flush_health`]. When
     /// the version is a canary whose fault rate is over the threshold, aborts it: the
     /// contact that tipped it over has already had its fallback, and new contacts go to the
     /// live version from the next arrival on.
@@ -547,8 +584,10 @@ impl Flows {
             entry.contacts += u64::from(new_contact);
             entry.fallback_contacts += u64::from(first_fallback);
             let snapshot = entry.clone();
-            self.store
-                .put_json(Tree::Health, &version_key(flow, version), &snapshot)?;
+            self.dirty_health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((flow.to_string(), version));
             if faulted && snapshot.aborted.is_none() {
                 snapshot.verdict(
                     self.canary_config.max_fault_rate,
@@ -864,5 +903,37 @@ pub fn channel_of(address: &str) -> Channel {
         Channel::Email
     } else {
         Channel::Voice
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn health_counts_reach_the_store_at_the_flush_not_on_the_step_path() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let engine = Arc::new(Engine::new(&crate::config::EngineConfig::default(), None).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let flows = Flows::new(
+            store.clone(),
+            engine,
+            dir.path().to_path_buf(),
+            CanaryConfig::default(),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            flows.record_step("ivr", 1, false, true, false).unwrap();
+        }
+        let key = version_key("ivr", 1);
+        assert!(
+            store.get(Tree::Health, key.as_bytes()).unwrap().is_none(),
+            "a step writes no shared row"
+        );
+        assert_eq!(flows.flush_health().unwrap(), 1);
+        let kept: Health = store.get_json(Tree::Health, &key).unwrap().unwrap();
+        assert_eq!((kept.steps, kept.contacts), (3, 3));
+        assert_eq!(flows.flush_health().unwrap(), 0, "nothing changed since");
     }
 }
