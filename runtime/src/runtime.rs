@@ -24,6 +24,8 @@ pub struct Runtime {
     /// Set once the node drains (SIGTERM): readiness fails, sockets close with 1001 (going
     /// away) so clients reconnect elsewhere, new calls are turned away.
     pub draining: tokio::sync::watch::Sender<bool>,
+    clock: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    clock_stopped: std::sync::atomic::AtomicBool,
 }
 
 /// The core's parts (store, flows, sessions, router...) are reached through the node.
@@ -58,6 +60,8 @@ impl Runtime {
             prompts,
             sip: std::sync::OnceLock::new(),
             draining: tokio::sync::watch::channel(false).0,
+            clock: std::sync::Mutex::new(None),
+            clock_stopped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -93,16 +97,31 @@ impl Runtime {
     /// out, and flows hear about it. Runs until the process ends.
     pub fn start_router_clock(self: &Arc<Self>) {
         let runtime = Arc::downgrade(self);
-        std::thread::Builder::new()
+        let clock = std::thread::Builder::new()
             .name("router-clock".into())
             .spawn(move || {
                 while let Some(rt) = runtime.upgrade() {
+                    if rt.clock_stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
                     rt.node.tick();
                     drop(rt);
                     std::thread::sleep(std::time::Duration::from_millis(250));
                 }
             })
             .expect("a thread can be started");
+        *self.clock.lock().unwrap_or_else(|p| p.into_inner()) = Some(clock);
+    }
+
+    /// Stops the router's clock and waits for its last turn, so the node is let go (its
+    /// counters written, its claim released) by the caller, not by a thread cut short when
+    /// the process exits.
+    pub fn stop_router_clock(&self) {
+        self.clock_stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(clock) = self.clock.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = clock.join();
+        }
     }
 
     /// A chat visitor wrote: to the agent holding their task, or else to their flow (whose

@@ -246,7 +246,15 @@ async fn stats_stream(State(rt): Api) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let stream = futures_util::stream::unfold((rt, true), |(rt, first)| async move {
         if !first {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            // A draining node ends the stream (the client reconnects elsewhere); an open
+            // stream would hold the server's graceful stop forever.
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                () = rt.drained() => return None,
+            }
+        }
+        if *rt.draining.borrow() {
+            return None;
         }
         let value = json!({"queues": rt.admin().all_stats(), "agents": rt.admin().agents()});
         let event = Event::default().event("stats").json_data(value);

@@ -117,7 +117,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    let serving = runtime.clone();
+    let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}: is another server using it? pass --listen 127.0.0.1:PORT"))?;
@@ -140,7 +141,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(address = %bound, data_dir = %runtime.config().data_dir.display(), "serving");
         let drain = std::time::Duration::from_secs(runtime.config().drain_secs);
         crate::api::serve(runtime.clone(), listener, drain_on_signal(runtime, drain)).await
-    })
+    });
+    // Every task holding the runtime ends with the async runtime; then the clock's last
+    // turn; the node is let go here, on the main thread, before the process exits.
+    drop(rt);
+    serving.stop_router_clock();
+    drop(serving);
+    served
 }
 
 /// Every call leg holds a socket: lift the soft limit on open files to the hard one, so a

@@ -52,6 +52,9 @@ pub(super) struct State {
     pub(super) reservations: HashMap<String, Reservation>,
     /// Compiled plans of tasks planned by a router component.
     pub(super) plans: HashMap<String, Vec<(Expression, u64)>>,
+    /// Set when a change the store refused could not be undone by reading the store back:
+    /// the next operation reads it back first.
+    pub(super) stale: bool,
 }
 
 /// The open reservation `id`, if it is offered to `worker`.

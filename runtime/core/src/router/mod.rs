@@ -268,8 +268,16 @@ impl Router {
         Ok(router)
     }
 
+    /// The state, read back from the store first when a refused change left it stale.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.stale
+            && let Ok((fresh, repairs)) = self.read_state()
+        {
+            *state = fresh;
+            let _ = self.store.commit(&repairs);
+        }
+        state
     }
 
     /// Replaces the workflow. Every condition and target is compiled and every queue checked
@@ -362,7 +370,9 @@ impl Router {
             }
             state.queues.insert(config.name.clone(), queue);
             refresh_members(&mut state, &config.name);
-            self.store.put_json(Tree::Queues, &config.name, &config)?;
+            let mut batch = Batch::new();
+            batch.put_json(Tree::Queues, config.name.as_bytes(), &config)?;
+            self.commit(&mut state, batch)?;
         }
         self.assign_all()?;
         Ok(config)
@@ -428,7 +438,9 @@ impl Router {
             let record = worker.record.clone();
             refresh_membership_of(&mut state, name);
             update_idle(&mut state, name);
-            self.store.put_json(Tree::Agents, name, &record)?;
+            let mut batch = Batch::new();
+            stage_agent(&mut batch, &record)?;
+            self.commit(&mut state, batch)?;
             (record, token)
         };
         self.assign_all()?;
@@ -473,7 +485,9 @@ impl Router {
             w.record.activity = activity.to_string();
             let record = w.record.clone();
             update_idle(&mut state, name);
-            self.store.put_json(Tree::Agents, name, &record)?;
+            let mut batch = Batch::new();
+            stage_agent(&mut batch, &record)?;
+            self.commit(&mut state, batch)?;
             record
         };
         self.assign_all()?;
@@ -575,14 +589,18 @@ impl Router {
         // can offer it in between and then be overwritten by this commit.
         let notices = {
             let mut state = self.lock();
-            if let Some(q) = state.queues.get_mut(&queue) {
-                q.waiting
-                    .insert(waiting_key(q.config.order, &prepared.task));
+            // Already known when the router read its state back from the store after the
+            // task was committed (and it may be on offer already): taken in once only.
+            if !state.tasks.contains_key(&id) {
+                if let Some(q) = state.queues.get_mut(&queue) {
+                    q.waiting
+                        .insert(waiting_key(q.config.order, &prepared.task));
+                }
+                if let Some(targets) = prepared.targets {
+                    state.plans.insert(id.clone(), targets);
+                }
+                state.tasks.insert(id.clone(), prepared.task);
             }
-            if let Some(targets) = prepared.targets {
-                state.plans.insert(id.clone(), targets);
-            }
-            state.tasks.insert(id.clone(), prepared.task);
             self.assign_locked(&mut state, &queue, batch)?
         };
         self.notify(notices);

@@ -276,7 +276,8 @@ impl Router {
                         tracing::warn!(error = %e, "a router change was not kept; the router read its state back");
                     }
                     Err(again) => {
-                        tracing::error!(error = %e, reread = %again, "a router change was not kept and the state cannot be read back; it will be on the next change");
+                        state.stale = true;
+                        tracing::error!(error = %e, reread = %again, "a router change was not kept and the state cannot be read back; it will be before the next change");
                     }
                 }
                 Err(e.into())

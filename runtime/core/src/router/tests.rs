@@ -255,10 +255,14 @@ fn an_offer_whose_time_ran_out_while_the_server_was_down_is_made_afresh_without_
 struct Flaky {
     inner: MemoryStore,
     down: std::sync::atomic::AtomicBool,
+    reads_down: std::sync::atomic::AtomicBool,
 }
 
 impl Store for Flaky {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.reads_down.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("the database is away".into()));
+        }
         self.inner.get(tree, key)
     }
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
@@ -268,6 +272,9 @@ impl Store for Flaky {
         self.inner.commit(batch)
     }
     fn scan(&self, tree: Tree, scan: &Scan<'_>) -> Result<Vec<crate::store::Pair>, StoreError> {
+        if self.reads_down.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("the database is away".into()));
+        }
         self.inner.scan(tree, scan)
     }
     fn flush(&self) -> Result<(), StoreError> {
@@ -283,6 +290,7 @@ fn a_change_the_store_refused_is_not_kept_in_memory_either() {
     let flaky = Arc::new(Flaky {
         inner: MemoryStore::new(),
         down: false.into(),
+        reads_down: false.into(),
     });
     let store: Arc<dyn Store> = flaky.clone();
     let now = Arc::new(AtomicU64::new(1_000_000));
@@ -307,6 +315,17 @@ fn a_change_the_store_refused_is_not_kept_in_memory_either() {
     );
     assert_eq!(b.offer("ann").map(|r| r.id), Some(offer.id.clone()));
     assert!(b.news("c1").is_empty());
+
+    // Away for reads too: the refused change cannot be undone by reading back, so the state
+    // is read back before the next operation, once the store answers again.
+    flaky.reads_down.store(true, Ordering::SeqCst);
+    assert!(b.router.accept("ann", &offer.id).is_err());
+    flaky.reads_down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        b.router.task(&task.id).unwrap().status,
+        TaskStatus::Reserved
+    );
+    assert_eq!(b.offer("ann").map(|r| r.id), Some(offer.id.clone()));
 
     // Back up: the same accept goes through, once.
     flaky.down.store(false, Ordering::SeqCst);

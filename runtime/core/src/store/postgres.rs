@@ -589,11 +589,14 @@ async fn try_commit(
     );
     let commit = client.batch_execute("COMMIT");
     let (written, committed) = tokio::join!(written, commit);
-    if let Some(e) = written.into_iter().find_map(Result::err) {
-        // The transaction was aborted at this write; the COMMIT behind it rolled it back.
-        return Err(Failed::Before(e));
+    match written.into_iter().find_map(Result::err) {
+        // The server refused a write: the transaction was aborted there, and the COMMIT
+        // behind it rolled it back.
+        Some(e) if e.as_db_error().is_some() => Err(Failed::Before(e)),
+        // The link broke with COMMIT already on its way: it may have landed.
+        Some(e) => Err(Failed::AtCommit(committed.err().unwrap_or(e))),
+        None => committed.map_err(Failed::AtCommit),
     }
-    committed.map_err(Failed::AtCommit)
 }
 
 impl Store for PostgresStore {

@@ -338,12 +338,9 @@ impl Endpoint {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Calls up on this node.
+    /// Calls up on this node, ringing ones included (from INVITE to their end).
     pub fn active_calls(&self) -> usize {
-        self.contacts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.stats.active.load(Ordering::SeqCst) as usize
     }
 
     /// Tells a call that its contact took a step elsewhere (task outcomes, queue news).
@@ -440,13 +437,16 @@ impl Endpoint {
                 if message.to_tag().is_none()
                     && self.draining.load(std::sync::atomic::Ordering::SeqCst) =>
             {
+                let why = "this node is shutting down; try another";
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(call_id = message.call_id(), code = 503, why, "call refused");
                 self.respond(
                     peer,
                     &message,
                     message
-                        .response(503, "Service Unavailable", None)
+                        .response(503, "Service Unavailable", Some(&message::token()))
                         .with("Retry-After", "5")
-                        .with_warning("this node is shutting down; try another"),
+                        .with_warning(why),
                 )
             }
             "INVITE" if message.to_tag().is_none() => call::incoming(self, message, peer),
