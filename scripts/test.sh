@@ -13,7 +13,8 @@ fi
 # Debian packages the tests use: Chromium for the widget test (driven by playwright-core, no
 # browser download); sipp (sip-tester) as the SIP caller and agent phone; espeak-ng and sox to
 # render voice prompts; iproute2 to bring up loopback in the SIP tests' network namespace;
-# PostgreSQL, which the store tests and the feature tests on PostgreSQL start in temp dirs.
+# PostgreSQL, which the store tests and the feature tests on PostgreSQL start in temp dirs;
+# HAProxy, in front of the three nodes of the cluster test.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
@@ -21,6 +22,7 @@ command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || missing+=(sox)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${missing[*]}"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -1,14 +1,16 @@
 //! `cargo bench -p switchboard --bench cluster`: durable steps over HTTP, as callers reach a
 //! real `switchboard serve`, on each store configuration side by side in one run: one node on
-//! sled, one node on PostgreSQL (a server of its own in a temp dir, Debian's `postgresql`).
+//! sled, one node on PostgreSQL (a server of its own in a temp dir, Debian's `postgresql`),
+//! three nodes on one PostgreSQL (each client sends its requests to the nodes in turn, as a
+//! round-robin load balancer would: a contact's steps run on different nodes). Then the leader
+//! of the three is killed (SIGKILL) and the time until another node leads is printed.
 //! Each step is the sample IVR's: a new contact's greeting, the caller's "1" (a task is
 //! created) and the hang-up (the task is canceled); every answer is committed before it is
 //! sent. BENCH_CLIENTS client threads (16) with keep-alive connections, BENCH_SECONDS each
 //! (3). Prints steps/s, p50 and p99 per configuration and the ratios to sled.
 //!
-//! Several nodes on one database are refused until the cluster mode lands, so the three-node
-//! row, the router's assignments through a leader and the leader's failover are not measured
-//! here yet.
+//! The router's assignments through the leader are measured by `--bench router` on one node
+//! (in-process), not here.
 
 #[allow(dead_code)]
 #[path = "../../tests/all/support.rs"]
@@ -40,18 +42,25 @@ fn post(agent: &ureq::Agent, url: &str, token: &str, body: Value) -> (u16, Value
     (status, value)
 }
 
-fn measure(name: &'static str, server: &support::Server, clients: usize) -> Measured {
+fn measure(name: &'static str, servers: &[&support::Server], clients: usize) -> Measured {
     let seconds = support::bench_seconds();
     eprintln!(
         "{name}: {clients} clients, {:.1} s ...",
         seconds.as_secs_f64()
     );
-    let (url, token) = (Arc::new(server.url.clone()), Arc::new(server.token.clone()));
+    let urls: Arc<Vec<String>> = Arc::new(servers.iter().map(|s| s.url.clone()).collect());
+    let token = Arc::new(servers[0].token.clone());
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
-            let (url, token) = (url.clone(), token.clone());
+            let (urls, token) = (urls.clone(), token.clone());
             std::thread::spawn(move || {
+                // Round robin over the nodes, one request after the other.
+                let mut turn = c;
+                let mut next_url = move || {
+                    turn += 1;
+                    urls[turn % urls.len()].clone()
+                };
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .http_status_as_error(false)
                     .timeout_global(Some(Duration::from_secs(60)))
@@ -73,6 +82,7 @@ fn measure(name: &'static str, server: &support::Server, clients: usize) -> Meas
                 while started.elapsed() < seconds {
                     n += 1;
                     let mut id = String::new();
+                    let url = next_url();
                     let started_contact = timed(&mut || {
                         let (status, report) = post(
                             &agent,
@@ -87,6 +97,7 @@ fn measure(name: &'static str, server: &support::Server, clients: usize) -> Meas
                         continue;
                     }
                     for event in [json!({"type": "input", "digits": "1"}), json!({"type": "hangup"})] {
+                        let url = next_url();
                         timed(&mut || {
                             let (status, _) =
                                 post(&agent, &format!("{url}/v1/contacts/{id}/events"), &token, event.clone());
@@ -129,7 +140,7 @@ fn main() {
     {
         let dir = tempfile::tempdir().unwrap();
         let server = support::ivr_server(dir.path(), &queue);
-        results.push(measure("one node, sled", &server, clients));
+        results.push(measure("one node, sled", &[&server], clients));
     }
     {
         let pg = LocalPostgres::start().unwrap();
@@ -138,8 +149,26 @@ fn main() {
         let mut args = vec!["--store", address.as_str()];
         args.extend(queue);
         let server = support::ivr_server(dir.path(), &args);
-        results.push(measure("one node, PostgreSQL", &server, clients));
+        results.push(measure("one node, PostgreSQL", &[&server], clients));
     }
+    let failover = {
+        let pg = LocalPostgres::start().unwrap();
+        let address = pg.address();
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut args = vec!["--store", address.as_str()];
+        args.extend(queue);
+        let first = support::ivr_server(dirs[0].path(), &args);
+        for dir in &dirs[1..] {
+            std::fs::write(dir.path().join("admin.token"), &first.token).unwrap();
+        }
+        let mut nodes = vec![first];
+        for dir in &dirs[1..] {
+            nodes.push(support::ivr_server(dir.path(), &args));
+        }
+        let refs: Vec<&support::Server> = nodes.iter().collect();
+        results.push(measure("three nodes, PostgreSQL", &refs, clients));
+        leader_failover(nodes)
+    };
     let sled = results[0].steps_per_sec;
     println!();
     println!(
@@ -157,7 +186,54 @@ fn main() {
             r.steps_per_sec / sled
         );
     }
-    println!(
-        "three nodes, PostgreSQL: not measured (several nodes on one database are refused until the cluster mode lands)"
-    );
+    println!();
+    match failover {
+        Some(took) => println!(
+            "leader failover after SIGKILL: {:.2} s (router lease {} s, renewed every 1 s)",
+            took.as_secs_f64(),
+            switchboard::cluster::LEASE_MS / 1000
+        ),
+        None => println!("leader failover after SIGKILL: no other node took over within 30 s"),
+    }
+}
+
+/// Kills the leader of `nodes` and returns how long until another node leads.
+fn leader_failover(mut nodes: Vec<support::Server>) -> Option<Duration> {
+    let leader_of = |node: &support::Server| -> Option<(String, String)> {
+        let (_, view) = node.call("GET", "/v1/cluster", None);
+        Some((
+            view["node"].as_str()?.to_string(),
+            view["leader"].as_str()?.to_string(),
+        ))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let index = loop {
+        let ids: Vec<_> = nodes.iter().map(leader_of).collect();
+        if let Some(i) = ids
+            .iter()
+            .position(|v| v.as_ref().is_some_and(|(node, leader)| node == leader))
+        {
+            break i;
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (old, _) = leader_of(&nodes[index])?;
+    eprintln!("killing the leader {old} ...");
+    let killed = Instant::now();
+    nodes.remove(index).kill();
+    let deadline = killed + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if nodes
+            .iter()
+            .filter_map(leader_of)
+            .any(|(node, leader)| node == leader && leader != old)
+        {
+            return Some(killed.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }

@@ -76,6 +76,7 @@ fn main() {
                                 to: "+15550100".into(),
                                 flow: Some("ivr-menu".into()),
                                 attributes: Vec::new(),
+                                held: false,
                             })
                             .unwrap();
                         id = report.contact;

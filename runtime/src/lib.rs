@@ -13,6 +13,6 @@ pub mod cli;
 pub mod runtime;
 
 pub use switchboard_core::{
-    audit, config, connector, contract, customers, engine, flows, metrics, node, phones, replay,
-    router, sessions, store, tokens,
+    audit, cluster, config, connector, contract, customers, engine, flows, metrics, node, phones,
+    replay, router, sessions, store, tokens,
 };

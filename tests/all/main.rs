@@ -10,6 +10,7 @@ mod browser;
 mod canary;
 mod chat;
 mod cli;
+mod cluster;
 mod crm;
 mod deploy;
 mod durability;

@@ -1,5 +1,6 @@
 //! A node on PostgreSQL: it rides out a database crash under load without losing anything it
-//! acknowledged, and a second node started on its database by mistake is refused.
+//! acknowledged; a second node on its database joins it as a cluster, and a leader stopped
+//! gracefully hands the router over at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -135,30 +136,56 @@ fn a_database_crash_under_load_loses_nothing_acknowledged() {
 }
 
 #[test]
-fn a_second_node_on_the_same_database_is_refused() {
+fn a_second_node_on_the_same_database_joins_and_a_stopped_leader_hands_over() {
     let pg = LocalPostgres::start().unwrap();
     let address = pg.address();
     let first_dir = tempfile::tempdir().unwrap();
-    let _first = Server::start(first_dir.path(), &["--store", &address]);
+    let first = Server::start(first_dir.path(), &["--store", &address]);
+    // The admin token lives in the database; the second node's CLI finds it in its directory.
     let second_dir = tempfile::tempdir().unwrap();
-    let second = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            &address,
-            "--data-dir",
-        ])
-        .arg(second_dir.path())
-        .output()
-        .unwrap();
-    assert!(!second.status.success());
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(stderr.contains("another Switchboard node"), "{stderr}");
-    assert!(
-        stderr.contains(&first_dir.path().display().to_string())
-            || stderr.contains("data directory"),
-        "{stderr}"
+    std::fs::write(second_dir.path().join("admin.token"), &first.token).unwrap();
+    let second = Server::start(second_dir.path(), &["--store", &address]);
+    let view = |server: &Server| server.call("GET", "/v1/cluster", None).1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leader = loop {
+        let (a, b) = (view(&first), view(&second));
+        if a["nodes"].as_array().map(Vec::len) == Some(2)
+            && b["nodes"].as_array().map(Vec::len) == Some(2)
+            && a["leader"].is_string()
+            && a["leader"] == b["leader"]
+        {
+            break a["leader"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not form one cluster: {a} {b}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (first_id, second_id) = (
+        view(&first)["node"].as_str().unwrap().to_string(),
+        view(&second)["node"].as_str().unwrap().to_string(),
     );
+    assert_ne!(first_id, second_id);
+    // The leader is stopped the graceful way: it hands the lease over as it leaves, so the
+    // other node leads well before the lease (5 s from its last renewal) would have run out.
+    let (leaving, staying) = if leader == first_id {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    leaving.terminate();
+    assert!(leaving.exit_status(Duration::from_secs(20)).success());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let v = view(&staying);
+        if v["leader"] == v["node"] && v["nodes"].as_array().map(Vec::len) == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stopped leader did not hand over: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -222,20 +222,7 @@ impl Server {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.url));
-        if let Some(token) = token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        let request = match body {
-            Some(body) => request
-                .header("Content-Type", "application/json")
-                .body(serde_json::to_vec(&body).unwrap()),
-            None => request.body(Vec::new()),
-        }
-        .unwrap();
-        send(request)
+        call_at(&self.url, token, method, path, body)
     }
 
     /// Sends raw bytes (a component, malformed JSON...).
@@ -318,6 +305,31 @@ fn send(request: ureq::http::Request<Vec<u8>>) -> (u16, Value) {
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// A request to any base URL (a node, a load balancer) with a token (or none); returns the
+/// status and the JSON body.
+pub fn call_at(
+    url: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{url}{path}"));
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let request = match body {
+        Some(body) => request
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap()),
+        None => request.body(Vec::new()),
+    }
+    .unwrap();
+    send(request)
 }
 
 impl Drop for Server {

@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod cluster;
 pub mod config;
 pub mod connector;
 pub mod contract;
@@ -32,4 +33,3 @@ pub mod router;
 pub mod sessions;
 pub mod store;
 pub mod tokens;
-pub mod writer;

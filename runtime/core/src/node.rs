@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::cluster::Membership;
 use crate::config::Config;
 use crate::engine::{Clock, Engine, Services};
 use crate::flows::Flows;
@@ -35,9 +36,10 @@ pub struct Node {
     files: PathBuf,
     /// The scratch directory of an ephemeral node, removed with it.
     _scratch: Option<tempfile::TempDir>,
-    /// This node's claim on a shared store, released before the data directory's lock (so
-    /// the same node restarting never finds its old claim deleted under it).
-    _writer: Option<crate::writer::Writer>,
+    /// This node's membership of the cluster on a shared store, let go before the data
+    /// directory's lock (so the same node restarting never finds its record deleted under
+    /// it).
+    membership: Option<Arc<Membership>>,
     /// This node's hold on its data directory (its caches and admin token are its own).
     _lock: Option<std::fs::File>,
 }
@@ -95,12 +97,10 @@ impl Node {
             None => Arc::new(SledStore::open(&config.data_dir)?),
         };
         let dir = config.data_dir.clone();
-        // sled is already one process's (its directory is locked); a shared database is not.
-        let writer = match &config.store.url {
-            Some(_) => Some(crate::writer::Writer::claim(
-                store.clone(),
-                &config.data_dir,
-            )?),
+        // sled is one process's (its directory is locked); a shared database is the
+        // cluster's: this node joins it.
+        let membership = match &config.store.url {
+            Some(_) => Some(Arc::new(Membership::join(store.clone(), &config.data_dir)?)),
             None => None,
         };
         let mut node = Self::assemble(
@@ -110,9 +110,9 @@ impl Node {
             dir.clone(),
             None,
             Clock::System,
+            membership,
         )?;
         node._lock = Some(lock);
-        node._writer = writer;
         Ok(node)
     }
 
@@ -125,7 +125,7 @@ impl Node {
         // cache and a flow is compiled once per machine, not once per run.
         let artifacts = std::env::temp_dir().join("switchboard-artifacts");
         let files = scratch.path().to_path_buf();
-        Self::assemble(config, store, artifacts, files, Some(scratch), clock)
+        Self::assemble(config, store, artifacts, files, Some(scratch), clock, None)
     }
 
     fn assemble(
@@ -135,6 +135,7 @@ impl Node {
         files: PathBuf,
         scratch: Option<tempfile::TempDir>,
         clock: Clock,
+        membership: Option<Arc<Membership>>,
     ) -> anyhow::Result<Node> {
         let components = files.join("components");
         let engine = Arc::new(
@@ -156,8 +157,11 @@ impl Node {
         ));
         let _ = services.crm.set(crm.clone());
         let router = Arc::new(
-            Router::open(store.clone())
-                .map_err(|e| anyhow::anyhow!("cannot load the task router: {e}"))?,
+            match &membership {
+                Some(_) => Router::open_shared(store.clone()),
+                None => Router::open(store.clone()),
+            }
+            .map_err(|e| anyhow::anyhow!("cannot load the task router: {e}"))?,
         );
         if !router
             .queues()
@@ -184,6 +188,25 @@ impl Node {
             metrics.clone(),
             router.clone(),
         ));
+        if let Some(membership) = &membership {
+            let me = membership.node().to_string();
+            flows.join_cluster(me.clone());
+            let membership = Arc::downgrade(membership);
+            sessions.join_cluster(
+                me.clone(),
+                Box::new(move |owner| {
+                    let Some(membership) = membership.upgrade() else {
+                        return false;
+                    };
+                    match owner {
+                        Some(node) if node == me => true,
+                        Some(node) if membership.holds(node) => false,
+                        // Nobody's, or a lost node's: the leader's.
+                        _ => membership.fence().is_some(),
+                    }
+                }),
+            );
+        }
         sessions.restore_pins()?;
         if let Err(e) = sessions.settle_ended_contacts() {
             tracing::error!(error = %e, "cannot settle the tasks of contacts that ended before the restart");
@@ -212,7 +235,7 @@ impl Node {
             router,
             files,
             _scratch: scratch,
-            _writer: None,
+            membership,
             _lock: None,
         })
     }
@@ -255,12 +278,73 @@ impl Node {
     /// One turn of the router's clock: reservations expire, plans escalate, tasks time out,
     /// and the news dispatcher tells the flows.
     pub fn tick(&self) {
-        if let Err(e) = self.router.tick().and_then(|_| self.router.flush()) {
-            tracing::error!(error = %e, "router tick failed");
+        let leads = match &self.membership {
+            Some(membership) => {
+                let fence = membership.fence();
+                let leads = fence.is_some();
+                self.router.set_fence(fence);
+                // What the other nodes changed: read back, offers made there told here.
+                if let Err(e) = self.router.refresh() {
+                    tracing::warn!(error = %e, "cannot read the router's state back; will try again");
+                }
+                leads
+            }
+            None => true,
+        };
+        // In a cluster the leader alone runs the router's clock and lets lost nodes go.
+        if leads {
+            if let Err(e) = self.router.tick().and_then(|_| self.router.flush()) {
+                tracing::error!(error = %e, "router tick failed");
+            }
+            self.settle_lost_nodes();
         }
         self.deliver_news();
         if let Err(e) = self.admin.flows.flush_health() {
             tracing::warn!(error = %e, "cannot write the versions' health counters; will try again");
+        }
+    }
+
+    /// This node's membership of the cluster, when its store is shared.
+    pub fn membership(&self) -> Option<&Membership> {
+        self.membership.as_deref()
+    }
+
+    /// The leader ends the calls of nodes whose heartbeat ran out (`node-lost`: the flow
+    /// hears the hang-up, the task is canceled; the call itself went with its node), then
+    /// lets the node go. Their other contacts (chat, API) carry on: the leader hears their
+    /// news until their customer comes back through another node.
+    fn settle_lost_nodes(&self) {
+        let Some(membership) = &self.membership else {
+            return;
+        };
+        for node in membership.lost() {
+            let calls = match self
+                .sessions
+                .live_contacts_of(&node, crate::contract::Channel::Voice)
+            {
+                Ok(calls) => calls,
+                Err(e) => {
+                    tracing::warn!(node, error = %e, "cannot list a lost node's calls; will try again");
+                    continue;
+                }
+            };
+            let mut settled = true;
+            for contact in &calls {
+                if let Err(e) = self.sessions.end_lost(contact) {
+                    tracing::warn!(node, contact, error = %e, "cannot end a lost node's call; will try again");
+                    settled = false;
+                }
+            }
+            if settled {
+                tracing::warn!(
+                    node,
+                    calls = calls.len(),
+                    "a node was lost: its calls ended (node-lost)"
+                );
+                if let Err(e) = membership.forget(&node) {
+                    tracing::warn!(node, error = %e, "cannot let a lost node go; will try again");
+                }
+            }
         }
     }
 

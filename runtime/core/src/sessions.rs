@@ -95,6 +95,10 @@ pub struct Session {
     pub created_at: String,
     /// RFC 3339 time of the last step.
     pub updated_at: String,
+    /// The node the contact started on, in a cluster: it holds the contact's live channel
+    /// (a SIP call, a chat socket) and hears its news first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Session {
@@ -237,6 +241,12 @@ pub struct NewContact {
     /// Extra attributes.
     #[serde(default)]
     pub attributes: Vec<(String, String)>,
+    /// Whether a connection on this node carries the contact (a SIP call, a chat
+    /// WebSocket). In a cluster such a contact is this node's: it hears the contact's task
+    /// news, and the contact ends (`node-lost`) if the node is lost. Contacts driven by
+    /// requests (the HTTP API, Twilio's webhooks) belong to no node: any node serves them.
+    #[serde(skip)]
+    pub held: bool,
 }
 
 /// Why an event could not be handled. The session is unchanged.
@@ -284,7 +294,24 @@ pub struct Sessions {
     /// Test-only: `SWITCHBOARD_FAILPOINT=hold-news` keeps news in the inbox undelivered, so a
     /// test can kill the server between a router change and the step that hears it.
     hold_news: bool,
+    /// In a cluster: this node, and which contacts' news it hears (by the node that owns
+    /// each contact).
+    cluster: std::sync::OnceLock<Cluster>,
 }
+
+/// Whether this node hears the news of a contact held by the given node (`None`: held by
+/// none).
+pub type Hears = Box<dyn Fn(Option<&str>) -> bool + Send + Sync>;
+
+/// A node's part in hearing news, in a cluster.
+struct Cluster {
+    node: String,
+    hears: Hears,
+}
+
+/// How many times a step refused because another node stepped the contact first is read
+/// back and run again.
+const STEP_ATTEMPTS: usize = 3;
 
 impl Sessions {
     /// Sessions kept in `store`, run by `engine`.
@@ -316,7 +343,19 @@ impl Sessions {
                 }
                 hold
             },
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// In a cluster: contacts started here are this node's (`node`), and this node hears
+    /// the news of the contacts whose owner `hears` accepts (its own; a leader also those of
+    /// lost nodes and of nobody).
+    pub fn join_cluster(
+        &self,
+        node: String,
+        hears: Hears,
+    ) {
+        let _ = self.cluster.set(Cluster { node, hears });
     }
 
     fn stripe(&self, id: &str) -> std::sync::MutexGuard<'_, ()> {
@@ -331,6 +370,7 @@ impl Sessions {
     /// Starts a contact on the live version of its flow and runs its `started` step.
     pub fn start(&self, new: NewContact) -> Result<StepReport, ContactError> {
         let entry = self.flows.entry_point(&new.to)?;
+        let new_held = new.held;
         let (flow, mut attributes) = match (&new.flow, entry) {
             (Some(flow), _) => (flow.clone(), Vec::new()),
             (None, Some(entry)) => (entry.flow, entry.attributes),
@@ -364,11 +404,16 @@ impl Sessions {
             faults: 0,
             created_at: now.clone(),
             updated_at: now,
+            node: self
+                .cluster
+                .get()
+                .filter(|_| new_held)
+                .map(|c| c.node.clone()),
         };
         let _turn = self.stripe(&session.id);
         self.metrics.contact_started();
         self.flows.pin(&session.flow, session.version);
-        let report = self.run(&mut session, None, Event::Started, None);
+        let report = self.run(&mut session, None, Event::Started, None, "customer-hangup");
         if report.is_err() {
             self.flows.unpin(&session.flow, session.version);
         }
@@ -381,11 +426,78 @@ impl Sessions {
             return Err(ContactError::BadEvent("`started` is sent by Switchboard when a contact starts; send input, no-input, message, task-outcome or hangup".into()));
         }
         let _turn = self.stripe(id);
+        let mut attempt = 1;
+        loop {
+            let (mut session, stored) = self.load(id)?;
+            if matches!(session.status, Status::Ended { .. }) {
+                return Err(ContactError::Ended(id.to_string()));
+            }
+            match self.run(
+                &mut session,
+                Some(&stored),
+                event.clone(),
+                None,
+                "customer-hangup",
+            ) {
+                // Another node stepped this contact first: run the step again on what it
+                // left (host calls are reads, so the step may run twice).
+                Err(ContactError::Store(StoreError::Conflict { .. }))
+                    if attempt < STEP_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Ends a contact whose call was lost with its node (`node-lost`): its flow hears the
+    /// hang-up and its task is canceled. `None` when it had already ended.
+    pub fn end_lost(&self, id: &str) -> Result<Option<StepReport>, ContactError> {
+        let _turn = self.stripe(id);
         let (mut session, stored) = self.load(id)?;
         if matches!(session.status, Status::Ended { .. }) {
-            return Err(ContactError::Ended(id.to_string()));
+            return Ok(None);
         }
-        self.run(&mut session, Some(&stored), event, None)
+        self.run(
+            &mut session,
+            Some(&stored),
+            Event::Hangup,
+            None,
+            "node-lost",
+        )
+        .map(Some)
+    }
+
+    /// Live contacts held by `node` (see [`NewContact::held`]) on `channel`.
+    pub fn live_contacts_of(
+        &self,
+        node: &str,
+        channel: Channel,
+    ) -> Result<Vec<String>, ContactError> {
+        let mut found = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let mut scan = Scan::prefix(b"", 1024);
+            if let Some(c) = &cursor {
+                scan = scan.after(c);
+            }
+            let page = self.store.scan(Tree::LiveContacts, &scan)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(found);
+            };
+            cursor = Some(last.clone());
+            for (key, _) in page {
+                let id = String::from_utf8_lossy(&key).into_owned();
+                if let Ok((session, _)) = self.load(&id)
+                    && session.node.as_deref() == Some(node)
+                    && session.channel == channel
+                    && !matches!(session.status, Status::Ended { .. })
+                {
+                    found.push(id);
+                }
+            }
+        }
     }
 
     /// One pass of the news dispatcher: every contact with news in its inbox hears it, oldest
@@ -469,6 +581,12 @@ impl Sessions {
             };
             let outcome = crate::store::decode::<Outcome>(Tree::Inbox, &item.0, &item.1);
             let loaded = self.load(contact);
+            if let (Some(cluster), Ok((session, _))) = (self.cluster.get(), &loaded)
+                && !(cluster.hears)(session.node.as_deref())
+            {
+                // Another node holds this contact's channel and hears its news.
+                return Ok(reports);
+            }
             let (outcome, (mut session, stored)) = match (outcome, loaded) {
                 (Ok(outcome), Ok(loaded)) if !matches!(loaded.0.status, Status::Ended { .. }) => {
                     (outcome, loaded)
@@ -493,7 +611,13 @@ impl Sessions {
                 }
             };
             let event = outcome.event();
-            match self.run(&mut session, Some(&stored), event, Some(&item)) {
+            match self.run(
+                &mut session,
+                Some(&stored),
+                event,
+                Some(&item),
+                "customer-hangup",
+            ) {
                 Ok(report) => reports.push(report),
                 Err(e) => {
                     // Steps already committed keep their reports; this item stays in the
@@ -652,6 +776,7 @@ impl Sessions {
         stored: Option<&[u8]>,
         event: Event,
         consumed: Option<&Pair>,
+        hangup_reason: &str,
     ) -> Result<StepReport, ContactError> {
         let component = self.flows.component(&session.flow, session.version)?;
         let flow: Arc<str> = session.flow.as_str().into();
@@ -667,12 +792,7 @@ impl Sessions {
             &session.state,
             &event,
         );
-        self.metrics.step(
-            &session.flow,
-            session.version,
-            result.elapsed,
-            result.outcome.as_ref().err(),
-        );
+        let elapsed = result.elapsed;
 
         let attributes_before = session.attributes.clone();
         let customer_left = event == Event::Hangup;
@@ -703,7 +823,7 @@ impl Sessions {
         };
         let was_queued = matches!(session.status, Status::Queued { .. });
         if customer_left {
-            session.end("customer-hangup");
+            session.end(hangup_reason);
         } else {
             session.hear(&event);
             session.apply(&actions);
@@ -712,14 +832,6 @@ impl Sessions {
         if let Some(task) = &new_task {
             task.stage(&mut batch)?;
         }
-        let faulted = fault.is_some();
-        self.flows.record_step(
-            &session.flow,
-            session.version,
-            faulted,
-            first_step,
-            faulted && session.faults == 1,
-        )?;
         session.steps += 1;
         session.updated_at = chrono::Utc::now().to_rfc3339();
 
@@ -733,7 +845,7 @@ impl Sessions {
             fault: fault.clone(),
             host_calls: result.host_calls,
             state: session.state.clone(),
-            elapsed_us: result.elapsed.as_micros() as u64,
+            elapsed_us: elapsed.as_micros() as u64,
         };
         batch.put_ahead_json(
             Tree::Traces,
@@ -744,6 +856,21 @@ impl Sessions {
         index_contact(&mut batch, session, first_step);
         self.store.commit(&batch)?;
         self.store.flush()?;
+
+        // Counted once it happened: a step refused (another node stepped the contact first)
+        // and run again counts once, as it ran once.
+        self.metrics
+            .step(&session.flow, session.version, elapsed, fault.as_ref());
+        let faulted = fault.is_some();
+        if let Err(e) = self.flows.record_step(
+            &session.flow,
+            session.version,
+            faulted,
+            first_step,
+            faulted && session.faults == 1,
+        ) {
+            tracing::warn!(contact = %session.id, error = %e, "cannot count the step in its version's health");
+        }
 
         // Committed and durable: the step happened, whatever follows. What follows brings
         // memory and the router in line; each part that fails is logged, none skips another,

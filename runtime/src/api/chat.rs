@@ -212,6 +212,7 @@ async fn start_or_resume(rt: Arc<Runtime>, join: Value) -> Result<Joined, Messag
         } else {
             vec![("name".into(), name)]
         },
+        held: true,
     };
     match run(move || rt.contacts().start(new)).await {
         Some(Ok(report)) => Ok((report.contact.clone(), false, Some(report))),

@@ -57,6 +57,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/contacts/{id}/golden", get(show_golden))
         .route("/contacts/{id}/replay", post(replay_contact))
         .route("/audit", get(show_audit))
+        .route("/cluster", get(show_cluster))
         .merge(routing::supervisor())
         .merge(voice::admin())
         .layer(DefaultBodyLimit::max(MAX_COMPONENT))
@@ -103,6 +104,23 @@ async fn authenticate(State(rt): Api, mut request: Request, next: Next) -> Answe
         .ok_or_else(refused)?;
     request.extensions_mut().insert(Caller(name));
     Ok(next.run(request).await)
+}
+
+/// The nodes sharing this node's store and which of them leads (runs the router's clock);
+/// `single` for a node on its own embedded store.
+async fn show_cluster(State(rt): Api) -> Answer {
+    let body = match rt.membership() {
+        Some(m) => json!({
+            "mode": "cluster",
+            "node": m.node(),
+            "leader": m.leader(),
+            "nodes": m.live(),
+            // Silent past their heartbeat, their calls not yet ended by the leader.
+            "lost": m.lost(),
+        }),
+        None => json!({"mode": "single"}),
+    };
+    ok(StatusCode::OK, body)
 }
 
 /// Whether a load balancer should send this node work: 503 once it drains.

@@ -75,6 +75,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         to: args.to.clone(),
         flow: None,
         attributes: args.attributes.clone(),
+        held: false,
     };
     let input: Box<dyn std::io::BufRead> = match &args.script {
         Some(path) => Box::new(std::io::BufReader::new(

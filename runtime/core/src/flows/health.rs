@@ -32,6 +32,17 @@ pub struct Aborted {
 }
 
 impl Health {
+    /// Adds another node's counts (a cluster's health is the sum of its nodes').
+    pub fn add(&mut self, other: &Health) {
+        self.steps += other.steps;
+        self.faults += other.faults;
+        self.contacts += other.contacts;
+        self.fallback_contacts += other.fallback_contacts;
+        if self.aborted.is_none() {
+            self.aborted = other.aborted.clone();
+        }
+    }
+
     /// Share of steps that faulted.
     pub fn fault_rate(&self) -> f64 {
         if self.steps == 0 {

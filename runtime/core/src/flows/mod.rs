@@ -191,9 +191,44 @@ pub struct Flows {
     /// The versions whose counters changed since the last flush (taken under `health`).
     dirty_health: Mutex<std::collections::HashSet<(String, u64)>>,
     canary_config: CanaryConfig,
+    /// In a cluster, this node: each node keeps its own counters (a row per node, so nodes
+    /// never overwrite each other's), and a version's health is their sum.
+    node: std::sync::OnceLock<String>,
     /// Deploys and rollbacks of all flows are serialised: they are rare and must not race
     /// for sequence numbers or the live pointer.
     changes: Mutex<()>,
+}
+
+impl Flows {
+    /// In a cluster: this node's health counters are kept apart from the other nodes'.
+    pub fn join_cluster(&self, node: String) {
+        let _ = self.node.set(node);
+    }
+
+    /// Where this node's counters of a version are kept.
+    fn health_key(&self, flow: &str, version: u64) -> String {
+        match self.node.get() {
+            Some(node) => format!("{}/{node}", version_key(flow, version)),
+            None => version_key(flow, version),
+        }
+    }
+
+    /// A version's health over the whole cluster: this node's counters (`own`) plus the
+    /// other nodes' as they last wrote them.
+    fn cluster_health(&self, flow: &str, version: u64, own: &Health) -> Result<Health, FlowsError> {
+        let mut total = own.clone();
+        if let Some(node) = self.node.get() {
+            let prefix = format!("{}/", version_key(flow, version));
+            for (key, bytes) in self.store.scan_prefix(Tree::Health, prefix.as_bytes())? {
+                if key.ends_with(format!("/{node}").as_bytes()) {
+                    continue;
+                }
+                let other: Health = crate::store::decode(Tree::Health, &key, &bytes)?;
+                total.add(&other);
+            }
+        }
+        Ok(total)
+    }
 }
 
 fn version_key(flow: &str, version: u64) -> String {
@@ -270,6 +305,7 @@ impl Flows {
             pins: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
             dirty_health: Mutex::default(),
+            node: std::sync::OnceLock::new(),
             canary_config,
             changes: Mutex::new(()),
         })
@@ -498,7 +534,7 @@ impl Flows {
         });
         let snapshot = entry.clone();
         self.store
-            .put_json(Tree::Health, &version_key(flow, version), &snapshot)?;
+            .put_json(Tree::Health, &self.health_key(flow, version), &snapshot)?;
         Ok(())
     }
 
@@ -512,7 +548,7 @@ impl Flows {
         if !health.contains_key(&key) {
             let stored = self
                 .store
-                .get_json(Tree::Health, &version_key(flow, version))?
+                .get_json(Tree::Health, &self.health_key(flow, version))?
                 .unwrap_or_default();
             health.insert(key.clone(), stored);
         }
@@ -548,7 +584,11 @@ impl Flows {
         let mut batch = Batch::new();
         for key in &dirty {
             if let Some(entry) = health.get(key) {
-                batch.put_json(Tree::Health, version_key(&key.0, key.1).into_bytes(), entry)?;
+                batch.put_json(
+                    Tree::Health,
+                    self.health_key(&key.0, key.1).into_bytes(),
+                    entry,
+                )?;
             }
         }
         if let Err(e) = self.store.commit(&batch) {
@@ -576,7 +616,7 @@ impl Flows {
         new_contact: bool,
         first_fallback: bool,
     ) -> Result<(), FlowsError> {
-        let verdict = {
+        let snapshot = {
             let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
             let entry = self.health_entry(&mut health, flow, version)?;
             entry.steps += 1;
@@ -588,14 +628,16 @@ impl Flows {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert((flow.to_string(), version));
-            if faulted && snapshot.aborted.is_none() {
-                snapshot.verdict(
-                    self.canary_config.max_fault_rate,
-                    self.canary_config.min_steps,
-                )
-            } else {
-                None
-            }
+            snapshot
+        };
+        // The other nodes' counts are read outside the lock (a store read in a cluster).
+        let verdict = if faulted && snapshot.aborted.is_none() {
+            self.cluster_health(flow, version, &snapshot)?.verdict(
+                self.canary_config.max_fault_rate,
+                self.canary_config.min_steps,
+            )
+        } else {
+            None
         };
         if let Some(reason) = verdict {
             let is_canary = self
@@ -682,11 +724,12 @@ impl Flows {
             .clone();
         let mut out = Vec::new();
         for version in self.versions(flow)? {
-            let health: Health = {
+            let own: Health = {
                 let mut cache = self.health.lock().unwrap_or_else(|p| p.into_inner());
                 self.health_entry(&mut cache, flow, version.version)?
                     .clone()
             };
+            let health = self.cluster_health(flow, version.version, &own)?;
             let role = if version.version == record.live {
                 "live"
             } else if record

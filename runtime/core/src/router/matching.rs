@@ -55,6 +55,8 @@ pub(super) struct State {
     /// Set when a change the store refused could not be undone by reading the store back:
     /// the next operation reads it back first.
     pub(super) stale: bool,
+    /// The router's change counter this state was read at (shared stores only).
+    pub(super) version: u64,
 }
 
 /// The open reservation `id`, if it is offered to `worker`.

@@ -153,6 +153,7 @@ pub struct NewTask {
 }
 
 /// A checked and planned task, not stored yet (see [`Router::prepare_task`]).
+#[derive(Clone)]
 pub struct PreparedTask {
     task: Task,
     targets: Option<Vec<(Expression, u64)>>,
@@ -200,7 +201,18 @@ pub struct Router {
     planner: std::sync::RwLock<Option<Planner>>,
     workflow: std::sync::RwLock<(Workflow, Vec<Expression>)>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Set on a store other nodes write too: every change checks and bumps the router's
+    /// change counter ([`keys::ROUTER_VERSION`]), and a refused change is made again on the
+    /// state read back.
+    shared: std::sync::atomic::AtomicBool,
+    /// The leader's fencing epoch record ([`keys::ROUTER_EPOCH`]) while this node leads: the
+    /// clock's changes check it.
+    fence: Mutex<Option<Vec<u8>>>,
 }
+
+/// How many times a change refused because another node changed the router first is made
+/// again on the state read back.
+const ATTEMPTS: usize = 8;
 
 fn now_ms() -> u64 {
     chrono::Utc::now().timestamp_millis().max(0) as u64
@@ -256,6 +268,20 @@ impl Router {
         store: Arc<dyn Store>,
         clock: Box<dyn Fn() -> u64 + Send + Sync>,
     ) -> Result<Router, RouterError> {
+        Self::build(store, clock, false)
+    }
+
+    /// The router over a store other nodes write too: every change checks and bumps the
+    /// router's change counter, and [`Router::refresh`] picks up the others' changes.
+    pub fn open_shared(store: Arc<dyn Store>) -> Result<Router, RouterError> {
+        Self::build(store, Box::new(now_ms), true)
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        clock: Box<dyn Fn() -> u64 + Send + Sync>,
+        shared: bool,
+    ) -> Result<Router, RouterError> {
         let router = Router {
             store,
             state: Mutex::new(State::default()),
@@ -263,6 +289,8 @@ impl Router {
             planner: std::sync::RwLock::new(None),
             workflow: std::sync::RwLock::new((Workflow::default(), Vec::new())),
             clock,
+            shared: std::sync::atomic::AtomicBool::new(shared),
+            fence: Mutex::new(None),
         };
         router.load()?;
         Ok(router)
@@ -275,17 +303,119 @@ impl Router {
             && let Ok((fresh, repairs)) = self.read_state()
         {
             *state = fresh;
-            let _ = self.store.commit(&repairs);
+            if !self.is_shared() {
+                let _ = self.store.commit(&repairs);
+            }
         }
         state
+    }
+
+    fn is_shared(&self) -> bool {
+        self.shared.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets (or clears) the leader's fencing epoch record, which the clock's changes check.
+    pub fn set_fence(&self, fence: Option<Vec<u8>>) {
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = fence;
+    }
+
+    /// On a shared store: reads the state back when another node changed it since this node
+    /// last looked, and tells this node's agents of offers made elsewhere. One read when
+    /// nothing changed.
+    pub fn refresh(&self) -> Result<(), RouterError> {
+        if !self.is_shared() {
+            return Ok(());
+        }
+        let stored = self
+            .store
+            .get(Tree::Meta, keys::ROUTER_VERSION.as_bytes())?;
+        let notices = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if !state.stale && stored_version(stored.as_deref()) == state.version {
+                return Ok(());
+            }
+            self.reload_workflow()?;
+            let (fresh, repairs) = self.read_state()?;
+            let notices: Vec<Notice> = fresh
+                .reservations
+                .values()
+                .filter(|r| !state.reservations.contains_key(&r.id))
+                .filter_map(|r| {
+                    Some(Notice {
+                        agent: r.agent.clone(),
+                        reservation: r.clone(),
+                        task: fresh.tasks.get(&r.task)?.clone(),
+                    })
+                })
+                .collect();
+            *state = fresh;
+            // Offers whose time ran out while nobody ran the clock: kept if nobody changed
+            // the router meanwhile, else the next look repairs them again.
+            if !repairs.is_empty() {
+                let _ = self.commit(&mut state, repairs);
+            }
+            notices
+        };
+        self.notify(notices);
+        Ok(())
+    }
+
+    /// Makes a change, again on the state read back when another node changed the router
+    /// first (on a shared store). A change's first commit is its only one that can be
+    /// refused so: what follows it (offers to waiting tasks) never fails it.
+    fn changing<T>(
+        &self,
+        mut change: impl FnMut() -> Result<T, RouterError>,
+    ) -> Result<T, RouterError> {
+        if !self.is_shared() {
+            return change();
+        }
+        self.refresh()?;
+        let mut attempt = 1;
+        loop {
+            match change() {
+                // The leader's epoch moved on: this node no longer leads; not tried again.
+                Err(RouterError::Store(StoreError::Conflict { ref key, .. }))
+                    if key.as_str() == keys::ROUTER_EPOCH =>
+                {
+                    self.set_fence(None);
+                    self.state.lock().unwrap_or_else(|p| p.into_inner()).stale = true;
+                    return Err(RouterError::Invalid(
+                        "this node no longer leads the router (another node took the lease)".into(),
+                    ));
+                }
+                Err(RouterError::Store(StoreError::Conflict { .. })) if attempt < ATTEMPTS => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(rand::random_range(
+                        1..=5 * attempt as u64,
+                    )));
+                    self.refresh()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Offers waiting tasks after a change was kept. A failure here does not undo the change
+    /// (and is not the caller's): the next change or clock turn offers them.
+    fn assign_after(&self) {
+        if let Err(e) = self.assign_all() {
+            tracing::warn!(error = %e, "cannot offer waiting tasks now; the next turn of the clock will");
+        }
     }
 
     /// Replaces the workflow. Every condition and target is compiled and every queue checked
     /// first: a bad workflow changes nothing.
     pub fn set_workflow(&self, workflow: Workflow) -> Result<Workflow, RouterError> {
+        self.changing(|| self.set_workflow_once(workflow.clone()))
+    }
+
+    /// Replaces the workflow. Every condition and target is compiled and every queue checked
+    /// first: a bad workflow changes nothing.
+    fn set_workflow_once(&self, workflow: Workflow) -> Result<Workflow, RouterError> {
         let compiled = compile_workflow(&workflow)?;
         {
-            let state = self.lock();
+            let mut state = self.lock();
             for f in &workflow.filters {
                 if !state.queues.contains_key(&f.queue) {
                     return Err(RouterError::Invalid(format!(
@@ -295,8 +425,10 @@ impl Router {
                 }
                 compile_targets(&f.targets)?;
             }
+            let mut batch = Batch::new();
+            batch.put_json(Tree::Queues, WORKFLOW_KEY, &workflow)?;
+            self.commit(&mut state, batch)?;
         }
-        self.store.put_json(Tree::Queues, WORKFLOW_KEY, &workflow)?;
         *self.workflow.write().unwrap_or_else(|p| p.into_inner()) = (workflow.clone(), compiled);
         Ok(workflow)
     }
@@ -347,7 +479,13 @@ impl Router {
 
     /// Defines (or redefines) a queue. Expressions are compiled first: a bad one changes
     /// nothing.
-    pub fn define_queue(&self, mut config: QueueConfig) -> Result<QueueConfig, RouterError> {
+    pub fn define_queue(&self, config: QueueConfig) -> Result<QueueConfig, RouterError> {
+        self.changing(|| self.define_queue_once(config.clone()))
+    }
+
+    /// Defines (or redefines) a queue. Expressions are compiled first: a bad one changes
+    /// nothing.
+    fn define_queue_once(&self, mut config: QueueConfig) -> Result<QueueConfig, RouterError> {
         check_name("queue", &config.name)?;
         if config.reservation_timeout_secs == 0 {
             return Err(RouterError::Invalid(
@@ -374,7 +512,7 @@ impl Router {
             batch.put_json(Tree::Queues, config.name.as_bytes(), &config)?;
             self.commit(&mut state, batch)?;
         }
-        self.assign_all()?;
+        self.assign_after();
         Ok(config)
     }
 
@@ -393,6 +531,15 @@ impl Router {
     /// Creates or updates an agent. Returns the agent's token when one was created (the only
     /// time it is shown).
     pub fn upsert_agent(
+        &self,
+        name: &str,
+        attributes: Value,
+        capacity: std::collections::BTreeMap<Channel, u32>,
+    ) -> Result<(AgentRecord, Option<String>), RouterError> {
+        self.changing(|| self.upsert_agent_once(name, attributes.clone(), capacity.clone()))
+    }
+
+    fn upsert_agent_once(
         &self,
         name: &str,
         attributes: Value,
@@ -443,7 +590,7 @@ impl Router {
             self.commit(&mut state, batch)?;
             (record, token)
         };
-        self.assign_all()?;
+        self.assign_after();
         Ok((record, token))
     }
 
@@ -453,23 +600,43 @@ impl Router {
             return None;
         }
         let hash = token_hash(token);
-        self.lock()
-            .agents
-            .values()
-            .find(|w| w.record.token_sha256 == hash)
-            .map(|w| w.record.name.clone())
+        let find = || {
+            self.lock()
+                .agents
+                .values()
+                .find(|w| w.record.token_sha256 == hash)
+                .map(|w| w.record.name.clone())
+        };
+        // An agent just made on another node is read back once.
+        find().or_else(|| {
+            (self.is_shared() && self.refresh().is_ok())
+                .then(find)
+                .flatten()
+        })
     }
 
     /// The SIP digest secret of an agent's phone (empty for agents created before SIP).
     pub fn sip_ha1(&self, name: &str) -> Option<String> {
-        self.lock()
-            .agents
-            .get(name)
-            .map(|w| w.record.sip_ha1.clone())
+        let find = || {
+            self.lock()
+                .agents
+                .get(name)
+                .map(|w| w.record.sip_ha1.clone())
+        };
+        find().or_else(|| {
+            (self.is_shared() && self.refresh().is_ok())
+                .then(find)
+                .flatten()
+        })
     }
 
     /// Changes an agent's activity; `available` makes them eligible at once.
     pub fn set_activity(&self, name: &str, activity: &str) -> Result<AgentRecord, RouterError> {
+        self.changing(|| self.set_activity_once(name, activity))
+    }
+
+    /// Changes an agent's activity; `available` makes them eligible at once.
+    fn set_activity_once(&self, name: &str, activity: &str) -> Result<AgentRecord, RouterError> {
         check_name("activity", activity)?;
         let record = {
             let mut state = self.lock();
@@ -490,12 +657,17 @@ impl Router {
             self.commit(&mut state, batch)?;
             record
         };
-        self.assign_all()?;
+        self.assign_after();
         Ok(record)
     }
 
     /// Creates a task and offers it at once if an agent is free.
     pub fn create_task(&self, new: NewTask) -> Result<Task, RouterError> {
+        self.changing(|| self.create_task_once(new.clone()))
+    }
+
+    /// Creates a task and offers it at once if an agent is free.
+    fn create_task_once(&self, new: NewTask) -> Result<Task, RouterError> {
         let prepared = self.prepare_task(new)?;
         let mut batch = Batch::new();
         prepared.stage(&mut batch)?;
@@ -513,7 +685,11 @@ impl Router {
             ));
         }
         if !self.lock().queues.contains_key(&new.queue) {
-            return Err(RouterError::UnknownQueue(new.queue.clone()));
+            // Perhaps defined on another node a moment ago: look once more.
+            let _ = self.refresh();
+            if !self.lock().queues.contains_key(&new.queue) {
+                return Err(RouterError::UnknownQueue(new.queue.clone()));
+            }
         }
         let id = new_id("tk_");
         // The planner may run a Wasm component: never while holding the router's lock.
@@ -578,6 +754,11 @@ impl Router {
 
     /// Takes in a task whose [`PreparedTask::stage`] batch was committed, and offers it.
     pub fn admit(&self, prepared: PreparedTask) -> Result<Task, RouterError> {
+        self.changing(|| self.admit_once(prepared.clone()))
+    }
+
+    /// Takes in a task whose [`PreparedTask::stage`] batch was committed, and offers it.
+    fn admit_once(&self, prepared: PreparedTask) -> Result<Task, RouterError> {
         self.admit_with(prepared, Batch::new())
     }
 
@@ -600,6 +781,13 @@ impl Router {
                     state.plans.insert(id.clone(), targets);
                 }
                 state.tasks.insert(id.clone(), prepared.task);
+            }
+            let mut batch = batch;
+            if self.is_shared()
+                && let Some(task) = state.tasks.get(&id)
+            {
+                // Written again with the change counter's bump, so the other nodes read it.
+                stage_task(&mut batch, task)?;
             }
             self.assign_locked(&mut state, &queue, batch)?
         };
@@ -657,6 +845,10 @@ impl Router {
 
     /// The open task of a contact, if any.
     pub fn task_of_contact(&self, contact: &str) -> Option<Task> {
+        // On a shared store the task may have been made on another node a moment ago.
+        if let Err(e) = self.refresh() {
+            tracing::warn!(error = %e, "cannot look for changes from other nodes; using what this node knows");
+        }
         self.lock()
             .tasks
             .values()
@@ -666,6 +858,11 @@ impl Router {
 
     /// The agent accepts their reservation: the task is theirs.
     pub fn accept(&self, worker: &str, reservation: &str) -> Result<Task, RouterError> {
+        self.changing(|| self.accept_once(worker, reservation))
+    }
+
+    /// The agent accepts their reservation: the task is theirs.
+    fn accept_once(&self, worker: &str, reservation: &str) -> Result<Task, RouterError> {
         let mut state = self.lock();
         let r = open_reservation(&state, worker, reservation)?;
         let now = (self.clock)();
@@ -711,12 +908,17 @@ impl Router {
         )?;
         self.commit(&mut state, batch)?;
         drop(state);
-        self.assign_all()?;
+        self.assign_after();
         Ok(task)
     }
 
     /// The agent turns their reservation down: the task is offered to someone else.
     pub fn reject(&self, worker: &str, reservation: &str) -> Result<Task, RouterError> {
+        self.changing(|| self.reject_once(worker, reservation))
+    }
+
+    /// The agent turns their reservation down: the task is offered to someone else.
+    fn reject_once(&self, worker: &str, reservation: &str) -> Result<Task, RouterError> {
         let task = {
             let mut state = self.lock();
             let r = open_reservation(&state, worker, reservation)?;
@@ -725,7 +927,7 @@ impl Router {
             self.commit(&mut state, batch)?;
             task
         };
-        self.assign_all()?;
+        self.assign_after();
         Ok(task)
     }
 }
@@ -770,6 +972,15 @@ impl Router {
         task: &str,
         wrapup: Option<String>,
     ) -> Result<Task, RouterError> {
+        self.changing(|| self.complete_once(worker, task, wrapup.clone()))
+    }
+
+    fn complete_once(
+        &self,
+        worker: &str,
+        task: &str,
+        wrapup: Option<String>,
+    ) -> Result<Task, RouterError> {
         let done = {
             let mut state = self.lock();
             let t = state
@@ -798,13 +1009,22 @@ impl Router {
             self.commit(&mut state, batch)?;
             done
         };
-        self.assign_all()?;
+        self.assign_after();
         Ok(done)
     }
 
     /// Moves a waiting task to another queue (a supervisor's decision), optionally with a new
     /// priority. A reserved task's offer is withdrawn first.
     pub fn move_task(
+        &self,
+        id: &str,
+        queue: &str,
+        priority: Option<i32>,
+    ) -> Result<Task, RouterError> {
+        self.changing(|| self.move_task_once(id, queue, priority))
+    }
+
+    fn move_task_once(
         &self,
         id: &str,
         queue: &str,
@@ -863,13 +1083,19 @@ impl Router {
             self.commit(&mut state, batch)?;
             snapshot
         };
-        self.assign_all()?;
+        self.assign_after();
         Ok(self.task(&moved.id).unwrap_or(moved))
     }
 
     /// The caller asked to be called back: the task keeps its place, records the number, and
     /// no longer reports to the (ended) contact.
     pub fn keep_for_callback(&self, id: &str, number: &str) -> Result<Task, RouterError> {
+        self.changing(|| self.keep_for_callback_once(id, number))
+    }
+
+    /// The caller asked to be called back: the task keeps its place, records the number, and
+    /// no longer reports to the (ended) contact.
+    fn keep_for_callback_once(&self, id: &str, number: &str) -> Result<Task, RouterError> {
         let mut state = self.lock();
         let task = state
             .tasks
@@ -888,11 +1114,21 @@ impl Router {
 
     /// Cancels an open task (a supervisor, a timeout); the contact's flow hears `canceled`.
     pub fn cancel(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
+        self.changing(|| self.cancel_once(task, reason))
+    }
+
+    /// Cancels an open task (a supervisor, a timeout); the contact's flow hears `canceled`.
+    fn cancel_once(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
         self.cancel_and_tell(task, reason, true)
     }
 
     /// Cancels the open task of a contact that has ended: nobody is left to tell.
     pub fn withdraw(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
+        self.changing(|| self.withdraw_once(task, reason))
+    }
+
+    /// Cancels the open task of a contact that has ended: nobody is left to tell.
+    fn withdraw_once(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
         self.cancel_and_tell(task, reason, false)
     }
 
@@ -925,7 +1161,7 @@ impl Router {
             self.commit(&mut state, batch)?;
             done
         };
-        self.assign_all()?;
+        self.assign_after();
         Ok(done)
     }
 
@@ -979,6 +1215,10 @@ impl Router {
     /// misses three in a row is made `unavailable`), escalates tasks whose target timed out,
     /// and gives up tasks past their timeout.
     pub fn tick(&self) -> Result<(), RouterError> {
+        self.changing(|| self.tick_once())
+    }
+
+    fn tick_once(&self) -> Result<(), RouterError> {
         let now = (self.clock)();
         let mut timed_out = Vec::new();
         {
@@ -1076,9 +1316,16 @@ impl Router {
                 let news = News::of(crate::contract::TaskStatus::TimedOut);
                 self.stage_news(&mut batch, &task, news)?;
             }
+            if !batch.is_empty()
+                && let Some(fence) = &*self.fence.lock().unwrap_or_else(|p| p.into_inner())
+            {
+                // Only the leader runs the clock: refused if another node took over.
+                batch.expect(Tree::Meta, keys::ROUTER_EPOCH, Some(fence));
+            }
             self.commit(&mut state, batch)?;
         }
-        self.assign_all()
+        self.assign_after();
+        Ok(())
     }
 
     fn assign_all(&self) -> Result<(), RouterError> {

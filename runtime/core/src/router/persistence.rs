@@ -81,6 +81,34 @@ impl Router {
     /// their index, never the whole task history), open reservations with their remaining
     /// time, and the statistics window from the stored queue events.
     pub(super) fn load(&self) -> Result<(), RouterError> {
+        self.reload_workflow()?;
+        let (state, repairs) = self.read_state()?;
+        {
+            let mut locked = self.lock();
+            *locked = state;
+            if self.is_shared() {
+                // Another node may have changed the router meanwhile: it repairs them then.
+                match self.commit(&mut locked, repairs) {
+                    Ok(()) | Err(RouterError::Store(StoreError::Conflict { .. })) => {}
+                    Err(e) => return Err(e),
+                }
+            } else {
+                self.store.commit(&repairs)?;
+            }
+        }
+        self.store.flush()?;
+        if self.is_shared() {
+            // Another node may offer them first; a refusal here must not stop this node.
+            self.assign_after();
+        } else {
+            self.assign_all()?;
+        }
+        Ok(())
+    }
+
+    /// The router's state as the store has it, and the writes that repair what it finds
+    /// stale (offers whose time ran out while nobody ran them, dangling index entries).
+    pub(super) fn reload_workflow(&self) -> Result<(), RouterError> {
         if let Some(workflow) = self
             .store
             .get_json::<Workflow>(Tree::Queues, WORKFLOW_KEY)?
@@ -88,19 +116,22 @@ impl Router {
             let compiled = compile_workflow(&workflow)?;
             *self.workflow.write().unwrap_or_else(|p| p.into_inner()) = (workflow, compiled);
         }
-        let (state, repairs) = self.read_state()?;
-        *self.lock() = state;
-        self.store.commit(&repairs)?;
-        self.store.flush()?;
-        self.assign_all()?;
         Ok(())
     }
 
-    /// The router's state as the store has it, and the writes that repair what it finds
-    /// stale (offers whose time ran out while nobody ran them, dangling index entries).
     pub(super) fn read_state(&self) -> Result<(State, Batch), RouterError> {
         let now = (self.clock)();
-        let mut state = State::default();
+        // The change counter first: whatever is read after it is at least as new, so a
+        // change made on this picture is refused if anything changed since.
+        let version = stored_version(
+            self.store
+                .get(Tree::Meta, keys::ROUTER_VERSION.as_bytes())?
+                .as_deref(),
+        );
+        let mut state = State {
+            version,
+            ..State::default()
+        };
         for mut record in self.store.scan_json::<AgentRecord>(Tree::Agents, "")? {
             if record.idle_since_ms == 0 {
                 record.idle_since_ms = now;
@@ -142,8 +173,10 @@ impl Router {
                 match (&task.reservation, &task.agent, task.reserved_until_ms) {
                     // An offer whose time ran out while the server was down is made afresh
                     // (not counted as missed: the agent could not have answered it).
+                    // On a shared store the offer is kept as it is, run out or not: only the
+                    // leader's clock ends offers (counting the miss), never a node's re-read.
                     (Some(r), Some(worker), Some(until))
-                        if until > now
+                        if (until > now || self.is_shared())
                             && state
                                 .agents
                                 .get(worker)
@@ -265,14 +298,43 @@ impl Router {
     /// Commits a change already made to `state`. When the store refuses it (a database
     /// away, a full disk), `state` is read back from the store, so memory never runs ahead
     /// of what was kept.
-    pub(super) fn commit(&self, state: &mut State, batch: Batch) -> Result<(), RouterError> {
+    pub(super) fn commit(&self, state: &mut State, mut batch: Batch) -> Result<(), RouterError> {
+        let shared = self.is_shared() && !batch.is_empty();
+        if shared {
+            // Refused if another node changed the router since this state was read.
+            let have = (state.version > 0).then(|| state.version.to_be_bytes());
+            batch.expect(
+                Tree::Meta,
+                keys::ROUTER_VERSION,
+                have.as_ref().map(|v| &v[..]),
+            );
+            batch.put(
+                Tree::Meta,
+                keys::ROUTER_VERSION,
+                (state.version + 1).to_be_bytes().to_vec(),
+            );
+        }
         match self.store.commit(&batch) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if shared {
+                    state.version += 1;
+                }
+                Ok(())
+            }
+            Err(e @ StoreError::Conflict { .. }) if self.is_shared() => {
+                // Another node changed the router first: the next look ([`Router::refresh`],
+                // before the change is tried again) reads it back, with the workflow, and
+                // tells this node's agents of offers made meanwhile.
+                state.stale = true;
+                Err(e.into())
+            }
             Err(e) => {
                 match self.read_state() {
                     Ok((fresh, repairs)) => {
                         *state = fresh;
-                        let _ = self.store.commit(&repairs);
+                        if !self.is_shared() {
+                            let _ = self.store.commit(&repairs);
+                        }
                         tracing::warn!(error = %e, "a router change was not kept; the router read its state back");
                     }
                     Err(again) => {
@@ -284,4 +346,11 @@ impl Router {
             }
         }
     }
+}
+
+/// The router's change counter as stored (0 before the first change on a shared store).
+pub(super) fn stored_version(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
 }

@@ -85,8 +85,25 @@ pub fn queue_events_of(queue: &str) -> String {
 /// Where the store's schema version is kept ([`super::Tree::Meta`]).
 pub const SCHEMA: &str = "schema";
 
-/// Which node writes the store: one at a time until nodes coordinate ([`super::Tree::Meta`]).
-pub const WRITER: &str = "writer";
+/// A node's heartbeat record ([`super::Tree::Meta`]).
+pub fn node(id: &str) -> String {
+    format!("{NODES}{id}")
+}
+
+/// The prefix of every node's heartbeat record.
+pub const NODES: &str = "node/";
+
+/// The router lease: which node runs the router's clock, until when ([`super::Tree::Meta`]).
+pub const ROUTER_LEASE: &str = "router-lease";
+
+/// The router leader's fencing epoch: changes only when another node takes the lease, and
+/// every change the leader makes as leader checks it ([`super::Tree::Meta`]).
+pub const ROUTER_EPOCH: &str = "router-epoch";
+
+/// The router's change counter: every router change on a shared store checks and bumps it, so
+/// a node acting on a stale picture is refused and reads the state back
+/// ([`super::Tree::Meta`]).
+pub const ROUTER_VERSION: &str = "router-version";
 
 #[cfg(test)]
 mod tests {

@@ -246,6 +246,7 @@ impl Call {
             to: to.clone(),
             flow: None,
             attributes: vec![("sip_call_id".into(), self.invite.call_id().to_string())],
+            held: true,
         };
         let rt = self.rt.clone();
         let started = tokio::task::spawn_blocking(move || rt.contacts().start(new))

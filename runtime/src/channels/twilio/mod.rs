@@ -127,6 +127,7 @@ pub fn incoming_call(rt: &Node, params: &Params, base: &str) -> Result<String, W
         to: to.to_string(),
         flow: None,
         attributes,
+        held: false,
     })?;
     let link = Link {
         contact: report.contact.clone(),
@@ -242,6 +243,7 @@ pub fn incoming_sms(rt: &Node, params: &Params) -> Result<String, WebhookError> 
                 to: to.to_string(),
                 flow: None,
                 attributes: Vec::new(),
+                held: false,
             })?;
             actions.extend(started.actions.clone());
             started.contact

@@ -1,0 +1,361 @@
+//! Three nodes on one PostgreSQL behind HAProxy: any node serves any request (a contact's
+//! steps, an agent's accept) and the flow hears its task's news exactly once; when the leader
+//! is killed, another node takes over the router within seconds, with the open offer intact.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchboard::store::local_postgres::LocalPostgres;
+
+use crate::support::{Server, call_at, ivr_server};
+
+/// HAProxy in front of `backends` (base URLs), from the template `scripts/cluster.sh` uses.
+pub struct Haproxy {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    pub fn start(backends: &[&str]) -> Haproxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                format!(
+                    "    server node{} {} check\n",
+                    i + 1,
+                    url.trim_start_matches("http://")
+                )
+            })
+            .collect();
+        let template = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster-haproxy.cfg"),
+        )
+        .unwrap();
+        let config = template
+            .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
+            .replace("@SERVERS@", &servers);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        // Debian installs it in /usr/sbin, which a user's PATH may lack.
+        let program = if Path::new("/usr/sbin/haproxy").exists() {
+            "/usr/sbin/haproxy"
+        } else {
+            "haproxy"
+        };
+        let child = Command::new(program)
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy runs (Debian package haproxy; scripts/test.sh installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "haproxy did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Haproxy {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for<T>(what: &str, within: Duration, mut found: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Steps a node has run, all flows and outcomes together.
+fn steps_run(url: &str) -> f64 {
+    let (status, text) = call_at(url, None, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    text.as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("switchboard_steps_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The steps of a contact that heard `status` for its task.
+fn heard(lb: &str, token: &str, contact: &str, status: &str) -> usize {
+    let (code, trace) = call_at(
+        lb,
+        Some(token),
+        "GET",
+        &format!("/v1/contacts/{contact}/trace"),
+        None,
+    );
+    assert_eq!(code, 200, "{trace}");
+    trace
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["event"]["type"] == "task-outcome" && s["event"]["status"] == status)
+        .count()
+}
+
+#[test]
+fn three_nodes_behind_haproxy_share_the_work_and_survive_losing_the_leader() {
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let args = ["--store", address.as_str(), "--queue", "sales"];
+    let first = ivr_server(dirs[0].path(), &args);
+    // The admin token is the cluster's (kept in the database); the others' CLI finds it here.
+    for dir in &dirs[1..] {
+        std::fs::write(dir.path().join("admin.token"), &first.token).unwrap();
+    }
+    let mut nodes: Vec<Option<Server>> = vec![Some(first)];
+    for dir in &dirs[1..] {
+        nodes.push(Some(ivr_server(dir.path(), &args)));
+    }
+    let token = nodes[0].as_ref().unwrap().token.clone();
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| n.as_ref().unwrap().url.clone())
+        .collect();
+    let ids: Vec<String> = urls
+        .iter()
+        .map(|url| {
+            let (status, cluster) = call_at(url, Some(&token), "GET", "/v1/cluster", None);
+            assert_eq!(status, 200, "{cluster}");
+            assert_eq!(cluster["mode"], "cluster");
+            cluster["node"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // Every node sees all three and the same leader.
+    let leader = wait_for(
+        "every node to see three nodes and one leader",
+        Duration::from_secs(10),
+        || {
+            let views: Vec<Value> = urls
+                .iter()
+                .map(|url| call_at(url, Some(&token), "GET", "/v1/cluster", None).1)
+                .collect();
+            let leader = views[0]["leader"].as_str()?.to_string();
+            views
+                .iter()
+                .all(|v| {
+                    v["nodes"].as_array().map(Vec::len) == Some(3) && v["leader"] == leader.as_str()
+                })
+                .then_some(leader)
+        },
+    );
+    let backends: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let haproxy = Haproxy::start(&backends);
+    let lb = haproxy.url.as_str();
+    let call = |method: &str, path: &str, body: Option<Value>| {
+        call_at(lb, Some(&token), method, path, body)
+    };
+
+    // Two agents, made and made available through the load balancer (so on different nodes).
+    let mut agents = Vec::new();
+    for name in ["ana", "bob"] {
+        let (status, made) = call(
+            "PUT",
+            &format!("/v1/agents/{name}"),
+            Some(json!({"attributes": {}, "capacity": {"voice": 1}})),
+        );
+        assert_eq!(status, 200, "{made}");
+        let agent_token = made["token"].as_str().unwrap().to_string();
+        let (status, body) = call_at(
+            lb,
+            Some(&agent_token),
+            "PUT",
+            "/agent/v1/activity",
+            Some(json!({"activity": "available"})),
+        );
+        assert_eq!(status, 200, "{body}");
+        agents.push(agent_token);
+    }
+    let offer_of = |agent: &str| -> Option<String> {
+        let (status, me) = call_at(lb, Some(agent), "GET", "/agent/v1/me", None);
+        assert_eq!(status, 200, "{me}");
+        me["reservation"]["id"].as_str().map(str::to_string)
+    };
+
+    // A caller presses 1: each request may land on another node.
+    let new_caller = |n: u32| -> String {
+        let (status, started) = call(
+            "POST",
+            "/v1/contacts",
+            Some(
+                json!({"channel": "voice", "from": format!("+1555000{n:04}"), "to": "+15550100", "flow": "ivr-menu"}),
+            ),
+        );
+        assert_eq!(status, 201, "{started}");
+        let contact = started["contact"].as_str().unwrap().to_string();
+        let (status, step) = call(
+            "POST",
+            &format!("/v1/contacts/{contact}/events"),
+            Some(json!({"type": "input", "digits": "1"})),
+        );
+        assert_eq!(status, 200, "{step}");
+        assert!(
+            step["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["type"] == "enqueue"),
+            "{step}"
+        );
+        contact
+    };
+    let first_caller = new_caller(1);
+    // Offered to one of the two agents, whichever node made the offer.
+    let (first_agent, offer) =
+        wait_for("the first caller's offer", Duration::from_secs(10), || {
+            agents
+                .iter()
+                .find_map(|a| offer_of(a).map(|r| (a.clone(), r)))
+        });
+    let (status, task) = call_at(
+        lb,
+        Some(&first_agent),
+        "POST",
+        &format!("/agent/v1/reservations/{offer}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{task}");
+    let first_task = task["id"].as_str().unwrap().to_string();
+    wait_for(
+        "the flow to hear `assigned`",
+        Duration::from_secs(10),
+        || (heard(lb, &token, &first_caller, "assigned") == 1).then_some(()),
+    );
+
+    // A second caller is offered to the other agent, who does not answer yet.
+    let second_agent = agents.iter().find(|a| **a != first_agent).unwrap().clone();
+    let second_caller = new_caller(2);
+    let open_offer = wait_for("the second caller's offer", Duration::from_secs(10), || {
+        offer_of(&second_agent)
+    });
+
+    // Steps ran on more than one node: round robin sent each caller's first step and its digit
+    // to different nodes, and the contact went on where it was.
+    let stepping = nodes
+        .iter()
+        .flatten()
+        .filter(|n| steps_run(&n.url) > 0.0)
+        .count();
+    assert!(stepping >= 2, "only {stepping} node(s) ran steps");
+
+    // Kill the leader.
+    let leader_index = ids.iter().position(|id| *id == leader).unwrap();
+    let killed_at = Instant::now();
+    nodes[leader_index].take().unwrap().kill();
+    let new_leader = wait_for(
+        "another node to take the router lease",
+        Duration::from_secs(15),
+        || {
+            let (status, view) = call("GET", "/v1/cluster", None);
+            (status == 200)
+                .then(|| view["leader"].as_str().map(str::to_string))
+                .flatten()
+                .filter(|l| *l != leader)
+        },
+    );
+    let failover = killed_at.elapsed();
+    eprintln!("leader {leader} killed; {new_leader} took over in {failover:?}");
+    assert!(
+        failover < Duration::from_secs(10),
+        "failover took {failover:?}"
+    );
+
+    // The open offer survived the failover and can be accepted through any node.
+    assert_eq!(
+        offer_of(&second_agent).as_deref(),
+        Some(open_offer.as_str())
+    );
+    let (status, task) = call_at(
+        lb,
+        Some(&second_agent),
+        "POST",
+        &format!("/agent/v1/reservations/{open_offer}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{task}");
+    wait_for(
+        "the second flow to hear `assigned`",
+        Duration::from_secs(10),
+        || (heard(lb, &token, &second_caller, "assigned") == 1).then_some(()),
+    );
+
+    // The first agent finishes: the first flow hears `completed`, once.
+    let (status, done) = call_at(
+        lb,
+        Some(&first_agent),
+        "POST",
+        &format!("/agent/v1/tasks/{first_task}/complete"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{done}");
+    wait_for(
+        "the first flow to hear `completed`",
+        Duration::from_secs(10),
+        || (heard(lb, &token, &first_caller, "completed") == 1).then_some(()),
+    );
+    // New callers still reach an agent: the new leader offers them.
+    let third_caller = new_caller(3);
+    let offer = wait_for("the third caller's offer", Duration::from_secs(10), || {
+        offer_of(&first_agent)
+    });
+    let (status, _) = call_at(
+        lb,
+        Some(&first_agent),
+        "POST",
+        &format!("/agent/v1/reservations/{offer}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200);
+    wait_for(
+        "the third flow to hear `assigned`",
+        Duration::from_secs(10),
+        || (heard(lb, &token, &third_caller, "assigned") == 1).then_some(()),
+    );
+    // The lost node is let go by the leader: two nodes left, none lost.
+    wait_for(
+        "the lost node to be let go",
+        Duration::from_secs(15),
+        || {
+            let (_, view) = call("GET", "/v1/cluster", None);
+            (view["nodes"].as_array().map(Vec::len) == Some(2)
+                && view["lost"].as_array().is_some_and(Vec::is_empty))
+            .then_some(())
+        },
+    );
+    // Each flow heard each outcome exactly once.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(heard(lb, &token, &first_caller, "assigned"), 1);
+    assert_eq!(heard(lb, &token, &first_caller, "completed"), 1);
+    assert_eq!(heard(lb, &token, &second_caller, "assigned"), 1);
+}
