@@ -350,11 +350,7 @@ impl Sessions {
     /// In a cluster: contacts started here are this node's (`node`), and this node hears
     /// the news of the contacts whose owner `hears` accepts (its own; a leader also those of
     /// lost nodes and of nobody).
-    pub fn join_cluster(
-        &self,
-        node: String,
-        hears: Hears,
-    ) {
+    pub fn join_cluster(&self, node: String, hears: Hears) {
         let _ = self.cluster.set(Cluster { node, hears });
     }
 

@@ -57,6 +57,8 @@ pub(super) struct State {
     pub(super) stale: bool,
     /// The router's change counter this state was read at (shared stores only).
     pub(super) version: u64,
+    /// When the queues' statistics windows were last read from the store (ms).
+    pub(super) windows_read_ms: u64,
 }
 
 /// The open reservation `id`, if it is offered to `worker`.

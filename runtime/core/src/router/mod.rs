@@ -331,11 +331,13 @@ impl Router {
             .get(Tree::Meta, keys::ROUTER_VERSION.as_bytes())?;
         let notices = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if !state.stale && stored_version(stored.as_deref()) == state.version {
+            // Versions only grow: one read before this node's own latest change is older
+            // than what this node holds, not news.
+            if !state.stale && stored_version(stored.as_deref()) <= state.version {
                 return Ok(());
             }
             self.reload_workflow()?;
-            let (fresh, repairs) = self.read_state()?;
+            let (fresh, repairs) = self.read_state_after(Some(&state))?;
             let notices: Vec<Notice> = fresh
                 .reservations
                 .values()

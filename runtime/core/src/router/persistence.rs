@@ -5,6 +5,10 @@
 
 use super::*;
 
+/// How long a node's statistics windows are kept across reads of the router's state
+/// before they are read from the store again (see [`Router::read_state_after`]).
+pub(super) const WINDOWS_REREAD_MS: u64 = 5_000;
+
 /// Set in [`Tree::Meta`] once [`Tree::OpenTasks`] indexes every open task.
 pub(super) const OPEN_TASKS_INDEXED: &[u8] = b"open-tasks-indexed";
 
@@ -120,7 +124,20 @@ impl Router {
     }
 
     pub(super) fn read_state(&self) -> Result<(State, Batch), RouterError> {
+        self.read_state_after(None)
+    }
+
+    /// As [`Router::read_state`], keeping `previous`'s statistics windows when they were
+    /// read less than [`WINDOWS_REREAD_MS`] ago: a node that reads the router back after each
+    /// change of another node does not scan the queues' whole windows each time (this
+    /// node's own events are added as it makes them; the other nodes' join at the next
+    /// full read).
+    pub(super) fn read_state_after(
+        &self,
+        previous: Option<&State>,
+    ) -> Result<(State, Batch), RouterError> {
         let now = (self.clock)();
+        let previous = previous.filter(|p| now < p.windows_read_ms + WINDOWS_REREAD_MS);
         // The change counter first: whatever is read after it is at least as new, so a
         // change made on this picture is refused if anything changed since.
         let version = stored_version(
@@ -130,6 +147,7 @@ impl Router {
         );
         let mut state = State {
             version,
+            windows_read_ms: previous.map_or(now, |p| p.windows_read_ms),
             ..State::default()
         };
         for mut record in self.store.scan_json::<AgentRecord>(Tree::Agents, "")? {
@@ -150,7 +168,13 @@ impl Router {
             }
             let config: QueueConfig = crate::store::decode(Tree::Queues, &key, &bytes)?;
             let mut queue = compile_queue(config)?;
-            load_window(&*self.store, &mut queue, now)?;
+            match previous.and_then(|p| p.queues.get(&queue.config.name)) {
+                Some(old) => {
+                    queue.answered = old.answered.clone();
+                    queue.canceled = old.canceled.clone();
+                }
+                None => load_window(&*self.store, &mut queue, now)?,
+            }
             state.queues.insert(queue.config.name.clone(), queue);
         }
         let names: Vec<String> = state.queues.keys().cloned().collect();
