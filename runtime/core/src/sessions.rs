@@ -673,7 +673,7 @@ impl Sessions {
                 .pop()
                 .map(|step| step.actions)
                 .unwrap_or_default();
-            self.settle_task(&session, &last_actions)?;
+            self.settle_task(&session, &last_actions, false)?;
             settled += 1;
         }
         if settled > 0 {
@@ -848,9 +848,12 @@ impl Sessions {
             keys::trace(&session.id, session.steps),
             &entry,
         )?;
-        batch.put_json(Tree::Sessions, session.id.as_bytes(), session)?;
+        let written = crate::store::encode(&*session)?;
+        batch.put(Tree::Sessions, session.id.as_bytes(), written.clone());
         index_contact(&mut batch, session, first_step);
-        self.store.commit(&batch)?;
+        if let Err(e) = self.store.commit(&batch) {
+            self.landed_anyway(&session.id, &written, e)?;
+        }
         self.store.flush()?;
 
         // Counted once it happened: a step refused (another node stepped the contact first)
@@ -877,7 +880,7 @@ impl Sessions {
         {
             tracing::error!(contact = %session.id, error = %e, "the contact's task is stored but not offered yet; it will be after a restart");
         }
-        if let Err(e) = self.settle_task(session, &actions) {
+        if let Err(e) = self.settle_task(session, &actions, was_queued) {
             tracing::error!(contact = %session.id, error = %e, "cannot settle the task of a contact that ended; it will be at the next start");
         }
         if matches!(session.status, Status::Ended { .. }) {
@@ -894,6 +897,35 @@ impl Sessions {
             awaiting: session.awaiting.clone(),
             fault,
         })
+    }
+
+    /// A step whose commit failed: `Ok` when it landed all the same (the link broke after
+    /// the database had committed it, so the session now stored is the one this step wrote),
+    /// the commit's error otherwise. A step that landed must go on as one that did (its
+    /// task offered, its contact settled), or its contact would wait unseen until a restart.
+    fn landed_anyway(
+        &self,
+        id: &str,
+        written: &[u8],
+        error: StoreError,
+    ) -> Result<(), ContactError> {
+        if matches!(error, StoreError::Conflict { .. }) {
+            return Err(error.into());
+        }
+        match self.store.get(Tree::Sessions, id.as_bytes()) {
+            Ok(Some(stored)) if stored == written => {
+                tracing::warn!(contact = %id, error = %error, "the step's commit was reported failed but it landed; going on");
+                Ok(())
+            }
+            Ok(_) => Err(error.into()),
+            Err(read) => {
+                // Still unknown: the router reads the store back before its next operation,
+                // so a task this step may have written is not left unseen.
+                tracing::warn!(contact = %id, error = %read, "cannot tell whether the step's commit landed");
+                self.router.mark_stale();
+                Err(error.into())
+            }
+        }
     }
 
     /// The task of a contact that just entered a queue, checked and planned, to be written in
@@ -943,10 +975,25 @@ impl Sessions {
     }
 
     /// Cancels the open task of a contact that ended (or keeps it as a callback to make).
-    fn settle_task(&self, session: &Session, actions: &[Action]) -> Result<(), ContactError> {
-        if matches!(session.status, Status::Ended { .. })
-            && let Some(task) = self.router.task_of_contact(&session.id)
-        {
+    fn settle_task(
+        &self,
+        session: &Session,
+        actions: &[Action],
+        was_queued: bool,
+    ) -> Result<(), ContactError> {
+        if !matches!(session.status, Status::Ended { .. }) {
+            return Ok(());
+        }
+        let mut task = self.router.task_of_contact(&session.id);
+        if task.is_none() && was_queued {
+            // In a cluster the task may have been made by a step on another node, not known
+            // here yet: read the router back and look again.
+            self.router
+                .read_back()
+                .map_err(|e| ContactError::Routing(e.to_string()))?;
+            task = self.router.task_of_contact(&session.id);
+        }
+        if let Some(task) = task {
             let callback = actions.iter().find_map(|a| match a {
                 Action::Callback { number } => Some(number.clone()),
                 _ => None,

@@ -59,6 +59,8 @@ pub(super) struct State {
     pub(super) version: u64,
     /// When the queues' statistics windows were last read from the store (ms).
     pub(super) windows_read_ms: u64,
+    /// When this state was read from the store (ms).
+    pub(super) read_ms: u64,
 }
 
 /// The open reservation `id`, if it is offered to `worker`.

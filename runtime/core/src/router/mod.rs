@@ -333,7 +333,10 @@ impl Router {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             // Versions only grow: one read before this node's own latest change is older
             // than what this node holds, not news.
-            if !state.stale && stored_version(stored.as_deref()) <= state.version {
+            if !state.stale
+                && stored_version(stored.as_deref()) <= state.version
+                && (self.clock)() < state.read_ms + READ_BACK_EVERY_MS
+            {
                 return Ok(());
             }
             self.reload_workflow()?;
@@ -362,6 +365,22 @@ impl Router {
         Ok(())
     }
 
+    /// Reads the state back from the store before the next operation: a change written
+    /// outside the router (a task in a contact's step) may have landed unseen.
+    pub fn mark_stale(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).stale = true;
+    }
+
+    /// On a shared store: reads the router back now, whatever its version (a task made by a
+    /// contact's step on another node is not a router change until it is offered).
+    pub fn read_back(&self) -> Result<(), RouterError> {
+        if !self.is_shared() {
+            return Ok(());
+        }
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).stale = true;
+        self.refresh()
+    }
+
     /// Makes a change, again on the state read back when another node changed the router
     /// first (on a shared store). A change's first commit is its only one that can be
     /// refused so: what follows it (offers to waiting tasks) never fails it.
@@ -385,6 +404,12 @@ impl Router {
                     return Err(RouterError::Invalid(
                         "this node no longer leads the router (another node took the lease)".into(),
                     ));
+                }
+                // Perhaps made by a contact's step on another node since this node last
+                // read the router: read it back and look once more.
+                Err(RouterError::UnknownTask(_)) if attempt == 1 => {
+                    attempt += 1;
+                    self.read_back()?;
                 }
                 Err(RouterError::Store(StoreError::Conflict { .. })) if attempt < ATTEMPTS => {
                     attempt += 1;
@@ -784,13 +809,9 @@ impl Router {
                 }
                 state.tasks.insert(id.clone(), prepared.task);
             }
-            let mut batch = batch;
-            if self.is_shared()
-                && let Some(task) = state.tasks.get(&id)
-            {
-                // Written again with the change counter's bump, so the other nodes read it.
-                stage_task(&mut batch, task)?;
-            }
+            // On a shared store a task a step wrote is not a router change by itself: the
+            // other nodes learn of it when it is offered (a change), when they look for it
+            // ([`Router::read_back`]) or at their next periodic read.
             self.assign_locked(&mut state, &queue, batch)?
         };
         self.notify(notices);

@@ -9,6 +9,12 @@ use super::*;
 /// before they are read from the store again (see [`Router::read_state_after`]).
 pub(super) const WINDOWS_REREAD_MS: u64 = 5_000;
 
+/// On a shared store, how long a node goes at most without reading the router back, even
+/// when its version did not move: a task a contact's step made on another node (written with
+/// the step, not counted as a router change until it is offered) is known to every node by
+/// then.
+pub(super) const READ_BACK_EVERY_MS: u64 = 5_000;
+
 /// Set in [`Tree::Meta`] once [`Tree::OpenTasks`] indexes every open task.
 pub(super) const OPEN_TASKS_INDEXED: &[u8] = b"open-tasks-indexed";
 
@@ -148,6 +154,7 @@ impl Router {
         let mut state = State {
             version,
             windows_read_ms: previous.map_or(now, |p| p.windows_read_ms),
+            read_ms: now,
             ..State::default()
         };
         for mut record in self.store.scan_json::<AgentRecord>(Tree::Agents, "")? {
