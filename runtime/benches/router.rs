@@ -89,7 +89,7 @@ fn main() {
         router
             .accept(&worker, task.reservation.as_deref().unwrap())
             .unwrap();
-        router.complete(&worker, &task.id, None).unwrap();
+        router.complete(&worker, &task.id, None, None).unwrap();
         if assignments.is_multiple_of(64) {
             router.flush().unwrap();
         }

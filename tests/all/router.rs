@@ -716,3 +716,90 @@ fn a_waiting_caller_hears_their_place_and_keeps_it_with_a_callback() {
     assert_eq!(task["attributes"]["callback"], "+15551230006");
     assert!(task["contact"].is_null());
 }
+
+#[test]
+fn wrap_up_keeps_the_agent_busy_needs_its_code_and_ends_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (status, refused) = server.call(
+        "PUT",
+        "/v1/queues/sales",
+        Some(json!({"disposition_required": true})),
+    );
+    assert_eq!(status, 400, "a required code with no codes: {refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dispositions"),
+        "{refused}"
+    );
+    put(
+        &server,
+        "/v1/queues/sales",
+        json!({"wrapup_secs": 2, "dispositions": ["sale", "no-sale"], "disposition_required": true}),
+    );
+    let ann = agent(&server, "ann", json!({}), json!({"voice": 1}));
+    let first = task(&server, "sales", "voice", 0, json!({}));
+    let first = first["id"].as_str().unwrap();
+    let r = reservation_of(&server, &ann).unwrap();
+    assert_eq!(
+        act(&server, &ann, &format!("/agent/v1/reservations/{r}/accept")).0,
+        200
+    );
+    let second = task(&server, "sales", "voice", 0, json!({}));
+    let second = second["id"].as_str().unwrap();
+
+    // The conversation ends: wrapping, and Ann is still busy with it.
+    let (status, wrapping) = act(&server, &ann, &format!("/agent/v1/tasks/{first}/wrap"));
+    assert_eq!(status, 200, "{wrapping}");
+    assert_eq!(wrapping["status"], "wrapping");
+    let mine = me(&server, &ann);
+    assert_eq!(mine["busy"]["voice"], 1, "{mine}");
+    assert_eq!(mine["tasks"][0]["status"], "wrapping", "{mine}");
+    assert!(
+        mine["reservation"].is_null(),
+        "no offer while wrapping up: {mine}"
+    );
+
+    // Completing needs one of the queue's codes.
+    let (status, missing) = act(&server, &ann, &format!("/agent/v1/tasks/{first}/complete"));
+    assert_eq!(status, 400, "{missing}");
+    let message = missing["error"]["message"].as_str().unwrap();
+    assert!(message.contains("sale, no-sale"), "{missing}");
+    let (status, wrong) = server.call_as(
+        Some(&ann),
+        "POST",
+        &format!("/agent/v1/tasks/{first}/complete"),
+        Some(json!({"disposition": "maybe"})),
+    );
+    assert_eq!(status, 400, "{wrong}");
+    let (status, done) = server.call_as(
+        Some(&ann),
+        "POST",
+        &format!("/agent/v1/tasks/{first}/complete"),
+        Some(json!({"disposition": "sale", "wrapup": "two seats"})),
+    );
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["disposition"], "sale");
+    let (_, stored) = server.call("GET", &format!("/v1/tasks/{first}"), None);
+    assert_eq!(stored["disposition"], "sale", "{stored}");
+
+    // Free again: the waiting task is offered. Its wrap-up is left to run out.
+    let r = reservation_of(&server, &ann).expect("offered once the wrap-up is done");
+    assert_eq!(
+        act(&server, &ann, &format!("/agent/v1/reservations/{r}/accept")).0,
+        200
+    );
+    assert_eq!(
+        act(&server, &ann, &format!("/agent/v1/tasks/{second}/wrap")).0,
+        200
+    );
+    wait_until("the wrap-up time to run out", || {
+        server.call("GET", &format!("/v1/tasks/{second}"), None).1["status"] == "completed"
+    });
+    let (_, ended) = server.call("GET", &format!("/v1/tasks/{second}"), None);
+    assert_eq!(ended["reason"], "wrap-up time ran out", "{ended}");
+    assert_eq!(me(&server, &ann)["busy"]["voice"], 0);
+}

@@ -128,14 +128,27 @@ impl Desk {
         self.router.reject(agent, reservation)
     }
 
-    /// Completes a task the agent holds, with its wrap-up.
+    /// Completes a task the agent holds, with its wrap-up notes and disposition.
     pub fn complete(
         &self,
         agent: &str,
         task: &str,
         wrapup: Option<String>,
+        disposition: Option<String>,
     ) -> Result<Task, RouterError> {
-        self.router.complete(agent, task, wrapup)
+        self.router.complete(agent, task, wrapup, disposition)
+    }
+
+    /// The agent ends the conversation of a task they hold: wrap-up begins (or the task
+    /// completes, in a queue without wrap-up).
+    pub fn wrap(&self, agent: &str, task: &str) -> Result<Task, RouterError> {
+        self.router.wrap(agent, task)
+    }
+
+    /// The conversation of an assigned task ended on its channel (both legs of a call hung
+    /// up): wrap-up begins, and the contact's flow hears `completed`.
+    pub fn conversation_ended(&self, task: &str, why: &str) -> Result<Task, RouterError> {
+        self.router.conversation_ended(task, why, true)
     }
 
     /// Gives up a task whose contact cannot reach the agent (the agent's phone failed).

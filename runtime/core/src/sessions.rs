@@ -1005,6 +1005,12 @@ impl Sessions {
                         .keep_for_callback(&task.id, &number)
                         .map_err(|e| ContactError::Routing(e.to_string()))?;
                 }
+                // Answered: the conversation is over (wrap-up follows), it was not abandoned.
+                None if task.status == crate::router::TaskStatus::Assigned => {
+                    let _ = self
+                        .router
+                        .conversation_ended(&task.id, "the customer left", false);
+                }
                 None => {
                     let _ = self.router.withdraw(&task.id, "the customer left");
                 }

@@ -45,6 +45,7 @@ pub fn agent(runtime: Arc<Runtime>) -> Router<Arc<Runtime>> {
         .route("/activity", put(my_activity))
         .route("/reservations/{id}/accept", post(accept))
         .route("/reservations/{id}/reject", post(reject))
+        .route("/tasks/{id}/wrap", post(wrap))
         .route("/tasks/{id}/complete", post(complete))
         .route("/tasks/{id}/messages", post(say_to_customer))
         .route("/ws", get(socket))
@@ -298,6 +299,18 @@ async fn reject(
 #[derive(Deserialize, Default)]
 struct CompleteBody {
     wrapup: Option<String>,
+    disposition: Option<String>,
+}
+
+/// The agent ends the conversation: wrap-up begins (the task `wrapping`, the agent still
+/// busy with it) or, in a queue without wrap-up, the task completes.
+async fn wrap(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+) -> Answer {
+    let task = routed(rt, move |rt| Ok(rt.desk().wrap(&name, &id)?)).await?;
+    ok(StatusCode::OK, task)
 }
 
 async fn complete(
@@ -306,8 +319,13 @@ async fn complete(
     Path(id): Path<String>,
     body: Option<Json<CompleteBody>>,
 ) -> Answer {
-    let wrapup = body.and_then(|Json(b)| b.wrapup);
-    let task = routed(rt, move |rt| Ok(rt.desk().complete(&name, &id, wrapup)?)).await?;
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let task = routed(rt, move |rt| {
+        Ok(rt
+            .desk()
+            .complete(&name, &id, body.wrapup, body.disposition)?)
+    })
+    .await?;
     ok(StatusCode::OK, task)
 }
 
@@ -409,13 +427,21 @@ enum DeskMessage {
         #[serde(default)]
         reservation: String,
     },
-    /// The task is done, with wrap-up notes.
+    /// The conversation is over: wrap-up begins.
+    Wrap {
+        #[serde(default)]
+        task: String,
+    },
+    /// The task is done, with wrap-up notes and a disposition.
     Complete {
         #[serde(default)]
         task: String,
         /// Notes; anything but a string is no notes.
         #[serde(default)]
         wrapup: Option<serde_json::Value>,
+        /// One of the queue's disposition codes.
+        #[serde(default)]
+        disposition: Option<String>,
     },
     /// Text for the customer of a conversation the agent holds.
     Message {
@@ -439,7 +465,7 @@ async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> s
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "unknown_message",
-                format!("{e}: send accept or reject (with the reservation), complete (with the task and wrapup) or message (with the task and text)"),
+                format!("{e}: send accept or reject (with the reservation), wrap (with the task), complete (with the task, wrapup and disposition) or message (with the task and text)"),
             )
             .to_json();
         }
@@ -456,9 +482,14 @@ async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> s
         Ok(match message {
             DeskMessage::Accept { reservation } => rt.desk().accept(&name, &reservation)?,
             DeskMessage::Reject { reservation } => rt.desk().reject(&name, &reservation)?,
-            DeskMessage::Complete { task, wrapup } => {
+            DeskMessage::Wrap { task } => rt.desk().wrap(&name, &task)?,
+            DeskMessage::Complete {
+                task,
+                wrapup,
+                disposition,
+            } => {
                 let wrapup = wrapup.and_then(|w| w.as_str().map(str::to_string));
-                rt.desk().complete(&name, &task, wrapup)?
+                rt.desk().complete(&name, &task, wrapup, disposition)?
             }
             DeskMessage::Message { .. } => unreachable!("handled above"),
         })

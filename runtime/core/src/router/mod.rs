@@ -519,6 +519,19 @@ impl Router {
                 "reservation_timeout_secs must be at least 1".into(),
             ));
         }
+        let mut seen = HashSet::new();
+        for code in &config.dispositions {
+            if code.trim().is_empty() || code.len() > 64 || !seen.insert(code.as_str()) {
+                return Err(RouterError::Invalid(format!(
+                    "disposition {code:?}: each code is 1-64 characters and named once"
+                )));
+            }
+        }
+        if config.disposition_required && config.dispositions.is_empty() {
+            return Err(RouterError::Invalid(
+                "disposition_required needs the codes to choose from: list them in \"dispositions\"".into(),
+            ));
+        }
         if config.targets.is_empty() {
             config.targets.push(Target {
                 agents: String::new(),
@@ -768,6 +781,10 @@ impl Router {
             contact: new.contact,
             assigned_ms: None,
             wrapup: None,
+            disposition: None,
+            wrapping_since_ms: None,
+            wrapup_until_ms: None,
+            ended_ms: None,
             reason: None,
             last_wait_ms: now,
             plan: compiled.as_ref().map(|(targets, _)| targets.clone()),
@@ -839,6 +856,10 @@ impl Router {
             contact: new.contact.clone(),
             assigned_ms: None,
             wrapup: None,
+            disposition: None,
+            wrapping_since_ms: None,
+            wrapup_until_ms: None,
+            ended_ms: None,
             reason: None,
             last_wait_ms: 0,
             plan: None,
@@ -988,14 +1009,17 @@ fn release_reservation(
 }
 
 impl Router {
-    /// The agent finished the task, with wrap-up notes.
+    /// The agent finished the task, with wrap-up notes and, where the queue has codes, a
+    /// disposition. From `assigned` (the conversation ends here too: the contact's flow hears
+    /// `completed`) or from `wrapping`. The agent's capacity is freed.
     pub fn complete(
         &self,
         worker: &str,
         task: &str,
         wrapup: Option<String>,
+        disposition: Option<String>,
     ) -> Result<Task, RouterError> {
-        self.changing(|| self.complete_once(worker, task, wrapup.clone()))
+        self.changing(|| self.complete_once(worker, task, wrapup.clone(), disposition.clone()))
     }
 
     fn complete_once(
@@ -1003,6 +1027,7 @@ impl Router {
         worker: &str,
         task: &str,
         wrapup: Option<String>,
+        disposition: Option<String>,
     ) -> Result<Task, RouterError> {
         let done = {
             let mut state = self.lock();
@@ -1010,10 +1035,22 @@ impl Router {
                 .tasks
                 .get(task)
                 .ok_or_else(|| RouterError::UnknownTask(task.into()))?;
-            if t.agent.as_deref() != Some(worker) || t.status != TaskStatus::Assigned {
+            if t.agent.as_deref() != Some(worker)
+                || !matches!(t.status, TaskStatus::Assigned | TaskStatus::Wrapping)
+            {
                 return Err(RouterError::NotYours(format!(
                     "task {task} is not assigned to {worker}"
                 )));
+            }
+            let talking = t.status == TaskStatus::Assigned;
+            if let Some(q) = state.queues.get(&t.queue) {
+                q.config
+                    .check_disposition(disposition.as_deref())
+                    .map_err(RouterError::Invalid)?;
+            }
+            let wrapup = wrapup.or_else(|| t.wrapup.clone());
+            if let Some(t) = state.tasks.get_mut(task) {
+                t.disposition = disposition;
             }
             let mut batch = Batch::new();
             let done = self.finish(
@@ -1024,11 +1061,107 @@ impl Router {
                 wrapup,
                 None,
             )?;
-            self.stage_news(
-                &mut batch,
-                &done,
-                News::of(crate::contract::TaskStatus::Completed),
-            )?;
+            if talking {
+                self.stage_news(
+                    &mut batch,
+                    &done,
+                    News::of(crate::contract::TaskStatus::Completed),
+                )?;
+            }
+            self.commit(&mut state, batch)?;
+            done
+        };
+        self.assign_after();
+        Ok(done)
+    }
+
+    /// The agent ends the conversation of a task they hold (the contact's flow hears
+    /// `completed` and goes on): the task goes to `wrapping` when its queue has wrap-up, and
+    /// completes at once when it has none.
+    pub fn wrap(&self, worker: &str, task: &str) -> Result<Task, RouterError> {
+        self.changing(|| self.wrap_once(Some(worker), task, None, true))
+    }
+
+    /// The conversation of an assigned task ended on its channel (the call's legs hung up,
+    /// the customer left): as [`Router::wrap`], with why it ended kept as the task's notes
+    /// until the agent writes theirs. `tell`: whether the contact's flow is still there to
+    /// hear `completed`. A task not assigned is left as it is.
+    pub fn conversation_ended(
+        &self,
+        task: &str,
+        why: &str,
+        tell: bool,
+    ) -> Result<Task, RouterError> {
+        self.changing(|| self.wrap_once(None, task, Some(why.to_string()), tell))
+    }
+
+    fn wrap_once(
+        &self,
+        worker: Option<&str>,
+        task: &str,
+        why: Option<String>,
+        tell: bool,
+    ) -> Result<Task, RouterError> {
+        let done = {
+            let mut state = self.lock();
+            let now = (self.clock)();
+            let t = state
+                .tasks
+                .get(task)
+                .ok_or_else(|| RouterError::UnknownTask(task.into()))?;
+            if let Some(worker) = worker
+                && t.agent.as_deref() != Some(worker)
+            {
+                return Err(RouterError::NotYours(format!(
+                    "task {task} is not assigned to {worker}"
+                )));
+            }
+            match t.status {
+                TaskStatus::Assigned => {}
+                TaskStatus::Wrapping if worker.is_none() => return Ok(t.clone()),
+                other => {
+                    return Err(RouterError::Conflict(format!(
+                        "task {task} is {}, not in a conversation",
+                        serde_json::to_value(other)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default()
+                    )));
+                }
+            }
+            let config = state.queues.get(&t.queue).map(|q| q.config.clone());
+            let mut batch = Batch::new();
+            let done = if config.as_ref().is_some_and(QueueConfig::wraps_up) {
+                let wrapup_secs = config.map_or(0, |c| c.wrapup_secs);
+                let t = state
+                    .tasks
+                    .get_mut(task)
+                    .ok_or_else(|| RouterError::UnknownTask(task.into()))?;
+                t.status = TaskStatus::Wrapping;
+                t.wrapping_since_ms = Some(now);
+                t.wrapup_until_ms = (wrapup_secs > 0).then(|| now + wrapup_secs * 1000);
+                if t.wrapup.is_none() {
+                    t.wrapup = why;
+                }
+                stage_task(&mut batch, t)?;
+                t.clone()
+            } else {
+                self.finish(
+                    &mut batch,
+                    &mut state,
+                    task,
+                    TaskStatus::Completed,
+                    why,
+                    None,
+                )?
+            };
+            if tell {
+                self.stage_news(
+                    &mut batch,
+                    &done,
+                    News::of(crate::contract::TaskStatus::Completed),
+                )?;
+            }
             self.commit(&mut state, batch)?;
             done
         };
@@ -1229,6 +1362,8 @@ impl Router {
         task.status = status;
         task.wrapup = wrapup;
         task.reason = reason;
+        task.wrapup_until_ms = None;
+        task.ended_ms = Some(now);
         stage_task(batch, &task)?;
         batch.delete(Tree::OpenTasks, task.id.as_bytes());
         Ok(task)
@@ -1326,6 +1461,27 @@ impl Router {
                     task.passed_by.clear();
                     stage_task(&mut batch, task)?;
                 }
+            }
+            // Wrap-up whose time ran out: the task completes by itself, the agent is free.
+            let wrapped: Vec<String> = state
+                .tasks
+                .values()
+                .filter(|t| {
+                    t.status == TaskStatus::Wrapping
+                        && t.wrapup_until_ms.is_some_and(|until| until <= now)
+                })
+                .map(|t| t.id.clone())
+                .collect();
+            for id in &wrapped {
+                let notes = state.tasks.get(id).and_then(|t| t.wrapup.clone());
+                self.finish(
+                    &mut batch,
+                    &mut state,
+                    id,
+                    TaskStatus::Completed,
+                    notes,
+                    Some("wrap-up time ran out".into()),
+                )?;
             }
             for id in &timed_out {
                 let task = self.finish(

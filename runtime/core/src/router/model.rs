@@ -83,6 +83,20 @@ pub struct QueueConfig {
     /// The routing plan: targets tried in order. Empty means one target: every member.
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// After-contact work: once the conversation ends, the agent has this many seconds of
+    /// wrap-up (the task `wrapping`, the agent's capacity still taken) before the task
+    /// completes by itself. 0: no wrap-up time (unless a disposition is required, the task
+    /// completes when the conversation ends).
+    #[serde(default)]
+    pub wrapup_secs: u64,
+    /// The disposition codes an agent picks from when completing a task of this queue
+    /// (`sale`, `refund`, ...). Empty: no codes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dispositions: Vec<String>,
+    /// Whether completing a task of this queue needs a disposition (then a task whose
+    /// conversation ended waits in `wrapping` for the agent's code, however long).
+    #[serde(default)]
+    pub disposition_required: bool,
 }
 
 impl QueueConfig {
@@ -97,6 +111,40 @@ impl QueueConfig {
             task_timeout_secs: default_task_timeout(),
             wait_event_secs: 0,
             targets: Vec::new(),
+            wrapup_secs: 0,
+            dispositions: Vec::new(),
+            disposition_required: false,
+        }
+    }
+
+    /// Whether a task of this queue whose conversation ended waits in `wrapping`.
+    pub fn wraps_up(&self) -> bool {
+        self.wrapup_secs > 0 || self.disposition_required
+    }
+
+    /// Checks an agent's disposition against the queue's codes.
+    pub fn check_disposition(&self, disposition: Option<&str>) -> Result<(), String> {
+        match disposition {
+            None if self.disposition_required => Err(format!(
+                "queue {} needs a disposition to complete a task: send \"disposition\" with one of {}",
+                self.name,
+                self.dispositions.join(", ")
+            )),
+            Some(code) if !self.dispositions.iter().any(|d| d == code) => {
+                Err(if self.dispositions.is_empty() {
+                    format!(
+                        "queue {} has no disposition codes: define them with the queue (\"dispositions\") or complete without one",
+                        self.name
+                    )
+                } else {
+                    format!(
+                        "{code:?} is not a disposition of queue {}: use one of {}",
+                        self.name,
+                        self.dispositions.join(", ")
+                    )
+                })
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -177,7 +225,19 @@ pub struct Task {
     pub assigned_ms: Option<u64>,
     /// The agent's wrap-up notes.
     pub wrapup: Option<String>,
-    /// Why it was canceled.
+    /// The disposition code the agent gave when completing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<String>,
+    /// When its conversation ended and wrap-up began (ms), once `wrapping`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapping_since_ms: Option<u64>,
+    /// When wrap-up ends by itself (ms), if the queue limits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapup_until_ms: Option<u64>,
+    /// When it completed or was canceled (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+    /// Why it was canceled, or completed without the agent (wrap-up time ran out).
     pub reason: Option<String>,
     /// When the contact's flow last heard `queue-wait`.
     #[serde(default)]

@@ -161,7 +161,8 @@ pub(super) fn agent_view(state: &State, w: &Agent) -> Value {
         .tasks
         .values()
         .filter(|t| {
-            t.agent.as_deref() == Some(w.record.name.as_str()) && t.status == TaskStatus::Assigned
+            t.agent.as_deref() == Some(w.record.name.as_str())
+                && matches!(t.status, TaskStatus::Assigned | TaskStatus::Wrapping)
         })
         .collect();
     let reservation = w

@@ -108,7 +108,7 @@ fn the_longest_idle_member_gets_the_offer_and_priority_overtakes_age() {
     // ...and the urgent one goes first when Ann is free again.
     let r = b.offer("ann").unwrap();
     b.router.accept("ann", &r.id).unwrap();
-    b.router.complete("ann", &first.id, None).unwrap();
+    b.router.complete("ann", &first.id, None, None).unwrap();
     assert_eq!(b.offer("ann").unwrap().task, urgent.id);
 }
 
@@ -172,7 +172,7 @@ fn news_for_a_contact_is_written_with_the_change_in_order() {
     let r = b.offer("ann").unwrap();
     b.router.accept("ann", &r.id).unwrap();
     b.router
-        .complete("ann", &task.id, Some("sold".into()))
+        .complete("ann", &task.id, Some("sold".into()), None)
         .unwrap();
     let news: Vec<News> = b.news("c1").into_iter().map(|o| o.news).collect();
     assert_eq!(
@@ -209,7 +209,7 @@ fn a_restart_keeps_offers_statistics_and_the_idle_order() {
         .accept("ann", &first.reservation.clone().unwrap())
         .unwrap();
     b.advance(1_000);
-    b.router.complete("ann", &first.id, None).unwrap();
+    b.router.complete("ann", &first.id, None, None).unwrap();
     let second = b.task("q", 0, None);
     assert_eq!(second.agent.as_deref(), Some("bob"));
     b.router.cancel(&second.id, "abandoned").unwrap();
@@ -332,4 +332,134 @@ fn a_change_the_store_refused_is_not_kept_in_memory_either() {
     let accepted = b.router.accept("ann", &offer.id).unwrap();
     assert_eq!(accepted.status, TaskStatus::Assigned);
     assert_eq!(b.news("c1").len(), 1);
+}
+
+#[test]
+fn wrap_up_keeps_the_agent_busy_until_the_code_or_the_time_ends_it() {
+    let b = Bench::new();
+    b.router
+        .define_queue(QueueConfig {
+            wrapup_secs: 60,
+            dispositions: vec!["sale".into(), "refund".into()],
+            disposition_required: true,
+            ..QueueConfig::named("sales")
+        })
+        .unwrap();
+    b.agent("ann", json!({}));
+    let first = b.task("sales", 0, Some("c1"));
+    b.router.accept("ann", &b.offer("ann").unwrap().id).unwrap();
+    let second = b.task("sales", 0, Some("c2"));
+
+    // The conversation ends: the flow hears `completed` once, the agent is still busy.
+    let wrapping = b.router.wrap("ann", &first.id).unwrap();
+    assert_eq!(wrapping.status, TaskStatus::Wrapping);
+    assert_eq!(
+        wrapping.wrapup_until_ms,
+        Some(b.now.load(Ordering::SeqCst) + 60_000)
+    );
+    let heard: Vec<News> = b.news("c1").into_iter().map(|o| o.news).collect();
+    assert_eq!(
+        heard.last(),
+        Some(&News::of(crate::contract::TaskStatus::Completed))
+    );
+    b.advance(1_000);
+    assert!(b.offer("ann").is_none(), "still wrapping up: no new offer");
+    assert_eq!(
+        b.router.task(&second.id).unwrap().status,
+        TaskStatus::Pending
+    );
+
+    // The queue needs a code, one of its own.
+    let missing = b.router.complete("ann", &first.id, None, None).unwrap_err();
+    assert!(matches!(missing, RouterError::Invalid(_)), "{missing}");
+    assert!(missing.to_string().contains("sale, refund"), "{missing}");
+    let wrong = b
+        .router
+        .complete("ann", &first.id, None, Some("lunch".into()))
+        .unwrap_err();
+    assert!(wrong.to_string().contains("not a disposition"), "{wrong}");
+    assert_eq!(
+        b.router.task(&first.id).unwrap().status,
+        TaskStatus::Wrapping
+    );
+
+    // A restart keeps the wrap-up and its end.
+    let b = b.restart();
+    assert!(b.offer("ann").is_none());
+    let done = b
+        .router
+        .complete("ann", &first.id, Some("upsold".into()), Some("sale".into()))
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.disposition.as_deref(), Some("sale"));
+    assert_eq!(done.wrapup.as_deref(), Some("upsold"));
+    assert_eq!(
+        b.news("c1").len(),
+        heard.len(),
+        "completing after wrap-up is not news again"
+    );
+    // Free again: the waiting task is offered.
+    assert_eq!(b.offer("ann").unwrap().task, second.id);
+    b.router.accept("ann", &b.offer("ann").unwrap().id).unwrap();
+
+    // The customer leaves: wrap-up begins without news (nobody is left to hear it), and
+    // when the agent gives no code the time ends it.
+    let ended = b
+        .router
+        .conversation_ended(&second.id, "the customer left", false)
+        .unwrap();
+    assert_eq!(ended.status, TaskStatus::Wrapping);
+    assert_eq!(ended.wrapup.as_deref(), Some("the customer left"));
+    assert_eq!(b.news("c2").len(), 1, "only `assigned`");
+    b.advance(59_000);
+    assert_eq!(
+        b.router.task(&second.id).unwrap().status,
+        TaskStatus::Wrapping
+    );
+    let third = b.task("sales", 0, None);
+    b.advance(1_000);
+    let done = b.router.task(&second.id).unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.reason.as_deref(), Some("wrap-up time ran out"));
+    assert_eq!(b.offer("ann").unwrap().task, third.id, "freed by the clock");
+}
+
+#[test]
+fn a_queue_without_wrap_up_completes_when_the_conversation_ends() {
+    let b = Bench::new();
+    b.queue("q", "", Vec::new());
+    b.agent("ann", json!({}));
+    let task = b.task("q", 0, Some("c1"));
+    b.router.accept("ann", &b.offer("ann").unwrap().id).unwrap();
+    let done = b
+        .router
+        .conversation_ended(&task.id, "the caller hung up", true)
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.wrapup.as_deref(), Some("the caller hung up"));
+    assert!(done.ended_ms.is_some());
+    // Not abandoned: it was answered.
+    let stats = b.router.stats("q").unwrap();
+    assert_eq!(
+        stats.tasks.get("canceled-in-window").copied().unwrap_or(0),
+        0,
+        "{stats:?}"
+    );
+    // Codes are checked when given, and a required code needs codes to choose from.
+    let refused = b
+        .router
+        .define_queue(QueueConfig {
+            disposition_required: true,
+            ..QueueConfig::named("bad")
+        })
+        .unwrap_err();
+    assert!(refused.to_string().contains("dispositions"), "{refused}");
+    let refused = b
+        .router
+        .define_queue(QueueConfig {
+            dispositions: vec!["sale".into(), "sale".into()],
+            ..QueueConfig::named("bad")
+        })
+        .unwrap_err();
+    assert!(refused.to_string().contains("named once"), "{refused}");
 }

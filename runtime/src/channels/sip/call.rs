@@ -988,8 +988,8 @@ impl Call {
         let agent = agent.to_string();
         let wrapup = wrapup.to_string();
         let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = rt.desk().complete(&agent, &task, Some(wrapup)) {
-                tracing::debug!(task, error = %e, "task not completed by the call");
+            if let Err(e) = rt.desk().conversation_ended(&task, &wrapup) {
+                tracing::debug!(task, agent, error = %e, "task not wrapped up by the call");
             }
             rt.deliver_news();
         })
