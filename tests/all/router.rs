@@ -803,3 +803,136 @@ fn wrap_up_keeps_the_agent_busy_needs_its_code_and_ends_by_itself() {
     assert_eq!(ended["reason"], "wrap-up time ran out", "{ended}");
     assert_eq!(me(&server, &ann)["busy"]["voice"], 0);
 }
+
+#[test]
+fn the_agent_socket_hears_every_change_of_the_agents_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ivr_server(dir.path(), &[]);
+    put(
+        &server,
+        "/v1/queues/sales",
+        json!({"members": r#""sales" in worker.skills"#, "reservation_timeout_secs": 1, "wrapup_secs": 1}),
+    );
+    put(
+        &server,
+        "/v1/queues/vip",
+        json!({"members": r#""vip" in worker.skills"#}),
+    );
+    let token = agent(
+        &server,
+        "sara",
+        json!({"skills": ["sales"]}),
+        json!({"voice": 1}),
+    );
+    let url = format!(
+        "{}/agent/v1/ws?token={token}",
+        server.url.replace("http://", "ws://")
+    );
+    let (mut socket, _) = tungstenite::connect(url).expect("the agent socket opens");
+    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_mut() {
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let mut next = || -> Value {
+        let message = socket.read().expect("a push within 10 s");
+        serde_json::from_str(message.to_text().unwrap()).unwrap()
+    };
+    assert_eq!(next()["type"], "snapshot");
+
+    // An offer a supervisor withdraws by moving its task.
+    let moved = task(&server, "sales", "voice", 0, json!({}));
+    assert_eq!(next()["type"], "reservation");
+    let (status, _) = server.call(
+        "POST",
+        &format!("/v1/tasks/{}/move", moved["id"].as_str().unwrap()),
+        Some(json!({"queue": "vip"})),
+    );
+    assert_eq!(status, 200);
+    let pushed = next();
+    assert_eq!(pushed["type"], "rescinded", "{pushed}");
+    assert_eq!(pushed["reason"], "moved to queue vip");
+    assert_eq!(pushed["task"]["id"], moved["id"]);
+
+    // An offer left unanswered.
+    let missed = task(&server, "sales", "voice", 0, json!({}));
+    assert_eq!(next()["type"], "reservation");
+    let pushed = next();
+    assert_eq!(pushed["type"], "timed-out", "{pushed}");
+    assert_eq!(pushed["task"]["id"], missed["id"]);
+    let (status, _) = server.call(
+        "POST",
+        &format!("/v1/tasks/{}/cancel", missed["id"].as_str().unwrap()),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200);
+
+    // A supervisor changes Sara's activity.
+    put(
+        &server,
+        "/v1/agents/sara/activity",
+        json!({"activity": "break"}),
+    );
+    let pushed = next();
+    assert_eq!(pushed["type"], "activity", "{pushed}");
+    assert_eq!(pushed["activity"], "break");
+    put(
+        &server,
+        "/v1/agents/sara/activity",
+        json!({"activity": "available"}),
+    );
+    assert_eq!(next()["activity"], "available");
+
+    // A task she holds is canceled by a supervisor.
+    let held = task(&server, "sales", "voice", 0, json!({}));
+    let offer = next();
+    assert_eq!(offer["task"]["id"], held["id"], "{offer}");
+    let r = offer["reservation"]["id"].as_str().unwrap();
+    assert_eq!(
+        act(
+            &server,
+            &token,
+            &format!("/agent/v1/reservations/{r}/accept")
+        )
+        .0,
+        200
+    );
+    let (status, _) = server.call(
+        "POST",
+        &format!("/v1/tasks/{}/cancel", held["id"].as_str().unwrap()),
+        Some(json!({"reason": "duplicate ticket"})),
+    );
+    assert_eq!(status, 200);
+    let pushed = next();
+    assert_eq!(pushed["type"], "canceled", "{pushed}");
+    assert_eq!(pushed["reason"], "duplicate ticket");
+
+    // A caller she talks to hangs up: wrap-up begins, and the clock ends it.
+    let contact = server.start_contact("ivr-menu", "+15551230077");
+    let id = contact["contact"].as_str().unwrap().to_string();
+    server.press(&id, "1");
+    let offer = next();
+    assert_eq!(offer["task"]["contact"], json!(id), "{offer}");
+    let r = offer["reservation"]["id"].as_str().unwrap();
+    assert_eq!(
+        act(
+            &server,
+            &token,
+            &format!("/agent/v1/reservations/{r}/accept")
+        )
+        .0,
+        200
+    );
+    server.call(
+        "POST",
+        &format!("/v1/contacts/{id}/events"),
+        Some(json!({"type": "hangup"})),
+    );
+    let pushed = next();
+    assert_eq!(pushed["type"], "wrapping", "{pushed}");
+    assert_eq!(pushed["reason"], "the customer left");
+    let pushed = next();
+    assert_eq!(pushed["type"], "completed", "{pushed}");
+    assert_eq!(pushed["reason"], "wrap-up time ran out");
+    // Answered, then ended by the caller: not abandoned.
+    let (_, stats) = server.call("GET", "/v1/queues/sales/stats", None);
+    assert_eq!(stats["tasks"]["answered-in-window"], 2, "{stats}");
+}

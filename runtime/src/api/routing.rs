@@ -344,8 +344,10 @@ async fn say_to_customer(
     ok(StatusCode::OK, json!({"sent": true}))
 }
 
-/// A live connection for an agent's desktop: first a snapshot of the agent, then every new
-/// reservation for them as `{"type": "reservation", "reservation": ..., "task": ...}`.
+/// A live connection for an agent's desktop: first a snapshot of the agent, then every change
+/// of the agent's world as it happens: `{"type": "reservation", "reservation": ..., "task":
+/// ...}` for a new offer, and `rescinded`, `timed-out`, `canceled`, `wrapping`, `completed`
+/// (with the task and the reason) and `activity` (with the new activity).
 /// The desktop answers with `{"type": "accept"|"reject", "reservation": "rs_..."}` or
 /// `{"type": "complete", "task": "tk_...", "wrapup": "..."}`; each answer is acknowledged with
 /// `{"type": "ok", ...}` or `{"type": "error", "code": ..., "message": ...}`.
@@ -383,7 +385,7 @@ async fn agent_session(rt: Arc<Runtime>, name: String, mut ws: WebSocket) {
             notice = notices.recv() => match notice {
 
                 Ok(n) if n.agent == name => {
-                    let text = json!({"type": "reservation", "reservation": n.reservation, "task": n.task}).to_string();
+                    let text = json!(n).to_string();
                     if ws.send(Message::Text(text.into())).await.is_err() {
                         return;
                     }

@@ -61,6 +61,31 @@ pub(super) struct State {
     pub(super) windows_read_ms: u64,
     /// When this state was read from the store (ms).
     pub(super) read_ms: u64,
+    /// What agents' desks hear once the change being made is committed.
+    pub(super) told: Vec<super::Notice>,
+}
+
+impl State {
+    /// Tells `agent`'s desk of a change to their world, once it is committed.
+    pub(super) fn tell(
+        &mut self,
+        agent: &str,
+        kind: &'static str,
+        task: Option<&Task>,
+        reason: Option<String>,
+    ) {
+        let activity = matches!(kind, "activity")
+            .then(|| self.agents.get(agent).map(|w| w.record.activity.clone()))
+            .flatten();
+        self.told.push(super::Notice {
+            agent: agent.to_string(),
+            kind,
+            reservation: None,
+            task: task.cloned(),
+            activity,
+            reason,
+        });
+    }
 }
 
 /// The open reservation `id`, if it is offered to `worker`.

@@ -181,16 +181,31 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
-/// Something an agent's desktop should hear at once.
+/// Something an agent's desktop should hear at once: a change to the agent's world.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Notice {
     /// The agent.
     #[serde(rename = "worker")]
     pub agent: String,
-    /// The new reservation.
-    pub reservation: Reservation,
-    /// Its task.
-    pub task: Task,
+    /// What happened: `reservation` (a new offer), `rescinded` (an offer withdrawn: the task
+    /// was moved, canceled or its customer left), `timed-out` (an offer not answered in
+    /// time), `canceled` (a task the agent held), `wrapping` (its conversation ended),
+    /// `completed`, or `activity` (the agent's activity changed, by a supervisor, by the
+    /// router after missed offers, or by the agent).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The offer, for `reservation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<Reservation>,
+    /// The task concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
+    /// The new activity, for `activity`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity: Option<String>,
+    /// Why, when the agent did not do it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The task router.
@@ -299,6 +314,8 @@ impl Router {
     /// The state, read back from the store first when a refused change left it stale.
     fn lock(&self) -> MutexGuard<'_, State> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // What an operation that failed before its commit meant to tell is not news.
+        state.told.clear();
         if state.stale
             && let Ok((fresh, repairs)) = self.read_state()
         {
@@ -348,8 +365,11 @@ impl Router {
                 .filter_map(|r| {
                     Some(Notice {
                         agent: r.agent.clone(),
-                        reservation: r.clone(),
-                        task: fresh.tasks.get(&r.task)?.clone(),
+                        kind: "reservation",
+                        reservation: Some(r.clone()),
+                        task: Some(fresh.tasks.get(&r.task)?.clone()),
+                        activity: None,
+                        reason: None,
                     })
                 })
                 .collect();
@@ -692,6 +712,7 @@ impl Router {
             w.record.activity = activity.to_string();
             let record = w.record.clone();
             update_idle(&mut state, name);
+            state.tell(name, "activity", None, None);
             let mut batch = Batch::new();
             stage_agent(&mut batch, &record)?;
             self.commit(&mut state, batch)?;
@@ -1141,19 +1162,32 @@ impl Router {
                 t.wrapping_since_ms = Some(now);
                 t.wrapup_until_ms = (wrapup_secs > 0).then(|| now + wrapup_secs * 1000);
                 if t.wrapup.is_none() {
-                    t.wrapup = why;
+                    t.wrapup = why.clone();
                 }
                 stage_task(&mut batch, t)?;
-                t.clone()
+                let t = t.clone();
+                // The agent's own `wrap` is answered; one the channel made is pushed.
+                if let Some(agent) = &t.agent
+                    && worker.is_none()
+                {
+                    state.tell(agent, "wrapping", Some(&t), why);
+                }
+                t
             } else {
-                self.finish(
+                let done = self.finish(
                     &mut batch,
                     &mut state,
                     task,
                     TaskStatus::Completed,
-                    why,
+                    why.clone(),
                     None,
-                )?
+                )?;
+                if let Some(agent) = &done.agent
+                    && worker.is_none()
+                {
+                    state.tell(agent, "completed", Some(&done), why);
+                }
+                done
             };
             if tell {
                 self.stage_news(
@@ -1206,7 +1240,13 @@ impl Router {
                         .and_then(|r| state.reservations.get(r))
                         .cloned()
                     {
-                        release_reservation(&mut batch, &mut state, &r)?;
+                        let task = release_reservation(&mut batch, &mut state, &r)?;
+                        state.tell(
+                            &r.agent,
+                            "rescinded",
+                            Some(&task),
+                            Some(format!("moved to queue {queue}")),
+                        );
                     }
                 }
                 other => {
@@ -1336,6 +1376,7 @@ impl Router {
             .remove(id)
             .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
         state.plans.remove(id);
+        let was = task.status;
         let reservation = task.clear_offer();
         if let Some(r) = &reservation {
             state.reservations.remove(r);
@@ -1366,6 +1407,17 @@ impl Router {
         task.ended_ms = Some(now);
         stage_task(batch, &task)?;
         batch.delete(Tree::OpenTasks, task.id.as_bytes());
+        // The agent's own completion is answered, not pushed; one the clock made is pushed.
+        if let Some(agent) = &task.agent
+            && (status != TaskStatus::Completed || task.reason.is_some())
+        {
+            let kind = match (was, status) {
+                (TaskStatus::Reserved, _) => "rescinded",
+                (_, TaskStatus::Canceled) => "canceled",
+                _ => "completed",
+            };
+            state.tell(agent, kind, Some(&task), task.reason.clone());
+        }
         Ok(task)
     }
 
@@ -1389,15 +1441,31 @@ impl Router {
                 .cloned()
                 .collect();
             for r in expired {
-                release_reservation(&mut batch, &mut state, &r)?;
+                let task = release_reservation(&mut batch, &mut state, &r)?;
+                state.tell(
+                    &r.agent,
+                    "timed-out",
+                    Some(&task),
+                    Some("the offer was not answered in time".into()),
+                );
+                let mut unavailable = false;
                 if let Some(w) = state.agents.get_mut(&r.agent) {
                     w.record.missed_in_a_row += 1;
                     if w.record.missed_in_a_row >= MAX_MISSED {
                         tracing::warn!(agent = %r.agent, "agent let {MAX_MISSED} reservations time out in a row; made unavailable");
                         w.record.activity = "unavailable".into();
+                        unavailable = true;
                     }
                     stage_agent(&mut batch, &w.record)?;
                     update_idle(&mut state, &r.agent);
+                }
+                if unavailable {
+                    state.tell(
+                        &r.agent,
+                        "activity",
+                        None,
+                        Some(format!("{MAX_MISSED} offers in a row were not answered")),
+                    );
                 }
             }
             let mut waits = Vec::new();
@@ -1597,8 +1665,11 @@ impl Router {
                 .insert(reservation.id.clone(), reservation.clone());
             notices.push(Notice {
                 agent: worker,
-                reservation,
-                task: snapshot,
+                kind: "reservation",
+                reservation: Some(reservation),
+                task: Some(snapshot),
+                activity: None,
+                reason: None,
             });
         }
         self.commit(state, batch)?;

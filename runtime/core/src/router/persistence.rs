@@ -345,11 +345,13 @@ impl Router {
                 (state.version + 1).to_be_bytes().to_vec(),
             );
         }
+        let told = std::mem::take(&mut state.told);
         match self.store.commit(&batch) {
             Ok(()) => {
                 if shared {
                     state.version += 1;
                 }
+                self.notify(told);
                 Ok(())
             }
             Err(e @ StoreError::Conflict { .. }) if self.is_shared() => {

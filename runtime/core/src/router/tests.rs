@@ -463,3 +463,83 @@ fn a_queue_without_wrap_up_completes_when_the_conversation_ends() {
         .unwrap_err();
     assert!(refused.to_string().contains("named once"), "{refused}");
 }
+
+#[test]
+fn an_agents_desk_hears_every_change_of_their_world() {
+    let b = Bench::new();
+    b.router
+        .define_queue(QueueConfig {
+            reservation_timeout_secs: 10,
+            wrapup_secs: 30,
+            ..QueueConfig::named("q")
+        })
+        .unwrap();
+    b.queue("vip", r#""vip" in worker.skills"#, Vec::new());
+    b.agent("ann", json!({"skills": []}));
+    let mut heard = b.router.subscribe();
+    let mut drain = || {
+        let mut kinds = Vec::new();
+        while let Ok(n) = heard.try_recv() {
+            assert_eq!(n.agent, "ann");
+            let json = serde_json::to_value(&n).unwrap();
+            kinds.push(format!(
+                "{}{}",
+                json["type"].as_str().unwrap(),
+                json["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ));
+        }
+        kinds
+    };
+
+    // An offer, then withdrawn by a supervisor's move to a queue Ann is not in.
+    let first = b.task("q", 0, None);
+    b.router.move_task(&first.id, "vip", None).unwrap();
+    assert_eq!(drain(), ["reservation", "rescinded (moved to queue vip)"]);
+    // An offer left unanswered.
+    b.task("q", 0, None);
+    b.advance(10_000);
+    let kinds = drain();
+    assert_eq!(
+        kinds[..2],
+        [
+            "reservation".to_string(),
+            "timed-out (the offer was not answered in time)".to_string()
+        ]
+    );
+    // A supervisor sends Ann on a break, and back.
+    b.router.set_activity("ann", "break").unwrap();
+    assert_eq!(drain(), ["activity"]);
+    b.router.set_activity("ann", "available").unwrap();
+    let kinds = drain();
+    assert_eq!(kinds[0], "activity");
+    // The waiting task is offered again (Ann passed it by: she is not offered it); a new one
+    // is, accepted, and canceled by a supervisor.
+    let held = b.task("q", 5, Some("c1"));
+    let offer = b.offer("ann").unwrap();
+    assert_eq!(offer.task, held.id);
+    b.router.accept("ann", &offer.id).unwrap();
+    b.router.cancel(&held.id, "duplicate").unwrap();
+    let kinds = drain();
+    assert!(
+        kinds.ends_with(&["canceled (duplicate)".to_string()]),
+        "{kinds:?}"
+    );
+    // A conversation that ends on its channel, and a wrap-up the clock ends.
+    let talk = b.task("q", 5, Some("c2"));
+    b.router.accept("ann", &b.offer("ann").unwrap().id).unwrap();
+    b.router
+        .conversation_ended(&talk.id, "the caller hung up", true)
+        .unwrap();
+    b.advance(30_000);
+    let kinds = drain();
+    assert!(
+        kinds.ends_with(&[
+            "wrapping (the caller hung up)".to_string(),
+            "completed (wrap-up time ran out)".to_string()
+        ]),
+        "{kinds:?}"
+    );
+}
