@@ -133,6 +133,9 @@ impl Runtime {
         } = &session.status
         {
             let task = self.contacts().task_of(contact).map(|t| t.id);
+            // Kept before it is shown: what the agent reads is in the transcript.
+            self.contacts()
+                .record_said(contact, "customer", Some(agent), task.as_deref(), text)?;
             self.chat.to_agent(agent, serde_json::json!({"type": "message", "task": task, "contact": contact, "text": text}));
             return Ok(());
         }
@@ -165,6 +168,13 @@ impl Runtime {
                 )));
             }
         };
+        // Kept before it is shown: what the customer reads is in the transcript.
+        self.contacts()
+            .record_said(&contact, "agent", Some(agent), Some(&task.id), text)
+            .map_err(|e| match e {
+                crate::sessions::ContactError::Store(e) => crate::router::RouterError::Store(e),
+                other => crate::router::RouterError::Conflict(other.to_string()),
+            })?;
         self.chat.to_visitor(
             &contact,
             serde_json::json!({"type": "message", "from": "agent", "agent": agent, "text": text}),

@@ -153,6 +153,39 @@ fn a_visitor_chats_with_the_flow_then_an_agent_and_resumes_after_a_reconnect() {
         (status, err["error"]["code"].as_str()),
         (403, Some("not_yours"))
     );
+
+    // The conversation is kept with the contact, in order, and still there after a restart.
+    let said = |server: &Server| -> Vec<(String, String)> {
+        let (status, transcript) =
+            server.call("GET", &format!("/v1/contacts/{contact}/transcript"), None);
+        assert_eq!(status, 200, "{transcript}");
+        transcript
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                assert_eq!(s["task"], json!(task), "{s}");
+                assert_eq!(s["agent"], "sara", "{s}");
+                (
+                    s["from"].as_str().unwrap().to_string(),
+                    s["text"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let expected = [
+        ("customer", "My parcel is late"),
+        ("agent", "Sorry! Sending a new one today."),
+        ("agent", "Anything else?"),
+    ]
+    .map(|(from, text)| (from.to_string(), text.to_string()));
+    assert_eq!(said(&server), expected);
+    drop((desk, visitor));
+    drop(server);
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(said(&server), expected, "kept across a restart");
+    let (status, _) = server.call("GET", "/v1/contacts/nobody/transcript", None);
+    assert_eq!(status, 404);
 }
 
 #[test]

@@ -22,7 +22,7 @@ use crate::router::{
     AgentRecord, NewTask, Notice, QueueConfig, QueueStats, Reservation, Router, RouterError, Task,
     Workflow,
 };
-use crate::sessions::{ContactError, NewContact, Session, Sessions, StepReport, TraceEntry};
+use crate::sessions::{ContactError, NewContact, Said, Session, Sessions, StepReport, TraceEntry};
 use crate::store::{Batch, Pair, Scan, Store, StoreError, Tree};
 
 /// What a channel does with contacts.
@@ -51,6 +51,24 @@ impl Contacts {
     /// A contact's recorded steps.
     pub fn trace(&self, id: &str) -> Result<Vec<TraceEntry>, ContactError> {
         self.sessions.trace(id)
+    }
+
+    /// Keeps a message between the contact's customer (`from` = `customer`) or an agent
+    /// (`agent`) and the other side, before it is delivered.
+    pub fn record_said(
+        &self,
+        id: &str,
+        from: &str,
+        agent: Option<&str>,
+        task: Option<&str>,
+        text: &str,
+    ) -> Result<Said, ContactError> {
+        self.sessions.record_said(id, from, agent, task, text)
+    }
+
+    /// The contact's conversation with agents, in order.
+    pub fn transcript(&self, id: &str) -> Result<Vec<Said>, ContactError> {
+        self.sessions.transcript(id)
     }
 
     /// The `n` most recently started contacts that pass `keep`, newest first.

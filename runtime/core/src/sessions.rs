@@ -179,6 +179,23 @@ impl Session {
     }
 }
 
+/// One message between a contact's customer and an agent, as kept with the contact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Said {
+    /// When (RFC 3339).
+    pub at: String,
+    /// `customer` or `agent`.
+    pub from: String,
+    /// The agent who wrote it, or who held the conversation when the customer did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The task of the conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The text.
+    pub text: String,
+}
+
 /// One step of a contact, as recorded: everything needed to replay it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceEntry {
@@ -751,6 +768,42 @@ impl Sessions {
             }
         }
         Ok(sessions)
+    }
+
+    /// Keeps a message of a contact's conversation with an agent, durably, before it is
+    /// delivered: what the other side reads is in the transcript.
+    pub fn record_said(
+        &self,
+        id: &str,
+        from: &str,
+        agent: Option<&str>,
+        task: Option<&str>,
+        text: &str,
+    ) -> Result<Said, ContactError> {
+        let said = Said {
+            at: chrono::Utc::now().to_rfc3339(),
+            from: from.to_string(),
+            agent: agent.map(str::to_string),
+            task: task.map(str::to_string),
+            text: text.to_string(),
+        };
+        let mut batch = Batch::new();
+        batch.put_json(
+            Tree::Transcripts,
+            keys::transcript(id, self.store.next_id()?),
+            &said,
+        )?;
+        self.store.commit(&batch)?;
+        self.store.flush()?;
+        Ok(said)
+    }
+
+    /// A contact's conversation with agents, in the order it was said.
+    pub fn transcript(&self, id: &str) -> Result<Vec<Said>, ContactError> {
+        self.get(id)?;
+        Ok(self
+            .store
+            .scan_json(Tree::Transcripts, &keys::of_contact(id))?)
     }
 
     /// A contact's recorded steps, in order.

@@ -54,6 +54,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/contacts/{id}", get(show_contact))
         .route("/contacts/{id}/events", post(send_event))
         .route("/contacts/{id}/trace", get(show_trace))
+        .route("/contacts/{id}/transcript", get(show_transcript))
         .route("/contacts/{id}/golden", get(show_golden))
         .route("/contacts/{id}/replay", post(replay_contact))
         .route("/audit", get(show_audit))
@@ -496,6 +497,12 @@ async fn send_event(
 async fn show_trace(State(rt): Api, Path(id): Path<String>) -> Answer {
     let trace = blocking(move || rt.contacts().trace(&id).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, trace)
+}
+
+/// The contact's conversation with agents (chat), in order.
+async fn show_transcript(State(rt): Api, Path(id): Path<String>) -> Answer {
+    let said = blocking(move || rt.contacts().transcript(&id).map_err(ApiError::from)).await?;
+    ok(StatusCode::OK, said)
 }
 
 async fn show_golden(State(rt): Api, Path(id): Path<String>) -> Answer {

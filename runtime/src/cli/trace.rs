@@ -13,7 +13,7 @@ use super::output::{Format, ordinal, readable_time, shorten};
 use crate::channels::terminal;
 use crate::contract::{Event, TaskStatus};
 use crate::engine::HostCall;
-use crate::sessions::TraceEntry;
+use crate::sessions::{Said, TraceEntry};
 
 /// Host call arguments and results longer than this are cut: a CRM record can run to
 /// kilobytes, and one line per call is what keeps a trace readable.
@@ -30,9 +30,35 @@ pub struct TraceArgs {
 }
 
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
-    let answer = Client::new(&args.remote)?.get(&format!("/v1/contacts/{}/trace", args.id))?;
+    let client = Client::new(&args.remote)?;
+    let answer = client.get(&format!("/v1/contacts/{}/trace", args.id))?;
+    // The conversation with agents is printed after the steps; a server without
+    // transcripts (an older version) just has none.
+    let said: Vec<Said> = client
+        .get(&format!("/v1/contacts/{}/transcript", args.id))
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
     args.format
-        .print(answer, "trace", |trace: &Vec<TraceEntry>| transcript(trace))
+        .print(answer, "trace", |trace: &Vec<TraceEntry>| {
+            transcript(trace) + &conversation(&said)
+        })
+}
+
+/// The messages between the customer and agents, one line each.
+fn conversation(said: &[Said]) -> String {
+    if said.is_empty() {
+        return String::new();
+    }
+    let mut lines = vec!["conversation with agents".to_string()];
+    for s in said {
+        let who = match (s.from.as_str(), &s.agent) {
+            ("agent", Some(agent)) => format!("agent {agent}"),
+            (from, _) => from.to_string(),
+        };
+        lines.push(format!("  {}  {who}: {}", readable_time(&s.at), s.text));
+    }
+    lines.join("\n") + "\n"
 }
 
 fn transcript(trace: &[TraceEntry]) -> String {
@@ -248,6 +274,22 @@ mod tests {
             event_in_words(&Event::Message { text: "hi".into() }),
             "caller wrote \"hi\""
         );
+    }
+
+    #[test]
+    fn the_conversation_with_agents_follows_the_steps() {
+        let said = |from: &str, text: &str| Said {
+            at: "2026-12-04T10:00:00Z".into(),
+            from: from.into(),
+            agent: Some("ann".into()),
+            task: None,
+            text: text.into(),
+        };
+        let text = conversation(&[said("customer", "my parcel?"), said("agent", "on its way")]);
+        assert!(text.starts_with("conversation with agents\n"), "{text}");
+        assert!(text.contains("customer: my parcel?"), "{text}");
+        assert!(text.contains("agent ann: on its way"), "{text}");
+        assert_eq!(conversation(&[]), "");
     }
 
     #[test]

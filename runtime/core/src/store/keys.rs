@@ -37,6 +37,12 @@ pub fn inbox(contact: &str, seq: u64) -> String {
     format!("{contact}/{seq:020}")
 }
 
+/// `contact/seq`: a message of a contact's conversation with an agent, in the order it was
+/// said ([`super::Tree::Transcripts`]).
+pub fn transcript(contact: &str, seq: u64) -> String {
+    format!("{contact}/{seq:020}")
+}
+
 /// The contact an [`inbox`] key belongs to.
 pub fn inbox_contact(key: &[u8]) -> Option<&str> {
     let slash = key.iter().rposition(|b| *b == b'/')?;

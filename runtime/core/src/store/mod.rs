@@ -76,12 +76,14 @@ pub enum Tree {
     Components,
     /// Prompt id -> an uploaded recording, as 8 kHz audio.
     Prompts,
+    /// `contact/seq` -> one message between the customer and an agent, in order.
+    Transcripts,
 }
 
 impl Tree {
     /// Every tree, in the order backends index them.
     /// New trees go at the end: the sled journal names trees by this position.
-    pub const ALL: [Tree; 24] = [
+    pub const ALL: [Tree; 25] = [
         Tree::Flows,
         Tree::Versions,
         Tree::Sessions,
@@ -106,6 +108,7 @@ impl Tree {
         Tree::Phones,
         Tree::Components,
         Tree::Prompts,
+        Tree::Transcripts,
     ];
 
     /// The tree's stored name.
@@ -136,6 +139,7 @@ impl Tree {
             Tree::Phones => "phones",
             Tree::Components => "components",
             Tree::Prompts => "prompts",
+            Tree::Transcripts => "transcripts",
         }
     }
 

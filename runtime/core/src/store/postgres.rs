@@ -32,7 +32,8 @@ use super::{Batch, Pair, Scan, Store, StoreError, Tree, last_write_per_key};
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// The migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sb_flows (key bytea PRIMARY KEY, value bytea NOT NULL);
 CREATE TABLE sb_versions (key bytea PRIMARY KEY, value bytea NOT NULL);
 CREATE TABLE sb_sessions (key bytea PRIMARY KEY, value bytea NOT NULL);
@@ -58,7 +59,11 @@ CREATE TABLE sb_phones (key bytea PRIMARY KEY, value bytea NOT NULL);
 CREATE TABLE sb_components (key bytea PRIMARY KEY, value bytea NOT NULL);
 CREATE TABLE sb_prompts (key bytea PRIMARY KEY, value bytea NOT NULL);
 CREATE SEQUENCE sb_ids;
-"#];
+"#,
+    r#"
+CREATE TABLE sb_transcripts (key bytea PRIMARY KEY, value bytea NOT NULL);
+"#,
+];
 
 /// How long a call waits for the database to come back (a restart, a failover) before it
 /// fails.
@@ -114,6 +119,7 @@ fn table(tree: Tree) -> &'static str {
         Tree::Phones => "sb_phones",
         Tree::Components => "sb_components",
         Tree::Prompts => "sb_prompts",
+        Tree::Transcripts => "sb_transcripts",
     }
 }
 
