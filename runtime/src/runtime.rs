@@ -24,6 +24,8 @@ pub struct Runtime {
     /// Set once the node drains (SIGTERM): readiness fails, sockets close with 1001 (going
     /// away) so clients reconnect elsewhere, new calls are turned away.
     pub draining: tokio::sync::watch::Sender<bool>,
+    /// Twilio's REST API, when the account is configured.
+    pub twilio: Option<Arc<crate::channels::twilio::rest::Rest>>,
     clock: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     clock_stopped: std::sync::atomic::AtomicBool,
 }
@@ -54,7 +56,10 @@ impl Runtime {
             &node.files().join("prompts"),
             Arc::new(node.channel_store().clone()),
         ));
+        let twilio =
+            crate::channels::twilio::rest::Rest::from_config(&node.config().twilio).map(Arc::new);
         Runtime {
+            twilio,
             node: Arc::new(node),
             chat: Arc::default(),
             prompts,
@@ -132,12 +137,7 @@ impl Runtime {
             agent: Some(agent), ..
         } = &session.status
         {
-            let task = self.contacts().task_of(contact).map(|t| t.id);
-            // Kept before it is shown: what the agent reads is in the transcript.
-            self.contacts()
-                .record_said(contact, "customer", Some(agent), task.as_deref(), text)?;
-            self.chat.to_agent(agent, serde_json::json!({"type": "message", "task": task, "contact": contact, "text": text}));
-            return Ok(());
+            return self.customer_to_agent(contact, agent, text);
         }
         let report = self.contacts().send(
             contact,
@@ -149,13 +149,35 @@ impl Runtime {
         Ok(())
     }
 
-    /// An agent writes to the customer of a task they hold.
+    /// A customer (chat, SMS) wrote to the agent holding their conversation: kept in the
+    /// transcript, then pushed to the agent's desk.
+    pub fn customer_to_agent(
+        &self,
+        contact: &str,
+        agent: &str,
+        text: &str,
+    ) -> Result<(), ContactError> {
+        let task = self.contacts().task_of(contact).map(|t| t.id);
+        // Kept before it is shown: what the agent reads is in the transcript.
+        self.contacts()
+            .record_said(contact, "customer", Some(agent), task.as_deref(), text)?;
+        self.chat.to_agent(
+            agent,
+            serde_json::json!({"type": "message", "task": task, "contact": contact, "text": text}),
+        );
+        Ok(())
+    }
+
+    /// An agent writes to the customer of a task they hold: on the chat widget, or by SMS
+    /// through Twilio's REST API. Kept in the transcript once it was handed over.
     pub fn agent_message(
         &self,
         agent: &str,
         task: &str,
         text: &str,
-    ) -> Result<(), crate::router::RouterError> {
+    ) -> Result<(), crate::api::ApiError> {
+        use crate::api::ApiError;
+        use axum::http::StatusCode;
         let task = self.desk().task(task)?;
         let contact = match (&task.agent, task.status, &task.contact) {
             (Some(w), crate::router::TaskStatus::Assigned, Some(contact)) if w == agent => {
@@ -165,20 +187,75 @@ impl Runtime {
                 return Err(crate::router::RouterError::NotYours(format!(
                     "task {} is not an open conversation of {agent}",
                     task.id
-                )));
+                ))
+                .into());
             }
         };
+        let session = self.contacts().get(&contact)?;
+        if session.channel == crate::contract::Channel::Sms {
+            let Some(rest) = &self.twilio else {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "sms_not_configured",
+                    "replying by SMS needs the Twilio account: set twilio.account_sid and twilio.auth_token in switchboard.toml (or SWITCHBOARD_TWILIO_ACCOUNT_SID and SWITCHBOARD_TWILIO_AUTH_TOKEN)",
+                ));
+            };
+            // Our number to the customer's: the reverse of how they wrote in.
+            rest.send_sms(&session.to, &session.from, text)
+                .map_err(|e| match e {
+                    crate::channels::twilio::rest::RestError::Refused { .. } => ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "sms_refused",
+                        e.to_string(),
+                    ),
+                    _ => ApiError::new(StatusCode::BAD_GATEWAY, "sms_unavailable", e.to_string()),
+                })?;
+            self.contacts()
+                .record_said(&contact, "agent", Some(agent), Some(&task.id), text)?;
+            return Ok(());
+        }
         // Kept before it is shown: what the customer reads is in the transcript.
         self.contacts()
-            .record_said(&contact, "agent", Some(agent), Some(&task.id), text)
-            .map_err(|e| match e {
-                crate::sessions::ContactError::Store(e) => crate::router::RouterError::Store(e),
-                other => crate::router::RouterError::Conflict(other.to_string()),
-            })?;
+            .record_said(&contact, "agent", Some(agent), Some(&task.id), text)?;
         self.chat.to_visitor(
             &contact,
             serde_json::json!({"type": "message", "from": "agent", "agent": agent, "text": text}),
         );
         Ok(())
+    }
+
+    /// What flows say to SMS customers in steps no webhook asked for (the news dispatcher's:
+    /// a task's outcome, queue-wait news) goes out through Twilio's REST API, in order, when
+    /// the account is configured.
+    pub fn follow_sms_reports(self: &Arc<Self>) {
+        if self.twilio.is_none() {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<crate::sessions::StepReport>();
+        crate::channels::follow_reports(self.contacts().subscribe(), move |report| {
+            if !crate::channels::chat::texts(&report.actions).is_empty() {
+                let _ = tx.send(report.clone());
+            }
+        });
+        let runtime = Arc::downgrade(self);
+        let _ = std::thread::Builder::new()
+            .name("sms-out".into())
+            .spawn(move || {
+                while let Ok(report) = rx.recv() {
+                    let Some(rt) = runtime.upgrade() else { return };
+                    let Some(rest) = &rt.twilio else { return };
+                    let Ok(session) = rt.contacts().get(&report.contact) else {
+                        continue;
+                    };
+                    if session.channel != crate::contract::Channel::Sms {
+                        continue;
+                    }
+                    for text in crate::channels::chat::texts(&report.actions) {
+                        if let Err(e) = rest.send_sms(&session.to, &session.from, &text) {
+                            tracing::error!(contact = %report.contact, error = %e, "a flow's SMS was not sent");
+                        }
+                    }
+                }
+            });
     }
 }

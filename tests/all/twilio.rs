@@ -13,10 +13,15 @@ const TOKEN: &str = "test-auth-token";
 const PUBLIC: &str = "https://cc.example.test";
 
 fn server(dir: &std::path::Path) -> Server {
+    server_with(dir, "")
+}
+
+/// The test server, with more `[twilio]` settings.
+fn server_with(dir: &std::path::Path, twilio: &str) -> Server {
     let config = dir.join("switchboard.toml");
     std::fs::write(
         &config,
-        format!("[twilio]\nauth_token = \"{TOKEN}\"\npublic_url = \"{PUBLIC}\"\n"),
+        format!("[twilio]\nauth_token = \"{TOKEN}\"\npublic_url = \"{PUBLIC}\"\n{twilio}"),
     )
     .unwrap();
     let data = dir.join("data");
@@ -315,4 +320,375 @@ fn bad_webhooks_are_refused_and_other_calls_go_on() {
     let (status, twiml) = post(&server, "/twilio/voice", &CALL, None);
     assert_eq!(status, 200);
     assert!(twiml.contains("for calling Acme"), "{twiml}");
+}
+
+const ACCOUNT: &str = "AC0000000000000000000000000000000";
+
+/// One request Twilio's API received.
+#[derive(Debug, Clone)]
+struct ApiRequest {
+    method: String,
+    path: String,
+    authorization: String,
+    content_type: String,
+    form: Vec<(String, String)>,
+}
+
+/// A stand-in for Twilio's REST API on loopback: records each request and answers with the
+/// next queued status (201 with a message SID once the queue is empty).
+struct TwilioApi {
+    url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<ApiRequest>>>,
+    answers: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>>,
+}
+
+impl TwilioApi {
+    fn start() -> TwilioApi {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answers = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let (seen, queued) = (requests.clone(), answers.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let (mut length, mut authorization, mut content_type) =
+                    (0, String::new(), String::new());
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                        break;
+                    }
+                    let Some((name, value)) = header.split_once(':') else {
+                        continue;
+                    };
+                    let value = value.trim().to_string();
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.parse().unwrap_or(0),
+                        "authorization" => authorization = value,
+                        "content-type" => content_type = value,
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let mut parts = line.split_whitespace();
+                seen.lock().unwrap().push(ApiRequest {
+                    method: parts.next().unwrap_or_default().to_string(),
+                    path: parts.next().unwrap_or_default().to_string(),
+                    authorization,
+                    content_type,
+                    form: serde_urlencoded::from_bytes(&body).unwrap_or_default(),
+                });
+                let status = queued.lock().unwrap().pop_front().unwrap_or(201);
+                let answer = if status == 201 {
+                    r#"{"sid": "SM00000000000000000000000000000001", "status": "queued"}"#
+                } else {
+                    r#"{"code": 20500, "message": "Internal Server Error", "status": 500}"#
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        TwilioApi {
+            url,
+            requests,
+            answers,
+        }
+    }
+
+    fn requests(&self) -> Vec<ApiRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn an_sms_customer_talks_with_an_agent_whose_replies_go_through_the_messages_api() {
+    use base64::Engine as _;
+    let api = TwilioApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(
+        dir.path(),
+        &format!("account_sid = \"{ACCOUNT}\"\napi_url = \"{}\"\n", api.url),
+    );
+    let (status, _) = server.call("PUT", "/v1/queues/support", Some(json!({})));
+    assert_eq!(status, 200);
+    let token = crate::support::agent(&server, "sara", json!({}), json!({"sms": 1}));
+    let url = format!(
+        "{}/agent/v1/ws?token={token}",
+        server.url.replace("http://", "ws://")
+    );
+    let (mut desk, _) = tungstenite::connect(url).expect("the agent socket opens");
+    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = desk.get_mut() {
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let mut next = || -> Value {
+        serde_json::from_str(desk.read().expect("a push within 10 s").to_text().unwrap()).unwrap()
+    };
+    assert_eq!(next()["type"], "snapshot");
+    let sms = |sid: &'static str, body: &'static str| {
+        post(
+            &server,
+            "/twilio/sms",
+            &[
+                ("MessageSid", sid),
+                ("From", "+15551230001"),
+                ("To", "+15550200"),
+                ("Body", body),
+                ("NumMedia", "0"),
+            ],
+            None,
+        )
+    };
+
+    // The flow hands the customer to the support queue; Sara accepts.
+    sms("SM1", "hi");
+    let (_, handed) = sms("SM2", "AGENT please");
+    assert!(handed.contains("Connecting you with an agent."), "{handed}");
+    let offer = next();
+    assert_eq!(offer["type"], "reservation", "{offer}");
+    assert_eq!(offer["task"]["channel"], "sms");
+    let task = offer["task"]["id"].as_str().unwrap().to_string();
+    let contact = offer["task"]["contact"].as_str().unwrap().to_string();
+    let r = offer["reservation"]["id"].as_str().unwrap();
+    let (status, _) = server.call_as(
+        Some(&token),
+        "POST",
+        &format!("/agent/v1/reservations/{r}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200);
+
+    // Her reply goes out through the Messages API, sent again after one 500.
+    api.answers.lock().unwrap().push_back(500);
+    let say = |text: &str| {
+        server.call_as(
+            Some(&token),
+            "POST",
+            &format!("/agent/v1/tasks/{task}/messages"),
+            Some(json!({"text": text})),
+        )
+    };
+    let (status, answer) = say("Hi, Sara here. Which order?");
+    assert_eq!(status, 200, "{answer}");
+    let requests = api.requests();
+    assert_eq!(
+        requests.len(),
+        2,
+        "one 500, then the same request again: {requests:?}"
+    );
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT}:{TOKEN}"))
+    );
+    for request in &requests {
+        assert_eq!(request.method, "POST");
+        assert_eq!(
+            request.path,
+            format!("/2010-04-01/Accounts/{ACCOUNT}/Messages.json")
+        );
+        assert_eq!(request.authorization, basic);
+        assert_eq!(request.content_type, "application/x-www-form-urlencoded");
+        let field = |name: &str| {
+            request
+                .form
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(field("To"), Some("+15551230001"), "to the customer");
+        assert_eq!(
+            field("From"),
+            Some("+15550200"),
+            "from the number they wrote to"
+        );
+        assert_eq!(field("Body"), Some("Hi, Sara here. Which order?"));
+    }
+
+    // The customer's next SMS reaches Sara's desk, not the flow.
+    let (status, answer) = sms("SM3", "Order 1002, it is late");
+    assert_eq!(status, 200);
+    assert!(
+        !answer.contains("<Message>"),
+        "the flow does not answer: {answer}"
+    );
+    let heard = next();
+    assert_eq!(
+        (heard["type"].as_str(), heard["text"].as_str()),
+        (Some("message"), Some("Order 1002, it is late")),
+        "{heard}"
+    );
+    assert_eq!(heard["task"], json!(task));
+
+    // Twilio failing three times: the agent is told, nothing is kept as said.
+    api.answers.lock().unwrap().extend([500, 500, 500]);
+    let (status, failed) = say("This one does not go out");
+    assert_eq!(status, 502, "{failed}");
+    assert_eq!(failed["error"]["code"], "sms_unavailable");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("try again"),
+        "{failed}"
+    );
+
+    // Sara completes: the flow hears it.
+    let (status, _) = server.call_as(
+        Some(&token),
+        "POST",
+        &format!("/agent/v1/tasks/{task}/complete"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, trace) = server.call("GET", &format!("/v1/contacts/{contact}/trace"), None);
+        if trace
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["event"]["type"] == "task-outcome" && s["event"]["status"] == "completed")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flow never heard `completed`: {trace}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, transcript) = server.call("GET", &format!("/v1/contacts/{contact}/transcript"), None);
+    let said: Vec<(&str, &str)> = transcript
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["from"].as_str().unwrap(), s["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("agent", "Hi, Sara here. Which order?"),
+            ("customer", "Order 1002, it is late")
+        ]
+    );
+}
+
+#[test]
+fn an_sms_reply_without_the_account_configured_says_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    let (status, _) = server.call("PUT", "/v1/queues/support", Some(json!({})));
+    assert_eq!(status, 200);
+    let token = crate::support::agent(&server, "sara", json!({}), json!({"sms": 1}));
+    let sms = |sid: &'static str, body: &'static str| {
+        post(
+            &server,
+            "/twilio/sms",
+            &[
+                ("MessageSid", sid),
+                ("From", "+15551230001"),
+                ("To", "+15550200"),
+                ("Body", body),
+                ("NumMedia", "0"),
+            ],
+            None,
+        )
+    };
+    sms("SM1", "agent");
+    let (_, me) = server.call_as(Some(&token), "GET", "/agent/v1/me", None);
+    let r = me["reservation"]["id"]
+        .as_str()
+        .expect("offered")
+        .to_string();
+    let task = me["reservation"]["task"].as_str().unwrap().to_string();
+    server.call_as(
+        Some(&token),
+        "POST",
+        &format!("/agent/v1/reservations/{r}/accept"),
+        Some(json!({})),
+    );
+    let (status, refused) = server.call_as(
+        Some(&token),
+        "POST",
+        &format!("/agent/v1/tasks/{task}/messages"),
+        Some(json!({"text": "hello"})),
+    );
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "sms_not_configured");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("twilio.account_sid"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn what_a_flow_says_outside_a_webhook_goes_out_by_sms() {
+    let api = TwilioApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(
+        dir.path(),
+        &format!("account_sid = \"{ACCOUNT}\"\napi_url = \"{}\"\n", api.url),
+    );
+    // Nobody answers within a second: the flow hears `timed-out` from the router (no webhook
+    // is waiting for its answer) and says sorry by SMS.
+    let (status, _) = server.call(
+        "PUT",
+        "/v1/queues/support",
+        Some(json!({"task_timeout_secs": 1})),
+    );
+    assert_eq!(status, 200);
+    let (_, handed) = post(
+        &server,
+        "/twilio/sms",
+        &[
+            ("MessageSid", "SM1"),
+            ("From", "+15551230009"),
+            ("To", "+15550200"),
+            ("Body", "agent"),
+            ("NumMedia", "0"),
+        ],
+        None,
+    );
+    assert!(handed.contains("Connecting you with an agent."), "{handed}");
+    assert!(
+        api.requests().is_empty(),
+        "the webhook's answer carried the first reply"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let sorry = loop {
+        if let Some(request) = api.requests().pop() {
+            break request;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no SMS was sent when the task timed out"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let field = |name: &str| {
+        sorry
+            .form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(field("To").as_deref(), Some("+15551230009"));
+    assert_eq!(field("From").as_deref(), Some("+15550200"));
+    assert_eq!(
+        field("Body").as_deref(),
+        Some("Sorry, nobody is free right now. Please write again later.")
+    );
 }

@@ -90,6 +90,11 @@ pub struct TwilioConfig {
     /// An SMS conversation is one contact while messages keep coming within this many
     /// minutes.
     pub sms_idle_minutes: Option<u64>,
+    /// The account SID (`AC...`): with the auth token, Switchboard sends SMS through Twilio's
+    /// REST API (an agent's replies, what a flow says outside a webhook's answer).
+    pub account_sid: Option<String>,
+    /// The REST API's base URL. Default: `https://api.twilio.com`.
+    pub api_url: Option<String>,
 }
 
 /// Automatic rollback of canaries.
@@ -220,6 +225,12 @@ impl Config {
             self.engine.step_deadline_ms = ms.parse().with_context(|| {
                 format!("SWITCHBOARD_STEP_DEADLINE_MS={ms} is not a number of milliseconds")
             })?;
+        }
+        if let Some(sid) = var("SWITCHBOARD_TWILIO_ACCOUNT_SID") {
+            self.twilio.account_sid = Some(sid);
+        }
+        if let Some(url) = var("SWITCHBOARD_TWILIO_API_URL") {
+            self.twilio.api_url = Some(url);
         }
         if let Some(token) = var("SWITCHBOARD_TWILIO_AUTH_TOKEN") {
             self.twilio.auth_token = Some(token);

@@ -340,7 +340,7 @@ async fn say_to_customer(
     Path(id): Path<String>,
     AppJson(body): AppJson<MessageBody>,
 ) -> Answer {
-    blocking(move || Ok(rt.agent_message(&name, &id, &body.text)?)).await?;
+    blocking(move || rt.agent_message(&name, &id, &body.text)).await?;
     ok(StatusCode::OK, json!({"sent": true}))
 }
 
@@ -474,7 +474,7 @@ async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> s
     };
     if let DeskMessage::Message { task, text } = message {
         let text = text.unwrap_or_default();
-        let result = blocking(move || Ok(rt.agent_message(&name, &task, &text)?)).await;
+        let result = blocking(move || rt.agent_message(&name, &task, &text)).await;
         return match result {
             Ok(()) => json!({"type": "ok", "sent": true}),
             Err(e) => e.to_json(),

@@ -163,7 +163,10 @@ async fn sms(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     webhook(rt, headers, uri, body, |rt, params, _, _| {
-        twilio::incoming_sms(rt, params).map(Some)
+        let to_agent = |contact: &str, agent: &str, text: &str| {
+            Ok(rt.customer_to_agent(contact, agent, text)?)
+        };
+        twilio::incoming_sms(rt, params, &to_agent).map(Some)
     })
     .await
 }

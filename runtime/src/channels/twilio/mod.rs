@@ -4,6 +4,7 @@
 //! within an idle window) and rendering step actions as TwiML. Signature checks live in
 //! [`signature`]. Never runs a flow itself.
 
+pub mod rest;
 pub mod signature;
 pub mod twiml;
 
@@ -215,8 +216,14 @@ pub fn call_status(rt: &Node, params: &Params) -> Result<(), WebhookError> {
 }
 
 /// An inbound SMS: continues the sender's conversation with the number (within the idle
-/// window), or starts a new one; replies are `<Message>`s.
-pub fn incoming_sms(rt: &Node, params: &Params) -> Result<String, WebhookError> {
+/// window), or starts a new one; replies are `<Message>`s. While an agent holds the
+/// conversation, the message goes to them (`to_agent(contact, agent, text)`), not to the
+/// flow, and the answer is empty.
+pub fn incoming_sms(
+    rt: &Node,
+    params: &Params,
+    to_agent: &dyn Fn(&str, &str, &str) -> Result<(), WebhookError>,
+) -> Result<String, WebhookError> {
     let from = params.need("From")?;
     let to = params.need("To")?;
     let body = params.get("Body").unwrap_or_default().to_string();
@@ -250,11 +257,17 @@ pub fn incoming_sms(rt: &Node, params: &Params) -> Result<String, WebhookError> 
         }
     };
     let session = rt.contacts().get(&contact)?;
-    if !matches!(session.status, Status::Ended { .. }) {
-        let report = rt
-            .contacts()
-            .send(&contact, Event::Message { text: body })?;
-        actions.extend(report.actions);
+    match &session.status {
+        Status::Ended { .. } => {}
+        Status::WithAgent {
+            agent: Some(agent), ..
+        } => to_agent(&contact, agent, &body)?,
+        _ => {
+            let report = rt
+                .contacts()
+                .send(&contact, Event::Message { text: body })?;
+            actions.extend(report.actions);
+        }
     }
     let link = Link {
         contact,

@@ -1,0 +1,124 @@
+//! Twilio's REST API, as Twilio documents it: `POST
+//! /2010-04-01/Accounts/{AccountSid}/Messages.json` with HTTP Basic auth (the account SID and
+//! auth token) and a form body (`To`, `From`, `Body`), answered `201 Created` with the
+//! message's JSON. The base URL is configurable (`twilio.api_url`), so a region's edge or a
+//! local stand-in can take the requests.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use crate::config::TwilioConfig;
+
+/// Twilio's own API address, when `twilio.api_url` is not set.
+pub const DEFAULT_API_URL: &str = "https://api.twilio.com";
+
+/// How many times a request Twilio answered with a server error (5xx, 429) or that could not
+/// reach it is sent in all.
+const ATTEMPTS: u32 = 3;
+
+/// A client of the account's REST API.
+pub struct Rest {
+    agent: ureq::Agent,
+    base: String,
+    account_sid: String,
+    authorization: String,
+}
+
+/// Why a request to Twilio failed, after its retries.
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    /// Twilio refused the request (4xx): sending it again would not help.
+    #[error("Twilio refused the message ({status}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// Twilio's explanation (its JSON `message`), or the body.
+        message: String,
+    },
+    /// Twilio could not be reached, or kept failing (5xx, 429).
+    #[error(
+        "Twilio's API at {base} did not take the message after {ATTEMPTS} attempts ({last}); nothing was sent: try again, and check twilio.api_url and the network"
+    )]
+    Unavailable {
+        /// The base URL.
+        base: String,
+        /// The last failure.
+        last: String,
+    },
+}
+
+impl Rest {
+    /// A client when the account SID and auth token are both configured.
+    pub fn from_config(config: &TwilioConfig) -> Option<Rest> {
+        let account_sid = config.account_sid.clone()?;
+        let token = config.auth_token.clone()?;
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let authorization = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{account_sid}:{token}"))
+        );
+        Some(Rest {
+            agent,
+            base: config
+                .api_url
+                .clone()
+                .unwrap_or_else(|| DEFAULT_API_URL.to_string())
+                .trim_end_matches('/')
+                .to_string(),
+            account_sid,
+            authorization,
+        })
+    }
+
+    /// Sends an SMS from one of the account's numbers; the message's SID once Twilio took it.
+    pub fn send_sms(&self, from: &str, to: &str, body: &str) -> Result<String, RestError> {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            self.base, self.account_sid
+        );
+        let form = serde_urlencoded::to_string([("To", to), ("From", from), ("Body", body)])
+            .unwrap_or_default();
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            if attempt > 1 {
+                std::thread::sleep(Duration::from_millis(250 << (attempt - 2)));
+            }
+            let sent = self
+                .agent
+                .post(&url)
+                .header("Authorization", &self.authorization)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .send(form.as_str());
+            let mut response = match sent {
+                Ok(response) => response,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            let status = response.status().as_u16();
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            match status {
+                200..=299 => return Ok(json["sid"].as_str().unwrap_or_default().to_string()),
+                429 | 500..=599 => last = format!("HTTP {status}"),
+                _ => {
+                    return Err(RestError::Refused {
+                        status,
+                        message: json["message"].as_str().map_or(text, str::to_string),
+                    });
+                }
+            }
+            tracing::warn!(attempt, status, "Twilio's API failed; sending again");
+        }
+        Err(RestError::Unavailable {
+            base: self.base.clone(),
+            last,
+        })
+    }
+}
