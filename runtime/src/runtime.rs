@@ -224,38 +224,95 @@ impl Runtime {
         Ok(())
     }
 
-    /// What flows say to SMS customers in steps no webhook asked for (the news dispatcher's:
-    /// a task's outcome, queue-wait news) goes out through Twilio's REST API, in order, when
-    /// the account is configured.
-    pub fn follow_sms_reports(self: &Arc<Self>) {
+    /// Twilio's REST API for steps no webhook asked for (the news dispatcher's), in order, on
+    /// one sender thread, when the account is configured: what a flow says to an SMS
+    /// customer (a task's outcome, queue-wait news) is sent as SMS; a Twilio caller waiting
+    /// in `<Enqueue>` whose task an agent accepted is sent to the agent at once (the call is
+    /// given a `<Dial>`; without `twilio.public_url`, or when the API fails, the caller's next
+    /// wait-URL request does it).
+    pub fn follow_twilio_reports(self: &Arc<Self>) {
         if self.twilio.is_none() {
             return;
         }
         let (tx, rx) = std::sync::mpsc::channel::<crate::sessions::StepReport>();
         crate::channels::follow_reports(self.contacts().subscribe(), move |report| {
-            if !crate::channels::chat::texts(&report.actions).is_empty() {
+            let says = !crate::channels::chat::texts(&report.actions).is_empty();
+            let answered = matches!(report.status, crate::sessions::Status::WithAgent { .. });
+            if says || answered {
                 let _ = tx.send(report.clone());
             }
         });
         let runtime = Arc::downgrade(self);
         let _ = std::thread::Builder::new()
-            .name("sms-out".into())
+            .name("twilio-out".into())
             .spawn(move || {
                 while let Ok(report) = rx.recv() {
                     let Some(rt) = runtime.upgrade() else { return };
-                    let Some(rest) = &rt.twilio else { return };
-                    let Ok(session) = rt.contacts().get(&report.contact) else {
-                        continue;
-                    };
-                    if session.channel != crate::contract::Channel::Sms {
-                        continue;
-                    }
-                    for text in crate::channels::chat::texts(&report.actions) {
-                        if let Err(e) = rest.send_sms(&session.to, &session.from, &text) {
-                            tracing::error!(contact = %report.contact, error = %e, "a flow's SMS was not sent");
-                        }
-                    }
+                    rt.send_to_twilio(&report);
                 }
             });
+    }
+
+    fn send_to_twilio(&self, report: &crate::sessions::StepReport) {
+        let Some(rest) = &self.twilio else { return };
+        let Ok(session) = self.contacts().get(&report.contact) else {
+            return;
+        };
+        match session.channel {
+            crate::contract::Channel::Sms => {
+                for text in crate::channels::chat::texts(&report.actions) {
+                    if let Err(e) = rest.send_sms(&session.to, &session.from, &text) {
+                        tracing::error!(contact = %report.contact, error = %e, "a flow's SMS was not sent");
+                    }
+                }
+            }
+            crate::contract::Channel::Voice => {
+                let crate::sessions::Status::WithAgent {
+                    agent: Some(agent), ..
+                } = &report.status
+                else {
+                    return;
+                };
+                let (Some(call_sid), Some(base)) = (
+                    session
+                        .attributes
+                        .iter()
+                        .find(|(k, _)| k == "twilio_call_sid")
+                        .map(|(_, v)| v),
+                    self.config().twilio.public_url.clone(),
+                ) else {
+                    return;
+                };
+                // Only the step that heard `assigned`: the call is sent to the agent once.
+                let assigned = self.contacts().trace(&report.contact).is_ok_and(|trace| {
+                    trace.iter().any(|s| {
+                        s.step == report.step
+                            && matches!(
+                                s.event,
+                                crate::contract::Event::TaskOutcome {
+                                    status: crate::contract::TaskStatus::Assigned,
+                                    ..
+                                }
+                            )
+                    })
+                });
+                let Some(endpoint) =
+                    crate::channels::twilio::endpoint_of(&self.node, agent).filter(|_| assigned)
+                else {
+                    return;
+                };
+                let mut twiml = crate::channels::twilio::twiml::TwiML::new();
+                twiml.dial_agent(&endpoint, &crate::channels::twilio::urls(&base));
+                match rest.redirect_call(call_sid, &twiml.finish()) {
+                    Ok(()) => {
+                        tracing::info!(contact = %report.contact, agent, "Twilio call sent to the agent")
+                    }
+                    Err(e) => {
+                        tracing::error!(contact = %report.contact, error = %e, "the Twilio call could not be sent to the agent now; its next wait-URL request will")
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }

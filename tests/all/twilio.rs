@@ -92,6 +92,8 @@ const CALL: [(&str, &str); 6] = [
 const HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response>"#;
 const MENU: &str = r#"<Gather input="dtmf" action="https://cc.example.test/twilio/voice/gather" method="POST" timeout="5" numDigits="1"><Say>For sales, press 1. For support, press 2. To speak with an agent, press 0. To hear these options again, press star.</Say></Gather><Redirect method="POST">https://cc.example.test/twilio/voice/gather?no_input=1</Redirect>"#;
 
+const ENQUEUE_SALES: &str = r#"<Enqueue waitUrl="https://cc.example.test/twilio/voice/wait" waitUrlMethod="POST" action="https://cc.example.test/twilio/voice/dequeued" method="POST">sales</Enqueue>"#;
+
 fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
     let mut params: Vec<(&str, &str)> = CALL.to_vec();
     params.extend_from_slice(extra);
@@ -140,7 +142,7 @@ fn a_signed_call_goes_through_the_menu_with_exact_twiml() {
     );
     assert_eq!(
         sales,
-        format!("{HEAD}<Say>Connecting you to sales.</Say><Enqueue>sales</Enqueue></Response>")
+        format!("{HEAD}<Say>Connecting you to sales.</Say>{ENQUEUE_SALES}</Response>")
     );
 
     // The caller hangs up: the status callback ends the contact.
@@ -691,4 +693,271 @@ fn what_a_flow_says_outside_a_webhook_goes_out_by_sms() {
         field("Body").as_deref(),
         Some("Sorry, nobody is free right now. Please write again later.")
     );
+}
+
+#[test]
+fn a_twilio_caller_waits_with_the_flows_news_and_is_dialed_to_the_agent_who_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    let (status, _) = server.call(
+        "PUT",
+        "/v1/queues/sales",
+        Some(json!({"wait_event_secs": 1})),
+    );
+    assert_eq!(status, 200);
+    let sara = crate::support::agent(
+        &server,
+        "sara",
+        json!({"phone": "+15557770001"}),
+        json!({"voice": 1}),
+    );
+    let activity = |what: &str| {
+        let (status, _) = server.call_as(
+            Some(&sara),
+            "PUT",
+            "/agent/v1/activity",
+            Some(json!({"activity": what})),
+        );
+        assert_eq!(status, 200);
+    };
+    activity("break");
+
+    post(&server, "/twilio/voice", &CALL, None);
+    let (_, queued) = post(
+        &server,
+        "/twilio/voice/gather",
+        &with(&[("Digits", "1")]),
+        None,
+    );
+    assert!(queued.contains(ENQUEUE_SALES), "{queued}");
+    let wait = || {
+        post(
+            &server,
+            "/twilio/voice/wait",
+            &with(&[
+                ("QueuePosition", "1"),
+                ("QueueTime", "2"),
+                ("CurrentQueueSize", "1"),
+            ]),
+            None,
+        )
+        .1
+    };
+    let hold = r#"<Play>https://cc.example.test/twilio/hold.wav</Play>"#;
+    assert_eq!(wait(), format!("{HEAD}{hold}</Response>"));
+    // The flow's queue-wait news is heard once, then hold music again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let news = loop {
+        let answer = wait();
+        if answer.contains("You are number 1 in line.") {
+            break answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no queue-wait news: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        news.contains("<Gather"),
+        "the callback offer can be answered: {news}"
+    );
+    assert_eq!(wait(), format!("{HEAD}{hold}</Response>"), "heard once");
+    let mut hold_music = ureq::get(format!("{}/twilio/hold.wav", server.url))
+        .call()
+        .unwrap();
+    assert_eq!(hold_music.headers()["content-type"], "audio/wav");
+    let wav = hold_music
+        .body_mut()
+        .with_config()
+        .limit(10 << 20)
+        .read_to_vec()
+        .unwrap();
+    assert!(
+        wav.starts_with(b"RIFF") && wav.len() > 44_000,
+        "seconds of 8 kHz WAV: {} bytes",
+        wav.len()
+    );
+
+    // Sara accepts: the caller leaves the queue and is dialed to her phone.
+    activity("available");
+    let (_, me) = server.call_as(Some(&sara), "GET", "/agent/v1/me", None);
+    let r = me["reservation"]["id"]
+        .as_str()
+        .expect("offered")
+        .to_string();
+    let (status, _) = server.call_as(
+        Some(&sara),
+        "POST",
+        &format!("/agent/v1/reservations/{r}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(wait(), format!("{HEAD}<Leave/></Response>"));
+    let (_, dial) = post(
+        &server,
+        "/twilio/voice/dequeued",
+        &with(&[("QueueResult", "leave")]),
+        None,
+    );
+    assert_eq!(
+        dial,
+        format!(
+            r#"{HEAD}<Dial action="https://cc.example.test/twilio/voice/dialed" method="POST"><Number>+15557770001</Number></Dial></Response>"#
+        )
+    );
+    // The conversation ends: the task completes, the flow says goodbye.
+    let (_, after) = post(
+        &server,
+        "/twilio/voice/dialed",
+        &with(&[
+            ("DialCallStatus", "completed"),
+            ("CallStatus", "in-progress"),
+        ]),
+        None,
+    );
+    assert!(after.ends_with("<Hangup/></Response>"), "{after}");
+    let (_, mine) = server.call_as(Some(&sara), "GET", "/agent/v1/me", None);
+    assert_eq!(mine["busy"]["voice"], 0, "{mine}");
+}
+
+#[test]
+fn a_twilio_caller_who_hangs_up_while_waiting_takes_the_task_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    let (status, _) = server.call("PUT", "/v1/queues/sales", Some(json!({})));
+    assert_eq!(status, 200);
+    post(&server, "/twilio/voice", &CALL, None);
+    post(
+        &server,
+        "/twilio/voice/gather",
+        &with(&[("Digits", "1")]),
+        None,
+    );
+    let (_, stats) = server.call("GET", "/v1/queues/sales/stats", None);
+    assert_eq!(stats["tasks"]["pending"], 1, "{stats}");
+    let (status, answer) = post(
+        &server,
+        "/twilio/voice/dequeued",
+        &with(&[("QueueResult", "hangup")]),
+        None,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (_, stats) = server.call("GET", "/v1/queues/sales/stats", None);
+    assert_eq!(stats["tasks"].get("pending"), None, "{stats}");
+    assert_eq!(stats["tasks"]["canceled-in-window"], 1, "{stats}");
+    // An agent with no phone to dial: the task is canceled with the reason, and the flow
+    // puts the caller back in line once.
+    let sam = crate::support::agent(&server, "sam", json!({}), json!({"voice": 1}));
+    post(
+        &server,
+        "/twilio/voice",
+        &with(&[("CallSid", "CA22222222222222222222222222222222")]),
+        None,
+    );
+    let second = [
+        ("CallSid", "CA22222222222222222222222222222222"),
+        ("From", "+15551230002"),
+        ("To", "+15550100"),
+    ];
+    post(
+        &server,
+        "/twilio/voice/gather",
+        &[&second[..], &[("Digits", "1")]].concat(),
+        None,
+    );
+    let (_, me) = server.call_as(Some(&sam), "GET", "/agent/v1/me", None);
+    let r = me["reservation"]["id"]
+        .as_str()
+        .expect("offered")
+        .to_string();
+    server.call_as(
+        Some(&sam),
+        "POST",
+        &format!("/agent/v1/reservations/{r}/accept"),
+        Some(json!({})),
+    );
+    let (_, again) = post(
+        &server,
+        "/twilio/voice/dequeued",
+        &[&second[..], &[("QueueResult", "leave")]].concat(),
+        None,
+    );
+    assert!(again.contains("<Enqueue"), "back in line: {again}");
+}
+
+#[test]
+fn with_the_account_configured_an_accepted_caller_is_sent_to_the_agent_through_the_rest_api() {
+    let api = TwilioApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(
+        dir.path(),
+        &format!("account_sid = \"{ACCOUNT}\"\napi_url = \"{}\"\n", api.url),
+    );
+    let (status, _) = server.call("PUT", "/v1/queues/sales", Some(json!({})));
+    assert_eq!(status, 200);
+    let sara = crate::support::agent(
+        &server,
+        "sara",
+        json!({"sip": "sip:sara@pbx.example.test"}),
+        json!({"voice": 1}),
+    );
+    post(&server, "/twilio/voice", &CALL, None);
+    let (_, queued) = post(
+        &server,
+        "/twilio/voice/gather",
+        &with(&[("Digits", "1")]),
+        None,
+    );
+    assert!(queued.contains(ENQUEUE_SALES), "{queued}");
+    let (_, me) = server.call_as(Some(&sara), "GET", "/agent/v1/me", None);
+    let r = me["reservation"]["id"]
+        .as_str()
+        .expect("offered")
+        .to_string();
+    let (status, _) = server.call_as(
+        Some(&sara),
+        "POST",
+        &format!("/agent/v1/reservations/{r}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200);
+
+    // At once, not at the next wait-URL request: the live call gets the <Dial>.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let redirect = loop {
+        if let Some(request) = api.requests().pop() {
+            break request;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call was not redirected"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(redirect.method, "POST");
+    assert_eq!(
+        redirect.path,
+        format!("/2010-04-01/Accounts/{ACCOUNT}/Calls/{}.json", CALL[1].1)
+    );
+    assert_eq!(redirect.content_type, "application/x-www-form-urlencoded");
+    assert_eq!(
+        redirect.form,
+        [(
+            "Twiml".to_string(),
+            format!(
+                r#"{HEAD}<Dial action="https://cc.example.test/twilio/voice/dialed" method="POST"><Sip>sip:sara@pbx.example.test</Sip></Dial></Response>"#
+            )
+        )]
+    );
+    // Twilio reports the caller left the queue by that redirect: nothing more to do there.
+    let (_, left) = post(
+        &server,
+        "/twilio/voice/dequeued",
+        &with(&[("QueueResult", "redirected")]),
+        None,
+    );
+    assert_eq!(left, format!("{HEAD}</Response>"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(api.requests().len(), 1, "one redirect, not one per step");
 }

@@ -23,6 +23,10 @@ pub fn routes() -> Router<Arc<Runtime>> {
         .route("/voice", post(voice))
         .route("/voice/gather", post(gather))
         .route("/voice/status", post(status))
+        .route("/voice/wait", post(wait))
+        .route("/voice/dequeued", post(dequeued))
+        .route("/voice/dialed", post(dialed))
+        .route("/hold.wav", axum::routing::get(hold))
         .route("/sms", post(sms))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
@@ -169,4 +173,47 @@ async fn sms(
         twilio::incoming_sms(rt, params, &to_agent).map(Some)
     })
     .await
+}
+
+async fn wait(
+    State(rt): Api,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    webhook(rt, headers, uri, body, |rt, params, base, _| {
+        twilio::waiting(rt, params, base).map(Some)
+    })
+    .await
+}
+
+async fn dequeued(
+    State(rt): Api,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    webhook(rt, headers, uri, body, |rt, params, base, _| {
+        twilio::dequeued(rt, params, base).map(Some)
+    })
+    .await
+}
+
+async fn dialed(
+    State(rt): Api,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    webhook(rt, headers, uri, body, |rt, params, base, _| {
+        twilio::dialed(rt, params, base).map(Some)
+    })
+    .await
+}
+
+/// The hold music waiting Twilio callers hear (a WAV file Twilio fetches).
+async fn hold() -> Response {
+    static HOLD: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let wav = HOLD.get_or_init(crate::channels::sip::prompts::Prompts::hold_wav);
+    ([(header::CONTENT_TYPE, "audio/wav")], wav.clone()).into_response()
 }

@@ -129,7 +129,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 chat.deliver(report)
             });
         }
-        runtime.follow_sms_reports();
+        runtime.follow_twilio_reports();
         if runtime.config().sip.listen.is_some() {
             let sip =
                 crate::channels::sip::Endpoint::start(&runtime.node, runtime.prompts.clone())

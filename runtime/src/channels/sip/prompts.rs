@@ -213,6 +213,12 @@ impl Prompts {
             .collect())
     }
 
+    /// The hold music as a WAV file (8 kHz, 16-bit mono), for the webhook channels.
+    pub fn hold_wav() -> Vec<u8> {
+        let pcm: Vec<u8> = hold_music().iter().flat_map(|s| s.to_le_bytes()).collect();
+        wav_file(&pcm)
+    }
+
     /// An uploaded prompt as a WAV file (8 kHz, 16-bit mono), for the webhook channels.
     pub fn wav(&self, id: &str) -> Result<Vec<u8>, PromptError> {
         check_id(id)?;

@@ -67,6 +67,9 @@ struct Link {
     /// Last activity, ms since the epoch (SMS idle window).
     #[serde(default)]
     last_ms: u64,
+    /// The last step whose queue-wait news the waiting caller heard (voice).
+    #[serde(default)]
+    heard_step: u32,
 }
 
 fn call_key(call_sid: &str) -> String {
@@ -88,6 +91,10 @@ pub fn urls(base: &str) -> twiml::Urls {
         gather: format!("{base}/twilio/voice/gather"),
         no_input: format!("{base}/twilio/voice/gather?no_input=1"),
         prompts: format!("{base}/prompts"),
+        wait: format!("{base}/twilio/voice/wait"),
+        dequeued: format!("{base}/twilio/voice/dequeued"),
+        dialed: format!("{base}/twilio/voice/dialed"),
+        hold: format!("{base}/twilio/hold.wav"),
     }
 }
 
@@ -134,6 +141,7 @@ pub fn incoming_call(rt: &Node, params: &Params, base: &str) -> Result<String, W
         contact: report.contact.clone(),
         replays: 0,
         last_ms: now_ms(),
+        heard_step: 0,
     };
     rt.channel_store()
         .put_json(Tree::ChannelKeys, &call_key(call_sid), &link)?;
@@ -273,9 +281,168 @@ pub fn incoming_sms(
         contact,
         replays: 0,
         last_ms: now,
+        heard_step: 0,
     };
     rt.channel_store()
         .put_json(Tree::ChannelKeys, &key, &link)?;
     rt.channel_store().flush()?;
     Ok(twiml::messages(&actions))
+}
+
+/// The call's link, or [`WebhookError::UnknownCall`].
+fn link_of(rt: &Node, call_sid: &str) -> Result<Link, WebhookError> {
+    rt.channel_store()
+        .get_json(Tree::ChannelKeys, &call_key(call_sid))?
+        .ok_or_else(|| WebhookError::UnknownCall(call_sid.to_string()))
+}
+
+/// The `<Enqueue>` wait URL, requested again each time what it answered has played: while the
+/// task waits, the flow's newest queue-wait news (once) and hold music; once an agent took
+/// the task, or the task is over, `<Leave/>` (Twilio then requests the action URL).
+pub fn waiting(rt: &Node, params: &Params, base: &str) -> Result<String, WebhookError> {
+    let call_sid = params.need("CallSid")?;
+    let mut link = link_of(rt, call_sid)?;
+    let urls = urls(base);
+    let mut twiml = twiml::TwiML::new();
+    let waiting = rt.contacts().task_of(&link.contact).is_some_and(|t| {
+        matches!(
+            t.status,
+            crate::router::TaskStatus::Pending | crate::router::TaskStatus::Reserved
+        )
+    });
+    if !waiting {
+        twiml.leave();
+        return Ok(twiml.finish());
+    }
+    let trace = rt.contacts().trace(&link.contact)?;
+    let mut asked = false;
+    if let Some(news) = trace.last()
+        && matches!(news.event, Event::QueueWait { .. })
+        && news.step > link.heard_step
+    {
+        for action in &news.actions {
+            match action {
+                crate::contract::Action::Say(s) => twiml.say(s),
+                crate::contract::Action::Send { text } => twiml.say(&crate::contract::Say {
+                    text: text.clone(),
+                    voice: None,
+                    language: None,
+                }),
+                crate::contract::Action::Play { prompt } => twiml.play(prompt, &urls),
+                // An offer the caller answers while waiting (a callback): the gather's
+                // answer goes to the flow as any other.
+                crate::contract::Action::Gather(g) => {
+                    twiml.gather(g, &urls);
+                    asked = true;
+                }
+                _ => {}
+            }
+        }
+        link.heard_step = news.step;
+        rt.channel_store()
+            .put_json(Tree::ChannelKeys, &call_key(call_sid), &link)?;
+        rt.channel_store().flush()?;
+    }
+    if !asked {
+        twiml.play_url(&urls.hold);
+    }
+    Ok(twiml.finish())
+}
+
+/// Where a Twilio call is connected to reach an agent: the agent's `phone` (a number) or
+/// `sip` (a URI) attribute.
+pub fn endpoint_of(rt: &Node, agent: &str) -> Option<String> {
+    let view = rt.desk().agent(agent).ok()?;
+    let attributes = &view["attributes"];
+    attributes["phone"]
+        .as_str()
+        .or_else(|| attributes["sip"].as_str())
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+}
+
+/// The `<Enqueue>` action URL: the caller left the queue. To the agent who took the task
+/// (`<Dial>` of their endpoint); else what the flow said last (its answer to the task's
+/// outcome); a caller who hung up while waiting ends the contact (its task is withdrawn).
+pub fn dequeued(rt: &Node, params: &Params, base: &str) -> Result<String, WebhookError> {
+    let call_sid = params.need("CallSid")?;
+    let link = link_of(rt, call_sid)?;
+    if params.get("QueueResult") == Some("redirected") {
+        // The REST API already sent the call to the agent.
+        return Ok(twiml::TwiML::new().finish());
+    }
+    if params.get("QueueResult") == Some("hangup") {
+        match rt.contacts().send(&link.contact, Event::Hangup) {
+            Ok(_) | Err(ContactError::Ended(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(twiml::TwiML::new().finish());
+    }
+    if let Some(task) = rt.contacts().task_of(&link.contact)
+        && task.status == crate::router::TaskStatus::Assigned
+        && let Some(agent) = task.agent.clone()
+    {
+        match endpoint_of(rt, &agent) {
+            Some(endpoint) => {
+                let mut twiml = twiml::TwiML::new();
+                twiml.dial_agent(&endpoint, &urls(base));
+                return Ok(twiml.finish());
+            }
+            None => {
+                tracing::error!(agent, task = %task.id, "the agent has no phone or sip attribute: the Twilio call cannot reach them");
+                let _ = rt.desk().cancel(
+                    &task.id,
+                    "the agent has no phone number or SIP URI to connect the call to (set their phone or sip attribute)",
+                );
+            }
+        }
+    }
+    last_words(rt, &link.contact, base)
+}
+
+/// The `<Dial>` action URL: the call to the agent ended. A conversation that happened ends
+/// (wrap-up follows, the flow hears `completed`); an agent who did not answer is made
+/// unavailable and the task canceled (the flow hears `canceled`). Then what the flow says.
+pub fn dialed(rt: &Node, params: &Params, base: &str) -> Result<String, WebhookError> {
+    let call_sid = params.need("CallSid")?;
+    let link = link_of(rt, call_sid)?;
+    let status = params.get("DialCallStatus").unwrap_or("completed");
+    if let Some(task) = rt.contacts().task_of(&link.contact)
+        && task.status == crate::router::TaskStatus::Assigned
+    {
+        if status == "completed" || status == "answered" {
+            let _ = rt.desk().conversation_ended(&task.id, "the call ended");
+        } else {
+            if let Some(agent) = &task.agent {
+                let _ = rt.admin().set_activity(agent, "unavailable");
+            }
+            let _ = rt.desk().cancel(
+                &task.id,
+                &format!("the agent's phone did not answer ({status})"),
+            );
+        }
+    }
+    if params.get("CallStatus") == Some("completed") {
+        // The caller is gone too: nothing more to say.
+        match rt.contacts().send(&link.contact, Event::Hangup) {
+            Ok(_) | Err(ContactError::Ended(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(twiml::TwiML::new().finish());
+    }
+    last_words(rt, &link.contact, base)
+}
+
+/// The flow's answer to its task's outcome, once the news is delivered: the last recorded
+/// step's actions.
+fn last_words(rt: &Node, contact: &str, base: &str) -> Result<String, WebhookError> {
+    rt.deliver_news();
+    let session = rt.contacts().get(contact)?;
+    let trace = rt.contacts().trace(contact)?;
+    let actions = trace.last().map(|s| s.actions.clone()).unwrap_or_default();
+    Ok(twiml::voice(
+        &actions,
+        &urls(base),
+        matches!(session.status, Status::Ended { .. }),
+    ))
 }

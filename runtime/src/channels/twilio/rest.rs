@@ -29,7 +29,7 @@ pub struct Rest {
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
     /// Twilio refused the request (4xx): sending it again would not help.
-    #[error("Twilio refused the message ({status}): {message}")]
+    #[error("Twilio refused the request ({status}): {message}")]
     Refused {
         /// The HTTP status.
         status: u16,
@@ -38,7 +38,7 @@ pub enum RestError {
     },
     /// Twilio could not be reached, or kept failing (5xx, 429).
     #[error(
-        "Twilio's API at {base} did not take the message after {ATTEMPTS} attempts ({last}); nothing was sent: try again, and check twilio.api_url and the network"
+        "Twilio's API at {base} did not take the request after {ATTEMPTS} attempts ({last}); nothing was sent: try again, and check twilio.api_url and the network"
     )]
     Unavailable {
         /// The base URL.
@@ -77,12 +77,28 @@ impl Rest {
 
     /// Sends an SMS from one of the account's numbers; the message's SID once Twilio took it.
     pub fn send_sms(&self, from: &str, to: &str, body: &str) -> Result<String, RestError> {
+        let answer = self.post(
+            "Messages.json",
+            &[("To", to), ("From", from), ("Body", body)],
+        )?;
+        Ok(answer["sid"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Gives a live call new TwiML at once (`POST .../Calls/{CallSid}.json` with `Twiml`): a
+    /// caller waiting in `<Enqueue>` leaves the queue and runs it.
+    pub fn redirect_call(&self, call_sid: &str, twiml: &str) -> Result<(), RestError> {
+        self.post(&format!("Calls/{call_sid}.json"), &[("Twiml", twiml)])?;
+        Ok(())
+    }
+
+    /// POSTs a form to `/2010-04-01/Accounts/{AccountSid}/{resource}`: its JSON answer, after
+    /// up to [`ATTEMPTS`] tries of a request Twilio could not take.
+    fn post(&self, resource: &str, form: &[(&str, &str)]) -> Result<serde_json::Value, RestError> {
         let url = format!(
-            "{}/2010-04-01/Accounts/{}/Messages.json",
+            "{}/2010-04-01/Accounts/{}/{resource}",
             self.base, self.account_sid
         );
-        let form = serde_urlencoded::to_string([("To", to), ("From", from), ("Body", body)])
-            .unwrap_or_default();
+        let form = serde_urlencoded::to_string(form).unwrap_or_default();
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             if attempt > 1 {
@@ -105,7 +121,7 @@ impl Rest {
             let text = response.body_mut().read_to_string().unwrap_or_default();
             let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             match status {
-                200..=299 => return Ok(json["sid"].as_str().unwrap_or_default().to_string()),
+                200..=299 => return Ok(json),
                 429 | 500..=599 => last = format!("HTTP {status}"),
                 _ => {
                     return Err(RestError::Refused {
@@ -114,7 +130,12 @@ impl Rest {
                     });
                 }
             }
-            tracing::warn!(attempt, status, "Twilio's API failed; sending again");
+            tracing::warn!(
+                attempt,
+                status,
+                resource,
+                "Twilio's API failed; sending again"
+            );
         }
         Err(RestError::Unavailable {
             base: self.base.clone(),

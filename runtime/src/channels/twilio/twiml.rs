@@ -14,6 +14,14 @@ pub struct Urls {
     pub no_input: String,
     /// Base URL of uploaded prompts, for `play` of a prompt id.
     pub prompts: String,
+    /// The wait URL of `<Enqueue>`: what a waiting caller hears, until they leave.
+    pub wait: String,
+    /// The action URL of `<Enqueue>`: requested when the caller left the queue.
+    pub dequeued: String,
+    /// The action URL of the `<Dial>` to an agent: requested when that call ends.
+    pub dialed: String,
+    /// Hold music, as a WAV file.
+    pub hold: String,
 }
 
 /// Builds a `<Response>` document.
@@ -110,9 +118,44 @@ impl TwiML {
         );
     }
 
-    /// `<Enqueue>queue</Enqueue>`.
-    pub fn enqueue(&mut self, queue: &str) {
-        self.element("Enqueue", &[], Some(queue));
+    /// `<Enqueue waitUrl=.. action=..>queue</Enqueue>`: Switchboard's router, not Twilio's,
+    /// decides who answers; the wait URL tells the caller to leave once an agent accepted.
+    pub fn enqueue(&mut self, queue: &str, urls: &Urls) {
+        self.element(
+            "Enqueue",
+            &[
+                ("waitUrl", urls.wait.clone()),
+                ("waitUrlMethod", "POST".into()),
+                ("action", urls.dequeued.clone()),
+                ("method", "POST".into()),
+            ],
+            Some(queue),
+        );
+    }
+
+    /// `<Leave/>`: out of the queue, on to the `<Enqueue>` action URL.
+    pub fn leave(&mut self) {
+        self.element("Leave", &[], None);
+    }
+
+    /// `<Play>` of a URL.
+    pub fn play_url(&mut self, url: &str) {
+        self.element("Play", &[], Some(url));
+    }
+
+    /// `<Dial action=..><Number>+1...</Number></Dial>`, or `<Sip>` for a `sip:` URI.
+    pub fn dial_agent(&mut self, endpoint: &str, urls: &Urls) {
+        let mut start = BytesStart::new("Dial");
+        start.push_attribute(("action", urls.dialed.as_str()));
+        start.push_attribute(("method", "POST"));
+        let _ = self.writer.write_event(Event::Start(start));
+        let noun = if endpoint.starts_with("sip:") || endpoint.starts_with("sips:") {
+            "Sip"
+        } else {
+            "Number"
+        };
+        self.element(noun, &[], Some(endpoint));
+        let _ = self.writer.write_event(Event::End(BytesEnd::new("Dial")));
     }
 
     /// `<Dial>target</Dial>`.
@@ -149,7 +192,7 @@ pub fn voice(actions: &[Action], urls: &Urls, ended: bool) -> String {
                 language: None,
             }),
             Action::Gather(g) => twiml.gather(g, urls),
-            Action::Enqueue(e) => twiml.enqueue(&e.queue),
+            Action::Enqueue(e) => twiml.enqueue(&e.queue, urls),
             Action::Transfer { target } => {
                 twiml.dial(target);
                 hung_up = true;
