@@ -208,10 +208,19 @@ impl Runtime {
                         "sms_refused",
                         e.to_string(),
                     ),
+                    crate::channels::twilio::rest::RestError::InDoubt { .. } => {
+                        ApiError::new(StatusCode::BAD_GATEWAY, "sms_in_doubt", e.to_string())
+                    }
                     _ => ApiError::new(StatusCode::BAD_GATEWAY, "sms_unavailable", e.to_string()),
                 })?;
-            self.contacts()
-                .record_said(&contact, "agent", Some(agent), Some(&task.id), text)?;
+            // Sent: a transcript that cannot be written now is logged, not reported as a
+            // failure (the agent would send it again, and the customer get it twice).
+            if let Err(e) =
+                self.contacts()
+                    .record_said(&contact, "agent", Some(agent), Some(&task.id), text)
+            {
+                tracing::error!(contact, task = %task.id, error = %e, "an SMS the agent sent is missing from the transcript");
+            }
             return Ok(());
         }
         // Kept before it is shown: what the customer reads is in the transcript.

@@ -470,8 +470,8 @@ fn an_sms_customer_talks_with_an_agent_whose_replies_go_through_the_messages_api
     );
     assert_eq!(status, 200);
 
-    // Her reply goes out through the Messages API, sent again after one 500.
-    api.answers.lock().unwrap().push_back(500);
+    // Her reply goes out through the Messages API, sent again after a 429 (not taken).
+    api.answers.lock().unwrap().push_back(429);
     let say = |text: &str| {
         server.call_as(
             Some(&token),
@@ -486,7 +486,7 @@ fn an_sms_customer_talks_with_an_agent_whose_replies_go_through_the_messages_api
     assert_eq!(
         requests.len(),
         2,
-        "one 500, then the same request again: {requests:?}"
+        "one 429, then the same request again: {requests:?}"
     );
     let basic = format!(
         "Basic {}",
@@ -531,8 +531,8 @@ fn an_sms_customer_talks_with_an_agent_whose_replies_go_through_the_messages_api
     );
     assert_eq!(heard["task"], json!(task));
 
-    // Twilio failing three times: the agent is told, nothing is kept as said.
-    api.answers.lock().unwrap().extend([500, 500, 500]);
+    // Twilio refusing three times: the agent is told, nothing is kept as said.
+    api.answers.lock().unwrap().extend([429, 429, 429]);
     let (status, failed) = say("This one does not go out");
     assert_eq!(status, 502, "{failed}");
     assert_eq!(failed["error"]["code"], "sms_unavailable");
@@ -543,6 +543,13 @@ fn an_sms_customer_talks_with_an_agent_whose_replies_go_through_the_messages_api
             .contains("try again"),
         "{failed}"
     );
+    // A 500 may have sent it: not sent again (the customer would get it twice), and said so.
+    let before = api.requests().len();
+    api.answers.lock().unwrap().push_back(500);
+    let (status, doubt) = say("Maybe this one");
+    assert_eq!(status, 502, "{doubt}");
+    assert_eq!(doubt["error"]["code"], "sms_in_doubt");
+    assert_eq!(api.requests().len(), before + 1, "sent once");
 
     // Sara completes: the flow hears it.
     let (status, _) = server.call_as(
@@ -702,7 +709,7 @@ fn a_twilio_caller_waits_with_the_flows_news_and_is_dialed_to_the_agent_who_acce
     let (status, _) = server.call(
         "PUT",
         "/v1/queues/sales",
-        Some(json!({"wait_event_secs": 1})),
+        Some(json!({"wait_event_secs": 1, "wrapup_secs": 30})),
     );
     assert_eq!(status, 200);
     let sara = crate::support::agent(
@@ -817,8 +824,29 @@ fn a_twilio_caller_waits_with_the_flows_news_and_is_dialed_to_the_agent_who_acce
         None,
     );
     assert!(after.ends_with("<Hangup/></Response>"), "{after}");
+    // Wrap-up follows, and the caller hanging up afterwards does not cancel it.
+    let task = format!("/v1/tasks/{}", me["reservation"]["task"].as_str().unwrap());
+    assert_eq!(server.call("GET", &task, None).1["status"], "wrapping");
+    let (status, _) = post(
+        &server,
+        "/twilio/voice/status",
+        &[("CallSid", CALL[1].1), ("CallStatus", "completed")],
+        None,
+    );
+    assert_eq!(status, 204);
+    assert_eq!(server.call("GET", &task, None).1["status"], "wrapping");
     let (_, mine) = server.call_as(Some(&sara), "GET", "/agent/v1/me", None);
-    assert_eq!(mine["busy"]["voice"], 0, "{mine}");
+    assert_eq!(mine["busy"]["voice"], 1, "still wrapping up: {mine}");
+    let (_, stats) = server.call("GET", "/v1/queues/sales/stats", None);
+    assert_eq!(
+        stats["tasks"]["canceled-in-window"], 0,
+        "answered, not abandoned: {stats}"
+    );
+    let (status, refused) = server.call("POST", &format!("{task}/cancel"), Some(json!({})));
+    assert_eq!(
+        status, 409,
+        "a task in wrap-up is completed, not canceled: {refused}"
+    );
 }
 
 #[test]

@@ -1058,8 +1058,13 @@ impl Sessions {
                         .keep_for_callback(&task.id, &number)
                         .map_err(|e| ContactError::Routing(e.to_string()))?;
                 }
-                // Answered: the conversation is over (wrap-up follows), it was not abandoned.
-                None if task.status == crate::router::TaskStatus::Assigned => {
+                // Answered: the conversation is over (wrap-up follows, or goes on), it was
+                // not abandoned.
+                None if matches!(
+                    task.status,
+                    crate::router::TaskStatus::Assigned | crate::router::TaskStatus::Wrapping
+                ) =>
+                {
                     let _ = self
                         .router
                         .conversation_ended(&task.id, "the customer left", false);

@@ -824,7 +824,14 @@ impl Router {
 
     /// Takes in a task whose [`PreparedTask::stage`] batch was committed, and offers it.
     fn admit_once(&self, prepared: PreparedTask) -> Result<Task, RouterError> {
-        self.admit_with(prepared, Batch::new())
+        let mut batch = Batch::new();
+        if self.is_shared() {
+            // Another node may have ended the task since the step wrote it (its customer
+            // hung up there): an offer of it is refused then, not made to a departed
+            // customer.
+            batch.expect(Tree::OpenTasks, prepared.task.id.as_bytes(), Some(&[][..]));
+        }
+        self.admit_with(prepared, batch)
     }
 
     /// Takes in a task and offers it, committing `batch` with the offer.
@@ -1339,6 +1346,12 @@ impl Router {
                 return Err(RouterError::Conflict(format!(
                     "task {task} is already {:?}",
                     t.status
+                )));
+            }
+            if t.status == TaskStatus::Wrapping {
+                // Its conversation happened and its flow heard `completed`.
+                return Err(RouterError::Conflict(format!(
+                    "task {task} is in wrap-up (its conversation is over): the agent completes it, or the wrap-up time does"
                 )));
             }
             let mut batch = Batch::new();

@@ -94,7 +94,9 @@ pub struct QueueConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dispositions: Vec<String>,
     /// Whether completing a task of this queue needs a disposition (then a task whose
-    /// conversation ended waits in `wrapping` for the agent's code, however long).
+    /// conversation ended waits in `wrapping` for the agent's code: without a limit when
+    /// `wrapup_secs` is 0, else until the wrap-up time runs out, when it completes without
+    /// one).
     #[serde(default)]
     pub disposition_required: bool,
 }

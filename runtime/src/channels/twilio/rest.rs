@@ -13,8 +13,9 @@ use crate::config::TwilioConfig;
 /// Twilio's own API address, when `twilio.api_url` is not set.
 pub const DEFAULT_API_URL: &str = "https://api.twilio.com";
 
-/// How many times a request Twilio answered with a server error (5xx, 429) or that could not
-/// reach it is sent in all.
+/// How many times a request is sent in all when it could not reach Twilio, Twilio answered
+/// 429 (too many requests: not taken), or, for a request that may be repeated (a call's
+/// redirect), Twilio failed (5xx).
 const ATTEMPTS: u32 = 3;
 
 /// A client of the account's REST API.
@@ -35,6 +36,15 @@ pub enum RestError {
         status: u16,
         /// Twilio's explanation (its JSON `message`), or the body.
         message: String,
+    },
+    /// Twilio failed after the request reached it (5xx, a lost answer): it may or may not have
+    /// acted on it, and a message is not sent again (the customer would get it twice).
+    #[error(
+        "Twilio did not answer clearly ({why}): the message may or may not have gone out; check with the customer before sending it again"
+    )]
+    InDoubt {
+        /// What happened.
+        why: String,
     },
     /// Twilio could not be reached, or kept failing (5xx, 429).
     #[error(
@@ -80,6 +90,7 @@ impl Rest {
         let answer = self.post(
             "Messages.json",
             &[("To", to), ("From", from), ("Body", body)],
+            false,
         )?;
         Ok(answer["sid"].as_str().unwrap_or_default().to_string())
     }
@@ -87,13 +98,20 @@ impl Rest {
     /// Gives a live call new TwiML at once (`POST .../Calls/{CallSid}.json` with `Twiml`): a
     /// caller waiting in `<Enqueue>` leaves the queue and runs it.
     pub fn redirect_call(&self, call_sid: &str, twiml: &str) -> Result<(), RestError> {
-        self.post(&format!("Calls/{call_sid}.json"), &[("Twiml", twiml)])?;
+        // Giving a call the same TwiML twice does no harm: sent again on a 5xx.
+        self.post(&format!("Calls/{call_sid}.json"), &[("Twiml", twiml)], true)?;
         Ok(())
     }
 
     /// POSTs a form to `/2010-04-01/Accounts/{AccountSid}/{resource}`: its JSON answer, after
-    /// up to [`ATTEMPTS`] tries of a request Twilio could not take.
-    fn post(&self, resource: &str, form: &[(&str, &str)]) -> Result<serde_json::Value, RestError> {
+    /// up to [`ATTEMPTS`] tries of a request Twilio did not take; `repeatable` requests are
+    /// also sent again after a server error.
+    fn post(
+        &self,
+        resource: &str,
+        form: &[(&str, &str)],
+        repeatable: bool,
+    ) -> Result<serde_json::Value, RestError> {
         let url = format!(
             "{}/2010-04-01/Accounts/{}/{resource}",
             self.base, self.account_sid
@@ -112,17 +130,29 @@ impl Rest {
                 .send(form.as_str());
             let mut response = match sent {
                 Ok(response) => response,
-                Err(e) => {
+                // Never reached Twilio: safe to send again.
+                Err(e @ (ureq::Error::ConnectionFailed | ureq::Error::HostNotFound)) => {
                     last = e.to_string();
                     continue;
                 }
+                Err(e) if repeatable => {
+                    last = e.to_string();
+                    continue;
+                }
+                Err(e) => return Err(RestError::InDoubt { why: e.to_string() }),
             };
             let status = response.status().as_u16();
             let text = response.body_mut().read_to_string().unwrap_or_default();
             let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             match status {
                 200..=299 => return Ok(json),
-                429 | 500..=599 => last = format!("HTTP {status}"),
+                429 => last = format!("HTTP {status}"),
+                500..=599 if repeatable => last = format!("HTTP {status}"),
+                500..=599 => {
+                    return Err(RestError::InDoubt {
+                        why: format!("HTTP {status}"),
+                    });
+                }
                 _ => {
                     return Err(RestError::Refused {
                         status,
