@@ -824,18 +824,8 @@ fn the_agent_socket_hears_every_change_of_the_agents_world() {
         json!({"skills": ["sales"]}),
         json!({"voice": 1}),
     );
-    let url = format!(
-        "{}/agent/v1/ws?token={token}",
-        server.url.replace("http://", "ws://")
-    );
-    let (mut socket, _) = tungstenite::connect(url).expect("the agent socket opens");
-    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_mut() {
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    }
-    let mut next = || -> Value {
-        let message = socket.read().expect("a push within 10 s");
-        serde_json::from_str(message.to_text().unwrap()).unwrap()
-    };
+    let mut desk = crate::support::desk(&server, &token);
+    let mut next = || desk.next();
     assert_eq!(next()["type"], "snapshot");
 
     // An offer a supervisor withdraws by moving its task.

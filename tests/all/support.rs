@@ -426,6 +426,31 @@ pub fn chat_server(dir: &Path) -> (Server, String) {
     (server, token)
 }
 
+/// An agent's desk socket (`/agent/v1/ws`), reading each push within 10 s.
+pub struct Desk(tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>);
+
+impl Desk {
+    /// The next message pushed, as JSON.
+    pub fn next(&mut self) -> Value {
+        let message = self.0.read().expect("a push within 10 s");
+        serde_json::from_str(message.to_text().unwrap()).unwrap()
+    }
+}
+
+/// Opens the desk socket of the agent whose token this is.
+pub fn desk(server: &Server, token: &str) -> Desk {
+    let url = format!(
+        "{}/agent/v1/ws?token={token}",
+        server.url.replace("http://", "ws://")
+    );
+    let (mut socket, _) = tungstenite::connect(url).expect("the agent socket opens");
+    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_mut() {
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+    }
+    Desk(socket)
+}
+
 /// Creates an available agent; returns their token.
 pub fn agent(server: &Server, name: &str, attributes: Value, capacity: Value) -> String {
     let (status, created) = server.call(

@@ -94,6 +94,22 @@ const MENU: &str = r#"<Gather input="dtmf" action="https://cc.example.test/twili
 
 const ENQUEUE_SALES: &str = r#"<Enqueue waitUrl="https://cc.example.test/twilio/voice/wait" waitUrlMethod="POST" action="https://cc.example.test/twilio/voice/dequeued" method="POST">sales</Enqueue>"#;
 
+/// A signed SMS from +15551230001 to the order-status number.
+fn sms(server: &Server, sid: &str, body: &str) -> (u16, String) {
+    post(
+        server,
+        "/twilio/sms",
+        &[
+            ("MessageSid", sid),
+            ("From", "+15551230001"),
+            ("To", "+15550200"),
+            ("Body", body),
+            ("NumMedia", "0"),
+        ],
+        None,
+    )
+}
+
 fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
     let mut params: Vec<(&str, &str)> = CALL.to_vec();
     params.extend_from_slice(extra);
@@ -219,20 +235,7 @@ fn silence_twice_ends_politely_and_text_is_escaped() {
 fn an_sms_conversation_is_one_contact() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path());
-    let sms = |sid: &'static str, body: &'static str| {
-        post(
-            &server,
-            "/twilio/sms",
-            &[
-                ("MessageSid", sid),
-                ("From", "+15551230001"),
-                ("To", "+15550200"),
-                ("Body", body),
-                ("NumMedia", "0"),
-            ],
-            None,
-        )
-    };
+    let sms = |sid: &str, body: &str| sms(&server, sid, body);
     let (status, first) = sms("SM1", "hi");
     assert_eq!(status, 200, "{first}");
     assert_eq!(
@@ -425,32 +428,10 @@ fn an_sms_customer_talks_with_an_agent_whose_replies_go_through_the_messages_api
     let (status, _) = server.call("PUT", "/v1/queues/support", Some(json!({})));
     assert_eq!(status, 200);
     let token = crate::support::agent(&server, "sara", json!({}), json!({"sms": 1}));
-    let url = format!(
-        "{}/agent/v1/ws?token={token}",
-        server.url.replace("http://", "ws://")
-    );
-    let (mut desk, _) = tungstenite::connect(url).expect("the agent socket opens");
-    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = desk.get_mut() {
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    }
-    let mut next = || -> Value {
-        serde_json::from_str(desk.read().expect("a push within 10 s").to_text().unwrap()).unwrap()
-    };
+    let mut desk = crate::support::desk(&server, &token);
+    let mut next = || desk.next();
     assert_eq!(next()["type"], "snapshot");
-    let sms = |sid: &'static str, body: &'static str| {
-        post(
-            &server,
-            "/twilio/sms",
-            &[
-                ("MessageSid", sid),
-                ("From", "+15551230001"),
-                ("To", "+15550200"),
-                ("Body", body),
-                ("NumMedia", "0"),
-            ],
-            None,
-        )
-    };
+    let sms = |sid: &str, body: &str| sms(&server, sid, body);
 
     // The flow hands the customer to the support queue; Sara accepts.
     sms("SM1", "hi");
@@ -599,20 +580,7 @@ fn an_sms_reply_without_the_account_configured_says_what_to_set() {
     let (status, _) = server.call("PUT", "/v1/queues/support", Some(json!({})));
     assert_eq!(status, 200);
     let token = crate::support::agent(&server, "sara", json!({}), json!({"sms": 1}));
-    let sms = |sid: &'static str, body: &'static str| {
-        post(
-            &server,
-            "/twilio/sms",
-            &[
-                ("MessageSid", sid),
-                ("From", "+15551230001"),
-                ("To", "+15550200"),
-                ("Body", body),
-                ("NumMedia", "0"),
-            ],
-            None,
-        )
-    };
+    let sms = |sid: &str, body: &str| sms(&server, sid, body);
     sms("SM1", "agent");
     let (_, me) = server.call_as(Some(&token), "GET", "/agent/v1/me", None);
     let r = me["reservation"]["id"]
