@@ -805,3 +805,28 @@ fn a_draining_node_turns_new_calls_away_and_keeps_the_call_up_to_its_end() {
     let exit = server.exit_status(Duration::from_secs(20));
     assert!(exit.success(), "{exit}");
 }
+
+#[test]
+fn a_key_pressed_during_the_greeting_is_kept_for_the_menu() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_ivr_server(dir.path(), &[]);
+    let ear = Ear::new();
+    // "Thank you for calling Acme." is still playing 300 ms in: no gather runs yet.
+    let scenario = Caller::dial(ear.port(), "+15551235")
+        .answered()
+        .pause(300)
+        .press_info("1")
+        .pause(3000)
+        .hang_up()
+        .write(dir.path(), "type-ahead");
+    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+    let trace = trace(&server, &last_contact(&server));
+    assert_eq!(
+        events(&trace),
+        ["started", "input:1", "hangup"],
+        "the menu took the key pressed ahead, without a second press: {trace:#?}"
+    );
+    assert_eq!(enqueued(&trace), ["sales"]);
+    all_calls_over(&server);
+}

@@ -192,6 +192,7 @@ pub(super) fn incoming(ep: &Arc<Endpoint>, invite: Message, peer: Peer) {
         last_response: None,
         timers: Vec::new(),
         token: 0,
+        ahead: std::collections::VecDeque::new(),
         sdp_version: 1,
         outbound: None,
     };
@@ -218,6 +219,9 @@ struct Call {
     token: u64,
     sdp_version: u64,
     outbound: Option<Outbound>,
+    /// Digits pressed while the prompts before a gather played ("type-ahead", as VoiceXML
+    /// keeps them): handed to that gather, which then skips its prompt.
+    ahead: std::collections::VecDeque<char>,
 }
 
 impl Call {
@@ -515,6 +519,8 @@ impl Call {
                     self.leg.stop();
                     return Ok(Played::Digit(d));
                 }
+                // A caller who knows the menu presses ahead: kept for the next gather.
+                Wake::Digit(d) => self.ahead.push_back(d),
                 Wake::Report(r) => {
                     self.leg.stop();
                     return Ok(Played::Preempted(Box::new(r)));
@@ -528,6 +534,15 @@ impl Call {
 
     /// Carries out a step's actions until one needs the flow again.
     async fn perform(&mut self, report: StepReport) -> Result<Next, Gone> {
+        let next = self.perform_actions(report).await;
+        if !matches!(next, Ok(Next::Event(Event::Input { .. }))) {
+            // Digits pressed ahead belong to the gather of the step they were pressed in.
+            self.ahead.clear();
+        }
+        next
+    }
+
+    async fn perform_actions(&mut self, report: StepReport) -> Result<Next, Gone> {
         if !matches!(report.status, Status::Queued { .. }) {
             self.leg.set_idle(None);
         }
@@ -581,13 +596,18 @@ impl Call {
         let mut replays = 0;
         loop {
             let mut digits = String::new();
-            let mut pressed = match self.play(audio.clone(), true).await? {
-                Played::Done => None,
-                Played::Digit(d) => Some(d),
-                Played::Preempted(r) => return Ok(Next::Report(*r)),
+            // Digits pressed ahead answer at once: the prompt is skipped, as a key pressed
+            // during it would have cut it.
+            let mut pressed = match self.ahead.pop_front() {
+                Some(d) => Some(d),
+                None => match self.play(audio.clone(), true).await? {
+                    Played::Done => None,
+                    Played::Digit(d) => Some(d),
+                    Played::Preempted(r) => return Ok(Next::Report(*r)),
+                },
             };
             loop {
-                let digit = match pressed.take() {
+                let digit = match pressed.take().or_else(|| self.ahead.pop_front()) {
                     Some(d) => d,
                     None => {
                         let deadline = Instant::now() + timeout;
