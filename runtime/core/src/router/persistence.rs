@@ -330,6 +330,13 @@ impl Router {
     /// away, a full disk), `state` is read back from the store, so memory never runs ahead
     /// of what was kept.
     pub(super) fn commit(&self, state: &mut State, mut batch: Batch) -> Result<(), RouterError> {
+        if batch.writes().is_empty() && batch.ahead().is_empty() {
+            // Checks and nothing to write (a task taken in with no agent to offer it to):
+            // no change, no transaction.
+            let told = std::mem::take(&mut state.told);
+            self.notify(told);
+            return Ok(());
+        }
         let shared = self.is_shared() && !batch.is_empty();
         if shared {
             // Refused if another node changed the router since this state was read.
