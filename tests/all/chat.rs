@@ -153,6 +153,23 @@ fn a_visitor_chats_with_the_flow_then_an_agent_and_resumes_after_a_reconnect() {
         (status, err["error"]["code"].as_str()),
         (403, Some("not_yours"))
     );
+    // Sara reads the conversation of her task; Bob may not.
+    let (status, hers) = server.call_as(
+        Some(&token),
+        "GET",
+        &format!("/agent/v1/tasks/{task}/messages"),
+        None,
+    );
+    assert_eq!(status, 200, "{hers}");
+    assert_eq!(hers[0]["text"], "My parcel is late", "{hers}");
+    assert_eq!(hers.as_array().unwrap().len(), 3, "{hers}");
+    let (status, _) = server.call_as(
+        Some(bob),
+        "GET",
+        &format!("/agent/v1/tasks/{task}/messages"),
+        None,
+    );
+    assert_eq!(status, 403);
 
     // The conversation is kept with the contact, in order, and still there after a restart.
     let said = |server: &Server| -> Vec<(String, String)> {

@@ -47,7 +47,10 @@ pub fn agent(runtime: Arc<Runtime>) -> Router<Arc<Runtime>> {
         .route("/reservations/{id}/reject", post(reject))
         .route("/tasks/{id}/wrap", post(wrap))
         .route("/tasks/{id}/complete", post(complete))
-        .route("/tasks/{id}/messages", post(say_to_customer))
+        .route(
+            "/tasks/{id}/messages",
+            post(say_to_customer).get(conversation),
+        )
         .route("/ws", get(socket))
         .route_layer(middleware::from_fn_with_state(runtime, authenticate_agent))
 }
@@ -342,6 +345,37 @@ async fn say_to_customer(
 ) -> Answer {
     blocking(move || rt.agent_message(&name, &id, &body.text)).await?;
     ok(StatusCode::OK, json!({"sent": true}))
+}
+
+/// The conversation of a task offered to or held by the agent (chat, SMS), in order: what
+/// the customer and earlier agents said, for an agent who takes it over.
+async fn conversation(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+) -> Answer {
+    let said = blocking(move || {
+        let task = rt.desk().task(&id)?;
+        let theirs = task.agent.as_deref() == Some(name.as_str())
+            && matches!(
+                task.status,
+                crate::router::TaskStatus::Reserved
+                    | crate::router::TaskStatus::Assigned
+                    | crate::router::TaskStatus::Wrapping
+            );
+        let contact = match (&task.contact, theirs) {
+            (Some(contact), true) => contact.clone(),
+            _ => {
+                return Err(crate::router::RouterError::NotYours(format!(
+                    "task {id} is not offered to or held by {name}"
+                ))
+                .into());
+            }
+        };
+        Ok(rt.contacts().transcript(&contact)?)
+    })
+    .await?;
+    ok(StatusCode::OK, said)
 }
 
 /// A live connection for an agent's desktop: first a snapshot of the agent, then every change
