@@ -157,14 +157,29 @@ impl Runtime {
         agent: &str,
         text: &str,
     ) -> Result<(), ContactError> {
-        let task = self.contacts().task_of(contact).map(|t| t.id);
+        let task = self.contacts().task_of(contact);
+        // The agent holding the task now: after a transfer, none until the next one accepts
+        // (who reads what was said meanwhile in the conversation).
+        let holder = match &task {
+            Some(t) if t.status == crate::router::TaskStatus::Assigned => t.agent.clone(),
+            Some(_) => None,
+            None => Some(agent.to_string()),
+        };
+        let task = task.map(|t| t.id);
         // Kept before it is shown: what the agent reads is in the transcript.
-        self.contacts()
-            .record_said(contact, "customer", Some(agent), task.as_deref(), text)?;
-        self.chat.to_agent(
-            agent,
-            serde_json::json!({"type": "message", "task": task, "contact": contact, "text": text}),
-        );
+        self.contacts().record_said(
+            contact,
+            "customer",
+            holder.as_deref(),
+            task.as_deref(),
+            text,
+        )?;
+        if let Some(holder) = holder {
+            self.chat.to_agent(
+                &holder,
+                serde_json::json!({"type": "message", "task": task, "contact": contact, "text": text}),
+            );
+        }
         Ok(())
     }
 

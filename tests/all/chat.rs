@@ -278,3 +278,147 @@ fn sigterm_drains_readiness_fails_sockets_are_told_to_reconnect_then_the_node_st
     let exit = server.exit_status(Duration::from_secs(20));
     assert!(exit.success(), "{exit}");
 }
+
+#[test]
+fn an_agent_hands_a_chat_to_another_queue_with_its_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, sara) = chat_server(dir.path());
+    let (status, _) = server.call(
+        "PUT",
+        "/v1/queues/billing",
+        Some(json!({"members": r#""billing" in worker.skills"#})),
+    );
+    assert_eq!(status, 200);
+    let bob = crate::support::agent(
+        &server,
+        "bob",
+        json!({"skills": ["billing"]}),
+        json!({"chat": 1}),
+    );
+    let activity = |token: &str, what: &str| {
+        let (status, _) = server.call_as(
+            Some(token),
+            "PUT",
+            "/agent/v1/activity",
+            Some(json!({"activity": what})),
+        );
+        assert_eq!(status, 200);
+    };
+    activity(&bob, "break");
+    let ws = server.url.replace("http://", "ws://");
+    let mut visitor = connect(&format!("{ws}/chat/v1/ws"));
+    send(
+        &mut visitor,
+        json!({"type": "join", "address": "chat:support", "name": "Ada"}),
+    );
+    let contact = next(&mut visitor)["contact"].as_str().unwrap().to_string();
+    next(&mut visitor);
+    send(
+        &mut visitor,
+        json!({"type": "message", "text": "agent please"}),
+    );
+    assert_eq!(next(&mut visitor)["text"], "Connecting you with an agent.");
+    assert_eq!(next(&mut visitor)["type"], "queued");
+    let (_, me) = server.call_as(Some(&sara), "GET", "/agent/v1/me", None);
+    let r = me["reservation"]["id"]
+        .as_str()
+        .expect("offered to sara")
+        .to_string();
+    let task = me["reservation"]["task"].as_str().unwrap().to_string();
+    server.call_as(
+        Some(&sara),
+        "POST",
+        &format!("/agent/v1/reservations/{r}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(next(&mut visitor)["type"], "agent-joined", "sara joined");
+    send(
+        &mut visitor,
+        json!({"type": "message", "text": "I was charged twice"}),
+    );
+    let said = |server: &Server| {
+        server
+            .call("GET", &format!("/v1/contacts/{contact}/transcript"), None)
+            .1
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while said(&server).as_array().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the message never reached sara"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Bad transfers change nothing.
+    let transfer = |token: &str, queue: &str| {
+        server.call_as(
+            Some(token),
+            "POST",
+            &format!("/agent/v1/tasks/{task}/transfer"),
+            Some(json!({"queue": queue})),
+        )
+    };
+    let (status, unknown) = transfer(&sara, "nowhere");
+    assert_eq!(status, 404, "{unknown}");
+    let (status, _) = transfer(&bob, "billing");
+    assert_eq!(status, 403, "not bob's conversation");
+
+    // Sara hands it to billing: she is free, the task waits there, not offered back to her.
+    let (status, moved) = transfer(&sara, "billing");
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(
+        (moved["status"].as_str(), moved["queue"].as_str()),
+        (Some("pending"), Some("billing"))
+    );
+    assert_eq!(moved["attributes"]["transferred_from"], "sara");
+    let (_, me) = server.call_as(Some(&sara), "GET", "/agent/v1/me", None);
+    assert_eq!(me["busy"]["chat"], 0, "{me}");
+    let (status, _) = server.call_as(
+        Some(&sara),
+        "POST",
+        &format!("/agent/v1/tasks/{task}/messages"),
+        Some(json!({"text": "still me"})),
+    );
+    assert_eq!(status, 403, "no longer hers");
+
+    // Bob takes it, reads what was said, and the customer talks to him.
+    activity(&bob, "available");
+    let (_, me) = server.call_as(Some(&bob), "GET", "/agent/v1/me", None);
+    let r = me["reservation"]["id"]
+        .as_str()
+        .expect("offered to bob")
+        .to_string();
+    let (status, _) = server.call_as(
+        Some(&bob),
+        "POST",
+        &format!("/agent/v1/reservations/{r}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200);
+    let (status, history) = server.call_as(
+        Some(&bob),
+        "GET",
+        &format!("/agent/v1/tasks/{task}/messages"),
+        None,
+    );
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history[0]["text"], "I was charged twice");
+    assert_eq!(history[0]["agent"], "sara");
+    let mut joined = next(&mut visitor);
+    while joined["type"] != "agent-joined" || joined["agent"] != "bob" {
+        joined = next(&mut visitor);
+    }
+    let mut desk = crate::support::desk(&server, &bob);
+    assert_eq!(desk.next()["type"], "snapshot");
+    send(
+        &mut visitor,
+        json!({"type": "message", "text": "hello bob"}),
+    );
+    let heard = desk.next();
+    assert_eq!(
+        (heard["type"].as_str(), heard["text"].as_str()),
+        (Some("message"), Some("hello bob")),
+        "{heard}"
+    );
+}

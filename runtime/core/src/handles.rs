@@ -157,6 +157,11 @@ impl Desk {
         self.router.complete(agent, task, wrapup, disposition)
     }
 
+    /// The agent hands a chat or SMS conversation they hold to another queue (blind).
+    pub fn transfer(&self, agent: &str, task: &str, queue: &str) -> Result<Task, RouterError> {
+        self.router.transfer(agent, task, queue)
+    }
+
     /// The agent ends the conversation of a task they hold: wrap-up begins (or the task
     /// completes, in a queue without wrap-up).
     pub fn wrap(&self, agent: &str, task: &str) -> Result<Task, RouterError> {

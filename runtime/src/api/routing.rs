@@ -46,6 +46,7 @@ pub fn agent(runtime: Arc<Runtime>) -> Router<Arc<Runtime>> {
         .route("/reservations/{id}/accept", post(accept))
         .route("/reservations/{id}/reject", post(reject))
         .route("/tasks/{id}/wrap", post(wrap))
+        .route("/tasks/{id}/transfer", post(transfer))
         .route("/tasks/{id}/complete", post(complete))
         .route(
             "/tasks/{id}/messages",
@@ -303,6 +304,25 @@ async fn reject(
 struct CompleteBody {
     wrapup: Option<String>,
     disposition: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TransferBody {
+    queue: String,
+}
+
+/// The agent hands the conversation to another queue (chat, SMS; blind).
+async fn transfer(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<TransferBody>,
+) -> Answer {
+    let task = routed(rt, move |rt| {
+        Ok(rt.desk().transfer(&name, &id, &body.queue)?)
+    })
+    .await?;
+    ok(StatusCode::OK, task)
 }
 
 /// The agent ends the conversation: wrap-up begins (the task `wrapping`, the agent still

@@ -1210,6 +1210,73 @@ impl Router {
         Ok(done)
     }
 
+    /// The agent hands a conversation they hold (chat, SMS) to another queue, blind: they
+    /// are free at once, the task waits in `queue` (not offered back to them) with its
+    /// attributes and a `transferred_from` attribute, and the contact's flow hears `assigned`
+    /// again when the next agent accepts. Its conversation goes with the contact.
+    pub fn transfer(&self, worker: &str, task: &str, queue: &str) -> Result<Task, RouterError> {
+        self.changing(|| self.transfer_once(worker, task, queue))
+    }
+
+    fn transfer_once(&self, worker: &str, id: &str, queue: &str) -> Result<Task, RouterError> {
+        let moved = {
+            let mut state = self.lock();
+            let now = (self.clock)();
+            let timeout_secs = state
+                .queues
+                .get(queue)
+                .ok_or_else(|| RouterError::UnknownQueue(queue.into()))?
+                .config
+                .task_timeout_secs;
+            let t = state
+                .tasks
+                .get(id)
+                .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+            if t.agent.as_deref() != Some(worker) || t.status != TaskStatus::Assigned {
+                return Err(RouterError::NotYours(format!(
+                    "task {id} is not an open conversation of {worker}"
+                )));
+            }
+            if t.channel == crate::contract::Channel::Voice {
+                return Err(RouterError::Conflict(
+                    "a call cannot be transferred yet: only chat and SMS conversations can".into(),
+                ));
+            }
+            let mut batch = Batch::new();
+            let channel = t.channel;
+            if let Some(w) = state.agents.get_mut(worker) {
+                if let Some(n) = w.busy.get_mut(&channel) {
+                    *n = n.saturating_sub(1);
+                }
+                w.record.idle_since_ms = now;
+                stage_agent(&mut batch, &w.record)?;
+            }
+            update_idle(&mut state, worker);
+            let task = state.tasks.get_mut(id).expect("checked above");
+            let from = std::mem::replace(&mut task.queue, queue.to_string());
+            task.status = TaskStatus::Pending;
+            task.agent = None;
+            task.target = 0;
+            task.target_since_ms = now;
+            task.timeout_ms = now + timeout_secs * 1000;
+            task.passed_by = vec![worker.to_string()];
+            task.plan = None;
+            if let Value::Object(map) = &mut task.attributes {
+                map.insert("transferred_from".into(), worker.into());
+                map.insert("transferred_from_queue".into(), from.into());
+            }
+            let snapshot = task.clone();
+            state.plans.remove(id);
+            let q = state.queues.get_mut(queue).expect("checked above");
+            q.waiting.insert(waiting_key(q.config.order, &snapshot));
+            stage_task(&mut batch, &snapshot)?;
+            self.commit(&mut state, batch)?;
+            snapshot
+        };
+        self.assign_after();
+        Ok(self.task(&moved.id).unwrap_or(moved))
+    }
+
     /// Moves a waiting task to another queue (a supervisor's decision), optionally with a new
     /// priority. A reserved task's offer is withdrawn first.
     pub fn move_task(
