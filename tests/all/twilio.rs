@@ -414,6 +414,18 @@ impl TwilioApi {
     fn requests(&self) -> Vec<ApiRequest> {
         self.requests.lock().unwrap().clone()
     }
+
+    /// The first request received, waiting for it up to `within` (failing with `missing`).
+    fn first_request(&self, missing: &str, within: Duration) -> ApiRequest {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(request) = self.requests().first() {
+                return request.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{missing}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 #[test]
@@ -644,17 +656,10 @@ fn what_a_flow_says_outside_a_webhook_goes_out_by_sms() {
         api.requests().is_empty(),
         "the webhook's answer carried the first reply"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let sorry = loop {
-        if let Some(request) = api.requests().pop() {
-            break request;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no SMS was sent when the task timed out"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let sorry = api.first_request(
+        "no SMS was sent when the task timed out",
+        Duration::from_secs(15),
+    );
     let field = |name: &str| {
         sorry
             .form
@@ -920,17 +925,7 @@ fn with_the_account_configured_an_accepted_caller_is_sent_to_the_agent_through_t
     assert_eq!(status, 200);
 
     // At once, not at the next wait-URL request: the live call gets the <Dial>.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let redirect = loop {
-        if let Some(request) = api.requests().pop() {
-            break request;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the call was not redirected"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let redirect = api.first_request("the call was not redirected", Duration::from_secs(10));
     assert_eq!(redirect.method, "POST");
     assert_eq!(
         redirect.path,

@@ -901,11 +901,10 @@ impl Sessions {
             keys::trace(&session.id, session.steps),
             &entry,
         )?;
-        let written = crate::store::encode(&*session)?;
-        batch.put(Tree::Sessions, session.id.as_bytes(), written.clone());
+        batch.put_json(Tree::Sessions, session.id.as_bytes(), session)?;
         index_contact(&mut batch, session, first_step);
         if let Err(e) = self.store.commit(&batch) {
-            self.landed_anyway(&session.id, &written, e)?;
+            self.landed_anyway(session, e)?;
         }
         self.store.flush()?;
 
@@ -956,15 +955,13 @@ impl Sessions {
     /// the database had committed it, so the session now stored is the one this step wrote),
     /// the commit's error otherwise. A step that landed must go on as one that did (its
     /// task offered, its contact settled), or its contact would wait unseen until a restart.
-    fn landed_anyway(
-        &self,
-        id: &str,
-        written: &[u8],
-        error: StoreError,
-    ) -> Result<(), ContactError> {
+    fn landed_anyway(&self, session: &Session, error: StoreError) -> Result<(), ContactError> {
         if matches!(error, StoreError::Conflict { .. }) {
             return Err(error.into());
         }
+        let id = session.id.as_str();
+        // Encoded again only on this rare path: the step does not keep a copy of its bytes.
+        let written = crate::store::encode(session)?;
         match self.store.get(Tree::Sessions, id.as_bytes()) {
             Ok(Some(stored)) if stored == written => {
                 tracing::warn!(contact = %id, error = %error, "the step's commit was reported failed but it landed; going on");

@@ -20,12 +20,12 @@ const MAX_BODY: usize = 64 * 1024;
 /// The webhook routes, mounted under `/twilio`.
 pub fn routes() -> Router<Arc<Runtime>> {
     Router::new()
-        .route("/voice", post(voice))
+        .route("/voice", twiml_hook(twilio::incoming_call))
         .route("/voice/gather", post(gather))
         .route("/voice/status", post(status))
-        .route("/voice/wait", post(wait))
-        .route("/voice/dequeued", post(dequeued))
-        .route("/voice/dialed", post(dialed))
+        .route("/voice/wait", twiml_hook(twilio::waiting))
+        .route("/voice/dequeued", twiml_hook(twilio::dequeued))
+        .route("/voice/dialed", twiml_hook(twilio::dialed))
         .route("/hold.wav", axum::routing::get(hold))
         .route("/sms", post(sms))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -121,16 +121,19 @@ async fn webhook(
     })
 }
 
-async fn voice(
-    State(rt): Api,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    webhook(rt, headers, uri, body, |rt, params, base, _| {
-        twilio::incoming_call(rt, params, base).map(Some)
-    })
-    .await
+/// A verified webhook whose answer is the TwiML `answer` makes of it (the call's next
+/// document).
+fn twiml_hook(
+    answer: fn(&crate::runtime::Node, &Params, &str) -> Result<String, WebhookError>,
+) -> axum::routing::MethodRouter<Arc<Runtime>> {
+    post(
+        move |State(rt): Api, headers: HeaderMap, OriginalUri(uri): OriginalUri, body: Bytes| async move {
+            webhook(rt, headers, uri, body, move |rt, params, base, _| {
+                answer(rt, params, base).map(Some)
+            })
+            .await
+        },
+    )
 }
 
 async fn gather(
@@ -171,42 +174,6 @@ async fn sms(
             Ok(rt.customer_to_agent(contact, agent, text)?)
         };
         twilio::incoming_sms(rt, params, &to_agent).map(Some)
-    })
-    .await
-}
-
-async fn wait(
-    State(rt): Api,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    webhook(rt, headers, uri, body, |rt, params, base, _| {
-        twilio::waiting(rt, params, base).map(Some)
-    })
-    .await
-}
-
-async fn dequeued(
-    State(rt): Api,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    webhook(rt, headers, uri, body, |rt, params, base, _| {
-        twilio::dequeued(rt, params, base).map(Some)
-    })
-    .await
-}
-
-async fn dialed(
-    State(rt): Api,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    webhook(rt, headers, uri, body, |rt, params, base, _| {
-        twilio::dialed(rt, params, base).map(Some)
     })
     .await
 }

@@ -70,11 +70,11 @@ impl State {
     pub(super) fn tell(
         &mut self,
         agent: &str,
-        kind: &'static str,
+        kind: super::NoticeKind,
         task: Option<&Task>,
         reason: Option<String>,
     ) {
-        let activity = matches!(kind, "activity")
+        let activity = (kind == super::NoticeKind::Activity)
             .then(|| self.agents.get(agent).map(|w| w.record.activity.clone()))
             .flatten();
         self.told.push(super::Notice {

@@ -187,13 +187,9 @@ pub struct Notice {
     /// The agent.
     #[serde(rename = "worker")]
     pub agent: String,
-    /// What happened: `reservation` (a new offer), `rescinded` (an offer withdrawn: the task
-    /// was moved, canceled or its customer left), `timed-out` (an offer not answered in
-    /// time), `canceled` (a task the agent held), `wrapping` (its conversation ended),
-    /// `completed`, or `activity` (the agent's activity changed, by a supervisor, by the
-    /// router after missed offers, or by the agent).
+    /// What happened.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: NoticeKind,
     /// The offer, for `reservation`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation: Option<Reservation>,
@@ -206,6 +202,27 @@ pub struct Notice {
     /// Why, when the agent did not do it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// What an agent's desk is told happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoticeKind {
+    /// A new offer.
+    Reservation,
+    /// An offer withdrawn: the task was moved, canceled, or its customer left.
+    Rescinded,
+    /// An offer not answered in time.
+    TimedOut,
+    /// A task the agent held was canceled.
+    Canceled,
+    /// Its conversation ended (on its channel): wrap-up began.
+    Wrapping,
+    /// Completed by the channel or the clock (not by the agent, who is answered).
+    Completed,
+    /// The agent's activity changed (by a supervisor, the router after missed offers, or
+    /// the agent).
+    Activity,
 }
 
 /// The task router.
@@ -365,7 +382,7 @@ impl Router {
                 .filter_map(|r| {
                     Some(Notice {
                         agent: r.agent.clone(),
-                        kind: "reservation",
+                        kind: NoticeKind::Reservation,
                         reservation: Some(r.clone()),
                         task: Some(fresh.tasks.get(&r.task)?.clone()),
                         activity: None,
@@ -712,7 +729,7 @@ impl Router {
             w.record.activity = activity.to_string();
             let record = w.record.clone();
             update_idle(&mut state, name);
-            state.tell(name, "activity", None, None);
+            state.tell(name, NoticeKind::Activity, None, None);
             let mut batch = Batch::new();
             stage_agent(&mut batch, &record)?;
             self.commit(&mut state, batch)?;
@@ -1177,7 +1194,7 @@ impl Router {
                 if let Some(agent) = &t.agent
                     && worker.is_none()
                 {
-                    state.tell(agent, "wrapping", Some(&t), why);
+                    state.tell(agent, NoticeKind::Wrapping, Some(&t), why);
                 }
                 t
             } else {
@@ -1192,7 +1209,7 @@ impl Router {
                 if let Some(agent) = &done.agent
                     && worker.is_none()
                 {
-                    state.tell(agent, "completed", Some(&done), why);
+                    state.tell(agent, NoticeKind::Completed, Some(&done), why);
                 }
                 done
             };
@@ -1317,7 +1334,7 @@ impl Router {
                         let task = release_reservation(&mut batch, &mut state, &r)?;
                         state.tell(
                             &r.agent,
-                            "rescinded",
+                            NoticeKind::Rescinded,
                             Some(&task),
                             Some(format!("moved to queue {queue}")),
                         );
@@ -1492,9 +1509,9 @@ impl Router {
             && (status != TaskStatus::Completed || task.reason.is_some())
         {
             let kind = match (was, status) {
-                (TaskStatus::Reserved, _) => "rescinded",
-                (_, TaskStatus::Canceled) => "canceled",
-                _ => "completed",
+                (TaskStatus::Reserved, _) => NoticeKind::Rescinded,
+                (_, TaskStatus::Canceled) => NoticeKind::Canceled,
+                _ => NoticeKind::Completed,
             };
             state.tell(agent, kind, Some(&task), task.reason.clone());
         }
@@ -1524,7 +1541,7 @@ impl Router {
                 let task = release_reservation(&mut batch, &mut state, &r)?;
                 state.tell(
                     &r.agent,
-                    "timed-out",
+                    NoticeKind::TimedOut,
                     Some(&task),
                     Some("the offer was not answered in time".into()),
                 );
@@ -1542,7 +1559,7 @@ impl Router {
                 if unavailable {
                     state.tell(
                         &r.agent,
-                        "activity",
+                        NoticeKind::Activity,
                         None,
                         Some(format!("{MAX_MISSED} offers in a row were not answered")),
                     );
@@ -1584,7 +1601,14 @@ impl Router {
                 self.stage_outcome(&mut batch, &contact, &queue, news, None)?;
             }
             let mut escalate = Vec::new();
+            // Wrap-up whose time ran out: the task completes by itself, the agent is free.
+            let mut wrapped = Vec::new();
             for task in state.tasks.values() {
+                if task.status == TaskStatus::Wrapping
+                    && task.wrapup_until_ms.is_some_and(|until| until <= now)
+                {
+                    wrapped.push(task.id.clone());
+                }
                 if task.status == TaskStatus::Pending {
                     if task.timeout_ms <= now {
                         timed_out.push(task.id.clone());
@@ -1610,16 +1634,6 @@ impl Router {
                     stage_task(&mut batch, task)?;
                 }
             }
-            // Wrap-up whose time ran out: the task completes by itself, the agent is free.
-            let wrapped: Vec<String> = state
-                .tasks
-                .values()
-                .filter(|t| {
-                    t.status == TaskStatus::Wrapping
-                        && t.wrapup_until_ms.is_some_and(|until| until <= now)
-                })
-                .map(|t| t.id.clone())
-                .collect();
             for id in &wrapped {
                 let notes = state.tasks.get(id).and_then(|t| t.wrapup.clone());
                 self.finish(
@@ -1745,7 +1759,7 @@ impl Router {
                 .insert(reservation.id.clone(), reservation.clone());
             notices.push(Notice {
                 agent: worker,
-                kind: "reservation",
+                kind: NoticeKind::Reservation,
                 reservation: Some(reservation),
                 task: Some(snapshot),
                 activity: None,
