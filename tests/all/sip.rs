@@ -830,3 +830,142 @@ fn a_key_pressed_during_the_greeting_is_kept_for_the_menu() {
     assert_eq!(enqueued(&trace), ["sales"]);
     all_calls_over(&server);
 }
+
+/// An A-law-only caller bridged to a u-law-only phone: each side's tone arrives at the other
+/// at its frequency in the law it negotiated, a key pressed under the caller's telephone-event
+/// payload type reaches the phone under the phone's; the phone puts the caller on hold (the
+/// caller hears music), resumes, refreshes the session and sends INFO: the call goes on and
+/// the two hear each other again.
+#[test]
+fn an_a_law_caller_and_a_u_law_phone_hear_each_other_through_hold_and_back() {
+    use crate::sipp::{PhoneAct, agent_phone_doing};
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_ivr_server(dir.path(), &[]);
+    let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
+    let phone_ear = Ear::only(0);
+    let acts = [
+        PhoneAct::Talk(5000),
+        PhoneAct::Reinvite("sendonly"),
+        PhoneAct::Talk(2500),
+        PhoneAct::Reinvite("sendrecv"),
+        PhoneAct::Update,
+        PhoneAct::Info("5"),
+        PhoneAct::Talk(4000),
+    ];
+    let (register, answer) = agent_phone_doing(
+        dir.path(),
+        "alice",
+        &alice,
+        phone_ear.port(),
+        "0",
+        &acts,
+        true,
+    );
+    let phone_port = crate::sipp::free_port().to_string();
+    let port_args = ["-p", phone_port.as_str()];
+    sipp(
+        dir.path(),
+        &register,
+        sip_addr(&server),
+        "alice",
+        &port_args,
+    )
+    .succeeds();
+    let phone = sipp(dir.path(), &answer, sip_addr(&server), "alice", &port_args);
+
+    let caller_ear = Ear::only(8);
+    let scenario = Caller::dial_offering(caller_ear.port(), "+15554446", "8", 96)
+        .answered()
+        .pause(2500)
+        .press_info("1")
+        .expect_bye(60_000)
+        .write(dir.path(), "alaw-caller");
+    let caller = sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]);
+    let mut reservation = None;
+    wait_until("the task to be offered to alice", 20, || {
+        let (_, me) = server.call_as(Some(&alice), "GET", "/agent/v1/me", None);
+        reservation = me["reservation"]["id"].as_str().map(str::to_string);
+        reservation.is_some()
+    });
+    let (status, accepted) = server.call_as(
+        Some(&alice),
+        "POST",
+        &format!("/agent/v1/reservations/{}/accept", reservation.unwrap()),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{accepted}");
+    wait_until("the bridge", 10, || {
+        metric(&server, "switchboard_sip_calls_bridged_total") == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let caller_leg = caller_ear
+        .from
+        .lock()
+        .unwrap()
+        .expect("the caller heard prompts");
+
+    // The caller's 600 Hz in A-law reaches the u-law phone as 600 Hz.
+    phone_ear.forget();
+    caller_ear.speak_tone(caller_leg, 40, 8, 600.0);
+    std::thread::sleep(Duration::from_millis(200));
+    let share = phone_ear.tone_share(600.0);
+    assert!(
+        share > 0.8,
+        "the phone heard 600 Hz as {share:.2} of its audio"
+    );
+    let phone_leg = phone_ear
+        .from
+        .lock()
+        .unwrap()
+        .expect("the phone heard the caller");
+    // And the phone's 1 kHz in u-law reaches the A-law caller as 1 kHz.
+    caller_ear.forget();
+    phone_ear.speak_tone(phone_leg, 40, 0, 1000.0);
+    std::thread::sleep(Duration::from_millis(200));
+    let share = caller_ear.tone_share(1000.0);
+    assert!(
+        share > 0.8,
+        "the caller heard 1 kHz as {share:.2} of its audio"
+    );
+    // A key under the caller's payload type 96 arrives under the phone's 101.
+    caller_ear.press(caller_leg, 96, 5);
+    std::thread::sleep(Duration::from_millis(200));
+    let types = phone_ear.payload_types.lock().unwrap().clone();
+    assert!(
+        types.contains(&101),
+        "the phone got payload types {types:?}"
+    );
+    assert!(
+        !types.contains(&96) && !types.contains(&8),
+        "the phone got {types:?}"
+    );
+    let types = caller_ear.payload_types.lock().unwrap().clone();
+    assert!(!types.contains(&0), "the A-law caller got u-law: {types:?}");
+
+    // The phone holds: the caller hears music while the phone says nothing.
+    let before = caller_ear.loud_count();
+    wait_until("hold music for the caller", 8, || {
+        caller_ear.loud_count() >= before + 25
+    });
+    // The phone resumes (after 2.5 s on hold): music stops and the two hear each other.
+    std::thread::sleep(Duration::from_millis(2800));
+    caller_ear.forget();
+    phone_ear.speak_tone(phone_leg, 40, 0, 1000.0);
+    std::thread::sleep(Duration::from_millis(200));
+    let share = caller_ear.tone_share(1000.0);
+    assert!(
+        share > 0.8,
+        "after the hold the caller heard 1 kHz as {share:.2}"
+    );
+
+    phone.succeeds();
+    caller.succeeds();
+    all_calls_over(&server);
+    let (_, task) = server.call(
+        "GET",
+        &format!("/v1/tasks/{}", accepted["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(task["status"], "completed", "{task}");
+}

@@ -52,8 +52,13 @@ pub fn free_port() -> u16 {
 /// An SDP body for a sipp message: media at `port` with payload types `formats` (and
 /// telephone-event 101), `direction` as an attribute.
 fn sdp(owner: &str, port: &str, formats: &str, direction: &str) -> String {
+    sdp_with(owner, port, formats, 101, direction)
+}
+
+/// The same with telephone-event under payload type `dtmf`.
+fn sdp_with(owner: &str, port: &str, formats: &str, dtmf: u8, direction: &str) -> String {
     format!(
-        "Content-Type: application/sdp\nContent-Length: [len]\n\nv=0\no={owner} 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\nm=audio {port} RTP/AVP {formats} 101\na=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\na={direction}"
+        "Content-Type: application/sdp\nContent-Length: [len]\n\nv=0\no={owner} 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\nm=audio {port} RTP/AVP {formats} {dtmf}\na=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000\na=rtpmap:{dtmf} telephone-event/8000\na=fmtp:{dtmf} 0-15\na={direction}"
     )
 }
 
@@ -127,12 +132,13 @@ impl Caller {
 
     /// Dials offering the payload types `codecs` (such as "0", "8" or "18").
     pub fn dial_with(rtp_port: u16, from: &str, codecs: &str) -> Caller {
-        let body = INVITE
-            .replace(
-                "SDP",
-                &sdp("caller", &rtp_port.to_string(), codecs, "sendrecv"),
-            )
-            .replace("FROM", from);
+        Self::dial_offering(rtp_port, from, codecs, 101)
+    }
+
+    /// Dials offering `codecs` and telephone-event under payload type `dtmf`.
+    pub fn dial_offering(rtp_port: u16, from: &str, codecs: &str, dtmf: u8) -> Caller {
+        let offer = sdp_with("caller", &rtp_port.to_string(), codecs, dtmf, "sendrecv");
+        let body = INVITE.replace("SDP", &offer).replace("FROM", from);
         Caller { body, cseq: 1 }
     }
 
@@ -239,6 +245,20 @@ impl Caller {
     }
 }
 
+/// What an agent's phone does once a call to it is up.
+pub enum PhoneAct<'a> {
+    /// Waits (talking, as far as the test's RTP is concerned).
+    Talk(u64),
+    /// Re-INVITEs with this direction (sendonly holds, sendrecv resumes), expects 200, ACKs.
+    Reinvite(&'a str),
+    /// An UPDATE without a body (a session refresh), expects 200.
+    Update,
+    /// A SIP INFO carrying this DTMF key, expects 200.
+    Info(&'a str),
+    /// A REFER to this URI (a blind transfer), expects 202.
+    Refer(&'a str),
+}
+
 /// An agent's phone, as two sipp scenarios run one after the other on the same port (sipp
 /// maps messages to calls by Call-ID, so registering and answering are two "calls"): the
 /// first registers as `agent` with its token as the digest password; the second answers Switchboard's INVITE with media on
@@ -249,6 +269,28 @@ pub fn agent_phone(
     token: &str,
     rtp_port: u16,
     talk_ms: u64,
+) -> (PathBuf, PathBuf) {
+    agent_phone_doing(
+        dir,
+        agent,
+        token,
+        rtp_port,
+        "0",
+        &[PhoneAct::Talk(talk_ms)],
+        true,
+    )
+}
+
+/// The same phone answering with payload types `formats` (telephone-event 101), doing `acts`
+/// once the call is up, then hanging up (`hangs_up`) or expecting Switchboard's BYE.
+pub fn agent_phone_doing(
+    dir: &Path,
+    agent: &str,
+    token: &str,
+    rtp_port: u16,
+    formats: &str,
+    acts: &[PhoneAct<'_>],
+    hangs_up: bool,
 ) -> (PathBuf, PathBuf) {
     let register_request = |cseq: u32, auth: &str| {
         format!(
@@ -279,8 +321,8 @@ Content-Length: 0
             &format!("[authentication username={agent} password={token}]\n")
         )
     );
-    let answer_sdp = sdp("agent", &rtp_port.to_string(), "0", "sendrecv");
-    let answer = format!(
+    let answer_sdp = sdp("agent", &rtp_port.to_string(), formats, "sendrecv");
+    let mut answer = format!(
         r#"
   <recv request="INVITE"/>
   <send>
@@ -307,22 +349,88 @@ Contact: <sip:{agent}@[local_ip]:[local_port]>
     ]]>
   </send>
   <recv request="ACK"/>
-  <pause milliseconds="{talk_ms}"/>
-  <send retrans="500">
-    <![CDATA[
-BYE sip:switchboard@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: [last_To::]
-To: [last_From::]
-[last_Call-ID:]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-    ]]>
-  </send>
-  <recv response="200"/>
 "#
     );
+    // Requests of the phone in the dialog: right after Switchboard's ACK the dialog's two
+    // ends are that ACK's To and From; after a response to our own request, its From and To.
+    let mut cseq = 1;
+    let mut after_our_request = false;
+    let mut request = |answer: &mut String, method: &str, extra: &str, cseq: u32| {
+        let (from, to) = if after_our_request {
+            ("[last_From::]", "[last_To::]")
+        } else {
+            ("[last_To::]", "[last_From::]")
+        };
+        after_our_request = true;
+        let retrans = if method == "ACK" {
+            ""
+        } else {
+            " retrans=\"500\""
+        };
+        answer.push_str(&format!(
+            r#"
+  <send{retrans}>
+    <![CDATA[
+{method} sip:switchboard@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: {from}
+To: {to}
+[last_Call-ID:]
+CSeq: {cseq} {method}
+Contact: <sip:{agent}@[local_ip]:[local_port]>
+Max-Forwards: 70
+{extra}
+    ]]>
+  </send>
+"#
+        ));
+    };
+    for act in acts {
+        match act {
+            PhoneAct::Talk(ms) => {
+                answer.push_str(&format!("  <pause milliseconds=\"{ms}\"/>\n"));
+            }
+            PhoneAct::Reinvite(direction) => {
+                cseq += 1;
+                let offer = sdp("agent", &rtp_port.to_string(), formats, direction);
+                request(&mut answer, "INVITE", &offer, cseq);
+                answer.push_str(
+                    "  <recv response=\"100\" optional=\"true\"/>\n  <recv response=\"200\"/>\n",
+                );
+                request(&mut answer, "ACK", "Content-Length: 0", cseq);
+            }
+            PhoneAct::Update => {
+                cseq += 1;
+                request(&mut answer, "UPDATE", "Content-Length: 0", cseq);
+                answer.push_str("  <recv response=\"200\"/>\n");
+            }
+            PhoneAct::Info(digit) => {
+                cseq += 1;
+                let body = format!(
+                    "Content-Type: application/dtmf-relay\nContent-Length: [len]\n\nSignal={digit}\nDuration=160"
+                );
+                request(&mut answer, "INFO", &body, cseq);
+                answer.push_str("  <recv response=\"200\"/>\n");
+            }
+            PhoneAct::Refer(target) => {
+                cseq += 1;
+                let extra = format!(
+                    "Refer-To: <{target}>\nReferred-By: <sip:{agent}@[local_ip]:[local_port]>\nContent-Length: 0"
+                );
+                request(&mut answer, "REFER", &extra, cseq);
+                answer.push_str("  <recv response=\"202\"/>\n");
+            }
+        }
+    }
+    if hangs_up {
+        cseq += 1;
+        request(&mut answer, "BYE", "Content-Length: 0", cseq);
+        answer.push_str("  <recv response=\"200\"/>\n");
+    } else {
+        answer.push_str(&format!(
+            "  <recv request=\"BYE\" timeout=\"30000\"/>\n{OK_TO_LAST}"
+        ));
+    }
     let write = |name: &str, body: &str| {
         let path = dir.join(format!("{name}-{agent}.xml"));
         std::fs::write(
@@ -445,12 +553,24 @@ pub struct Ear {
     pub marker_bits: Arc<AtomicU64>,
     /// Where packets came from last.
     pub from: Arc<Mutex<Option<SocketAddr>>>,
+    /// The audio of the loud packets, decoded, the latest second at most.
+    heard: Arc<Mutex<std::collections::VecDeque<i16>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Ear {
-    /// Listens on a free loopback port.
+    /// Listens on a free loopback port, decoding audio by its payload type.
     pub fn new() -> Ear {
+        Self::listening(None)
+    }
+
+    /// Listens as a phone that negotiated only `law` (0: u-law, 8: A-law) does: every audio
+    /// packet is decoded in that law, whatever it is labelled.
+    pub fn only(law: u8) -> Ear {
+        Self::listening(Some(law))
+    }
+
+    fn listening(law: Option<u8>) -> Ear {
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
@@ -462,8 +582,10 @@ impl Ear {
             payload_types: Arc::default(),
             marker_bits: Arc::default(),
             from: Arc::default(),
+            heard: Arc::default(),
             stop: Arc::default(),
         };
+        let heard = ear.heard.clone();
         let markers = ear.marker_bits.clone();
         let (packets, loud, types, from, stop) = (
             ear.packets.clone(),
@@ -495,13 +617,19 @@ impl Ear {
                 *from.lock().unwrap() = Some(addr);
                 if pt == 0 || pt == 8 {
                     let payload = &buf[12..n];
-                    let energy: f64 = payload
+                    let samples: Vec<i16> = payload
                         .iter()
-                        .map(|&b| f64::from(decode(pt, b)).abs())
-                        .sum::<f64>()
+                        .map(|&b| decode(law.unwrap_or(pt), b))
+                        .collect();
+                    let energy: f64 = samples.iter().map(|&s| f64::from(s).abs()).sum::<f64>()
                         / payload.len().max(1) as f64;
                     if energy > 200.0 {
                         loud.fetch_add(1, Ordering::Relaxed);
+                        let mut heard = heard.lock().unwrap();
+                        heard.extend(samples);
+                        while heard.len() > 8000 {
+                            heard.pop_front();
+                        }
                     }
                 }
             }
@@ -527,6 +655,94 @@ impl Ear {
     /// Loud packets so far.
     pub fn loud_count(&self) -> u64 {
         self.loud.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the audio heard so far.
+    pub fn forget(&self) {
+        self.heard.lock().unwrap().clear();
+    }
+
+    /// How much of the loud audio heard since [`Ear::forget`] is a tone of `hz` (a multiple of
+    /// 50 Hz): its share of the energy, from 0 (absent) to 1 (a pure tone), by the Goertzel
+    /// algorithm over 20 ms frames.
+    pub fn tone_share(&self, hz: f64) -> f64 {
+        let heard: Vec<f64> = self
+            .heard
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|&s| f64::from(s))
+            .collect();
+        let (mut at_tone, mut total) = (0.0, 0.0);
+        for frame in heard.chunks_exact(160) {
+            let coefficient = 2.0 * (std::f64::consts::TAU * hz / 8000.0).cos();
+            let (mut s1, mut s2) = (0.0, 0.0);
+            for &x in frame {
+                let s0 = x + coefficient * s1 - s2;
+                s2 = s1;
+                s1 = s0;
+            }
+            let power = s1 * s1 + s2 * s2 - coefficient * s1 * s2;
+            at_tone += 2.0 * power / frame.len() as f64;
+            total += frame.iter().map(|x| x * x).sum::<f64>();
+        }
+        if total == 0.0 { 0.0 } else { at_tone / total }
+    }
+
+    /// Sends `n` packets of a sine of `hz` in the law of payload type `pt` (0 or 8) to `to`,
+    /// 20 ms apart.
+    pub fn speak_tone(&self, to: SocketAddr, n: u16, pt: u8, hz: f64) {
+        use switchboard::channels::sip::g711;
+        for i in 0..n {
+            let mut p = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x79];
+            p[2..4].copy_from_slice(&i.to_be_bytes());
+            p[4..8].copy_from_slice(&(u32::from(i) * 160).to_be_bytes());
+            p.extend((0..160u32).map(|k| {
+                let t = f64::from(u32::from(i) * 160 + k) / 8000.0;
+                let s = (10000.0 * (std::f64::consts::TAU * hz * t).sin()) as i16;
+                if pt == 0 {
+                    g711::ulaw_encode(s)
+                } else {
+                    g711::alaw_encode(s)
+                }
+            }));
+            self.socket.send_to(&p, to).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends one key press as RFC 4733 telephone-events under payload type `pt`: three
+    /// packets, then three end packets, as phones do.
+    pub fn press(&self, to: SocketAddr, pt: u8, event: u8) {
+        for (i, end) in [
+            (0u16, false),
+            (1, false),
+            (2, false),
+            (3, true),
+            (4, true),
+            (5, true),
+        ] {
+            let mut p = vec![
+                0x80,
+                pt | if i == 0 { 0x80 } else { 0 },
+                0,
+                0,
+                0,
+                0,
+                0x3e,
+                0x80,
+                0x12,
+                0x34,
+                0x56,
+                0x7a,
+            ];
+            p[2..4].copy_from_slice(&(1000 + i).to_be_bytes());
+            let duration = 160 * (i.min(3) + 1);
+            p.extend([event, if end { 0x8a } else { 0x0a }]);
+            p.extend(duration.to_be_bytes());
+            self.socket.send_to(&p, to).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends `n` PCMU packets of a tone to `to`, 20 ms apart.

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::message::{self, Message};
 use super::rtp::{Audio, Heard, Leg};
-use super::sdp::{self, Codec, SdpError};
+use super::sdp::{self, Codec, Direction, SdpError};
 use super::{Endpoint, Input, LegKind, Peer};
 use crate::contract::{Action, Channel, Event, Gather, Prompt};
 use crate::node::Node;
@@ -77,6 +77,8 @@ enum Timer {
     Bye,
     /// Our BYE on the outbound leg, until a response.
     OutboundBye,
+    /// Our 2xx to a re-INVITE on the outbound leg, until ACK.
+    OutboundAnswer,
 }
 
 /// A message retransmitted on UDP until answered.
@@ -132,6 +134,7 @@ struct Outbound {
     leg: Arc<Leg>,
     invite: Message,
     up: bool,
+    sdp_version: u64,
     _heard: mpsc::UnboundedReceiver<Heard>,
 }
 
@@ -195,6 +198,7 @@ pub(super) fn incoming(ep: &Arc<Endpoint>, invite: Message, peer: Peer) {
         ahead: std::collections::VecDeque::new(),
         sdp_version: 1,
         outbound: None,
+        bridging: false,
     };
     tokio::spawn(async move {
         let outcome = call.serve().await;
@@ -219,6 +223,9 @@ struct Call {
     token: u64,
     sdp_version: u64,
     outbound: Option<Outbound>,
+    /// The caller and the outbound leg are bridged (media relayed, or music to the side
+    /// that was put on hold).
+    bridging: bool,
     /// Digits pressed while the prompts before a gather played ("type-ahead", as VoiceXML
     /// keeps them): handed to that gather, which then skips its prompt.
     ahead: std::collections::VecDeque<char>,
@@ -318,12 +325,7 @@ impl Call {
 
     fn our_sdp(&mut self) -> Vec<u8> {
         self.sdp_version += 1;
-        sdp::describe(
-            self.leg.local(),
-            &[self.leg.codec()],
-            DTMF_PT,
-            self.sdp_version,
-        )
+        answer_sdp(&self.leg, self.sdp_version)
     }
 
     fn answer(&mut self) {
@@ -442,8 +444,11 @@ impl Call {
                     self.ep.send(peer, bytes);
                 }
             }
-            "INVITE" => self.reinvite(m, peer),
-            "OPTIONS" | "UPDATE" => self.ep.respond(peer, &m, m.response(200, "OK", None)),
+            "INVITE" | "UPDATE" => {
+                self.reinvite(m, peer);
+                self.update_bridge();
+            }
+            "OPTIONS" => self.ep.respond(peer, &m, m.response(200, "OK", None)),
             _ => self
                 .ep
                 .respond(peer, &m, m.response(501, "Not Implemented", None)),
@@ -451,28 +456,74 @@ impl Call {
         Ok(None)
     }
 
-    /// A re-INVITE (hold, a new address, a session refresh): the call goes on.
+    /// A re-INVITE or UPDATE from the caller (hold, a new address, a session refresh): the
+    /// call goes on.
     fn reinvite(&mut self, m: Message, peer: Peer) {
-        if !m.body.is_empty() {
-            match sdp::negotiate(&m.body) {
-                Ok(media) => self.leg.set_remote(media),
-                Err(e) => {
-                    let response = m
-                        .response(488, "Not Acceptable Here", None)
-                        .with_warning(&e.to_string());
-                    self.ep.respond(peer, &m, response);
-                    return;
+        self.sdp_version += 1;
+        let contact = self.contact_header();
+        if let Some(bytes) = self
+            .ep
+            .renegotiate(&self.leg, &m, peer, self.sdp_version, &contact)
+        {
+            self.retransmit(Timer::Answer, bytes, peer, T2);
+        }
+    }
+
+    /// Who hears whom while bridged: each side the other, or, when one side put the call on
+    /// hold, hold music to the other side and nothing relayed.
+    fn update_bridge(&self) {
+        let Some(out) = self.outbound.as_ref().filter(|o| o.up && self.bridging) else {
+            return;
+        };
+        let (caller_held, agent_held) = (self.leg.on_hold(), out.leg.on_hold());
+        if !caller_held && !agent_held {
+            self.leg.relay_to(Some(&out.leg));
+            out.leg.relay_to(Some(&self.leg));
+            return;
+        }
+        self.leg.relay_to(None);
+        out.leg.relay_to(None);
+        if agent_held && !caller_held {
+            self.leg.set_idle(Some(self.ep.prompts.hold.clone()));
+        }
+        if caller_held && !agent_held {
+            out.leg.set_idle(Some(self.ep.prompts.hold.clone()));
+        }
+        tracing::info!(contact = ?self.contact, caller_held, agent_held, "bridge on hold");
+    }
+
+    /// An in-dialog request on the answered outbound leg while bridged: hold and unhold
+    /// (re-INVITE, UPDATE), INFO, OPTIONS are answered and the call goes on; `true` when it
+    /// was one of those.
+    fn outbound_request(&mut self, m: &Message, peer: Peer) -> bool {
+        let advertised = self.ep.advertised;
+        let Some(out) = self.outbound.as_mut().filter(|o| o.up) else {
+            return false;
+        };
+        match m.method() {
+            "ACK" => {
+                if !m.body.is_empty()
+                    && let Ok(media) = sdp::negotiate(&m.body)
+                {
+                    out.leg.set_remote(media);
+                }
+                self.stop_timer(Timer::OutboundAnswer);
+            }
+            "INVITE" | "UPDATE" => {
+                out.sdp_version += 1;
+                let contact = format!("<sip:switchboard@{advertised}>");
+                let answered = self
+                    .ep
+                    .renegotiate(&out.leg, m, peer, out.sdp_version, &contact);
+                if let Some(bytes) = answered {
+                    self.retransmit(Timer::OutboundAnswer, bytes, peer, T2);
                 }
             }
+            "INFO" | "OPTIONS" => self.ep.respond(peer, m, m.response(200, "OK", None)),
+            _ => return false,
         }
-        let sdp = self.our_sdp();
-        let response = m
-            .response(200, "OK", None)
-            .with("Contact", self.contact_header())
-            .with_body("application/sdp", sdp);
-        let bytes = super::stamp(response).to_bytes();
-        self.ep.send(peer, bytes.clone());
-        self.retransmit(Timer::Answer, bytes, peer, T2);
+        self.update_bridge();
+        true
     }
 
     /// Runs a step of the flow.
@@ -710,7 +761,13 @@ impl Call {
             target: uri.to_string(),
             cseq: 0,
         };
-        let offer = sdp::describe(leg.local(), &[Codec::Pcmu, Codec::Pcma], DTMF_PT, 1);
+        let offer = sdp::describe(
+            leg.local(),
+            &[Codec::Pcmu, Codec::Pcma],
+            DTMF_PT,
+            1,
+            Direction::SendRecv,
+        );
         let invite = dialog
             .request("INVITE", self.ep.advertised)
             .with(
@@ -733,6 +790,7 @@ impl Call {
             leg,
             invite,
             up: false,
+            sdp_version: 1,
             _heard: heard,
         });
         let ring_until = Instant::now() + Duration::from_secs(self.ep.config.agent_ring_secs);
@@ -905,11 +963,16 @@ impl Call {
     /// Relays media between the caller and the answered outbound leg until one side hangs up.
     /// `Ok(None)`: the outbound side hung up; `Ok(Some(r))`: the contact ended elsewhere.
     async fn bridged(&mut self) -> Result<Option<StepReport>, Gone> {
-        if let Some(out) = &self.outbound {
-            self.leg.relay_to(Some(&out.leg));
-            out.leg.relay_to(Some(&self.leg));
-        }
+        self.bridging = true;
+        self.update_bridge();
         self.ep.stats.bridged.fetch_add(1, Ordering::Relaxed);
+        let ended = self.relay_until_hang_up().await;
+        self.bridging = false;
+        self.stop_timer(Timer::OutboundAnswer);
+        ended
+    }
+
+    async fn relay_until_hang_up(&mut self) -> Result<Option<StepReport>, Gone> {
         loop {
             let wake = match self.next(None).await {
                 Ok(wake) => wake,
@@ -928,6 +991,7 @@ impl Call {
                     // A retransmitted 2xx: our ACK was lost.
                     self.ack_outbound();
                 }
+                Wake::Outbound(m, peer) if m.is_request() && self.outbound_request(&m, peer) => {}
                 Wake::Outbound(m, peer) => self.stray(m, peer),
                 Wake::Report(r) if matches!(r.status, Status::Ended { .. }) => {
                     self.hang_up_outbound().await;
@@ -1133,6 +1197,62 @@ impl Call {
         self.leg.close();
         self.ep.unroute(&self.dialog.call_id);
         self.ep.stats.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Our answer to what a leg's peer negotiated: its law, its telephone-event payload type (ours
+/// when it offered none), and the direction that answers its own.
+fn answer_sdp(leg: &Leg, version: u64) -> Vec<u8> {
+    let remote = leg.remote();
+    sdp::describe(
+        leg.local(),
+        &[leg.codec()],
+        leg.dtmf().unwrap_or(DTMF_PT),
+        version,
+        remote.map_or(Direction::SendRecv, |m| m.direction.answer()),
+    )
+}
+
+impl Endpoint {
+    /// Answers a re-INVITE or UPDATE on `leg`'s dialog: the new offer (if any) is applied and
+    /// answered, a broken one gets 488 and changes nothing. The 2xx of a re-INVITE is returned
+    /// to be retransmitted until ACK.
+    fn renegotiate(
+        &self,
+        leg: &Leg,
+        m: &Message,
+        peer: Peer,
+        version: u64,
+        contact: &str,
+    ) -> Option<Vec<u8>> {
+        if !m.body.is_empty() {
+            match sdp::negotiate(&m.body) {
+                Ok(media) => leg.set_remote(media),
+                Err(e) => {
+                    let response = m
+                        .response(488, "Not Acceptable Here", None)
+                        .with_warning(&e.to_string());
+                    self.respond(peer, m, response);
+                    return None;
+                }
+            }
+        }
+        let response = m
+            .response(200, "OK", None)
+            .with("Contact", contact.to_string());
+        // An UPDATE without an offer is a session refresh: no SDP in the answer.
+        let response = if m.method() == "UPDATE" && m.body.is_empty() {
+            response
+        } else {
+            response.with_body("application/sdp", answer_sdp(leg, version))
+        };
+        if m.method() != "INVITE" {
+            self.respond(peer, m, response);
+            return None;
+        }
+        let bytes = super::stamp(response).to_bytes();
+        self.send(peer, bytes.clone());
+        Some(bytes)
     }
 }
 

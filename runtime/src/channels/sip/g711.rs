@@ -1,5 +1,29 @@
 //! G.711 u-law and A-law (ITU-T G.711), encoded once when a prompt is rendered and decoded
-//! only where audio is inspected.
+//! only where audio is inspected; a bridge between legs of different laws transcodes each
+//! byte through a table (code to code, computed once from the two codecs).
+
+use std::sync::LazyLock;
+
+/// u-law code to A-law code, and A-law to u-law, built once from the codecs below.
+static TRANSCODE: LazyLock<([u8; 256], [u8; 256])> = LazyLock::new(|| {
+    let mut to_alaw = [0u8; 256];
+    let mut to_ulaw = [0u8; 256];
+    for code in 0..=255u8 {
+        to_alaw[usize::from(code)] = alaw_encode(ulaw_decode(code));
+        to_ulaw[usize::from(code)] = ulaw_encode(alaw_decode(code));
+    }
+    (to_alaw, to_ulaw)
+});
+
+/// The A-law code of the sound of a u-law code.
+pub fn ulaw_to_alaw(code: u8) -> u8 {
+    TRANSCODE.0[usize::from(code)]
+}
+
+/// The u-law code of the sound of an A-law code.
+pub fn alaw_to_ulaw(code: u8) -> u8 {
+    TRANSCODE.1[usize::from(code)]
+}
 
 const BIAS: i32 = 0x84;
 const CLIP: i32 = 32635;
@@ -107,5 +131,27 @@ mod tests {
             );
             assert_eq!(alaw_encode(alaw_decode(code)), code);
         }
+    }
+
+    #[test]
+    fn transcoding_keeps_the_sound() {
+        // A 1 kHz tone through u-law -> A-law (and back) stays within one quantisation step.
+        for n in 0..80 {
+            let s = (12000.0 * (f64::from(n) * std::f64::consts::TAU / 8.0).sin()) as i16;
+            let tolerance = (i32::from(s).abs() / 8).max(32);
+            let via_alaw = alaw_decode(ulaw_to_alaw(ulaw_encode(s)));
+            let via_ulaw = ulaw_decode(alaw_to_ulaw(alaw_encode(s)));
+            assert!(
+                (i32::from(via_alaw) - i32::from(s)).abs() <= tolerance,
+                "{s} -> {via_alaw}"
+            );
+            assert!(
+                (i32::from(via_ulaw) - i32::from(s)).abs() <= tolerance,
+                "{s} -> {via_ulaw}"
+            );
+        }
+        // Silence stays (as near as the other law has) silence.
+        assert_eq!(alaw_decode(ulaw_to_alaw(0xff)).abs(), 8);
+        assert!(ulaw_decode(alaw_to_ulaw(0xd5)).abs() <= 8);
     }
 }

@@ -1,7 +1,9 @@
 //! RTP (RFC 3550) for calls: one UDP socket per call leg, prompts sent at 20 ms pacing by one
 //! pacer thread for every leg, packets received by one task per leg. Received RFC 4733
 //! telephone-events become digits; while two legs are bridged, each relays what it receives
-//! to the other. Audio is pre-encoded when a prompt is rendered: the pacer only copies bytes.
+//! to the other (transcoded between G.711 laws and with telephone-events renumbered when the
+//! legs negotiated differently). Audio is pre-encoded when a prompt is rendered: the pacer
+//! only copies bytes.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -128,6 +130,21 @@ impl Leg {
     /// The negotiated codec.
     pub fn codec(&self) -> Codec {
         self.peer_state().remote.map_or(Codec::Pcmu, |m| m.codec)
+    }
+
+    /// What the peer negotiated, once it has.
+    pub fn remote(&self) -> Option<Remote> {
+        self.peer_state().remote
+    }
+
+    /// The peer's telephone-event payload type, when it has one.
+    pub fn dtmf(&self) -> Option<u8> {
+        self.peer_state().remote.and_then(|m| m.dtmf)
+    }
+
+    /// Whether the peer asked not to receive (it put us on hold).
+    pub fn on_hold(&self) -> bool {
+        self.peer_state().remote.is_some_and(|m| m.on_hold)
     }
 
     /// Queues audio; `token` is reported (as [`Heard::Played`]) when the queue has played out
@@ -459,8 +476,40 @@ impl Media {
     }
 }
 
+/// What a packet received on a leg whose peer negotiated `from` becomes on a bridged leg whose
+/// peer negotiated `to`, written into `out`: audio in `to`'s law, telephone-events under
+/// `to`'s payload type, sequence, timestamp, SSRC and marker kept. `false` for what `to` did
+/// not negotiate (comfort noise, another codec, events it cannot receive): not relayed.
+fn relayed(packet: &Packet<'_>, raw: &[u8], from: &Remote, to: &Remote, out: &mut Vec<u8>) -> bool {
+    let pt = if packet.pt == from.codec.payload_type() {
+        to.codec.payload_type()
+    } else if Some(packet.pt) == from.dtmf {
+        match to.dtmf {
+            Some(pt) => pt,
+            None => return false,
+        }
+    } else {
+        return false;
+    };
+    out.clear();
+    out.push(0x80);
+    out.push(pt | if packet.marker { 0x80 } else { 0 });
+    out.extend_from_slice(&raw[2..12]);
+    match (packet.pt == from.codec.payload_type(), from.codec, to.codec) {
+        (true, Codec::Pcmu, Codec::Pcma) => {
+            out.extend(packet.payload.iter().map(|&b| super::g711::ulaw_to_alaw(b)))
+        }
+        (true, Codec::Pcma, Codec::Pcmu) => {
+            out.extend(packet.payload.iter().map(|&b| super::g711::alaw_to_ulaw(b)))
+        }
+        _ => out.extend_from_slice(packet.payload),
+    }
+    true
+}
+
 async fn receive_loop(weak: Weak<Leg>, socket: tokio::net::UdpSocket) {
     let mut buf = vec![0u8; 2048];
+    let mut out = Vec::with_capacity(2048);
     let mut dtmf = DtmfDetector::default();
     loop {
         let received = socket.recv_from(&mut buf).await;
@@ -478,8 +527,10 @@ async fn receive_loop(weak: Weak<Leg>, socket: tokio::net::UdpSocket) {
         };
         leg.stats.received.fetch_add(1, Ordering::Relaxed);
         if let Some(other) = relay {
-            if let Some(to) = other.peer().0.map(|m| m.addr)
-                && other.socket.send_to(&buf[..n], to).is_ok()
+            if let (Some(from), Some(to)) = (remote, other.peer().0)
+                && !to.on_hold
+                && relayed(&packet, &buf[..n], &from, &to, &mut out)
+                && other.socket.send_to(&out, to.addr).is_ok()
             {
                 leg.stats.sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -554,6 +605,79 @@ mod tests {
         padded[0] |= 0x20;
         padded.push(200);
         assert!(parse(&padded).is_none());
+    }
+
+    #[test]
+    fn a_bridge_transcodes_between_laws_and_renumbers_events() {
+        let remote = |codec, dtmf| Remote {
+            addr: "127.0.0.1:4000".parse().unwrap(),
+            codec,
+            dtmf,
+            on_hold: false,
+            direction: super::super::sdp::Direction::SendRecv,
+        };
+        let alaw_caller = remote(Codec::Pcma, Some(96));
+        let ulaw_phone = remote(Codec::Pcmu, Some(101));
+        let plain_phone = remote(Codec::Pcmu, None);
+        let mut out = Vec::new();
+
+        let mut audio = rtp_header(8, true, 7, 1600, 42).to_vec();
+        audio.extend([0xd5, 0xaa, 0x2a]);
+        let packet = parse(&audio).unwrap();
+        assert!(relayed(
+            &packet,
+            &audio,
+            &alaw_caller,
+            &ulaw_phone,
+            &mut out
+        ));
+        assert_eq!(out[..12], rtp_header(0, true, 7, 1600, 42));
+        let expected: Vec<u8> = [0xd5u8, 0xaa, 0x2a]
+            .iter()
+            .map(|&b| super::super::g711::alaw_to_ulaw(b))
+            .collect();
+        assert_eq!(out[12..], expected);
+        // The same law both sides: the payload is untouched.
+        assert!(relayed(
+            &packet,
+            &audio,
+            &alaw_caller,
+            &alaw_caller,
+            &mut out
+        ));
+        assert_eq!(out, audio);
+
+        let mut event = rtp_header(96, false, 8, 1760, 42).to_vec();
+        event.extend([1, 0x8a, 3, 0]);
+        let packet = parse(&event).unwrap();
+        assert!(relayed(
+            &packet,
+            &event,
+            &alaw_caller,
+            &ulaw_phone,
+            &mut out
+        ));
+        assert_eq!(out[1], 101);
+        assert_eq!(out[12..], [1, 0x8a, 3, 0]);
+        assert!(!relayed(
+            &packet,
+            &event,
+            &alaw_caller,
+            &plain_phone,
+            &mut out
+        ));
+
+        // Comfort noise (13) was not negotiated: not relayed.
+        let mut noise = rtp_header(13, false, 9, 1920, 42).to_vec();
+        noise.push(40);
+        let packet = parse(&noise).unwrap();
+        assert!(!relayed(
+            &packet,
+            &noise,
+            &alaw_caller,
+            &ulaw_phone,
+            &mut out
+        ));
     }
 
     #[test]

@@ -30,6 +30,39 @@ impl Codec {
     }
 }
 
+/// Which way media flows, as one side declares it (RFC 3264 section 6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Both ways (the default).
+    SendRecv,
+    /// The declaring side only sends: it put the other on hold.
+    SendOnly,
+    /// The declaring side only receives.
+    RecvOnly,
+    /// Neither way.
+    Inactive,
+}
+
+impl Direction {
+    /// The direction an answer declares for this offered one.
+    pub fn answer(self) -> Direction {
+        match self {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            other => other,
+        }
+    }
+
+    fn attribute(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+}
+
 /// What an offer (or answer) asks for, reduced to what we use.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Media {
@@ -41,6 +74,8 @@ pub struct Media {
     pub dtmf: Option<u8>,
     /// The peer asked not to receive (sendonly, inactive, or a 0.0.0.0 hold).
     pub on_hold: bool,
+    /// The direction the peer declared (a 0.0.0.0 hold reads as inactive).
+    pub direction: Direction,
 }
 
 /// Why an offer cannot be served.
@@ -64,7 +99,7 @@ pub fn negotiate(body: &[u8]) -> Result<Media, SdpError> {
     let mut port: Option<u16> = None;
     let mut formats: Vec<String> = Vec::new();
     let mut rtpmap: Vec<(String, String)> = Vec::new();
-    let mut direction_hold = false;
+    let mut direction = Direction::SendRecv;
     let mut in_audio = false;
     let mut seen_audio = false;
     for line in text.lines().map(str::trim) {
@@ -99,8 +134,14 @@ pub fn negotiate(body: &[u8]) -> Result<Media, SdpError> {
                     if let Some((pt, name)) = map.split_once(' ') {
                         rtpmap.push((pt.to_string(), name.to_ascii_lowercase()));
                     }
-                } else if matches!(value, "sendonly" | "inactive") {
-                    direction_hold = true;
+                } else {
+                    match value {
+                        "sendonly" => direction = Direction::SendOnly,
+                        "recvonly" => direction = Direction::RecvOnly,
+                        "inactive" => direction = Direction::Inactive,
+                        "sendrecv" => direction = Direction::SendRecv,
+                        _ => {}
+                    }
                 }
             }
             _ => {}
@@ -136,16 +177,27 @@ pub fn negotiate(body: &[u8]) -> Result<Media, SdpError> {
             .filter(|n| n.starts_with("telephone-event/8000"))
             .and_then(|_| pt.parse().ok())
     });
+    if ip.is_unspecified() || port == 0 {
+        direction = Direction::Inactive;
+    }
     Ok(Media {
         addr: SocketAddr::new(ip, port),
         codec,
         dtmf,
-        on_hold: direction_hold || ip.is_unspecified() || port == 0,
+        on_hold: matches!(direction, Direction::SendOnly | Direction::Inactive),
+        direction,
     })
 }
 
-/// Our answer (or offer, with `codecs` listing both laws) for a stream at `local`.
-pub fn describe(local: SocketAddr, codecs: &[Codec], dtmf: u8, version: u64) -> Vec<u8> {
+/// Our answer (or offer, with `codecs` listing both laws) for a stream at `local`, media
+/// flowing `direction` as seen from our side.
+pub fn describe(
+    local: SocketAddr,
+    codecs: &[Codec],
+    dtmf: u8,
+    version: u64,
+    direction: Direction,
+) -> Vec<u8> {
     let family = if local.is_ipv4() { "IP4" } else { "IP6" };
     let ip = local.ip();
     let mut formats: Vec<String> = codecs
@@ -166,7 +218,8 @@ pub fn describe(local: SocketAddr, codecs: &[Codec], dtmf: u8, version: u64) -> 
         ));
     }
     sdp.push_str(&format!(
-        "a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+        "a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-15\r\na=ptime:20\r\na={}\r\n",
+        direction.attribute()
     ));
     sdp.into_bytes()
 }
@@ -198,10 +251,23 @@ mod tests {
 
     #[test]
     fn our_description_reads_back() {
-        let sdp = describe("127.0.0.1:20000".parse().unwrap(), &[Codec::Pcmu], 101, 1);
+        let at = "127.0.0.1:20000".parse().unwrap();
+        let sdp = describe(at, &[Codec::Pcmu], 101, 1, Direction::SendRecv);
         let m = negotiate(&sdp).unwrap();
         assert_eq!(m.addr.port(), 20000);
         assert_eq!(m.codec, Codec::Pcmu);
         assert_eq!(m.dtmf, Some(101));
+        assert_eq!(m.direction, Direction::SendRecv);
+        // Answering a hold: they send only, so we receive only; they are not on hold to us.
+        let held = describe(at, &[Codec::Pcma], 96, 2, Direction::SendOnly.answer());
+        let m = negotiate(&held).unwrap();
+        assert_eq!(
+            (m.codec, m.dtmf, m.direction),
+            (Codec::Pcma, Some(96), Direction::RecvOnly)
+        );
+        assert!(!m.on_hold);
+        let zero = b"v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let m = negotiate(zero).unwrap();
+        assert_eq!((m.direction, m.on_hold), (Direction::Inactive, true));
     }
 }
