@@ -969,3 +969,288 @@ fn an_a_law_caller_and_a_u_law_phone_hear_each_other_through_hold_and_back() {
     );
     assert_eq!(task["status"], "completed", "{task}");
 }
+
+/// A registered phone for `agent` that answers with u-law, does `acts`, then hangs up
+/// (`hangs_up`) or waits for Switchboard's BYE; returns the agent's token, the phone's ear and
+/// its running answering sipp.
+fn phone_for(
+    server: &Server,
+    dir: &std::path::Path,
+    agent: &str,
+    acts: &[crate::sipp::PhoneAct<'_>],
+    hangs_up: bool,
+) -> (String, Ear, crate::sipp::Sipp) {
+    let token = crate::support::agent(server, agent, json!({}), json!({"voice": 1}));
+    let ear = Ear::only(0);
+    let (register, answer) =
+        crate::sipp::agent_phone_doing(dir, agent, &token, ear.port(), "0", acts, hangs_up);
+    let port = crate::sipp::free_port().to_string();
+    let args = ["-p", port.as_str()];
+    sipp(dir, &register, sip_addr(server), agent, &args).succeeds();
+    let phone = sipp(dir, &answer, sip_addr(server), agent, &args);
+    (token, ear, phone)
+}
+
+/// A caller who presses 1 for sales and then waits for Switchboard's BYE; returns the sipp.
+fn sales_caller(
+    server: &Server,
+    dir: &std::path::Path,
+    ear: &Ear,
+    from: &str,
+) -> crate::sipp::Sipp {
+    let scenario = Caller::dial(ear.port(), from)
+        .answered()
+        .pause(2500)
+        .press_info("1")
+        .expect_bye(90_000)
+        .write(dir, &format!("caller-{from}"));
+    sipp(dir, &scenario, sip_addr(server), NUMBER, &[])
+}
+
+/// Waits for `agent`'s offer and accepts it; returns the task.
+fn accepts(server: &Server, token: &str, bridges: f64) -> Value {
+    let mut reservation = None;
+    wait_until("an offer", 20, || {
+        let (_, me) = server.call_as(Some(token), "GET", "/agent/v1/me", None);
+        reservation = me["reservation"]["id"].as_str().map(str::to_string);
+        reservation.is_some()
+    });
+    let (status, task) = server.call_as(
+        Some(token),
+        "POST",
+        &format!("/agent/v1/reservations/{}/accept", reservation.unwrap()),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{task}");
+    wait_until("the bridge", 15, || {
+        metric(server, "switchboard_sip_calls_bridged_total") >= bridges
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    task
+}
+
+/// The caller's 600 Hz reaches `ear` (the phone the call is bridged to).
+fn hears_the_caller(caller_ear: &Ear, ear: &Ear) {
+    let caller_leg = caller_ear
+        .from
+        .lock()
+        .unwrap()
+        .expect("the caller heard prompts");
+    ear.forget();
+    caller_ear.speak_tone(caller_leg, 30, 0, 600.0);
+    std::thread::sleep(Duration::from_millis(200));
+    let share = ear.tone_share(600.0);
+    assert!(
+        share > 0.8,
+        "the phone heard 600 Hz as {share:.2} of its audio"
+    );
+}
+
+/// Alice transfers a call to the support queue from her desk: her phone is hung up, the
+/// caller hears that they are being transferred and music, bob (in support) takes the task,
+/// his phone rings and he talks to the caller; bad transfers are refused and change nothing.
+#[test]
+fn an_agent_transfers_a_call_to_another_queue_and_the_next_agent_talks_to_the_caller() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_ivr_server(dir.path(), &[]);
+    let (alice, _alice_ear, alice_phone) = phone_for(&server, dir.path(), "alice", &[], false);
+    std::thread::sleep(Duration::from_millis(50));
+    let (bob, bob_ear, bob_phone) = phone_for(
+        &server,
+        dir.path(),
+        "bob",
+        &[crate::sipp::PhoneAct::Talk(3000)],
+        true,
+    );
+    // Bob is away while alice takes the call.
+    let away = json!({"activity": "break"});
+    server.call_as(Some(&bob), "PUT", "/agent/v1/activity", Some(away));
+    let caller_ear = Ear::new();
+    let caller = sales_caller(&server, dir.path(), &caller_ear, "+15554447");
+    let task = accepts(&server, &alice, 1.0);
+    let id = task["id"].as_str().unwrap();
+    assert_eq!(task["worker"], "alice");
+
+    let transfer = |token: &str, body: Value| {
+        server.call_as(
+            Some(token),
+            "POST",
+            &format!("/agent/v1/tasks/{id}/transfer"),
+            Some(body),
+        )
+    };
+    let (status, e) = transfer(&alice, json!({"queue": "nowhere"}));
+    assert_eq!(status, 404, "{e}");
+    let (status, e) = transfer(&alice, json!({"agent": "nobody"}));
+    assert_eq!(status, 404, "{e}");
+    let (status, e) = transfer(&alice, json!({"agent": "bob"}));
+    assert_eq!(status, 409, "bob is on a break: {e}");
+    let (status, e) = transfer(&alice, json!({"queue": "support", "agent": "bob"}));
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = transfer(&bob, json!({"queue": "support"}));
+    assert_eq!(status, 403, "{e}");
+
+    let available = json!({"activity": "available"});
+    server.call_as(Some(&bob), "PUT", "/agent/v1/activity", Some(available));
+    let heard_before = caller_ear.loud_count();
+    let (status, moved) = transfer(&alice, json!({"queue": "support"}));
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["attributes"]["transferred_from"], "alice", "{moved}");
+    assert_eq!(
+        moved["attributes"]["transferred_from_queue"], "sales",
+        "{moved}"
+    );
+    // Alice's phone is hung up; the caller hears the announcement and music.
+    alice_phone.succeeds();
+    wait_until("the caller to hear something while waiting", 10, || {
+        caller_ear.loud_count() > heard_before + 25
+    });
+
+    let task = accepts(&server, &bob, 2.0);
+    assert_eq!(task["id"], id);
+    hears_the_caller(&caller_ear, &bob_ear);
+    bob_phone.succeeds();
+    caller.succeeds();
+    all_calls_over(&server);
+    let (_, task) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+    assert_eq!(
+        (task["status"].as_str(), task["worker"].as_str()),
+        (Some("completed"), Some("bob")),
+        "{task}"
+    );
+    // Alice is free again (her capacity went back when she transferred).
+    let (_, me) = server.call_as(Some(&alice), "GET", "/agent/v1/me", None);
+    assert!(me["reservation"].is_null(), "{me}");
+}
+
+/// A REFER from alice's phone to bob by name: 202, a NOTIFY saying 200, alice's leg is hung
+/// up, the task is offered to bob (not to the queue), his phone rings and he hears the caller.
+#[test]
+fn a_refer_from_the_agent_phone_transfers_the_call_blind_to_a_named_agent() {
+    use crate::sipp::PhoneAct;
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_ivr_server(dir.path(), &[]);
+    let (alice, _alice_ear, alice_phone) = phone_for(
+        &server,
+        dir.path(),
+        "alice",
+        &[PhoneAct::Talk(1000), PhoneAct::Refer("sip:bob@127.0.0.1")],
+        false,
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let (bob, bob_ear, bob_phone) =
+        phone_for(&server, dir.path(), "bob", &[PhoneAct::Talk(3000)], true);
+    let away = json!({"activity": "break"});
+    server.call_as(Some(&bob), "PUT", "/agent/v1/activity", Some(away));
+    // Carol is in every queue and has been idle longest: only a transfer to bob by name
+    // skips her.
+    let carol = crate::support::agent(&server, "carol", json!({}), json!({"voice": 1}));
+    let busy = json!({"activity": "break"});
+    server.call_as(Some(&carol), "PUT", "/agent/v1/activity", Some(busy));
+
+    let caller_ear = Ear::new();
+    let caller = sales_caller(&server, dir.path(), &caller_ear, "+15554448");
+    let available = json!({"activity": "available"});
+    server.call_as(
+        Some(&bob),
+        "PUT",
+        "/agent/v1/activity",
+        Some(available.clone()),
+    );
+    // Bob is now idle: alice must take this one.
+    let task = accepts(&server, &alice, 1.0);
+    assert_eq!(task["worker"], "alice", "{task}");
+    let id = task["id"].as_str().unwrap().to_string();
+    server.call_as(Some(&carol), "PUT", "/agent/v1/activity", Some(available));
+
+    alice_phone.succeeds();
+    let task = accepts(&server, &bob, 2.0);
+    assert_eq!(task["id"], id.as_str());
+    assert_eq!(task["attributes"]["transferred_from"], "alice", "{task}");
+    hears_the_caller(&caller_ear, &bob_ear);
+    let (_, me) = server.call_as(Some(&carol), "GET", "/agent/v1/me", None);
+    assert!(
+        me["reservation"].is_null(),
+        "carol was not offered the call: {me}"
+    );
+    bob_phone.succeeds();
+    caller.succeeds();
+    all_calls_over(&server);
+}
+
+/// Alice transfers a call to a SIP URI from her desk: the target rings while the caller hears
+/// music, answers and hears the caller; alice's leg is hung up and her task's conversation
+/// ends (completed, with the transfer in its notes).
+#[test]
+fn an_agent_transfers_a_call_to_a_number_and_the_caller_talks_to_it() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_ivr_server(dir.path(), &[]);
+    let (alice, alice_ear, alice_phone) = phone_for(&server, dir.path(), "alice", &[], false);
+    let operator_port = crate::sipp::free_port().to_string();
+    let operator_ear = Ear::only(0);
+    let (_, answer) = agent_phone(dir.path(), "operator", "", operator_ear.port(), 3000);
+    let operator = sipp(
+        dir.path(),
+        &answer,
+        sip_addr(&server),
+        "operator",
+        &["-p", operator_port.as_str()],
+    );
+    let caller_ear = Ear::new();
+    let caller = sales_caller(&server, dir.path(), &caller_ear, "+15554449");
+    let task = accepts(&server, &alice, 1.0);
+    let id = task["id"].as_str().unwrap();
+    let alice_task = || {
+        server
+            .call_as(Some(&alice), "GET", &format!("/agent/v1/tasks/{id}"), None)
+            .1
+    };
+
+    // A number with no trunk configured cannot be dialed: the caller stays with alice, who
+    // reads why on the task and may try again.
+    let (status, asked) = server.call_as(
+        Some(&alice),
+        "POST",
+        &format!("/agent/v1/tasks/{id}/transfer"),
+        Some(json!({"number": "+15559999"})),
+    );
+    assert_eq!(status, 200, "{asked}");
+    wait_until("the failed transfer to be cleared", 5, || {
+        alice_task()["transfer_to"].is_null()
+    });
+    let failed = alice_task()["attributes"]["transfer_failed"].clone();
+    assert!(
+        failed
+            .as_str()
+            .unwrap_or_default()
+            .contains("set sip.trunk"),
+        "{failed}"
+    );
+    hears_the_caller(&caller_ear, &alice_ear);
+
+    let target = format!("sip:operator@127.0.0.1:{operator_port}");
+    let (status, asked) = server.call_as(
+        Some(&alice),
+        "POST",
+        &format!("/agent/v1/tasks/{id}/transfer"),
+        Some(json!({"number": target})),
+    );
+    assert_eq!(status, 200, "{asked}");
+    assert_eq!(asked["transfer_to"], target.as_str(), "{asked}");
+    wait_until("the operator's leg", 15, || {
+        metric(&server, "switchboard_sip_calls_bridged_total") >= 2.0
+    });
+    alice_phone.succeeds();
+    hears_the_caller(&caller_ear, &operator_ear);
+    operator.succeeds();
+    caller.succeeds();
+    all_calls_over(&server);
+    let (_, task) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+    assert_eq!(task["status"], "completed", "{task}");
+    assert!(task["transfer_to"].is_null(), "{task}");
+    let notes = task["wrapup"].as_str().unwrap_or_default();
+    assert!(notes.contains("transferred to sip:operator@"), "{task}");
+}

@@ -255,7 +255,7 @@ pub enum PhoneAct<'a> {
     Update,
     /// A SIP INFO carrying this DTMF key, expects 200.
     Info(&'a str),
-    /// A REFER to this URI (a blind transfer), expects 202.
+    /// A REFER to this URI (a blind transfer), expects 202 and a NOTIFY with a final status.
     Refer(&'a str),
 }
 
@@ -419,6 +419,10 @@ Max-Forwards: 70
                 );
                 request(&mut answer, "REFER", &extra, cseq);
                 answer.push_str("  <recv response=\"202\"/>\n");
+                // How it went, by NOTIFY (RFC 3515): a final status line ends it.
+                answer.push_str(&format!(
+                    "  <recv request=\"NOTIFY\">\n    <action><ereg regexp=\"SIP/2.0 [2-6][0-9][0-9]\" search_in=\"body\" check_it=\"true\" assign_to=\"final\"/></action>\n  </recv>\n  <Reference variables=\"final\"/>\n{OK_TO_LAST}"
+                ));
             }
         }
     }

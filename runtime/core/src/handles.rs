@@ -157,9 +157,20 @@ impl Desk {
         self.router.complete(agent, task, wrapup, disposition)
     }
 
-    /// The agent hands a chat or SMS conversation they hold to another queue (blind).
-    pub fn transfer(&self, agent: &str, task: &str, queue: &str) -> Result<Task, RouterError> {
-        self.router.transfer(agent, task, queue)
+    /// The agent hands a conversation they hold to another queue or agent (blind), or a
+    /// call to a number.
+    pub fn transfer(
+        &self,
+        agent: &str,
+        task: &str,
+        to: &crate::router::TransferTo,
+    ) -> Result<Task, RouterError> {
+        self.router.transfer(agent, task, to)
+    }
+
+    /// A call's transfer to a number was placed, or failed (why): the request is cleared.
+    pub fn transfer_placed(&self, task: &str, failed: Option<&str>) -> Result<Task, RouterError> {
+        self.router.transfer_placed(task, failed)
     }
 
     /// The agent ends the conversation of a task they hold: wrap-up begins (or the task

@@ -45,6 +45,7 @@ pub fn agent(runtime: Arc<Runtime>) -> Router<Arc<Runtime>> {
         .route("/activity", put(my_activity))
         .route("/reservations/{id}/accept", post(accept))
         .route("/reservations/{id}/reject", post(reject))
+        .route("/tasks/{id}", get(my_task))
         .route("/tasks/{id}/wrap", post(wrap))
         .route("/tasks/{id}/transfer", post(transfer))
         .route("/tasks/{id}/complete", post(complete))
@@ -307,21 +308,37 @@ struct CompleteBody {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TransferBody {
-    queue: String,
+    queue: Option<String>,
+    agent: Option<String>,
+    number: Option<String>,
 }
 
-/// The agent hands the conversation to another queue (chat, SMS; blind).
+/// The agent hands the conversation to another queue or a named agent (any channel; blind),
+/// or a call to a number or SIP URI.
 async fn transfer(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
     Path(id): Path<String>,
     AppJson(body): AppJson<TransferBody>,
 ) -> Answer {
-    let task = routed(rt, move |rt| {
-        Ok(rt.desk().transfer(&name, &id, &body.queue)?)
-    })
-    .await?;
+    use crate::router::TransferTo;
+    let to = match (body.queue, body.agent, body.number) {
+        (Some(queue), None, None) => TransferTo::Queue(queue),
+        (None, Some(agent), None) => TransferTo::Agent(agent),
+        (None, None, Some(number)) if !number.trim().is_empty() => {
+            TransferTo::Number(number.trim().to_string())
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_transfer",
+                "name exactly one target: {\"queue\": ...}, {\"agent\": ...} or (a call) {\"number\": \"+1555... or sip:...\"}",
+            ));
+        }
+    };
+    let task = routed(rt, move |rt| Ok(rt.desk().transfer(&name, &id, &to)?)).await?;
     ok(StatusCode::OK, task)
 }
 
@@ -375,27 +392,49 @@ async fn conversation(
     Path(id): Path<String>,
 ) -> Answer {
     let said = blocking(move || {
-        let task = rt.desk().task(&id)?;
-        let theirs = task.agent.as_deref() == Some(name.as_str())
-            && matches!(
-                task.status,
-                crate::router::TaskStatus::Reserved
-                    | crate::router::TaskStatus::Assigned
-                    | crate::router::TaskStatus::Wrapping
-            );
-        let contact = match (&task.contact, theirs) {
-            (Some(contact), true) => contact.clone(),
-            _ => {
-                return Err(crate::router::RouterError::NotYours(format!(
-                    "task {id} is not offered to or held by {name}"
-                ))
-                .into());
-            }
+        let task = task_of_agent(&rt, &name, &id)?;
+        let Some(contact) = task.contact else {
+            return Err(crate::router::RouterError::NotYours(format!(
+                "task {id} came from no contact: it has no conversation"
+            ))
+            .into());
         };
         Ok(rt.contacts().transcript(&contact)?)
     })
     .await?;
     ok(StatusCode::OK, said)
+}
+
+/// A task offered to or held by the agent (its transfer, its attributes); 403 for anyone else.
+async fn my_task(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+) -> Answer {
+    let task = blocking(move || Ok(task_of_agent(&rt, &name, &id)?)).await?;
+    ok(StatusCode::OK, task)
+}
+
+/// The task `id` if it is offered to, held or being wrapped up by `agent`.
+fn task_of_agent(
+    rt: &Runtime,
+    agent: &str,
+    id: &str,
+) -> Result<crate::router::Task, crate::router::RouterError> {
+    let task = rt.desk().task(id)?;
+    let theirs = task.agent.as_deref() == Some(agent)
+        && matches!(
+            task.status,
+            crate::router::TaskStatus::Reserved
+                | crate::router::TaskStatus::Assigned
+                | crate::router::TaskStatus::Wrapping
+        );
+    if !theirs {
+        return Err(crate::router::RouterError::NotYours(format!(
+            "task {id} is not offered to or held by {agent}"
+        )));
+    }
+    Ok(task)
 }
 
 /// A live connection for an agent's desktop: first a snapshot of the agent, then every change

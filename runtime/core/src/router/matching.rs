@@ -237,18 +237,25 @@ pub(super) fn pick_agent(state: &State, queue: &str, task_id: &str) -> Option<St
     let targets = targets_of(state, task)?;
     let (target, _) = targets.get(task.target).or_else(|| targets.last())?;
     let task_view = (!target.always()).then(|| task_view(task));
+    // A task transferred to a named agent goes to them (member of the queue or not) until
+    // they pass on it.
+    let only = task.only.as_ref().filter(|o| !task.passed_by.contains(o));
     state
         .idle
         .iter()
         .map(|(_, name)| name)
-        .filter(|name| q.members.contains(*name) && !task.passed_by.contains(name))
+        .filter(|name| match only {
+            Some(only) => *name == only,
+            None => q.members.contains(*name) && !task.passed_by.contains(name),
+        })
         .filter_map(|name| state.agents.get(name))
         .find(|w| {
             w.available()
                 && w.has_room(task.channel)
-                && task_view
-                    .as_ref()
-                    .is_none_or(|t| target.matches(&w.record.attributes, t))
+                && (only.is_some()
+                    || task_view
+                        .as_ref()
+                        .is_none_or(|t| target.matches(&w.record.attributes, t)))
         })
         .map(|w| w.record.name.clone())
 }

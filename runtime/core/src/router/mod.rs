@@ -25,7 +25,7 @@ use sha2::Digest;
 pub use expression::Expression;
 pub use model::{
     AgentRecord, Filter, Order, Plan, QueueConfig, QueueStats, Reservation, Target, Task,
-    TaskStatus, Workflow,
+    TaskStatus, TransferTo, Workflow,
 };
 
 /// Decides a new task's plan (a router component); `None` keeps the queue's own plan.
@@ -827,6 +827,8 @@ impl Router {
             last_wait_ms: now,
             plan: compiled.as_ref().map(|(targets, _)| targets.clone()),
             reserved_until_ms: None,
+            only: None,
+            transfer_to: None,
         };
         Ok(PreparedTask {
             task,
@@ -909,6 +911,8 @@ impl Router {
             last_wait_ms: 0,
             plan: None,
             reserved_until_ms: None,
+            only: None,
+            transfer_to: None,
         };
         planner(&draft)
     }
@@ -1227,24 +1231,19 @@ impl Router {
         Ok(done)
     }
 
-    /// The agent hands a conversation they hold (chat, SMS) to another queue, blind: they
-    /// are free at once, the task waits in `queue` (not offered back to them) with its
-    /// attributes and a `transferred_from` attribute, and the contact's flow hears `assigned`
-    /// again when the next agent accepts. Its conversation goes with the contact.
-    pub fn transfer(&self, worker: &str, task: &str, queue: &str) -> Result<Task, RouterError> {
-        self.changing(|| self.transfer_once(worker, task, queue))
+    /// The agent hands a conversation they hold to another queue or agent, blind: they are
+    /// free at once, the task waits (not offered back to them) with its attributes and
+    /// `transferred_from`, and the contact's flow hears `assigned` again when the next agent
+    /// accepts; its conversation goes with the contact. Or, for a call, to a number or SIP URI:
+    /// the task keeps the agent until the call's channel has placed that leg.
+    pub fn transfer(&self, worker: &str, task: &str, to: &TransferTo) -> Result<Task, RouterError> {
+        self.changing(|| self.transfer_once(worker, task, to))
     }
 
-    fn transfer_once(&self, worker: &str, id: &str, queue: &str) -> Result<Task, RouterError> {
+    fn transfer_once(&self, worker: &str, id: &str, to: &TransferTo) -> Result<Task, RouterError> {
         let moved = {
             let mut state = self.lock();
             let now = (self.clock)();
-            let timeout_secs = state
-                .queues
-                .get(queue)
-                .ok_or_else(|| RouterError::UnknownQueue(queue.into()))?
-                .config
-                .task_timeout_secs;
             let t = state
                 .tasks
                 .get(id)
@@ -1254,11 +1253,50 @@ impl Router {
                     "task {id} is not an open conversation of {worker}"
                 )));
             }
-            if t.channel == crate::contract::Channel::Voice {
-                return Err(RouterError::Conflict(
-                    "a call cannot be transferred yet: only chat and SMS conversations can".into(),
-                ));
-            }
+            let (queue, only) = match to {
+                TransferTo::Queue(queue) => (queue.clone(), None),
+                TransferTo::Agent(agent) if agent == worker => {
+                    return Err(RouterError::Invalid(format!(
+                        "{worker} already holds task {id}: transfer it to another agent"
+                    )));
+                }
+                TransferTo::Agent(agent) if !state.agents.contains_key(agent) => {
+                    return Err(RouterError::UnknownAgent(agent.clone()));
+                }
+                TransferTo::Agent(agent) if !state.agents[agent].available() => {
+                    return Err(RouterError::Conflict(format!(
+                        "{agent} is not available ({}): transfer to a queue, or to someone who is",
+                        state.agents[agent].record.activity
+                    )));
+                }
+                TransferTo::Agent(agent) => (t.queue.clone(), Some(agent.clone())),
+                TransferTo::Number(number) => {
+                    if t.channel != crate::contract::Channel::Voice {
+                        return Err(RouterError::Conflict(format!(
+                            "task {id} is a {:?} conversation: only a call goes to a number",
+                            t.channel
+                        )));
+                    }
+                    if let Some(pending) = &t.transfer_to {
+                        return Err(RouterError::Conflict(format!(
+                            "task {id} is already being transferred to {pending}"
+                        )));
+                    }
+                    let task = state.tasks.get_mut(id).expect("checked above");
+                    task.transfer_to = Some(number.clone());
+                    let snapshot = task.clone();
+                    let mut batch = Batch::new();
+                    stage_task(&mut batch, &snapshot)?;
+                    self.commit(&mut state, batch)?;
+                    return Ok(snapshot);
+                }
+            };
+            let timeout_secs = state
+                .queues
+                .get(&queue)
+                .ok_or_else(|| RouterError::UnknownQueue(queue.clone()))?
+                .config
+                .task_timeout_secs;
             let mut batch = Batch::new();
             let channel = t.channel;
             if let Some(w) = state.agents.get_mut(worker) {
@@ -1270,7 +1308,7 @@ impl Router {
             }
             update_idle(&mut state, worker);
             let task = state.tasks.get_mut(id).expect("checked above");
-            let from = std::mem::replace(&mut task.queue, queue.to_string());
+            let from = std::mem::replace(&mut task.queue, queue.clone());
             task.status = TaskStatus::Pending;
             task.agent = None;
             task.target = 0;
@@ -1278,13 +1316,15 @@ impl Router {
             task.timeout_ms = now + timeout_secs * 1000;
             task.passed_by = vec![worker.to_string()];
             task.plan = None;
+            task.only = only;
+            task.transfer_to = None;
             if let Value::Object(map) = &mut task.attributes {
                 map.insert("transferred_from".into(), worker.into());
                 map.insert("transferred_from_queue".into(), from.into());
             }
             let snapshot = task.clone();
             state.plans.remove(id);
-            let q = state.queues.get_mut(queue).expect("checked above");
+            let q = state.queues.get_mut(&queue).expect("checked above");
             q.waiting.insert(waiting_key(q.config.order, &snapshot));
             stage_task(&mut batch, &snapshot)?;
             self.commit(&mut state, batch)?;
@@ -1292,6 +1332,31 @@ impl Router {
         };
         self.assign_after();
         Ok(self.task(&moved.id).unwrap_or(moved))
+    }
+
+    /// The call's channel placed the leg of a transfer to a number, or could not (`failed`
+    /// says why, kept in the task's `transfer_failed` attribute): the request is cleared, so
+    /// the agent may ask again.
+    pub fn transfer_placed(&self, task: &str, failed: Option<&str>) -> Result<Task, RouterError> {
+        self.changing(|| {
+            let mut state = self.lock();
+            let task = state
+                .tasks
+                .get_mut(task)
+                .ok_or_else(|| RouterError::UnknownTask(task.into()))?;
+            task.transfer_to = None;
+            if let Value::Object(map) = &mut task.attributes {
+                match failed {
+                    Some(why) => map.insert("transfer_failed".into(), why.into()),
+                    None => map.remove("transfer_failed"),
+                };
+            }
+            let snapshot = task.clone();
+            let mut batch = Batch::new();
+            stage_task(&mut batch, &snapshot)?;
+            self.commit(&mut state, batch)?;
+            Ok(snapshot)
+        })
     }
 
     /// Moves a waiting task to another queue (a supervisor's decision), optionally with a new

@@ -190,6 +190,17 @@ pub struct AgentRecord {
     pub idle_since_ms: u64,
 }
 
+/// Where an agent transfers a conversation they hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTo {
+    /// Another queue: the task waits there.
+    Queue(String),
+    /// A named agent: the task is offered to them (then, if they pass, to its queue).
+    Agent(String),
+    /// A number or SIP URI (calls only): the call's channel places the leg.
+    Number(String),
+}
+
 /// A contact (or any work item) waiting for, or handled by, a human.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
@@ -251,6 +262,14 @@ pub struct Task {
     /// the offer and its remaining time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved_until_ms: Option<u64>,
+    /// Offered only to this agent (a transfer to them by name), until they pass on it; then
+    /// to the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<String>,
+    /// A number or SIP URI the agent holding this call asked to transfer it to: the call's
+    /// channel places that leg, then clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_to: Option<String>,
 }
 
 impl Task {

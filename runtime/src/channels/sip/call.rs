@@ -23,6 +23,8 @@ const T1: Duration = Duration::from_millis(500);
 const T2: Duration = Duration::from_secs(4);
 /// Payload type we offer for telephone-events.
 const DTMF_PT: u8 = 101;
+/// How often a call bridged to an agent looks for a transfer the agent asked for elsewhere.
+const TRANSFER_CHECK: Duration = Duration::from_millis(300);
 
 /// Why a call ends early.
 #[derive(Debug)]
@@ -31,6 +33,9 @@ enum Gone {
     Caller,
     /// Something failed; the call is ended politely.
     Failed(String),
+    /// An agent transferred the call to a number; that leg has ended and the caller was
+    /// hung up.
+    Transferred,
 }
 
 /// What a call does after carrying out a step.
@@ -47,6 +52,20 @@ enum Next {
     Transfer(String),
     /// Hang up.
     Hangup,
+}
+
+/// How a bridge ended.
+enum BridgeEnd {
+    /// The outbound side hung up.
+    HungUp,
+    /// The contact ended elsewhere.
+    Ended(Box<StepReport>),
+    /// The agent transferred the task to a queue or another agent: their leg is gone and
+    /// the caller waits again.
+    Moved,
+    /// The agent asked to transfer the call to this number or SIP URI (from the API, or a
+    /// REFER when `refer` says so): their leg is still up.
+    ToNumber { target: String, refer: bool },
 }
 
 /// What woke a waiting call.
@@ -199,6 +218,8 @@ pub(super) fn incoming(ep: &Arc<Endpoint>, invite: Message, peer: Peer) {
         sdp_version: 1,
         outbound: None,
         bridging: false,
+        holding: None,
+        outlives_flow: false,
     };
     tokio::spawn(async move {
         let outcome = call.serve().await;
@@ -226,6 +247,12 @@ struct Call {
     /// The caller and the outbound leg are bridged (media relayed, or music to the side
     /// that was put on hold).
     bridging: bool,
+    /// The task and agent of the bridge, while the caller talks to an agent: checked for
+    /// transfers the agent asks for (on any node).
+    holding: Option<(String, String)>,
+    /// Transferred by an agent to a number: the bridge lasts until either side hangs up,
+    /// whatever the flow does once the task is over.
+    outlives_flow: bool,
     /// Digits pressed while the prompts before a gather played ("type-ahead", as VoiceXML
     /// keeps them): handed to that gather, which then skips its prompt.
     ahead: std::collections::VecDeque<char>,
@@ -960,9 +987,9 @@ impl Call {
         self.drop_outbound();
     }
 
-    /// Relays media between the caller and the answered outbound leg until one side hangs up.
-    /// `Ok(None)`: the outbound side hung up; `Ok(Some(r))`: the contact ended elsewhere.
-    async fn bridged(&mut self) -> Result<Option<StepReport>, Gone> {
+    /// Relays media between the caller and the answered outbound leg until one side hangs up,
+    /// the contact ends elsewhere, or (bridged to an agent) the agent transfers the call.
+    async fn bridged(&mut self) -> Result<BridgeEnd, Gone> {
         self.bridging = true;
         self.update_bridge();
         self.ep.stats.bridged.fetch_add(1, Ordering::Relaxed);
@@ -972,9 +999,13 @@ impl Call {
         ended
     }
 
-    async fn relay_until_hang_up(&mut self) -> Result<Option<StepReport>, Gone> {
+    async fn relay_until_hang_up(&mut self) -> Result<BridgeEnd, Gone> {
         loop {
-            let wake = match self.next(None).await {
+            let check = self
+                .holding
+                .as_ref()
+                .map(|_| Instant::now() + TRANSFER_CHECK);
+            let wake = match self.next(check).await {
                 Ok(wake) => wake,
                 Err(gone) => {
                     self.hang_up_outbound().await;
@@ -985,21 +1016,155 @@ impl Call {
                 Wake::Outbound(m, peer) if m.is_request() && m.method() == "BYE" => {
                     self.ep.respond(peer, &m, m.response(200, "OK", None));
                     self.drop_outbound();
-                    return Ok(None);
+                    return Ok(BridgeEnd::HungUp);
                 }
                 Wake::Outbound(m, _) if !m.is_request() && m.method() == "INVITE" => {
                     // A retransmitted 2xx: our ACK was lost.
                     self.ack_outbound();
                 }
+                Wake::Outbound(m, peer) if m.is_request() && m.method() == "REFER" => {
+                    if let Some(end) = self.refer(m, peer).await {
+                        return Ok(end);
+                    }
+                }
                 Wake::Outbound(m, peer) if m.is_request() && self.outbound_request(&m, peer) => {}
                 Wake::Outbound(m, peer) => self.stray(m, peer),
-                Wake::Report(r) if matches!(r.status, Status::Ended { .. }) => {
+                Wake::Report(r)
+                    if matches!(r.status, Status::Ended { .. }) && !self.outlives_flow =>
+                {
                     self.hang_up_outbound().await;
-                    return Ok(Some(r));
+                    return Ok(BridgeEnd::Ended(Box::new(r)));
+                }
+                Wake::Timeout => {
+                    if let Some(end) = self.transfer_asked().await {
+                        return Ok(end);
+                    }
                 }
                 _ => {}
             }
         }
+    }
+
+    /// Whether the agent of the bridge transferred the task (from their desk, on any node):
+    /// moved to a queue or another agent, or to be transferred to a number.
+    async fn transfer_asked(&mut self) -> Option<BridgeEnd> {
+        let (task, agent) = self.holding.clone()?;
+        let rt = self.rt.clone();
+        let now = tokio::task::spawn_blocking(move || rt.desk().task(&task))
+            .await
+            .ok()?
+            .ok()?;
+        use crate::router::TaskStatus;
+        match now.status {
+            TaskStatus::Assigned if now.agent.as_deref() == Some(agent.as_str()) => {
+                now.transfer_to.map(|target| BridgeEnd::ToNumber {
+                    target,
+                    refer: false,
+                })
+            }
+            TaskStatus::Pending | TaskStatus::Reserved | TaskStatus::Assigned => {
+                tracing::info!(contact = ?self.contact, agent, queue = now.queue, "the agent transferred the call");
+                self.hang_up_outbound().await;
+                Some(BridgeEnd::Moved)
+            }
+            _ => None,
+        }
+    }
+
+    /// A REFER from the agent's phone: a blind transfer to what its Refer-To names — a queue
+    /// or an agent (by the user part), else that number or URI. Answered 202 and followed by
+    /// a NOTIFY with the outcome (RFC 3515), or refused with the reason, the bridge going on.
+    async fn refer(&mut self, m: Message, peer: Peer) -> Option<BridgeEnd> {
+        let Some((task, agent)) = self.holding.clone() else {
+            let response = m
+                .response(403, "Forbidden", None)
+                .with_warning("only a call bridged to an agent can be transferred");
+            self.ep.respond(peer, &m, response);
+            return None;
+        };
+        let Some(uri) = m
+            .header("Refer-To")
+            .map(|v| message::uri_of(v).to_string())
+            .filter(|u| u.starts_with("sip:") || u.starts_with("sips:") || u.starts_with("tel:"))
+        else {
+            let response = m
+                .response(400, "Bad Request", None)
+                .with_warning("a REFER needs a Refer-To with a SIP URI");
+            self.ep.respond(peer, &m, response);
+            return None;
+        };
+        let user = message::user_of(&uri).to_string();
+        let ours = message::host_port_of(&uri)
+            .is_some_and(|h| h == self.ep.advertised.to_string() || h.starts_with("switchboard"));
+        let rt = self.rt.clone();
+        let (number, named) = (if ours { user.clone() } else { uri.clone() }, user.clone());
+        let moved = tokio::task::spawn_blocking(move || {
+            use crate::router::{RouterError, TransferTo};
+            let desk = rt.desk();
+            let attempt = |to: TransferTo| desk.transfer(&agent, &task, &to);
+            let result = match attempt(TransferTo::Queue(named.clone())) {
+                Err(RouterError::UnknownQueue(_)) => match attempt(TransferTo::Agent(named)) {
+                    Err(RouterError::UnknownAgent(_)) => attempt(TransferTo::Number(number)),
+                    other => other,
+                },
+                other => other,
+            };
+            rt.deliver_news();
+            result
+        })
+        .await
+        .ok()?;
+        match moved {
+            Err(e) => {
+                let (code, reason) = match &e {
+                    crate::router::RouterError::Conflict(_) => (409, "Conflict"),
+                    _ => (403, "Forbidden"),
+                };
+                tracing::info!(contact = ?self.contact, uri, error = %e, "REFER refused");
+                let response = m.response(code, reason, None).with_warning(&e.to_string());
+                self.ep.respond(peer, &m, response);
+                None
+            }
+            Ok(t) => {
+                self.ep.respond(peer, &m, m.response(202, "Accepted", None));
+                if let Some(target) = t.transfer_to {
+                    // The final NOTIFY follows once that leg answers or fails.
+                    return Some(BridgeEnd::ToNumber {
+                        target,
+                        refer: true,
+                    });
+                }
+                tracing::info!(contact = ?self.contact, uri, queue = t.queue, only = ?t.only, "the agent's phone transferred the call");
+                self.notify_refer(200, "OK");
+                self.hang_up_outbound().await;
+                Some(BridgeEnd::Moved)
+            }
+        }
+    }
+
+    /// Tells the agent's phone how its REFER went (a NOTIFY with a sipfrag status line);
+    /// a final status ends the implicit subscription.
+    fn notify_refer(&mut self, code: u16, reason: &str) {
+        let advertised = self.ep.advertised;
+        let Some(out) = self.outbound.as_mut() else {
+            return;
+        };
+        let state = if code >= 200 {
+            "terminated;reason=noresource"
+        } else {
+            "active;expires=60"
+        };
+        let notify = out
+            .dialog
+            .request("NOTIFY", advertised)
+            .with("Event", "refer")
+            .with("Subscription-State", state)
+            .with("Contact", format!("<sip:switchboard@{advertised}>"))
+            .with_body(
+                "message/sipfrag;version=2.0",
+                format!("SIP/2.0 {code} {reason}\r\n").into_bytes(),
+            );
+        self.ep.send(out.dialog.peer, notify.to_bytes());
     }
 
     /// The agent accepted: call their phone, bridge, and when either side hangs up complete
@@ -1052,16 +1217,134 @@ impl Call {
             return self.wait_report().await;
         }
         tracing::info!(contact, agent, "caller bridged to the agent");
-        let ended = self.bridged().await;
-        let reason = match &ended {
-            Err(Gone::Caller) => "the caller hung up",
-            _ => "the call ended",
-        };
-        self.finish_task(&agent, task.as_deref(), reason).await;
-        match ended? {
-            Some(report) => Ok(report),
-            None => self.wait_report().await,
+        self.holding = task.clone().map(|t| (t, agent.clone()));
+        loop {
+            let ended = self.bridged().await;
+            let reason = match &ended {
+                Err(Gone::Caller) => "the caller hung up",
+                _ => "the call ended",
+            };
+            match ended {
+                Ok(BridgeEnd::Moved) => {
+                    self.holding = None;
+                    return self.transferred_to_wait().await;
+                }
+                Ok(BridgeEnd::ToNumber { target, refer }) => {
+                    if self
+                        .transfer_to_number(&agent, task.as_deref(), &target, refer)
+                        .await?
+                    {
+                        self.holding = None;
+                        return Err(Gone::Transferred);
+                    }
+                    // Not placed: back to the agent, who may try again.
+                }
+                ended => {
+                    self.holding = None;
+                    self.finish_task(&agent, task.as_deref(), reason).await;
+                    return match ended? {
+                        BridgeEnd::Ended(report) => Ok(*report),
+                        _ => self.wait_report().await,
+                    };
+                }
+            }
         }
+    }
+
+    /// The agent moved the task to a queue or another agent: the caller is told and waits
+    /// with music for the next agent (the flow hears `assigned` again when they accept).
+    async fn transferred_to_wait(&mut self) -> Result<StepReport, Gone> {
+        let say = crate::contract::Say {
+            text: "Please hold while we transfer your call.".into(),
+            voice: None,
+            language: None,
+        };
+        let audio = self.audio(&Prompt::Say(say)).await;
+        if let Played::Preempted(report) = self.play(vec![audio], false).await? {
+            return Ok(*report);
+        }
+        self.hold().await
+    }
+
+    /// The agent asked to transfer the call to `target` (blind): the caller hears music while
+    /// it rings, the agent's leg waits unheard. Answered: the caller is bridged to it, the
+    /// agent's leg hung up and the task's conversation ended (`Ok(true)`, the bridge having
+    /// ended too). Not answered: the agent's leg is bridged back (`Ok(false)`).
+    async fn transfer_to_number(
+        &mut self,
+        agent: &str,
+        task: Option<&str>,
+        target: &str,
+        refer: bool,
+    ) -> Result<bool, Gone> {
+        let uri = self.target_uri(target);
+        let Some(agent_leg) = self.outbound.take() else {
+            return Ok(false);
+        };
+        agent_leg.leg.relay_to(None);
+        self.leg.relay_to(None);
+        self.leg.set_idle(Some(self.ep.prompts.hold.clone()));
+        tracing::info!(contact = ?self.contact, agent, target, "transferring the call to a number");
+        let placed = match uri {
+            Ok(uri) => self.dial(&uri, None).await,
+            Err(why) => Ok(Err(why)),
+        };
+        if let Some(task) = task.map(str::to_string) {
+            let rt = self.rt.clone();
+            let failed = match &placed {
+                Ok(Err(why)) => Some(format!("transfer to {target} failed: {why}")),
+                _ => None,
+            };
+            let _ = tokio::task::spawn_blocking(move || {
+                rt.desk().transfer_placed(&task, failed.as_deref())
+            })
+            .await;
+        }
+        let placed = match placed {
+            Ok(placed) => placed,
+            Err(gone) => {
+                // The caller hung up while it rang: the agent's leg goes too.
+                self.outbound = Some(agent_leg);
+                self.hang_up_outbound().await;
+                return Err(gone);
+            }
+        };
+        // Whichever leg is not kept is hung up; the kept one ends up in `outbound`.
+        let new_leg = self.outbound.replace(agent_leg);
+        if let Err(why) = placed {
+            tracing::warn!(contact = ?self.contact, target, why, "transfer to a number failed; back to the agent");
+            if refer {
+                self.notify_refer(503, "Service Unavailable");
+            }
+            return Ok(false);
+        }
+        if refer {
+            self.notify_refer(200, "OK");
+        }
+        self.hang_up_outbound().await;
+        self.outbound = new_leg;
+        self.holding = None;
+        self.outlives_flow = true;
+        self.finish_task(agent, task, &format!("transferred to {target}"))
+            .await;
+        // No agent holds the call now: it lasts until either side hangs up.
+        self.bridged().await?;
+        self.hang_up().await?;
+        Ok(true)
+    }
+
+    /// A SIP URI for a transfer target: itself if it is one, else the number through the trunk.
+    fn target_uri(&self, target: &str) -> Result<String, String> {
+        if target.starts_with("sip:") || target.starts_with("sips:") {
+            return Ok(target.to_string());
+        }
+        let number = target.strip_prefix("tel:").unwrap_or(target);
+        self.ep
+            .config
+            .trunk
+            .as_ref()
+            .map(|trunk| format!("sip:{number}@{trunk}"))
+            .ok_or_else(|| format!("transfer to the number {number} needs a trunk: set sip.trunk"))
     }
 
     async fn finish_task(&self, agent: &str, task: Option<&str>, wrapup: &str) {
@@ -1099,20 +1382,9 @@ impl Call {
 
     /// `transfer`: a new outbound leg to the target, bridged until either side hangs up.
     async fn transfer(&mut self, target: &str) -> Result<(), Gone> {
-        let uri = if target.starts_with("sip:") || target.starts_with("sips:") {
-            Some(target.to_string())
-        } else {
-            self.ep
-                .config
-                .trunk
-                .as_ref()
-                .map(|trunk| format!("sip:{target}@{trunk}"))
-        };
-        let result = match uri {
-            Some(uri) => self.dial(&uri, None).await?,
-            None => Err(format!(
-                "transfer to the number {target} needs a trunk: set sip.trunk"
-            )),
+        let result = match self.target_uri(target) {
+            Ok(uri) => self.dial(&uri, None).await?,
+            Err(why) => Err(why),
         };
         match result {
             Ok(()) => {
@@ -1169,6 +1441,9 @@ impl Call {
                 } else {
                     self.refuse(500, "Server Internal Error", why);
                 }
+            }
+            Err(Gone::Transferred) => {
+                tracing::info!(contact = ?self.contact, call_id = %self.dialog.call_id, "the transferred call ended")
             }
             Ok(()) => {}
         }
