@@ -168,6 +168,35 @@ impl Desk {
         self.router.transfer(agent, task, to)
     }
 
+    /// Callback tasks whose next attempt is due.
+    pub fn callbacks_due(&self) -> Vec<Task> {
+        self.router.callbacks_due()
+    }
+
+    /// Starts the next attempt of a due callback (durably, before dialing).
+    pub fn begin_callback_attempt(
+        &self,
+        task: &str,
+        node: &str,
+    ) -> Result<Option<(Task, u32)>, RouterError> {
+        self.router.begin_callback_attempt(task, node)
+    }
+
+    /// Records how a callback attempt went.
+    pub fn end_callback_attempt(
+        &self,
+        task: &str,
+        n: u32,
+        outcome: Result<(), String>,
+    ) -> Result<Task, RouterError> {
+        self.router.end_callback_attempt(task, n, outcome)
+    }
+
+    /// Ends the callback attempts `node` had under way when it stopped.
+    pub fn interrupted_callbacks(&self, node: &str) -> Result<usize, RouterError> {
+        self.router.interrupted_callbacks(node)
+    }
+
     /// A call's transfer to a number was placed, or failed (why): the request is cleared.
     pub fn transfer_placed(&self, task: &str, failed: Option<&str>) -> Result<Task, RouterError> {
         self.router.transfer_placed(task, failed)

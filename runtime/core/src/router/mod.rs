@@ -24,8 +24,8 @@ use sha2::Digest;
 
 pub use expression::Expression;
 pub use model::{
-    AgentRecord, Filter, Order, Plan, QueueConfig, QueueStats, Reservation, Target, Task,
-    TaskStatus, TransferTo, Workflow,
+    AgentRecord, Callback, CallbackAttempt, Filter, Order, Plan, QueueConfig, QueueStats,
+    Reservation, Target, Task, TaskStatus, TransferTo, Workflow,
 };
 
 /// Decides a new task's plan (a router component); `None` keeps the queue's own plan.
@@ -829,6 +829,7 @@ impl Router {
             reserved_until_ms: None,
             only: None,
             transfer_to: None,
+            callback: None,
         };
         Ok(PreparedTask {
             task,
@@ -913,6 +914,7 @@ impl Router {
             reserved_until_ms: None,
             only: None,
             transfer_to: None,
+            callback: None,
         };
         planner(&draft)
     }
@@ -1456,12 +1458,160 @@ impl Router {
         if let Value::Object(map) = &mut task.attributes {
             map.insert("callback".into(), Value::from(number));
         }
+        task.callback = Some(Callback {
+            number: number.to_string(),
+            attempts: Vec::new(),
+            next_at_ms: 0,
+        });
         task.contact = None;
         let snapshot = task.clone();
         let mut batch = Batch::new();
         stage_task(&mut batch, &snapshot)?;
         self.commit(&mut state, batch)?;
         Ok(snapshot)
+    }
+
+    /// Callback tasks an agent holds whose next attempt is due: none under way, the customer
+    /// not reached yet, the retry interval over.
+    pub fn callbacks_due(&self) -> Vec<Task> {
+        let now = (self.clock)();
+        self.lock()
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Assigned)
+            .filter(|t| {
+                t.callback.as_ref().is_some_and(|c| {
+                    c.open_attempt().is_none() && !c.reached() && c.next_at_ms <= now
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Starts the next attempt of a due callback on `node`, durably, before anything is
+    /// dialed: `None` when it is not due (any more), as when another node took it.
+    pub fn begin_callback_attempt(
+        &self,
+        id: &str,
+        node: &str,
+    ) -> Result<Option<(Task, u32)>, RouterError> {
+        self.changing(|| {
+            let mut state = self.lock();
+            let now = (self.clock)();
+            let Some(task) = state.tasks.get_mut(id) else {
+                return Ok(None);
+            };
+            let Some(callback) = task.callback.as_mut() else {
+                return Ok(None);
+            };
+            let due = task.status == TaskStatus::Assigned
+                && callback.open_attempt().is_none()
+                && !callback.reached()
+                && callback.next_at_ms <= now;
+            if !due {
+                return Ok(None);
+            }
+            let n = callback.attempts.len() as u32 + 1;
+            callback.attempts.push(CallbackAttempt {
+                n,
+                node: node.to_string(),
+                started_ms: now,
+                ended_ms: None,
+                result: None,
+                answered: false,
+            });
+            let snapshot = task.clone();
+            let mut batch = Batch::new();
+            stage_task(&mut batch, &snapshot)?;
+            self.commit(&mut state, batch)?;
+            Ok(Some((snapshot, n)))
+        })
+    }
+
+    /// Records how attempt `n` of a callback went: answered, or why not. After a failure the
+    /// next attempt waits for the queue's `callback_retry_secs`; after the last of its
+    /// `callback_attempts` the task is canceled with the reason, freeing the agent.
+    pub fn end_callback_attempt(
+        &self,
+        id: &str,
+        n: u32,
+        outcome: Result<(), String>,
+    ) -> Result<Task, RouterError> {
+        let done = self.changing(|| {
+            let mut state = self.lock();
+            let now = (self.clock)();
+            let (retry_secs, max) = {
+                let t = state
+                    .tasks
+                    .get(id)
+                    .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+                state.queues.get(&t.queue).map_or((60, 3), |q| {
+                    (q.config.callback_retry_secs, q.config.callback_attempts)
+                })
+            };
+            let task = state.tasks.get_mut(id).expect("checked above");
+            let Some(callback) = task.callback.as_mut() else {
+                return Err(RouterError::Conflict(format!("task {id} is not a callback")));
+            };
+            let Some(attempt) = callback.attempts.iter_mut().find(|a| a.n == n) else {
+                return Err(RouterError::Conflict(format!(
+                    "callback {id} has no attempt {n}"
+                )));
+            };
+            attempt.ended_ms = Some(now);
+            attempt.answered = outcome.is_ok();
+            attempt.result = Some(match &outcome {
+                Ok(()) => "answered".into(),
+                Err(why) => why.clone(),
+            });
+            callback.next_at_ms = now + retry_secs * 1000;
+            let attempts = callback.attempts.len() as u32;
+            let give_up = match &outcome {
+                Err(why) if attempts >= max && task.status == TaskStatus::Assigned => Some(
+                    format!("the customer could not be reached after {attempts} attempts (last: {why})"),
+                ),
+                _ => None,
+            };
+            let snapshot = task.clone();
+            let mut batch = Batch::new();
+            let snapshot = match give_up {
+                Some(reason) => self.finish(
+                    &mut batch,
+                    &mut state,
+                    id,
+                    TaskStatus::Canceled,
+                    None,
+                    Some(reason),
+                )?,
+                None => {
+                    stage_task(&mut batch, &snapshot)?;
+                    snapshot
+                }
+            };
+            self.commit(&mut state, batch)?;
+            Ok(snapshot)
+        })?;
+        self.assign_after();
+        Ok(done)
+    }
+
+    /// Ends the attempts `node` had under way when it stopped: recorded as interrupted and
+    /// never dialed again (the next attempt follows the retry interval). Returns how many.
+    pub fn interrupted_callbacks(&self, node: &str) -> Result<usize, RouterError> {
+        let open: Vec<(String, u32)> = self
+            .lock()
+            .tasks
+            .values()
+            .filter_map(|t| {
+                let attempt = t.callback.as_ref()?.open_attempt()?;
+                (attempt.node == node).then(|| (t.id.clone(), attempt.n))
+            })
+            .collect();
+        for (id, n) in &open {
+            let why = "interrupted: the node stopped during this attempt (not dialed again)";
+            self.end_callback_attempt(id, *n, Err(why.into()))?;
+        }
+        Ok(open.len())
     }
 
     /// Cancels an open task (a supervisor, a timeout); the contact's flow hears `canceled`.

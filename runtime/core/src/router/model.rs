@@ -99,6 +99,14 @@ pub struct QueueConfig {
     /// one).
     #[serde(default)]
     pub disposition_required: bool,
+    /// Callbacks of this queue: how many times the customer's number is dialed before the
+    /// task is given up (canceled, with why).
+    #[serde(default = "default_callback_attempts")]
+    pub callback_attempts: u32,
+    /// Callbacks of this queue: seconds between a failed attempt (busy, no answer) and the
+    /// next.
+    #[serde(default = "default_callback_retry")]
+    pub callback_retry_secs: u64,
 }
 
 impl QueueConfig {
@@ -116,6 +124,8 @@ impl QueueConfig {
             wrapup_secs: 0,
             dispositions: Vec::new(),
             disposition_required: false,
+            callback_attempts: default_callback_attempts(),
+            callback_retry_secs: default_callback_retry(),
         }
     }
 
@@ -163,6 +173,14 @@ fn default_task_timeout() -> u64 {
     3600
 }
 
+fn default_callback_attempts() -> u32 {
+    3
+}
+
+fn default_callback_retry() -> u64 {
+    60
+}
+
 /// An agent as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentRecord {
@@ -188,6 +206,52 @@ pub struct AgentRecord {
     /// a restart keeps the order.
     #[serde(default)]
     pub idle_since_ms: u64,
+}
+
+/// A callback the customer asked for: the number, and every attempt to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Callback {
+    /// The number (or SIP URI) to call.
+    pub number: String,
+    /// Every attempt so far, in order.
+    #[serde(default)]
+    pub attempts: Vec<CallbackAttempt>,
+    /// No attempt before this time (ms): the retry interval after a failed one.
+    #[serde(default)]
+    pub next_at_ms: u64,
+}
+
+impl Callback {
+    /// The attempt under way (started, not ended), if any.
+    pub fn open_attempt(&self) -> Option<&CallbackAttempt> {
+        self.attempts.last().filter(|a| a.ended_ms.is_none())
+    }
+
+    /// Whether an attempt reached the customer.
+    pub fn reached(&self) -> bool {
+        self.attempts.iter().any(|a| a.answered)
+    }
+}
+
+/// One dial of a callback: written before the number is dialed, so a node that stops in the
+/// middle never dials the same attempt again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackAttempt {
+    /// 1 for the first.
+    pub n: u32,
+    /// The node that dials it.
+    pub node: String,
+    /// When it started (ms).
+    pub started_ms: u64,
+    /// When it ended (ms); none while under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+    /// How it went: `answered`, or why not (`busy (486 Busy Here)`, `no answer within 30 s`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// The customer answered.
+    #[serde(default)]
+    pub answered: bool,
 }
 
 /// Where an agent transfers a conversation they hold.
@@ -270,6 +334,9 @@ pub struct Task {
     /// channel places that leg, then clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_to: Option<String>,
+    /// A callback the customer asked for (the task is then a call to make).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Callback>,
 }
 
 impl Task {
