@@ -714,7 +714,25 @@ fn a_waiting_caller_hears_their_place_and_keeps_it_with_a_callback() {
         None,
     );
     assert_eq!(task["attributes"]["callback"], "+15551230006");
+    assert_eq!(task["callback"]["number"], "+15551230006");
+    assert_eq!(
+        task["callback"]["contact"],
+        id.as_str(),
+        "the caller's contact is linked"
+    );
     assert!(task["contact"].is_null());
+    // This server has no SIP to dial with: accepting is refused, and the offer stays.
+    let reservation = offered["reservation"]["id"].as_str().unwrap();
+    let (status, refused) = server.call_as(
+        Some(&token),
+        "POST",
+        &format!("/agent/v1/reservations/{reservation}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 409, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("set sip.listen"), "{refused}");
+    assert_eq!(me(&server, &token)["reservation"]["id"], reservation);
 }
 
 #[test]

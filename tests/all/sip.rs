@@ -342,22 +342,7 @@ fn alice_answers_a_caller(
         .expect_bye(60_000)
         .write(dir, &format!("caller-{from}"));
     let caller = sipp(dir, &scenario, sip_addr(server), NUMBER, &[]);
-    let mut reservation = None;
-    wait_until("the task to be offered to alice", 20, || {
-        let (_, me) = server.call_as(Some(alice), "GET", "/agent/v1/me", None);
-        reservation = me["reservation"]["id"].as_str().map(str::to_string);
-        reservation.is_some()
-    });
-    let (status, accepted) = server.call_as(
-        Some(alice),
-        "POST",
-        &format!("/agent/v1/reservations/{}/accept", reservation.unwrap()),
-        Some(json!({})),
-    );
-    assert_eq!(status, 200, "{accepted}");
-    wait_until("the bridge", 10, || {
-        metric(server, "switchboard_sip_calls_bridged_total") == 1.0
-    });
+    let accepted = accepts(server, alice, 1.0);
     (caller, accepted["id"].as_str().unwrap().to_string())
 }
 
@@ -882,52 +867,12 @@ fn an_a_law_caller_and_a_u_law_phone_hear_each_other_through_hold_and_back() {
         .expect_bye(60_000)
         .write(dir.path(), "alaw-caller");
     let caller = sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]);
-    let mut reservation = None;
-    wait_until("the task to be offered to alice", 20, || {
-        let (_, me) = server.call_as(Some(&alice), "GET", "/agent/v1/me", None);
-        reservation = me["reservation"]["id"].as_str().map(str::to_string);
-        reservation.is_some()
-    });
-    let (status, accepted) = server.call_as(
-        Some(&alice),
-        "POST",
-        &format!("/agent/v1/reservations/{}/accept", reservation.unwrap()),
-        Some(json!({})),
-    );
-    assert_eq!(status, 200, "{accepted}");
-    wait_until("the bridge", 10, || {
-        metric(&server, "switchboard_sip_calls_bridged_total") == 1.0
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let caller_leg = caller_ear
-        .from
-        .lock()
-        .unwrap()
-        .expect("the caller heard prompts");
-
-    // The caller's 600 Hz in A-law reaches the u-law phone as 600 Hz.
-    phone_ear.forget();
-    caller_ear.speak_tone(caller_leg, 40, 8, 600.0);
-    std::thread::sleep(Duration::from_millis(200));
-    let share = phone_ear.tone_share(600.0);
-    assert!(
-        share > 0.8,
-        "the phone heard 600 Hz as {share:.2} of its audio"
-    );
-    let phone_leg = phone_ear
-        .from
-        .lock()
-        .unwrap()
-        .expect("the phone heard the caller");
-    // And the phone's 1 kHz in u-law reaches the A-law caller as 1 kHz.
-    caller_ear.forget();
-    phone_ear.speak_tone(phone_leg, 40, 0, 1000.0);
-    std::thread::sleep(Duration::from_millis(200));
-    let share = caller_ear.tone_share(1000.0);
-    assert!(
-        share > 0.8,
-        "the caller heard 1 kHz as {share:.2} of its audio"
-    );
+    let accepted = accepts(&server, &alice, 1.0);
+    // The caller's 600 Hz in A-law reaches the u-law phone as 600 Hz; and the phone's 1 kHz
+    // in u-law reaches the A-law caller as 1 kHz.
+    crosses(&caller_ear, 8, 600.0, &phone_ear);
+    crosses(&phone_ear, 0, 1000.0, &caller_ear);
+    let caller_leg = caller_ear.from.lock().unwrap().expect("prompts");
     // A key under the caller's payload type 96 arrives under the phone's 101.
     caller_ear.press(caller_leg, 96, 5);
     std::thread::sleep(Duration::from_millis(200));
@@ -950,14 +895,7 @@ fn an_a_law_caller_and_a_u_law_phone_hear_each_other_through_hold_and_back() {
     });
     // The phone resumes (after 2.5 s on hold): music stops and the two hear each other.
     std::thread::sleep(Duration::from_millis(2800));
-    caller_ear.forget();
-    phone_ear.speak_tone(phone_leg, 40, 0, 1000.0);
-    std::thread::sleep(Duration::from_millis(200));
-    let share = caller_ear.tone_share(1000.0);
-    assert!(
-        share > 0.8,
-        "after the hold the caller heard 1 kHz as {share:.2}"
-    );
+    crosses(&phone_ear, 0, 1000.0, &caller_ear);
 
     phone.succeeds();
     caller.succeeds();
@@ -1031,19 +969,22 @@ fn accepts(server: &Server, token: &str, bridges: f64) -> Value {
 
 /// The caller's 600 Hz reaches `ear` (the phone the call is bridged to).
 fn hears_the_caller(caller_ear: &Ear, ear: &Ear) {
-    let caller_leg = caller_ear
+    crosses(caller_ear, 0, 600.0, ear);
+}
+
+/// `speaker` sends a tone of `hz` in the law of `pt` to the Switchboard leg it last heard
+/// from, and `listener` hears it at that frequency (its share of what it heard > 0.8).
+fn crosses(speaker: &Ear, pt: u8, hz: f64, listener: &Ear) {
+    let leg = speaker
         .from
         .lock()
         .unwrap()
-        .expect("the caller heard prompts");
-    ear.forget();
-    caller_ear.speak_tone(caller_leg, 30, 0, 600.0);
+        .expect("the speaker heard its leg");
+    listener.forget();
+    speaker.speak_tone(leg, 30, pt, hz);
     std::thread::sleep(Duration::from_millis(200));
-    let share = ear.tone_share(600.0);
-    assert!(
-        share > 0.8,
-        "the phone heard 600 Hz as {share:.2} of its audio"
-    );
+    let share = listener.tone_share(hz);
+    assert!(share > 0.8, "{hz} Hz was heard as {share:.2} of the audio");
 }
 
 /// Alice transfers a call to the support queue from her desk: her phone is hung up, the
@@ -1253,4 +1194,156 @@ fn an_agent_transfers_a_call_to_a_number_and_the_caller_talks_to_it() {
     assert!(task["transfer_to"].is_null(), "{task}");
     let notes = task["wrapup"].as_str().unwrap_or_default();
     assert!(notes.contains("transferred to sip:operator@"), "{task}");
+}
+
+/// The whole callback: a caller waiting in sales asks to be called back and hangs up; alice
+/// accepts the callback; her phone rings first, then the customer's number through the trunk,
+/// which is busy: the attempt is recorded and alice's leg hung up. Switchboard is killed
+/// before the retry; after the restart the second attempt rings alice then the customer, who
+/// answers, is greeted, and the two hear each other. Each attempt happened once.
+#[test]
+fn a_callback_rings_the_agent_then_the_customer_and_retries_a_busy_line_across_a_sigkill() {
+    use crate::sipp::{PhoneAct, agent_phone_doing, busy_phone, free_port};
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let customer_port = free_port().to_string();
+    let trunk = format!("127.0.0.1:{customer_port}");
+    let env = [("SWITCHBOARD_SIP_TRUNK", trunk.as_str())];
+    let server = crate::support::sip_ivr_server_with_env(dir.path(), &[], &env);
+    let (status, _) = server.call(
+        "PUT",
+        "/v1/queues/sales",
+        Some(json!({"wait_event_secs": 2, "callback_retry_secs": 3, "callback_attempts": 3})),
+    );
+    assert_eq!(status, 200);
+    let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
+    server.call_as(
+        Some(&alice),
+        "PUT",
+        "/agent/v1/activity",
+        Some(json!({"activity": "break"})),
+    );
+    let alice_ear = Ear::only(0);
+    let (register, answer) = agent_phone_doing(
+        dir.path(),
+        "alice",
+        &alice,
+        alice_ear.port(),
+        "0",
+        &[],
+        false,
+    );
+    let phone_port = free_port().to_string();
+    let phone_args = ["-p", phone_port.as_str()];
+    sipp(
+        dir.path(),
+        &register,
+        sip_addr(&server),
+        "alice",
+        &phone_args,
+    )
+    .succeeds();
+    // Alice's phone answers twice (one call per attempt) and is hung up each time.
+    let phone_args = ["-p", phone_port.as_str(), "-m", "2"];
+    let phone = sipp(dir.path(), &answer, sip_addr(&server), "alice", &phone_args);
+
+    // The caller presses 1 for sales, then 1 again when offered a callback.
+    let caller_ear = Ear::new();
+    let scenario = Caller::dial(caller_ear.port(), "+15554460")
+        .answered()
+        .pause(2500)
+        .press_info("1")
+        .pause(4500)
+        .press_info("1")
+        .expect_bye(20_000)
+        .write(dir.path(), "callback-caller");
+    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+    let contact = last_contact(&server);
+    assert_eq!(contact["status"]["reason"], "callback", "{contact}");
+
+    // The customer's line is busy for the first attempt.
+    let busy = busy_phone(dir.path(), "customer");
+    let customer_args = ["-p", customer_port.as_str()];
+    let busy = sipp(
+        dir.path(),
+        &busy,
+        sip_addr(&server),
+        "customer",
+        &customer_args,
+    );
+    server.call_as(
+        Some(&alice),
+        "PUT",
+        "/agent/v1/activity",
+        Some(json!({"activity": "available"})),
+    );
+    let task = accepts(&server, &alice, 0.0);
+    let id = task["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        task["callback"]["contact"], contact["id"],
+        "the caller's contact is linked"
+    );
+    busy.succeeds();
+    let attempts = |server: &Server| {
+        let (_, task) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+        task["callback"]["attempts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    wait_until("the busy attempt to be recorded", 10, || {
+        attempts(&server)
+            .first()
+            .is_some_and(|a| !a["result"].is_null())
+    });
+    let first = attempts(&server)[0].clone();
+    assert!(
+        first["result"].as_str().unwrap().starts_with("busy (486"),
+        "{first}"
+    );
+
+    // Killed before the retry; started again on the same data.
+    server.kill();
+    let server = crate::support::sip_ivr_server_with_env(dir.path(), &[], &env);
+    let customer_ear = Ear::only(0);
+    let (_, answers) = agent_phone_doing(
+        dir.path(),
+        "customer",
+        "",
+        customer_ear.port(),
+        "0",
+        &[PhoneAct::Talk(10_000)],
+        true,
+    );
+    let customer = sipp(
+        dir.path(),
+        &answers,
+        sip_addr(&server),
+        "customer",
+        &customer_args,
+    );
+    wait_until("the customer to be greeted", 20, || {
+        customer_ear.loud_count() > 25
+    });
+    // The greeting ends (nothing loud for half a second) and the bridge begins.
+    let mut last = (customer_ear.loud_count(), Instant::now());
+    wait_until("the greeting to end", 15, || {
+        let now = customer_ear.loud_count();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        last.1.elapsed() > Duration::from_millis(500)
+    });
+    // Both ways: the customer hears alice, alice hears the customer.
+    crosses(&customer_ear, 0, 600.0, &alice_ear);
+    crosses(&alice_ear, 0, 1000.0, &customer_ear);
+
+    customer.succeeds();
+    phone.succeeds();
+    all_calls_over(&server);
+    let attempts = attempts(&server);
+    assert_eq!(attempts.len(), 2, "one dial per attempt: {attempts:?}");
+    assert_eq!(attempts[1]["result"], "answered", "{attempts:?}");
+    let (_, task) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+    assert_eq!(task["status"], "completed", "{task}");
 }

@@ -776,3 +776,30 @@ fn decode(pt: u8, byte: u8) -> i16 {
         g711::alaw_decode(byte)
     }
 }
+
+/// A phone that answers every INVITE with 486 Busy Here (and takes the ACK).
+pub fn busy_phone(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("busy-{name}.xml"));
+    std::fs::write(
+        &path,
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<scenario name="busy">
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]busy[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>
+</scenario>
+"#,
+    )
+    .unwrap();
+    path
+}

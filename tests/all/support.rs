@@ -372,16 +372,26 @@ pub fn queue(report: &Value) -> Option<String> {
 /// A server with the sample IVR deployed as flow `ivr-menu`, open around the clock (tests
 /// must not depend on the hour they run at), plus `extra` serve arguments.
 pub fn ivr_server(dir: &Path, extra: &[&str]) -> Server {
+    ivr_server_with_env(dir, extra, &[])
+}
+
+/// The same with environment variables for the server.
+pub fn ivr_server_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let deploy = format!("ivr-menu={}", guest("ivr-menu").display());
     let mut args = vec!["--deploy", deploy.as_str()];
     args.extend(ALWAYS_OPEN);
     args.extend(extra);
-    Server::start(dir, &args)
+    Server::start_with_env(dir, &args, env)
 }
 
 /// A server answering SIP on an ephemeral loopback port, the sample IVR bound to
 /// `+15550100` with its sales, support and agents queues, plus `extra` serve arguments.
 pub fn sip_ivr_server(dir: &Path, extra: &[&str]) -> Server {
+    sip_ivr_server_with_env(dir, extra, &[])
+}
+
+/// The same with environment variables for the server (such as `SWITCHBOARD_SIP_TRUNK`).
+pub fn sip_ivr_server_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut args = vec![
         "--sip",
         "127.0.0.1:0",
@@ -395,7 +405,7 @@ pub fn sip_ivr_server(dir: &Path, extra: &[&str]) -> Server {
         "agents",
     ];
     args.extend(extra);
-    let server = ivr_server(dir, &args);
+    let server = ivr_server_with_env(dir, &args, env);
     assert!(server.sip.is_some(), "the server printed its SIP address");
     server
 }

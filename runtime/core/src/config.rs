@@ -243,6 +243,9 @@ impl Config {
                 format!("SWITCHBOARD_SIP_LISTEN={listen} is not an address such as 0.0.0.0:5060")
             })?);
         }
+        if let Some(trunk) = var("SWITCHBOARD_SIP_TRUNK") {
+            self.sip.trunk = Some(trunk);
+        }
         if let Some(ms) = var("SWITCHBOARD_SIP_RING_MS") {
             self.sip.ring_ms = ms.parse().with_context(|| {
                 format!("SWITCHBOARD_SIP_RING_MS={ms} is not a number of milliseconds")

@@ -288,8 +288,40 @@ async fn accept(
     Extension(Agent(name)): Extension<Agent>,
     Path(id): Path<String>,
 ) -> Answer {
-    let task = routed(rt, move |rt| Ok(rt.desk().accept(&name, &id)?)).await?;
+    let task = routed(rt, move |rt| {
+        callback_can_be_dialed(rt, &name, &id)?;
+        Ok(rt.desk().accept(&name, &id)?)
+    })
+    .await?;
     ok(StatusCode::OK, task)
+}
+
+/// A callback offered by reservation `id` is accepted only where it can be dialed: SIP on,
+/// and a trunk for a plain number (else the agent would wait for a call that never comes).
+fn callback_can_be_dialed(rt: &Runtime, agent: &str, id: &str) -> Result<(), ApiError> {
+    let desk = rt.desk();
+    let Some(reservation) = desk.reservations_of(agent).into_iter().find(|r| r.id == id) else {
+        return Ok(());
+    };
+    let Some(callback) = desk.task(&reservation.task).ok().and_then(|t| t.callback) else {
+        return Ok(());
+    };
+    let sip = &rt.config().sip;
+    let why = if sip.listen.is_none() {
+        "SIP is off on this server: set sip.listen (or --sip) so it can dial"
+    } else if sip.trunk.is_none() && !callback.number.starts_with("sip:") {
+        "there is no trunk to dial a number through: set sip.trunk (or SWITCHBOARD_SIP_TRUNK)"
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "callback_cannot_dial",
+        format!(
+            "the callback to {} cannot be dialed: {why}; the offer stays open",
+            callback.number
+        ),
+    ))
 }
 
 async fn reject(

@@ -1460,6 +1460,7 @@ impl Router {
         }
         task.callback = Some(Callback {
             number: number.to_string(),
+            contact: task.contact.clone(),
             attempts: Vec::new(),
             next_at_ms: 0,
         });
@@ -1526,6 +1527,11 @@ impl Router {
             self.commit(&mut state, batch)?;
             Ok(Some((snapshot, n)))
         })
+        .and_then(|claimed| {
+            // On disk before anything is dialed: a node stopping now finds it after restart.
+            self.flush()?;
+            Ok(claimed)
+        })
     }
 
     /// Records how attempt `n` of a callback went: answered, or why not. After a failure the
@@ -1551,7 +1557,9 @@ impl Router {
             };
             let task = state.tasks.get_mut(id).expect("checked above");
             let Some(callback) = task.callback.as_mut() else {
-                return Err(RouterError::Conflict(format!("task {id} is not a callback")));
+                return Err(RouterError::Conflict(format!(
+                    "task {id} is not a callback"
+                )));
             };
             let Some(attempt) = callback.attempts.iter_mut().find(|a| a.n == n) else {
                 return Err(RouterError::Conflict(format!(
@@ -1567,9 +1575,11 @@ impl Router {
             callback.next_at_ms = now + retry_secs * 1000;
             let attempts = callback.attempts.len() as u32;
             let give_up = match &outcome {
-                Err(why) if attempts >= max && task.status == TaskStatus::Assigned => Some(
-                    format!("the customer could not be reached after {attempts} attempts (last: {why})"),
-                ),
+                Err(why) if attempts >= max && task.status == TaskStatus::Assigned => {
+                    Some(format!(
+                        "the customer could not be reached after {attempts} attempts (last: {why})"
+                    ))
+                }
                 _ => None,
             };
             let snapshot = task.clone();
@@ -1591,6 +1601,7 @@ impl Router {
             self.commit(&mut state, batch)?;
             Ok(snapshot)
         })?;
+        self.flush()?;
         self.assign_after();
         Ok(done)
     }

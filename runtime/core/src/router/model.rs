@@ -213,6 +213,9 @@ pub struct AgentRecord {
 pub struct Callback {
     /// The number (or SIP URI) to call.
     pub number: String,
+    /// The contact that asked for it (its trace shows what the customer did before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
     /// Every attempt so far, in order.
     #[serde(default)]
     pub attempts: Vec<CallbackAttempt>,

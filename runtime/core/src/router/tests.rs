@@ -559,23 +559,42 @@ fn a_callback_is_attempted_per_policy_never_twice_and_given_up_with_why() {
     b.router.set_activity("ann", "break").unwrap();
     let task = b.task("q", 0, Some("c1"));
     b.router.keep_for_callback(&task.id, "+15550001").unwrap();
-    assert!(b.router.callbacks_due().is_empty(), "not before an agent takes it");
+    assert!(
+        b.router.callbacks_due().is_empty(),
+        "not before an agent takes it"
+    );
     b.router.set_activity("ann", "available").unwrap();
     let r = b.offer("ann").unwrap();
     b.router.accept("ann", &r.id).unwrap();
     assert_eq!(b.router.callbacks_due().len(), 1);
 
-    let (_, n) = b.router.begin_callback_attempt(&task.id, "node-a").unwrap().unwrap();
+    let (_, n) = b
+        .router
+        .begin_callback_attempt(&task.id, "node-a")
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 1);
     // Under way: not due, and a second node cannot take it.
     assert!(b.router.callbacks_due().is_empty());
-    assert!(b.router.begin_callback_attempt(&task.id, "node-b").unwrap().is_none());
+    assert!(
+        b.router
+            .begin_callback_attempt(&task.id, "node-b")
+            .unwrap()
+            .is_none()
+    );
     b.router
         .end_callback_attempt(&task.id, 1, Err("busy (486 Busy Here)".into()))
         .unwrap();
-    assert!(b.router.callbacks_due().is_empty(), "the retry interval first");
+    assert!(
+        b.router.callbacks_due().is_empty(),
+        "the retry interval first"
+    );
     b.advance(30_000);
-    let (_, n) = b.router.begin_callback_attempt(&task.id, "node-a").unwrap().unwrap();
+    let (_, n) = b
+        .router
+        .begin_callback_attempt(&task.id, "node-a")
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 2);
 
     // The node stops during attempt 2: after the restart it is recorded as interrupted, not
@@ -586,10 +605,20 @@ fn a_callback_is_attempted_per_policy_never_twice_and_given_up_with_why() {
     let t = b.router.task(&task.id).unwrap();
     let attempts = &t.callback.as_ref().unwrap().attempts;
     assert_eq!(attempts.len(), 2);
-    assert!(attempts[1].result.as_deref().unwrap().starts_with("interrupted"));
+    assert!(
+        attempts[1]
+            .result
+            .as_deref()
+            .unwrap()
+            .starts_with("interrupted")
+    );
     assert!(b.router.callbacks_due().is_empty());
     b.advance(30_000);
-    let (_, n) = b.router.begin_callback_attempt(&task.id, "node-a").unwrap().unwrap();
+    let (_, n) = b
+        .router
+        .begin_callback_attempt(&task.id, "node-a")
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 3);
     let given_up = b
         .router
@@ -597,7 +626,10 @@ fn a_callback_is_attempted_per_policy_never_twice_and_given_up_with_why() {
         .unwrap();
     assert_eq!(given_up.status, TaskStatus::Canceled);
     let reason = given_up.reason.unwrap();
-    assert!(reason.contains("after 3 attempts (last: no answer within 30 s)"), "{reason}");
+    assert!(
+        reason.contains("after 3 attempts (last: no answer within 30 s)"),
+        "{reason}"
+    );
     // Ann is free for the next task.
     let next = b.task("q", 0, None);
     assert_eq!(next.agent.as_deref(), Some("ann"));
@@ -612,7 +644,10 @@ fn a_callback_is_attempted_per_policy_never_twice_and_given_up_with_why() {
     b2.router.set_activity("ann", "available").unwrap();
     let r = b2.offer("ann").unwrap();
     b2.router.accept("ann", &r.id).unwrap();
-    b2.router.begin_callback_attempt(&t.id, "n").unwrap().unwrap();
+    b2.router
+        .begin_callback_attempt(&t.id, "n")
+        .unwrap()
+        .unwrap();
     let answered = b2.router.end_callback_attempt(&t.id, 1, Ok(())).unwrap();
     assert_eq!(answered.status, TaskStatus::Assigned);
     assert!(answered.callback.unwrap().reached());

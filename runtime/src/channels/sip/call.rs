@@ -19,10 +19,10 @@ use crate::node::Node;
 use crate::sessions::{ContactError, NewContact, Status, StepReport};
 
 /// RFC 3261 timer T1 and T2.
-const T1: Duration = Duration::from_millis(500);
+pub(super) const T1: Duration = Duration::from_millis(500);
 const T2: Duration = Duration::from_secs(4);
 /// Payload type we offer for telephone-events.
-const DTMF_PT: u8 = 101;
+pub(super) const DTMF_PT: u8 = 101;
 /// How often a call bridged to an agent looks for a transfer the agent asked for elsewhere.
 const TRANSFER_CHECK: Duration = Duration::from_millis(300);
 
@@ -112,20 +112,20 @@ struct Retransmit {
 }
 
 /// One dialog we are part of: what requests inside it carry.
-struct Dialog {
-    call_id: String,
-    peer: Peer,
+pub(super) struct Dialog {
+    pub(super) call_id: String,
+    pub(super) peer: Peer,
     /// Our From (with our tag).
-    local: String,
+    pub(super) local: String,
     /// Their To (with their tag).
-    remote: String,
+    pub(super) remote: String,
     /// Request-URI for requests in the dialog.
-    target: String,
-    cseq: u32,
+    pub(super) target: String,
+    pub(super) cseq: u32,
 }
 
 impl Dialog {
-    fn request(&mut self, method: &str, advertised: std::net::SocketAddr) -> Message {
+    pub(super) fn request(&mut self, method: &str, advertised: std::net::SocketAddr) -> Message {
         if method != "ACK" && method != "CANCEL" {
             self.cseq += 1;
         }
@@ -496,27 +496,14 @@ impl Call {
         }
     }
 
-    /// Who hears whom while bridged: each side the other, or, when one side put the call on
-    /// hold, hold music to the other side and nothing relayed.
+    /// Who hears whom while bridged (see [`join`]).
     fn update_bridge(&self) {
         let Some(out) = self.outbound.as_ref().filter(|o| o.up && self.bridging) else {
             return;
         };
-        let (caller_held, agent_held) = (self.leg.on_hold(), out.leg.on_hold());
-        if !caller_held && !agent_held {
-            self.leg.relay_to(Some(&out.leg));
-            out.leg.relay_to(Some(&self.leg));
-            return;
+        if join(&self.leg, &out.leg, &self.ep.prompts.hold) {
+            tracing::info!(contact = ?self.contact, "bridge on hold");
         }
-        self.leg.relay_to(None);
-        out.leg.relay_to(None);
-        if agent_held && !caller_held {
-            self.leg.set_idle(Some(self.ep.prompts.hold.clone()));
-        }
-        if caller_held && !agent_held {
-            out.leg.set_idle(Some(self.ep.prompts.hold.clone()));
-        }
-        tracing::info!(contact = ?self.contact, caller_held, agent_held, "bridge on hold");
     }
 
     /// An in-dialog request on the answered outbound leg while bridged: hold and unhold
@@ -759,49 +746,11 @@ impl Call {
     /// Places the outbound leg to `uri` and waits until it answers (`Ok(Ok)`), fails or rings
     /// out (`Ok(Err(why))`), or the caller hangs up.
     async fn dial(&mut self, uri: &str, peer: Option<Peer>) -> Result<Result<(), String>, Gone> {
-        let peer = match peer {
-            Some(peer) => peer,
-            None => {
-                let Some(host) = message::host_port_of(uri) else {
-                    return Ok(Err(format!("{uri:?} is not a SIP URI")));
-                };
-                match tokio::net::lookup_host(host.as_str())
-                    .await
-                    .map(|mut a| a.next())
-                {
-                    Ok(Some(addr)) => Peer::Udp(addr),
-                    _ => return Ok(Err(format!("cannot resolve {host}"))),
-                }
-            }
+        let (dialog, leg, invite, heard) = match self.ep.new_leg(uri, peer).await {
+            Ok(placed) => placed,
+            Err(why) => return Ok(Err(why)),
         };
-        let (heard_tx, heard) = mpsc::unbounded_channel();
-        let leg = match self.ep.media.open(heard_tx) {
-            Ok(leg) => leg,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        let tag = message::token();
-        let mut dialog = Dialog {
-            call_id: format!("{}@switchboard", message::token()),
-            peer,
-            local: format!("<sip:switchboard@{}>;tag={tag}", self.ep.advertised),
-            remote: format!("<{uri}>"),
-            target: uri.to_string(),
-            cseq: 0,
-        };
-        let offer = sdp::describe(
-            leg.local(),
-            &[Codec::Pcmu, Codec::Pcma],
-            DTMF_PT,
-            1,
-            Direction::SendRecv,
-        );
-        let invite = dialog
-            .request("INVITE", self.ep.advertised)
-            .with(
-                "Contact",
-                format!("<sip:switchboard@{}>", self.ep.advertised),
-            )
-            .with_body("application/sdp", offer);
+        let peer = dialog.peer;
         self.ep
             .route(&dialog.call_id, self.tx.clone(), LegKind::Outbound);
         let bytes = invite.to_bytes();
@@ -1277,7 +1226,7 @@ impl Call {
         target: &str,
         refer: bool,
     ) -> Result<bool, Gone> {
-        let uri = self.target_uri(target);
+        let uri = self.ep.target_uri(target);
         let Some(agent_leg) = self.outbound.take() else {
             return Ok(false);
         };
@@ -1333,20 +1282,6 @@ impl Call {
         Ok(true)
     }
 
-    /// A SIP URI for a transfer target: itself if it is one, else the number through the trunk.
-    fn target_uri(&self, target: &str) -> Result<String, String> {
-        if target.starts_with("sip:") || target.starts_with("sips:") {
-            return Ok(target.to_string());
-        }
-        let number = target.strip_prefix("tel:").unwrap_or(target);
-        self.ep
-            .config
-            .trunk
-            .as_ref()
-            .map(|trunk| format!("sip:{number}@{trunk}"))
-            .ok_or_else(|| format!("transfer to the number {number} needs a trunk: set sip.trunk"))
-    }
-
     async fn finish_task(&self, agent: &str, task: Option<&str>, wrapup: &str) {
         let Some(task) = task.map(str::to_string) else {
             return;
@@ -1382,7 +1317,7 @@ impl Call {
 
     /// `transfer`: a new outbound leg to the target, bridged until either side hangs up.
     async fn transfer(&mut self, target: &str) -> Result<(), Gone> {
-        let result = match self.target_uri(target) {
+        let result = match self.ep.target_uri(target) {
             Ok(uri) => self.dial(&uri, None).await?,
             Err(why) => Err(why),
         };
@@ -1475,9 +1410,29 @@ impl Call {
     }
 }
 
+/// Who hears whom between two bridged legs: each the other, or, when one side put the call
+/// on hold, nothing relayed and hold music to the side left waiting. `true` when on hold.
+pub(super) fn join(a: &Arc<Leg>, b: &Arc<Leg>, music: &Arc<Audio>) -> bool {
+    let (a_held, b_held) = (a.on_hold(), b.on_hold());
+    if !a_held && !b_held {
+        a.relay_to(Some(b));
+        b.relay_to(Some(a));
+        return false;
+    }
+    a.relay_to(None);
+    b.relay_to(None);
+    if b_held && !a_held {
+        a.set_idle(Some(music.clone()));
+    }
+    if a_held && !b_held {
+        b.set_idle(Some(music.clone()));
+    }
+    true
+}
+
 /// Our answer to what a leg's peer negotiated: its law, its telephone-event payload type (ours
 /// when it offered none), and the direction that answers its own.
-fn answer_sdp(leg: &Leg, version: u64) -> Vec<u8> {
+pub(super) fn answer_sdp(leg: &Leg, version: u64) -> Vec<u8> {
     let remote = leg.remote();
     sdp::describe(
         leg.local(),
@@ -1488,11 +1443,69 @@ fn answer_sdp(leg: &Leg, version: u64) -> Vec<u8> {
     )
 }
 
+/// A leg we are about to place, with its media, its INVITE and what its media hears.
+pub(super) type NewLeg = (Dialog, Arc<Leg>, Message, mpsc::UnboundedReceiver<Heard>);
+
 impl Endpoint {
+    /// Prepares a leg to `uri` (sent to `peer`, else to the URI's host): its dialog, an RTP
+    /// leg, and the INVITE offering both G.711 laws and telephone-events. Nothing is sent.
+    pub(super) async fn new_leg(&self, uri: &str, peer: Option<Peer>) -> Result<NewLeg, String> {
+        let peer = match peer {
+            Some(peer) => peer,
+            None => {
+                let host = message::host_port_of(uri)
+                    .ok_or_else(|| format!("{uri:?} is not a SIP URI"))?;
+                match tokio::net::lookup_host(host.as_str())
+                    .await
+                    .map(|mut a| a.next())
+                {
+                    Ok(Some(addr)) => Peer::Udp(addr),
+                    _ => return Err(format!("cannot resolve {host}")),
+                }
+            }
+        };
+        let (heard_tx, heard) = mpsc::unbounded_channel();
+        let leg = self.media.open(heard_tx).map_err(|e| e.to_string())?;
+        let advertised = self.advertised;
+        let mut dialog = Dialog {
+            call_id: format!("{}@switchboard", message::token()),
+            peer,
+            local: format!("<sip:switchboard@{advertised}>;tag={}", message::token()),
+            remote: format!("<{uri}>"),
+            target: uri.to_string(),
+            cseq: 0,
+        };
+        let offer = sdp::describe(
+            leg.local(),
+            &[Codec::Pcmu, Codec::Pcma],
+            DTMF_PT,
+            1,
+            Direction::SendRecv,
+        );
+        let invite = dialog
+            .request("INVITE", advertised)
+            .with("Contact", format!("<sip:switchboard@{advertised}>"))
+            .with_body("application/sdp", offer);
+        Ok((dialog, leg, invite, heard))
+    }
+
+    /// A SIP URI for a transfer target: itself if it is one, else the number through the trunk.
+    pub(super) fn target_uri(&self, target: &str) -> Result<String, String> {
+        if target.starts_with("sip:") || target.starts_with("sips:") {
+            return Ok(target.to_string());
+        }
+        let number = target.strip_prefix("tel:").unwrap_or(target);
+        self.config
+            .trunk
+            .as_ref()
+            .map(|trunk| format!("sip:{number}@{trunk}"))
+            .ok_or_else(|| format!("a call to the number {number} needs a trunk: set sip.trunk"))
+    }
+
     /// Answers a re-INVITE or UPDATE on `leg`'s dialog: the new offer (if any) is applied and
     /// answered, a broken one gets 488 and changes nothing. The 2xx of a re-INVITE is returned
     /// to be retransmitted until ACK.
-    fn renegotiate(
+    pub(super) fn renegotiate(
         &self,
         leg: &Leg,
         m: &Message,
@@ -1533,7 +1546,7 @@ impl Endpoint {
 
 /// A request in the transaction of our `invite` (CANCEL, or the ACK of a failure response):
 /// its Via, From, Call-ID and CSeq number, with `to` as To.
-fn in_invite_transaction(invite: &Message, method: &str, to: &str) -> Message {
+pub(super) fn in_invite_transaction(invite: &Message, method: &str, to: &str) -> Message {
     let cseq = invite.cseq().map_or(1, |(n, _)| n);
     Message::request(method, invite.uri())
         .with("Via", invite.header("Via").unwrap_or_default())

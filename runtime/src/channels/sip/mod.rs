@@ -5,6 +5,7 @@
 //! [`crate::sessions`], never here.
 
 pub mod call;
+pub mod callback;
 pub mod digest;
 pub mod g711;
 pub mod message;
@@ -265,6 +266,7 @@ impl Endpoint {
         });
         tokio::spawn(udp_loop(Arc::downgrade(&endpoint), endpoint.udp.clone()));
         tokio::spawn(tcp_loop(Arc::downgrade(&endpoint), tcp));
+        callback::start(&endpoint);
         tracing::info!(address = %bound, advertised = %endpoint.advertised, "SIP listening (UDP and TCP)");
         Ok(endpoint)
     }
