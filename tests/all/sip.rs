@@ -1347,3 +1347,128 @@ fn a_callback_rings_the_agent_then_the_customer_and_retries_a_busy_line_across_a
     let (_, task) = server.call("GET", &format!("/v1/tasks/{id}"), None);
     assert_eq!(task["status"], "completed", "{task}");
 }
+
+/// Warm transfer with three legs: alice talks to the caller, consults bob (the caller hears
+/// music, alice and bob hear each other), takes the call back (bob's leg is hung up, the
+/// caller hears alice again), consults bob again and completes: her leg is hung up, the
+/// caller talks to bob, who now holds the task.
+#[test]
+fn a_warm_transfer_consults_another_agent_while_the_caller_hears_music_then_hands_over() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_ivr_server(dir.path(), &[]);
+    let (alice, alice_ear, alice_phone) = phone_for(&server, dir.path(), "alice", &[], false);
+    std::thread::sleep(Duration::from_millis(50));
+    let bob = agent(&server, "bob", json!({}), json!({"voice": 1}));
+    let bob_ear = Ear::only(0);
+    let (register, answer) =
+        crate::sipp::agent_phone_doing(dir.path(), "bob", &bob, bob_ear.port(), "0", &[], false);
+    let bob_port = crate::sipp::free_port().to_string();
+    sipp(
+        dir.path(),
+        &register,
+        sip_addr(&server),
+        "bob",
+        &["-p", bob_port.as_str()],
+    )
+    .succeeds();
+    // Bob's phone answers twice (the first consult is taken back) and is hung up each time.
+    let bob_phone = sipp(
+        dir.path(),
+        &answer,
+        sip_addr(&server),
+        "bob",
+        &["-p", bob_port.as_str(), "-m", "2"],
+    );
+    let away = json!({"activity": "break"});
+    server.call_as(Some(&bob), "PUT", "/agent/v1/activity", Some(away));
+    // The caller talks for 25 s, then hangs up.
+    let caller_ear = Ear::new();
+    let scenario = Caller::dial(caller_ear.port(), "+15554470")
+        .answered()
+        .pause(2500)
+        .press_info("1")
+        .pause(25_000)
+        .hang_up()
+        .write(dir.path(), "warm-caller");
+    let caller = sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]);
+    let task = accepts(&server, &alice, 1.0);
+    let id = task["id"].as_str().unwrap().to_string();
+    crosses(&caller_ear, 0, 600.0, &alice_ear);
+    let post = |token: &str, path: &str, body: Option<Value>| {
+        server.call_as(
+            Some(token),
+            "POST",
+            &format!("/agent/v1/tasks/{id}/{path}"),
+            body.or(Some(json!({}))),
+        )
+    };
+    let (status, e) = post(&alice, "consult", Some(json!({"agent": "bob"})));
+    assert_eq!(status, 409, "bob is on a break: {e}");
+    let (status, e) = post(&alice, "consult", Some(json!({"agent": "nobody"})));
+    assert_eq!(status, 404, "{e}");
+    let (status, e) = post(&alice, "consult/complete", None);
+    assert_eq!(status, 409, "no consult under way: {e}");
+    server.call_as(
+        Some(&bob),
+        "PUT",
+        "/agent/v1/activity",
+        Some(json!({"activity": "available"})),
+    );
+
+    for complete in [false, true] {
+        let (status, asked) = post(&alice, "consult", Some(json!({"agent": "bob"})));
+        assert_eq!(status, 200, "{asked}");
+        let talking = |server: &Server| {
+            let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+            t["consult"]["stage"] == "talking"
+        };
+        wait_until("alice and bob to talk", 15, || talking(&server));
+        std::thread::sleep(Duration::from_millis(300));
+        // The caller hears music; alice and bob hear each other.
+        let before = caller_ear.loud_count();
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(
+            caller_ear.loud_count() >= before + 20,
+            "the caller hears music"
+        );
+        crosses(&alice_ear, 0, 600.0, &bob_ear);
+        crosses(&bob_ear, 0, 1000.0, &alice_ear);
+        let (status, done) = post(
+            &alice,
+            if complete {
+                "consult/complete"
+            } else {
+                "consult/cancel"
+            },
+            None,
+        );
+        assert_eq!(status, 200, "{done}");
+        wait_until("the consult to end", 10, || {
+            let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+            t["consult"].is_null()
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        if !complete {
+            // Taken back: the caller and alice hear each other again.
+            crosses(&alice_ear, 0, 1000.0, &caller_ear);
+            let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+            assert_eq!(t["worker"], "alice", "{t}");
+            assert_eq!(t["attributes"]["consult_failed"], "taken back by the agent");
+        }
+    }
+    // Handed over: bob holds the task and talks to the caller; alice's phone was hung up.
+    alice_phone.succeeds();
+    let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+    assert_eq!(t["worker"], "bob", "{t}");
+    assert_eq!(t["attributes"]["transferred_from"], "alice", "{t}");
+    crosses(&caller_ear, 0, 600.0, &bob_ear);
+    crosses(&bob_ear, 0, 1000.0, &caller_ear);
+    let (_, me) = server.call_as(Some(&alice), "GET", "/agent/v1/me", None);
+    assert!(me["reservation"].is_null(), "{me}");
+    caller.succeeds();
+    bob_phone.succeeds();
+    all_calls_over(&server);
+    let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+    assert_eq!(t["status"], "completed", "{t}");
+}

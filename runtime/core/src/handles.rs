@@ -168,6 +168,27 @@ impl Desk {
         self.router.transfer(agent, task, to)
     }
 
+    /// Starts a warm transfer of a call the agent holds to another agent.
+    pub fn consult(&self, agent: &str, task: &str, to: &str) -> Result<Task, RouterError> {
+        self.router.consult(agent, task, to)
+    }
+
+    /// Moves a warm transfer on (the agent completes or cancels it; the channel says the
+    /// agents talk).
+    pub fn consult_stage(
+        &self,
+        by: Option<&str>,
+        task: &str,
+        stage: crate::router::ConsultStage,
+    ) -> Result<Task, RouterError> {
+        self.router.consult_stage(by, task, stage)
+    }
+
+    /// The call's channel ended a warm transfer: handed over, or not (why).
+    pub fn consult_done(&self, task: &str, failed: Option<&str>) -> Result<Task, RouterError> {
+        self.router.consult_done(task, failed)
+    }
+
     /// Callback tasks whose next attempt is due.
     pub fn callbacks_due(&self) -> Vec<Task> {
         self.router.callbacks_due()

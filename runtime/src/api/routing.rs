@@ -48,6 +48,9 @@ pub fn agent(runtime: Arc<Runtime>) -> Router<Arc<Runtime>> {
         .route("/tasks/{id}", get(my_task))
         .route("/tasks/{id}/wrap", post(wrap))
         .route("/tasks/{id}/transfer", post(transfer))
+        .route("/tasks/{id}/consult", post(consult))
+        .route("/tasks/{id}/consult/complete", post(consult_complete))
+        .route("/tasks/{id}/consult/cancel", post(consult_cancel))
         .route("/tasks/{id}/complete", post(complete))
         .route(
             "/tasks/{id}/messages",
@@ -371,6 +374,55 @@ async fn transfer(
         }
     };
     let task = routed(rt, move |rt| Ok(rt.desk().transfer(&name, &id, &to)?)).await?;
+    ok(StatusCode::OK, task)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsultBody {
+    agent: String,
+}
+
+/// Warm transfer of a call: the caller waits with music while the agent's phone is bridged to
+/// the consulted agent's (rung at once).
+async fn consult(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<ConsultBody>,
+) -> Answer {
+    let task = routed(rt, move |rt| {
+        Ok(rt.desk().consult(&name, &id, &body.agent)?)
+    })
+    .await?;
+    ok(StatusCode::OK, task)
+}
+
+/// Hands the call over to the consulted agent: the caller talks to them, the agent is free.
+async fn consult_complete(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+) -> Answer {
+    let stage = crate::router::ConsultStage::Completing;
+    let task = routed(rt, move |rt| {
+        Ok(rt.desk().consult_stage(Some(&name), &id, stage)?)
+    })
+    .await?;
+    ok(StatusCode::OK, task)
+}
+
+/// Takes the call back: the consulted agent's leg is hung up, the caller talks to the agent.
+async fn consult_cancel(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+) -> Answer {
+    let stage = crate::router::ConsultStage::Canceling;
+    let task = routed(rt, move |rt| {
+        Ok(rt.desk().consult_stage(Some(&name), &id, stage)?)
+    })
+    .await?;
     ok(StatusCode::OK, task)
 }
 

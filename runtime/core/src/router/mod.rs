@@ -24,8 +24,8 @@ use sha2::Digest;
 
 pub use expression::Expression;
 pub use model::{
-    AgentRecord, Callback, CallbackAttempt, Filter, Order, Plan, QueueConfig, QueueStats,
-    Reservation, Target, Task, TaskStatus, TransferTo, Workflow,
+    AgentRecord, Callback, CallbackAttempt, Consult, ConsultStage, Filter, Order, Plan,
+    QueueConfig, QueueStats, Reservation, Target, Task, TaskStatus, TransferTo, Workflow,
 };
 
 /// Decides a new task's plan (a router component); `None` keeps the queue's own plan.
@@ -830,6 +830,7 @@ impl Router {
             only: None,
             transfer_to: None,
             callback: None,
+            consult: None,
         };
         Ok(PreparedTask {
             task,
@@ -915,6 +916,7 @@ impl Router {
             only: None,
             transfer_to: None,
             callback: None,
+            consult: None,
         };
         planner(&draft)
     }
@@ -1472,6 +1474,166 @@ impl Router {
         Ok(snapshot)
     }
 
+    /// The agent holding a call starts a warm transfer to `agent`: the consulted agent's
+    /// capacity is taken at once (no other offer reaches them meanwhile) and the call's
+    /// channel rings their phone.
+    pub fn consult(&self, worker: &str, id: &str, agent: &str) -> Result<Task, RouterError> {
+        self.changing(|| {
+            let mut state = self.lock();
+            let t = state
+                .tasks
+                .get(id)
+                .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+            if t.agent.as_deref() != Some(worker) || t.status != TaskStatus::Assigned {
+                return Err(RouterError::NotYours(format!(
+                    "task {id} is not an open conversation of {worker}"
+                )));
+            }
+            if t.channel != Channel::Voice {
+                return Err(RouterError::Conflict(format!(
+                    "task {id} is not a call: a warm transfer consults on the phone; transfer it instead"
+                )));
+            }
+            if let Some(c) = &t.consult {
+                return Err(RouterError::Conflict(format!(
+                    "task {id} is already consulting {} ({:?})",
+                    c.agent, c.stage
+                )));
+            }
+            if agent == worker {
+                return Err(RouterError::Invalid(format!(
+                    "{worker} holds task {id}: consult another agent"
+                )));
+            }
+            let channel = t.channel;
+            let w = state
+                .agents
+                .get_mut(agent)
+                .ok_or_else(|| RouterError::UnknownAgent(agent.into()))?;
+            if !w.available() || !w.has_room(channel) || w.reservation.is_some() {
+                return Err(RouterError::Conflict(format!(
+                    "{agent} is not free to take a call ({}): consult someone who is",
+                    w.record.activity
+                )));
+            }
+            *w.busy.entry(channel).or_default() += 1;
+            update_idle(&mut state, agent);
+            let task = state.tasks.get_mut(id).expect("checked above");
+            task.consult = Some(Consult {
+                agent: agent.to_string(),
+                stage: ConsultStage::Ringing,
+            });
+            let snapshot = task.clone();
+            let mut batch = Batch::new();
+            stage_task(&mut batch, &snapshot)?;
+            self.commit(&mut state, batch)?;
+            Ok(snapshot)
+        })
+    }
+
+    /// Moves a warm transfer on: the agent asks to complete or cancel it (`by` is them), or
+    /// the call's channel says the two agents talk (`by` is `None`).
+    pub fn consult_stage(
+        &self,
+        by: Option<&str>,
+        id: &str,
+        stage: ConsultStage,
+    ) -> Result<Task, RouterError> {
+        self.changing(|| {
+            let mut state = self.lock();
+            let task = state
+                .tasks
+                .get_mut(id)
+                .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+            if by.is_some_and(|by| task.agent.as_deref() != Some(by)) {
+                return Err(RouterError::NotYours(format!(
+                    "task {id} is not a call held by {}",
+                    by.unwrap_or_default()
+                )));
+            }
+            let Some(consult) = task.consult.as_mut() else {
+                return Err(RouterError::Conflict(format!(
+                    "task {id} has no warm transfer under way: start one with POST /agent/v1/tasks/{id}/consult"
+                )));
+            };
+            if matches!(consult.stage, ConsultStage::Completing | ConsultStage::Canceling) {
+                return Err(RouterError::Conflict(format!(
+                    "the warm transfer of task {id} is already {:?}",
+                    consult.stage
+                )));
+            }
+            consult.stage = stage;
+            let snapshot = task.clone();
+            let mut batch = Batch::new();
+            stage_task(&mut batch, &snapshot)?;
+            self.commit(&mut state, batch)?;
+            Ok(snapshot)
+        })
+    }
+
+    /// The call's channel ended a warm transfer: handed over (the consulted agent now holds
+    /// the task, its flow hears `assigned` with them, the first agent is free), or not
+    /// (`failed` says why, kept in `consult_failed`; the consulted agent is free again).
+    pub fn consult_done(&self, id: &str, failed: Option<&str>) -> Result<Task, RouterError> {
+        let done = self.changing(|| {
+            let mut state = self.lock();
+            let now = (self.clock)();
+            let t = state
+                .tasks
+                .get(id)
+                .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+            let Some(consult) = t.consult.clone() else {
+                return Ok(t.clone());
+            };
+            let (channel, holder) = (t.channel, t.agent.clone());
+            // Whoever is no longer on the call gets their capacity back.
+            let freed = match failed {
+                None => holder.clone(),
+                Some(_) => Some(consult.agent.clone()),
+            };
+            let mut batch = Batch::new();
+            if let Some(freed) = &freed
+                && let Some(w) = state.agents.get_mut(freed)
+            {
+                if let Some(n) = w.busy.get_mut(&channel) {
+                    *n = n.saturating_sub(1);
+                }
+                w.record.idle_since_ms = now;
+                stage_agent(&mut batch, &w.record)?;
+                update_idle(&mut state, freed);
+            }
+            let task = state.tasks.get_mut(id).expect("checked above");
+            task.consult = None;
+            if let Value::Object(map) = &mut task.attributes {
+                match failed {
+                    Some(why) => {
+                        map.insert("consult_failed".into(), why.into());
+                    }
+                    None => {
+                        map.remove("consult_failed");
+                        map.insert("transferred_from".into(), holder.unwrap_or_default().into());
+                    }
+                }
+            }
+            if failed.is_none() {
+                task.agent = Some(consult.agent.clone());
+            }
+            let snapshot = task.clone();
+            stage_task(&mut batch, &snapshot)?;
+            if failed.is_none() {
+                self.stage_news(
+                    &mut batch,
+                    &snapshot,
+                    News::of(crate::contract::TaskStatus::Assigned),
+                )?;
+            }
+            self.commit(&mut state, batch)?;
+            Ok(snapshot)
+        })?;
+        self.assign_after();
+        Ok(done)
+    }
+
     /// Callback tasks an agent holds whose next attempt is due: none under way, the customer
     /// not reached yet, the retry interval over.
     pub fn callbacks_due(&self) -> Vec<Task> {
@@ -1722,6 +1884,15 @@ impl Router {
             w.record.idle_since_ms = now;
             stage_agent(batch, &w.record)?;
             update_idle(state, &name);
+        }
+        // A warm transfer that never ended: the consulted agent is free again.
+        if let Some(consult) = task.consult.take()
+            && let Some(w) = state.agents.get_mut(&consult.agent)
+        {
+            if let Some(n) = w.busy.get_mut(&task.channel) {
+                *n = n.saturating_sub(1);
+            }
+            update_idle(state, &consult.agent);
         }
         task.status = status;
         task.wrapup = wrapup;

@@ -257,6 +257,31 @@ pub struct CallbackAttempt {
     pub answered: bool,
 }
 
+/// A warm transfer: the caller waits with music while the agent holding the call talks to
+/// another agent on a consult leg, then hands the call over (complete) or takes it back
+/// (cancel). The consulted agent's capacity is taken for it from the start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Consult {
+    /// The agent consulted.
+    pub agent: String,
+    /// Where it stands.
+    pub stage: ConsultStage,
+}
+
+/// Where a warm transfer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsultStage {
+    /// Asked by the agent; the call's channel rings the consulted agent's phone.
+    Ringing,
+    /// The two agents talk; the caller hears music.
+    Talking,
+    /// The agent asked to hand the call over.
+    Completing,
+    /// The agent asked to take the call back.
+    Canceling,
+}
+
 /// Where an agent transfers a conversation they hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferTo {
@@ -340,6 +365,9 @@ pub struct Task {
     /// A callback the customer asked for (the task is then a call to make).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<Callback>,
+    /// A warm transfer under way: the agent holding the call consults another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consult: Option<Consult>,
 }
 
 impl Task {

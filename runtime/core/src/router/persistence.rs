@@ -237,6 +237,12 @@ impl Router {
             {
                 *w.busy.entry(task.channel).or_default() += 1;
             }
+            // An agent consulted about a call is busy with it too.
+            if let Some(consult) = &task.consult
+                && let Some(w) = state.agents.get_mut(&consult.agent)
+            {
+                *w.busy.entry(task.channel).or_default() += 1;
+            }
             if task.status == TaskStatus::Pending
                 && let Some(q) = state.queues.get_mut(&task.queue)
             {

@@ -66,6 +66,8 @@ enum BridgeEnd {
     /// The agent asked to transfer the call to this number or SIP URI (from the API, or a
     /// REFER when `refer` says so): their leg is still up.
     ToNumber { target: String, refer: bool },
+    /// The agent started a warm transfer to this agent: their leg is still up.
+    Consult(String),
 }
 
 /// What woke a waiting call.
@@ -1006,10 +1008,15 @@ impl Call {
         use crate::router::TaskStatus;
         match now.status {
             TaskStatus::Assigned if now.agent.as_deref() == Some(agent.as_str()) => {
-                now.transfer_to.map(|target| BridgeEnd::ToNumber {
-                    target,
-                    refer: false,
-                })
+                match now.consult {
+                    Some(c) if c.stage == crate::router::ConsultStage::Ringing => {
+                        Some(BridgeEnd::Consult(c.agent))
+                    }
+                    _ => now.transfer_to.map(|target| BridgeEnd::ToNumber {
+                        target,
+                        refer: false,
+                    }),
+                }
             }
             TaskStatus::Pending | TaskStatus::Reserved | TaskStatus::Assigned => {
                 tracing::info!(contact = ?self.contact, agent, queue = now.queue, "the agent transferred the call");
@@ -1118,7 +1125,7 @@ impl Call {
 
     /// The agent accepted: call their phone, bridge, and when either side hangs up complete
     /// the task; the flow then decides what the caller hears next.
-    async fn bridge(&mut self, agent: String) -> Result<StepReport, Gone> {
+    async fn bridge(&mut self, mut agent: String) -> Result<StepReport, Gone> {
         let contact = self.contact.clone().unwrap_or_default();
         let task = self.rt.contacts().task_of(&contact).map(|t| t.id);
         let dialed = match self.ep.phone_of(&agent) {
@@ -1178,6 +1185,20 @@ impl Call {
                     self.holding = None;
                     return self.transferred_to_wait().await;
                 }
+                Ok(BridgeEnd::Consult(target)) => {
+                    match self.consult(task.as_deref(), &agent, &target).await {
+                        Ok(holder) => {
+                            agent = holder;
+                            self.holding = task.clone().map(|t| (t, agent.clone()));
+                        }
+                        Err(gone) => {
+                            self.holding = None;
+                            self.finish_task(&agent, task.as_deref(), "the caller hung up")
+                                .await;
+                            return Err(gone);
+                        }
+                    }
+                }
                 Ok(BridgeEnd::ToNumber { target, refer }) => {
                     if self
                         .transfer_to_number(&agent, task.as_deref(), &target, refer)
@@ -1198,6 +1219,165 @@ impl Call {
                 }
             }
         }
+    }
+
+    /// A warm transfer: the caller waits with music while `agent`'s leg is bridged to
+    /// `target`'s phone; then the agent completes it (or hangs up) and the caller is handed
+    /// to `target`, or cancels it (or `target` hangs up, or does not answer) and the agent
+    /// has the caller back. Returns the agent who holds the call after it.
+    async fn consult(
+        &mut self,
+        task: Option<&str>,
+        agent: &str,
+        target: &str,
+    ) -> Result<String, Gone> {
+        let (Some(task), Some(agent_leg)) = (task.map(str::to_string), self.outbound.take()) else {
+            return Ok(agent.to_string());
+        };
+        let music = self.ep.prompts.hold.clone();
+        self.leg.relay_to(None);
+        agent_leg.leg.relay_to(None);
+        self.leg.set_idle(Some(music.clone()));
+        agent_leg.leg.set_idle(Some(music.clone()));
+        tracing::info!(contact = ?self.contact, agent, target, "warm transfer: ringing the consulted agent");
+        let dialed = match self.ep.phone_of(target) {
+            Some((uri, peer)) => self.dial(&uri, peer).await,
+            None => Ok(Err(format!("{target} has no phone registered"))),
+        };
+        let why = match dialed {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => Some(format!("{target}'s phone could not be reached: {why}")),
+            Err(gone) => {
+                self.outbound = Some(agent_leg);
+                self.hang_up_outbound().await;
+                self.consult_over(&task, Some("the caller hung up")).await;
+                return Err(gone);
+            }
+        };
+        if let Some(why) = why {
+            self.outbound = Some(agent_leg);
+            self.consult_over(&task, Some(&why)).await;
+            return Ok(agent.to_string());
+        }
+        if let Some(consulted) = &self.outbound {
+            join(&agent_leg.leg, &consulted.leg, &music);
+        }
+        self.set_consult_stage(&task, crate::router::ConsultStage::Talking)
+            .await;
+        let mut agent_leg = Some(agent_leg);
+        let hand_over = loop {
+            let check = Instant::now() + TRANSFER_CHECK;
+            let wake = match self.next(Some(check)).await {
+                Ok(wake) => wake,
+                Err(gone) => {
+                    self.hang_up_outbound().await;
+                    self.outbound = agent_leg.take();
+                    self.hang_up_outbound().await;
+                    self.consult_over(&task, Some("the caller hung up")).await;
+                    return Err(gone);
+                }
+            };
+            match wake {
+                Wake::Outbound(m, peer)
+                    if agent_leg
+                        .as_ref()
+                        .is_some_and(|a| a.dialog.call_id == m.call_id()) =>
+                {
+                    if !m.is_request() {
+                        continue;
+                    }
+                    match m.method() {
+                        // The agent hangs up: the call goes to the consulted agent, as with
+                        // an attended transfer on a desk phone.
+                        "BYE" => {
+                            self.ep.respond(peer, &m, m.response(200, "OK", None));
+                            if let Some(gone) = agent_leg.take() {
+                                gone.leg.close();
+                                self.ep.unroute(&gone.dialog.call_id);
+                            }
+                            break true;
+                        }
+                        "INVITE" | "UPDATE" => {
+                            let leg = agent_leg.as_mut().expect("matched above");
+                            leg.sdp_version += 1;
+                            let contact = format!("<sip:switchboard@{}>", self.ep.advertised);
+                            self.ep
+                                .renegotiate(&leg.leg, &m, peer, leg.sdp_version, &contact);
+                        }
+                        "ACK" => {}
+                        _ => self.ep.respond(peer, &m, m.response(200, "OK", None)),
+                    }
+                }
+                // The consulted agent hangs up: the agent has the caller back.
+                Wake::Outbound(m, peer) if m.is_request() && m.method() == "BYE" => {
+                    self.ep.respond(peer, &m, m.response(200, "OK", None));
+                    self.drop_outbound();
+                    break false;
+                }
+                Wake::Outbound(m, _) if !m.is_request() && m.method() == "INVITE" => {
+                    self.ack_outbound();
+                }
+                Wake::Outbound(m, peer) if m.is_request() && self.outbound_request(&m, peer) => {}
+                Wake::Outbound(m, peer) => self.stray(m, peer),
+                Wake::Timeout => {
+                    let (rt, id) = (self.rt.clone(), task.clone());
+                    let now = tokio::task::spawn_blocking(move || rt.desk().task(&id)).await;
+                    let stage = now.ok().and_then(Result::ok).and_then(|t| t.consult);
+                    match stage.map(|c| c.stage) {
+                        Some(crate::router::ConsultStage::Completing) => break true,
+                        Some(crate::router::ConsultStage::Canceling) => break false,
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        };
+        if hand_over && self.outbound.is_some() {
+            // The agent's leg goes; the consulted agent's stays, for the caller.
+            if let Some(leg) = agent_leg.take() {
+                let consulted = self.outbound.replace(leg);
+                self.hang_up_outbound().await;
+                self.outbound = consulted;
+            }
+            self.consult_over(&task, None).await;
+            tracing::info!(contact = ?self.contact, from = agent, to = target, "warm transfer completed");
+            return Ok(target.to_string());
+        }
+        // Taken back (or the consulted agent is gone).
+        self.hang_up_outbound().await;
+        self.outbound = agent_leg;
+        let why = if hand_over {
+            "the consulted agent hung up"
+        } else {
+            "taken back by the agent"
+        };
+        self.consult_over(&task, Some(why)).await;
+        tracing::info!(contact = ?self.contact, agent, target, why, "warm transfer not completed");
+        Ok(agent.to_string())
+    }
+
+    /// Tells the router where a warm transfer stands.
+    async fn set_consult_stage(&self, task: &str, stage: crate::router::ConsultStage) {
+        let (rt, task) = (self.rt.clone(), task.to_string());
+        let _ =
+            tokio::task::spawn_blocking(move || rt.desk().consult_stage(None, &task, stage)).await;
+    }
+
+    /// Tells the router a warm transfer ended: handed over (`None`) or not (why).
+    async fn consult_over(&self, task: &str, failed: Option<&str>) {
+        let (rt, task, failed) = (
+            self.rt.clone(),
+            task.to_string(),
+            failed.map(str::to_string),
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = rt.desk().consult_done(&task, failed.as_deref()) {
+                tracing::warn!(task, error = %e, "cannot record the end of a warm transfer");
+            }
+            let _ = rt.admin().flush();
+            rt.deliver_news();
+        })
+        .await;
     }
 
     /// The agent moved the task to a queue or another agent: the caller is told and waits
