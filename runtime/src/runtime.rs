@@ -258,6 +258,7 @@ impl Runtime {
         if self.twilio.is_none() {
             return;
         }
+        crate::channels::twilio::callback::start(self);
         let (tx, rx) = std::sync::mpsc::channel::<crate::sessions::StepReport>();
         crate::channels::follow_reports(self.contacts().subscribe(), move |report| {
             let says = !crate::channels::chat::texts(&report.actions).is_empty();

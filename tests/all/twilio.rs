@@ -952,3 +952,201 @@ fn with_the_account_configured_an_accepted_caller_is_sent_to_the_agent_through_t
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(api.requests().len(), 1, "one redirect, not one per step");
 }
+
+/// A caller of a Twilio number asks to be called back; when sara accepts, Twilio's Calls API
+/// is asked (exactly as documented) to call her phone; her call's TwiML dials the customer
+/// from the number they called, greeting them on answer. The first try finds the line busy:
+/// the attempt is recorded and Twilio is asked again after the queue's retry interval; the
+/// second reaches the customer and the task completes when the call ends.
+#[test]
+fn a_twilio_callback_calls_the_agent_then_the_customer_and_retries_a_busy_line() {
+    let api = TwilioApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(
+        dir.path(),
+        &format!("account_sid = \"{ACCOUNT}\"\napi_url = \"{}\"\n", api.url),
+    );
+    let queue = json!({"wait_event_secs": 1, "callback_retry_secs": 1});
+    let (status, _) = server.call("PUT", "/v1/queues/sales", Some(queue));
+    assert_eq!(status, 200);
+    let sara = crate::support::agent(
+        &server,
+        "sara",
+        json!({"phone": "+15557770001"}),
+        json!({"voice": 1}),
+    );
+    let activity = |what: &str| {
+        let body = Some(json!({"activity": what}));
+        let (status, _) = server.call_as(Some(&sara), "PUT", "/agent/v1/activity", body);
+        assert_eq!(status, 200);
+    };
+    activity("break");
+
+    // The caller waits in sales and takes the callback offer.
+    post(&server, "/twilio/voice", &CALL, None);
+    let (_, queued) = post(
+        &server,
+        "/twilio/voice/gather",
+        &with(&[("Digits", "1")]),
+        None,
+    );
+    assert!(queued.contains(ENQUEUE_SALES), "{queued}");
+    let wait = [
+        ("QueuePosition", "1"),
+        ("QueueTime", "2"),
+        ("CurrentQueueSize", "1"),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !post(&server, "/twilio/voice/wait", &with(&wait), None)
+        .1
+        .contains("You are number 1 in line.")
+    {
+        assert!(std::time::Instant::now() < deadline, "no callback offer");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, kept) = post(
+        &server,
+        "/twilio/voice/gather",
+        &with(&[("Digits", "1")]),
+        None,
+    );
+    assert!(
+        kept.contains("we will call you back") && kept.contains("<Hangup/>"),
+        "{kept}"
+    );
+
+    activity("available");
+    let (_, me) = server.call_as(Some(&sara), "GET", "/agent/v1/me", None);
+    let r = me["reservation"]["id"]
+        .as_str()
+        .expect("offered")
+        .to_string();
+    let (status, task) = server.call_as(
+        Some(&sara),
+        "POST",
+        &format!("/agent/v1/reservations/{r}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{task}");
+    let id = task["id"].as_str().unwrap().to_string();
+
+    let calls_json = format!("/2010-04-01/Accounts/{ACCOUNT}/Calls.json");
+    let hooks = |n: u32| {
+        let q = format!("task={id}&attempt={n}");
+        let at = |what: &str| format!("{PUBLIC}/twilio/callback/{what}?{q}");
+        (at("answered"), at("status"), at("dialed"), at("greet"))
+    };
+    let expect_call = |n: usize, attempt: u32| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while api.requests().len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Twilio was not asked to call"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let call = api.requests()[n - 1].clone();
+        assert_eq!(
+            (call.method.as_str(), call.path.as_str()),
+            ("POST", calls_json.as_str())
+        );
+        assert_eq!(call.content_type, "application/x-www-form-urlencoded");
+        let basic = base64_basic(ACCOUNT, TOKEN);
+        assert_eq!(call.authorization, basic);
+        let (answered, status, _, _) = hooks(attempt);
+        let form: Vec<(&str, &str)> = call
+            .form
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            form,
+            [
+                ("To", "+15557770001"),
+                ("From", "+15550100"),
+                ("Url", answered.as_str()),
+                ("Method", "POST"),
+                ("StatusCallback", status.as_str()),
+                ("StatusCallbackMethod", "POST"),
+                ("Timeout", "30"),
+            ]
+        );
+    };
+    let agent_call = [
+        ("AccountSid", ACCOUNT),
+        ("CallSid", "CA22222222222222222222222222222222"),
+        ("From", "+15550100"),
+        ("To", "+15557770001"),
+        ("CallStatus", "in-progress"),
+        ("Direction", "outbound-api"),
+    ];
+    let relative = |url: &str| url.strip_prefix(PUBLIC).unwrap().to_string();
+    let attempts = || {
+        let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+        t["callback"]["attempts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    // Attempt 1: sara answers, the customer's line is busy.
+    expect_call(1, 1);
+    let (answered, status_url, dialed, greet) = hooks(1);
+    let (status, twiml) = post(&server, &relative(&answered), &agent_call, None);
+    assert_eq!(status, 200, "{twiml}");
+    assert_eq!(
+        twiml,
+        format!(
+            r#"{HEAD}<Say>Calling the customer back.</Say><Dial callerId="+15550100" action="{}" method="POST" timeout="30"><Number url="{}" method="POST">+15551230002</Number></Dial></Response>"#,
+            dialed.replace('&', "&amp;"),
+            greet.replace('&', "&amp;")
+        )
+    );
+    let mut busy = agent_call.to_vec();
+    busy.push(("DialCallStatus", "busy"));
+    let (_, twiml) = post(&server, &relative(&dialed), &busy, None);
+    assert!(
+        twiml.contains("could not be reached: busy") && twiml.ends_with("<Hangup/></Response>"),
+        "{twiml}"
+    );
+    let mut ended = agent_call.to_vec();
+    ended[4] = ("CallStatus", "completed");
+    let (status, _) = post(&server, &relative(&status_url), &ended, None);
+    assert_eq!(status, 204);
+    let first = attempts();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        first[0]["result"], "busy",
+        "the first report stands: {first:?}"
+    );
+
+    // Attempt 2, a second later: the customer answers, is greeted, and talks to sara.
+    expect_call(2, 2);
+    let (answered, _, dialed, greet) = hooks(2);
+    let (_, twiml) = post(&server, &relative(&answered), &agent_call, None);
+    assert!(twiml.contains("<Number"), "{twiml}");
+    let (_, hello) = post(&server, &relative(&greet), &agent_call, None);
+    assert_eq!(
+        hello,
+        format!(
+            "{HEAD}<Say>Hello. This is the call back you asked for. Connecting you to an agent now.</Say></Response>"
+        )
+    );
+    let mut done = agent_call.to_vec();
+    done.push(("DialCallStatus", "completed"));
+    post(&server, &relative(&dialed), &done, None);
+    let all = attempts();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["result"], "answered");
+    let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(api.requests().len(), 2, "one call per attempt");
+}
+
+fn base64_basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}

@@ -306,11 +306,19 @@ fn callback_can_be_dialed(rt: &Runtime, agent: &str, id: &str) -> Result<(), Api
     let Some(reservation) = desk.reservations_of(agent).into_iter().find(|r| r.id == id) else {
         return Ok(());
     };
-    let Some(callback) = desk.task(&reservation.task).ok().and_then(|t| t.callback) else {
+    let Some(task) = desk.task(&reservation.task).ok() else {
+        return Ok(());
+    };
+    let Some(callback) = task.callback.clone() else {
         return Ok(());
     };
     let sip = &rt.config().sip;
-    let why = if sip.listen.is_none() {
+    let why = if crate::channels::twilio::callback::by_twilio(rt, &task) {
+        if rt.config().twilio.public_url.is_some() {
+            return Ok(());
+        }
+        "Twilio needs a URL to ask for the call's TwiML: set twilio.public_url"
+    } else if sip.listen.is_none() {
         "SIP is off on this server: set sip.listen (or --sip) so it can dial"
     } else if sip.trunk.is_none() && !callback.number.starts_with("sip:") {
         "there is no trunk to dial a number through: set sip.trunk (or SWITCHBOARD_SIP_TRUNK)"

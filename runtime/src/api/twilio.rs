@@ -26,6 +26,13 @@ pub fn routes() -> Router<Arc<Runtime>> {
         .route("/voice/wait", twiml_hook(twilio::waiting))
         .route("/voice/dequeued", twiml_hook(twilio::dequeued))
         .route("/voice/dialed", twiml_hook(twilio::dialed))
+        .route(
+            "/callback/answered",
+            callback_hook(twilio::callback::answered),
+        )
+        .route("/callback/greet", callback_hook(twilio::callback::greet))
+        .route("/callback/dialed", callback_hook(twilio::callback::dialed))
+        .route("/callback/status", post(callback_status))
         .route("/hold.wav", axum::routing::get(hold))
         .route("/sms", post(sms))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -134,6 +141,32 @@ fn twiml_hook(
             .await
         },
     )
+}
+
+/// A callback webhook (its task and attempt in the query) answered with TwiML.
+fn callback_hook(
+    answer: fn(&crate::runtime::Node, &Params, &str, Option<&str>) -> Result<String, WebhookError>,
+) -> axum::routing::MethodRouter<Arc<Runtime>> {
+    post(
+        move |State(rt): Api, headers: HeaderMap, OriginalUri(uri): OriginalUri, body: Bytes| async move {
+            webhook(rt, headers, uri, body, move |rt, params, base, uri| {
+                answer(rt, params, base, uri.query()).map(Some)
+            })
+            .await
+        },
+    )
+}
+
+async fn callback_status(
+    State(rt): Api,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    webhook(rt, headers, uri, body, |rt, params, _, uri| {
+        twilio::callback::status(rt, params, uri.query()).map(|()| None)
+    })
+    .await
 }
 
 async fn gather(

@@ -1728,6 +1728,10 @@ impl Router {
                     "callback {id} has no attempt {n}"
                 )));
             };
+            if attempt.ended_ms.is_some() {
+                // Told twice (a webhook sent again, two reports of one end): the first stands.
+                return Ok(task.clone());
+            }
             attempt.ended_ms = Some(now);
             attempt.answered = outcome.is_ok();
             attempt.result = Some(match &outcome {

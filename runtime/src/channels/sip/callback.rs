@@ -76,6 +76,10 @@ pub(super) fn start(ep: &Arc<Endpoint>) {
                     .unwrap_or_default()
             };
             for task in due {
+                // A customer who called a Twilio number is called back through Twilio.
+                if crate::channels::twilio::callback::by_twilio(&node, &task) {
+                    continue;
+                }
                 if !dialing
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

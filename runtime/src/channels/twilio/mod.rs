@@ -4,6 +4,7 @@
 //! within an idle window) and rendering step actions as TwiML. Signature checks live in
 //! [`signature`]. Never runs a flow itself.
 
+pub mod callback;
 pub mod rest;
 pub mod signature;
 pub mod twiml;

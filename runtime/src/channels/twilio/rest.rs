@@ -95,6 +95,35 @@ impl Rest {
         Ok(answer["sid"].as_str().unwrap_or_default().to_string())
     }
 
+    /// Places a call from one of the account's numbers (`POST .../Calls.json` with `To`,
+    /// `From`, `Url` for its TwiML once answered, `StatusCallback` for how it ended, and
+    /// `Timeout` to ring); the call's SID. Never sent again after a server error: that could
+    /// ring the phone twice.
+    pub fn create_call(
+        &self,
+        to: &str,
+        from: &str,
+        url: &str,
+        status_callback: &str,
+        timeout_secs: u64,
+    ) -> Result<String, RestError> {
+        let timeout = timeout_secs.to_string();
+        let answer = self.post(
+            "Calls.json",
+            &[
+                ("To", to),
+                ("From", from),
+                ("Url", url),
+                ("Method", "POST"),
+                ("StatusCallback", status_callback),
+                ("StatusCallbackMethod", "POST"),
+                ("Timeout", timeout.as_str()),
+            ],
+            false,
+        )?;
+        Ok(answer["sid"].as_str().unwrap_or_default().to_string())
+    }
+
     /// Gives a live call new TwiML at once (`POST .../Calls/{CallSid}.json` with `Twiml`): a
     /// caller waiting in `<Enqueue>` leaves the queue and runs it.
     pub fn redirect_call(&self, call_sid: &str, twiml: &str) -> Result<(), RestError> {

@@ -158,6 +158,36 @@ impl TwiML {
         let _ = self.writer.write_event(Event::End(BytesEnd::new("Dial")));
     }
 
+    /// A callback's dial of the customer, from the agent's answered call: `<Dial
+    /// callerId=.. action=.. timeout=..><Number url=..>number</Number></Dial>` (the
+    /// `url` runs for the customer when they answer, before the two are connected).
+    pub fn dial_customer(
+        &mut self,
+        number: &str,
+        caller_id: &str,
+        action: &str,
+        greet: &str,
+        timeout_secs: u64,
+    ) {
+        let mut start = BytesStart::new("Dial");
+        start.push_attribute(("callerId", caller_id));
+        start.push_attribute(("action", action));
+        start.push_attribute(("method", "POST"));
+        start.push_attribute(("timeout", timeout_secs.to_string().as_str()));
+        let _ = self.writer.write_event(Event::Start(start));
+        let noun = if number.starts_with("sip:") || number.starts_with("sips:") {
+            "Sip"
+        } else {
+            "Number"
+        };
+        self.element(
+            noun,
+            &[("url", greet.to_string()), ("method", "POST".to_string())],
+            Some(number),
+        );
+        let _ = self.writer.write_event(Event::End(BytesEnd::new("Dial")));
+    }
+
     /// `<Dial>target</Dial>`.
     pub fn dial(&mut self, target: &str) {
         self.element("Dial", &[], Some(target));
