@@ -1415,10 +1415,19 @@ fn a_warm_transfer_consults_another_agent_while_the_caller_hears_music_then_hand
         "/agent/v1/activity",
         Some(json!({"activity": "available"})),
     );
+    let mut bob_desk = crate::support::desk(&server, &bob);
+    let mut pushed = |kind: &str| loop {
+        let push = bob_desk.next();
+        if push["type"] == kind {
+            return push;
+        }
+    };
 
     for complete in [false, true] {
         let (status, asked) = post(&alice, "consult", Some(json!({"agent": "bob"})));
         assert_eq!(status, 200, "{asked}");
+        let told = pushed("consulted");
+        assert_eq!(told["task"]["id"], id.as_str(), "{told}");
         let talking = |server: &Server| {
             let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
             t["consult"]["stage"] == "talking"
@@ -1444,10 +1453,13 @@ fn a_warm_transfer_consults_another_agent_while_the_caller_hears_music_then_hand
             None,
         );
         assert_eq!(status, 200, "{done}");
-        wait_until("the consult to end", 10, || {
-            let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
-            t["consult"].is_null()
-        });
+        let over = pushed("consult-over");
+        let expected = if complete {
+            "the call is yours"
+        } else {
+            "the call went back: taken back by the agent"
+        };
+        assert_eq!(over["reason"], expected, "{over}");
         std::thread::sleep(Duration::from_millis(500));
         if !complete {
             // Taken back: the caller and alice hear each other again.

@@ -223,6 +223,12 @@ pub enum NoticeKind {
     /// The agent's activity changed (by a supervisor, the router after missed offers, or
     /// the agent).
     Activity,
+    /// Another agent consults them about a call they hold (a warm transfer): their phone
+    /// rings, their capacity is taken.
+    Consulted,
+    /// A warm transfer they were consulted on ended: the call is now theirs (the task names
+    /// them), or it went back (the reason says why).
+    ConsultOver,
 }
 
 /// The task router.
@@ -1524,6 +1530,12 @@ impl Router {
                 stage: ConsultStage::Ringing,
             });
             let snapshot = task.clone();
+            state.tell(
+                agent,
+                NoticeKind::Consulted,
+                Some(&snapshot),
+                Some(format!("{worker} consults you about a call: your phone rings")),
+            );
             let mut batch = Batch::new();
             stage_task(&mut batch, &snapshot)?;
             self.commit(&mut state, batch)?;
@@ -1619,6 +1631,15 @@ impl Router {
                 task.agent = Some(consult.agent.clone());
             }
             let snapshot = task.clone();
+            state.tell(
+                &consult.agent,
+                NoticeKind::ConsultOver,
+                Some(&snapshot),
+                Some(match failed {
+                    None => "the call is yours".to_string(),
+                    Some(why) => format!("the call went back: {why}"),
+                }),
+            );
             stage_task(&mut batch, &snapshot)?;
             if failed.is_none() {
                 self.stage_news(
