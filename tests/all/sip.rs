@@ -1484,3 +1484,49 @@ fn a_warm_transfer_consults_another_agent_while_the_caller_hears_music_then_hand
     let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
     assert_eq!(t["status"], "completed", "{t}");
 }
+
+/// Alice asks to transfer a call to a number and hangs up while it rings; the number turns
+/// out busy: nobody is left to take the caller back, so the task's conversation ends and the
+/// flow ends the call (the caller is not left on a dead line).
+#[test]
+fn an_agent_who_hangs_up_while_a_transfer_rings_does_not_leave_the_caller_on_a_dead_line() {
+    use crate::sipp::{PhoneAct, busy_after, free_port};
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_ivr_server(dir.path(), &[]);
+    let (alice, _ear, alice_phone) =
+        phone_for(&server, dir.path(), "alice", &[PhoneAct::Talk(1500)], true);
+    let target_port = free_port().to_string();
+    let busy = busy_after(dir.path(), "target", 3000);
+    let target = sipp(
+        dir.path(),
+        &busy,
+        sip_addr(&server),
+        "target",
+        &["-p", target_port.as_str()],
+    );
+    let caller_ear = Ear::new();
+    let caller = sales_caller(&server, dir.path(), &caller_ear, "+15554471");
+    let task = accepts(&server, &alice, 1.0);
+    let id = task["id"].as_str().unwrap();
+    let (status, asked) = server.call_as(
+        Some(&alice),
+        "POST",
+        &format!("/agent/v1/tasks/{id}/transfer"),
+        Some(json!({"number": format!("sip:target@127.0.0.1:{target_port}")})),
+    );
+    assert_eq!(status, 200, "{asked}");
+    alice_phone.succeeds();
+    target.succeeds();
+    caller.succeeds();
+    all_calls_over(&server);
+    let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+    assert_eq!(t["status"], "completed", "{t}");
+    assert!(
+        t["attributes"]["transfer_failed"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("486"),
+        "{t}"
+    );
+}

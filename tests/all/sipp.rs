@@ -779,12 +779,29 @@ fn decode(pt: u8, byte: u8) -> i16 {
 
 /// A phone that answers every INVITE with 486 Busy Here (and takes the ACK).
 pub fn busy_phone(dir: &Path, name: &str) -> PathBuf {
+    busy_after(dir, name, 0)
+}
+
+/// A phone that rings (180) for `ring_ms`, then answers 486 Busy Here.
+pub fn busy_after(dir: &Path, name: &str, ring_ms: u64) -> PathBuf {
     let path = dir.join(format!("busy-{name}.xml"));
     std::fs::write(
         &path,
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <scenario name="busy">
   <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]busy[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+    ]]>
+  </send>
+  <pause milliseconds="RING"/>
   <send>
     <![CDATA[
 SIP/2.0 486 Busy Here
@@ -798,7 +815,8 @@ Content-Length: 0
   </send>
   <recv request="ACK"/>
 </scenario>
-"#,
+"#
+        .replace("RING", &ring_ms.to_string()),
     )
     .unwrap();
     path

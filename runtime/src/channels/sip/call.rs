@@ -222,6 +222,7 @@ pub(super) fn incoming(ep: &Arc<Endpoint>, invite: Message, peer: Peer) {
         bridging: false,
         holding: None,
         outlives_flow: false,
+        hung_up: std::collections::HashSet::new(),
     };
     tokio::spawn(async move {
         let outcome = call.serve().await;
@@ -255,6 +256,8 @@ struct Call {
     /// Transferred by an agent to a number: the bridge lasts until either side hangs up,
     /// whatever the flow does once the task is over.
     outlives_flow: bool,
+    /// Outbound legs whose BYE was answered while they were set aside.
+    hung_up: std::collections::HashSet<String>,
     /// Digits pressed while the prompts before a gather played ("type-ahead", as VoiceXML
     /// keeps them): handed to that gather, which then skips its prompt.
     ahead: std::collections::VecDeque<char>,
@@ -734,6 +737,11 @@ impl Call {
 
     /// A message for an outbound leg we are not waiting on: answer requests, ignore the rest.
     fn stray(&mut self, m: Message, peer: Peer) {
+        if m.is_request() && m.method() == "BYE" {
+            // A leg set aside (an agent's, while a transfer rings) hung up: remembered, so
+            // the caller is not handed back to it.
+            self.hung_up.insert(m.call_id().to_string());
+        }
         if m.is_request() && m.method() != "ACK" {
             let code = if m.method() == "BYE" { 200 } else { 481 };
             let reason = if code == 200 {
@@ -1175,7 +1183,13 @@ impl Call {
         tracing::info!(contact, agent, "caller bridged to the agent");
         self.holding = task.clone().map(|t| (t, agent.clone()));
         loop {
-            let ended = self.bridged().await;
+            // The agent's leg hung up while set aside (a transfer that rang out): as if
+            // they hung up in the bridge.
+            let ended = if self.outbound.is_none() {
+                Ok(BridgeEnd::HungUp)
+            } else {
+                self.bridged().await
+            };
             let reason = match &ended {
                 Err(Gone::Caller) => "the caller hung up",
                 _ => "the call ended",
@@ -1254,6 +1268,17 @@ impl Call {
                 return Err(gone);
             }
         };
+        if self.hung_up.remove(&agent_leg.dialog.call_id) {
+            // The agent hung up while the consulted phone rang: handed over if it answered.
+            agent_leg.leg.close();
+            self.ep.unroute(&agent_leg.dialog.call_id);
+            self.consult_over(&task, why.as_deref()).await;
+            return Ok(if why.is_none() {
+                target.to_string()
+            } else {
+                agent.to_string()
+            });
+        }
         if let Some(why) = why {
             self.outbound = Some(agent_leg);
             self.consult_over(&task, Some(&why)).await;
@@ -1439,7 +1464,11 @@ impl Call {
             }
         };
         // Whichever leg is not kept is hung up; the kept one ends up in `outbound`.
+        let agent_gone = self.hung_up.remove(&agent_leg.dialog.call_id);
         let new_leg = self.outbound.replace(agent_leg);
+        if agent_gone {
+            self.drop_outbound();
+        }
         if let Err(why) = placed {
             tracing::warn!(contact = ?self.contact, target, why, "transfer to a number failed; back to the agent");
             if refer {
