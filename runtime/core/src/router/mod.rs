@@ -226,6 +226,9 @@ pub enum NoticeKind {
     /// Another agent consults them about a call they hold (a warm transfer): their phone
     /// rings, their capacity is taken.
     Consulted,
+    /// Their transfer of a call to a number failed (the reason says why): the caller is
+    /// back with them.
+    TransferFailed,
     /// A warm transfer they were consulted on ended: the call is now theirs (the task names
     /// them), or it went back (the reason says why).
     ConsultOver,
@@ -1361,7 +1364,17 @@ impl Router {
                     None => map.remove("transfer_failed"),
                 };
             }
+            let told = task.agent.clone().zip(failed);
             let snapshot = task.clone();
+            if let Some((agent, why)) = told {
+                let reason = format!("{why}; the caller is back with you");
+                state.tell(
+                    &agent,
+                    NoticeKind::TransferFailed,
+                    Some(&snapshot),
+                    Some(reason),
+                );
+            }
             let mut batch = Batch::new();
             stage_task(&mut batch, &snapshot)?;
             self.commit(&mut state, batch)?;

@@ -32,7 +32,7 @@ use message::{Message, ParseError};
 const NONCE_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Methods we answer.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REGISTER";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER, REGISTER";
 
 /// Where a message came from, and how to answer it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
