@@ -1530,3 +1530,113 @@ fn an_agent_who_hangs_up_while_a_transfer_rings_does_not_leave_the_caller_on_a_d
         "{t}"
     );
 }
+
+/// Switchboard is killed while a callback attempt rings the customer: after the restart that
+/// attempt is recorded as interrupted and never dialed again; the next attempt follows the
+/// retry interval and reaches the customer. The customer's line saw one INVITE per attempt.
+#[test]
+fn a_callback_attempt_interrupted_by_a_sigkill_is_not_dialed_again() {
+    use crate::sipp::{PhoneAct, agent_phone_doing, free_port, rings_unanswered};
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let customer_port = free_port().to_string();
+    let trunk = format!("127.0.0.1:{customer_port}");
+    let env = [("SWITCHBOARD_SIP_TRUNK", trunk.as_str())];
+    let server = crate::support::sip_ivr_server_with_env(dir.path(), &[], &env);
+    let queue = json!({"wait_event_secs": 2, "callback_retry_secs": 3});
+    assert_eq!(server.call("PUT", "/v1/queues/sales", Some(queue)).0, 200);
+    let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
+    let away = json!({"activity": "break"});
+    server.call_as(Some(&alice), "PUT", "/agent/v1/activity", Some(away));
+    let alice_ear = Ear::only(0);
+    let (register, answer) = agent_phone_doing(
+        dir.path(),
+        "alice",
+        &alice,
+        alice_ear.port(),
+        "0",
+        &[],
+        false,
+    );
+    let phone_port = free_port().to_string();
+    let args = ["-p", phone_port.as_str()];
+    sipp(dir.path(), &register, sip_addr(&server), "alice", &args).succeeds();
+    // Answers both attempts; the first call is never hung up (its server dies): not awaited.
+    let args = ["-p", phone_port.as_str(), "-m", "2"];
+    let _phone = sipp(dir.path(), &answer, sip_addr(&server), "alice", &args);
+
+    let caller_ear = Ear::new();
+    let scenario = Caller::dial(caller_ear.port(), "+15554480")
+        .answered()
+        .pause(2500)
+        .press_info("1")
+        .pause(4500)
+        .press_info("1")
+        .expect_bye(20_000)
+        .write(dir.path(), "callback-caller-2");
+    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+
+    let ringing = rings_unanswered(dir.path(), "customer", 4000);
+    let customer_args = ["-p", customer_port.as_str()];
+    let first = sipp(
+        dir.path(),
+        &ringing,
+        sip_addr(&server),
+        "customer",
+        &customer_args,
+    );
+    let available = json!({"activity": "available"});
+    server.call_as(Some(&alice), "PUT", "/agent/v1/activity", Some(available));
+    let task = accepts(&server, &alice, 0.0);
+    let id = task["id"].as_str().unwrap().to_string();
+    let attempts = |server: &Server| {
+        let (_, task) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+        task["callback"]["attempts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    // The agent answered and the customer's phone rings: kill.
+    wait_until("the customer's phone to ring", 15, || {
+        alice_ear.loud_count() > 10
+    });
+    assert!(
+        attempts(&server)[0]["result"].is_null(),
+        "attempt 1 under way"
+    );
+    server.kill();
+    assert!(
+        first.wait().success(),
+        "the customer's phone saw attempt 1 ring once"
+    );
+
+    let server = crate::support::sip_ivr_server_with_env(dir.path(), &[], &env);
+    let after = attempts(&server);
+    assert_eq!(after.len(), 1, "{after:?}");
+    let result = after[0]["result"].as_str().unwrap_or_default();
+    assert!(result.starts_with("interrupted"), "{after:?}");
+    let customer_ear = Ear::only(0);
+    let (_, answers) = agent_phone_doing(
+        dir.path(),
+        "customer",
+        "",
+        customer_ear.port(),
+        "0",
+        &[PhoneAct::Talk(1000)],
+        true,
+    );
+    let customer = sipp(
+        dir.path(),
+        &answers,
+        sip_addr(&server),
+        "customer",
+        &customer_args,
+    );
+    customer.succeeds();
+    wait_until("attempt 2 to be recorded", 10, || {
+        attempts(&server).len() == 2
+    });
+    let all = attempts(&server);
+    assert_eq!(all[1]["result"], "answered", "{all:?}");
+    assert_eq!(all[1]["n"], 2);
+}

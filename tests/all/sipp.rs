@@ -821,3 +821,32 @@ Content-Length: 0
     .unwrap();
     path
 }
+
+/// A phone that rings (180) for `ring_ms` and never answers (its scenario then ends).
+pub fn rings_unanswered(dir: &Path, name: &str, ring_ms: u64) -> PathBuf {
+    let path = dir.join(format!("rings-{name}.xml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<scenario name="rings">
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]ring[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+    ]]>
+  </send>
+  <pause milliseconds="{ring_ms}"/>
+</scenario>
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
