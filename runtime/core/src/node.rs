@@ -335,6 +335,20 @@ impl Node {
                     settled = false;
                 }
             }
+            // Callback attempts it was dialing went with it: recorded as interrupted, never
+            // dialed again; the next attempt follows the retry interval, from any node.
+            match self.router.interrupted_callbacks(&node) {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    node,
+                    attempts = n,
+                    "a lost node's callback attempts are recorded as interrupted"
+                ),
+                Err(e) => {
+                    tracing::warn!(node, error = %e, "cannot close a lost node's callback attempts; will try again");
+                    settled = false;
+                }
+            }
             if settled {
                 tracing::warn!(
                     node,
