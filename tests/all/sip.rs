@@ -1203,61 +1203,14 @@ fn an_agent_transfers_a_call_to_a_number_and_the_caller_talks_to_it() {
 /// answers, is greeted, and the two hear each other. Each attempt happened once.
 #[test]
 fn a_callback_rings_the_agent_then_the_customer_and_retries_a_busy_line_across_a_sigkill() {
-    use crate::sipp::{PhoneAct, agent_phone_doing, busy_phone, free_port};
+    use crate::sipp::{PhoneAct, agent_phone_doing, busy_phone};
     private_network();
     let dir = tempfile::tempdir().unwrap();
-    let customer_port = free_port().to_string();
-    let trunk = format!("127.0.0.1:{customer_port}");
-    let env = [("SWITCHBOARD_SIP_TRUNK", trunk.as_str())];
-    let server = crate::support::sip_ivr_server_with_env(dir.path(), &[], &env);
-    let (status, _) = server.call(
-        "PUT",
-        "/v1/queues/sales",
-        Some(json!({"wait_event_secs": 2, "callback_retry_secs": 3, "callback_attempts": 3})),
-    );
-    assert_eq!(status, 200);
-    let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
-    server.call_as(
-        Some(&alice),
-        "PUT",
-        "/agent/v1/activity",
-        Some(json!({"activity": "break"})),
-    );
-    let alice_ear = Ear::only(0);
-    let (register, answer) = agent_phone_doing(
-        dir.path(),
-        "alice",
-        &alice,
-        alice_ear.port(),
-        "0",
-        &[],
-        false,
-    );
-    let phone_port = free_port().to_string();
-    let phone_args = ["-p", phone_port.as_str()];
-    sipp(
-        dir.path(),
-        &register,
-        sip_addr(&server),
-        "alice",
-        &phone_args,
-    )
-    .succeeds();
-    // Alice's phone answers twice (one call per attempt) and is hung up each time.
-    let phone_args = ["-p", phone_port.as_str(), "-m", "2"];
-    let phone = sipp(dir.path(), &answer, sip_addr(&server), "alice", &phone_args);
-
-    // The caller presses 1 for sales, then 1 again when offered a callback.
-    let caller_ear = Ear::new();
-    let scenario = Caller::dial(caller_ear.port(), "+15554460")
-        .answered()
-        .pause(2500)
-        .press_info("1")
-        .pause(4500)
-        .press_info("1")
-        .expect_bye(20_000)
-        .write(dir.path(), "callback-caller");
-    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+    let asked = callback_asked(dir.path(), "+15554460");
+    let (server, alice, alice_ear, phone) =
+        (asked.server, asked.alice, asked.alice_ear, asked.phone);
+    let (env, customer_port) = (asked.env, asked.customer_port);
+    let env = [("SWITCHBOARD_SIP_TRUNK", env.as_str())];
     let contact = last_contact(&server);
     assert_eq!(contact["status"]["reason"], "callback", "{contact}");
 
@@ -1536,46 +1489,15 @@ fn an_agent_who_hangs_up_while_a_transfer_rings_does_not_leave_the_caller_on_a_d
 /// retry interval and reaches the customer. The customer's line saw one INVITE per attempt.
 #[test]
 fn a_callback_attempt_interrupted_by_a_sigkill_is_not_dialed_again() {
-    use crate::sipp::{PhoneAct, agent_phone_doing, free_port, rings_unanswered};
+    use crate::sipp::{PhoneAct, agent_phone_doing, rings_unanswered};
     private_network();
     let dir = tempfile::tempdir().unwrap();
-    let customer_port = free_port().to_string();
-    let trunk = format!("127.0.0.1:{customer_port}");
-    let env = [("SWITCHBOARD_SIP_TRUNK", trunk.as_str())];
-    let server = crate::support::sip_ivr_server_with_env(dir.path(), &[], &env);
-    let queue = json!({"wait_event_secs": 2, "callback_retry_secs": 3});
-    assert_eq!(server.call("PUT", "/v1/queues/sales", Some(queue)).0, 200);
-    let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
-    let away = json!({"activity": "break"});
-    server.call_as(Some(&alice), "PUT", "/agent/v1/activity", Some(away));
-    let alice_ear = Ear::only(0);
-    let (register, answer) = agent_phone_doing(
-        dir.path(),
-        "alice",
-        &alice,
-        alice_ear.port(),
-        "0",
-        &[],
-        false,
-    );
-    let phone_port = free_port().to_string();
-    let args = ["-p", phone_port.as_str()];
-    sipp(dir.path(), &register, sip_addr(&server), "alice", &args).succeeds();
-    // Answers both attempts; the first call is never hung up (its server dies): not awaited.
-    let args = ["-p", phone_port.as_str(), "-m", "2"];
-    let _phone = sipp(dir.path(), &answer, sip_addr(&server), "alice", &args);
-
-    let caller_ear = Ear::new();
-    let scenario = Caller::dial(caller_ear.port(), "+15554480")
-        .answered()
-        .pause(2500)
-        .press_info("1")
-        .pause(4500)
-        .press_info("1")
-        .expect_bye(20_000)
-        .write(dir.path(), "callback-caller-2");
-    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
-
+    let asked = callback_asked(dir.path(), "+15554480");
+    let (server, alice, alice_ear) = (asked.server, asked.alice, asked.alice_ear);
+    // The first call to alice's phone is never hung up (its server dies): not awaited.
+    let _phone = asked.phone;
+    let (env, customer_port) = (asked.env, asked.customer_port);
+    let env = [("SWITCHBOARD_SIP_TRUNK", env.as_str())];
     let ringing = rings_unanswered(dir.path(), "customer", 4000);
     let customer_args = ["-p", customer_port.as_str()];
     let first = sipp(
@@ -1639,4 +1561,59 @@ fn a_callback_attempt_interrupted_by_a_sigkill_is_not_dialed_again() {
     let all = attempts(&server);
     assert_eq!(all[1]["result"], "answered", "{all:?}");
     assert_eq!(all[1]["n"], 2);
+}
+
+/// A caller who asked to be called back, waiting for alice.
+struct CallbackAsked {
+    server: Server,
+    /// `sip.trunk`: where the customer's phone answers.
+    env: String,
+    customer_port: String,
+    alice: String,
+    alice_ear: Ear,
+    /// Alice's phone, answering two calls (one per attempt) and hung up each time.
+    phone: crate::sipp::Sipp,
+}
+
+/// A server whose trunk is a free port, sales retrying callbacks after 3 s, alice on a break
+/// with a registered phone, and a caller from `from` who waited in sales and took the
+/// callback offer (the call ended, the task kept its place).
+fn callback_asked(dir: &std::path::Path, from: &str) -> CallbackAsked {
+    use crate::sipp::{agent_phone_doing, free_port};
+    let customer_port = free_port().to_string();
+    let trunk = format!("127.0.0.1:{customer_port}");
+    let env = [("SWITCHBOARD_SIP_TRUNK", trunk.as_str())];
+    let server = crate::support::sip_ivr_server_with_env(dir, &[], &env);
+    let queue = json!({"wait_event_secs": 2, "callback_retry_secs": 3, "callback_attempts": 3});
+    assert_eq!(server.call("PUT", "/v1/queues/sales", Some(queue)).0, 200);
+    let alice = agent(&server, "alice", json!({}), json!({"voice": 1}));
+    let away = json!({"activity": "break"});
+    server.call_as(Some(&alice), "PUT", "/agent/v1/activity", Some(away));
+    let alice_ear = Ear::only(0);
+    let (register, answer) =
+        agent_phone_doing(dir, "alice", &alice, alice_ear.port(), "0", &[], false);
+    let phone_port = free_port().to_string();
+    let args = ["-p", phone_port.as_str()];
+    sipp(dir, &register, sip_addr(&server), "alice", &args).succeeds();
+    let args = ["-p", phone_port.as_str(), "-m", "2"];
+    let phone = sipp(dir, &answer, sip_addr(&server), "alice", &args);
+    // The caller presses 1 for sales, then 1 again when offered a callback.
+    let caller_ear = Ear::new();
+    let scenario = Caller::dial(caller_ear.port(), from)
+        .answered()
+        .pause(2500)
+        .press_info("1")
+        .pause(4500)
+        .press_info("1")
+        .expect_bye(20_000)
+        .write(dir, &format!("callback-caller-{from}"));
+    sipp(dir, &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+    CallbackAsked {
+        server,
+        env: trunk,
+        customer_port,
+        alice,
+        alice_ear,
+        phone,
+    }
 }

@@ -790,18 +790,7 @@ pub fn busy_after(dir: &Path, name: &str, ring_ms: u64) -> PathBuf {
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <scenario name="busy">
   <recv request="INVITE"/>
-  <send>
-    <![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]busy[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-    ]]>
-  </send>
-  <pause milliseconds="RING"/>
+RINGING  <pause milliseconds="RING"/>
   <send>
     <![CDATA[
 SIP/2.0 486 Busy Here
@@ -816,6 +805,7 @@ Content-Length: 0
   <recv request="ACK"/>
 </scenario>
 "#
+        .replace("RINGING", RINGING)
         .replace("RING", &ring_ms.to_string()),
     )
     .unwrap();
@@ -825,28 +815,23 @@ Content-Length: 0
 /// A phone that rings (180) for `ring_ms` and never answers (its scenario then ends).
 pub fn rings_unanswered(dir: &Path, name: &str, ring_ms: u64) -> PathBuf {
     let path = dir.join(format!("rings-{name}.xml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<scenario name="rings">
-  <recv request="INVITE"/>
-  <send>
+    let scenario = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<scenario name=\"rings\">\n  <recv request=\"INVITE\"/>\n{RINGING}  <pause milliseconds=\"{ring_ms}\"/>\n</scenario>\n"
+    );
+    std::fs::write(&path, scenario).unwrap();
+    path
+}
+
+/// A phone's 180 Ringing to the INVITE just received.
+const RINGING: &str = r#"  <send>
     <![CDATA[
 SIP/2.0 180 Ringing
 [last_Via:]
 [last_From:]
-[last_To:];tag=[pid]ring[call_number]
+[last_To:];tag=[pid]busy[call_number]
 [last_Call-ID:]
 [last_CSeq:]
 Content-Length: 0
     ]]>
   </send>
-  <pause milliseconds="{ring_ms}"/>
-</scenario>
-"#
-        ),
-    )
-    .unwrap();
-    path
-}
+"#;

@@ -1298,10 +1298,7 @@ impl Router {
                     let task = state.tasks.get_mut(id).expect("checked above");
                     task.transfer_to = Some(number.clone());
                     let snapshot = task.clone();
-                    let mut batch = Batch::new();
-                    stage_task(&mut batch, &snapshot)?;
-                    self.commit(&mut state, batch)?;
-                    return Ok(snapshot);
+                    return self.commit_task(&mut state, snapshot);
                 }
             };
             let timeout_secs = state
@@ -1375,10 +1372,7 @@ impl Router {
                     Some(reason),
                 );
             }
-            let mut batch = Batch::new();
-            stage_task(&mut batch, &snapshot)?;
-            self.commit(&mut state, batch)?;
-            Ok(snapshot)
+            self.commit_task(&mut state, snapshot)
         })
     }
 
@@ -1487,10 +1481,7 @@ impl Router {
         });
         task.contact = None;
         let snapshot = task.clone();
-        let mut batch = Batch::new();
-        stage_task(&mut batch, &snapshot)?;
-        self.commit(&mut state, batch)?;
-        Ok(snapshot)
+        self.commit_task(&mut state, snapshot)
     }
 
     /// The agent holding a call starts a warm transfer to `agent`: the consulted agent's
@@ -1549,10 +1540,7 @@ impl Router {
                 Some(&snapshot),
                 Some(format!("{worker} consults you about a call: your phone rings")),
             );
-            let mut batch = Batch::new();
-            stage_task(&mut batch, &snapshot)?;
-            self.commit(&mut state, batch)?;
-            Ok(snapshot)
+            self.commit_task(&mut state, snapshot)
         })
     }
 
@@ -1589,10 +1577,7 @@ impl Router {
             }
             consult.stage = stage;
             let snapshot = task.clone();
-            let mut batch = Batch::new();
-            stage_task(&mut batch, &snapshot)?;
-            self.commit(&mut state, batch)?;
-            Ok(snapshot)
+            self.commit_task(&mut state, snapshot)
         })
     }
 

@@ -331,6 +331,14 @@ impl Router {
         Ok(())
     }
 
+    /// Commits one changed task (and sends what the change told agents).
+    pub(super) fn commit_task(&self, state: &mut State, task: Task) -> Result<Task, RouterError> {
+        let mut batch = Batch::new();
+        stage_task(&mut batch, &task)?;
+        self.commit(state, batch)?;
+        Ok(task)
+    }
+
     /// Commits one router change and makes it durable.
     /// Commits a change already made to `state`. When the store refuses it (a database
     /// away, a full disk), `state` is read back from the store, so memory never runs ahead
