@@ -1203,7 +1203,7 @@ fn an_agent_transfers_a_call_to_a_number_and_the_caller_talks_to_it() {
 /// answers, is greeted, and the two hear each other. Each attempt happened once.
 #[test]
 fn a_callback_rings_the_agent_then_the_customer_and_retries_a_busy_line_across_a_sigkill() {
-    use crate::sipp::{PhoneAct, agent_phone_doing, busy_phone};
+    use crate::sipp::busy_phone;
     private_network();
     let dir = tempfile::tempdir().unwrap();
     let asked = callback_asked(dir.path(), "+15554460");
@@ -1258,23 +1258,7 @@ fn a_callback_rings_the_agent_then_the_customer_and_retries_a_busy_line_across_a
     // Killed before the retry; started again on the same data.
     server.kill();
     let server = crate::support::sip_ivr_server_with_env(dir.path(), &[], &env);
-    let customer_ear = Ear::only(0);
-    let (_, answers) = agent_phone_doing(
-        dir.path(),
-        "customer",
-        "",
-        customer_ear.port(),
-        "0",
-        &[PhoneAct::Talk(10_000)],
-        true,
-    );
-    let customer = sipp(
-        dir.path(),
-        &answers,
-        sip_addr(&server),
-        "customer",
-        &customer_args,
-    );
+    let (customer_ear, customer) = customer_answers(dir.path(), &server, &customer_args, 10_000);
     wait_until("the customer to be greeted", 20, || {
         customer_ear.loud_count() > 25
     });
@@ -1489,7 +1473,7 @@ fn an_agent_who_hangs_up_while_a_transfer_rings_does_not_leave_the_caller_on_a_d
 /// retry interval and reaches the customer. The customer's line saw one INVITE per attempt.
 #[test]
 fn a_callback_attempt_interrupted_by_a_sigkill_is_not_dialed_again() {
-    use crate::sipp::{PhoneAct, agent_phone_doing, rings_unanswered};
+    use crate::sipp::rings_unanswered;
     private_network();
     let dir = tempfile::tempdir().unwrap();
     let asked = callback_asked(dir.path(), "+15554480");
@@ -1537,23 +1521,7 @@ fn a_callback_attempt_interrupted_by_a_sigkill_is_not_dialed_again() {
     assert_eq!(after.len(), 1, "{after:?}");
     let result = after[0]["result"].as_str().unwrap_or_default();
     assert!(result.starts_with("interrupted"), "{after:?}");
-    let customer_ear = Ear::only(0);
-    let (_, answers) = agent_phone_doing(
-        dir.path(),
-        "customer",
-        "",
-        customer_ear.port(),
-        "0",
-        &[PhoneAct::Talk(1000)],
-        true,
-    );
-    let customer = sipp(
-        dir.path(),
-        &answers,
-        sip_addr(&server),
-        "customer",
-        &customer_args,
-    );
+    let (_customer_ear, customer) = customer_answers(dir.path(), &server, &customer_args, 1000);
     customer.succeeds();
     wait_until("attempt 2 to be recorded", 10, || {
         attempts(&server).len() == 2
@@ -1616,4 +1584,20 @@ fn callback_asked(dir: &std::path::Path, from: &str) -> CallbackAsked {
         alice_ear,
         phone,
     }
+}
+
+/// The customer's phone behind the trunk (`args` give its port), answering the next call,
+/// talking `talk_ms`, then hanging up; its ear and its sipp.
+fn customer_answers(
+    dir: &std::path::Path,
+    server: &Server,
+    args: &[&str],
+    talk_ms: u64,
+) -> (Ear, crate::sipp::Sipp) {
+    use crate::sipp::{PhoneAct, agent_phone_doing};
+    let ear = Ear::only(0);
+    let acts = [PhoneAct::Talk(talk_ms)];
+    let (_, answers) = agent_phone_doing(dir, "customer", "", ear.port(), "0", &acts, true);
+    let phone = sipp(dir, &answers, sip_addr(server), "customer", args);
+    (ear, phone)
 }
