@@ -1063,6 +1063,14 @@ fn an_agent_transfers_a_call_to_another_queue_and_the_next_agent_talks_to_the_ca
     // Alice is free again (her capacity went back when she transferred).
     let (_, me) = server.call_as(Some(&alice), "GET", "/agent/v1/me", None);
     assert!(me["reservation"].is_null(), "{me}");
+    assert_eq!(
+        legs(&server),
+        [
+            "connected to alice's phone",
+            "alice transferred the call to queue support",
+            "connected to bob's phone",
+        ]
+    );
 }
 
 /// A REFER from alice's phone to bob by name: 202, a NOTIFY saying 200, alice's leg is hung
@@ -1194,6 +1202,14 @@ fn an_agent_transfers_a_call_to_a_number_and_the_caller_talks_to_it() {
     assert!(task["transfer_to"].is_null(), "{task}");
     let notes = task["wrapup"].as_str().unwrap_or_default();
     assert!(notes.contains("transferred to sip:operator@"), "{task}");
+    let legs = legs(&server);
+    assert_eq!(legs.len(), 3, "{legs:?}");
+    assert_eq!(legs[0], "connected to alice's phone");
+    assert!(
+        legs[1].starts_with("transfer to +15559999 failed"),
+        "{legs:?}"
+    );
+    assert_eq!(legs[2], format!("alice transferred the call to {target}"));
 }
 
 /// The whole callback: a caller waiting in sales asks to be called back and hangs up; alice
@@ -1420,6 +1436,15 @@ fn a_warm_transfer_consults_another_agent_while_the_caller_hears_music_then_hand
     all_calls_over(&server);
     let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
     assert_eq!(t["status"], "completed", "{t}");
+    // The contact's transcript shows every leg, in order.
+    assert_eq!(
+        legs(&server),
+        [
+            "connected to alice's phone",
+            "alice consulted bob; the call stayed with alice (taken back by the agent)",
+            "alice handed the call over to bob",
+        ]
+    );
 }
 
 /// Alice asks to transfer a call to a number and hangs up while it rings; the number turns
@@ -1600,4 +1625,17 @@ fn customer_answers(
     let (_, answers) = agent_phone_doing(dir, "customer", "", ear.port(), "0", &acts, true);
     let phone = sipp(dir, &answers, sip_addr(server), "customer", args);
     (ear, phone)
+}
+
+/// The legs of the most recent contact's call, as its transcript tells them.
+fn legs(server: &Server) -> Vec<String> {
+    let contact = last_contact(server);
+    let id = contact["id"].as_str().unwrap();
+    let (_, said) = server.call("GET", &format!("/v1/contacts/{id}/transcript"), None);
+    said.as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["from"] == "switchboard")
+        .map(|s| s["text"].as_str().unwrap().to_string())
+        .collect()
 }

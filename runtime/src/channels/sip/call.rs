@@ -1028,6 +1028,16 @@ impl Call {
             }
             TaskStatus::Pending | TaskStatus::Reserved | TaskStatus::Assigned => {
                 tracing::info!(contact = ?self.contact, agent, queue = now.queue, "the agent transferred the call");
+                let to = match &now.only {
+                    Some(only) => format!("agent {only}"),
+                    None => format!("queue {}", now.queue),
+                };
+                self.note_leg(
+                    &agent,
+                    Some(&now.id),
+                    format!("{agent} transferred the call to {to}"),
+                )
+                .await;
                 self.hang_up_outbound().await;
                 Some(BridgeEnd::Moved)
             }
@@ -1099,6 +1109,16 @@ impl Call {
                     });
                 }
                 tracing::info!(contact = ?self.contact, uri, queue = t.queue, only = ?t.only, "the agent's phone transferred the call");
+                let by = t.attributes["transferred_from"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                self.note_leg(
+                    &by,
+                    Some(&t.id),
+                    format!("{by}'s phone transferred the call to {uri} (REFER)"),
+                )
+                .await;
                 self.notify_refer(200, "OK");
                 self.hang_up_outbound().await;
                 Some(BridgeEnd::Moved)
@@ -1181,6 +1201,12 @@ impl Call {
             return self.wait_report().await;
         }
         tracing::info!(contact, agent, "caller bridged to the agent");
+        self.note_leg(
+            &agent,
+            task.as_deref(),
+            format!("connected to {agent}'s phone"),
+        )
+        .await;
         self.holding = task.clone().map(|t| (t, agent.clone()));
         loop {
             // The agent's leg hung up while set aside (a transfer that rang out): as if
@@ -1366,6 +1392,12 @@ impl Call {
             }
             self.consult_over(&task, None).await;
             tracing::info!(contact = ?self.contact, from = agent, to = target, "warm transfer completed");
+            self.note_leg(
+                target,
+                Some(&task),
+                format!("{agent} handed the call over to {target}"),
+            )
+            .await;
             return Ok(target.to_string());
         }
         // Taken back (or the consulted agent is gone).
@@ -1378,6 +1410,12 @@ impl Call {
         };
         self.consult_over(&task, Some(why)).await;
         tracing::info!(contact = ?self.contact, agent, target, why, "warm transfer not completed");
+        self.note_leg(
+            agent,
+            Some(&task),
+            format!("{agent} consulted {target}; the call stayed with {agent} ({why})"),
+        )
+        .await;
         Ok(agent.to_string())
     }
 
@@ -1471,6 +1509,8 @@ impl Call {
         }
         if let Err(why) = placed {
             tracing::warn!(contact = ?self.contact, target, why, "transfer to a number failed; back to the agent");
+            self.note_leg(agent, task, format!("transfer to {target} failed ({why})"))
+                .await;
             if refer {
                 self.notify_refer(503, "Service Unavailable");
             }
@@ -1483,12 +1523,37 @@ impl Call {
         self.outbound = new_leg;
         self.holding = None;
         self.outlives_flow = true;
+        self.note_leg(
+            agent,
+            task,
+            format!("{agent} transferred the call to {target}"),
+        )
+        .await;
         self.finish_task(agent, task, &format!("transferred to {target}"))
             .await;
         // No agent holds the call now: it lasts until either side hangs up.
         self.bridged().await?;
         self.hang_up().await?;
         Ok(true)
+    }
+
+    /// Writes a leg of the call into the contact's transcript (from `switchboard`), so its
+    /// trace shows who the caller talked to, in order.
+    async fn note_leg(&self, agent: &str, task: Option<&str>, text: String) {
+        let Some(contact) = self.contact.clone() else {
+            return;
+        };
+        let (rt, agent, task) = (self.rt.clone(), agent.to_string(), task.map(str::to_string));
+        let _ = tokio::task::spawn_blocking(move || {
+            let agent = (!agent.is_empty()).then_some(agent.as_str());
+            if let Err(e) =
+                rt.contacts()
+                    .record_said(&contact, "switchboard", agent, task.as_deref(), &text)
+            {
+                tracing::debug!(contact, error = %e, "cannot note a leg of the call");
+            }
+        })
+        .await;
     }
 
     async fn finish_task(&self, agent: &str, task: Option<&str>, wrapup: &str) {
