@@ -1386,6 +1386,8 @@ fn a_warm_transfer_consults_another_agent_while_the_caller_hears_music_then_hand
             t["consult"]["stage"] == "talking"
         };
         wait_until("alice and bob to talk", 15, || talking(&server));
+        let (status, e) = post(&alice, "transfer", Some(json!({"queue": "support"})));
+        assert_eq!(status, 409, "no blind transfer during a consult: {e}");
         std::thread::sleep(Duration::from_millis(300));
         // The caller hears music; alice and bob hear each other.
         let before = caller_ear.loud_count();

@@ -299,6 +299,38 @@ async fn accept(
     ok(StatusCode::OK, task)
 }
 
+/// Whether task `id` is a call.
+fn to_a_call(rt: &Runtime, id: &str) -> bool {
+    rt.desk()
+        .task(id)
+        .is_ok_and(|t| t.channel == Channel::Voice)
+}
+
+/// Calls that came by the Twilio webhooks are bridged by Twilio, which does not follow a
+/// transfer made from the desk yet: refused (409) rather than freeing an agent who is still
+/// on the call. Other tasks pass.
+fn calls_here_only(rt: &Runtime, id: &str) -> Result<(), ApiError> {
+    let Ok(task) = rt.desk().task(id) else {
+        return Ok(());
+    };
+    let twilio = task.channel == Channel::Voice
+        && task
+            .contact
+            .as_deref()
+            .and_then(|c| rt.contacts().get(c).ok())
+            .is_some_and(|s| s.attributes.iter().any(|(k, _)| k == "twilio_call_sid"));
+    if twilio {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_transferable",
+            format!(
+                "task {id} is a call through Twilio: it cannot be transferred from the desk yet; hand it over on the phone"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A callback offered by reservation `id` is accepted only where it can be dialed: SIP on,
 /// and a trunk for a plain number (else the agent would wait for a call that never comes).
 fn callback_can_be_dialed(rt: &Runtime, agent: &str, id: &str) -> Result<(), ApiError> {
@@ -381,7 +413,13 @@ async fn transfer(
             ));
         }
     };
-    let task = routed(rt, move |rt| Ok(rt.desk().transfer(&name, &id, &to)?)).await?;
+    let task = routed(rt, move |rt| {
+        if to_a_call(rt, &id) {
+            calls_here_only(rt, &id)?;
+        }
+        Ok(rt.desk().transfer(&name, &id, &to)?)
+    })
+    .await?;
     ok(StatusCode::OK, task)
 }
 
@@ -400,6 +438,7 @@ async fn consult(
     AppJson(body): AppJson<ConsultBody>,
 ) -> Answer {
     let task = routed(rt, move |rt| {
+        calls_here_only(rt, &id)?;
         Ok(rt.desk().consult(&name, &id, &body.agent)?)
     })
     .await?;

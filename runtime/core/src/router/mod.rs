@@ -1054,6 +1054,10 @@ fn release_reservation(
         task.clear_offer();
         task.agent = None;
         task.passed_by.push(r.agent.clone());
+        // A transfer to them by name that they passed on goes to the queue from now on.
+        if task.only.as_deref() == Some(r.agent.as_str()) {
+            task.only = None;
+        }
         let task = task.clone();
         if let Some(q) = state.queues.get_mut(&task.queue) {
             q.waiting.insert(waiting_key(q.config.order, &task));
@@ -1266,6 +1270,22 @@ impl Router {
                     "task {id} is not an open conversation of {worker}"
                 )));
             }
+            if let Some(c) = &t.consult {
+                return Err(RouterError::Conflict(format!(
+                    "task {id} is consulting {}: complete or cancel that first",
+                    c.agent
+                )));
+            }
+            if let Some(pending) = &t.transfer_to {
+                return Err(RouterError::Conflict(format!(
+                    "task {id} is already being transferred to {pending}"
+                )));
+            }
+            if t.callback.is_some() {
+                return Err(RouterError::Conflict(format!(
+                    "task {id} is a callback: its call cannot be transferred yet"
+                )));
+            }
             let (queue, only) = match to {
                 TransferTo::Queue(queue) => (queue.clone(), None),
                 TransferTo::Agent(agent) if agent == worker => {
@@ -1288,11 +1308,6 @@ impl Router {
                         return Err(RouterError::Conflict(format!(
                             "task {id} is a {:?} conversation: only a call goes to a number",
                             t.channel
-                        )));
-                    }
-                    if let Some(pending) = &t.transfer_to {
-                        return Err(RouterError::Conflict(format!(
-                            "task {id} is already being transferred to {pending}"
                         )));
                     }
                     let task = state.tasks.get_mut(id).expect("checked above");
@@ -1508,6 +1523,11 @@ impl Router {
                 return Err(RouterError::Conflict(format!(
                     "task {id} is already consulting {} ({:?})",
                     c.agent, c.stage
+                )));
+            }
+            if t.callback.is_some() || t.transfer_to.is_some() {
+                return Err(RouterError::Conflict(format!(
+                    "task {id} is a callback, or being transferred: it cannot consult"
                 )));
             }
             if agent == worker {

@@ -654,3 +654,37 @@ fn a_callback_is_attempted_per_policy_never_twice_and_given_up_with_why() {
     b2.advance(120_000);
     assert!(b2.router.callbacks_due().is_empty());
 }
+
+#[test]
+fn a_transfer_to_a_named_agent_who_passes_goes_to_the_queue() {
+    let b = Bench::new();
+    b.queue("q", "", Vec::new());
+    b.agent("ann", json!({}));
+    b.agent("bob", json!({}));
+    b.agent("cat", json!({}));
+    let task = b.task("q", 0, Some("c1"));
+    assert_eq!(task.agent.as_deref(), Some("ann"));
+    let r = b.offer("ann").unwrap();
+    b.router.accept("ann", &r.id).unwrap();
+    // Cat has been idle longest of the others, but the transfer names bob.
+    let moved = b
+        .router
+        .transfer("ann", &task.id, &TransferTo::Agent("bob".into()))
+        .unwrap();
+    assert_eq!(moved.agent.as_deref(), Some("bob"), "offered to bob only");
+    let r = b.offer("bob").unwrap();
+    b.router.reject("bob", &r.id).unwrap();
+    let t = b.router.task(&task.id).unwrap();
+    assert_eq!(t.only, None, "bob passed: the queue takes it");
+    assert_eq!(t.agent.as_deref(), Some("cat"));
+    // A second transfer while a number transfer is pending is refused.
+    let r = b.offer("cat").unwrap();
+    b.router.accept("cat", &r.id).unwrap();
+    b.router
+        .transfer("cat", &task.id, &TransferTo::Number("+15550009".into()))
+        .unwrap();
+    let again = b
+        .router
+        .transfer("cat", &task.id, &TransferTo::Queue("q".into()));
+    assert!(matches!(again, Err(RouterError::Conflict(_))), "{again:?}");
+}

@@ -223,6 +223,7 @@ pub(super) fn incoming(ep: &Arc<Endpoint>, invite: Message, peer: Peer) {
         holding: None,
         outlives_flow: false,
         hung_up: std::collections::HashSet::new(),
+        kept_report: None,
     };
     tokio::spawn(async move {
         let outcome = call.serve().await;
@@ -258,6 +259,8 @@ struct Call {
     outlives_flow: bool,
     /// Outbound legs whose BYE was answered while they were set aside.
     hung_up: std::collections::HashSet<String>,
+    /// The contact's latest step, heard while a bridge was ending.
+    kept_report: Option<StepReport>,
     /// Digits pressed while the prompts before a gather played ("type-ahead", as VoiceXML
     /// keeps them): handed to that gather, which then skips its prompt.
     ahead: std::collections::VecDeque<char>,
@@ -804,7 +807,14 @@ impl Call {
                     self.cancel_outbound().await;
                     return Err(Gone::Failed("no ACK".into()));
                 }
-                Wake::Outbound(m, _) if !m.is_request() && m.method() == "INVITE" => {
+                Wake::Outbound(m, _)
+                    if !m.is_request()
+                        && m.method() == "INVITE"
+                        && self
+                            .outbound
+                            .as_ref()
+                            .is_some_and(|o| o.dialog.call_id == m.call_id()) =>
+                {
                     self.stop_timer(Timer::OutboundInvite);
                     let code = m.code();
                     if code < 200 {
@@ -939,6 +949,7 @@ impl Call {
                 Ok(Wake::Outbound(m, _)) if !m.is_request() && m.method() == "BYE" => break,
                 Ok(Wake::Outbound(m, peer)) => self.stray(m, peer),
                 Ok(Wake::Timeout | Wake::Expired(Timer::OutboundBye)) | Err(_) => break,
+                Ok(Wake::Report(r)) => self.kept_report = Some(r),
                 Ok(_) => {}
             }
         }
@@ -999,6 +1010,9 @@ impl Call {
                         return Ok(end);
                     }
                 }
+                // A step taken meanwhile (the next agent accepted a transfer already): kept
+                // for when the bridge ends.
+                Wake::Report(r) => self.kept_report = Some(r),
                 _ => {}
             }
         }
@@ -1083,6 +1097,9 @@ impl Call {
                 },
                 other => other,
             };
+            if result.is_ok() {
+                let _ = rt.admin().flush();
+            }
             rt.deliver_news();
             result
         })
@@ -1201,6 +1218,7 @@ impl Call {
             return self.wait_report().await;
         }
         tracing::info!(contact, agent, "caller bridged to the agent");
+        self.kept_report = None;
         self.note_leg(
             &agent,
             task.as_deref(),
@@ -1251,6 +1269,8 @@ impl Call {
                 }
                 ended => {
                     self.holding = None;
+                    // What the flow says next follows the task's end, not what came before.
+                    self.kept_report = None;
                     self.finish_task(&agent, task.as_deref(), reason).await;
                     return match ended? {
                         BridgeEnd::Ended(report) => Ok(*report),
@@ -1446,6 +1466,10 @@ impl Call {
     /// The agent moved the task to a queue or another agent: the caller is told and waits
     /// with music for the next agent (the flow hears `assigned` again when they accept).
     async fn transferred_to_wait(&mut self) -> Result<StepReport, Gone> {
+        if let Some(report) = self.kept_report.take() {
+            // The next agent accepted before this call noticed the transfer.
+            return Ok(report);
+        }
         let say = crate::contract::Say {
             text: "Please hold while we transfer your call.".into(),
             voice: None,

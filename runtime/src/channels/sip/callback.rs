@@ -68,6 +68,10 @@ pub(super) fn start(ep: &Arc<Endpoint>) {
         loop {
             tokio::time::sleep(LOOK_EVERY).await;
             let Some(ep) = weak.upgrade() else { return };
+            // A node shutting down starts no new call; attempts under way finish.
+            if ep.draining.load(Ordering::SeqCst) {
+                continue;
+            }
             let Some(node) = ep.node() else { return };
             let due = {
                 let node = node.clone();
@@ -117,6 +121,9 @@ async fn attempt(ep: Arc<Endpoint>, node: Arc<Node>, me: &str, task: Task) {
             return;
         }
     };
+    // A call up on this node: a draining node waits for it to end.
+    ep.stats.active.fetch_add(1, Ordering::Relaxed);
+    let _up = ActiveCall(ep.clone());
     let agent = task.agent.clone().unwrap_or_default();
     let number = task
         .callback
@@ -137,6 +144,7 @@ async fn attempt(ep: Arc<Endpoint>, node: Arc<Node>, me: &str, task: Task) {
         inbox,
         legs: Vec::new(),
         resend: None,
+        talking: false,
     };
     let outcome = dialer.run(&agent, &number).await;
     let reached = outcome.is_ok();
@@ -178,10 +186,21 @@ async fn attempt(ep: Arc<Endpoint>, node: Arc<Node>, me: &str, task: Task) {
     dialer.hang_up_all().await;
 }
 
+/// Counts a callback's call among the node's active calls while it lives.
+struct ActiveCall(Arc<Endpoint>);
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        self.0.stats.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A leg we placed and that answered.
 struct Placed {
     dialog: Dialog,
     leg: Arc<Leg>,
+    /// Our ACK of its 2xx, sent again if the 2xx is (our ACK was lost).
+    ack: Vec<u8>,
     sdp_version: u64,
     _heard: mpsc::UnboundedReceiver<Heard>,
 }
@@ -204,6 +223,8 @@ struct Dialer {
     legs: Vec<Placed>,
     /// Our INVITE, resent on UDP until a response.
     resend: Option<(Vec<u8>, Peer, Instant, Duration)>,
+    /// The two are bridged (not while the customer is greeted).
+    talking: bool,
 }
 
 impl Dialer {
@@ -247,6 +268,7 @@ impl Dialer {
         if self.legs.len() < 2 {
             return;
         }
+        self.talking = true;
         self.relay();
         while !matches!(self.next(None).await, Wake::HungUp) {}
     }
@@ -313,13 +335,15 @@ impl Dialer {
                     *value = format!("{cseq} ACK");
                 }
             }
-            self.ep.send(peer, ack.to_bytes());
+            let ack = ack.to_bytes();
+            self.ep.send(peer, ack.clone());
             match sdp::negotiate(&m.body) {
                 Ok(media) => {
                     leg.set_remote(media);
                     self.legs.push(Placed {
                         dialog,
                         leg,
+                        ack,
                         sdp_version: 1,
                         _heard: heard,
                     });
@@ -412,6 +436,14 @@ impl Dialer {
                 self.ep.unroute(&gone.dialog.call_id);
                 return Some(Wake::HungUp);
             }
+            if m.method() == "INVITE"
+                && m.code() >= 200
+                && let Some(up) = self.legs.iter().find(|p| p.dialog.call_id == m.call_id())
+            {
+                // A 2xx sent again: our ACK was lost.
+                self.ep.send(up.dialog.peer, up.ack.clone());
+                return None;
+            }
             return (m.method() == "INVITE").then_some(Wake::Answer(m));
         }
         let Some(i) = self
@@ -439,7 +471,9 @@ impl Dialer {
                 placed.sdp_version += 1;
                 self.ep
                     .renegotiate(&placed.leg, &m, peer, placed.sdp_version, &contact);
-                self.relay();
+                if self.talking {
+                    self.relay();
+                }
             }
             "ACK" => {}
             "INFO" | "OPTIONS" => self.ep.respond(peer, &m, m.response(200, "OK", None)),

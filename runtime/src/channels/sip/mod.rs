@@ -138,7 +138,7 @@ pub struct Endpoint {
     /// Counters.
     pub stats: SipStats,
     /// Set when the node drains: new calls are turned away, calls up go on.
-    draining: std::sync::atomic::AtomicBool,
+    pub(super) draining: std::sync::atomic::AtomicBool,
 }
 
 /// UDP and TCP sockets on the same port of `listen`. With port 0, the port UDP was given may
