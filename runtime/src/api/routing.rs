@@ -352,7 +352,9 @@ fn callback_can_be_dialed(rt: &Runtime, agent: &str, id: &str) -> Result<(), Api
         "Twilio needs a URL to ask for the call's TwiML: set twilio.public_url"
     } else if sip.listen.is_none() {
         "SIP is off on this server: set sip.listen (or --sip) so it can dial"
-    } else if sip.trunk.is_none() && !callback.number.starts_with("sip:") {
+    } else if sip.trunk.is_none()
+        && !(callback.number.starts_with("sip:") || callback.number.starts_with("sips:"))
+    {
         "there is no trunk to dial a number through: set sip.trunk (or SWITCHBOARD_SIP_TRUNK)"
     } else {
         return Ok(());

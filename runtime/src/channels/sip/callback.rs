@@ -298,11 +298,11 @@ impl Dialer {
                 Wake::Answer(m) if m.call_id() == dialog.call_id => m,
                 Wake::Answer(_) => continue,
                 Wake::HungUp => {
-                    self.cancel(&invite, peer).await;
+                    self.cancel(&invite, &mut dialog).await;
                     break "the agent hung up while the customer's phone rang".to_string();
                 }
                 Wake::Timeout => {
-                    self.cancel(&invite, peer).await;
+                    self.cancel(&invite, &mut dialog).await;
                     break format!("no answer within {} s", ring.as_secs());
                 }
             };
@@ -363,8 +363,9 @@ impl Dialer {
     }
 
     /// Cancels a ringing INVITE, and ACKs its final response (or hangs up a late 2xx).
-    async fn cancel(&mut self, invite: &Message, peer: Peer) {
+    async fn cancel(&mut self, invite: &Message, dialog: &mut Dialog) {
         self.resend = None;
+        let peer = dialog.peer;
         let to = invite.header("To").unwrap_or_default();
         self.ep
             .send(peer, in_invite_transaction(invite, "CANCEL", to).to_bytes());
@@ -373,13 +374,34 @@ impl Dialer {
             if m.call_id() != invite.call_id() || m.code() < 200 {
                 continue;
             }
-            let to = m.header("To").unwrap_or_default();
-            self.ep
-                .send(peer, in_invite_transaction(invite, "ACK", to).to_bytes());
-            if m.code() < 300 {
-                // Answered as we canceled: hang it up.
-                let bye = in_invite_transaction(invite, "BYE", to);
-                self.ep.send(peer, bye.to_bytes());
+            if m.code() >= 300 {
+                let to = m.header("To").unwrap_or_default();
+                self.ep
+                    .send(peer, in_invite_transaction(invite, "ACK", to).to_bytes());
+                break;
+            }
+            // Answered as we canceled: ACK it in its dialog, then hang it up there.
+            let advertised = self.ep.advertised;
+            dialog.remote = m.header("To").unwrap_or_default().to_string();
+            if let Some(contact) = m.header("Contact") {
+                dialog.target = message::uri_of(contact).to_string();
+            }
+            let cseq = invite.cseq().map_or(1, |(n, _)| n);
+            let mut ack = dialog.request("ACK", advertised);
+            for (name, value) in &mut ack.headers {
+                if name == "CSeq" {
+                    *value = format!("{cseq} ACK");
+                }
+            }
+            self.ep.send(peer, ack.to_bytes());
+            let bye = dialog.request("BYE", advertised).to_bytes();
+            self.ep.send(peer, bye.clone());
+            if matches!(peer, Peer::Udp(_)) {
+                // Sent again until answered (or the wait below ends).
+                self.resend = Some((bye, peer, Instant::now() + T1, T1));
+                let until = Instant::now() + Duration::from_secs(4);
+                while !matches!(self.next(Some(until)).await, Wake::Timeout | Wake::HungUp) {}
+                self.resend = None;
             }
             break;
         }
@@ -427,10 +449,15 @@ impl Dialer {
         if !m.is_request() {
             if m.method() == "BYE" && m.code() >= 200 {
                 // The answer to our BYE: that leg is done.
-                let i = self
+                let Some(i) = self
                     .legs
                     .iter()
-                    .position(|p| p.dialog.call_id == m.call_id())?;
+                    .position(|p| p.dialog.call_id == m.call_id())
+                else {
+                    // The BYE of a leg answered as we canceled it: no more to resend.
+                    self.resend = None;
+                    return Some(Wake::HungUp);
+                };
                 let gone = self.legs.remove(i);
                 gone.leg.close();
                 self.ep.unroute(&gone.dialog.call_id);
