@@ -450,24 +450,28 @@ async fn consult(
 /// Hands the call over to the consulted agent: the caller talks to them, the agent is free.
 async fn consult_complete(
     State(rt): Api,
-    Extension(Agent(name)): Extension<Agent>,
+    Extension(agent): Extension<Agent>,
     Path(id): Path<String>,
 ) -> Answer {
-    let stage = crate::router::ConsultStage::Completing;
-    let task = routed(rt, move |rt| {
-        Ok(rt.desk().consult_stage(Some(&name), &id, stage)?)
-    })
-    .await?;
-    ok(StatusCode::OK, task)
+    consult_to(rt, agent, id, crate::router::ConsultStage::Completing).await
 }
 
 /// Takes the call back: the consulted agent's leg is hung up, the caller talks to the agent.
 async fn consult_cancel(
     State(rt): Api,
-    Extension(Agent(name)): Extension<Agent>,
+    Extension(agent): Extension<Agent>,
     Path(id): Path<String>,
 ) -> Answer {
-    let stage = crate::router::ConsultStage::Canceling;
+    consult_to(rt, agent, id, crate::router::ConsultStage::Canceling).await
+}
+
+/// The agent moves their warm transfer on; the call's channel carries it out.
+async fn consult_to(
+    rt: Arc<Runtime>,
+    Agent(name): Agent,
+    id: String,
+    stage: crate::router::ConsultStage,
+) -> Answer {
     let task = routed(rt, move |rt| {
         Ok(rt.desk().consult_stage(Some(&name), &id, stage)?)
     })

@@ -127,6 +127,27 @@ pub(super) struct Dialog {
 }
 
 impl Dialog {
+    /// Takes the 2xx that answered our INVITE: the far end's tag, and its Contact as the
+    /// target of what follows.
+    pub(super) fn confirm(&mut self, ok: &Message) {
+        self.remote = ok.header("To").unwrap_or_default().to_string();
+        if let Some(contact) = ok.header("Contact") {
+            self.target = message::uri_of(contact).to_string();
+        }
+    }
+
+    /// The ACK of the 2xx to `invite`: a transaction of its own, with the INVITE's CSeq number.
+    pub(super) fn ack(&mut self, invite: &Message, advertised: std::net::SocketAddr) -> Message {
+        let cseq = invite.cseq().map_or(1, |(n, _)| n);
+        let mut ack = self.request("ACK", advertised);
+        for (name, value) in &mut ack.headers {
+            if name == "CSeq" {
+                *value = format!("{cseq} ACK");
+            }
+        }
+        ack
+    }
+
     pub(super) fn request(&mut self, method: &str, advertised: std::net::SocketAddr) -> Message {
         if method != "ACK" && method != "CANCEL" {
             self.cseq += 1;
@@ -833,10 +854,7 @@ impl Call {
                     }
                     let media = sdp::negotiate(&m.body);
                     let out = self.outbound.as_mut().expect("dialing");
-                    out.dialog.remote = m.header("To").unwrap_or_default().to_string();
-                    if let Some(contact) = m.header("Contact") {
-                        out.dialog.target = message::uri_of(contact).to_string();
-                    }
+                    out.dialog.confirm(&m);
                     self.ack_outbound();
                     match media {
                         Ok(media) => {
@@ -860,13 +878,7 @@ impl Call {
     fn ack_outbound(&mut self) {
         let advertised = self.ep.advertised;
         if let Some(out) = self.outbound.as_mut() {
-            let cseq = out.invite.cseq().map_or(1, |(n, _)| n);
-            let mut ack = out.dialog.request("ACK", advertised);
-            for (name, value) in &mut ack.headers {
-                if name == "CSeq" {
-                    *value = format!("{cseq} ACK");
-                }
-            }
+            let ack = out.dialog.ack(&out.invite, advertised);
             self.ep.send(out.dialog.peer, ack.to_bytes());
         }
     }

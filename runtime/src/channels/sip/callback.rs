@@ -324,17 +324,8 @@ impl Dialer {
                     _ => format!("{code} {reason}"),
                 };
             }
-            dialog.remote = m.header("To").unwrap_or_default().to_string();
-            if let Some(contact) = m.header("Contact") {
-                dialog.target = message::uri_of(contact).to_string();
-            }
-            let cseq = invite.cseq().map_or(1, |(n, _)| n);
-            let mut ack = dialog.request("ACK", advertised);
-            for (name, value) in &mut ack.headers {
-                if name == "CSeq" {
-                    *value = format!("{cseq} ACK");
-                }
-            }
+            dialog.confirm(&m);
+            let ack = dialog.ack(&invite, advertised);
             let ack = ack.to_bytes();
             self.ep.send(peer, ack.clone());
             match sdp::negotiate(&m.body) {
@@ -382,17 +373,8 @@ impl Dialer {
             }
             // Answered as we canceled: ACK it in its dialog, then hang it up there.
             let advertised = self.ep.advertised;
-            dialog.remote = m.header("To").unwrap_or_default().to_string();
-            if let Some(contact) = m.header("Contact") {
-                dialog.target = message::uri_of(contact).to_string();
-            }
-            let cseq = invite.cseq().map_or(1, |(n, _)| n);
-            let mut ack = dialog.request("ACK", advertised);
-            for (name, value) in &mut ack.headers {
-                if name == "CSeq" {
-                    *value = format!("{cseq} ACK");
-                }
-            }
+            dialog.confirm(&m);
+            let ack = dialog.ack(invite, advertised);
             self.ep.send(peer, ack.to_bytes());
             let bye = dialog.request("BYE", advertised).to_bytes();
             self.ep.send(peer, bye.clone());
