@@ -239,6 +239,30 @@ fn a_rest_crm_answers_every_lookup_through_the_connector_once_per_contact() {
         server.metric(r#"switchboard_crm_lookups_total{result="found"}"#),
         2.0
     );
+
+    // The same connector built against contract 0.1.0 (as deployed before 0.2.0) still answers.
+    let old = guest("rest-crm-0-1");
+    let (ok, out) = cli(
+        &server,
+        &[
+            "deploy",
+            old.to_str().unwrap(),
+            "--flow",
+            "crm",
+            "--allow",
+            &allow,
+        ],
+    );
+    assert!(ok && out.contains("flow crm: version 2 is live"), "{out}");
+    let (_, version) = server.call("GET", "/v1/flows/crm/versions/2", None);
+    assert_eq!(version["world"], "switchboard:flow/crm-connector@0.1.0");
+    let (ada, greeting) = text_in(&server, ADA);
+    assert!(
+        spoken(&greeting)[0].starts_with("Hi Ada, this is Acme."),
+        "{greeting}"
+    );
+    assert_eq!(lookups(&server, &ada)[0]["Ok"]["tier"], "vip");
+    assert_eq!(crm.requests().len(), 4);
 }
 
 #[test]
@@ -382,7 +406,7 @@ fn connectors_are_deployed_as_crm_with_an_allowlist_and_flows_are_not() {
         &connector,
     );
     assert_eq!(status, 201, "{body}");
-    assert_eq!(body["world"], "switchboard:flow/crm-connector@0.1.0");
+    assert_eq!(body["world"], "switchboard:flow/crm-connector@0.2.0");
     refused(
         deploy("crm", "?allow=crm.example.test&canary=10", &connector),
         "without a canary",
@@ -398,5 +422,5 @@ fn connectors_are_deployed_as_crm_with_an_allowlist_and_flows_are_not() {
     );
     assert!(ok, "{out}");
     assert!(out.contains("wasi:http/outgoing-handler"), "{out}");
-    assert!(out.contains("crm-connector@0.1.0: deployable"), "{out}");
+    assert!(out.contains("crm-connector@0.2.0: deployable"), "{out}");
 }

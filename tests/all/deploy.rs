@@ -102,7 +102,7 @@ fn versions_are_numbered_hashed_and_audited() {
         (Some(1), Some(2))
     );
     assert_ne!(v1["sha256"], v2["sha256"]);
-    assert_eq!(v2["world"], "switchboard:flow/flow@0.1.0");
+    assert_eq!(v2["world"], "switchboard:flow/flow@0.2.0");
     assert_eq!(v2["deployed_by"], "admin");
     let (status, one) = server.call("GET", "/v1/flows/main/versions/1", None);
     assert_eq!((status, &one["sha256"]), (200, &v1["sha256"]));

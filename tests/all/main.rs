@@ -11,6 +11,7 @@ mod canary;
 mod chat;
 mod cli;
 mod cluster;
+mod contract;
 mod crm;
 mod deploy;
 mod durability;

@@ -578,7 +578,7 @@ fn a_router_component_changes_routing_without_a_restart() {
     // The routing component goes live as the flow `router`: French speakers first, VIPs ahead.
     let (status, deployed) = server.deploy("router", &crate::support::guest("language-router"));
     assert_eq!(status, 201, "{deployed}");
-    assert_eq!(deployed["world"], "switchboard:flow/router@0.1.0");
+    assert_eq!(deployed["world"], "switchboard:flow/router@0.2.0");
     let after = task(
         &server,
         "support",
@@ -602,9 +602,23 @@ fn a_router_component_changes_routing_without_a_restart() {
         err["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("serves switchboard:flow/router@0.1.0"),
+            .contains("serves switchboard:flow/router@0.2.0"),
         "{err}"
     );
+
+    // The same router built against contract 0.1.0 (as deployed before 0.2.0) still plans.
+    let (status, old) = server.deploy("router", &crate::support::guest("language-router-0-1"));
+    assert_eq!(status, 201, "{old}");
+    assert_eq!(old["world"], "switchboard:flow/router@0.1.0");
+    let planned = task(
+        &server,
+        "support",
+        "voice",
+        0,
+        json!({"language": "fr", "tier": "vip"}),
+    );
+    assert_eq!(planned["priority"], 10, "{planned}");
+    assert_eq!(planned["plan"][0]["workers"], "\"fr\" in worker.languages");
 }
 
 #[test]

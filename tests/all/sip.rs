@@ -791,8 +791,10 @@ fn a_draining_node_turns_new_calls_away_and_keeps_the_call_up_to_its_end() {
     assert!(exit.success(), "{exit}");
 }
 
+/// Type-ahead: a key pressed during the greeting answers the menu that follows; a menu that
+/// asks to flush (the IVR's `flush_type_ahead` setting) drops it.
 #[test]
-fn a_key_pressed_during_the_greeting_is_kept_for_the_menu() {
+fn a_key_pressed_during_the_greeting_is_kept_for_the_menu_unless_it_flushes() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
     let server = sip_ivr_server(dir.path(), &[]);
@@ -806,13 +808,32 @@ fn a_key_pressed_during_the_greeting_is_kept_for_the_menu() {
         .hang_up()
         .write(dir.path(), "type-ahead");
     sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
-    let trace = trace(&server, &last_contact(&server));
+    let kept = last_contact(&server);
+    let steps = trace(&server, &kept);
     assert_eq!(
-        events(&trace),
+        events(&steps),
         ["started", "input:1", "hangup"],
-        "the menu took the key pressed ahead, without a second press: {trace:#?}"
+        "the menu took the key pressed ahead, without a second press: {steps:#?}"
     );
-    assert_eq!(enqueued(&trace), ["sales"]);
+    assert_eq!(enqueued(&steps), ["sales"]);
+
+    let (status, _) = server.call(
+        "PUT",
+        "/v1/flows/ivr-menu/settings",
+        Some(json!({"flush_type_ahead": "true"})),
+    );
+    assert_eq!(status, 200);
+    sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
+    let flushed = last_contact(&server);
+    assert_ne!(flushed["id"], kept["id"]);
+    let steps = trace(&server, &flushed);
+    assert_eq!(
+        events(&steps),
+        ["started", "hangup"],
+        "the same press is dropped when the menu flushes: {steps:#?}"
+    );
+    assert_eq!(steps[0]["actions"][1]["flush"], true, "{steps:#?}");
+    assert!(enqueued(&steps).is_empty());
     all_calls_over(&server);
 }
 

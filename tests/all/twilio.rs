@@ -92,6 +92,12 @@ const CALL: [(&str, &str); 6] = [
 const HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response>"#;
 const MENU: &str = r#"<Gather input="dtmf" action="https://cc.example.test/twilio/voice/gather" method="POST" timeout="5" numDigits="1"><Say>For sales, press 1. For support, press 2. To speak with an agent, press 0. To hear these options again, press star.</Say></Gather><Redirect method="POST">https://cc.example.test/twilio/voice/gather?no_input=1</Redirect>"#;
 
+/// The menu with `ahead` (the prompts before it in the step) inside its `<Gather>`, where
+/// Twilio hears a key pressed during them (type-ahead).
+fn menu_after(ahead: &str) -> String {
+    MENU.replacen(r#"numDigits="1">"#, &format!(r#"numDigits="1">{ahead}"#), 1)
+}
+
 const ENQUEUE_SALES: &str = r#"<Enqueue waitUrl="https://cc.example.test/twilio/voice/wait" waitUrlMethod="POST" action="https://cc.example.test/twilio/voice/dequeued" method="POST">sales</Enqueue>"#;
 
 /// A signed SMS from +15551230001 to the order-status number.
@@ -133,7 +139,10 @@ fn a_signed_call_goes_through_the_menu_with_exact_twiml() {
     assert_eq!(status, 200, "{twiml}");
     assert_eq!(
         twiml,
-        format!("{HEAD}<Say>Hello Grace, thank you for calling Acme.</Say>{MENU}</Response>")
+        format!(
+            "{HEAD}{}</Response>",
+            menu_after("<Say>Hello Grace, thank you for calling Acme.</Say>")
+        )
     );
 
     // Silence: the prompt replays once (retries 1), then the flow says goodbye.
@@ -148,7 +157,10 @@ fn a_signed_call_goes_through_the_menu_with_exact_twiml() {
     );
     assert_eq!(
         invalid,
-        format!("{HEAD}<Say>Sorry, that is not a valid choice.</Say>{MENU}</Response>")
+        format!(
+            "{HEAD}{}</Response>",
+            menu_after("<Say>Sorry, that is not a valid choice.</Say>")
+        )
     );
     let (_, sales) = post(
         &server,
@@ -176,6 +188,23 @@ fn a_signed_call_goes_through_the_menu_with_exact_twiml() {
         None,
     );
     assert_eq!(status, 404, "the call is over");
+
+    // A menu that flushes type-ahead: the greeting plays before the <Gather>, where Twilio
+    // drops keys.
+    let (status, _) = server.call(
+        "PUT",
+        "/v1/flows/ivr-menu/settings",
+        Some(json!({"flush_type_ahead": "true"})),
+    );
+    assert_eq!(status, 200);
+    let mut second = CALL;
+    second[1].1 = "CA22222222222222222222222222222222";
+    let (status, twiml) = post(&server, "/twilio/voice", &second, None);
+    assert_eq!(status, 200, "{twiml}");
+    assert_eq!(
+        twiml,
+        format!("{HEAD}<Say>Hello Grace, thank you for calling Acme.</Say>{MENU}</Response>")
+    );
 }
 
 #[test]

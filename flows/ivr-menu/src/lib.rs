@@ -3,7 +3,8 @@
 //! - Greets the caller by name when the CRM knows their number.
 //! - Checks business hours in the flow's configured time zone (settings `timezone`, `open`,
 //!   `close`, `days`; defaults: America/New_York, 09:00-17:00, Monday to Friday).
-//! - Offers a menu: 1 sales, 2 support, 0 an agent, * repeats the menu.
+//! - Offers a menu: 1 sales, 2 support, 0 an agent, * repeats the menu. A key pressed during
+//!   the greeting answers it at once; setting `flush_type_ahead` = `true` drops such keys.
 //! - Re-prompts on an invalid key; after three invalid keys, hands the caller to an agent.
 //! - Sends VIP customers (CRM tier `vip`) to the `vip` queue at high priority.
 //! - Ends politely when the caller says nothing.
@@ -115,7 +116,7 @@ impl Flow for IvrMenu {
                 cx.log(Level::Info, "caller hung up");
                 vec![Action::End]
             }
-            Event::Message(_) => {
+            Event::Message(_) | Event::Mail(_) => {
                 return Err(FlowError::UnexpectedEvent(
                     "the IVR menu serves voice calls, not messages".into(),
                 ));
@@ -136,7 +137,7 @@ impl IvrMenu {
         };
         let hours = BusinessHours::from_config(cx);
         match hours.is_open(cx) {
-            Ok(true) => vec![Action::say(&greeting), self.menu()],
+            Ok(true) => vec![Action::say(&greeting), self.menu(cx)],
             Ok(false) => vec![
                 Action::say(&greeting),
                 Action::say(&format!(
@@ -150,13 +151,20 @@ impl IvrMenu {
             Err(why) => {
                 // A bad setting must not turn callers away: log it and treat us as open.
                 cx.log(Level::Error, &format!("business hours unavailable: {why}"));
-                vec![Action::say(&greeting), self.menu()]
+                vec![Action::say(&greeting), self.menu(cx)]
             }
         }
     }
 
-    fn menu(&self) -> Action {
-        Action::gather(Gather::digits(1).say(MENU).timeout_ms(5_000).retries(1))
+    fn menu(&self, cx: &mut Context<'_>) -> Action {
+        let menu = Gather::digits(1).say(MENU).timeout_ms(5_000).retries(1);
+        // A key pressed during the greeting answers the menu at once, unless the admin
+        // wants every caller to hear the options first.
+        if cx.config("flush_type_ahead").as_deref() == Some("true") {
+            Action::gather(menu.flush())
+        } else {
+            Action::gather(menu)
+        }
     }
 
     fn choose(&mut self, cx: &mut Context<'_>, digits: &str) -> Vec<Action> {
@@ -164,7 +172,7 @@ impl IvrMenu {
             "1" => "sales",
             "2" => SECOND_LINE,
             "0" => "agents",
-            "*" => return vec![self.menu()],
+            "*" => return vec![self.menu(cx)],
             // The operator line, when the admin configured one (a SIP URI or a number).
             "8" if cx.config("operator").is_some() => {
                 let operator = cx.config("operator").unwrap_or_default();
@@ -188,7 +196,7 @@ impl IvrMenu {
                 }
                 return vec![
                     Action::say("Sorry, that is not a valid choice."),
-                    self.menu(),
+                    self.menu(cx),
                 ];
             }
         };

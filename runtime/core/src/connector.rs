@@ -13,8 +13,8 @@ use crate::contract::Customer;
 use crate::engine::bindings::LookupKey;
 use crate::engine::host::crm_index_key;
 use crate::engine::{
-    CONNECTOR_WORLD, Clock, ConnectorAnswer, ConnectorPolicy, CrmConnector, Engine,
-    MAX_CONNECTOR_CALLS_PER_STEP, Services,
+    Clock, ConnectorAnswer, ConnectorPolicy, CrmConnector, Engine, MAX_CONNECTOR_CALLS_PER_STEP,
+    Services,
 };
 use crate::flows::{CRM_FLOW, Flows};
 use crate::store::Store;
@@ -142,7 +142,10 @@ impl CrmLink {
 
 impl CrmConnector for CrmLink {
     fn lookup(&self, contact: &str, key: &LookupKey, may_call: bool) -> Option<ConnectorAnswer> {
-        let (version, component) = match self.flows.live_component(CRM_FLOW, CONNECTOR_WORLD) {
+        let (version, component) = match self
+            .flows
+            .live_component(CRM_FLOW, crate::engine::World::Connector)
+        {
             Ok(live) => live?,
             Err(e) => {
                 return Some(self.failed(format!("the CRM connector cannot be loaded: {e}")));

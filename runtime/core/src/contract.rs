@@ -76,6 +76,8 @@ pub enum Event {
         /// Its text.
         text: String,
     },
+    /// An e-mail.
+    Mail(Mail),
     /// A task changed status.
     TaskOutcome {
         /// The queue.
@@ -97,6 +99,34 @@ pub enum Event {
     },
     /// The customer hung up or left.
     Hangup,
+}
+
+/// An e-mail a contact received (`mail` in the contract).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mail {
+    /// Subject line.
+    pub subject: String,
+    /// Sender's address.
+    pub from: String,
+    /// Sender's display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_name: Option<String>,
+    /// Plain-text body.
+    pub text: String,
+    /// Attached files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file attached to an e-mail, as flows see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// File name.
+    pub name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: u32,
 }
 
 /// Text to speak or show.
@@ -139,6 +169,9 @@ pub struct Gather {
     pub finish_on_key: Option<String>,
     /// Prompt replays before no-input.
     pub retries: u32,
+    /// Throw away digits pressed ahead of the gather (type-ahead) instead of using them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flush: bool,
 }
 
 /// Queue the contact for an agent.

@@ -390,7 +390,7 @@ fn planner(
     let services = Arc::new(Services::new(store, Clock::System));
     Box::new(move |task| {
         let (version, component) = flows
-            .live_component(ROUTER_FLOW, crate::engine::ROUTER_WORLD)
+            .live_component(ROUTER_FLOW, crate::engine::World::Router)
             .ok()??;
         let attributes = task
             .attributes

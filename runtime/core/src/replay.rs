@@ -173,6 +173,7 @@ fn describe_event(event: &Event) -> String {
         Event::Input { digits, .. } => format!("input {digits:?}"),
         Event::NoInput => "no input".into(),
         Event::Message { text } => format!("message {text:?}"),
+        Event::Mail(mail) => format!("mail from {} {:?}", mail.from, mail.subject),
         Event::TaskOutcome { queue, status, .. } => format!("task {status:?} in {queue}"),
         Event::QueueWait {
             queue,

@@ -309,7 +309,8 @@ pub fn action_lines(action: &Action) -> Vec<String> {
     }
 }
 
-/// What a gather waits for: `waits 5.0 s for up to 1 digit(s), # to finish`.
+/// What a gather waits for: `waits 5.0 s for up to 1 digit(s), # to finish`, and whether
+/// it drops digits pressed ahead of it.
 pub fn gather_wait(gather: &Gather) -> String {
     let digits = if gather.max_digits == 0 {
         "digits".to_string()
@@ -321,8 +322,14 @@ pub fn gather_wait(gather: &Gather) -> String {
         .as_deref()
         .map(|k| format!(", {k} to finish"))
         .unwrap_or_default();
+    // Type-ahead needs prompts that take time to play; a transcript can only say so.
+    let flush = if gather.flush {
+        "; keys pressed before it are dropped"
+    } else {
+        ""
+    };
     format!(
-        "waits {:.1} s for {digits}{finish}",
+        "waits {:.1} s for {digits}{finish}{flush}",
         f64::from(gather.timeout_ms) / 1000.0
     )
 }

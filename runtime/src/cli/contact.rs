@@ -159,7 +159,16 @@ mod tests {
             timeout_ms: 5_000,
             finish_on_key: None,
             retries: 1,
+            flush: false,
         };
+        let flushing = Gather {
+            flush: true,
+            ..gather.clone()
+        };
+        assert_eq!(
+            awaiting_in_words(Some(&Awaiting::Input(flushing))),
+            "the caller's input (waits 5.0 s for up to 1 digit(s); keys pressed before it are dropped)"
+        );
         assert_eq!(
             awaiting_in_words(Some(&Awaiting::Input(gather))),
             "the caller's input (waits 5.0 s for up to 1 digit(s))"

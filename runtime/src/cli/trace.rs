@@ -96,6 +96,13 @@ fn event_in_words(event: &Event) -> String {
         }
         Event::NoInput => "no input".into(),
         Event::Message { text } => format!("caller wrote {text:?}"),
+        Event::Mail(mail) => match mail.attachments.len() {
+            0 => format!("{} mailed {:?}", mail.from, mail.subject),
+            n => format!(
+                "{} mailed {:?} with {n} attachment(s)",
+                mail.from, mail.subject
+            ),
+        },
         Event::TaskOutcome {
             queue,
             status,
@@ -178,6 +185,7 @@ mod tests {
                     timeout_ms: 5_000,
                     finish_on_key: None,
                     retries: 1,
+                    flush: false,
                 }),
             ],
         );

@@ -1,10 +1,10 @@
 // The bridge between the component's imports and exports (jco's WIT shapes) and the SDK's
 // own (the HTTP API's shapes). Only the build's entry module imports this.
-import { lookup } from 'switchboard:flow/crm@0.1.0';
-import { get as kvGet, set as kvSet, delete as kvDelete } from 'switchboard:flow/kv@0.1.0';
-import { get as configGet } from 'switchboard:flow/config@0.1.0';
-import { log } from 'switchboard:flow/log@0.1.0';
-import { now, timeIn } from 'switchboard:flow/clock@0.1.0';
+import { lookup } from 'switchboard:flow/crm@0.2.0';
+import { get as kvGet, set as kvSet, delete as kvDelete } from 'switchboard:flow/kv@0.2.0';
+import { get as configGet } from 'switchboard:flow/config@0.2.0';
+import { log } from 'switchboard:flow/log@0.2.0';
+import { now, timeIn } from 'switchboard:flow/clock@0.2.0';
 import { FlowError, runStep } from './index.js';
 
 const host = {
@@ -27,6 +27,10 @@ function event(e) {
   switch (e.tag) {
     case 'input': return { type: 'input', digits: e.val.digits, speech: e.val.speech };
     case 'message': return { type: 'message', text: e.val };
+    case 'mail': return {
+      type: 'mail', subject: e.val.subject, from: e.val.from, fromName: e.val.fromName, text: e.val.text,
+      attachments: e.val.attachments.map((a) => ({ name: a.name, contentType: a.contentType, size: a.size })),
+    };
     case 'task-outcome': return { type: 'task-outcome', queue: e.val.queue, status: e.val.status, agent: e.val.agent };
     case 'queue-wait': return { type: 'queue-wait', queue: e.val.queue, waitedSecs: e.val.waitedSecs, position: e.val.position };
     default: return { type: e.tag };
@@ -45,6 +49,7 @@ function action(a) {
       val: {
         prompt: a.prompt.map((p) => (p.type === 'say' ? { tag: 'say', val: sayOf(p) } : { tag: 'play', val: p.prompt })),
         maxDigits: a.maxDigits, timeoutMs: a.timeoutMs, finishOnKey: a.finishOnKey, retries: a.retries,
+        flush: a.flush ?? false,
       },
     };
     case 'enqueue': return {

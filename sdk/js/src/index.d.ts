@@ -16,9 +16,20 @@ export type Event =
   | { type: 'input'; digits: string; speech?: string }
   | { type: 'no-input' }
   | { type: 'message'; text: string }
+  | Mail
   | { type: 'task-outcome'; queue: string; status: 'assigned' | 'completed' | 'timed-out' | 'canceled'; agent?: string }
   | { type: 'queue-wait'; queue: string; waitedSecs: number; position: number }
   | { type: 'hangup' };
+
+/** An e-mail on an e-mail contact. */
+export interface Mail {
+  type: 'mail';
+  subject: string;
+  from: string;
+  fromName?: string;
+  text: string;
+  attachments: Array<{ name: string; contentType: string; size: number }>;
+}
 
 export interface Say { type: 'say'; text: string; voice?: string; language?: string }
 export interface Play { type: 'play'; prompt: string }
@@ -29,6 +40,8 @@ export interface Gather {
   timeoutMs: number;
   finishOnKey?: string;
   retries: number;
+  /** Drop digits pressed ahead of the gather instead of answering with them. */
+  flush: boolean;
 }
 export type Action =
   | Say
@@ -100,7 +113,7 @@ export declare function play(prompt: string): Play;
 export declare function send(text: string): Action;
 export declare function gather(
   prompt: string | Say | Play | Array<string | Say | Play>,
-  options?: { maxDigits?: number; timeoutMs?: number; finishOnKey?: string; retries?: number },
+  options?: { maxDigits?: number; timeoutMs?: number; finishOnKey?: string; retries?: number; flush?: boolean },
 ): Gather;
 export declare function enqueue(
   queue: string,

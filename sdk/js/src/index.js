@@ -22,12 +22,14 @@ export class FlowError extends Error {
 export const say = (text, { voice, language } = {}) => ({ type: 'say', text, voice, language });
 export const play = (prompt) => ({ type: 'play', prompt });
 export const send = (text) => ({ type: 'send', text });
-export const gather = (prompt, { maxDigits = 1, timeoutMs = 5000, finishOnKey, retries = 0 } = {}) => {
+// `flush: true` drops digits pressed while the step's earlier prompts played; by default they
+// answer the gather at once (type-ahead).
+export const gather = (prompt, { maxDigits = 1, timeoutMs = 5000, finishOnKey, retries = 0, flush = false } = {}) => {
   if (finishOnKey !== undefined && !/^[0-9*#]$/.test(finishOnKey)) {
     throw new TypeError(`finishOnKey must be a phone key (0-9, * or #), not ${JSON.stringify(finishOnKey)}`);
   }
   const parts = (Array.isArray(prompt) ? prompt : [prompt]).map((p) => (typeof p === 'string' ? say(p) : p));
-  return { type: 'gather', prompt: parts, maxDigits, timeoutMs, finishOnKey, retries };
+  return { type: 'gather', prompt: parts, maxDigits, timeoutMs, finishOnKey, retries, flush };
 };
 export const enqueue = (queue, { priority = 0, attributes = {}, timeoutSecs = 0 } = {}) => ({
   type: 'enqueue', queue, priority, attributes, timeoutSecs,

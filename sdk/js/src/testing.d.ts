@@ -16,6 +16,7 @@ export declare class Conversation<S> {
   withCustomer(phone: string, name: string, tier?: string): this;
   start(): Action[];
   message(text: string): Action[];
+  mail(from: string, subject: string, text: string): Action[];
   press(digits: string): Action[];
   silence(): Action[];
   task(queue: string, status: 'assigned' | 'completed' | 'timed-out' | 'canceled', agent?: string): Action[];

@@ -52,6 +52,7 @@ export class Conversation {
   }
   start() { return this.send({ type: 'started' }); }
   message(text) { return this.send({ type: 'message', text }); }
+  mail(from, subject, text) { return this.send({ type: 'mail', from, subject, text, attachments: [] }); }
   press(digits) { return this.send({ type: 'input', digits }); }
   silence() { return this.send({ type: 'no-input' }); }
   task(queue, status, agent) { return this.send({ type: 'task-outcome', queue, status, agent }); }

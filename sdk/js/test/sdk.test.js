@@ -24,7 +24,7 @@ test('state is kept between steps as JSON', () => {
   const c = new Conversation(counter);
   assert.deepEqual(c.start(), [{
     type: 'gather', prompt: [{ type: 'say', text: 'Pick a number.', voice: undefined, language: undefined }],
-    maxDigits: 2, timeoutMs: 5000, finishOnKey: '#', retries: 1,
+    maxDigits: 2, timeoutMs: 5000, finishOnKey: '#', retries: 1, flush: false,
   }]);
   assert.deepEqual(spoken(c.press('42')), ['You picked 42.']);
   c.press('7');

@@ -51,9 +51,11 @@ from .actions import (
 )
 from .context import Context, Contact, Customer, Host, LocalTime
 from .events import (
+    Attachment,
     Event,
     HungUp,
     Input,
+    Mail,
     Message,
     NoInput,
     QueueWait,
@@ -66,6 +68,6 @@ __all__ = [
     "Action", "Callback", "End", "Enqueue", "Gather", "Hangup", "Play", "Say", "Send",
     "SetAttribute", "Transfer", "callback", "end", "enqueue", "gather", "hangup", "play",
     "say", "send", "set_attribute", "spoken", "transfer", "Context", "Contact", "Customer",
-    "Host", "LocalTime", "Event", "HungUp", "Input", "Message", "NoInput", "QueueWait",
+    "Host", "LocalTime", "Attachment", "Event", "HungUp", "Input", "Mail", "Message", "NoInput", "QueueWait",
     "Started", "TaskOutcome", "Flow", "FlowError", "InvalidState", "UnexpectedEvent", "export",
 ]

@@ -29,6 +29,9 @@ class Gather:
     timeout_ms: int = 5000
     finish_on_key: Optional[str] = None
     retries: int = 0
+    #: Drop digits pressed while the step's earlier prompts played; by default they answer
+    #: this gather at once (type-ahead).
+    flush: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,12 +104,13 @@ def gather(
     timeout_ms: int = 5000,
     finish_on_key: Optional[str] = None,
     retries: int = 0,
+    flush: bool = False,
 ) -> Gather:
     """A gather; plain strings in ``prompt`` are spoken."""
     parts = tuple(Say(p) if isinstance(p, str) else p for p in prompt)
     if finish_on_key is not None and finish_on_key not in "0123456789*#":
         raise ValueError(f"finish_on_key must be a phone key (0-9, * or #), not {finish_on_key!r}")
-    return Gather(parts, max_digits, timeout_ms, finish_on_key, retries)
+    return Gather(parts, max_digits, timeout_ms, finish_on_key, retries, flush)
 
 
 

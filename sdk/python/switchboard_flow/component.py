@@ -77,6 +77,10 @@ def _event(event):
         return e.NoInput()
     if isinstance(event, types.Event_Message):
         return e.Message(event.value)
+    if isinstance(event, types.Event_Mail):
+        m = event.value
+        attachments = tuple(e.Attachment(f.name, f.content_type, f.size) for f in m.attachments)
+        return e.Mail(m.subject, m.from_, m.text, m.from_name, attachments)
     if isinstance(event, types.Event_TaskOutcome):
         o = event.value
         return e.TaskOutcome(o.queue, _STATUS[o.status], o.agent)
@@ -97,7 +101,7 @@ def _action(action):
         return types.Action_Play(action.prompt)
     if isinstance(action, a.Gather):
         prompt = [types.Prompt_Say(_say(p)) if isinstance(p, a.Say) else types.Prompt_Play(p.prompt) for p in action.prompt]
-        return types.Action_Gather(types.Gather(prompt, action.max_digits, action.timeout_ms, action.finish_on_key, action.retries))
+        return types.Action_Gather(types.Gather(prompt, action.max_digits, action.timeout_ms, action.finish_on_key, action.retries, action.flush))
     if isinstance(action, a.Send):
         return types.Action_Send(action.text)
     if isinstance(action, a.Enqueue):

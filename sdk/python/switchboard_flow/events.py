@@ -1,7 +1,7 @@
 """What happens to a contact: each event starts one step of the flow."""
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,29 @@ class NoInput:
 
 @dataclass(frozen=True)
 class Message:
-    """A text message (SMS, chat, e-mail)."""
+    """A text message (SMS, chat)."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file attached to an e-mail: its name, MIME type and size in bytes."""
+
+    name: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Mail:
+    """An e-mail on an e-mail contact."""
+
+    subject: str
+    sender: str
+    text: str
+    sender_name: Optional[str] = None
+    attachments: Tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,4 +72,4 @@ class HungUp:
     """The customer hung up or left."""
 
 
-Event = Union[Started, Input, NoInput, Message, TaskOutcome, QueueWait, HungUp]
+Event = Union[Started, Input, NoInput, Message, Mail, TaskOutcome, QueueWait, HungUp]

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 from .actions import Action
 from .context import Contact, Customer, LocalTime
-from .events import HungUp, Input, Message, NoInput, QueueWait, Started, TaskOutcome
+from .events import HungUp, Input, Mail, Message, NoInput, QueueWait, Started, TaskOutcome
 from .flow import run_step
 
 
@@ -86,6 +86,9 @@ class Conversation:
 
     def message(self, text: str):
         return self.send(Message(text))
+
+    def mail(self, sender: str, subject: str, text: str):
+        return self.send(Mail(subject, sender, text))
 
     def press(self, digits: str):
         return self.send(Input(digits))

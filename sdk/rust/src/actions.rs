@@ -146,6 +146,7 @@ impl GatherBuilder {
             timeout_ms: 5_000,
             finish_on_key: None,
             retries: 0,
+            flush: false,
         })
     }
 
@@ -176,6 +177,19 @@ impl GatherBuilder {
     /// Replay the prompt this many times when nothing is entered, before `no-input`.
     pub fn retries(mut self, retries: u32) -> Self {
         self.0.retries = retries;
+        self
+    }
+
+    /// Drop digits the caller pressed while the step's earlier prompts played. By default
+    /// they are kept and answer this gather at once (type-ahead), so a caller who knows the
+    /// menu need not wait for it; flush for a question the caller must hear first.
+    ///
+    /// ```
+    /// # use switchboard_sdk::prelude::*;
+    /// let confirm = Gather::digits(1).say("Press 1 to confirm the payment.").flush();
+    /// ```
+    pub fn flush(mut self) -> Self {
+        self.0.flush = true;
         self
     }
 }

@@ -57,16 +57,17 @@ pub use bindings::switchboard::flow::clock::{LocalTime, Weekday};
 pub use bindings::switchboard::flow::crm::{Customer, LookupKey};
 pub use bindings::switchboard::flow::log::Level;
 pub use bindings::switchboard::flow::types::{
-    Action, Channel, Contact, Enqueue, Event, FlowError, Input, Prompt, QueueWait, Say, Step,
-    TaskOutcome, TaskStatus,
+    Action, Attachment, Channel, Contact, Enqueue, Event, FlowError, Input, Mail, Prompt,
+    QueueWait, Say, Step, TaskOutcome, TaskStatus,
 };
 pub use context::{Context, Host};
 
 /// Everything a flow author needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        Action, Channel, Contact, Context, Customer, Event, Flow, FlowError, Gather, Input, Level,
-        LocalTime, LookupKey, Prompt, QueueWait, TaskOutcome, TaskStatus, Weekday,
+        Action, Attachment, Channel, Contact, Context, Customer, Event, Flow, FlowError, Gather,
+        Input, Level, LocalTime, LookupKey, Mail, Prompt, QueueWait, TaskOutcome, TaskStatus,
+        Weekday,
     };
 }
 

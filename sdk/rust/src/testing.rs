@@ -217,6 +217,17 @@ impl<F: Flow> Conversation<F> {
         self.send(Event::Message(text.to_string()))
     }
 
+    /// An e-mail arrives from `from` with `subject` and the plain-text `text`.
+    pub fn mail(&mut self, from: &str, subject: &str, text: &str) -> Vec<Action> {
+        self.send(Event::Mail(crate::Mail {
+            subject: subject.to_string(),
+            from: from.to_string(),
+            from_name: None,
+            text: text.to_string(),
+            attachments: Vec::new(),
+        }))
+    }
+
     /// A task of this contact changed status.
     pub fn task(&mut self, queue: &str, status: TaskStatus) -> Vec<Action> {
         self.send(Event::TaskOutcome(TaskOutcome {

@@ -38,14 +38,42 @@ pub use host::{
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Bytes of each linear memory and table kept mapped between steps (see `Engine::new`).
 const KEEP_RESIDENT: usize = 1 << 20;
-/// The world every flow component must target.
-pub const FLOW_WORLD: &str = "switchboard:flow/flow@0.1.0";
+/// The world every flow component must target (the current contract; 0.1.0 is still served).
+pub const FLOW_WORLD: &str = "switchboard:flow/flow@0.2.0";
 /// The world of routing components.
-pub const ROUTER_WORLD: &str = "switchboard:flow/router@0.1.0";
+pub const ROUTER_WORLD: &str = "switchboard:flow/router@0.2.0";
 /// The world of CRM connectors.
-pub const CONNECTOR_WORLD: &str = "switchboard:flow/crm-connector@0.1.0";
+pub const CONNECTOR_WORLD: &str = "switchboard:flow/crm-connector@0.2.0";
 /// The interface a CRM connector exports.
-const CRM_INTERFACE: &str = "switchboard:flow/crm@0.1.0";
+const CRM_INTERFACE: &str = "switchboard:flow/crm@0.2.0";
+/// The worlds of contract 0.1.0, whose components still run.
+const FLOW_WORLD_0_1: &str = "switchboard:flow/flow@0.1.0";
+const ROUTER_WORLD_0_1: &str = "switchboard:flow/router@0.1.0";
+const CONNECTOR_WORLD_0_1: &str = "switchboard:flow/crm-connector@0.1.0";
+const CRM_INTERFACE_0_1: &str = "switchboard:flow/crm@0.1.0";
+
+/// What a component is, whichever contract version it was built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// A contact flow (`flow`).
+    Flow,
+    /// A routing decision (`router`).
+    Router,
+    /// A CRM connector (`crm-connector`).
+    Connector,
+}
+
+impl World {
+    /// The kind of a world named as [`FlowComponent::world`] names it (stored with versions).
+    pub fn of(world: &str) -> Option<World> {
+        match world.split('@').next()? {
+            "switchboard:flow/flow" => Some(World::Flow),
+            "switchboard:flow/router" => Some(World::Router),
+            "switchboard:flow/crm-connector" => Some(World::Connector),
+            _ => None,
+        }
+    }
+}
 
 /// Why a component cannot become a flow version. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -153,17 +181,33 @@ pub struct FlowComponent {
 #[derive(Clone)]
 enum Pre {
     Flow(FlowPre<StepState>),
+    Flow01(bindings::v0_1::FlowPre<StepState>),
     Router(bindings::router::RouterPre<StepState>),
+    Router01(bindings::v0_1::router::RouterPre<StepState>),
     Connector(bindings::connector::CrmConnectorPre<StepState>),
+    Connector01(bindings::v0_1::connector::CrmConnectorPre<StepState>),
 }
 
 impl FlowComponent {
-    /// The world it targets: [`FLOW_WORLD`] or [`ROUTER_WORLD`].
+    /// The world it targets, with its contract version: [`FLOW_WORLD`], [`ROUTER_WORLD`],
+    /// [`CONNECTOR_WORLD`] or one of contract 0.1.0.
     pub fn world(&self) -> &'static str {
         match self.pre {
             Pre::Flow(_) => FLOW_WORLD,
+            Pre::Flow01(_) => FLOW_WORLD_0_1,
             Pre::Router(_) => ROUTER_WORLD,
+            Pre::Router01(_) => ROUTER_WORLD_0_1,
             Pre::Connector(_) => CONNECTOR_WORLD,
+            Pre::Connector01(_) => CONNECTOR_WORLD_0_1,
+        }
+    }
+
+    /// What it is, whatever its contract version.
+    pub fn kind(&self) -> World {
+        match self.pre {
+            Pre::Flow(_) | Pre::Flow01(_) => World::Flow,
+            Pre::Router(_) | Pre::Router01(_) => World::Router,
+            Pre::Connector(_) | Pre::Connector01(_) => World::Connector,
         }
     }
 }
@@ -271,6 +315,13 @@ impl Engine {
             .map_err(wasm_error)?;
         Flow::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
             .map_err(wasm_error)?;
+        bindings::v0_1::router::switchboard::flow::routing::add_to_linker::<
+            StepState,
+            HasSelf<StepState>,
+        >(&mut linker, |s| s)
+        .map_err(wasm_error)?;
+        bindings::v0_1::Flow::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
+            .map_err(wasm_error)?;
 
         let mut connector_linker = wasi_linker(&wasmtime)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut connector_linker)
@@ -281,6 +332,16 @@ impl Engine {
         )
         .map_err(wasm_error)?;
         bindings::switchboard::flow::log::add_to_linker::<StepState, HasSelf<StepState>>(
+            &mut connector_linker,
+            |s| s,
+        )
+        .map_err(wasm_error)?;
+        bindings::v0_1::switchboard::flow::config::add_to_linker::<StepState, HasSelf<StepState>>(
+            &mut connector_linker,
+            |s| s,
+        )
+        .map_err(wasm_error)?;
+        bindings::v0_1::switchboard::flow::log::add_to_linker::<StepState, HasSelf<StepState>>(
             &mut connector_linker,
             |s| s,
         )
@@ -391,26 +452,51 @@ impl Engine {
                 component
             }
         };
+        let not_connector = |e: wasmtime::Error| Rejection::NotAConnector(format!("{e:#}"));
         let pre = if component.get_export_index(None, CRM_INTERFACE).is_some() {
             let pre = self
                 .connector_linker
                 .instantiate_pre(&component)
-                .map_err(|e| Rejection::NotAConnector(format!("{e:#}")))?;
-            Pre::Connector(
-                bindings::connector::CrmConnectorPre::new(pre)
-                    .map_err(|e| Rejection::NotAConnector(format!("{e:#}")))?,
+                .map_err(not_connector)?;
+            Pre::Connector(bindings::connector::CrmConnectorPre::new(pre).map_err(not_connector)?)
+        } else if component
+            .get_export_index(None, CRM_INTERFACE_0_1)
+            .is_some()
+        {
+            let pre = self
+                .connector_linker
+                .instantiate_pre(&component)
+                .map_err(not_connector)?;
+            Pre::Connector01(
+                bindings::v0_1::connector::CrmConnectorPre::new(pre).map_err(not_connector)?,
             )
         } else {
             let pre = self
                 .linker
                 .instantiate_pre(&component)
                 .map_err(|e| Rejection::WrongWorld(format!("{e:#}")))?;
-            match FlowPre::new(pre.clone()) {
-                Ok(flow) => Pre::Flow(flow),
-                Err(as_flow) => match bindings::router::RouterPre::new(pre) {
-                    Ok(router) => Pre::Router(router),
-                    Err(_) => return Err(Rejection::WrongWorld(format!("{as_flow:#}"))),
-                },
+            // The contract version is in the names of the interfaces it imports (its types at
+            // least); the world, in what its export's types fit. A router's types did not
+            // change in 0.2.0, so the names must decide.
+            let old = component
+                .component_type()
+                .imports(&self.wasmtime)
+                .any(|(name, _)| name.starts_with("switchboard:flow/") && name.ends_with("@0.1.0"));
+            let (as_flow, as_router) = if old {
+                (
+                    bindings::v0_1::FlowPre::new(pre.clone()).map(Pre::Flow01),
+                    bindings::v0_1::router::RouterPre::new(pre).map(Pre::Router01),
+                )
+            } else {
+                (
+                    FlowPre::new(pre.clone()).map(Pre::Flow),
+                    bindings::router::RouterPre::new(pre).map(Pre::Router),
+                )
+            };
+            match (as_flow, as_router) {
+                (Ok(flow), _) => flow,
+                (_, Ok(router)) => router,
+                (Err(why), Err(_)) => return Err(Rejection::WrongWorld(format!("{why:#}"))),
             }
         };
         Ok(FlowComponent { pre, sha256 })
@@ -564,8 +650,11 @@ impl Engine {
         let mut store = self.new_store(state);
         let instantiated = match &flow.pre {
             Pre::Flow(pre) => pre.instantiate(&mut store).map(|_| ()),
+            Pre::Flow01(pre) => pre.instantiate(&mut store).map(|_| ()),
             Pre::Router(pre) => pre.instantiate(&mut store).map(|_| ()),
+            Pre::Router01(pre) => pre.instantiate(&mut store).map(|_| ()),
             Pre::Connector(pre) => pre.instantiate(&mut store).map(|_| ()),
+            Pre::Connector01(pre) => pre.instantiate(&mut store).map(|_| ()),
         };
         instantiated.map_err(|e| {
             Rejection::InstantiationTrapped(self.classify(&store, e, &stderr).to_string())
@@ -642,14 +731,14 @@ impl Engine {
         component: &FlowComponent,
         task: &bindings::router::switchboard::flow::routing::Task,
     ) -> Result<Result<bindings::router::switchboard::flow::routing::Plan, String>, Fault> {
-        let Pre::Router(pre) = &component.pre else {
+        if component.kind() != World::Router {
             return Err(Fault::Instantiate {
                 message: format!(
                     "this version is a component of {}, not of {ROUTER_WORLD}",
                     component.world()
                 ),
             });
-        };
+        }
         let (state, stderr) = self.step_state(
             services.clone(),
             "router".into(),
@@ -658,12 +747,17 @@ impl Engine {
         );
         let _slot = self.slots.acquire();
         let mut store = self.new_store(state);
-        let instance = pre
-            .instantiate(&mut store)
-            .map_err(|e| self.classify(&store, e, &stderr))?;
-        instance
-            .call_route(&mut store, task)
-            .map_err(|e| self.classify(&store, e, &stderr))
+        let planned = match &component.pre {
+            Pre::Router01(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|router| router.call_route(&mut store, &bindings::v0_1_task(task)))
+                .map(|plan| plan.map(bindings::plan_from_v0_1)),
+            Pre::Router(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|router| router.call_route(&mut store, task)),
+            _ => unreachable!("checked above"),
+        };
+        planned.map_err(|e| self.classify(&store, e, &stderr))
     }
 
     /// Asks the CRM connector `component` (version `version`) for a customer on behalf of
@@ -680,12 +774,12 @@ impl Engine {
         contact: &str,
         key: &bindings::LookupKey,
     ) -> Result<Option<crate::contract::Customer>, String> {
-        let Pre::Connector(pre) = &component.pre else {
+        if component.kind() != World::Connector {
             return Err(format!(
                 "the crm flow's version {version} is a component of {}, not a CRM connector",
                 component.world()
             ));
-        };
+        }
         let budget = Duration::from_millis(policy.timeout_ms);
         let (mut state, stderr) = self.guest_state(
             services.clone(),
@@ -696,14 +790,21 @@ impl Engine {
         );
         state.gate = host::http::Gate::open(policy.clone(), Instant::now() + budget);
         let mut store = self.new_store(state);
-        let answer = pre
-            .instantiate(&mut store)
-            .and_then(|connector| {
+        let answer = match &component.pre {
+            Pre::Connector(pre) => pre.instantiate(&mut store).and_then(|connector| {
                 connector
                     .switchboard_flow_crm()
                     .call_lookup(&mut store, &key.into())
-            })
-            .map_err(|e| self.classify(&store, e, &stderr));
+            }),
+            Pre::Connector01(pre) => pre.instantiate(&mut store).and_then(|connector| {
+                connector
+                    .switchboard_flow_crm()
+                    .call_lookup(&mut store, &key.into())
+                    .map(|found| found.map(|c| c.map(Into::into)))
+            }),
+            _ => unreachable!("checked above"),
+        }
+        .map_err(|e| self.classify(&store, e, &stderr));
         let denied = &store.data().gate.denied;
         let refused = if denied.is_empty() {
             String::new()
@@ -740,30 +841,49 @@ impl Engine {
         event: &Event,
         stderr: &MemoryOutputPipe,
     ) -> Result<(Vec<Action>, Vec<u8>), Fault> {
-        let Pre::Flow(pre) = &component.pre else {
-            return Err(Fault::Instantiate {
-                message: format!(
-                    "this version is a component of {}, not a flow",
-                    component.world()
-                ),
-            });
+        let instantiate_failed = |store: &Store<StepState>, e| match self.classify(store, e, stderr)
+        {
+            Fault::Trap { message } => Fault::Instantiate { message },
+            other => other,
         };
-        let instance =
-            pre.instantiate(&mut *store)
-                .map_err(|e| match self.classify(store, e, stderr) {
-                    Fault::Trap { message } => Fault::Instantiate { message },
-                    other => other,
-                })?;
-        let contact = contact.into();
-        let event = event.into();
-        let step = match instance.call_handle(&mut *store, &contact, state, &event) {
-            Ok(Ok(step)) => step,
-            Ok(Err(e)) => {
-                return Err(Fault::FlowError {
-                    message: bindings::describe_flow_error(&e),
+        // The two contract versions differ only in their types: one call, converted.
+        macro_rules! handle {
+            ($pre:expr, $describe:path) => {{
+                let instance = $pre
+                    .instantiate(&mut *store)
+                    .map_err(|e| instantiate_failed(store, e))?;
+                match instance.call_handle(&mut *store, &contact.into(), state, &event.into()) {
+                    Ok(Ok(step)) => (
+                        step.actions
+                            .into_iter()
+                            .map(Action::from)
+                            .collect::<Vec<_>>(),
+                        step.state,
+                    ),
+                    Ok(Err(e)) => {
+                        return Err(Fault::FlowError {
+                            message: $describe(&e),
+                        });
+                    }
+                    Err(e) => return Err(self.classify(store, e, stderr)),
+                }
+            }};
+        }
+        let (actions, new_state) = match &component.pre {
+            Pre::Flow(pre) => handle!(pre, bindings::describe_flow_error),
+            Pre::Flow01(pre) => handle!(pre, bindings::describe_flow_error_0_1),
+            _ => {
+                return Err(Fault::Instantiate {
+                    message: format!(
+                        "this version is a component of {}, not a flow",
+                        component.world()
+                    ),
                 });
             }
-            Err(e) => return Err(self.classify(store, e, stderr)),
+        };
+        let step = Step {
+            actions,
+            state: new_state,
         };
         if step.state.len() > self.config.max_state_bytes {
             return Err(Fault::InvalidOutput {
@@ -783,7 +903,7 @@ impl Engine {
                 ),
             });
         }
-        let actions: Vec<Action> = step.actions.into_iter().map(Action::from).collect();
+        let actions = step.actions;
         if let Some(why) = actions.iter().find_map(Action::defect) {
             return Err(Fault::InvalidOutput { why });
         }
@@ -844,6 +964,12 @@ impl Fault {
             Fault::Instantiate { .. } => "instantiate",
         }
     }
+}
+
+/// A step's outcome in the host's types, whichever contract version produced it.
+struct Step {
+    actions: Vec<Action>,
+    state: Vec<u8>,
 }
 
 /// Largest customer record a connector may return (it is kept in traces and the cache).

@@ -20,7 +20,7 @@ pub use health::{Aborted, Health};
 use crate::audit;
 use crate::config::CanaryConfig;
 use crate::contract::Channel;
-use crate::engine::{CONNECTOR_WORLD, ConnectorPolicy, Engine, FlowComponent, Rejection};
+use crate::engine::{CONNECTOR_WORLD, ConnectorPolicy, Engine, FlowComponent, Rejection, World};
 
 /// The flow name under which a CRM connector is deployed: its live version answers every
 /// flow's `crm.lookup`.
@@ -248,7 +248,7 @@ fn connector_policy(
     options: &DeployOptions,
     canary: bool,
 ) -> Result<Option<ConnectorPolicy>, FlowsError> {
-    let is_connector = component.world() == CONNECTOR_WORLD;
+    let is_connector = component.kind() == World::Connector;
     match (is_connector, flow == CRM_FLOW) {
         (true, false) => Err(FlowsError::BadConnector(format!(
             "this is a CRM connector: deploy it as the flow named {CRM_FLOW:?} (--flow {CRM_FLOW}), whose live version answers every flow's crm.lookup"
@@ -352,7 +352,7 @@ impl Flows {
         let previous = self.record(flow)?;
         if let Some(live) = &previous
             && let Ok(live_version) = self.version(flow, live.live)
-            && live_version.world != component.world()
+            && World::of(&live_version.world) != Some(component.kind())
         {
             return Err(FlowsError::Rejected(Rejection::WrongWorld(format!(
                 "{flow:?} serves {}, and this component targets {}; deploy it under another name",
@@ -843,13 +843,13 @@ impl Flows {
     pub fn live_component(
         &self,
         flow: &str,
-        world: &str,
+        world: World,
     ) -> Result<Option<(u64, Arc<FlowComponent>)>, FlowsError> {
         let Some(record) = self.record(flow)? else {
             return Ok(None);
         };
         let component = self.component(flow, record.live)?;
-        Ok((component.world() == world).then_some((record.live, component)))
+        Ok((component.kind() == world).then_some((record.live, component)))
     }
 
     /// The compiled component of a version, loaded on first use (from the artifact cache).

@@ -686,6 +686,10 @@ impl Call {
         for p in &g.prompt {
             audio.push(self.audio(p).await);
         }
+        if g.flush {
+            // The flow wants only answers to this question: digits pressed ahead are dropped.
+            self.ahead.clear();
+        }
         let finish = g.finish_on_key.as_deref().and_then(|k| k.chars().next());
         let mut replays = 0;
         loop {

@@ -333,7 +333,7 @@ pub fn waiting(rt: &Node, params: &Params, base: &str) -> Result<String, Webhook
                 // An offer the caller answers while waiting (a callback): the gather's
                 // answer goes to the flow as any other.
                 crate::contract::Action::Gather(g) => {
-                    twiml.gather(g, &urls);
+                    twiml.gather(g, &[], &urls);
                     asked = true;
                 }
                 _ => {}

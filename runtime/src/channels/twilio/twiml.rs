@@ -83,13 +83,22 @@ impl TwiML {
         self.element("Play", &[], Some(&url));
     }
 
+    /// A `<Say>` or a `<Play>`.
+    fn prompt(&mut self, prompt: &Prompt, urls: &Urls) {
+        match prompt {
+            Prompt::Say(s) => self.say(s),
+            Prompt::Play { prompt } => self.play(prompt, urls),
+        }
+    }
+
     /// `<Message>text</Message>`.
     pub fn message(&mut self, text: &str) {
         self.element("Message", &[], Some(text));
     }
 
-    /// `<Gather>` with its prompts, then a `<Redirect>` taken when it times out.
-    pub fn gather(&mut self, gather: &Gather, urls: &Urls) {
+    /// `<Gather>` with `ahead` (the prompts before it in the step) and its own prompts, then a
+    /// `<Redirect>` taken when it times out.
+    pub fn gather(&mut self, gather: &Gather, ahead: &[Prompt], urls: &Urls) {
         let mut start = BytesStart::new("Gather");
         start.push_attribute(("input", "dtmf"));
         start.push_attribute(("action", urls.gather.as_str()));
@@ -104,11 +113,8 @@ impl TwiML {
             start.push_attribute(("finishOnKey", key.as_str()));
         }
         let _ = self.writer.write_event(Event::Start(start));
-        for prompt in &gather.prompt {
-            match prompt {
-                Prompt::Say(s) => self.say(s),
-                Prompt::Play { prompt } => self.play(prompt, urls),
-            }
+        for prompt in ahead.iter().chain(&gather.prompt) {
+            self.prompt(prompt, urls);
         }
         let _ = self.writer.write_event(Event::End(BytesEnd::new("Gather")));
         self.element(
@@ -209,19 +215,47 @@ impl TwiML {
 
 /// A voice step's actions as TwiML. `ended` adds a final `<Hangup/>` when the flow's actions
 /// did not say so themselves.
+///
+/// Twilio hears digits only inside a `<Gather>`, so the prompts that lead up to a gather go
+/// inside it: a caller who presses during them answers the gather at once (type-ahead, as on
+/// SIP), unless the gather asks to flush; then they play before it and such presses are lost.
 pub fn voice(actions: &[Action], urls: &Urls, ended: bool) -> String {
     let mut twiml = TwiML::new();
     let mut hung_up = false;
+    let mut ahead: Vec<Prompt> = Vec::new();
     for action in actions {
-        match action {
-            Action::Say(s) => twiml.say(s),
-            Action::Play { prompt } => twiml.play(prompt, urls),
-            Action::Send { text } => twiml.say(&Say {
+        let leads_up = match action {
+            Action::Say(s) => Some(Prompt::Say(s.clone())),
+            Action::Play { prompt } => Some(Prompt::Play {
+                prompt: prompt.clone(),
+            }),
+            Action::Send { text } => Some(Prompt::Say(Say {
                 text: text.clone(),
                 voice: None,
                 language: None,
-            }),
-            Action::Gather(g) => twiml.gather(g, urls),
+            })),
+            // Nothing the caller hears: the prompts around it still lead up to a gather.
+            Action::SetAttribute { .. } => continue,
+            _ => None,
+        };
+        if let Some(prompt) = leads_up {
+            ahead.push(prompt);
+            continue;
+        }
+        if let Action::Gather(g) = action
+            && !g.flush
+        {
+            twiml.gather(g, &std::mem::take(&mut ahead), urls);
+            continue;
+        }
+        for prompt in ahead.drain(..) {
+            twiml.prompt(&prompt, urls);
+        }
+        match action {
+            // Taken above.
+            Action::Say(_) | Action::Play { .. } | Action::Send { .. } => {}
+            Action::SetAttribute { .. } => {}
+            Action::Gather(g) => twiml.gather(g, &[], urls),
             Action::Enqueue(e) => twiml.enqueue(&e.queue, urls),
             Action::Transfer { target } => {
                 twiml.dial(target);
@@ -232,8 +266,10 @@ pub fn voice(actions: &[Action], urls: &Urls, ended: bool) -> String {
                 hung_up = true;
                 break;
             }
-            Action::SetAttribute { .. } => {}
         }
+    }
+    for prompt in ahead.drain(..) {
+        twiml.prompt(&prompt, urls);
     }
     if ended && !hung_up {
         twiml.hangup();

@@ -11,6 +11,7 @@ mod kv;
 mod log;
 mod settings;
 mod sleep;
+mod v0_1;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
