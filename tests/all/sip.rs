@@ -1322,6 +1322,70 @@ fn a_callback_rings_the_agent_then_the_customer_and_retries_a_busy_line_across_a
     assert_eq!(task["status"], "completed", "{task}");
 }
 
+/// An agent whose phone cannot take a callback (bob has none registered) costs the customer
+/// nothing: the customer is not dialed, the attempt is recorded as the agent's, bob is made
+/// unavailable and told why, and the callback goes back to the queue, where alice takes it
+/// and reaches the customer on the first attempt that counts.
+#[test]
+fn an_agent_phone_that_fails_a_callback_gives_it_to_the_next_agent() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let asked = callback_asked(dir.path(), "+15554470");
+    let (server, alice, _alice_ear) = (asked.server, asked.alice, asked.alice_ear);
+    let customer_args = ["-p", asked.customer_port.as_str()];
+    let bob = agent(&server, "bob", json!({}), json!({"voice": 1}));
+    let mut bob_desk = crate::support::desk(&server, &bob);
+    let task = accepts(&server, &bob, 0.0);
+    let id = task["id"].as_str().unwrap().to_string();
+    let current = |server: &Server| server.call("GET", &format!("/v1/tasks/{id}"), None).1;
+    wait_until("the task to go back to the queue", 10, || {
+        current(&server)["status"] != "assigned"
+    });
+    let back = current(&server);
+    assert_eq!(back["status"], "pending", "{back}");
+    let first = &back["callback"]["attempts"][0];
+    assert_eq!(first["agent_missed"], true, "{back}");
+    assert!(
+        first["result"]
+            .as_str()
+            .unwrap()
+            .contains("bob has no phone"),
+        "{back}"
+    );
+    let (_, me) = server.call_as(Some(&bob), "GET", "/agent/v1/me", None);
+    assert_eq!(me["activity"], "unavailable", "{me}");
+    let told = (0..10)
+        .map(|_| bob_desk.next())
+        .find(|push| push["type"] == "activity")
+        .expect("bob's desk hears why he is unavailable");
+    assert!(
+        told["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no phone"),
+        "{told}"
+    );
+
+    // Alice takes it: her phone rings, then the customer, who answers.
+    let (customer_ear, customer) = customer_answers(dir.path(), &server, &customer_args, 3_000);
+    server.call_as(
+        Some(&alice),
+        "PUT",
+        "/agent/v1/activity",
+        Some(json!({"activity": "available"})),
+    );
+    accepts(&server, &alice, 0.0);
+    wait_until("the customer to be greeted", 20, || {
+        customer_ear.loud_count() > 25
+    });
+    customer.succeeds();
+    let done = current(&server);
+    let attempts = done["callback"]["attempts"].as_array().unwrap().clone();
+    assert_eq!(attempts.len(), 2, "{done}");
+    assert_eq!(attempts[1]["result"], "answered", "{done}");
+    assert!(attempts[1]["agent_missed"].is_null(), "{done}");
+}
+
 /// Warm transfer with three legs: alice talks to the caller, consults bob (the caller hears
 /// music, alice and bob hear each other), takes the call back (bob's leg is hung up, the
 /// caller hears alice again), consults bob again and completes: her leg is hung up, the

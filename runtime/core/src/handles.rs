@@ -208,9 +208,9 @@ impl Desk {
         &self,
         task: &str,
         n: u32,
-        outcome: Result<(), String>,
+        end: crate::router::AttemptEnd,
     ) -> Result<Task, RouterError> {
-        self.router.end_callback_attempt(task, n, outcome)
+        self.router.end_callback_attempt(task, n, end)
     }
 
     /// Ends the callback attempts `node` had under way when it stopped.

@@ -24,7 +24,7 @@ use sha2::Digest;
 
 pub use expression::Expression;
 pub use model::{
-    AgentRecord, Callback, CallbackAttempt, Consult, ConsultStage, Filter, Order, Plan,
+    AgentRecord, AttemptEnd, Callback, CallbackAttempt, Consult, ConsultStage, Filter, Order, Plan,
     QueueConfig, QueueStats, Reservation, Target, Task, TaskStatus, TransferTo, Workflow,
 };
 
@@ -1316,42 +1316,19 @@ impl Router {
                     return self.commit_task(&mut state, snapshot);
                 }
             };
-            let timeout_secs = state
-                .queues
-                .get(&queue)
-                .ok_or_else(|| RouterError::UnknownQueue(queue.clone()))?
-                .config
-                .task_timeout_secs;
             let mut batch = Batch::new();
-            let channel = t.channel;
-            if let Some(w) = state.agents.get_mut(worker) {
-                if let Some(n) = w.busy.get_mut(&channel) {
-                    *n = n.saturating_sub(1);
-                }
-                w.record.idle_since_ms = now;
-                stage_agent(&mut batch, &w.record)?;
-            }
-            update_idle(&mut state, worker);
-            let task = state.tasks.get_mut(id).expect("checked above");
-            let from = std::mem::replace(&mut task.queue, queue.clone());
-            task.status = TaskStatus::Pending;
-            task.agent = None;
-            task.target = 0;
-            task.target_since_ms = now;
-            task.timeout_ms = now + timeout_secs * 1000;
-            task.passed_by = vec![worker.to_string()];
-            task.plan = None;
-            task.only = only;
-            task.transfer_to = None;
-            if let Value::Object(map) = &mut task.attributes {
-                map.insert("transferred_from".into(), worker.into());
-                map.insert("transferred_from_queue".into(), from.into());
-            }
-            let snapshot = task.clone();
-            state.plans.remove(id);
-            let q = state.queues.get_mut(&queue).expect("checked above");
-            q.waiting.insert(waiting_key(q.config.order, &snapshot));
-            stage_task(&mut batch, &snapshot)?;
+            let snapshot = requeue(
+                &mut batch,
+                &mut state,
+                id,
+                &queue,
+                only,
+                now,
+                |attributes, from| {
+                    attributes.insert("transferred_from".into(), worker.into());
+                    attributes.insert("transferred_from_queue".into(), from.into());
+                },
+            )?;
             self.commit(&mut state, batch)?;
             snapshot
         };
@@ -1721,6 +1698,7 @@ impl Router {
                 ended_ms: None,
                 result: None,
                 answered: false,
+                agent_missed: false,
             });
             let snapshot = task.clone();
             let mut batch = Batch::new();
@@ -1735,15 +1713,27 @@ impl Router {
         })
     }
 
-    /// Records how attempt `n` of a callback went: answered, or why not. After a failure the
-    /// next attempt waits for the queue's `callback_retry_secs`; after the last of its
-    /// `callback_attempts` the task is canceled with the reason, freeing the agent.
+    /// Records how attempt `n` of a callback went: answered, or why not. After the customer
+    /// was missed the next attempt waits for the queue's `callback_retry_secs`; after the
+    /// last of its `callback_attempts` the task is canceled with the reason, freeing the
+    /// agent. An agent's phone that failed costs the customer no attempt (see
+    /// [`AttemptEnd::AgentMissed`]).
     pub fn end_callback_attempt(
         &self,
         id: &str,
         n: u32,
-        outcome: Result<(), String>,
+        end: AttemptEnd,
     ) -> Result<Task, RouterError> {
+        let outcome = match end {
+            AttemptEnd::Answered => Ok(()),
+            AttemptEnd::Missed(why) => Err(why),
+            AttemptEnd::AgentMissed(why) => {
+                let done = self.changing(|| self.callback_agent_missed(id, n, why.clone()))?;
+                self.flush()?;
+                self.assign_after();
+                return Ok(self.task(id).unwrap_or(done));
+            }
+        };
         let done = self.changing(|| {
             let mut state = self.lock();
             let now = (self.clock)();
@@ -1778,7 +1768,7 @@ impl Router {
                 Err(why) => why.clone(),
             });
             callback.next_at_ms = now + retry_secs * 1000;
-            let attempts = callback.attempts.len() as u32;
+            let attempts = callback.customer_attempts();
             let give_up = match &outcome {
                 Err(why) if attempts >= max && task.status == TaskStatus::Assigned => {
                     Some(format!(
@@ -1811,6 +1801,68 @@ impl Router {
         Ok(done)
     }
 
+    /// The agent's phone failed on attempt `n` of a callback, before the customer was dialed:
+    /// the attempt is recorded without counting against the customer, the agent is made
+    /// unavailable (their phone is not answering) and the task goes back to its queue for the
+    /// next agent, dialed as soon as one accepts.
+    fn callback_agent_missed(&self, id: &str, n: u32, why: String) -> Result<Task, RouterError> {
+        let mut state = self.lock();
+        let now = (self.clock)();
+        let task = state
+            .tasks
+            .get_mut(id)
+            .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+        let agent = task.agent.clone();
+        let Some(attempt) = task
+            .callback
+            .as_mut()
+            .and_then(|c| c.attempts.iter_mut().find(|a| a.n == n))
+        else {
+            return Err(RouterError::Conflict(format!(
+                "callback {id} has no attempt {n}"
+            )));
+        };
+        if attempt.ended_ms.is_some() {
+            return Ok(task.clone());
+        }
+        attempt.ended_ms = Some(now);
+        attempt.agent_missed = true;
+        attempt.result = Some(why.clone());
+        let mut batch = Batch::new();
+        let (Some(agent), TaskStatus::Assigned) = (agent, task.status) else {
+            let snapshot = task.clone();
+            stage_task(&mut batch, &snapshot)?;
+            self.commit(&mut state, batch)?;
+            return Ok(snapshot);
+        };
+        if let Some(c) = task.callback.as_mut() {
+            c.next_at_ms = now;
+        }
+        let queue = task.queue.clone();
+        let snapshot = requeue(&mut batch, &mut state, id, &queue, None, now, |_, _| {})?;
+        if let Some(w) = state.agents.get_mut(&agent) {
+            tracing::warn!(
+                agent,
+                task = id,
+                why,
+                "the agent's phone failed a callback; made unavailable"
+            );
+            w.record.activity = "unavailable".into();
+            stage_agent(&mut batch, &w.record)?;
+            update_idle(&mut state, &agent);
+        }
+        state.tell(
+            &agent,
+            NoticeKind::Activity,
+            Some(&snapshot),
+            Some(format!(
+                "your phone did not take a callback ({why}): you are unavailable, and the callback went back to {queue}"
+            )),
+        );
+        self.commit(&mut state, batch)?;
+        Ok(snapshot)
+    }
+
     /// Ends the attempts `node` had under way when it stopped: recorded as interrupted and
     /// never dialed again (the next attempt follows the retry interval). Returns how many.
     pub fn interrupted_callbacks(&self, node: &str) -> Result<usize, RouterError> {
@@ -1825,7 +1877,7 @@ impl Router {
             .collect();
         for (id, n) in &open {
             let why = "interrupted: the node stopped during this attempt (not dialed again)";
-            self.end_callback_attempt(id, *n, Err(why.into()))?;
+            self.end_callback_attempt(id, *n, AttemptEnd::Missed(why.into()))?;
         }
         Ok(open.len())
     }
@@ -2214,6 +2266,62 @@ impl Router {
     pub fn flush(&self) -> Result<(), RouterError> {
         Ok(self.store.flush()?)
     }
+}
+
+/// Puts an assigned task back in `queue` (its own or another), freeing its agent's capacity:
+/// pending again, offered only to `only` when given (until they pass), not again to the agent
+/// who held it. `note` adds to its attributes what the move should leave on it (it gets the
+/// queue the task came from). Returns the task.
+fn requeue(
+    batch: &mut Batch,
+    state: &mut State,
+    id: &str,
+    queue: &str,
+    only: Option<String>,
+    now: u64,
+    note: impl FnOnce(&mut serde_json::Map<String, Value>, &str),
+) -> Result<Task, RouterError> {
+    let timeout_secs = state
+        .queues
+        .get(queue)
+        .ok_or_else(|| RouterError::UnknownQueue(queue.into()))?
+        .config
+        .task_timeout_secs;
+    let t = state
+        .tasks
+        .get(id)
+        .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+    let (channel, holder) = (t.channel, t.agent.clone());
+    if let Some(holder) = &holder {
+        if let Some(w) = state.agents.get_mut(holder) {
+            if let Some(n) = w.busy.get_mut(&channel) {
+                *n = n.saturating_sub(1);
+            }
+            w.record.idle_since_ms = now;
+            stage_agent(batch, &w.record)?;
+        }
+        update_idle(state, holder);
+    }
+    let task = state.tasks.get_mut(id).expect("checked above");
+    let from = std::mem::replace(&mut task.queue, queue.to_string());
+    task.status = TaskStatus::Pending;
+    task.agent = None;
+    task.target = 0;
+    task.target_since_ms = now;
+    task.timeout_ms = now + timeout_secs * 1000;
+    task.passed_by = holder.into_iter().collect();
+    task.plan = None;
+    task.only = only;
+    task.transfer_to = None;
+    if let Value::Object(map) = &mut task.attributes {
+        note(map, &from);
+    }
+    let snapshot = task.clone();
+    state.plans.remove(id);
+    let q = state.queues.get_mut(queue).expect("checked above");
+    q.waiting.insert(waiting_key(q.config.order, &snapshot));
+    stage_task(batch, &snapshot)?;
+    Ok(snapshot)
 }
 
 #[cfg(test)]

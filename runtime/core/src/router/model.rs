@@ -234,6 +234,11 @@ impl Callback {
     pub fn reached(&self) -> bool {
         self.attempts.iter().any(|a| a.answered)
     }
+
+    /// The attempts that dialed the customer (those the agent's phone failed do not count).
+    pub fn customer_attempts(&self) -> u32 {
+        self.attempts.iter().filter(|a| !a.agent_missed).count() as u32
+    }
 }
 
 /// One dial of a callback: written before the number is dialed, so a node that stops in the
@@ -255,6 +260,23 @@ pub struct CallbackAttempt {
     /// The customer answered.
     #[serde(default)]
     pub answered: bool,
+    /// The agent's phone failed before the customer was dialed: not one of the customer's
+    /// attempts (the task went back to the queue for another agent).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent_missed: bool,
+}
+
+/// How a callback attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptEnd {
+    /// The customer answered.
+    Answered,
+    /// The customer was dialed and not reached (busy, no answer, a failure): counts against
+    /// the queue's `callback_attempts`.
+    Missed(String),
+    /// The agent's phone did not answer (or the agent has none): the customer was not
+    /// dialed. The agent is made unavailable and the task offered to the next agent.
+    AgentMissed(String),
 }
 
 /// A warm transfer: the caller waits with music while the agent holding the call talks to

@@ -583,7 +583,11 @@ fn a_callback_is_attempted_per_policy_never_twice_and_given_up_with_why() {
             .is_none()
     );
     b.router
-        .end_callback_attempt(&task.id, 1, Err("busy (486 Busy Here)".into()))
+        .end_callback_attempt(
+            &task.id,
+            1,
+            AttemptEnd::Missed("busy (486 Busy Here)".into()),
+        )
         .unwrap();
     assert!(
         b.router.callbacks_due().is_empty(),
@@ -622,7 +626,11 @@ fn a_callback_is_attempted_per_policy_never_twice_and_given_up_with_why() {
     assert_eq!(n, 3);
     let given_up = b
         .router
-        .end_callback_attempt(&task.id, 3, Err("no answer within 30 s".into()))
+        .end_callback_attempt(
+            &task.id,
+            3,
+            AttemptEnd::Missed("no answer within 30 s".into()),
+        )
         .unwrap();
     assert_eq!(given_up.status, TaskStatus::Canceled);
     let reason = given_up.reason.unwrap();
@@ -648,11 +656,72 @@ fn a_callback_is_attempted_per_policy_never_twice_and_given_up_with_why() {
         .begin_callback_attempt(&t.id, "n")
         .unwrap()
         .unwrap();
-    let answered = b2.router.end_callback_attempt(&t.id, 1, Ok(())).unwrap();
+    let answered = b2
+        .router
+        .end_callback_attempt(&t.id, 1, AttemptEnd::Answered)
+        .unwrap();
     assert_eq!(answered.status, TaskStatus::Assigned);
     assert!(answered.callback.unwrap().reached());
     b2.advance(120_000);
     assert!(b2.router.callbacks_due().is_empty());
+}
+
+#[test]
+fn an_agent_phone_that_fails_a_callback_costs_the_customer_no_attempt() {
+    let b = Bench::new();
+    b.router
+        .define_queue(QueueConfig {
+            callback_attempts: 1,
+            ..QueueConfig::named("q")
+        })
+        .unwrap();
+    b.agent("ann", json!({}));
+    b.agent("bob", json!({}));
+    b.router.set_activity("bob", "break").unwrap();
+    let task = b.task("q", 0, Some("c1"));
+    b.router.keep_for_callback(&task.id, "+15550001").unwrap();
+    let r = b.offer("ann").unwrap();
+    b.router.accept("ann", &r.id).unwrap();
+    let (_, n) = b
+        .router
+        .begin_callback_attempt(&task.id, "node-a")
+        .unwrap()
+        .unwrap();
+    let back = b
+        .router
+        .end_callback_attempt(
+            &task.id,
+            n,
+            AttemptEnd::AgentMissed("the agent's phone did not answer: busy".into()),
+        )
+        .unwrap();
+    // Back in the queue, the customer's one attempt untouched, Ann unavailable.
+    assert_eq!(back.status, TaskStatus::Pending, "{back:?}");
+    assert_eq!(back.agent, None);
+    let callback = back.callback.clone().unwrap();
+    assert_eq!(callback.customer_attempts(), 0);
+    assert!(callback.attempts[0].agent_missed);
+    assert_eq!(b.router.agent("ann").unwrap()["activity"], "unavailable");
+    assert!(b.offer("ann").is_none());
+    // Bob comes back and takes it: dialed at once, and it is the customer's first attempt.
+    b.router.set_activity("bob", "available").unwrap();
+    let r = b.offer("bob").unwrap();
+    b.router.accept("bob", &r.id).unwrap();
+    let (_, n) = b
+        .router
+        .begin_callback_attempt(&task.id, "node-a")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 2);
+    let given_up = b
+        .router
+        .end_callback_attempt(&task.id, n, AttemptEnd::Missed("busy".into()))
+        .unwrap();
+    assert_eq!(given_up.status, TaskStatus::Canceled);
+    assert!(
+        given_up.reason.unwrap().contains("after 1 attempts"),
+        "only the customer's attempts count"
+    );
 }
 
 #[test]

@@ -22,7 +22,7 @@ use super::sdp;
 use super::{Endpoint, Input, Peer};
 use crate::contract::Say;
 use crate::node::Node;
-use crate::router::Task;
+use crate::router::{AttemptEnd, Task};
 
 /// How often the dialer looks for callbacks that are due.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
@@ -146,17 +146,22 @@ async fn attempt(ep: Arc<Endpoint>, node: Arc<Node>, me: &str, task: Task) {
         resend: None,
         talking: false,
     };
-    let outcome = dialer.run(&agent, &number).await;
-    let reached = outcome.is_ok();
+    let end = match dialer.run(&agent, &number).await {
+        Ok(()) => AttemptEnd::Answered,
+        Err(Missed::Agent(why)) => AttemptEnd::AgentMissed(why),
+        Err(Missed::Customer(why)) => AttemptEnd::Missed(why),
+    };
+    let reached = end == AttemptEnd::Answered;
     // Answered or not, the attempt's result is written before anything else happens.
     let recording = node.clone();
-    let (id, result) = (task.id.clone(), outcome.clone().map(|_| ()));
+    let (id, result) = (task.id.clone(), end.clone());
     let recorded =
         tokio::task::spawn_blocking(move || recording.desk().end_callback_attempt(&id, n, result))
             .await;
-    match (&outcome, recorded) {
-        (Err(why), Ok(Ok(t))) => {
-            tracing::info!(task = t.id, attempt = n, why, status = ?t.status, "callback attempt failed")
+    match (&end, recorded) {
+        (AttemptEnd::Answered, Ok(Ok(_))) => {}
+        (why, Ok(Ok(t))) => {
+            tracing::info!(task = t.id, attempt = n, ?why, status = ?t.status, "callback attempt failed")
         }
         (_, Ok(Err(e))) => {
             tracing::error!(task = task.id, attempt = n, error = %e, "cannot record a callback attempt")
@@ -227,26 +232,34 @@ struct Dialer {
     talking: bool,
 }
 
+/// Why an attempt did not reach the customer: the agent's side or the customer's.
+enum Missed {
+    Agent(String),
+    Customer(String),
+}
+
 impl Dialer {
     /// Rings the agent's phone, then the customer; `Ok` once both are up and the customer
-    /// was greeted, else why not (the customer's side of it: busy, no answer, ...).
-    async fn run(&mut self, agent: &str, number: &str) -> Result<(), String> {
+    /// was greeted, else why not (the agent's phone, or the customer: busy, no answer, ...).
+    async fn run(&mut self, agent: &str, number: &str) -> Result<(), Missed> {
         let Some((phone, peer)) = self.ep.phone_of(agent) else {
-            return Err(format!(
+            return Err(Missed::Agent(format!(
                 "agent {agent} has no phone: register one (sip:{agent}@{}) or set the agent's sip attribute",
                 self.ep.advertised
-            ));
+            )));
         };
         let ring = Duration::from_secs(self.ep.config.agent_ring_secs);
         self.place(&phone, peer, ring)
             .await
-            .map_err(|why| format!("the agent's phone did not answer: {why}"))?;
+            .map_err(|why| Missed::Agent(format!("the agent's phone did not answer: {why}")))?;
         // The agent hears music while the customer's phone rings.
         self.legs[0]
             .leg
             .set_idle(Some(self.ep.prompts.hold.clone()));
-        let customer = self.ep.target_uri(number)?;
-        self.place(&customer, None, ring).await?;
+        let customer = self.ep.target_uri(number).map_err(Missed::Customer)?;
+        self.place(&customer, None, ring)
+            .await
+            .map_err(Missed::Customer)?;
         let say = Say {
             text: GREETING.into(),
             voice: None,

@@ -16,7 +16,7 @@ use super::twiml::TwiML;
 use super::{Params, WebhookError, endpoint_of};
 use crate::contract::Say;
 use crate::node::Node;
-use crate::router::Task;
+use crate::router::{AttemptEnd, Task};
 use crate::runtime::Runtime;
 
 /// The `node` of Twilio attempts.
@@ -90,18 +90,20 @@ fn attempt(rt: &Runtime, task: &Task, base: &str) {
         }
     };
     let agent = task.agent.clone().unwrap_or_default();
-    let fail = |why: String| {
-        if let Err(e) = rt.desk().end_callback_attempt(&task.id, n, Err(why)) {
+    let end = |how: AttemptEnd| {
+        if let Err(e) = rt.desk().end_callback_attempt(&task.id, n, how) {
             tracing::error!(task = task.id, error = %e, "cannot record a callback attempt");
         }
     };
     let Some(endpoint) = endpoint_of(rt, &agent) else {
-        return fail(format!(
+        return end(AttemptEnd::AgentMissed(format!(
             "agent {agent} has no phone or sip attribute for Twilio to call"
-        ));
+        )));
     };
     let Some(from) = caller_id(rt, &task) else {
-        return fail("the number the customer called is unknown: nothing to call from".into());
+        return end(AttemptEnd::Missed(
+            "the number the customer called is unknown: nothing to call from".into(),
+        ));
     };
     let q = webhook_query(&task.id, n);
     let url = format!("{base}/twilio/callback/answered?{q}");
@@ -116,7 +118,9 @@ fn attempt(rt: &Runtime, task: &Task, base: &str) {
                 "callback: Twilio is calling the agent's phone"
             )
         }
-        Err(e) => fail(format!("Twilio did not place the agent's call: {e}")),
+        Err(e) => end(AttemptEnd::Missed(format!(
+            "Twilio did not place the agent's call: {e}"
+        ))),
     }
 }
 
@@ -184,7 +188,10 @@ fn say(text: &str) -> Say {
 /// them; they are greeted, then connected.
 pub fn greet(rt: &Node, _: &Params, _: &str, query: Option<&str>) -> Result<String, WebhookError> {
     let (task, n) = which(rt, query)?;
-    if let Err(e) = rt.desk().end_callback_attempt(&task.id, n, Ok(())) {
+    if let Err(e) = rt
+        .desk()
+        .end_callback_attempt(&task.id, n, AttemptEnd::Answered)
+    {
         tracing::error!(task = task.id, error = %e, "cannot record a callback attempt");
     }
     let mut twiml = TwiML::new();
@@ -205,7 +212,9 @@ pub fn dialed(
     let mut twiml = TwiML::new();
     match status {
         "completed" | "answered" => {
-            let _ = rt.desk().end_callback_attempt(&task.id, n, Ok(()));
+            let _ = rt
+                .desk()
+                .end_callback_attempt(&task.id, n, AttemptEnd::Answered);
             if let Err(e) = rt.desk().conversation_ended(&task.id, "the callback ended") {
                 tracing::debug!(task = task.id, error = %e, "callback task not wrapped up by the call");
             }
@@ -217,9 +226,9 @@ pub fn dialed(
                 "no-answer" => format!("no answer within {RING_SECS} s"),
                 other => format!("the call to the customer failed ({other})"),
             };
-            if let Err(e) = rt
-                .desk()
-                .end_callback_attempt(&task.id, n, Err(why.clone()))
+            if let Err(e) =
+                rt.desk()
+                    .end_callback_attempt(&task.id, n, AttemptEnd::Missed(why.clone()))
             {
                 tracing::error!(task = task.id, error = %e, "cannot record a callback attempt");
             }
@@ -236,17 +245,20 @@ pub fn dialed(
 /// or failed ends the attempt; after the `<Dial>` action this changes nothing.
 pub fn status(rt: &Node, params: &Params, query: Option<&str>) -> Result<(), WebhookError> {
     let (task, n) = which(rt, query)?;
-    let why = match params.get("CallStatus").unwrap_or_default() {
-        "completed" => "the agent's call ended before the customer answered".to_string(),
-        "busy" | "no-answer" | "failed" | "canceled" => format!(
+    let end = match params.get("CallStatus").unwrap_or_default() {
+        "completed" => {
+            AttemptEnd::Missed("the agent's call ended before the customer answered".to_string())
+        }
+        // The customer was never dialed: another agent takes it, the customer loses nothing.
+        "busy" | "no-answer" | "failed" | "canceled" => AttemptEnd::AgentMissed(format!(
             "the agent's phone did not answer ({})",
             params.get("CallStatus").unwrap_or_default()
-        ),
+        )),
         _ => return Ok(()),
     };
     // Only an attempt still open is ended here (the first report of an end stands).
     rt.desk()
-        .end_callback_attempt(&task.id, n, Err(why))
+        .end_callback_attempt(&task.id, n, end)
         .map(|_| ())
         .or_else(|e| {
             tracing::debug!(task = task.id, error = %e, "callback attempt not ended by the status");
