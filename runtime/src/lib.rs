@@ -14,5 +14,5 @@ pub mod runtime;
 
 pub use switchboard_core::{
     audit, cluster, config, connector, contract, customers, engine, flows, metrics, node, phones,
-    replay, router, sessions, store, tokens,
+    replay, router, sessions, store, tokens, users,
 };

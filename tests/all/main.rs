@@ -17,6 +17,7 @@ mod deploy;
 mod durability;
 mod hot_swap;
 mod js_sdk;
+mod people;
 mod postgres;
 mod projects;
 mod python_sdk;

@@ -302,8 +302,12 @@ fn bad_requests_are_refused_and_change_nothing() {
     );
     let (status, _) = server.call_as(Some("sbw_wrong"), "GET", "/agent/v1/me", None);
     assert_eq!(status, 401);
-    let (status, _) = server.call_as(Some(&server.token), "GET", "/agent/v1/me", None);
-    assert_eq!(status, 401, "the admin token is not an agent token");
+    let (status, err) = server.call_as(Some(&server.token), "GET", "/agent/v1/me", None);
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (403, Some("not_an_agent")),
+        "the admin is no agent"
+    );
     let (_, stats) = server.call("GET", "/v1/queues/q/stats", None);
     assert_eq!(
         stats["tasks"]["assigned"], 1,

@@ -24,6 +24,9 @@ use crate::router::{
 };
 use crate::sessions::{ContactError, NewContact, Said, Session, Sessions, StepReport, TraceEntry};
 use crate::store::{Batch, Pair, Scan, Store, StoreError, Tree};
+use crate::tokens::TokenView;
+use crate::users::{self, Principal, Refusal, Role, UserChange, UserError, UserView};
+use serde_json::json;
 
 /// What a channel does with contacts.
 #[derive(Clone)]
@@ -103,6 +106,11 @@ impl Desk {
     /// The agent a desk token belongs to.
     pub fn authenticate(&self, token: &str) -> Option<String> {
         self.router.authenticate(token)
+    }
+
+    /// Whether an agent of this name exists.
+    pub fn agent_exists(&self, name: &str) -> bool {
+        self.router.agent(name).is_ok()
     }
 
     /// The SIP digest secret (HA1) of an agent's phone.
@@ -368,6 +376,19 @@ impl Admin {
         crate::audit::all(&*self.store)
     }
 
+    /// Records a change `who` made (queues, agents, tasks, the workflow, prompts) in the audit
+    /// trail, durably.
+    pub fn note(
+        &self,
+        who: &str,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        crate::audit::record(&*self.store, who, action, subject, detail)?;
+        self.store.flush()
+    }
+
     /// Loads customer records; returns how many.
     pub fn load_customers(
         &self,
@@ -377,19 +398,9 @@ impl Admin {
         crate::customers::load(&self.store, customers, who)
     }
 
-    /// Whom an API token belongs to.
-    pub fn token_holder(&self, presented: &str) -> Result<Option<String>, StoreError> {
-        crate::tokens::verify(&*self.store, presented)
-    }
-
-    /// Whether any API token exists.
-    pub fn has_tokens(&self) -> Result<bool, StoreError> {
-        crate::tokens::any(&*self.store)
-    }
-
-    /// Makes an API token named `name`; returns its secret (shown once).
-    pub fn create_token(&self, name: &str) -> Result<String, StoreError> {
-        crate::tokens::create(&*self.store, name)
+    /// People and their credentials: users, API tokens, browser sessions.
+    pub fn people(&self) -> People<'_> {
+        People { store: &self.store }
     }
 
     /// A contact's recording, ready to save as a golden file.
@@ -542,6 +553,164 @@ impl Store for ChannelStore {
 
     fn next_id(&self) -> Result<u64, StoreError> {
         self.store.next_id()
+    }
+}
+
+/// People and their credentials: users with roles, their API tokens and browser sessions.
+/// Every change is in the audit trail under the person who made it.
+pub struct People<'a> {
+    store: &'a Arc<dyn Store>,
+}
+
+impl People<'_> {
+    /// Every user.
+    pub fn list(&self) -> Result<Vec<UserView>, StoreError> {
+        users::list(&**self.store)
+    }
+
+    /// One user.
+    pub fn get(&self, name: &str) -> Result<Option<UserView>, StoreError> {
+        Ok(users::get(&**self.store, name)?
+            .as_ref()
+            .map(UserView::from))
+    }
+
+    /// Creates a user.
+    pub fn create(
+        &self,
+        name: &str,
+        role: Role,
+        password: Option<&str>,
+        who: &str,
+    ) -> Result<UserView, UserError> {
+        let user = users::create(&**self.store, name, role, password)?;
+        let detail = json!({"role": role, "password": password.is_some()});
+        crate::audit::record(&**self.store, who, "create-user", name, detail)?;
+        self.store.flush()?;
+        Ok(user)
+    }
+
+    /// Changes a user's role, password or whether they are disabled.
+    pub fn change(
+        &self,
+        name: &str,
+        change: &UserChange,
+        who: &str,
+    ) -> Result<UserView, UserError> {
+        let user = users::change(&**self.store, name, change)?;
+        let detail = json!({
+            "role": change.role,
+            "disabled": change.disabled,
+            "password_changed": change.password.is_some(),
+        });
+        crate::audit::record(&**self.store, who, "change-user", name, detail)?;
+        self.store.flush()?;
+        Ok(user)
+    }
+
+    /// Deletes a user with their tokens and sessions.
+    pub fn delete(&self, name: &str, who: &str) -> Result<(), UserError> {
+        users::delete(&**self.store, name)?;
+        crate::audit::record(&**self.store, who, "delete-user", name, json!({}))?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// API tokens: every one, or `user`'s.
+    pub fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenView>, StoreError> {
+        match user {
+            Some(user) => crate::tokens::of_user(&**self.store, user),
+            None => crate::tokens::all(&**self.store),
+        }
+    }
+
+    /// A new API token of `user`: its id and secret (shown once).
+    pub fn create_token(
+        &self,
+        user: &str,
+        label: &str,
+        expires_at: Option<String>,
+        who: &str,
+    ) -> Result<(String, String), UserError> {
+        if users::get(&**self.store, user)?.is_none() {
+            return Err(UserError::UnknownUser(user.into()));
+        }
+        if let Some(at) = &expires_at
+            && chrono::DateTime::parse_from_rfc3339(at).is_err()
+        {
+            return Err(UserError::Invalid(format!(
+                "expires_at {at:?} is not an RFC 3339 time such as 2027-01-31T00:00:00Z"
+            )));
+        }
+        let (id, token) = crate::tokens::create_for(&**self.store, user, label, expires_at)?;
+        let detail = json!({"token": id, "label": label});
+        crate::audit::record(&**self.store, who, "create-token", user, detail)?;
+        self.store.flush()?;
+        Ok((id, token))
+    }
+
+    /// Revokes an API token by its id.
+    pub fn revoke_token(&self, id: &str, who: &str) -> Result<(), UserError> {
+        let owner = self
+            .tokens(None)?
+            .into_iter()
+            .find(|t| t.id == id)
+            .map(|t| t.user);
+        if !crate::tokens::revoke(&**self.store, id)? {
+            return Err(UserError::UnknownToken(id.into()));
+        }
+        let detail = json!({"token": id});
+        crate::audit::record(
+            &**self.store,
+            who,
+            "revoke-token",
+            &owner.unwrap_or_default(),
+            detail,
+        )?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// Who presents the API token `presented`.
+    pub fn by_token(&self, presented: &str) -> Result<Result<Principal, Refusal>, StoreError> {
+        users::by_token(&**self.store, presented)
+    }
+
+    /// Checks a name and password.
+    pub fn sign_in(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<Result<Principal, Refusal>, StoreError> {
+        users::sign_in(&**self.store, name, password)
+    }
+
+    /// Opens a browser session of `user` for `lasts_ms`: the cookie's value and its CSRF token.
+    pub fn open_session(&self, user: &str, lasts_ms: u64) -> Result<(String, String), StoreError> {
+        users::open_session(&**self.store, user, lasts_ms)
+    }
+
+    /// Who a browser session is, and its CSRF token.
+    pub fn by_session(&self, cookie: &str) -> Result<Option<users::SessionFound>, StoreError> {
+        users::by_session(&**self.store, cookie)
+    }
+
+    /// Ends a browser session.
+    pub fn close_session(&self, cookie: &str) -> Result<(), StoreError> {
+        users::close_session(&**self.store, cookie)
+    }
+
+    /// On a store with no API token yet: the `admin` user and its first token (returned, to
+    /// be shown once). `None` when tokens exist.
+    pub fn first_admin(&self) -> Result<Option<String>, UserError> {
+        if crate::tokens::any(&**self.store)? {
+            return Ok(None);
+        }
+        if users::get(&**self.store, "admin")?.is_none() {
+            users::create(&**self.store, "admin", Role::Admin, None)?;
+        }
+        let (_, token) = crate::tokens::create_for(&**self.store, "admin", "first start", None)?;
+        Ok(Some(token))
     }
 }
 

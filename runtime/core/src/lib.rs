@@ -33,3 +33,4 @@ pub mod router;
 pub mod sessions;
 pub mod store;
 pub mod tokens;
+pub mod users;

@@ -37,6 +37,11 @@ impl ApiError {
         json!({"type": "error", "code": self.code, "message": self.message})
     }
 
+    /// Its stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// Attaches machine-readable details (such as replay diffs).
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);

@@ -3,6 +3,7 @@
 
 mod chat;
 mod error;
+mod people;
 mod routing;
 mod twilio;
 mod voice;
@@ -11,9 +12,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
@@ -30,7 +31,7 @@ use crate::sessions::NewContact;
 /// Largest component a deploy accepts.
 const MAX_COMPONENT: usize = 64 << 20;
 
-/// The name of the token that authenticated a request, for the audit trail.
+/// The person who made a request, for the audit trail.
 #[derive(Clone)]
 struct Caller(String);
 
@@ -61,10 +62,11 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/cluster", get(show_cluster))
         .merge(routing::supervisor())
         .merge(voice::admin())
+        .merge(people::routes())
         .layer(DefaultBodyLimit::max(MAX_COMPONENT))
         .route_layer(middleware::from_fn_with_state(
             runtime.clone(),
-            authenticate,
+            people::authenticate,
         ));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -75,6 +77,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .nest("/twilio", twilio::routes())
         .merge(chat::routes())
         .merge(voice::public())
+        .merge(people::auth_routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -83,28 +86,6 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             )
         })
         .with_state(runtime)
-}
-
-async fn authenticate(State(rt): Api, mut request: Request, next: Next) -> Answer {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let refused = || {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token: send `Authorization: Bearer sbt_...` with the token printed when the server first started (also in <data-dir>/admin.token)",
-        )
-    };
-    let token = presented.ok_or_else(refused)?;
-    let name = blocking(move || rt.admin().token_holder(&token).map_err(ApiError::from))
-        .await?
-        .ok_or_else(refused)?;
-    request.extensions_mut().insert(Caller(name));
-    Ok(next.run(request).await)
 }
 
 /// The nodes sharing this node's store and which of them leads (runs the router's clock);

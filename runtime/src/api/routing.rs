@@ -78,14 +78,35 @@ async fn authenticate_agent(State(rt): Api, mut request: Request, next: Next) ->
         .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("token=")))
         .map(str::to_string);
     let token = from_header.or(from_query).unwrap_or_default();
-    let name = rt.desk().authenticate(&token).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong agent token: send `Authorization: Bearer sbw_...` with the token given when the agent was created",
-        )
-    })?;
-    request.extensions_mut().insert(Agent(name));
+    if let Some(name) = rt.desk().authenticate(&token) {
+        request.extensions_mut().insert(Agent(name));
+        return Ok(next.run(request).await);
+    }
+    // A person signed in (browser session) or with their own API token: a user whose role is
+    // agent works the desk of the agent of the same name.
+    let who = super::people::principal_of(&rt, &request)
+        .await
+        .map_err(|e| match e.code() {
+            "unauthorized" => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong agent credentials: send `Authorization: Bearer sbw_...` with the token given when the agent was created, or sign in as an agent at /auth/sign-in",
+            ),
+            // A session over, a missing CSRF token, a disabled user: said as such.
+            _ => e,
+        })?;
+    let agent_exists = rt.desk().agent_exists(&who.person);
+    if who.role != crate::users::Role::Agent || !agent_exists {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_an_agent",
+            format!(
+                "{} is a {} with no agent desk: the desk is for users whose role is agent and who have an agent of the same name (PUT /v1/agents/{})",
+                who.person, who.role, who.person
+            ),
+        ));
+    }
+    request.extensions_mut().insert(Agent(who.person));
     Ok(next.run(request).await)
 }
 
@@ -109,11 +130,18 @@ async fn list_queues(State(rt): Api) -> Answer {
 
 async fn define_queue(
     State(rt): Api,
+    Extension(super::Caller(who)): Extension<super::Caller>,
     Path(name): Path<String>,
     AppJson(mut config): AppJson<QueueConfig>,
 ) -> Answer {
     config.name = name;
-    let queue = routed(rt, move |rt| Ok(rt.admin().define_queue(config)?)).await?;
+    let queue = routed(rt, move |rt| {
+        let detail = serde_json::to_value(&config).unwrap_or_default();
+        let (name, queue) = (config.name.clone(), rt.admin().define_queue(config)?);
+        rt.admin().note(&who, "define-queue", &name, detail)?;
+        Ok(queue)
+    })
+    .await?;
     ok(StatusCode::OK, queue)
 }
 
@@ -135,13 +163,17 @@ fn empty_object() -> serde_json::Value {
 
 async fn upsert_agent(
     State(rt): Api,
+    Extension(super::Caller(who)): Extension<super::Caller>,
     Path(name): Path<String>,
     AppJson(body): AppJson<AgentBody>,
 ) -> Answer {
     let (record, token) = routed(rt, move |rt| {
-        Ok(rt
+        let detail = json!({"attributes": body.attributes, "capacity": body.capacity});
+        let done = rt
             .admin()
-            .upsert_agent(&name, body.attributes, body.capacity)?)
+            .upsert_agent(&name, body.attributes, body.capacity)?;
+        rt.admin().note(&who, "upsert-agent", &name, detail)?;
+        Ok(done)
     })
     .await?;
     let mut answer = json!({"agent": record.name, "attributes": record.attributes, "capacity": record.capacity, "activity": record.activity});
@@ -166,10 +198,14 @@ struct ActivityBody {
 
 async fn supervisor_activity(
     State(rt): Api,
+    Extension(super::Caller(who)): Extension<super::Caller>,
     Path(name): Path<String>,
     AppJson(body): AppJson<ActivityBody>,
 ) -> Answer {
-    set_activity(rt, name, body).await
+    let detail = json!({"activity": body.activity});
+    let answer = set_activity(rt.clone(), name.clone(), body).await?;
+    blocking(move || Ok(rt.admin().note(&who, "set-activity", &name, detail)?)).await?;
+    Ok(answer)
 }
 
 /// Changes an agent's activity, for the supervisor's and the agent's own route alike.
@@ -208,7 +244,13 @@ async fn cancel_task(
     let reason = body
         .and_then(|Json(b)| b.reason)
         .unwrap_or_else(|| format!("canceled by {who}"));
-    let task = routed(rt, move |rt| Ok(rt.admin().cancel(&id, &reason)?)).await?;
+    let task = routed(rt, move |rt| {
+        let task = rt.admin().cancel(&id, &reason)?;
+        rt.admin()
+            .note(&who, "cancel-task", &id, json!({"reason": reason}))?;
+        Ok(task)
+    })
+    .await?;
     ok(StatusCode::OK, task)
 }
 
@@ -220,11 +262,15 @@ struct MoveBody {
 
 async fn move_task(
     State(rt): Api,
+    Extension(super::Caller(who)): Extension<super::Caller>,
     Path(id): Path<String>,
     AppJson(body): AppJson<MoveBody>,
 ) -> Answer {
     let task = routed(rt, move |rt| {
-        Ok(rt.admin().move_task(&id, &body.queue, body.priority)?)
+        let task = rt.admin().move_task(&id, &body.queue, body.priority)?;
+        let detail = json!({"queue": body.queue, "priority": body.priority});
+        rt.admin().note(&who, "move-task", &id, detail)?;
+        Ok(task)
     })
     .await?;
     ok(StatusCode::OK, task)
@@ -236,9 +282,16 @@ async fn show_workflow(State(rt): Api) -> Answer {
 
 async fn set_workflow(
     State(rt): Api,
+    Extension(super::Caller(who)): Extension<super::Caller>,
     AppJson(workflow): AppJson<crate::router::Workflow>,
 ) -> Answer {
-    let saved = routed(rt, move |rt| Ok(rt.admin().set_workflow(workflow)?)).await?;
+    let saved = routed(rt, move |rt| {
+        let detail = serde_json::to_value(&workflow).unwrap_or_default();
+        let saved = rt.admin().set_workflow(workflow)?;
+        rt.admin().note(&who, "set-workflow", "workflow", detail)?;
+        Ok(saved)
+    })
+    .await?;
     ok(StatusCode::OK, saved)
 }
 

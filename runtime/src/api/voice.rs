@@ -45,7 +45,12 @@ impl From<PromptError> for ApiError {
     }
 }
 
-async fn upload(State(rt): Api, Path(id): Path<String>, body: Bytes) -> Answer {
+async fn upload(
+    State(rt): Api,
+    axum::Extension(super::Caller(who)): axum::Extension<super::Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer {
     if body.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -53,9 +58,14 @@ async fn upload(State(rt): Api, Path(id): Path<String>, body: Bytes) -> Answer {
             "send the recording (a WAV file) as the request body",
         ));
     }
-    let prompts = rt.prompts.clone();
     let key = id.clone();
-    let millis = blocking(move || prompts.upload(&key, &body).map_err(ApiError::from)).await?;
+    let millis = blocking(move || {
+        let millis = rt.prompts.upload(&key, &body).map_err(ApiError::from)?;
+        let detail = json!({"millis": millis, "bytes": body.len()});
+        rt.admin().note(&who, "upload-prompt", &key, detail)?;
+        Ok(millis)
+    })
+    .await?;
     ok(StatusCode::CREATED, json!({"id": id, "millis": millis}))
 }
 

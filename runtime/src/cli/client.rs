@@ -128,6 +128,26 @@ impl Client {
         )
     }
 
+    /// PATCH JSON.
+    pub fn patch_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.answer(
+            self.agent
+                .patch(format!("{}{path}", self.base))
+                .header("Authorization", self.auth())
+                .send_json(body),
+        )
+    }
+
+    /// DELETE.
+    pub fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.answer(
+            self.agent
+                .delete(format!("{}{path}", self.base))
+                .header("Authorization", self.auth())
+                .call(),
+        )
+    }
+
     /// POST text.
     pub fn post_text(&self, path: &str, body: String) -> anyhow::Result<Value> {
         self.answer(

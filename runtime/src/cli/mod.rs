@@ -26,6 +26,7 @@ mod settings;
 mod simulate;
 mod test;
 mod trace;
+mod users;
 mod versions;
 mod workflow;
 
@@ -103,6 +104,10 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Show the audit trail.
     Audit(audit::AuditArgs),
+    /// People and their roles: list, add, set, disable, enable, remove.
+    Users(users::UsersArgs),
+    /// API tokens of people: list, create, revoke.
+    Tokens(users::TokensArgs),
     /// Talk to a flow from the terminal, as a caller would. Reads your answers from the
     /// keyboard, or line by line from a file or a pipe.
     Simulate(simulate::SimulateArgs),
@@ -158,6 +163,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Contact(args) => contact::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Users(args) => users::run_users(args),
+        Command::Tokens(args) => users::run_tokens(args),
         Command::Simulate(args) => simulate::run(args),
     }
 }

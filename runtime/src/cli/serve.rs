@@ -224,13 +224,12 @@ async fn shutdown_signal() {
     }
 }
 
-/// Creates the admin token when the store has none: printed once, saved for the local CLI
-/// in `<data-dir>/admin.token` (mode 0600), stored only as a hash.
+/// Creates the `admin` user and its token when the store has no token: printed once, saved
+/// for the local CLI in `<data-dir>/admin.token` (mode 0600), stored only as a hash.
 fn first_start(runtime: &Runtime) -> anyhow::Result<()> {
-    if runtime.admin().has_tokens()? {
+    let Some(token) = runtime.admin().people().first_admin()? else {
         return Ok(());
-    }
-    let token = runtime.admin().create_token("admin")?;
+    };
     let path = runtime.config().data_dir.join("admin.token");
     write_private(&path, &token)?;
     eprintln!(

@@ -1,0 +1,529 @@
+//! Who may call what: every `/v1` request is authenticated (an API token, or a browser
+//! session cookie whose changes carry its CSRF token) and its route checked against the
+//! caller's role in one table, [`allowed`]. Also the people routes (users, tokens) and the
+//! browser's sign-in and sign-out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Answer, Api, ApiError, AppJson, Caller, blocking, ok};
+use crate::runtime::Runtime;
+use crate::users::{self, Principal, Refusal, Role, UserChange, UserError};
+
+/// The browser session cookie.
+pub const SESSION_COOKIE: &str = "sb_session";
+/// The header a browser session's changes carry its CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// How long a browser session lasts.
+const SESSION_SECS: u64 = 12 * 3600;
+/// Failed sign-ins for one name within [`FAILURE_WINDOW`] before further tries wait.
+const MAX_FAILURES: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+
+/// Whether `role` may call `method` on the route `path` (as matched, such as
+/// `/v1/flows/{flow}/versions`). Admins may call everything.
+pub fn allowed(role: Role, method: &Method, path: &str) -> bool {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    let read = method == Method::GET || method == Method::HEAD;
+    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    match role {
+        Role::Admin => true,
+        // Everyone signed in may ask who they are.
+        _ if path == "/me" => true,
+        Role::Supervisor => {
+            ["/queues", "/agents", "/tasks", "/workflow", "/stats"]
+                .iter()
+                .any(|p| under(p))
+                || (read
+                    && [
+                        "/flows",
+                        "/contacts",
+                        "/audit",
+                        "/cluster",
+                        "/sip",
+                        "/prompts",
+                    ]
+                    .iter()
+                    .any(|p| under(p)))
+        }
+        Role::Developer => {
+            [
+                "/flows",
+                "/entry-points",
+                "/contacts",
+                "/prompts",
+                "/customers",
+            ]
+            .iter()
+            .any(|p| under(p))
+                || (read
+                    && ["/queues", "/audit", "/cluster", "/sip", "/stats"]
+                        .iter()
+                        .any(|p| under(p)))
+        }
+        Role::Agent => false,
+    }
+}
+
+/// The caller's role, beside [`Caller`] (their name).
+#[derive(Clone, Copy)]
+pub struct CallerRole(pub Role);
+
+/// What a request presented: an API token, a session cookie, or nothing.
+enum Presented {
+    Token(String),
+    Session(String),
+    Nothing,
+}
+
+fn presented(headers: &HeaderMap, query: Option<&str>) -> Presented {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+        // Browsers cannot set headers on a WebSocket: a token may come as `?token=`.
+        .or_else(|| {
+            query
+                .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("token=")))
+                .map(str::to_string)
+        });
+    if let Some(token) = bearer {
+        return Presented::Token(token);
+    }
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(&format!("{SESSION_COOKIE}=")))
+        .map(str::to_string);
+    cookie.map_or(Presented::Nothing, Presented::Session)
+}
+
+fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Wrong => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong credentials: send `Authorization: Bearer sbt_...` with your API token (the first admin's is in <data-dir>/admin.token), or sign in at /auth/sign-in",
+        ),
+        Refusal::Disabled(_) => {
+            ApiError::new(StatusCode::FORBIDDEN, "user_disabled", refusal.to_string())
+        }
+        Refusal::Expired(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "token_expired",
+            refusal.to_string(),
+        ),
+    }
+}
+
+/// The person behind a request's credentials: an API token, or a browser session whose
+/// changes (anything but GET and HEAD) carry its CSRF token. What is needed of the request is
+/// taken before the check waits, so the future holds no borrow of it.
+pub fn principal_of(
+    rt: &Arc<Runtime>,
+    request: &Request,
+) -> impl std::future::Future<Output = Result<Principal, ApiError>> + Send + use<> {
+    let safe = matches!(*request.method(), Method::GET | Method::HEAD);
+    let csrf = request
+        .headers()
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let presented = presented(request.headers(), request.uri().query());
+    let rt = rt.clone();
+    async move { checked(&rt, presented, safe, csrf).await }
+}
+
+async fn checked(
+    rt: &Arc<Runtime>,
+    presented: Presented,
+    safe: bool,
+    csrf: Option<String>,
+) -> Result<Principal, ApiError> {
+    match presented {
+        Presented::Token(token) => {
+            let rt = rt.clone();
+            blocking(move || Ok(rt.admin().people().by_token(&token)?))
+                .await?
+                .map_err(refused)
+        }
+        Presented::Session(cookie) => {
+            let rt = rt.clone();
+            let Some(found) =
+                blocking(move || Ok(rt.admin().people().by_session(&cookie)?)).await?
+            else {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "session_over",
+                    "your session is over (signed out, expired, or the user was changed): sign in again at /auth/sign-in",
+                ));
+            };
+            let who = found.who.map_err(refused)?;
+            let matches = csrf
+                .is_some_and(|c| crate::tokens::same_secret(c.as_bytes(), found.csrf.as_bytes()));
+            if !safe && !matches {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    "this change carries no valid CSRF token: send the session's token (from /auth/session) in the X-CSRF-Token header",
+                ));
+            }
+            Ok(who)
+        }
+        Presented::Nothing => Err(refused(Refusal::Wrong)),
+    }
+}
+
+/// `/v1`'s gate: who is calling, and may their role call this route?
+pub async fn authenticate(State(rt): Api, mut request: Request, next: Next) -> Answer {
+    let who = principal_of(&rt, &request).await?;
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| request.uri().path().to_string());
+    if !allowed(who.role, request.method(), &path) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{} is a {}, who may not {} {path}: ask an admin for a role that may",
+                who.person,
+                who.role,
+                request.method()
+            ),
+        ));
+    }
+    request.extensions_mut().insert(Caller(who.person));
+    request.extensions_mut().insert(CallerRole(who.role));
+    Ok(next.run(request).await)
+}
+
+/// The people routes, admins only (by [`allowed`]), and `/me` for everyone.
+pub fn routes() -> Router<Arc<Runtime>> {
+    Router::new()
+        .route("/me", get(me))
+        .route("/users", get(list_users).post(create_user))
+        .route(
+            "/users/{name}",
+            get(show_user).patch(change_user).delete(delete_user),
+        )
+        .route("/users/{name}/tokens", get(user_tokens).post(create_token))
+        .route("/tokens", get(all_tokens))
+        .route("/tokens/{id}", axum::routing::delete(revoke_token))
+}
+
+/// The browser's doors: sign in, sign out, the current session. No credentials needed.
+pub fn auth_routes() -> Router<Arc<Runtime>> {
+    Router::new()
+        .route("/auth/sign-in", post(sign_in))
+        .route("/auth/sign-out", post(sign_out))
+        .route("/auth/session", get(session))
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        let (status, code) = match &e {
+            UserError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_user"),
+            UserError::UnknownUser(_) => (StatusCode::NOT_FOUND, "unknown_user"),
+            UserError::UnknownToken(_) => (StatusCode::NOT_FOUND, "unknown_token"),
+            UserError::Exists(_) => (StatusCode::CONFLICT, "user_exists"),
+            UserError::LastAdmin(_) => (StatusCode::CONFLICT, "last_admin"),
+            UserError::Store(_) => {
+                let UserError::Store(s) = e else {
+                    unreachable!()
+                };
+                return ApiError::from(s);
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+async fn me(
+    Extension(Caller(who)): Extension<Caller>,
+    Extension(CallerRole(role)): Extension<CallerRole>,
+) -> Answer {
+    ok(StatusCode::OK, json!({"person": who, "role": role}))
+}
+
+async fn list_users(State(rt): Api) -> Answer {
+    let users = blocking(move || Ok(rt.admin().people().list()?)).await?;
+    ok(StatusCode::OK, users)
+}
+
+async fn show_user(State(rt): Api, Path(name): Path<String>) -> Answer {
+    let user = blocking(move || {
+        rt.admin()
+            .people()
+            .get(&name)?
+            .ok_or_else(|| UserError::UnknownUser(name).into())
+    })
+    .await?;
+    ok(StatusCode::OK, user)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    role: Role,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+async fn create_user(
+    State(rt): Api,
+    Extension(Caller(who)): Extension<Caller>,
+    AppJson(new): AppJson<NewUser>,
+) -> Answer {
+    let user = blocking(move || {
+        Ok(rt
+            .admin()
+            .people()
+            .create(&new.name, new.role, new.password.as_deref(), &who)?)
+    })
+    .await?;
+    ok(StatusCode::CREATED, user)
+}
+
+async fn change_user(
+    State(rt): Api,
+    Extension(Caller(who)): Extension<Caller>,
+    Path(name): Path<String>,
+    AppJson(change): AppJson<UserChange>,
+) -> Answer {
+    let user = blocking(move || Ok(rt.admin().people().change(&name, &change, &who)?)).await?;
+    ok(StatusCode::OK, user)
+}
+
+async fn delete_user(
+    State(rt): Api,
+    Extension(Caller(who)): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Answer {
+    blocking(move || Ok(rt.admin().people().delete(&name, &who)?)).await?;
+    ok(StatusCode::OK, json!({"deleted": true}))
+}
+
+async fn user_tokens(State(rt): Api, Path(name): Path<String>) -> Answer {
+    let tokens = blocking(move || Ok(rt.admin().people().tokens(Some(&name))?)).await?;
+    ok(StatusCode::OK, tokens)
+}
+
+async fn all_tokens(State(rt): Api) -> Answer {
+    let tokens = blocking(move || Ok(rt.admin().people().tokens(None)?)).await?;
+    ok(StatusCode::OK, tokens)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    #[serde(default)]
+    label: String,
+    /// RFC 3339.
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+async fn create_token(
+    State(rt): Api,
+    Extension(Caller(who)): Extension<Caller>,
+    Path(name): Path<String>,
+    AppJson(new): AppJson<NewToken>,
+) -> Answer {
+    let (id, token) = blocking(move || {
+        Ok(rt
+            .admin()
+            .people()
+            .create_token(&name, &new.label, new.expires_at, &who)?)
+    })
+    .await?;
+    ok(
+        StatusCode::CREATED,
+        json!({"id": id, "token": token, "note": "shown once: store it now"}),
+    )
+}
+
+async fn revoke_token(
+    State(rt): Api,
+    Extension(Caller(who)): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Answer {
+    blocking(move || Ok(rt.admin().people().revoke_token(&id, &who)?)).await?;
+    ok(StatusCode::OK, json!({"revoked": true}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    name: String,
+    password: String,
+}
+
+/// Failed sign-ins per name: how many, since when.
+fn failures() -> &'static Mutex<HashMap<String, (u32, Instant)>> {
+    static FAILURES: OnceLock<Mutex<HashMap<String, (u32, Instant)>>> = OnceLock::new();
+    FAILURES.get_or_init(Default::default)
+}
+
+/// Seconds until `name` may try again, when it failed too often lately.
+fn must_wait(name: &str) -> Option<u64> {
+    let mut failures = failures().lock().unwrap_or_else(|p| p.into_inner());
+    failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+    let (count, since) = failures.get(name)?;
+    (*count >= MAX_FAILURES).then(|| (FAILURE_WINDOW - since.elapsed()).as_secs().max(1))
+}
+
+fn failed(name: &str) {
+    let mut failures = failures().lock().unwrap_or_else(|p| p.into_inner());
+    let entry = failures
+        .entry(name.to_string())
+        .or_insert((0, Instant::now()));
+    entry.0 += 1;
+}
+
+fn session_cookie(value: &str, max_age: u64) -> String {
+    format!("{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}")
+}
+
+async fn sign_in(State(rt): Api, AppJson(form): AppJson<SignIn>) -> Result<Response, ApiError> {
+    if let Some(wait) = must_wait(&form.name) {
+        let mut answer = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            format!(
+                "{MAX_FAILURES} wrong passwords for {} in a row: try again in {wait} s",
+                form.name
+            ),
+        )
+        .into_response();
+        answer
+            .headers_mut()
+            .insert(header::RETRY_AFTER, wait.into());
+        return Ok(answer);
+    }
+    let name = form.name.clone();
+    let opened = blocking(move || {
+        let people = rt.admin().people();
+        match people.sign_in(&form.name, &form.password)? {
+            Ok(who) => {
+                let (cookie, csrf) = people.open_session(&who.person, SESSION_SECS * 1000)?;
+                Ok(Ok((who, cookie, csrf)))
+            }
+            Err(refusal) => Ok(Err(refusal)),
+        }
+    })
+    .await?;
+    let (who, cookie, csrf) = match opened {
+        Ok(opened) => opened,
+        Err(refusal) => {
+            if refusal == Refusal::Wrong {
+                failed(&name);
+            }
+            return Err(match refusal {
+                Refusal::Wrong => ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "wrong_password",
+                    "wrong name or password",
+                ),
+                other => refused(other),
+            });
+        }
+    };
+    failures()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&name);
+    let body = json!({"person": who.person, "role": who.role, "csrf": csrf});
+    let mut answer = ok(StatusCode::OK, body)?;
+    if let Ok(value) = session_cookie(&cookie, SESSION_SECS).parse() {
+        answer.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(answer)
+}
+
+async fn sign_out(State(rt): Api, headers: HeaderMap) -> Answer {
+    if let Presented::Session(cookie) = presented(&headers, None) {
+        blocking(move || Ok(rt.admin().people().close_session(&cookie)?)).await?;
+    }
+    let mut answer = ok(StatusCode::OK, json!({"signed_out": true}))?;
+    if let Ok(value) = session_cookie("", 0).parse() {
+        answer.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(answer)
+}
+
+/// The signed-in person and the session's CSRF token, for a page loaded afresh.
+async fn session(State(rt): Api, headers: HeaderMap) -> Answer {
+    let Presented::Session(cookie) = presented(&headers, None) else {
+        return Err(refused(Refusal::Wrong));
+    };
+    let found = blocking(move || Ok(rt.admin().people().by_session(&cookie)?)).await?;
+    let Some(users::SessionFound { who, csrf }) = found else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "session_over",
+            "your session is over: sign in again at /auth/sign-in",
+        ));
+    };
+    let who = who.map_err(refused)?;
+    ok(
+        StatusCode::OK,
+        json!({"person": who.person, "role": who.role, "csrf": csrf}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_reach_only_their_routes() {
+        let get = Method::GET;
+        let put = Method::PUT;
+        let post = Method::POST;
+        assert!(allowed(Role::Admin, &post, "/v1/users"));
+        assert!(!allowed(Role::Supervisor, &get, "/v1/users"));
+        assert!(!allowed(Role::Developer, &get, "/v1/tokens"));
+        assert!(allowed(Role::Supervisor, &put, "/v1/queues/{name}"));
+        assert!(allowed(Role::Supervisor, &post, "/v1/tasks/{id}/move"));
+        assert!(allowed(Role::Supervisor, &get, "/v1/flows"));
+        assert!(!allowed(
+            Role::Supervisor,
+            &post,
+            "/v1/flows/{flow}/versions"
+        ));
+        assert!(allowed(Role::Developer, &post, "/v1/flows/{flow}/versions"));
+        assert!(allowed(Role::Developer, &post, "/v1/flows/{flow}/rollback"));
+        assert!(!allowed(Role::Developer, &put, "/v1/queues/{name}"));
+        assert!(allowed(Role::Developer, &get, "/v1/queues"));
+        assert!(!allowed(Role::Agent, &get, "/v1/queues"));
+        assert!(allowed(Role::Agent, &get, "/v1/me"));
+        // A prefix is a whole segment: /flows does not open /flowsx.
+        assert!(!allowed(Role::Developer, &get, "/v1/flowsx"));
+    }
+
+    #[test]
+    fn too_many_failures_must_wait() {
+        assert_eq!(must_wait("mallory-test"), None);
+        for _ in 0..MAX_FAILURES {
+            failed("mallory-test");
+        }
+        assert!(must_wait("mallory-test").is_some_and(|s| s > 0));
+        assert_eq!(must_wait("someone-else-test"), None);
+    }
+}
