@@ -59,7 +59,8 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
 fi
 
 echo "==> building the guest components (flows/ and tests/guests/)"
-cargo build --profile guest --target wasm32-wasip2 -p ivr-menu -p chaos -p init-trap -p language-router -p order-status -p rest-crm
+cargo build --profile guest --target wasm32-wasip2 -p ivr-menu -p chaos -p init-trap -p language-router -p order-status -p rest-crm \
+  -p contract-0-1 -p language-router-0-1 -p rest-crm-0-1
 # Built on its own: it compiles the IVR source with a feature that must not reach ivr-menu.
 cargo build --profile guest --target wasm32-wasip2 -p ivr-menu-v2
 
@@ -74,9 +75,9 @@ echo "==> JavaScript SDK and the TypeScript sample flow (node --test)"
 echo "==> unit and feature tests"
 cargo nextest run --release --workspace --no-fail-fast
 
-echo "==> the same feature tests on PostgreSQL (deploys, rollbacks, canaries, restarts, router, chat)"
+echo "==> the same feature tests on PostgreSQL (deploys, rollbacks, canaries, restarts, router, chat, people, contract versions)"
 SWITCHBOARD_TEST_STORE=postgres cargo nextest run --release -p switchboard --test all --no-fail-fast \
-  -E 'test(/^(deploy|rollback|canary|restart|router|chat|durability|hot_swap|replay)::/)'
+  -E 'test(/^(deploy|rollback|canary|restart|router|chat|durability|hot_swap|replay|people|contract)::/)'
 
 echo "==> doc tests (the SDK's examples)"
 cargo test --release --doc --workspace
