@@ -78,3 +78,70 @@ fn the_widget_chats_gets_routed_and_shows_the_agents_reply() {
         "a screenshot of the conversation was taken"
     );
 }
+
+/// The agent desk in a real browser beside the widget: signed out, the desk sends the agent
+/// to the sign-in form; signed in, she goes available, is offered the widget's chat with the
+/// customer's name and what the customer wrote in the flow, accepts, exchanges messages,
+/// wraps up with a required disposition code and finds the contact in her history, also
+/// after a reload. Screenshots of the desk go to `target/`.
+#[test]
+fn an_agent_signs_in_takes_a_chat_from_the_widget_and_wraps_it_up() {
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run ./scripts/test.sh (it runs npm ci in tests/browser)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (server, token) = chat_server(dir.path());
+    let queue = json!({"dispositions": ["resolved", "follow-up"], "disposition_required": true});
+    assert_eq!(server.call("PUT", "/v1/queues/support", Some(queue)).0, 200);
+    let user = json!({"name": "sara", "role": "agent", "password": "sara's long password"});
+    assert_eq!(server.call("POST", "/v1/users", Some(user)).0, 201);
+    let offline = json!({"activity": "offline"});
+    assert_eq!(
+        server
+            .call("PUT", "/v1/agents/sara/activity", Some(offline))
+            .0,
+        200
+    );
+
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    for name in ["browser-desk.png", "browser-desk-offer.png"] {
+        let _ = std::fs::remove_file(shots.join(name));
+    }
+    let mut browser = Command::new("node")
+        .current_dir(&browser_dir)
+        .arg("desk.mjs")
+        .arg(&server.url)
+        .arg(&shots)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while browser.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if browser.try_wait().unwrap().is_none() {
+        let _ = browser.kill();
+    }
+    let output = browser.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("desk ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // What the browser did is what the API says.
+    let (status, history) = server.call_as(Some(&token), "GET", "/agent/v1/history", None);
+    assert_eq!(status, 200, "{history}");
+    let done = &history[0];
+    assert_eq!(done["status"], "completed", "{history}");
+    assert_eq!(done["disposition"], "resolved", "{history}");
+    assert_eq!(done["wrapup"], "Parcel tracking sent.", "{history}");
+    for name in ["browser-desk.png", "browser-desk-offer.png"] {
+        let png = std::fs::read(shots.join(name)).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name} was taken");
+    }
+}

@@ -113,6 +113,102 @@ impl Desk {
         self.router.agent(name).is_ok()
     }
 
+    /// The last `limit` tasks `agent` handled, newest first (a bounded scan of their
+    /// history, then one read per task).
+    pub fn history(&self, agent: &str, limit: usize) -> Result<Vec<Task>, RouterError> {
+        use crate::store::StoreExt as _;
+        let prefix = crate::store::keys::agent_history_of(agent);
+        let found = self.store.scan(
+            Tree::AgentHistory,
+            &crate::store::Scan::prefix(prefix.as_bytes(), limit).reversed(),
+        )?;
+        let mut tasks = Vec::with_capacity(found.len());
+        for (_, value) in found {
+            let id: String = crate::store::decode(Tree::AgentHistory, b"", &value)?;
+            if let Some(task) = self.store.get_json::<Task>(Tree::Tasks, &id)? {
+                tasks.push(task);
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// What an agent needs to know of a task offered to them or theirs: who the customer is
+    /// (as the CRM answered the flow, else the name the contact gave), what they did in the
+    /// flow (keys pressed, messages written), the contact's attributes, and the queue's
+    /// disposition codes. Refused for a task that is neither offered to nor held by `agent`.
+    pub fn context(&self, agent: &str, task: &str) -> Result<TaskContext, RouterError> {
+        let t = self.router.task(task)?;
+        let offered = self
+            .router
+            .reservations_of(agent)
+            .iter()
+            .any(|r| r.task == task);
+        if !offered && t.agent.as_deref() != Some(agent) {
+            return Err(RouterError::NotYours(format!(
+                "task {task} is neither offered to nor held by {agent}"
+            )));
+        }
+        let queue = self.router.queues().into_iter().find(|q| q.name == t.queue);
+        let mut context = TaskContext {
+            task: t.id.clone(),
+            queue: t.queue.clone(),
+            channel: t.channel,
+            waited_secs: 0,
+            customer: None,
+            name: None,
+            inputs: Vec::new(),
+            attributes: Vec::new(),
+            dispositions: queue
+                .as_ref()
+                .map(|q| q.dispositions.clone())
+                .unwrap_or_default(),
+            disposition_required: queue.is_some_and(|q| q.disposition_required),
+        };
+        context.waited_secs = (crate::router::now_ms().saturating_sub(t.created_ms) / 1000) as u32;
+        let Some(contact) = &t.contact else {
+            return Ok(context);
+        };
+        use crate::store::StoreExt as _;
+        let trace: Vec<TraceEntry> = self
+            .store
+            .scan_json(Tree::Traces, &crate::store::keys::of_contact(contact))?;
+        for step in &trace {
+            match &step.event {
+                Event::Input { digits, .. } if !digits.is_empty() => {
+                    context.inputs.push(format!("pressed {digits}"))
+                }
+                Event::Input {
+                    speech: Some(said), ..
+                } => context.inputs.push(format!("said {said:?}")),
+                Event::Message { text } => context.inputs.push(format!("wrote {text:?}")),
+                _ => {}
+            }
+            if context.customer.is_none() {
+                context.customer = step
+                    .host_calls
+                    .iter()
+                    .filter(|c| c.call == "crm.lookup")
+                    .find_map(|c| c.result.get("Ok").filter(|v| !v.is_null()).cloned());
+            }
+        }
+        if let Some(last) = trace.last() {
+            context.attributes = last.attributes.clone();
+        }
+        context.name = context
+            .customer
+            .as_ref()
+            .and_then(|c| c["name"].as_str())
+            .or_else(|| {
+                context
+                    .attributes
+                    .iter()
+                    .find(|(k, _)| k == "name")
+                    .map(|(_, v)| v.as_str())
+            })
+            .map(str::to_string);
+        Ok(context)
+    }
+
     /// The SIP digest secret (HA1) of an agent's phone.
     pub fn sip_ha1(&self, agent: &str) -> Option<String> {
         self.router.sip_ha1(agent)
@@ -554,6 +650,31 @@ impl Store for ChannelStore {
     fn next_id(&self) -> Result<u64, StoreError> {
         self.store.next_id()
     }
+}
+
+/// What an agent's desk shows of a task: see [`Desk::context`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskContext {
+    /// The task.
+    pub task: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its channel.
+    pub channel: crate::contract::Channel,
+    /// Seconds since it was created.
+    pub waited_secs: u32,
+    /// The customer as the CRM answered the flow.
+    pub customer: Option<serde_json::Value>,
+    /// The customer's name: the CRM's, else the one the contact gave.
+    pub name: Option<String>,
+    /// What the customer did in the flow, in order: `pressed 1`, `wrote "1001"`.
+    pub inputs: Vec<String>,
+    /// The contact's attributes.
+    pub attributes: Vec<(String, String)>,
+    /// The queue's disposition codes.
+    pub dispositions: Vec<String>,
+    /// Whether completing needs one.
+    pub disposition_required: bool,
 }
 
 /// People and their credentials: users with roles, their API tokens and browser sessions.

@@ -35,12 +35,33 @@ pub fn routes() -> Router<Arc<Runtime>> {
         .route("/chat", get(demo))
 }
 
-async fn demo() -> Html<&'static str> {
-    Html(
+/// The demo page; `?name=` plays a site that knows its signed-in customer.
+async fn demo(
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Html<String> {
+    let name = query
+        .get("name")
+        .map(|n| {
+            let escaped: String = n
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(100)
+                .map(|c| match c {
+                    '&' => "&amp;".to_string(),
+                    '"' => "&quot;".to_string(),
+                    '<' => "&lt;".to_string(),
+                    '>' => "&gt;".to_string(),
+                    c => c.to_string(),
+                })
+                .collect();
+            format!(" data-name=\"{escaped}\"")
+        })
+        .unwrap_or_default();
+    Html(format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>Acme support</title></head>
 <body><h1>Acme support</h1><p>Questions about an order? Chat with us.</p>
-<script src="/widget.js" data-address="chat:support"></script></body></html>"#,
-    )
+<script src="/widget.js" data-address="chat:support"{name}></script></body></html>"#
+    ))
 }
 
 async fn socket(State(rt): Api, upgrade: WebSocketUpgrade) -> Response {

@@ -3,6 +3,7 @@
 
 mod chat;
 mod error;
+mod pages;
 mod people;
 mod routing;
 mod twilio;
@@ -78,6 +79,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .merge(chat::routes())
         .merge(voice::public())
         .merge(people::auth_routes())
+        .merge(pages::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

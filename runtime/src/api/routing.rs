@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -46,6 +46,8 @@ pub fn agent(runtime: Arc<Runtime>) -> Router<Arc<Runtime>> {
         .route("/reservations/{id}/accept", post(accept))
         .route("/reservations/{id}/reject", post(reject))
         .route("/tasks/{id}", get(my_task))
+        .route("/tasks/{id}/context", get(task_context))
+        .route("/history", get(history))
         .route("/tasks/{id}/wrap", post(wrap))
         .route("/tasks/{id}/transfer", post(transfer))
         .route("/tasks/{id}/consult", post(consult))
@@ -576,6 +578,32 @@ async fn say_to_customer(
 
 /// The conversation of a task offered to or held by the agent (chat, SMS), in order: what
 /// the customer and earlier agents said, for an agent who takes it over.
+/// The tasks the agent handled lately, newest first (`?limit=`, 20 by default, 200 at most).
+async fn history(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Answer {
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(20)
+        .clamp(1, 200);
+    let tasks = blocking(move || Ok(rt.desk().history(&name, limit)?)).await?;
+    ok(StatusCode::OK, tasks)
+}
+
+/// Who the customer of a task offered to or held by the agent is, and what they did in the
+/// flow: what the desk shows while the offer rings.
+async fn task_context(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+) -> Answer {
+    let context = blocking(move || Ok(rt.desk().context(&name, &id)?)).await?;
+    ok(StatusCode::OK, context)
+}
+
 async fn conversation(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,

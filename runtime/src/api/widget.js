@@ -1,9 +1,11 @@
 // Switchboard web chat widget. Embed with:
 //   <script src="https://YOUR-SWITCHBOARD/widget.js" data-address="chat:support"></script>
+// A site that knows its signed-in customer may add data-name="Jane Doe": the agent sees it.
 // It opens a chat box, talks to /chat/v1/ws, and resumes the conversation after a reload.
 (function () {
   var script = document.currentScript;
   var address = (script && script.getAttribute("data-address")) || "chat:support";
+  var name = (script && script.getAttribute("data-name")) || undefined;
   var base = script ? new URL(script.src, location.href) : new URL(location.href);
   var wsUrl = (base.protocol === "https:" ? "wss://" : "ws://") + base.host + "/chat/v1/ws";
   var storageKey = "switchboard-chat:" + address;
@@ -37,7 +39,7 @@
     ws = new WebSocket(wsUrl);
     ws.onopen = function () {
       status.textContent = "online";
-      ws.send(JSON.stringify({ type: "join", address: address, resume: localStorage.getItem(storageKey) || undefined }));
+      ws.send(JSON.stringify({ type: "join", address: address, name: name, resume: localStorage.getItem(storageKey) || undefined }));
     };
     ws.onmessage = function (event) {
       var msg = JSON.parse(event.data);

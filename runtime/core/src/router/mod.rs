@@ -255,7 +255,8 @@ pub struct Router {
 /// again on the state read back.
 const ATTEMPTS: usize = 8;
 
-fn now_ms() -> u64 {
+/// Wall-clock now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
     chrono::Utc::now().timestamp_millis().max(0) as u64
 }
 
@@ -1996,6 +1997,12 @@ impl Router {
         task.ended_ms = Some(now);
         stage_task(batch, &task)?;
         batch.delete(Tree::OpenTasks, task.id.as_bytes());
+        if was != TaskStatus::Reserved
+            && let Some(agent) = &task.agent
+        {
+            let key = crate::store::keys::agent_history(agent, now, &task.id);
+            batch.put_json(Tree::AgentHistory, key.into_bytes(), &task.id)?;
+        }
         // The agent's own completion is answered, not pushed; one the clock made is pushed.
         if let Some(agent) = &task.agent
             && (status != TaskStatus::Completed || task.reason.is_some())

@@ -63,6 +63,17 @@ pub fn kv(flow: &str, key: &str) -> Vec<u8> {
     k
 }
 
+/// `agent/ended_ms/task`: a task `agent` handled, ended at `ended_ms`
+/// ([`super::Tree::AgentHistory`]).
+pub fn agent_history(agent: &str, ended_ms: u64, task: &str) -> String {
+    format!("{agent}/{ended_ms:013}/{task}")
+}
+
+/// The prefix of an agent's [`agent_history`].
+pub fn agent_history_of(agent: &str) -> String {
+    format!("{agent}/")
+}
+
 /// `queue/at_ms/task`: a task answered or abandoned at `at_ms`, for the statistics window
 /// ([`super::Tree::QueueEvents`]).
 pub fn queue_event(queue: &str, at_ms: u64, task: &str) -> String {

@@ -78,12 +78,15 @@ pub enum Tree {
     Prompts,
     /// `contact/seq` -> one message between the customer and an agent, in order.
     Transcripts,
+    /// `agent/ended_ms/task` -> the task id: the tasks an agent handled, newest last (the
+    /// desk's recent contacts).
+    AgentHistory,
 }
 
 impl Tree {
     /// Every tree, in the order backends index them.
     /// New trees go at the end: the sled journal names trees by this position.
-    pub const ALL: [Tree; 25] = [
+    pub const ALL: [Tree; 26] = [
         Tree::Flows,
         Tree::Versions,
         Tree::Sessions,
@@ -109,6 +112,7 @@ impl Tree {
         Tree::Components,
         Tree::Prompts,
         Tree::Transcripts,
+        Tree::AgentHistory,
     ];
 
     /// The tree's stored name.
@@ -140,6 +144,7 @@ impl Tree {
             Tree::Components => "components",
             Tree::Prompts => "prompts",
             Tree::Transcripts => "transcripts",
+            Tree::AgentHistory => "agent_history",
         }
     }
 

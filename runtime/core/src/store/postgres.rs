@@ -63,6 +63,9 @@ CREATE SEQUENCE sb_ids;
     r#"
 CREATE TABLE sb_transcripts (key bytea PRIMARY KEY, value bytea NOT NULL);
 "#,
+    r#"
+CREATE TABLE sb_agent_history (key bytea PRIMARY KEY, value bytea NOT NULL);
+"#,
 ];
 
 /// How long a call waits for the database to come back (a restart, a failover) before it
@@ -120,6 +123,7 @@ fn table(tree: Tree) -> &'static str {
         Tree::Components => "sb_components",
         Tree::Prompts => "sb_prompts",
         Tree::Transcripts => "sb_transcripts",
+        Tree::AgentHistory => "sb_agent_history",
     }
 }
 

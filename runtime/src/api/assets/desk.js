@@ -1,0 +1,246 @@
+// The agent desk: signed in with a session cookie, it follows the agent's world over the
+// agent socket (/agent/v1/ws), rings offers with their context, and carries a chat or SMS
+// conversation through to wrap-up. Changes go over the socket; page loads over /agent/v1
+// with the session's CSRF token.
+const $ = (id) => document.getElementById(id);
+let csrf = "";
+let socket = null;
+let offer = null; // { reservation, task, expires }
+let current = null; // { task, context }
+let ring = null;
+let retry = 1000;
+
+async function api(method, path, body) {
+  const answer = await fetch(path, {
+    method,
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await answer.json().catch(() => ({}));
+  if (answer.status === 401) location.assign("/sign-in?next=/desk");
+  if (!answer.ok) throw new Error(json.error?.message ?? `${method} ${path}: ${answer.status}`);
+  return json;
+}
+
+function say(text) { $("error").textContent = text; }
+
+function send(message) {
+  if (!socket || socket.readyState !== WebSocket.OPEN) {
+    say("Not connected: wait for the connection to come back, then try again.");
+    return;
+  }
+  socket.send(JSON.stringify(message));
+}
+
+function beep() {
+  try {
+    const audio = new AudioContext();
+    const tone = audio.createOscillator();
+    tone.frequency.value = 880;
+    tone.connect(audio.destination);
+    tone.start();
+    tone.stop(audio.currentTime + 0.25);
+  } catch (_) { /* no sound available: the offer still shows */ }
+}
+
+function describe(context) {
+  return context.name ?? (context.customer?.name) ?? "unknown customer";
+}
+
+async function showOffer(reservation, task) {
+  offer = { reservation: reservation.id, task: task.id, expires: reservation.expires_ms };
+  $("idle").hidden = true;
+  $("offer").hidden = false;
+  $("offer-channel").textContent = task.channel;
+  $("offer-queue").textContent = task.queue;
+  const tick = () => {
+    if (!offer) return;
+    $("offer-countdown").textContent = Math.max(0, Math.round((offer.expires - Date.now()) / 1000));
+  };
+  tick();
+  clearInterval(ring);
+  ring = setInterval(() => { tick(); if (Math.round((offer?.expires - Date.now()) / 1000) % 3 === 0) beep(); }, 1000);
+  beep();
+  $("accept").focus();
+  try {
+    const context = await api("GET", `/agent/v1/tasks/${task.id}/context`);
+    offer.context = context;
+    $("offer-channel").textContent = context.channel;
+    $("offer-queue").textContent = context.queue;
+    $("offer-customer").textContent = describe(context);
+    $("offer-wait").textContent = `${context.waited_secs} s`;
+    const inputs = $("offer-inputs");
+    inputs.replaceChildren(...context.inputs.map((i) => Object.assign(document.createElement("li"), { textContent: i })));
+  } catch (e) {
+    $("offer-customer").textContent = "(context unavailable)";
+    say(e.message);
+  }
+}
+
+function clearOffer(why) {
+  offer = null;
+  clearInterval(ring);
+  $("offer").hidden = true;
+  $("idle").hidden = false;
+  if (why) say(why);
+}
+
+function addMessage(from, text, at) {
+  const item = document.createElement("li");
+  item.className = from;
+  const time = document.createElement("time");
+  const when = at ? new Date(at) : new Date();
+  time.dateTime = when.toISOString();
+  time.textContent = `${from === "agent" ? "You" : "Customer"} · ${when.toLocaleTimeString()}`;
+  item.append(time, document.createTextNode(text));
+  $("transcript").append(item);
+  item.scrollIntoView({ block: "end" });
+}
+
+async function openConversation(task, context) {
+  current = { task: task.id, context };
+  $("talk-none").hidden = true;
+  $("talk").hidden = false;
+  $("send").hidden = false;
+  $("wrapup").hidden = true;
+  $("talk-customer").textContent = context ? describe(context) : "";
+  $("talk-queue").textContent = task.queue;
+  $("transcript").replaceChildren();
+  const disposition = $("disposition");
+  const codes = context?.dispositions ?? [];
+  disposition.replaceChildren(
+    ...(context?.disposition_required ? [] : [Object.assign(document.createElement("option"), { value: "", textContent: "(none)" })]),
+    ...codes.map((c) => Object.assign(document.createElement("option"), { value: c, textContent: c })),
+  );
+  try {
+    const said = await api("GET", `/agent/v1/tasks/${task.id}/messages`);
+    for (const m of said) addMessage(m.from === "agent" ? "agent" : "customer", m.text, m.at);
+  } catch (_) { /* a call has no messages */ }
+  $("message").focus();
+}
+
+async function reopen(task) {
+  let context = null;
+  try { context = await api("GET", `/agent/v1/tasks/${task.id}/context`); } catch (_) { /* shown without */ }
+  await openConversation(task, context);
+  if (task.status === "wrapping") {
+    $("send").hidden = true;
+    $("wrapup").hidden = false;
+  }
+}
+
+function closeConversation() {
+  current = null;
+  $("talk").hidden = true;
+  $("talk-none").hidden = false;
+}
+
+function remember(task, disposition) {
+  const item = document.createElement("li");
+  const who = task.attributes?.name ?? task.contact ?? task.id;
+  item.textContent = `${new Date().toLocaleTimeString()} · ${task.channel} · ${task.queue} · ${who}${disposition ? ` · ${disposition}` : ""}`;
+  $("history").prepend(item);
+}
+
+async function loadHistory() {
+  try {
+    const done = await api("GET", "/agent/v1/history");
+    $("history").replaceChildren(...done.map((t) => {
+      const item = document.createElement("li");
+      const when = new Date(t.ended_ms ?? t.created_ms).toLocaleString();
+      item.textContent = `${when} · ${t.channel} · ${t.queue} · ${t.attributes?.name ?? t.contact ?? t.id}${t.disposition ? ` · ${t.disposition}` : ""}`;
+      return item;
+    }));
+  } catch (_) { /* history is a convenience */ }
+}
+
+function onPush(push) {
+  switch (push.type) {
+    case "snapshot": {
+      // On (re)connection: the agent's world as it stands.
+      $("activity").value = push.agent.activity;
+      const r = push.agent.reservation;
+      if (r) showOffer(r, { id: r.task, channel: "", queue: "" });
+      else if (offer) clearOffer();
+      const open = push.agent.tasks?.[0];
+      if (open && !current) reopen(open);
+      break;
+    }
+    case "reservation": showOffer(push.reservation, push.task); break;
+    case "rescinded": case "timed-out":
+      if (offer && push.task?.id === offer.task) clearOffer(push.reason ?? "The offer is gone.");
+      break;
+    case "canceled":
+      if (offer && push.task?.id === offer.task) clearOffer(push.reason ?? "The task was canceled.");
+      if (current && push.task?.id === current.task) { closeConversation(); say(push.reason ?? "The task was canceled."); }
+      break;
+    case "activity": if (push.activity) $("activity").value = push.activity; if (push.reason) say(push.reason); break;
+    case "message":
+      if (current && push.task === current.task) addMessage("customer", push.text);
+      break;
+    case "ok":
+      if (push.task && offer && push.task.id === offer.task && push.task.status === "assigned") {
+        const context = offer.context;
+        clearOffer();
+        openConversation(push.task, context);
+      } else if (push.task && push.task.status === "wrapping") {
+        $("send").hidden = true;
+        $("wrapup").hidden = false;
+        $("disposition").focus();
+      } else if (push.task && push.task.status === "completed") {
+        remember(push.task, push.task.disposition);
+        closeConversation();
+        say("");
+      }
+      break;
+    case "error": say(push.message); break;
+    default: break;
+  }
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  socket = new WebSocket(`${scheme}://${location.host}/agent/v1/ws`);
+  socket.onopen = () => { retry = 1000; $("connection").textContent = "Connected."; };
+  socket.onmessage = (event) => { try { onPush(JSON.parse(event.data)); } catch (e) { say(e.message); } };
+  socket.onclose = () => {
+    $("connection").textContent = `Connection lost; reconnecting in ${Math.round(retry / 1000)} s…`;
+    setTimeout(connect, retry);
+    retry = Math.min(retry * 2, 15000);
+  };
+}
+
+$("accept").onclick = () => offer && send({ type: "accept", reservation: offer.reservation });
+$("reject").onclick = () => { if (offer) { send({ type: "reject", reservation: offer.reservation }); clearOffer(); } };
+$("send").onsubmit = (event) => {
+  event.preventDefault();
+  const text = $("message").value.trim();
+  if (!text || !current) return;
+  send({ type: "message", task: current.task, text });
+  addMessage("agent", text);
+  $("message").value = "";
+};
+$("wrap").onclick = () => current && send({ type: "wrap", task: current.task });
+$("wrapup").onsubmit = (event) => {
+  event.preventDefault();
+  if (!current) return;
+  const disposition = $("disposition").value || undefined;
+  send({ type: "complete", task: current.task, disposition, wrapup: $("notes").value });
+};
+$("activity").onchange = async () => {
+  try { await api("PUT", "/agent/v1/activity", { activity: $("activity").value }); say(""); } catch (e) { say(e.message); }
+};
+$("sign-out").onclick = async () => {
+  await fetch("/auth/sign-out", { method: "POST" });
+  location.assign("/sign-in");
+};
+
+(async () => {
+  const answer = await fetch("/auth/session");
+  if (!answer.ok) { location.assign("/sign-in?next=/desk"); return; }
+  const session = await answer.json();
+  csrf = session.csrf;
+  $("who").textContent = `Desk · ${session.person}`;
+  await loadHistory();
+  connect();
+})();
