@@ -145,3 +145,66 @@ fn an_agent_signs_in_takes_a_chat_from_the_widget_and_wraps_it_up() {
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name} was taken");
     }
 }
+
+/// The console in a real browser: an agent is refused it (403); a developer, sent to sign in
+/// first, deploys a canary from the page and aborts it; a supervisor's wallboard shows a task
+/// arrive and leave within 2 s with the API's numbers. Screenshots go to `target/`.
+#[test]
+fn the_console_deploys_and_aborts_a_canary_and_its_wallboard_follows_the_queue() {
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    let dir = tempfile::tempdir().unwrap();
+    let flow = format!("main={}", crate::support::guest("ivr-menu").display());
+    let server = crate::support::Server::start(dir.path(), &["--deploy", &flow]);
+    assert_eq!(
+        server.call("PUT", "/v1/queues/support", Some(json!({}))).0,
+        200
+    );
+    for (name, role) in [
+        ("ann", "agent"),
+        ("dee", "developer"),
+        ("sam", "supervisor"),
+    ] {
+        let user =
+            json!({"name": name, "role": role, "password": format!("{name}'s long password")});
+        assert_eq!(server.call("POST", "/v1/users", Some(user)).0, 201);
+    }
+    let (status, _) = server.call(
+        "PUT",
+        "/v1/agents/ann",
+        Some(json!({"attributes": {}, "capacity": {"chat": 1}})),
+    );
+    assert_eq!(status, 200);
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let canary = crate::support::guest("ivr-menu-v2");
+    let output = Command::new("node")
+        .current_dir(&browser_dir)
+        .arg("console.mjs")
+        .arg(&server.url)
+        .arg(&shots)
+        .arg(&server.token)
+        .arg(&canary)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("console ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (_, audit) = server.call("GET", "/v1/audit", None);
+    let by = |action: &str| {
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|e| e["action"] == action)
+            .map(|e| e["who"].clone())
+    };
+    assert_eq!(by("deploy-canary"), Some(json!("dee")), "{audit}");
+    assert_eq!(by("abort"), Some(json!("dee")), "{audit}");
+    for name in ["browser-console.png", "browser-console-canary.png"] {
+        let png = std::fs::read(shots.join(name)).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name} was taken");
+    }
+}

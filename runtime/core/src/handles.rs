@@ -407,6 +407,11 @@ impl Admin {
         self.router.agents()
     }
 
+    /// The tasks not yet finished, oldest first.
+    pub fn open_tasks(&self) -> Vec<Task> {
+        self.router.open_tasks()
+    }
+
     /// An agent as the API shows them.
     pub fn agent(&self, name: &str) -> Result<serde_json::Value, RouterError> {
         self.router.agent(name)

@@ -16,6 +16,7 @@ use crate::users::Role;
 
 const SIGN_IN: &str = include_str!("assets/sign-in.html");
 const DESK: &str = include_str!("assets/desk.html");
+const CONSOLE: &str = include_str!("assets/console.html");
 /// Scripts and styles, by the name they are served under (`/assets/NAME`).
 const ASSETS: &[(&str, &str, &str)] = &[
     (
@@ -33,6 +34,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("assets/desk.js"),
     ),
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/console.js"),
+    ),
 ];
 /// Our pages load only their own scripts, styles and connections.
 const POLICY: &str =
@@ -45,6 +51,7 @@ pub fn routes() -> Router<Arc<Runtime>> {
             get(|| async { page(StatusCode::OK, SIGN_IN.to_string()) }),
         )
         .route("/desk", get(desk))
+        .route("/console", get(console))
         .route("/assets/{name}", get(asset))
 }
 
@@ -68,8 +75,38 @@ async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
-/// The desk for a signed-in agent; the sign-in form for anyone else not signed in.
+/// The desk, for agents.
 async fn desk(State(rt): Api, headers: HeaderMap) -> Response {
+    gated(rt, &headers, "/desk", DESK, "The desk is for agents", |r| {
+        r == Role::Agent
+    })
+    .await
+}
+
+/// The console, for admins, supervisors and developers.
+async fn console(State(rt): Api, headers: HeaderMap) -> Response {
+    gated(
+        rt,
+        &headers,
+        "/console",
+        CONSOLE,
+        "The console is for supervisors, developers and admins",
+        |r| r != Role::Agent,
+    )
+    .await
+}
+
+/// `html` for a signed-in person whose role `fits`; the sign-in form (coming back to `path`)
+/// for anyone not signed in; 403 for the others.
+async fn gated(
+    rt: Arc<Runtime>,
+    headers: &HeaderMap,
+    path: &str,
+    html: &str,
+    who_for: &str,
+    fits: fn(Role) -> bool,
+) -> Response {
+    let back = Redirect::to(&format!("/sign-in?next={path}")).into_response();
     let cookie = headers
         .get_all(header::COOKIE)
         .iter()
@@ -81,22 +118,22 @@ async fn desk(State(rt): Api, headers: HeaderMap) -> Response {
         })
         .map(str::to_string);
     let Some(cookie) = cookie else {
-        return Redirect::to("/sign-in?next=/desk").into_response();
+        return back;
     };
     let found = blocking(move || Ok(rt.admin().people().by_session(&cookie)?)).await;
     match found {
         Ok(Some(found)) => match found.who {
-            Ok(who) if who.role == Role::Agent => page(StatusCode::OK, DESK.to_string()),
+            Ok(who) if fits(who.role) => page(StatusCode::OK, html.to_string()),
             Ok(who) => page(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "<!doctype html><title>Not an agent</title><p>The desk is for agents; {} is a {}. <a href=\"/sign-in\">Sign in as someone else</a>.</p>",
+                    "<!doctype html><title>Not for you</title><p>{who_for}; {} is a {}. <a href=\"/sign-in\">Sign in as someone else</a>.</p>",
                     who.person, who.role
                 ),
             ),
-            Err(_) => Redirect::to("/sign-in?next=/desk").into_response(),
+            Err(_) => back,
         },
-        Ok(None) => Redirect::to("/sign-in?next=/desk").into_response(),
+        Ok(None) => back,
         Err(e) => e.into_response(),
     }
 }

@@ -29,7 +29,7 @@ pub fn supervisor() -> Router<Arc<Runtime>> {
         .route("/agents", get(list_agents))
         .route("/agents/{name}", put(upsert_agent).get(show_agent))
         .route("/agents/{name}/activity", put(supervisor_activity))
-        .route("/tasks", post(create_task))
+        .route("/tasks", post(create_task).get(list_tasks))
         .route("/tasks/{id}", get(show_task))
         .route("/tasks/{id}/cancel", post(cancel_task))
         .route("/tasks/{id}/move", post(move_task))
@@ -220,6 +220,11 @@ async fn set_activity(rt: Arc<Runtime>, name: String, body: ActivityBody) -> Ans
         StatusCode::OK,
         json!({"agent": record.name, "activity": record.activity}),
     )
+}
+
+/// The open tasks (waiting, offered, with an agent, wrapping), oldest first.
+async fn list_tasks(State(rt): Api) -> Answer {
+    ok(StatusCode::OK, rt.admin().open_tasks())
 }
 
 async fn create_task(State(rt): Api, AppJson(new): AppJson<NewTask>) -> Answer {

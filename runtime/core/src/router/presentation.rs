@@ -26,6 +26,13 @@ impl Router {
         Ok(agent_view(&state, w))
     }
 
+    /// The tasks not yet finished (waiting, offered, with an agent, wrapping), oldest first.
+    pub fn open_tasks(&self) -> Vec<Task> {
+        let mut tasks: Vec<Task> = self.lock().tasks.values().cloned().collect();
+        tasks.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        tasks
+    }
+
     /// Open reservations of an agent.
     pub fn reservations_of(&self, worker: &str) -> Vec<Reservation> {
         self.lock()

@@ -26,10 +26,5 @@ form.addEventListener("submit", async (event) => {
   const next = new URLSearchParams(location.search).get("next");
   // Only a path of this server, never another site.
   const safe = next && next.startsWith("/") && !next.startsWith("//") ? next : null;
-  if (safe || json.role === "agent") {
-    location.assign(safe ?? "/desk");
-    return;
-  }
-  // Supervisors, developers and admins work through the API with this session for now.
-  error.textContent = `Signed in as ${json.person} (${json.role}).`;
+  location.assign(safe ?? (json.role === "agent" ? "/desk" : "/console"));
 });

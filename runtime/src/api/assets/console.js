@@ -1,0 +1,217 @@
+// The supervisor console: live queue numbers and agents (from /v1/stats/stream, once a
+// second), agents' activity changed by a supervisor, and flows with their versions: deploy
+// (live or as a canary), promote or abort a canary, roll back. Every change asks for
+// confirmation first and shows the server's answer.
+const $ = (id) => document.getElementById(id);
+let csrf = "";
+let role = "";
+const ACTIVITIES = ["available", "break", "offline", "unavailable"];
+
+function cell(text, number) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (number) td.className = "number";
+  return td;
+}
+
+async function api(method, path, body, raw) {
+  const headers = { "X-CSRF-Token": csrf };
+  headers["Content-Type"] = raw ? "application/wasm" : "application/json";
+  const answer = await fetch(path, { method, headers, body: raw ?? (body === undefined ? undefined : JSON.stringify(body)) });
+  const json = await answer.json().catch(() => ({}));
+  if (answer.status === 401) location.assign("/sign-in?next=/console");
+  if (!answer.ok) throw new Error(json.error?.message ?? `${method} ${path}: ${answer.status}`);
+  return json;
+}
+
+async function change(question, work) {
+  if (!confirm(question)) return;
+  $("error").textContent = "";
+  try {
+    $("result").textContent = await work();
+    await Promise.all([loadFlows(), loadTasks()]);
+  } catch (e) {
+    $("error").textContent = e.message;
+  }
+}
+
+let tasksShown = "";
+
+function showStats(stats) {
+  queues = stats.queues.map((q) => q.queue);
+  // The task list follows the queues' numbers: reloaded when they change.
+  const shape = JSON.stringify(stats.queues.map((q) => q.tasks));
+  if (shape !== tasksShown) {
+    tasksShown = shape;
+    loadTasks().catch((e) => { $("error").textContent = e.message; });
+  }
+  const body = $("wallboard").querySelector("tbody");
+  body.replaceChildren(...stats.queues.map((q) => {
+    const row = document.createElement("tr");
+    const t = q.tasks ?? {};
+    row.dataset.queue = q.queue;
+    row.append(
+      Object.assign(document.createElement("th"), { scope: "row", textContent: q.queue }),
+      cell((t.pending ?? 0) + (t.reserved ?? 0), true),
+      cell(`${Math.round(q.longest_wait_secs)} s`, true),
+      cell(`${Math.round(q.sla_percent)} %`, true),
+      cell(`${Math.round(q.average_wait_secs)} s`, true),
+      cell(t["answered-in-window"] ?? 0, true),
+      cell(t["canceled-in-window"] ?? 0, true),
+      cell(`${q.available_agents} / ${q.eligible_agents}`, true),
+    );
+    return row;
+  }));
+  const agents = $("agents").querySelector("tbody");
+  agents.replaceChildren(...stats.agents.map((a) => {
+    const row = document.createElement("tr");
+    row.dataset.agent = a.name;
+    const activity = document.createElement("td");
+    if (role === "admin" || role === "supervisor") {
+      const select = document.createElement("select");
+      select.setAttribute("aria-label", `Activity of ${a.name}`);
+      for (const name of new Set([...ACTIVITIES, a.activity])) {
+        select.append(Object.assign(document.createElement("option"), { value: name, textContent: name }));
+      }
+      select.value = a.activity;
+      select.onchange = () => change(`Set ${a.name} to ${select.value}?`, async () => {
+        await api("PUT", `/v1/agents/${encodeURIComponent(a.name)}/activity`, { activity: select.value });
+        return `${a.name} is now ${select.value}.`;
+      });
+      activity.append(select);
+    } else {
+      activity.textContent = a.activity;
+    }
+    const busy = Object.entries(a.busy ?? {}).map(([c, n]) => `${c} ${n}`).join(", ") || "idle";
+    const work = (a.tasks ?? []).map((t) => `${t.channel} in ${t.queue} (${t.status})`).join(", ");
+    row.append(Object.assign(document.createElement("th"), { scope: "row", textContent: a.name }), activity, cell(busy), cell(work));
+    return row;
+  }));
+}
+
+let queues = [];
+
+async function loadTasks() {
+  if (role !== "admin" && role !== "supervisor") {
+    $("tasks").closest("section").hidden = true;
+    return;
+  }
+  const tasks = await api("GET", "/v1/tasks");
+  const body = $("tasks").querySelector("tbody");
+  body.replaceChildren(...tasks.map((t) => {
+    const row = document.createElement("tr");
+    row.dataset.task = t.id;
+    const actions = document.createElement("td");
+    const target = document.createElement("select");
+    target.setAttribute("aria-label", `Queue to move ${t.id} to`);
+    for (const q of queues.filter((q) => q !== t.queue)) {
+      target.append(Object.assign(document.createElement("option"), { value: q, textContent: q }));
+    }
+    const move = Object.assign(document.createElement("button"), { type: "button", className: "secondary", textContent: "Move" });
+    move.disabled = !target.options.length;
+    move.onclick = () => change(`Move task ${t.id} from ${t.queue} to ${target.value}?`, async () => {
+      await api("POST", `/v1/tasks/${encodeURIComponent(t.id)}/move`, { queue: target.value });
+      return `Task ${t.id} moved to ${target.value}.`;
+    });
+    const cancel = Object.assign(document.createElement("button"), { type: "button", className: "secondary", textContent: "Cancel" });
+    cancel.onclick = () => change(`Cancel task ${t.id}? The customer's flow hears it was canceled.`, async () => {
+      await api("POST", `/v1/tasks/${encodeURIComponent(t.id)}/cancel`, { reason: "canceled from the console" });
+      return `Task ${t.id} canceled.`;
+    });
+    actions.append(target, move, cancel);
+    const waited = Math.round((Date.now() - t.created_ms) / 1000);
+    row.append(cell(t.id), cell(t.queue), cell(t.channel), cell(t.status), cell(t.agent ?? ""), cell(`${waited} s`, true), actions);
+    return row;
+  }));
+}
+
+async function loadFlows() {
+  const flows = await api("GET", "/v1/flows");
+  const box = $("flows");
+  const developer = role === "admin" || role === "developer";
+  const blocks = [];
+  for (const f of flows) {
+    const versions = await api("GET", `/v1/flows/${encodeURIComponent(f.name)}/versions`);
+    const block = document.createElement("div");
+    block.className = "flow";
+    block.dataset.flow = f.name;
+    const canary = versions.canary ? ` · canary v${versions.canary.version} taking ${versions.canary.percent} %` : "";
+    block.append(Object.assign(document.createElement("h3"), { textContent: `${f.name}: live v${versions.live}${canary}` }));
+    const list = document.createElement("table");
+    list.innerHTML = "<thead><tr><th scope='col'>Version</th><th scope='col'>Role</th><th scope='col'>Steps</th><th scope='col'>Faults</th><th scope='col'>Deployed</th><th scope='col'></th></tr></thead>";
+    const rows = document.createElement("tbody");
+    for (const v of versions.versions) {
+      const row = document.createElement("tr");
+      const actions = document.createElement("td");
+      if (developer && v.role === "idle") {
+        const back = Object.assign(document.createElement("button"), { type: "button", className: "secondary", textContent: `Roll back to v${v.version}` });
+        back.onclick = () => change(`Make v${v.version} of ${f.name} live again?`, async () => {
+          await api("POST", `/v1/flows/${encodeURIComponent(f.name)}/rollback`, { version: v.version });
+          return `${f.name}: v${v.version} is live.`;
+        });
+        actions.append(back);
+      }
+      row.append(cell(`v${v.version}`), cell(v.role), cell(v.health?.steps ?? 0, true), cell(v.health?.faults ?? 0, true),
+        cell(`${new Date(v.deployed_at).toLocaleString()} by ${v.deployed_by}`), actions);
+      rows.append(row);
+    }
+    list.append(rows);
+    block.append(list);
+    if (developer && versions.canary) {
+      const promote = Object.assign(document.createElement("button"), { type: "button", textContent: "Promote the canary" });
+      promote.onclick = () => change(`Make canary v${versions.canary.version} of ${f.name} live for everyone?`, async () => {
+        await api("POST", `/v1/flows/${encodeURIComponent(f.name)}/canary/promote`, {});
+        return `${f.name}: v${versions.canary.version} is live.`;
+      });
+      const abort = Object.assign(document.createElement("button"), { type: "button", className: "secondary", textContent: "Abort the canary" });
+      abort.onclick = () => change(`Abort canary v${versions.canary.version} of ${f.name}? New contacts all get v${versions.live}.`, async () => {
+        await api("POST", `/v1/flows/${encodeURIComponent(f.name)}/canary/abort`, { reason: "aborted from the console" });
+        return `${f.name}: canary aborted; v${versions.live} serves everyone.`;
+      });
+      block.append(promote, abort);
+    }
+    blocks.push(block);
+  }
+  box.replaceChildren(...blocks);
+  $("deploy").hidden = !developer;
+}
+
+$("deploy").onsubmit = (event) => {
+  event.preventDefault();
+  const flow = $("deploy-flow").value.trim();
+  const file = $("deploy-file").files[0];
+  const canary = $("deploy-canary").value;
+  if (!flow || !file) return;
+  const how = canary ? `as a canary taking ${canary} % of new contacts` : "live at once";
+  change(`Deploy ${file.name} (${Math.round(file.size / 1024)} KiB) to ${flow}, ${how}?`, async () => {
+    $("result").textContent = `Uploading and compiling ${file.name}…`;
+    const query = canary ? `?canary=${encodeURIComponent(canary)}` : "";
+    const made = await api("POST", `/v1/flows/${encodeURIComponent(flow)}/versions${query}`, undefined, await file.arrayBuffer());
+    return `${flow}: v${made.version} deployed ${how} (compiled in ${Math.round(made.compile_ms ?? 0)} ms).`;
+  });
+};
+
+function follow() {
+  const stream = new EventSource("/v1/stats/stream");
+  stream.addEventListener("stats", (event) => {
+    $("connection").textContent = `Live · ${new Date().toLocaleTimeString()}`;
+    showStats(JSON.parse(event.data));
+  });
+  stream.onerror = () => { $("connection").textContent = "Connection lost; reconnecting…"; };
+}
+
+$("sign-out").onclick = async () => {
+  await fetch("/auth/sign-out", { method: "POST" });
+  location.assign("/sign-in");
+};
+
+(async () => {
+  const answer = await fetch("/auth/session");
+  if (!answer.ok) { location.assign("/sign-in?next=/console"); return; }
+  const session = await answer.json();
+  csrf = session.csrf;
+  role = session.role;
+  $("who").textContent = `Console · ${session.person} (${role})`;
+  follow();
+  try { await loadFlows(); } catch (e) { $("error").textContent = e.message; }
+})();

@@ -1,0 +1,95 @@
+// Drives the supervisor console in headless Chromium: an agent is refused it; a developer
+// (sent to sign in first) deploys a new version as a canary and aborts it; a supervisor's
+// wallboard shows a task arrive and leave within 2 s, with the numbers the API gives.
+// Usage: node console.mjs BASE_URL SCREENSHOT_DIR ADMIN_TOKEN COMPONENT_PATH
+import { chromium } from "playwright-core";
+
+const [base, shots, token, component] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const step = (what) => console.log(`console: ${what}`);
+const admin = async (method, path, body) => {
+  const answer = await fetch(`${base}${path}`, {
+    method, headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!answer.ok) throw new Error(`${method} ${path}: ${answer.status} ${await answer.text()}`);
+  return answer.json();
+};
+async function signIn(name, password, next) {
+  const page = await (await browser.newContext()).newPage();
+  page.on("dialog", (dialog) => dialog.accept());
+  page.on("pageerror", (e) => console.log(`page error on ${name}'s page: ${e.message}`));
+  await page.goto(`${base}${next}`);
+  if (!page.url().includes("/sign-in")) throw new Error(`signed out, ${next} showed ${page.url()}`);
+  await page.getByLabel("Name").fill(name);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  return page;
+}
+try {
+  const agent = await signIn("ann", "ann's long password", "/desk");
+  await agent.waitForURL(`${base}/desk`, { timeout: 10000 });
+  const refused = await agent.goto(`${base}/console`);
+  if (refused.status() !== 403) throw new Error(`an agent opened the console: ${refused.status()}`);
+  step("an agent is refused the console (403)");
+
+  const dev = await signIn("dee", "dee's long password", "/console");
+  await dev.waitForURL(`${base}/console`, { timeout: 10000 });
+  const flow = dev.locator('.flow[data-flow="main"]');
+  await flow.getByText("main: live v1").waitFor({ timeout: 10000 }).catch(async (e) => {
+    throw new Error(`${e.message}\npage error: ${await dev.locator("#error").textContent()}\nflows: ${await dev.locator("#flows").innerHTML()}`);
+  });
+  await dev.getByLabel("Flow", { exact: true }).fill("main");
+  await dev.getByLabel("Component (.wasm)").setInputFiles(component);
+  await dev.getByLabel(/As a canary/).fill("50");
+  await dev.getByRole("button", { name: "Deploy" }).click();
+  await dev.locator("#result").getByText("v2 deployed as a canary taking 50 %").waitFor({ timeout: 30000 });
+  await flow.getByText("canary v2 taking 50 %").waitFor({ timeout: 10000 });
+  step("a developer deployed a canary from the console");
+  await dev.screenshot({ path: `${shots}/browser-console-canary.png`, fullPage: true });
+  await flow.getByRole("button", { name: "Abort the canary" }).click();
+  await dev.locator("#result").getByText("canary aborted").waitFor({ timeout: 10000 });
+  await flow.getByText("main: live v1").waitFor({ timeout: 10000 });
+  if (await flow.getByText("canary v2").count()) throw new Error("the canary is still shown");
+  const versions = await admin("GET", "/v1/flows/main/versions");
+  if (versions.canary) throw new Error(`the API still has a canary: ${JSON.stringify(versions.canary)}`);
+  step("and aborted it");
+
+  const sup = await signIn("sam", "sam's long password", "/console");
+  await sup.waitForURL(`${base}/console`, { timeout: 10000 });
+  const row = sup.locator('#wallboard tr[data-queue="support"]');
+  await row.waitFor({ timeout: 10000 });
+  const waiting = () => row.locator("td").nth(0);
+  await waiting().getByText("0", { exact: true }).waitFor({ timeout: 5000 });
+  const task = await admin("POST", "/v1/tasks", { queue: "support", channel: "chat", attributes: {} });
+  await waiting().getByText("1", { exact: true }).waitFor({ timeout: 2000 });
+  const stats = await admin("GET", "/v1/queues/support/stats");
+  const waitingNow = (stats.tasks.pending ?? 0) + (stats.tasks.reserved ?? 0);
+  if (waitingNow !== 1) throw new Error(`the API says ${waitingNow} waiting: ${JSON.stringify(stats)}`);
+  step("the wallboard showed the task arrive within 2 s, as the API counts it");
+  const listed = sup.locator(`#tasks tr[data-task="${task.id}"]`);
+  await listed.waitFor({ timeout: 5000 });
+  await sup.screenshot({ path: `${shots}/browser-console.png`, fullPage: true });
+  await listed.getByRole("combobox").selectOption("default");
+  await listed.getByRole("button", { name: "Move" }).click();
+  await sup.locator("#result").getByText(`moved to default`).waitFor({ timeout: 5000 });
+  const moved = await admin("GET", `/v1/tasks/${task.id}`);
+  if (moved.queue !== "default") throw new Error(`the task is in ${moved.queue}`);
+  await waiting().getByText("0", { exact: true }).waitFor({ timeout: 2000 });
+  await admin("POST", `/v1/tasks/${task.id}/move`, { queue: "support" });
+  await waiting().getByText("1", { exact: true }).waitFor({ timeout: 2000 });
+  step("a supervisor moved the task from the console");
+  await admin("POST", `/v1/tasks/${task.id}/cancel`, { reason: "test" });
+  await waiting().getByText("0", { exact: true }).waitFor({ timeout: 2000 });
+  await row.locator("td").nth(5).getByText("1", { exact: true }).waitFor({ timeout: 2000 });
+  const after = await admin("GET", "/v1/queues/support/stats");
+  if (after.tasks["canceled-in-window"] !== 1) throw new Error(`the API counts ${JSON.stringify(after.tasks)}`);
+  step("and leave within 2 s, counted abandoned as the API does");
+  console.log("console ok");
+} finally {
+  await browser.close();
+}
