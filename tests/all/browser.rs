@@ -163,6 +163,7 @@ fn the_console_deploys_and_aborts_a_canary_and_its_wallboard_follows_the_queue()
         ("ann", "agent"),
         ("dee", "developer"),
         ("sam", "supervisor"),
+        ("root", "admin"),
     ] {
         let user =
             json!({"name": name, "role": role, "password": format!("{name}'s long password")});
@@ -203,7 +204,13 @@ fn the_console_deploys_and_aborts_a_canary_and_its_wallboard_follows_the_queue()
     };
     assert_eq!(by("deploy-canary"), Some(json!("dee")), "{audit}");
     assert_eq!(by("abort"), Some(json!("dee")), "{audit}");
-    for name in ["browser-console.png", "browser-console-canary.png"] {
+    let (_, kim) = server.call("GET", "/v1/users/kim", None);
+    assert_eq!(kim["role"], "developer", "{kim}");
+    for name in [
+        "browser-console.png",
+        "browser-console-canary.png",
+        "browser-console-people.png",
+    ] {
         let png = std::fs::read(shots.join(name)).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name} was taken");
     }

@@ -89,6 +89,28 @@ try {
   const after = await admin("GET", "/v1/queues/support/stats");
   if (after.tasks["canceled-in-window"] !== 1) throw new Error(`the API counts ${JSON.stringify(after.tasks)}`);
   step("and leave within 2 s, counted abandoned as the API does");
+
+  // The admin adds a person and gives them a token from the page; the token works, then is
+  // revoked from the page and stops working.
+  const root = await signIn("root", "root's long password", "/console");
+  await root.waitForURL(`${base}/console`, { timeout: 10000 });
+  await root.getByLabel("Name", { exact: true }).fill("kim");
+  await root.getByLabel("Role").selectOption("developer");
+  await root.getByLabel(/^Password/).fill("kim's long password");
+  await root.getByRole("button", { name: "Add" }).click();
+  await root.locator('#users tr[data-user="kim"]').waitFor({ timeout: 5000 });
+  await root.getByLabel("Person").fill("kim");
+  await root.getByLabel("Label").fill("ci");
+  await root.getByRole("button", { name: "Create a token" }).click();
+  const secret = (await root.locator("#new-token-value").textContent({ timeout: 5000 })).trim();
+  const use = () => fetch(`${base}/v1/flows`, { headers: { Authorization: `Bearer ${secret}` } });
+  if ((await use()).status !== 200) throw new Error("the new token does not work");
+  const tokenRow = root.locator("#tokens tr", { hasText: "ci" });
+  await tokenRow.getByRole("button", { name: "Revoke" }).click();
+  await root.locator("#result").getByText("revoked").waitFor({ timeout: 5000 });
+  if ((await use()).status !== 401) throw new Error("the revoked token still works");
+  step("an admin added a person, gave them a token and revoked it from the page");
+  await root.screenshot({ path: `${shots}/browser-console-people.png`, fullPage: true });
   console.log("console ok");
 } finally {
   await browser.close();

@@ -29,7 +29,7 @@ async function change(question, work) {
   $("error").textContent = "";
   try {
     $("result").textContent = await work();
-    await Promise.all([loadFlows(), loadTasks()]);
+    await Promise.all([loadFlows(), loadTasks(), loadPeople()]);
   } catch (e) {
     $("error").textContent = e.message;
   }
@@ -125,6 +125,71 @@ async function loadTasks() {
   }));
 }
 
+async function loadPeople() {
+  if (role !== "admin") return;
+  $("people").hidden = false;
+  const [users, tokens] = await Promise.all([api("GET", "/v1/users"), api("GET", "/v1/tokens")]);
+  $("users").querySelector("tbody").replaceChildren(...users.map((u) => {
+    const row = document.createElement("tr");
+    row.dataset.user = u.name;
+    const actions = document.createElement("td");
+    const toggle = Object.assign(document.createElement("button"), {
+      type: "button", className: "secondary", textContent: u.disabled ? "Enable" : "Disable",
+    });
+    toggle.onclick = () => change(`${u.disabled ? "Enable" : "Disable"} ${u.name}?`, async () => {
+      await api("PATCH", `/v1/users/${encodeURIComponent(u.name)}`, { disabled: !u.disabled });
+      return `${u.name} is ${u.disabled ? "enabled" : "disabled"}.`;
+    });
+    const remove = Object.assign(document.createElement("button"), { type: "button", className: "secondary", textContent: "Delete" });
+    remove.onclick = () => change(`Delete ${u.name} and their tokens?`, async () => {
+      await api("DELETE", `/v1/users/${encodeURIComponent(u.name)}`);
+      return `${u.name} deleted.`;
+    });
+    actions.append(toggle, remove);
+    row.append(cell(u.name), cell(u.role), cell(u.disabled ? "disabled" : "enabled"), cell(u.has_password ? "signs in" : "tokens only"), actions);
+    return row;
+  }));
+  $("tokens").querySelector("tbody").replaceChildren(...tokens.map((t) => {
+    const row = document.createElement("tr");
+    row.dataset.token = t.id;
+    const revoke = Object.assign(document.createElement("button"), { type: "button", className: "secondary", textContent: "Revoke" });
+    revoke.onclick = () => change(`Revoke token ${t.id} (${t.user}${t.label ? `, ${t.label}` : ""})?`, async () => {
+      await api("DELETE", `/v1/tokens/${encodeURIComponent(t.id)}`);
+      return `Token ${t.id} revoked.`;
+    });
+    const actions = document.createElement("td");
+    actions.append(revoke);
+    row.append(cell(t.id), cell(t.user), cell(t.label), cell(new Date(t.created_at).toLocaleString()),
+      cell(t.expires_at ? new Date(t.expires_at).toLocaleString() : "never"), actions);
+    return row;
+  }));
+}
+
+$("add-user").onsubmit = (event) => {
+  event.preventDefault();
+  const name = $("user-name").value.trim();
+  const password = $("user-password").value;
+  const body = { name, role: $("user-role").value, password: password || undefined };
+  change(`Add ${name} as ${body.role}?`, async () => {
+    await api("POST", "/v1/users", body);
+    $("add-user").reset();
+    return `${name} added as ${body.role}.`;
+  });
+};
+
+$("add-token").onsubmit = (event) => {
+  event.preventDefault();
+  const user = $("token-user").value.trim();
+  const day = $("token-expires").value;
+  const body = { label: $("token-label").value, expires_at: day ? `${day}T00:00:00Z` : undefined };
+  change(`Create an API token for ${user}?`, async () => {
+    const made = await api("POST", `/v1/users/${encodeURIComponent(user)}/tokens`, body);
+    $("new-token-value").textContent = made.token;
+    $("new-token").hidden = false;
+    return `Token ${made.id} created for ${user}.`;
+  });
+};
+
 async function loadFlows() {
   const flows = await api("GET", "/v1/flows");
   const box = $("flows");
@@ -213,5 +278,5 @@ $("sign-out").onclick = async () => {
   role = session.role;
   $("who").textContent = `Console · ${session.person} (${role})`;
   follow();
-  try { await loadFlows(); } catch (e) { $("error").textContent = e.message; }
+  try { await Promise.all([loadFlows(), loadPeople()]); } catch (e) { $("error").textContent = e.message; }
 })();
