@@ -190,6 +190,99 @@ $("add-token").onsubmit = (event) => {
   });
 };
 
+function eventWords(e) {
+  switch (e.type) {
+    case "input": return e.digits ? `pressed ${e.digits}` : `said ${JSON.stringify(e.speech ?? "")}`;
+    case "message": return `wrote ${JSON.stringify(e.text)}`;
+    case "mail": return `mailed ${JSON.stringify(e.subject)}`;
+    case "task-outcome": return `task ${e.status} in ${e.queue}${e.agent ? ` (${e.agent})` : ""}`;
+    case "queue-wait": return `waiting in ${e.queue}, ${e.position} in line`;
+    default: return e.type;
+  }
+}
+
+function actionWords(a) {
+  switch (a.type) {
+    case "say": case "send": return `${a.type} ${JSON.stringify(a.text)}`;
+    case "gather": return `gather (${(a.prompt ?? []).map((p) => p.text ?? p.prompt).join(" ")})`;
+    case "enqueue": return `enqueue in ${a.queue}`;
+    case "transfer": return `transfer to ${a.target}`;
+    case "set-attribute": return `set ${a.key}=${a.value}`;
+    default: return a.type;
+  }
+}
+
+async function showTrace(id) {
+  const steps = await api("GET", `/v1/contacts/${encodeURIComponent(id)}/trace`);
+  $("trace").hidden = false;
+  $("trace-contact").textContent = id;
+  $("trace").dataset.contact = id;
+  $("trace-steps").replaceChildren(...steps.map((s) => {
+    const item = document.createElement("li");
+    const calls = (s.host_calls ?? []).map((c) => `${c.call} → ${JSON.stringify(c.result)}`);
+    const lines = [
+      `v${s.version} · ${new Date(s.at).toLocaleTimeString()} · ${eventWords(s.event)} · ${s.elapsed_us} µs`,
+      ...s.actions.map(actionWords),
+      ...calls,
+      ...(s.fault ? [`fault: ${s.fault.kind} ${s.fault.message ?? s.fault.why ?? ""}`] : []),
+    ];
+    item.append(...lines.map((l, i) => Object.assign(document.createElement(i ? "div" : "strong"), { textContent: l })));
+    return item;
+  }));
+  $("replay").hidden = !(role === "admin" || role === "developer");
+  $("replay-result").replaceChildren();
+}
+
+$("search").onsubmit = async (event) => {
+  event.preventDefault();
+  $("error").textContent = "";
+  const attribute = $("search-attribute").value.trim();
+  const query = `limit=20${attribute ? `&attribute=${encodeURIComponent(attribute)}` : ""}`;
+  try {
+    const contacts = await api("GET", `/v1/contacts?${query}`);
+    $("contacts").querySelector("tbody").replaceChildren(...contacts.map((c) => {
+      const row = document.createElement("tr");
+      row.dataset.contact = c.id;
+      const open = Object.assign(document.createElement("button"), { type: "button", className: "secondary", textContent: "Trace" });
+      open.onclick = () => showTrace(c.id).catch((e) => { $("error").textContent = e.message; });
+      const actions = document.createElement("td");
+      actions.append(open);
+      const status = typeof c.status === "string" ? c.status : c.status?.state ?? Object.keys(c.status ?? {})[0] ?? "";
+      row.append(cell(c.id), cell(c.channel), cell(c.from), cell(c.to), cell(`${c.flow} v${c.version}`), cell(status),
+        cell(new Date(c.created_at).toLocaleString()), actions);
+      return row;
+    }));
+    $("result").textContent = `${contacts.length} contact(s).`;
+  } catch (e) {
+    $("error").textContent = e.message;
+  }
+};
+
+$("replay").onsubmit = async (event) => {
+  event.preventDefault();
+  const id = $("trace").dataset.contact;
+  const version = Number($("replay-version").value);
+  $("error").textContent = "";
+  $("result").textContent = `Replaying ${id} against v${version}…`;
+  try {
+    const report = await api("POST", `/v1/contacts/${encodeURIComponent(id)}/replay`, { version });
+    const box = $("replay-result");
+    const head = Object.assign(document.createElement("p"), {
+      textContent: report.identical ? `v${version} behaves the same on every step.` : `v${version} behaves differently:`,
+    });
+    const list = document.createElement("ol");
+    for (const s of report.steps.filter((s) => !s.same)) {
+      const item = document.createElement("li");
+      item.textContent = `step ${s.step} (${eventWords(s.event)}): recorded ${JSON.stringify(s.recorded)} · replayed ${JSON.stringify(s.replayed)}`;
+      list.append(item);
+    }
+    box.replaceChildren(head, list);
+    $("result").textContent = "Replay done.";
+  } catch (e) {
+    $("error").textContent = e.message;
+  }
+};
+
 async function loadFlows() {
   const flows = await api("GET", "/v1/flows");
   const box = $("flows");
