@@ -95,6 +95,10 @@ fn an_agent_signs_in_takes_a_chat_from_the_widget_and_wraps_it_up() {
     let (server, token) = chat_server(dir.path());
     let queue = json!({"dispositions": ["resolved", "follow-up"], "disposition_required": true});
     assert_eq!(server.call("PUT", "/v1/queues/support", Some(queue)).0, 200);
+    assert_eq!(
+        server.call("PUT", "/v1/queues/billing", Some(json!({}))).0,
+        200
+    );
     let user = json!({"name": "sara", "role": "agent", "password": "sara's long password"});
     assert_eq!(server.call("POST", "/v1/users", Some(user)).0, 201);
     let offline = json!({"activity": "offline"});
@@ -140,6 +144,15 @@ fn an_agent_signs_in_takes_a_chat_from_the_widget_and_wraps_it_up() {
     assert_eq!(done["status"], "completed", "{history}");
     assert_eq!(done["disposition"], "resolved", "{history}");
     assert_eq!(done["wrapup"], "Parcel tracking sent.", "{history}");
+    let (_, tasks) = server.call("GET", "/v1/tasks", None);
+    let moved = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["queue"] == "billing")
+        .unwrap_or_else(|| panic!("the transferred chat waits in billing: {tasks}"));
+    assert_eq!(moved["status"], "pending", "{moved}");
+    assert_eq!(moved["attributes"]["transferred_from"], "sara", "{moved}");
     for name in ["browser-desk.png", "browser-desk-offer.png"] {
         let png = std::fs::read(shots.join(name)).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name} was taken");

@@ -68,6 +68,20 @@ try {
   await desk.reload();
   await desk.locator("#history").getByText("resolved").waitFor({ timeout: 10000 });
   step("the history survives a reload");
+
+  // Again: this time the agent transfers the chat to another queue from the desk.
+  desk.on("dialog", (dialog) => dialog.accept());
+  await desk.getByText("Connected.").waitFor({ timeout: 10000 });
+  await input.fill("agent please");
+  await input.press("Enter");
+  await offer.waitFor({ state: "visible", timeout: 20000 });
+  await desk.getByRole("button", { name: "Accept" }).click();
+  await desk.getByLabel("To", { exact: true }).selectOption("queue");
+  await desk.getByLabel("Queue, agent or number").fill("billing");
+  await desk.getByRole("button", { name: "Transfer", exact: true }).click();
+  await desk.locator("#history").getByText("transferred to billing").waitFor({ timeout: 10000 });
+  await desk.getByText("No conversation open.").waitFor({ timeout: 5000 });
+  step("the agent transferred the next chat to billing");
   await desk.screenshot({ path: `${shots}/browser-desk.png` });
   console.log("desk ok");
 } finally {

@@ -104,6 +104,9 @@ async function openConversation(task, context) {
   $("send").hidden = false;
   $("wrapup").hidden = true;
   $("talk-customer").textContent = context ? describe(context) : "";
+  $("transfer").hidden = false;
+  $("consult").hidden = task.channel !== "voice";
+  $("consulting").hidden = true;
   $("talk-queue").textContent = task.queue;
   $("transcript").replaceChildren();
   const disposition = $("disposition");
@@ -185,6 +188,7 @@ function onPush(push) {
         openConversation(push.task, context);
       } else if (push.task && push.task.status === "wrapping") {
         $("send").hidden = true;
+        $("transfer").hidden = true;
         $("wrapup").hidden = false;
         $("disposition").focus();
       } else if (push.task && push.task.status === "completed") {
@@ -221,6 +225,47 @@ $("send").onsubmit = (event) => {
   $("message").value = "";
 };
 $("wrap").onclick = () => current && send({ type: "wrap", task: current.task });
+$("transfer").onsubmit = async (event) => {
+  event.preventDefault();
+  if (!current) return;
+  const kind = $("transfer-kind").value;
+  const target = $("transfer-target").value.trim();
+  if (!confirm(`Transfer this ${current.context?.channel ?? "contact"} to ${kind} ${target}?`)) return;
+  try {
+    const task = await api("POST", `/agent/v1/tasks/${current.task}/transfer`, { [kind]: target });
+    if (kind === "number") {
+      say(`Ringing ${target}; the customer stays with you until it answers.`);
+      return;
+    }
+    remember(task, `transferred to ${target}`);
+    closeConversation();
+    say(`Transferred to ${kind} ${target}.`);
+  } catch (e) {
+    say(e.message);
+  }
+};
+$("consult").onclick = async () => {
+  if (!current) return;
+  const agent = $("transfer-target").value.trim();
+  if (!agent) { say("Name the agent to consult in the box above."); return; }
+  try {
+    await api("POST", `/agent/v1/tasks/${current.task}/consult`, { agent });
+    $("consulting-agent").textContent = agent;
+    $("consulting").hidden = false;
+    $("transfer").hidden = true;
+  } catch (e) { say(e.message); }
+};
+for (const [button, path, done] of [["consult-complete", "complete", "Handed over."], ["consult-cancel", "cancel", "The call is back with you."]]) {
+  $(button).onclick = async () => {
+    if (!current) return;
+    try {
+      await api("POST", `/agent/v1/tasks/${current.task}/consult/${path}`, {});
+      $("consulting").hidden = true;
+      if (path === "complete") closeConversation(); else $("transfer").hidden = false;
+      say(done);
+    } catch (e) { say(e.message); }
+  };
+}
 $("wrapup").onsubmit = (event) => {
   event.preventDefault();
   if (!current) return;
