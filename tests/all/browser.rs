@@ -223,6 +223,7 @@ fn the_console_deploys_and_aborts_a_canary_and_its_wallboard_follows_the_queue()
         "browser-console.png",
         "browser-console-canary.png",
         "browser-console-people.png",
+        "browser-console-reports.png",
     ] {
         let png = std::fs::read(shots.join(name)).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name} was taken");

@@ -22,6 +22,7 @@ mod postgres;
 mod projects;
 mod python_sdk;
 mod replay;
+mod reports;
 mod restart;
 mod rollback;
 mod router;

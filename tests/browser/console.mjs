@@ -1,6 +1,7 @@
 // Drives the supervisor console in headless Chromium: an agent is refused it; a developer
 // (sent to sign in first) deploys a new version as a canary and aborts it; a supervisor's
-// wallboard shows a task arrive and leave within 2 s, with the numbers the API gives.
+// wallboard shows a task arrive and leave within 2 s, with the numbers the API gives, and
+// exports a report as CSV whose rows match a scenario the test made.
 // Usage: node console.mjs BASE_URL SCREENSHOT_DIR ADMIN_TOKEN COMPONENT_PATH
 import { chromium } from "playwright-core";
 
@@ -104,6 +105,45 @@ try {
   const after = await admin("GET", "/v1/queues/support/stats");
   if (after.tasks["canceled-in-window"] !== abandoned + 1) throw new Error(`the API counts ${JSON.stringify(after.tasks)}`);
   step("and leave within 2 s, counted abandoned as the API does");
+
+  // Reports: a queue with a scenario the test knows (three callers: two give up, one still
+  // waits); the table shows it, and the CSV export has the figures the API gives.
+  await admin("PUT", "/v1/queues/reports", { short_abandon_secs: 0 });
+  const scenario = [];
+  for (let i = 0; i < 3; i++) scenario.push(await admin("POST", "/v1/tasks", { queue: "reports", channel: "chat", attributes: {} }));
+  await admin("POST", `/v1/tasks/${scenario[0].id}/cancel`, { reason: "hung up" });
+  await admin("POST", `/v1/tasks/${scenario[1].id}/cancel`, { reason: "hung up" });
+  await sup.getByLabel("Report", { exact: true }).selectOption("queues");
+  await sup.getByLabel("Interval").selectOption("1d");
+  await sup.getByRole("button", { name: "Show" }).click();
+  const reportRow = sup.locator('#report-table tbody tr[data-key^="reports@"]').first();
+  await reportRow.waitFor({ timeout: 10000 }).catch(async (e) => {
+    throw new Error(`${e.message}\npage error: ${await sup.locator("#error").textContent()}`);
+  });
+  const shown = await reportRow.locator("td").allTextContents();
+  if (shown[2] !== "3" || shown[4] !== "2" || shown[6] !== "1") throw new Error(`the report row shows ${shown.join(" | ")}`);
+  if (!(await sup.locator("#report-chart").evaluate((c) => c.width > 0 && window.Chart !== undefined))) throw new Error("no chart was drawn");
+  const [download] = await Promise.all([
+    sup.waitForEvent("download"),
+    sup.getByRole("link", { name: "Export CSV" }).click(),
+  ]);
+  const csv = (await import("node:fs")).readFileSync(await download.path(), "utf8").trim().split("\n").map((l) => l.split(","));
+  const header = csv[0];
+  const col = (name) => header.indexOf(name);
+  const mine = csv.slice(1).filter((r) => r[col("queue")] === "reports");
+  const total = (name) => mine.reduce((t, r) => t + Number(r[col(name)]), 0);
+  const figures = ["offered", "answered", "abandoned", "short_abandoned", "waiting"].map(total).join(",");
+  if (figures !== "3,0,2,0,1") throw new Error(`the CSV says offered,answered,abandoned,short,waiting = ${figures}:\n${csv.join("\n")}`);
+  const href = await sup.getByRole("link", { name: "Export CSV" }).getAttribute("href");
+  const api = await admin("GET", href.replace("format=csv", "format=json"));
+  const apiRows = api.rows.filter((r) => r.queue === "reports");
+  for (const [i, r] of mine.entries()) {
+    for (const name of ["offered", "answered", "abandoned", "short_abandoned", "waiting", "answered_in_sl"]) {
+      if (Number(r[col(name)]) !== apiRows[i][name]) throw new Error(`CSV ${name} ${r[col(name)]} but the API ${apiRows[i][name]}`);
+    }
+  }
+  await sup.screenshot({ path: `${shots}/browser-console-reports.png`, fullPage: true });
+  step("a supervisor read the report and exported a CSV whose rows match the scenario and the API");
 
   // The admin adds a person and gives them a token from the page; the token works, then is
   // revoked from the page and stops working.

@@ -397,6 +397,22 @@ impl Admin {
         self.router.stats(queue)
     }
 
+    /// Historical figures of each queue per interval (see [`crate::router::reports`]).
+    pub fn queue_report(
+        &self,
+        query: &crate::router::ReportQuery,
+    ) -> Result<Vec<crate::router::QueueRow>, RouterError> {
+        self.router.queue_report(query)
+    }
+
+    /// Historical figures of each agent per interval (see [`crate::router::reports`]).
+    pub fn agent_report(
+        &self,
+        query: &crate::router::ReportQuery,
+    ) -> Result<Vec<crate::router::AgentRow>, RouterError> {
+        self.router.agent_report(query)
+    }
+
     /// Every queue's statistics.
     pub fn all_stats(&self) -> Vec<QueueStats> {
         self.router.all_stats()

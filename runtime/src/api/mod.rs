@@ -5,6 +5,7 @@ mod chat;
 mod error;
 mod pages;
 mod people;
+mod reports;
 mod routing;
 mod twilio;
 mod voice;
@@ -62,6 +63,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/audit", get(show_audit))
         .route("/cluster", get(show_cluster))
         .merge(routing::supervisor())
+        .merge(reports::routes())
         .merge(voice::admin())
         .merge(people::routes())
         .layer(DefaultBodyLimit::max(MAX_COMPONENT))

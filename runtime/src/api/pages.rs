@@ -39,6 +39,13 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("assets/console.js"),
     ),
+    // Chart.js 4.5.1 (MIT, assets/vendor/chart.js-LICENSE.md), shipped in the binary so the
+    // console's charts need no CDN.
+    (
+        "chart.umd.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/vendor/chart.umd.min.js"),
+    ),
 ];
 /// Our pages load only their own scripts, styles and connections.
 const POLICY: &str =

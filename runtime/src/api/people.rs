@@ -41,9 +41,16 @@ pub fn allowed(role: Role, method: &Method, path: &str) -> bool {
         // Everyone signed in may ask who they are.
         _ if path == "/me" => true,
         Role::Supervisor => {
-            ["/queues", "/agents", "/tasks", "/workflow", "/stats"]
-                .iter()
-                .any(|p| under(p))
+            [
+                "/queues",
+                "/agents",
+                "/tasks",
+                "/workflow",
+                "/stats",
+                "/reports",
+            ]
+            .iter()
+            .any(|p| under(p))
                 || (read
                     && [
                         "/flows",

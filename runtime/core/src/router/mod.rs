@@ -10,6 +10,7 @@ mod matching;
 pub mod model;
 mod persistence;
 mod presentation;
+pub mod reports;
 
 use matching::*;
 use persistence::*;
@@ -24,9 +25,11 @@ use sha2::Digest;
 
 pub use expression::Expression;
 pub use model::{
-    AgentRecord, AttemptEnd, Callback, CallbackAttempt, Consult, ConsultStage, Filter, Order, Plan,
-    QueueConfig, QueueStats, Reservation, Target, Task, TaskStatus, TransferTo, Workflow,
+    AgentRecord, AttemptEnd, Callback, CallbackAttempt, Consult, ConsultStage,
+    DEFAULT_SHORT_ABANDON_SECS, Filter, Order, Plan, QueueConfig, QueueStats, Reservation, Target,
+    Task, TaskStatus, TransferTo, Workflow,
 };
+pub use reports::{AgentRow, Interval, QueueRow, ReportQuery, Zone};
 
 /// Decides a new task's plan (a router component); `None` keeps the queue's own plan.
 pub type Planner = Box<dyn Fn(&Task) -> Option<Plan> + Send + Sync>;
@@ -736,11 +739,11 @@ impl Router {
                 w.record.idle_since_ms = now;
                 w.record.missed_in_a_row = 0;
             }
-            w.record.activity = activity.to_string();
+            let mut batch = Batch::new();
+            stage_activity(&mut batch, &mut w.record, activity, now)?;
             let record = w.record.clone();
             update_idle(&mut state, name);
             state.tell(name, NoticeKind::Activity, None, None);
-            let mut batch = Batch::new();
             stage_agent(&mut batch, &record)?;
             self.commit(&mut state, batch)?;
             record
@@ -1848,7 +1851,7 @@ impl Router {
                 why,
                 "the agent's phone failed a callback; made unavailable"
             );
-            w.record.activity = "unavailable".into();
+            stage_activity(&mut batch, &mut w.record, "unavailable", now)?;
             stage_agent(&mut batch, &w.record)?;
             update_idle(&mut state, &agent);
         }
@@ -1996,6 +1999,7 @@ impl Router {
         task.wrapup_until_ms = None;
         task.ended_ms = Some(now);
         stage_task(batch, &task)?;
+        stage_task_log(batch, &task)?;
         batch.delete(Tree::OpenTasks, task.id.as_bytes());
         if was != TaskStatus::Reserved
             && let Some(agent) = &task.agent
@@ -2049,7 +2053,7 @@ impl Router {
                     w.record.missed_in_a_row += 1;
                     if w.record.missed_in_a_row >= MAX_MISSED {
                         tracing::warn!(agent = %r.agent, "agent let {MAX_MISSED} reservations time out in a row; made unavailable");
-                        w.record.activity = "unavailable".into();
+                        stage_activity(&mut batch, &mut w.record, "unavailable", now)?;
                         unavailable = true;
                     }
                     stage_agent(&mut batch, &w.record)?;

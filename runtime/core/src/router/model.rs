@@ -107,6 +107,11 @@ pub struct QueueConfig {
     /// next.
     #[serde(default = "default_callback_retry")]
     pub callback_retry_secs: u64,
+    /// Reports: a task abandoned after waiting less than this many seconds is a short
+    /// abandon (a misdial, a caller who changed their mind), counted apart and not against
+    /// the service level.
+    #[serde(default = "default_short_abandon")]
+    pub short_abandon_secs: u64,
 }
 
 impl QueueConfig {
@@ -126,6 +131,7 @@ impl QueueConfig {
             disposition_required: false,
             callback_attempts: default_callback_attempts(),
             callback_retry_secs: default_callback_retry(),
+            short_abandon_secs: default_short_abandon(),
         }
     }
 
@@ -159,6 +165,13 @@ impl QueueConfig {
             _ => Ok(()),
         }
     }
+}
+
+/// Abandons shorter than this many seconds are short unless a queue says otherwise.
+pub const DEFAULT_SHORT_ABANDON_SECS: u64 = 5;
+
+fn default_short_abandon() -> u64 {
+    DEFAULT_SHORT_ABANDON_SECS
 }
 
 fn default_sla() -> u64 {

@@ -29,6 +29,32 @@ pub(super) fn stage_agent(batch: &mut Batch, record: &AgentRecord) -> Result<(),
     batch.put_json(Tree::Agents, record.name.as_bytes(), record)
 }
 
+/// Stages an agent's new activity in their state history ([`Tree::AgentStates`]), when it
+/// changes: the reports' time in each state.
+pub(super) fn stage_activity(
+    batch: &mut Batch,
+    record: &mut AgentRecord,
+    activity: &str,
+    at: u64,
+) -> Result<(), StoreError> {
+    if record.activity != activity {
+        record.activity = activity.to_string();
+        let key = keys::agent_state(&record.name, at);
+        batch.put_json(Tree::AgentStates, key.into_bytes(), &activity)?;
+    }
+    Ok(())
+}
+
+/// Stages what reports count of a task that just finished ([`Tree::TaskLog`]).
+pub(super) fn stage_task_log(batch: &mut Batch, task: &Task) -> Result<(), StoreError> {
+    let key = keys::task_log(task.created_ms, &task.id);
+    batch.put_json(
+        Tree::TaskLog,
+        key.into_bytes(),
+        &super::reports::Finished::of(task),
+    )
+}
+
 /// Stages a statistics event of a queue and adds it to the in-memory window.
 pub(super) fn stage_queue_event(
     batch: &mut Batch,

@@ -757,3 +757,453 @@ fn a_transfer_to_a_named_agent_who_passes_goes_to_the_queue() {
         .transfer("cat", &task.id, &TransferTo::Queue("q".into()));
     assert!(matches!(again, Err(RouterError::Conflict(_))), "{again:?}");
 }
+
+/// The reporting scenario: 4 agents, 2 queues, 124 contacts whose every wait, talk time,
+/// wrap-up and abandon the test scripts, and so knows.
+mod reporting {
+    use super::*;
+    use crate::router::reports::{AgentRow, Interval, QueueRow, ReportQuery};
+    use crate::store::SledStore;
+
+    const AGENTS: [&str; 4] = ["ann", "bob", "cat", "dan"];
+    const QUEUES: [&str; 2] = ["sales", "support"];
+    /// 2026-06-01 08:00 UTC.
+    const T0: u64 = 1_780_300_800_000;
+
+    /// One scripted contact.
+    #[derive(Debug, Clone)]
+    struct Contact {
+        queue: &'static str,
+        agent: &'static str,
+        arrives: u64,
+        /// Waits this long, then is accepted (or hangs up, when `abandons`).
+        wait: u64,
+        abandons: bool,
+        talk: u64,
+        wrapup: u64,
+    }
+
+    impl Contact {
+        fn accepted(&self) -> u64 {
+            self.arrives + self.wait
+        }
+        fn talk_ends(&self) -> u64 {
+            self.accepted() + self.talk
+        }
+        fn ends(&self) -> u64 {
+            if self.abandons {
+                self.accepted()
+            } else {
+                self.talk_ends() + self.wrapup
+            }
+        }
+    }
+
+    /// A step of the scenario, in time order.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Arrive(usize),
+        Accept(usize),
+        HangUp(usize),
+        TalkEnds(usize),
+        Complete(usize),
+        Activity(&'static str, &'static str),
+    }
+
+    struct Script {
+        contacts: Vec<Contact>,
+        /// Every agent's activities as `(agent, at, activity)`, in order.
+        activities: Vec<(&'static str, u64, &'static str)>,
+        /// The last contact never gets an answer: still waiting at report time.
+        end: u64,
+    }
+
+    /// A small generator the test owns (so the script is the same on every run).
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    fn script() -> Script {
+        let mut rng = Lcg(7);
+        let mut contacts = Vec::new();
+        let mut activities = Vec::new();
+        for (a, agent) in AGENTS.iter().enumerate() {
+            let mut t = T0 + a as u64 * 1_000;
+            activities.push((*agent, t, "available"));
+            for i in 0..31 {
+                t += rng.below(240_000) + 1_000;
+                // Bob takes a break between his 10th and 11th contacts.
+                if *agent == "bob" && i == 10 {
+                    activities.push((*agent, t, "break"));
+                    t += 900_000;
+                    activities.push((*agent, t, "available"));
+                    t += 1_000;
+                }
+                let wait = rng.below(60_000) + 500;
+                let abandons = rng.below(5) == 0;
+                let c = Contact {
+                    queue: QUEUES[(rng.below(3) == 0) as usize],
+                    agent,
+                    arrives: t,
+                    wait,
+                    abandons,
+                    talk: rng.below(400_000) + 20_000,
+                    wrapup: rng.below(60_000),
+                };
+                t = c.ends() + 1;
+                contacts.push(c);
+            }
+            t += 1_000;
+            activities.push((*agent, t, "offline"));
+        }
+        let end = contacts.iter().map(Contact::ends).max().unwrap() + 60_000;
+        // One more caller who is still waiting when the report is made.
+        contacts.push(Contact {
+            queue: "support",
+            agent: "nobody",
+            arrives: end - 30_000,
+            wait: u64::MAX / 4,
+            abandons: false,
+            talk: 0,
+            wrapup: 0,
+        });
+        Script {
+            contacts,
+            activities,
+            end,
+        }
+    }
+
+    fn open(dir: &std::path::Path, now: &Arc<AtomicU64>) -> Router {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
+        let clock = now.clone();
+        Router::with_clock(store, Box::new(move || clock.load(Ordering::SeqCst))).unwrap()
+    }
+
+    /// Runs the script against the router, step by step in time order.
+    fn play(router: &Router, now: &AtomicU64, script: &Script) {
+        for name in QUEUES {
+            router
+                .define_queue(QueueConfig {
+                    sla_secs: 20,
+                    reservation_timeout_secs: 600,
+                    task_timeout_secs: 86_400,
+                    wrapup_secs: 600,
+                    targets: vec![Target {
+                        agents: "agent.id == task.pick".into(),
+                        timeout_secs: 0,
+                    }],
+                    ..QueueConfig::named(name)
+                })
+                .unwrap();
+        }
+        for agent in AGENTS {
+            router
+                .upsert_agent(
+                    agent,
+                    json!({"id": agent}),
+                    BTreeMap::from([(Channel::Voice, 1)]),
+                )
+                .unwrap();
+        }
+        let mut steps: Vec<(u64, u8, Step)> = Vec::new();
+        for (agent, at, activity) in &script.activities {
+            steps.push((*at, 0, Step::Activity(agent, activity)));
+        }
+        for (i, c) in script.contacts.iter().enumerate() {
+            steps.push((c.arrives, 1, Step::Arrive(i)));
+            if c.agent == "nobody" {
+                continue;
+            }
+            if c.abandons {
+                steps.push((c.accepted(), 2, Step::HangUp(i)));
+            } else {
+                steps.push((c.accepted(), 2, Step::Accept(i)));
+                steps.push((c.talk_ends(), 3, Step::TalkEnds(i)));
+                steps.push((c.ends(), 4, Step::Complete(i)));
+            }
+        }
+        steps.sort_by_key(|(at, order, _)| (*at, *order));
+        let mut ids = vec![String::new(); script.contacts.len()];
+        for (at, _, step) in steps {
+            now.store(at, Ordering::SeqCst);
+            router.tick().unwrap();
+            match step {
+                Step::Activity(agent, activity) => {
+                    router.set_activity(agent, activity).unwrap();
+                }
+                Step::Arrive(i) => {
+                    let c = &script.contacts[i];
+                    let task = router
+                        .create_task(NewTask {
+                            queue: c.queue.into(),
+                            channel: Channel::Voice,
+                            priority: 0,
+                            attributes: json!({"pick": c.agent}),
+                            timeout_secs: 0,
+                            contact: None,
+                        })
+                        .unwrap();
+                    if c.agent != "nobody" {
+                        assert_eq!(task.agent.as_deref(), Some(c.agent), "offered at once");
+                    }
+                    ids[i] = task.id;
+                }
+                Step::Accept(i) => {
+                    let agent = script.contacts[i].agent;
+                    let offer = router.reservations_of(agent).pop().unwrap();
+                    assert_eq!(offer.task, ids[i]);
+                    router.accept(agent, &offer.id).unwrap();
+                }
+                Step::HangUp(i) => {
+                    router.cancel(&ids[i], "the caller hung up").unwrap();
+                }
+                Step::TalkEnds(i) => {
+                    let t = router
+                        .conversation_ended(&ids[i], "hung up", false)
+                        .unwrap();
+                    assert_eq!(t.status, TaskStatus::Wrapping);
+                }
+                Step::Complete(i) => {
+                    let agent = script.contacts[i].agent;
+                    router.complete(agent, &ids[i], None, None).unwrap();
+                }
+            }
+        }
+        now.store(script.end, Ordering::SeqCst);
+    }
+
+    /// The queue figures the test expects, from its own script.
+    fn expected_queues(s: &Script, from: u64, step: u64, to: u64) -> Vec<QueueRow> {
+        let mut rows = Vec::new();
+        for queue in QUEUES {
+            let mut start = from;
+            while start < to {
+                let end = start + step;
+                let mine: Vec<&Contact> = s
+                    .contacts
+                    .iter()
+                    .filter(|c| c.queue == queue && c.arrives >= start && c.arrives < end)
+                    .collect();
+                let waiting: Vec<&&Contact> = mine.iter().filter(|c| c.agent == "nobody").collect();
+                let answered: Vec<&&Contact> = mine
+                    .iter()
+                    .filter(|c| !c.abandons && c.agent != "nobody")
+                    .collect();
+                let short = mine.iter().filter(|c| c.abandons && c.wait < 5_000).count() as u64;
+                let abandoned: Vec<&&Contact> = mine
+                    .iter()
+                    .filter(|c| c.abandons && c.wait >= 5_000)
+                    .collect();
+                let n = answered.len() as u64;
+                let in_sl = answered.iter().filter(|c| c.wait <= 20_000).count() as u64;
+                let ab = abandoned.len() as u64;
+                let offered = mine.len() as u64;
+                let mean = |total: u64| (n > 0).then(|| total as f64 / 1000.0 / n as f64);
+                let longest = answered
+                    .iter()
+                    .chain(abandoned.iter())
+                    .map(|c| c.wait)
+                    .chain(waiting.iter().map(|c| s.end - c.arrives))
+                    .max()
+                    .unwrap_or(0);
+                rows.push(QueueRow {
+                    queue: queue.into(),
+                    interval_start: String::new(),
+                    start_ms: start,
+                    offered,
+                    answered: n,
+                    abandoned: ab,
+                    short_abandoned: short,
+                    waiting: waiting.len() as u64,
+                    answered_in_sl: in_sl,
+                    service_level_percent: (n + ab > 0)
+                        .then(|| in_sl as f64 * 100.0 / (n + ab) as f64),
+                    abandon_rate_percent: (offered - short > 0)
+                        .then(|| ab as f64 * 100.0 / (offered - short) as f64),
+                    asa_secs: mean(answered.iter().map(|c| c.wait).sum()),
+                    longest_wait_secs: longest as f64 / 1000.0,
+                    handled: n,
+                    aht_secs: mean(answered.iter().map(|c| c.talk + c.wrapup).sum()),
+                    talk_secs: mean(answered.iter().map(|c| c.talk).sum()),
+                    wrapup_secs: mean(answered.iter().map(|c| c.wrapup).sum()),
+                });
+                start = end;
+            }
+        }
+        rows
+    }
+
+    /// Overlap of `[a, b)` with `[from, to)`.
+    fn overlap(a: u64, b: u64, from: u64, to: u64) -> u64 {
+        b.min(to).saturating_sub(a.max(from))
+    }
+
+    /// The agent figures the test expects, from its own script.
+    fn expected_agents(s: &Script, from: u64, step: u64, to: u64) -> Vec<AgentRow> {
+        let mut rows = Vec::new();
+        for agent in AGENTS {
+            let handled: Vec<&Contact> = s
+                .contacts
+                .iter()
+                .filter(|c| c.agent == agent && !c.abandons)
+                .collect();
+            let mut spans = Vec::new();
+            let mine: Vec<_> = s
+                .activities
+                .iter()
+                .filter(|(a, _, _)| *a == agent)
+                .collect();
+            let mut since = 0;
+            let mut current = "offline";
+            for (_, at, activity) in &mine {
+                spans.push((current, since, *at));
+                (current, since) = (activity, *at);
+            }
+            spans.push((current, since, s.end));
+            let mut start = from;
+            while start < to {
+                let end = start + step;
+                let done: Vec<&&Contact> = handled
+                    .iter()
+                    .filter(|c| c.ends() >= start && c.ends() < end)
+                    .collect();
+                let busy: u64 = handled
+                    .iter()
+                    .map(|c| overlap(c.accepted(), c.ends(), start, end))
+                    .sum();
+                let mut states = BTreeMap::new();
+                for (activity, a, b) in &spans {
+                    let part = overlap(*a, *b, start, end.min(s.end));
+                    if part > 0 {
+                        *states.entry(activity.to_string()).or_insert(0.0) += part as f64 / 1000.0;
+                    }
+                }
+                let available = spans
+                    .iter()
+                    .filter(|(a, _, _)| *a == "available")
+                    .map(|(_, a, b)| overlap(*a, *b, start, end))
+                    .sum::<u64>();
+                let n = done.len() as u64;
+                rows.push(AgentRow {
+                    agent: agent.into(),
+                    interval_start: String::new(),
+                    start_ms: start,
+                    handled: n,
+                    aht_secs: (n > 0).then(|| {
+                        done.iter().map(|c| c.talk + c.wrapup).sum::<u64>() as f64
+                            / 1000.0
+                            / n as f64
+                    }),
+                    busy_secs: busy as f64 / 1000.0,
+                    occupancy_percent: (available > 0)
+                        .then(|| busy as f64 * 100.0 / available as f64),
+                    states,
+                });
+                start = end;
+            }
+        }
+        rows
+    }
+
+    fn close(a: Option<f64>, b: Option<f64>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-6,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    fn check(router: &Router, s: &Script, when: &str) {
+        for (interval, step) in [(Interval::Quarter, 900_000), (Interval::Hour, 3_600_000)] {
+            let from = T0 - T0 % step;
+            let to = s.end;
+            let query = ReportQuery {
+                from_ms: T0,
+                to_ms: to,
+                interval,
+                zone: chrono_tz::UTC,
+                short_abandon_secs: None,
+                only: None,
+            };
+            let got = router.queue_report(&query).unwrap();
+            let want = expected_queues(s, from, step, to);
+            assert_eq!(got.len(), want.len(), "{when}: queue rows");
+            for (g, w) in got.iter().zip(&want) {
+                let same = g.queue == w.queue
+                    && g.start_ms == w.start_ms
+                    && (
+                        g.offered,
+                        g.answered,
+                        g.abandoned,
+                        g.short_abandoned,
+                        g.waiting,
+                    ) == (
+                        w.offered,
+                        w.answered,
+                        w.abandoned,
+                        w.short_abandoned,
+                        w.waiting,
+                    )
+                    && (g.answered_in_sl, g.handled) == (w.answered_in_sl, w.handled)
+                    && close(g.service_level_percent, w.service_level_percent)
+                    && close(g.abandon_rate_percent, w.abandon_rate_percent)
+                    && close(g.asa_secs, w.asa_secs)
+                    && close(Some(g.longest_wait_secs), Some(w.longest_wait_secs))
+                    && close(g.aht_secs, w.aht_secs)
+                    && close(g.talk_secs, w.talk_secs)
+                    && close(g.wrapup_secs, w.wrapup_secs);
+                assert!(same, "{when}, {interval:?}: got\n{g:?}\nwant\n{w:?}");
+            }
+            let got = router.agent_report(&query).unwrap();
+            let want = expected_agents(s, from, step, to);
+            assert_eq!(got.len(), want.len(), "{when}: agent rows");
+            for (g, w) in got.iter().zip(&want) {
+                let same = g.agent == w.agent
+                    && g.start_ms == w.start_ms
+                    && g.handled == w.handled
+                    && close(g.aht_secs, w.aht_secs)
+                    && close(Some(g.busy_secs), Some(w.busy_secs))
+                    && close(g.occupancy_percent, w.occupancy_percent)
+                    && g.states.len() == w.states.len()
+                    && g.states
+                        .iter()
+                        .all(|(k, v)| close(Some(*v), w.states.get(k).copied()));
+                assert!(same, "{when}, {interval:?}: got\n{g:?}\nwant\n{w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_reported_figure_equals_what_the_script_says_before_and_after_a_restart() {
+        let s = script();
+        assert!(s.contacts.len() >= 100);
+        assert!(
+            s.contacts.iter().any(|c| c.abandons && c.wait < 5_000),
+            "a short abandon"
+        );
+        assert!(
+            s.contacts
+                .iter()
+                .filter(|c| c.abandons && c.wait >= 5_000)
+                .count()
+                > 5
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicU64::new(T0));
+        let router = open(dir.path(), &now);
+        play(&router, &now, &s);
+        check(&router, &s, "before the restart");
+        router.flush().unwrap();
+        drop(router);
+        let router = open(dir.path(), &now);
+        check(&router, &s, "after the restart");
+    }
+}

@@ -122,6 +122,32 @@ pub const ROUTER_EPOCH: &str = "router-epoch";
 /// ([`super::Tree::Meta`]).
 pub const ROUTER_VERSION: &str = "router-version";
 
+/// `created_ms/task`: a finished task, by when it arrived ([`super::Tree::TaskLog`]).
+pub fn task_log(created_ms: u64, task: &str) -> String {
+    format!("{created_ms:013}/{task}")
+}
+
+/// Where the [`task_log`] of tasks arrived at `ms` or later begins (a scan cursor: every
+/// key of those tasks sorts after it, every earlier one before).
+pub fn task_log_since(ms: u64) -> String {
+    format!("{ms:013}")
+}
+
+/// `agent/at_ms`: an agent took an activity then ([`super::Tree::AgentStates`]).
+pub fn agent_state(agent: &str, at_ms: u64) -> String {
+    format!("{agent}/{at_ms:013}")
+}
+
+/// The prefix of an agent's [`agent_state`] entries.
+pub fn agent_states_of(agent: &str) -> String {
+    format!("{agent}/")
+}
+
+/// The time of an [`agent_state`] key (0 when it is not one).
+pub fn agent_state_time(key: &[u8]) -> u64 {
+    queue_event_time(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,12 +81,17 @@ pub enum Tree {
     /// `agent/ended_ms/task` -> the task id: the tasks an agent handled, newest last (the
     /// desk's recent contacts).
     AgentHistory,
+    /// `created_ms/task` -> the facts of a finished task that reports count (its queue, agent
+    /// and times), in the order tasks arrived: historical reports read a period of it.
+    TaskLog,
+    /// `agent/at_ms` -> the activity an agent took then: the history of agents' states.
+    AgentStates,
 }
 
 impl Tree {
     /// Every tree, in the order backends index them.
     /// New trees go at the end: the sled journal names trees by this position.
-    pub const ALL: [Tree; 26] = [
+    pub const ALL: [Tree; 28] = [
         Tree::Flows,
         Tree::Versions,
         Tree::Sessions,
@@ -113,6 +118,8 @@ impl Tree {
         Tree::Prompts,
         Tree::Transcripts,
         Tree::AgentHistory,
+        Tree::TaskLog,
+        Tree::AgentStates,
     ];
 
     /// The tree's stored name.
@@ -145,6 +152,8 @@ impl Tree {
             Tree::Prompts => "prompts",
             Tree::Transcripts => "transcripts",
             Tree::AgentHistory => "agent_history",
+            Tree::TaskLog => "task_log",
+            Tree::AgentStates => "agent_states",
         }
     }
 

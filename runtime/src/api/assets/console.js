@@ -349,6 +349,144 @@ $("deploy").onsubmit = (event) => {
   });
 };
 
+// Reports: historical figures per queue or agent, a chart (Chart.js, shipped in the binary)
+// and a CSV export of the same query.
+const QUEUE_COLUMNS = [
+  ["interval_start", "Interval"], ["queue", "Queue"], ["offered", "Offered"], ["answered", "Answered"],
+  ["abandoned", "Abandoned"], ["short_abandoned", "Short abandons"], ["waiting", "Waiting"],
+  ["service_level_percent", "Service level %"], ["abandon_rate_percent", "Abandon rate %"], ["asa_secs", "ASA (s)"],
+  ["longest_wait_secs", "Longest wait (s)"], ["aht_secs", "AHT (s)"], ["talk_secs", "Talk (s)"], ["wrapup_secs", "Wrap-up (s)"],
+];
+const AGENT_COLUMNS = [
+  ["interval_start", "Interval"], ["agent", "Agent"], ["handled", "Handled"], ["aht_secs", "AHT (s)"],
+  ["busy_secs", "Busy (s)"], ["occupancy_percent", "Occupancy %"],
+];
+let chart = null;
+
+function localInput(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+function reportQuery(format) {
+  const kind = $("report-kind").value;
+  const params = new URLSearchParams({
+    from: $("report-from").value, to: $("report-to").value, interval: $("report-interval").value,
+    tz: $("report-tz").value.trim(),
+  });
+  const only = $("report-only").value.trim();
+  if (only) params.set(kind === "queues" ? "queue" : "agent", only);
+  if ($("report-short").value !== "") params.set("short_abandon_secs", $("report-short").value);
+  if (format) params.set("format", format);
+  return `/v1/reports/${kind}?${params}`;
+}
+
+function figure(value) {
+  if (value === null || value === undefined) return "–";
+  return Number.isInteger(value) ? String(value) : value.toFixed(1);
+}
+
+function drawReport(kind, rows) {
+  const label = (r) => new Date(r.start_ms).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const starts = [...new Set(rows.map((r) => r.start_ms))].sort((a, b) => a - b);
+  const sum = (key) => starts.map((s) => rows.filter((r) => r.start_ms === s).reduce((t, r) => t + (r[key] ?? 0), 0));
+  let config;
+  if (kind === "queues") {
+    const answered = sum("answered");
+    const abandoned = sum("abandoned");
+    const inSl = sum("answered_in_sl");
+    const level = starts.map((_, i) => (answered[i] + abandoned[i] ? (inSl[i] * 100) / (answered[i] + abandoned[i]) : null));
+    config = {
+      data: {
+        labels: starts.map((s) => label({ start_ms: s })),
+        datasets: [
+          { type: "bar", label: "Answered", data: answered, backgroundColor: "#0b5fff", stack: "c", yAxisID: "y" },
+          { type: "bar", label: "Abandoned", data: abandoned, backgroundColor: "#b3261e", stack: "c", yAxisID: "y" },
+          { type: "bar", label: "Short abandons", data: sum("short_abandoned"), backgroundColor: "#e0a100", stack: "c", yAxisID: "y" },
+          { type: "line", label: "Service level %", data: level, borderColor: "#1b7f3b", backgroundColor: "#1b7f3b", yAxisID: "pct", spanGaps: true },
+        ],
+      },
+      options: { scales: { y: { stacked: true, beginAtZero: true, title: { display: true, text: "Contacts" } },
+        pct: { position: "right", min: 0, max: 100, title: { display: true, text: "%" }, grid: { drawOnChartArea: false } } } },
+    };
+  } else {
+    const agents = [...new Set(rows.map((r) => r.agent))];
+    const states = [...new Set(rows.flatMap((r) => Object.keys(r.states)))].sort();
+    const colors = { available: "#1b7f3b", break: "#e0a100", offline: "#9aa4b1", unavailable: "#b3261e" };
+    config = {
+      data: {
+        labels: agents,
+        datasets: states.map((state, i) => ({
+          type: "bar", label: `${state} (h)`, stack: "s", backgroundColor: colors[state] ?? `hsl(${i * 67} 60% 50%)`,
+          data: agents.map((a) => rows.filter((r) => r.agent === a).reduce((t, r) => t + (r.states[state] ?? 0), 0) / 3600),
+        })),
+      },
+      options: { indexAxis: "y", scales: { x: { stacked: true, title: { display: true, text: "Hours" } }, y: { stacked: true } } },
+    };
+  }
+  config.options.maintainAspectRatio = false;
+  config.options.animation = false;
+  if (chart) chart.destroy();
+  if (window.Chart) chart = new window.Chart($("report-chart"), config);
+  $("report-chart").setAttribute("aria-label", kind === "queues"
+    ? "Answered and abandoned contacts per interval, with the service level"
+    : "Hours each agent spent in each activity");
+}
+
+function showReport(kind, report) {
+  const rows = report.rows;
+  let columns = kind === "queues" ? QUEUE_COLUMNS : AGENT_COLUMNS;
+  if (kind === "agents") {
+    const states = [...new Set(rows.flatMap((r) => Object.keys(r.states)))].sort();
+    columns = [...columns, ...states.map((s) => [`state:${s}`, `${s} (s)`])];
+  }
+  const head = document.createElement("tr");
+  head.append(...columns.map(([, title]) => Object.assign(document.createElement("th"), { scope: "col", textContent: title })));
+  $("report-table").querySelector("thead").replaceChildren(head);
+  $("report-table").querySelector("tbody").replaceChildren(...rows.map((r) => {
+    const row = document.createElement("tr");
+    row.dataset.key = `${r.queue ?? r.agent}@${r.start_ms}`;
+    row.append(...columns.map(([key]) => {
+      if (key === "interval_start") return cell(new Date(r.start_ms).toLocaleString());
+      if (key === "queue" || key === "agent") return cell(r[key]);
+      const value = key.startsWith("state:") ? r.states[key.slice(6)] ?? 0 : r[key];
+      return cell(figure(value), true);
+    }));
+    return row;
+  }));
+  drawReport(kind, rows);
+}
+
+async function loadReport() {
+  $("error").textContent = "";
+  const kind = $("report-kind").value;
+  $("report-csv").href = reportQuery("csv");
+  $("result").textContent = "Computing the report…";
+  try {
+    const report = await api("GET", reportQuery());
+    showReport(kind, report);
+    $("result").textContent = `${report.rows.length} row(s), ${report.interval} intervals from ${report.from} to ${report.to} (${report.tz}).`;
+  } catch (e) {
+    $("error").textContent = e.message;
+    $("result").textContent = "";
+  }
+}
+
+function setUpReports() {
+  if (role !== "admin" && role !== "supervisor") return;
+  $("reports").hidden = false;
+  const now = new Date();
+  const midnight = new Date(now.getFullYear(), now.getMonth(), now.getDate());
+  $("report-from").value = localInput(midnight);
+  $("report-to").value = localInput(new Date(now.getTime() + 60_000));
+  $("report-tz").value = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  $("report-csv").href = reportQuery("csv");
+  for (const id of ["report-kind", "report-from", "report-to", "report-interval", "report-tz", "report-only", "report-short"]) {
+    $(id).addEventListener("change", () => { $("report-csv").href = reportQuery("csv"); });
+  }
+  $("report").onsubmit = (event) => { event.preventDefault(); loadReport(); };
+}
+
 function follow() {
   const stream = new EventSource("/v1/stats/stream");
   stream.addEventListener("stats", (event) => {
@@ -371,5 +509,6 @@ $("sign-out").onclick = async () => {
   role = session.role;
   $("who").textContent = `Console · ${session.person} (${role})`;
   follow();
+  setUpReports();
   try { await Promise.all([loadFlows(), loadPeople()]); } catch (e) { $("error").textContent = e.message; }
 })();
