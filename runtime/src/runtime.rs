@@ -183,6 +183,31 @@ impl Runtime {
         Ok(())
     }
 
+    /// An agent is typing to the customer of a chat task they hold: the widget shows it. A
+    /// task that is not theirs, not open or not a chat is refused.
+    pub fn agent_typing(&self, agent: &str, task: &str) -> Result<(), crate::api::ApiError> {
+        let task = self.desk().task(task)?;
+        match (&task.agent, task.status, &task.contact, task.channel) {
+            (
+                Some(w),
+                crate::router::TaskStatus::Assigned,
+                Some(contact),
+                crate::contract::Channel::Chat,
+            ) if w == agent => {
+                self.chat.to_visitor(
+                    contact,
+                    serde_json::json!({"type": "typing", "agent": agent}),
+                );
+                Ok(())
+            }
+            _ => Err(crate::router::RouterError::NotYours(format!(
+                "task {} is not an open chat of {agent}",
+                task.id
+            ))
+            .into()),
+        }
+    }
+
     /// An agent writes to the customer of a task they hold: on the chat widget, or by SMS
     /// through Twilio's REST API. Kept in the transcript once it was handed over.
     pub fn agent_message(

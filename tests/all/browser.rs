@@ -110,7 +110,11 @@ fn an_agent_signs_in_takes_a_chat_from_the_widget_and_wraps_it_up() {
     );
 
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    for name in ["browser-desk.png", "browser-desk-offer.png"] {
+    for name in [
+        "browser-desk.png",
+        "browser-desk-offer.png",
+        "browser-desk-widget.png",
+    ] {
         let _ = std::fs::remove_file(shots.join(name));
     }
     let mut browser = Command::new("node")
@@ -153,7 +157,11 @@ fn an_agent_signs_in_takes_a_chat_from_the_widget_and_wraps_it_up() {
         .unwrap_or_else(|| panic!("the transferred chat waits in billing: {tasks}"));
     assert_eq!(moved["status"], "pending", "{moved}");
     assert_eq!(moved["attributes"]["transferred_from"], "sara", "{moved}");
-    for name in ["browser-desk.png", "browser-desk-offer.png"] {
+    for name in [
+        "browser-desk.png",
+        "browser-desk-offer.png",
+        "browser-desk-widget.png",
+    ] {
         let png = std::fs::read(shots.join(name)).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name} was taken");
     }

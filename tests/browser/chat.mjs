@@ -20,8 +20,19 @@ try {
   await log.getByText("Order 1001 is shipped.").waitFor({ timeout: 15000 });
   await input.fill("agent please");
   await input.press("Enter");
-  await log.getByText("sara joined the chat").waitFor({ timeout: 20000 });
-  await log.getByText("sara: Hello from the agent desk!").waitFor({ timeout: 20000 });
+  await log.locator("li.sb-info").getByText("sara joined the chat").waitFor({ timeout: 20000 });
+  const reply = log.locator("li.sb-agent", { hasText: "Hello from the agent desk!" });
+  await reply.waitFor({ timeout: 20000 });
+  if ((await reply.locator(".sb-who").textContent()) !== "sara") throw new Error("the reply does not say who wrote it");
+  // Keyboard: Escape folds the widget, its button opens it again with the focus in the input.
+  await input.focus();
+  await page.keyboard.press("Escape");
+  if (await input.isVisible()) throw new Error("Escape did not fold the chat");
+  const toggle = page.getByRole("button", { name: "Open the chat" });
+  await toggle.focus();
+  await page.keyboard.press("Enter");
+  await input.waitFor({ state: "visible", timeout: 2000 });
+  if (!(await input.evaluate((e) => e === document.activeElement))) throw new Error("the input has no focus after opening");
   await page.locator("#switchboard-chat-status").getByText("with sara").waitFor({ timeout: 5000 });
   await page.screenshot({ path: screenshot });
   console.log("widget conversation ok");

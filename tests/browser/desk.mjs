@@ -50,14 +50,24 @@ try {
   await desk.screenshot({ path: `${shots}/browser-desk-offer.png` });
   await desk.getByRole("button", { name: "Accept" }).click();
 
-  await log.getByText("sara joined the chat").waitFor({ timeout: 20000 });
+  await log.locator("li.sb-info").getByText("sara joined the chat").waitFor({ timeout: 20000 });
   await desk.getByLabel("Message to the customer").fill("Hello Jane, how can I help?");
+  await widget.locator("#switchboard-chat-typing").getByText("sara is typing").waitFor({ timeout: 5000 });
+  step("the customer sees the agent typing");
   await desk.getByRole("button", { name: "Send" }).click();
-  await log.getByText("sara: Hello Jane, how can I help?").waitFor({ timeout: 20000 });
+  const bubble = log.locator("li.sb-agent", { hasText: "Hello Jane, how can I help?" });
+  await bubble.waitFor({ timeout: 20000 });
+  if ((await bubble.locator(".sb-who").textContent()) !== "sara") throw new Error("the agent's bubble does not say who wrote it");
+  if (!(await bubble.locator("time").getAttribute("datetime"))) throw new Error("the agent's bubble has no time");
+  if (await widget.locator("#switchboard-chat-typing").textContent()) throw new Error("still shown typing after the message");
   await input.fill("Where is my parcel?");
+  await desk.locator("#typing").getByText("Jane Doe is typing").waitFor({ timeout: 5000 });
+  step("the agent sees the customer typing");
   await input.press("Enter");
+  await log.locator("li.sb-you", { hasText: "Where is my parcel?" }).waitFor({ timeout: 5000 });
   await desk.locator("#transcript").getByText("Where is my parcel?").waitFor({ timeout: 20000 });
-  step("messages go both ways");
+  step("messages go both ways, as bubbles by sender with their time");
+  await widget.screenshot({ path: `${shots}/browser-desk-widget.png` });
 
   await desk.getByRole("button", { name: "Wrap up" }).click();
   await desk.getByLabel("Disposition").selectOption("resolved");

@@ -721,7 +721,10 @@ async fn agent_session(rt: Arc<Runtime>, name: String, mut ws: WebSocket) {
             incoming = ws.recv() => {
                 let Some(Ok(message)) = incoming else { return };
                 let Message::Text(text) = message else { continue };
-                let answer = handle_agent_message(rt.clone(), name.clone(), text.to_string()).await;
+                // Typing is shown, never answered (unless refused).
+                let Some(answer) = handle_agent_message(rt.clone(), name.clone(), text.to_string()).await else {
+                    continue;
+                };
                 if ws.send(Message::Text(answer.to_string().into())).await.is_err() {
                     return;
                 }
@@ -768,33 +771,48 @@ enum DeskMessage {
         #[serde(default)]
         text: Option<String>,
     },
+    /// The agent is typing to the customer of a chat they hold (the widget shows it).
+    Typing {
+        #[serde(default)]
+        task: String,
+    },
 }
 
-async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> serde_json::Value {
+async fn handle_agent_message(
+    rt: Arc<Runtime>,
+    name: String,
+    text: String,
+) -> Option<serde_json::Value> {
     let message: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
-            return json!({"type": "error", "code": "invalid_json", "message": format!("not JSON: {e}")});
+            return Some(
+                json!({"type": "error", "code": "invalid_json", "message": format!("not JSON: {e}")}),
+            );
         }
     };
     let message = match serde_json::from_value::<DeskMessage>(message) {
         Ok(message) => message,
         Err(e) => {
-            return ApiError::new(
+            return Some(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "unknown_message",
-                format!("{e}: send accept or reject (with the reservation), wrap (with the task), complete (with the task, wrapup and disposition) or message (with the task and text)"),
+                format!("{e}: send accept or reject (with the reservation), wrap (with the task), complete (with the task, wrapup and disposition), message (with the task and text) or typing (with the task)"),
             )
-            .to_json();
+            .to_json());
         }
     };
     if let DeskMessage::Message { task, text } = message {
         let text = text.unwrap_or_default();
         let result = blocking(move || rt.agent_message(&name, &task, &text)).await;
-        return match result {
+        return Some(match result {
             Ok(()) => json!({"type": "ok", "sent": true}),
             Err(e) => e.to_json(),
-        };
+        });
+    }
+    if let DeskMessage::Typing { task } = message {
+        let result = blocking(move || rt.agent_typing(&name, &task)).await;
+        return result.err().map(|e| e.to_json());
     }
     let result = routed(rt, move |rt| {
         Ok(match message {
@@ -809,12 +827,14 @@ async fn handle_agent_message(rt: Arc<Runtime>, name: String, text: String) -> s
                 let wrapup = wrapup.and_then(|w| w.as_str().map(str::to_string));
                 rt.desk().complete(&name, &task, wrapup, disposition)?
             }
-            DeskMessage::Message { .. } => unreachable!("handled above"),
+            DeskMessage::Message { .. } | DeskMessage::Typing { .. } => {
+                unreachable!("handled above")
+            }
         })
     })
     .await;
-    match result {
+    Some(match result {
         Ok(task) => json!({"type": "ok", "task": task}),
         Err(e) => e.to_json(),
-    }
+    })
 }

@@ -98,7 +98,8 @@ function addMessage(from, text, at) {
 }
 
 async function openConversation(task, context) {
-  current = { task: task.id, context };
+  current = { task: task.id, contact: task.contact, channel: task.channel, context };
+  $("typing").textContent = "";
   $("talk-none").hidden = true;
   $("talk").hidden = false;
   $("send").hidden = false;
@@ -179,7 +180,17 @@ function onPush(push) {
       break;
     case "activity": if (push.activity) $("activity").value = push.activity; if (push.reason) say(push.reason); break;
     case "message":
-      if (current && push.task === current.task) addMessage("customer", push.text);
+      if (current && push.task === current.task) {
+        $("typing").textContent = "";
+        addMessage("customer", push.text);
+      }
+      break;
+    case "typing":
+      if (current && push.contact === current.contact) {
+        $("typing").textContent = `${current.context?.name || "The customer"} is typing…`;
+        clearTimeout(typingShown);
+        typingShown = setTimeout(() => { $("typing").textContent = ""; }, 4000);
+      }
       break;
     case "ok":
       if (push.task && offer && push.task.id === offer.task && push.task.status === "assigned") {
@@ -223,7 +234,17 @@ $("send").onsubmit = (event) => {
   send({ type: "message", task: current.task, text });
   addMessage("agent", text);
   $("message").value = "";
+  toldTyping = 0;
 };
+// The customer sees the agent typing (chat), told at most every 2 s.
+let typingShown = null;
+let toldTyping = 0;
+$("message").addEventListener("input", () => {
+  if (!current || current.channel !== "chat" || socket?.readyState !== WebSocket.OPEN) return;
+  if (Date.now() - toldTyping < 2000) return;
+  toldTyping = Date.now();
+  send({ type: "typing", task: current.task });
+});
 $("wrap").onclick = () => current && send({ type: "wrap", task: current.task });
 $("transfer").onsubmit = async (event) => {
   event.preventDefault();
