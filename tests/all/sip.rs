@@ -1008,6 +1008,85 @@ fn crosses(speaker: &Ear, pt: u8, hz: f64, listener: &Ear) {
     assert!(share > 0.8, "{hz} Hz was heard as {share:.2} of the audio");
 }
 
+/// Alice puts the caller on hold from her desk: the caller hears music and she no longer hears
+/// the caller; she takes them back and they talk again; then she hangs up from the desk: her
+/// phone is hung up, the flow hears the task completed and ends the call; the time on hold is
+/// on the task.
+#[test]
+fn an_agent_holds_the_caller_from_the_desk_then_hangs_up_and_the_flow_goes_on() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_ivr_server(dir.path(), &[]);
+    let (alice, alice_ear, alice_phone) = phone_for(&server, dir.path(), "alice", &[], false);
+    let caller_ear = Ear::new();
+    let caller = sales_caller(&server, dir.path(), &caller_ear, "+15554449");
+    let task = accepts(&server, &alice, 1.0);
+    let id = task["id"].as_str().unwrap().to_string();
+    hears_the_caller(&caller_ear, &alice_ear);
+    let hold = |token: &str, on: bool| {
+        server.call_as(
+            Some(token),
+            "POST",
+            &format!("/agent/v1/tasks/{id}/hold"),
+            Some(json!({"on": on})),
+        )
+    };
+    let (status, e) = hold(&alice, true);
+    assert_eq!(status, 200, "{e}");
+    assert!(e["held_since_ms"].is_u64(), "{e}");
+    // Only the agent who holds the call may hold it.
+    let bob = crate::support::agent(&server, "bob", json!({}), json!({"voice": 1}));
+    let (status, refused) = hold(&bob, false);
+    assert_eq!(status, 403, "{refused}");
+
+    let before = caller_ear.loud_count();
+    wait_until("the caller to hear music on hold", 10, || {
+        caller_ear.loud_count() > before + 25
+    });
+    let leg = caller_ear
+        .from
+        .lock()
+        .unwrap()
+        .expect("the caller heard its leg");
+    alice_ear.forget();
+    caller_ear.speak_tone(leg, 30, 0, 600.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let share = alice_ear.tone_share(600.0);
+    assert!(share < 0.2, "alice heard the caller on hold ({share:.2})");
+
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, back) = hold(&alice, false);
+    assert_eq!(status, 200, "{back}");
+    assert!(back["held_since_ms"].is_null(), "{back}");
+    assert!(back["hold_ms"].as_u64().unwrap() >= 500, "{back}");
+    // Back together (the bridge follows within its next check).
+    std::thread::sleep(Duration::from_millis(600));
+    hears_the_caller(&caller_ear, &alice_ear);
+
+    // Hanging up from the desk is the end of the conversation.
+    let (status, wrapped) = server.call_as(
+        Some(&alice),
+        "POST",
+        &format!("/agent/v1/tasks/{id}/wrap"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{wrapped}");
+    alice_phone.succeeds();
+    caller.succeeds();
+    all_calls_over(&server);
+    let (_, task) = server.call("GET", &format!("/v1/tasks/{id}"), None);
+    assert_eq!(task["status"], "completed", "{task}");
+    assert!(task["hold_ms"].as_u64().unwrap() >= 500, "{task}");
+    // The flow may end the contact before the bridge's next look at the task: then its end,
+    // not the desk, hangs up alice's phone (and no second note is written).
+    let said = legs(&server);
+    assert_eq!(said[0], "connected to alice's phone", "{said:?}");
+    assert!(
+        said.len() == 1 || said[1] == "alice hung up from the desk",
+        "{said:?}"
+    );
+}
+
 /// Alice transfers a call to the support queue from her desk: her phone is hung up, the
 /// caller hears that they are being transferred and music, bob (in support) takes the task,
 /// his phone rings and he talks to the caller; bad transfers are refused and change nothing.

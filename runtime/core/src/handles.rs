@@ -272,7 +272,12 @@ impl Desk {
         self.router.transfer(agent, task, to)
     }
 
-    /// Starts a warm transfer of a call the agent holds to another agent.
+    /// The agent puts the caller of a call they hold on hold (`on`) or takes them back.
+    pub fn hold(&self, agent: &str, task: &str, on: bool) -> Result<Task, RouterError> {
+        self.router.hold(agent, task, on)
+    }
+
+    /// The agent starts a warm transfer of a call they hold to another agent.
     pub fn consult(&self, agent: &str, task: &str, to: &str) -> Result<Task, RouterError> {
         self.router.consult(agent, task, to)
     }

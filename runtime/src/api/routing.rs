@@ -50,6 +50,7 @@ pub fn agent(runtime: Arc<Runtime>) -> Router<Arc<Runtime>> {
         .route("/history", get(history))
         .route("/tasks/{id}/wrap", post(wrap))
         .route("/tasks/{id}/transfer", post(transfer))
+        .route("/tasks/{id}/hold", post(hold))
         .route("/tasks/{id}/consult", post(consult))
         .route("/tasks/{id}/consult/complete", post(consult_complete))
         .route("/tasks/{id}/consult/cancel", post(consult_cancel))
@@ -369,7 +370,7 @@ fn to_a_call(rt: &Runtime, id: &str) -> bool {
 /// Calls that came by the Twilio webhooks are bridged by Twilio, which does not follow a
 /// transfer made from the desk yet: refused (409) rather than freeing an agent who is still
 /// on the call. Other tasks pass.
-fn calls_here_only(rt: &Runtime, id: &str) -> Result<(), ApiError> {
+fn calls_here_only(rt: &Runtime, id: &str, what: &str) -> Result<(), ApiError> {
     let Ok(task) = rt.desk().task(id) else {
         return Ok(());
     };
@@ -384,7 +385,7 @@ fn calls_here_only(rt: &Runtime, id: &str) -> Result<(), ApiError> {
             StatusCode::CONFLICT,
             "not_transferable",
             format!(
-                "task {id} is a call through Twilio: it cannot be transferred from the desk yet; hand it over on the phone"
+                "task {id} is a call through Twilio: it cannot be {what} from the desk yet; use the phone"
             ),
         ));
     }
@@ -477,9 +478,37 @@ async fn transfer(
     };
     let task = routed(rt, move |rt| {
         if to_a_call(rt, &id) {
-            calls_here_only(rt, &id)?;
+            calls_here_only(rt, &id, "transferred")?;
         }
         Ok(rt.desk().transfer(&name, &id, &to)?)
+    })
+    .await?;
+    ok(StatusCode::OK, task)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldBody {
+    /// `true` (the default): on hold; `false`: back.
+    #[serde(default = "yes")]
+    on: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Puts the caller of a call the agent holds on hold (music) or takes them back.
+async fn hold(
+    State(rt): Api,
+    Extension(Agent(name)): Extension<Agent>,
+    Path(id): Path<String>,
+    body: Option<Json<HoldBody>>,
+) -> Answer {
+    let on = body.is_none_or(|Json(b)| b.on);
+    let task = routed(rt, move |rt| {
+        calls_here_only(rt, &id, "put on hold")?;
+        Ok(rt.desk().hold(&name, &id, on)?)
     })
     .await?;
     ok(StatusCode::OK, task)
@@ -500,7 +529,7 @@ async fn consult(
     AppJson(body): AppJson<ConsultBody>,
 ) -> Answer {
     let task = routed(rt, move |rt| {
-        calls_here_only(rt, &id)?;
+        calls_here_only(rt, &id, "transferred")?;
         Ok(rt.desk().consult(&name, &id, &body.agent)?)
     })
     .await?;

@@ -844,6 +844,8 @@ impl Router {
             transfer_to: None,
             callback: None,
             consult: None,
+            held_since_ms: None,
+            hold_ms: 0,
         };
         Ok(PreparedTask {
             task,
@@ -930,6 +932,8 @@ impl Router {
             transfer_to: None,
             callback: None,
             consult: None,
+            held_since_ms: None,
+            hold_ms: 0,
         };
         planner(&draft)
     }
@@ -1208,6 +1212,7 @@ impl Router {
                     .get_mut(task)
                     .ok_or_else(|| RouterError::UnknownTask(task.into()))?;
                 t.status = TaskStatus::Wrapping;
+                t.end_hold(now);
                 t.wrapping_since_ms = Some(now);
                 t.wrapup_until_ms = (wrapup_secs > 0).then(|| now + wrapup_secs * 1000);
                 if t.wrapup.is_none() {
@@ -1480,6 +1485,45 @@ impl Router {
         self.commit_task(&mut state, snapshot)
     }
 
+    /// The agent holding a call puts the caller on hold (`on`) or takes them back: the call's
+    /// channel plays music to the caller meanwhile; the time on hold is kept on the task.
+    /// Asking for the state the call is already in changes nothing.
+    pub fn hold(&self, worker: &str, id: &str, on: bool) -> Result<Task, RouterError> {
+        self.changing(|| {
+            let mut state = self.lock();
+            let now = (self.clock)();
+            let t = state
+                .tasks
+                .get_mut(id)
+                .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+            if t.agent.as_deref() != Some(worker) || t.status != TaskStatus::Assigned {
+                return Err(RouterError::NotYours(format!(
+                    "task {id} is not an open conversation of {worker}"
+                )));
+            }
+            if t.channel != Channel::Voice {
+                return Err(RouterError::Conflict(format!(
+                    "task {id} is not a call: only a caller can be put on hold"
+                )));
+            }
+            if t.consult.is_some() {
+                return Err(RouterError::Conflict(format!(
+                    "task {id} is consulting another agent: the caller already hears music"
+                )));
+            }
+            if on == t.held_since_ms.is_some() {
+                return Ok(t.clone());
+            }
+            if on {
+                t.held_since_ms = Some(now);
+            } else {
+                t.end_hold(now);
+            }
+            let snapshot = t.clone();
+            self.commit_task(&mut state, snapshot)
+        })
+    }
+
     /// The agent holding a call starts a warm transfer to `agent`: the consulted agent's
     /// capacity is taken at once (no other offer reaches them meanwhile) and the call's
     /// channel rings their phone.
@@ -1529,7 +1573,10 @@ impl Router {
             }
             *w.busy.entry(channel).or_default() += 1;
             update_idle(&mut state, agent);
+            let now = (self.clock)();
             let task = state.tasks.get_mut(id).expect("checked above");
+            // The consult's music replaces a hold.
+            task.end_hold(now);
             task.consult = Some(Consult {
                 agent: agent.to_string(),
                 stage: ConsultStage::Ringing,
@@ -1960,6 +2007,7 @@ impl Router {
             .remove(id)
             .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
         state.plans.remove(id);
+        task.end_hold(now);
         let was = task.status;
         let reservation = task.clear_offer();
         if let Some(r) = &reservation {
@@ -2314,6 +2362,7 @@ fn requeue(
         update_idle(state, holder);
     }
     let task = state.tasks.get_mut(id).expect("checked above");
+    task.end_hold(now);
     let from = std::mem::replace(&mut task.queue, queue.to_string());
     task.status = TaskStatus::Pending;
     task.agent = None;

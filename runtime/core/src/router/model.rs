@@ -403,9 +403,26 @@ pub struct Task {
     /// A warm transfer under way: the agent holding the call consults another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consult: Option<Consult>,
+    /// Since when (ms) the agent has had the caller on hold, while they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since_ms: Option<u64>,
+    /// Time (ms) the caller spent on hold so far (reports: the hold part of handle time).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hold_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Task {
+    /// Ends a hold under way at `now`, adding it to the task's hold time.
+    pub fn end_hold(&mut self, now: u64) {
+        if let Some(since) = self.held_since_ms.take() {
+            self.hold_ms += now.saturating_sub(since);
+        }
+    }
+
     /// Ends the task's open offer, if any: its id and its deadline go together.
     pub fn clear_offer(&mut self) -> Option<String> {
         self.reserved_until_ms = None;

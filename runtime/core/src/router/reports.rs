@@ -10,7 +10,7 @@
 //! - Service level = answered within the queue's `sla_secs` / (answered + abandoned), short
 //!   abandons left out of both; abandon rate = abandoned / (offered - short abandoned);
 //!   ASA = mean wait of the answered; AHT = mean of talk + hold + wrap-up (accept to end) of
-//!   the answered tasks that have ended.
+//!   the answered tasks that have ended, each part reported too.
 //! - An agent's handled tasks and AHT count in the interval the task ended; their time in
 //!   each activity and their busy time (at least one task accepted and not ended) are the
 //!   parts that fall inside the interval; occupancy = busy / (busy or available).
@@ -197,6 +197,9 @@ pub struct Finished {
     /// The agent's disposition code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disposition: Option<String>,
+    /// Time on hold (ms).
+    #[serde(default)]
+    pub hold_ms: u64,
 }
 
 impl Finished {
@@ -213,6 +216,7 @@ impl Finished {
             ended_ms: task.ended_ms,
             status: task.status,
             disposition: task.disposition.clone(),
+            hold_ms: task.hold_ms,
         }
     }
 
@@ -265,8 +269,10 @@ pub struct QueueRow {
     pub handled: u64,
     /// Mean handle time: talk + hold + wrap-up (s).
     pub aht_secs: Option<f64>,
-    /// Mean talk and hold time (s).
+    /// Mean talk time, hold not included (s).
     pub talk_secs: Option<f64>,
+    /// Mean hold time (s).
+    pub hold_secs: Option<f64>,
     /// Mean wrap-up time (s).
     pub wrapup_secs: Option<f64>,
 }
@@ -388,9 +394,10 @@ impl Router {
                     handled: 0,
                     aht_secs: None,
                     talk_secs: None,
+                    hold_secs: None,
                     wrapup_secs: None,
                 };
-                let (mut waited, mut handle, mut wrapup, mut longest) = (0, 0, 0, 0);
+                let (mut waited, mut handle, mut wrapup, mut hold, mut longest) = (0, 0, 0, 0, 0);
                 for t in mine
                     .iter()
                     .filter(|t| t.created_ms >= slot.start_ms && t.created_ms < slot.end_ms)
@@ -408,6 +415,7 @@ impl Router {
                             row.handled += 1;
                             handle += h;
                             wrapup += w;
+                            hold += t.hold_ms;
                         }
                     } else if let Some(ended) = t.ended_ms {
                         let wait = ended.saturating_sub(t.created_ms);
@@ -429,7 +437,8 @@ impl Router {
                 row.asa_secs = mean_secs(waited, row.answered);
                 row.longest_wait_secs = secs(longest);
                 row.aht_secs = mean_secs(handle, row.handled);
-                row.talk_secs = mean_secs(handle.saturating_sub(wrapup), row.handled);
+                row.talk_secs = mean_secs(handle.saturating_sub(wrapup + hold), row.handled);
+                row.hold_secs = mean_secs(hold, row.handled);
                 row.wrapup_secs = mean_secs(wrapup, row.handled);
                 rows.push(row);
             }
@@ -699,6 +708,7 @@ pub fn queue_csv(rows: &[QueueRow]) -> Result<String, RouterError> {
         "handled",
         "aht_secs",
         "talk_secs",
+        "hold_secs",
         "wrapup_secs",
     ])
     .map_err(fail)?;
@@ -719,6 +729,7 @@ pub fn queue_csv(rows: &[QueueRow]) -> Result<String, RouterError> {
             r.handled.to_string(),
             cell(r.aht_secs),
             cell(r.talk_secs),
+            cell(r.hold_secs),
             cell(r.wrapup_secs),
         ])
         .map_err(fail)?;

@@ -780,6 +780,8 @@ mod reporting {
         wait: u64,
         abandons: bool,
         talk: u64,
+        /// Of the talk time, this much on hold (starting a third of the way in).
+        hold: u64,
         wrapup: u64,
     }
 
@@ -807,6 +809,7 @@ mod reporting {
         HangUp(usize),
         TalkEnds(usize),
         Complete(usize),
+        Hold(usize, bool),
         Activity(&'static str, &'static str),
     }
 
@@ -855,7 +858,12 @@ mod reporting {
                     wait,
                     abandons,
                     talk: rng.below(400_000) + 20_000,
+                    hold: 0,
                     wrapup: rng.below(60_000),
+                };
+                let c = Contact {
+                    hold: if rng.below(4) == 0 { c.talk / 3 } else { 0 },
+                    ..c
                 };
                 t = c.ends() + 1;
                 contacts.push(c);
@@ -872,6 +880,7 @@ mod reporting {
             wait: u64::MAX / 4,
             abandons: false,
             talk: 0,
+            hold: 0,
             wrapup: 0,
         });
         Script {
@@ -926,6 +935,11 @@ mod reporting {
                 steps.push((c.accepted(), 2, Step::HangUp(i)));
             } else {
                 steps.push((c.accepted(), 2, Step::Accept(i)));
+                if c.hold > 0 {
+                    let on = c.accepted() + c.talk / 3;
+                    steps.push((on, 5, Step::Hold(i, true)));
+                    steps.push((on + c.hold, 5, Step::Hold(i, false)));
+                }
                 steps.push((c.talk_ends(), 3, Step::TalkEnds(i)));
                 steps.push((c.ends(), 4, Step::Complete(i)));
             }
@@ -970,6 +984,11 @@ mod reporting {
                         .conversation_ended(&ids[i], "hung up", false)
                         .unwrap();
                     assert_eq!(t.status, TaskStatus::Wrapping);
+                }
+                Step::Hold(i, on) => {
+                    let agent = script.contacts[i].agent;
+                    let t = router.hold(agent, &ids[i], on).unwrap();
+                    assert_eq!(t.held_since_ms.is_some(), on);
                 }
                 Step::Complete(i) => {
                     let agent = script.contacts[i].agent;
@@ -1032,7 +1051,8 @@ mod reporting {
                     longest_wait_secs: longest as f64 / 1000.0,
                     handled: n,
                     aht_secs: mean(answered.iter().map(|c| c.talk + c.wrapup).sum()),
-                    talk_secs: mean(answered.iter().map(|c| c.talk).sum()),
+                    talk_secs: mean(answered.iter().map(|c| c.talk - c.hold).sum()),
+                    hold_secs: mean(answered.iter().map(|c| c.hold).sum()),
                     wrapup_secs: mean(answered.iter().map(|c| c.wrapup).sum()),
                 });
                 start = end;
@@ -1159,6 +1179,7 @@ mod reporting {
                     && close(Some(g.longest_wait_secs), Some(w.longest_wait_secs))
                     && close(g.aht_secs, w.aht_secs)
                     && close(g.talk_secs, w.talk_secs)
+                    && close(g.hold_secs, w.hold_secs)
                     && close(g.wrapup_secs, w.wrapup_secs);
                 assert!(same, "{when}, {interval:?}: got\n{g:?}\nwant\n{w:?}");
             }
@@ -1193,6 +1214,13 @@ mod reporting {
             s.contacts
                 .iter()
                 .filter(|c| c.abandons && c.wait >= 5_000)
+                .count()
+                > 5
+        );
+        assert!(
+            s.contacts
+                .iter()
+                .filter(|c| !c.abandons && c.hold > 0)
                 .count()
                 > 5
         );

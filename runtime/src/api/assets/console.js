@@ -355,7 +355,7 @@ const QUEUE_COLUMNS = [
   ["interval_start", "Interval"], ["queue", "Queue"], ["offered", "Offered"], ["answered", "Answered"],
   ["abandoned", "Abandoned"], ["short_abandoned", "Short abandons"], ["waiting", "Waiting"],
   ["service_level_percent", "Service level %"], ["abandon_rate_percent", "Abandon rate %"], ["asa_secs", "ASA (s)"],
-  ["longest_wait_secs", "Longest wait (s)"], ["aht_secs", "AHT (s)"], ["talk_secs", "Talk (s)"], ["wrapup_secs", "Wrap-up (s)"],
+  ["longest_wait_secs", "Longest wait (s)"], ["aht_secs", "AHT (s)"], ["talk_secs", "Talk (s)"], ["hold_secs", "Hold (s)"], ["wrapup_secs", "Wrap-up (s)"],
 ];
 const AGENT_COLUMNS = [
   ["interval_start", "Interval"], ["agent", "Agent"], ["handled", "Handled"], ["aht_secs", "AHT (s)"],

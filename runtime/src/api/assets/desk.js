@@ -107,6 +107,11 @@ async function openConversation(task, context) {
   $("talk-customer").textContent = context ? describe(context) : "";
   $("transfer").hidden = false;
   $("consult").hidden = task.channel !== "voice";
+  // A call: hold and hang up; a chat or SMS: the message box.
+  const call = task.channel === "voice";
+  $("call").hidden = !call;
+  $("send").hidden = call;
+  showHold(Boolean(task.held_since_ms));
   $("consulting").hidden = true;
   $("talk-queue").textContent = task.queue;
   $("transcript").replaceChildren();
@@ -129,6 +134,7 @@ async function reopen(task) {
   await openConversation(task, context);
   if (task.status === "wrapping") {
     $("send").hidden = true;
+    $("call").hidden = true;
     $("wrapup").hidden = false;
   }
 }
@@ -178,6 +184,24 @@ function onPush(push) {
       if (offer && push.task?.id === offer.task) clearOffer(push.reason ?? "The task was canceled.");
       if (current && push.task?.id === current.task) { closeConversation(); say(push.reason ?? "The task was canceled."); }
       break;
+    case "wrapping":
+      // The conversation ended on its channel (the caller hung up): wrap-up begins.
+      if (current && push.task?.id === current.task) {
+        $("send").hidden = true;
+        $("call").hidden = true;
+        $("transfer").hidden = true;
+        $("consult").hidden = true;
+        $("wrapup").hidden = false;
+        say(push.reason ? `The conversation ended: ${push.reason}.` : "The conversation ended.");
+      }
+      break;
+    case "completed":
+      if (current && push.task?.id === current.task) {
+        remember(push.task, push.task.disposition);
+        closeConversation();
+        say(push.reason ? `Completed: ${push.reason}.` : "");
+      }
+      break;
     case "activity": if (push.activity) $("activity").value = push.activity; if (push.reason) say(push.reason); break;
     case "message":
       if (current && push.task === current.task) {
@@ -199,6 +223,7 @@ function onPush(push) {
         openConversation(push.task, context);
       } else if (push.task && push.task.status === "wrapping") {
         $("send").hidden = true;
+        $("call").hidden = true;
         $("transfer").hidden = true;
         $("wrapup").hidden = false;
         $("disposition").focus();
@@ -245,6 +270,24 @@ $("message").addEventListener("input", () => {
   toldTyping = Date.now();
   send({ type: "typing", task: current.task });
 });
+function showHold(held) {
+  if (!current) return;
+  current.held = held;
+  $("hold").textContent = held ? "Resume" : "Hold";
+  $("hold").setAttribute("aria-pressed", String(held));
+  $("call-state").textContent = held ? "The caller is on hold (they hear music)." : "On the call.";
+}
+
+$("hold").onclick = async () => {
+  if (!current) return;
+  try {
+    const task = await api("POST", `/agent/v1/tasks/${current.task}/hold`, { on: !current.held });
+    showHold(Boolean(task.held_since_ms));
+    say("");
+  } catch (e) { say(e.message); }
+};
+// Hanging up ends the conversation: the agent's phone is hung up and wrap-up begins.
+$("hang-up").onclick = () => current && send({ type: "wrap", task: current.task });
 $("wrap").onclick = () => current && send({ type: "wrap", task: current.task });
 $("transfer").onsubmit = async (event) => {
   event.preventDefault();

@@ -242,6 +242,7 @@ pub(super) fn incoming(ep: &Arc<Endpoint>, invite: Message, peer: Peer) {
         outbound: None,
         bridging: false,
         holding: None,
+        desk_hold: false,
         outlives_flow: false,
         hung_up: std::collections::HashSet::new(),
         kept_report: None,
@@ -275,6 +276,9 @@ struct Call {
     /// The task and agent of the bridge, while the caller talks to an agent: checked for
     /// transfers the agent asks for (on any node).
     holding: Option<(String, String)>,
+    /// The agent put the caller on hold from their desk: music to the caller, nothing
+    /// relayed, until they take the caller back.
+    desk_hold: bool,
     /// Transferred by an agent to a number: the bridge lasts until either side hangs up,
     /// whatever the flow does once the task is over.
     outlives_flow: bool,
@@ -530,6 +534,12 @@ impl Call {
         let Some(out) = self.outbound.as_ref().filter(|o| o.up && self.bridging) else {
             return;
         };
+        if self.desk_hold {
+            self.leg.relay_to(None);
+            out.leg.relay_to(None);
+            self.leg.set_idle(Some(self.ep.prompts.hold.clone()));
+            return;
+        }
         if join(&self.leg, &out.leg, &self.ep.prompts.hold) {
             tracing::info!(contact = ?self.contact, "bridge on hold");
         }
@@ -1044,8 +1054,20 @@ impl Call {
             .ok()?
             .ok()?;
         use crate::router::TaskStatus;
+        let theirs = now.agent.as_deref() == Some(agent.as_str());
         match now.status {
-            TaskStatus::Assigned if now.agent.as_deref() == Some(agent.as_str()) => {
+            TaskStatus::Assigned if theirs => {
+                let held = now.held_since_ms.is_some();
+                if held != self.desk_hold {
+                    self.desk_hold = held;
+                    self.update_bridge();
+                    let what = if held {
+                        "put the caller on hold"
+                    } else {
+                        "took the caller back"
+                    };
+                    tracing::info!(contact = ?self.contact, agent, "the agent {what}");
+                }
                 match now.consult {
                     Some(c) if c.stage == crate::router::ConsultStage::Ringing => {
                         Some(BridgeEnd::Consult(c.agent))
@@ -1055,6 +1077,20 @@ impl Call {
                         refer: false,
                     }),
                 }
+            }
+            // The agent ended the conversation from their desk: their leg is hung up and the
+            // caller goes back to the flow, which hears the task's outcome.
+            TaskStatus::Wrapping | TaskStatus::Completed if theirs => {
+                tracing::info!(contact = ?self.contact, agent, "the agent hung up from the desk");
+                self.desk_hold = false;
+                self.note_leg(
+                    &agent,
+                    Some(&now.id),
+                    format!("{agent} hung up from the desk"),
+                )
+                .await;
+                self.hang_up_outbound().await;
+                Some(BridgeEnd::HungUp)
             }
             TaskStatus::Pending | TaskStatus::Reserved | TaskStatus::Assigned => {
                 tracing::info!(contact = ?self.contact, agent, queue = now.queue, "the agent transferred the call");
@@ -1242,6 +1278,7 @@ impl Call {
         )
         .await;
         self.holding = task.clone().map(|t| (t, agent.clone()));
+        self.desk_hold = false;
         loop {
             // The agent's leg hung up while set aside (a transfer that rang out): as if
             // they hung up in the bridge.
@@ -1264,6 +1301,7 @@ impl Call {
                         Ok(holder) => {
                             agent = holder;
                             self.holding = task.clone().map(|t| (t, agent.clone()));
+                            self.desk_hold = false;
                         }
                         Err(gone) => {
                             self.holding = None;
