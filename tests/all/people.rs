@@ -317,6 +317,31 @@ fn an_agent_works_their_own_desk_and_no_one_else_does() {
     let (status, _, _, me) = request(&server, "GET", "/agent/v1/me", &[("Cookie", &ann)], None);
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["name"], "ann", "{me}");
+    // The session from another site's page (the desk's socket included) is refused; from
+    // this server's own pages it works.
+    let own = server.url.clone();
+    for path in ["/agent/v1/me", "/agent/v1/ws"] {
+        let (status, _, _, refused) = request(
+            &server,
+            "GET",
+            path,
+            &[("Cookie", &ann), ("Origin", "http://shop.example.test")],
+            None,
+        );
+        assert_eq!(
+            (status, code(&refused)),
+            (403, "cross_origin"),
+            "{path}: {refused}"
+        );
+    }
+    let (status, _, _, me) = request(
+        &server,
+        "GET",
+        "/agent/v1/me",
+        &[("Cookie", &ann), ("Origin", &own)],
+        None,
+    );
+    assert_eq!(status, 200, "{me}");
     let available = json!({"activity": "available"});
     let (status, _, _, refused) = request(
         &server,

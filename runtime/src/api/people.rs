@@ -150,8 +150,30 @@ pub fn principal_of(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let presented = presented(request.headers(), request.uri().query());
+    let foreign = foreign_origin(request.headers());
     let rt = rt.clone();
-    async move { checked(&rt, presented, safe, csrf).await }
+    async move {
+        if let (Presented::Session(_), Some(origin)) = (&presented, foreign) {
+            // Browsers name the page behind every WebSocket and cross-site request: a session
+            // used from another site's page (a sibling subdomain too) is refused.
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                format!(
+                    "a page of {origin} may not use a Switchboard session: open the desk or the console from this server"
+                ),
+            ));
+        }
+        checked(&rt, presented, safe, csrf).await
+    }
+}
+
+/// The request's `Origin` when it names another host than the one asked (`Host`).
+fn foreign_origin(headers: &HeaderMap) -> Option<String> {
+    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let named = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    (Some(named) != host).then(|| origin.to_string())
 }
 
 async fn checked(
@@ -387,20 +409,34 @@ fn failures() -> &'static Mutex<HashMap<String, (u32, Instant)>> {
     FAILURES.get_or_init(Default::default)
 }
 
-/// Seconds until `name` may try again, when it failed too often lately.
-fn must_wait(name: &str) -> Option<u64> {
+/// Counts a sign-in attempt for `name` before its password is checked (so that parallel
+/// attempts cannot slip past the limit); `Err` with the seconds to wait when it failed too
+/// often lately. A success clears the count ([`succeeded`]).
+fn attempt(name: &str) -> Result<(), u64> {
     let mut failures = failures().lock().unwrap_or_else(|p| p.into_inner());
     failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-    let (count, since) = failures.get(name)?;
-    (*count >= MAX_FAILURES).then(|| (FAILURE_WINDOW - since.elapsed()).as_secs().max(1))
-}
-
-fn failed(name: &str) {
-    let mut failures = failures().lock().unwrap_or_else(|p| p.into_inner());
     let entry = failures
         .entry(name.to_string())
         .or_insert((0, Instant::now()));
+    if entry.0 >= MAX_FAILURES {
+        return Err((FAILURE_WINDOW - entry.1.elapsed()).as_secs().max(1));
+    }
     entry.0 += 1;
+    Ok(())
+}
+
+fn succeeded(name: &str) {
+    failures()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(name);
+}
+
+/// Password checks under way at once, at most: each takes a memory-hard hash's memory, so a
+/// burst of sign-ins waits its turn rather than exhausting the machine.
+fn checks() -> &'static tokio::sync::Semaphore {
+    static CHECKS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    CHECKS.get_or_init(|| tokio::sync::Semaphore::new(4))
 }
 
 fn session_cookie(value: &str, max_age: u64) -> String {
@@ -408,7 +444,7 @@ fn session_cookie(value: &str, max_age: u64) -> String {
 }
 
 async fn sign_in(State(rt): Api, AppJson(form): AppJson<SignIn>) -> Result<Response, ApiError> {
-    if let Some(wait) = must_wait(&form.name) {
+    if let Err(wait) = attempt(&form.name) {
         let mut answer = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_failures",
@@ -424,6 +460,13 @@ async fn sign_in(State(rt): Api, AppJson(form): AppJson<SignIn>) -> Result<Respo
         return Ok(answer);
     }
     let name = form.name.clone();
+    let _turn = checks().acquire().await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the server is stopping: sign in again in a moment",
+        )
+    })?;
     let opened = blocking(move || {
         let people = rt.admin().people();
         match people.sign_in(&form.name, &form.password)? {
@@ -438,9 +481,6 @@ async fn sign_in(State(rt): Api, AppJson(form): AppJson<SignIn>) -> Result<Respo
     let (who, cookie, csrf) = match opened {
         Ok(opened) => opened,
         Err(refusal) => {
-            if refusal == Refusal::Wrong {
-                failed(&name);
-            }
             return Err(match refusal {
                 Refusal::Wrong => ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -451,10 +491,7 @@ async fn sign_in(State(rt): Api, AppJson(form): AppJson<SignIn>) -> Result<Respo
             });
         }
     };
-    failures()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&name);
+    succeeded(&name);
     let body = json!({"person": who.person, "role": who.role, "csrf": csrf});
     let mut answer = ok(StatusCode::OK, body)?;
     if let Ok(value) = session_cookie(&cookie, SESSION_SECS).parse() {
@@ -525,12 +562,15 @@ mod tests {
     }
 
     #[test]
-    fn too_many_failures_must_wait() {
-        assert_eq!(must_wait("mallory-test"), None);
+    fn tries_are_counted_before_the_check_and_a_success_clears_them() {
         for _ in 0..MAX_FAILURES {
-            failed("mallory-test");
+            assert_eq!(attempt("mallory-test"), Ok(()));
         }
-        assert!(must_wait("mallory-test").is_some_and(|s| s > 0));
-        assert_eq!(must_wait("someone-else-test"), None);
+        assert!(attempt("mallory-test").is_err_and(|s| s > 0));
+        assert_eq!(attempt("someone-else-test"), Ok(()));
+        succeeded("someone-else-test");
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(attempt("someone-else-test"), Ok(()));
+        }
     }
 }

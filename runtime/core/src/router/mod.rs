@@ -846,6 +846,7 @@ impl Router {
             consult: None,
             held_since_ms: None,
             hold_ms: 0,
+            first_assigned_ms: None,
         };
         Ok(PreparedTask {
             task,
@@ -934,6 +935,7 @@ impl Router {
             consult: None,
             held_since_ms: None,
             hold_ms: 0,
+            first_assigned_ms: None,
         };
         planner(&draft)
     }
@@ -998,6 +1000,7 @@ impl Router {
         task.status = TaskStatus::Assigned;
         task.clear_offer();
         task.assigned_ms = Some(now);
+        task.first_assigned_ms.get_or_insert(now);
         let task = task.clone();
         let mut batch = Batch::new();
         if let Some(q) = state.queues.get_mut(&task.queue) {
@@ -1509,6 +1512,11 @@ impl Router {
             if t.consult.is_some() {
                 return Err(RouterError::Conflict(format!(
                     "task {id} is consulting another agent: the caller already hears music"
+                )));
+            }
+            if t.callback.is_some() {
+                return Err(RouterError::Conflict(format!(
+                    "task {id} is a callback: hold the customer on your phone"
                 )));
             }
             if on == t.held_since_ms.is_some() {

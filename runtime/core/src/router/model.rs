@@ -361,8 +361,12 @@ pub struct Task {
     pub passed_by: Vec<String>,
     /// The contact session it came from, whose flow hears what happens.
     pub contact: Option<String>,
-    /// When an agent accepted it.
+    /// When an agent accepted it (the last one, after a transfer).
     pub assigned_ms: Option<u64>,
+    /// When the first agent accepted it: the end of the customer's wait, whatever transfers
+    /// followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_assigned_ms: Option<u64>,
     /// The agent's wrap-up notes.
     pub wrapup: Option<String>,
     /// The disposition code the agent gave when completing it.

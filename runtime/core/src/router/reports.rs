@@ -139,11 +139,23 @@ impl ReportQuery {
         let mut start = self.interval.floor(local(self.from_ms)?);
         let mut start_ms = utc(start);
         while start_ms < self.to_ms {
-            let next = self.interval.step(start);
-            let next_ms = utc(next);
-            if next_ms <= start_ms {
-                break;
-            }
+            // Days run from one local midnight to the next (23 or 25 hours when the clocks
+            // change); quarters and hours are steps of real time from a local boundary, so a
+            // skipped or repeated local hour neither ends the report nor doubles an interval.
+            let next_ms = match self.interval {
+                Interval::Day => {
+                    let mut next = self.interval.step(start);
+                    let mut next_ms = utc(next);
+                    while next_ms <= start_ms {
+                        next = self.interval.step(next);
+                        next_ms = utc(next);
+                    }
+                    start = next;
+                    next_ms
+                }
+                Interval::Hour => start_ms + 3_600_000,
+                Interval::Quarter => start_ms + 900_000,
+            };
             if slots.len() == MAX_INTERVALS {
                 return Err(RouterError::Invalid(format!(
                     "the period holds more than {MAX_INTERVALS} intervals of {}: choose a longer interval or a shorter period",
@@ -161,7 +173,6 @@ impl ReportQuery {
                 end_ms: next_ms,
                 label,
             });
-            start = next;
             start_ms = next_ms;
         }
         Ok(slots)
@@ -183,9 +194,12 @@ pub struct Finished {
     pub agent: Option<String>,
     /// When it arrived (ms).
     pub created_ms: u64,
-    /// When an agent accepted it (ms).
+    /// When the agent who had it last accepted it (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned_ms: Option<u64>,
+    /// When the first agent accepted it (ms): the end of the customer's wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_ms: Option<u64>,
     /// When its conversation ended and wrap-up began (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrapping_since_ms: Option<u64>,
@@ -212,6 +226,7 @@ impl Finished {
             agent: task.agent.clone().filter(|_| task.assigned_ms.is_some()),
             created_ms: task.created_ms,
             assigned_ms: task.assigned_ms,
+            answered_ms: task.first_assigned_ms.or(task.assigned_ms),
             wrapping_since_ms: task.wrapping_since_ms,
             ended_ms: task.ended_ms,
             status: task.status,
@@ -220,8 +235,13 @@ impl Finished {
         }
     }
 
-    /// Accept to end (talk, hold and wrap-up), once ended.
+    /// First acceptance to end (talk, hold and wrap-up, every agent's), once ended.
     fn handle_ms(&self) -> Option<u64> {
+        Some(self.ended_ms?.saturating_sub(self.answered_ms?))
+    }
+
+    /// The last agent's part: their acceptance to end, once ended.
+    fn agent_handle_ms(&self) -> Option<u64> {
         Some(self.ended_ms?.saturating_sub(self.assigned_ms?))
     }
 
@@ -356,8 +376,12 @@ impl Router {
                 .collect();
             (configs, open)
         };
+        // A task that finished between reading the open ones and the log is in both: the
+        // log's entry stands.
         let mut tasks = self.task_log(from, to)?;
-        tasks.extend(open);
+        let logged: std::collections::HashSet<String> =
+            tasks.iter().map(|t| t.task.clone()).collect();
+        tasks.extend(open.into_iter().filter(|t| !logged.contains(&t.task)));
         let mut names: BTreeSet<String> = configs.keys().cloned().collect();
         names.extend(tasks.iter().map(|t| t.queue.clone()));
         if let Some(only) = &query.only {
@@ -403,7 +427,7 @@ impl Router {
                     .filter(|t| t.created_ms >= slot.start_ms && t.created_ms < slot.end_ms)
                 {
                     row.offered += 1;
-                    if let Some(assigned) = t.assigned_ms {
+                    if let Some(assigned) = t.answered_ms {
                         let wait = assigned.saturating_sub(t.created_ms);
                         row.answered += 1;
                         waited += wait;
@@ -460,7 +484,10 @@ impl Router {
             let open: Vec<Finished> = state
                 .tasks
                 .values()
-                .filter(|t| t.assigned_ms.is_some() && t.agent.is_some())
+                .filter(|t| {
+                    t.agent.is_some()
+                        && matches!(t.status, TaskStatus::Assigned | TaskStatus::Wrapping)
+                })
                 .map(Finished::of)
                 .collect();
             (names, open)
@@ -476,10 +503,13 @@ impl Router {
         let mut rows = Vec::with_capacity(names.len() * slots.len());
         for name in names {
             let mut tasks = self.handled_since(&name, from)?;
+            let logged: std::collections::HashSet<String> =
+                tasks.iter().map(|t| t.task.clone()).collect();
+            let open: Vec<&Finished> = open.iter().filter(|t| !logged.contains(&t.task)).collect();
             tasks.extend(
                 open.iter()
                     .filter(|t| t.agent.as_deref() == Some(&name))
-                    .cloned(),
+                    .map(|t| (*t).clone()),
             );
             let busy: Vec<(u64, u64)> = tasks
                 .iter()
@@ -500,9 +530,9 @@ impl Router {
                 };
                 let mut handle = 0;
                 for t in &tasks {
-                    if let (Some(ended), Some(h)) = (t.ended_ms, t.handle_ms())
-                        && ended >= slot.start_ms
-                        && ended < slot.end_ms
+                    if let (Some(ended), Some(h)) = (t.ended_ms, t.agent_handle_ms())
+                        && ended >= start
+                        && ended < end
                     {
                         row.handled += 1;
                         handle += h;
@@ -778,4 +808,62 @@ pub fn agent_csv(rows: &[AgentRow]) -> Result<String, RouterError> {
         .into_inner()
         .map_err(|e| RouterError::Invalid(format!("cannot write the CSV: {e}")))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(from: &str, to: &str, interval: Interval) -> Vec<Slot> {
+        let zone = parse_zone("Europe/Paris").unwrap();
+        ReportQuery {
+            from_ms: parse_time(from, zone).unwrap(),
+            to_ms: parse_time(to, zone).unwrap(),
+            interval,
+            zone,
+            short_abandon_secs: None,
+            only: None,
+        }
+        .slots()
+        .unwrap()
+    }
+
+    #[test]
+    fn intervals_follow_the_zones_clock_through_both_changes_of_the_hour() {
+        // Spring: 02:00 does not exist in Paris; the day has 23 hours.
+        let hours = slots("2026-03-29T00:00", "2026-03-29T06:00", Interval::Hour);
+        let labels: Vec<&str> = hours.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "2026-03-29T00:00:00+01:00",
+                "2026-03-29T01:00:00+01:00",
+                "2026-03-29T03:00:00+02:00",
+                "2026-03-29T04:00:00+02:00",
+                "2026-03-29T05:00:00+02:00",
+            ]
+        );
+        assert!(hours.windows(2).all(|w| w[0].end_ms == w[1].start_ms));
+        let days = slots("2026-03-29", "2026-03-30", Interval::Day);
+        assert_eq!(days.len(), 1);
+        assert_eq!(days[0].end_ms - days[0].start_ms, 23 * 3_600_000);
+        // Autumn: 02:00 comes twice; the day has 25 hours and no interval is doubled.
+        let hours = slots("2026-10-25T00:00", "2026-10-25T04:00", Interval::Hour);
+        let labels: Vec<&str> = hours.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "2026-10-25T00:00:00+02:00",
+                "2026-10-25T01:00:00+02:00",
+                "2026-10-25T02:00:00+02:00",
+                "2026-10-25T02:00:00+01:00",
+                "2026-10-25T03:00:00+01:00",
+            ]
+        );
+        let days = slots("2026-10-25", "2026-10-27", Interval::Day);
+        assert_eq!(days[0].end_ms - days[0].start_ms, 25 * 3_600_000);
+        assert_eq!(days[1].end_ms - days[1].start_ms, 24 * 3_600_000);
+        let quarters = slots("2026-03-29T01:30", "2026-03-29T03:30", Interval::Quarter);
+        assert_eq!(quarters.len(), 4, "01:30, 01:45, 03:00, 03:15");
+    }
 }

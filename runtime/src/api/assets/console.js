@@ -387,8 +387,9 @@ function figure(value) {
 }
 
 function drawReport(kind, rows) {
-  const label = (r) => new Date(r.start_ms).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
   const starts = [...new Set(rows.map((r) => r.start_ms))].sort((a, b) => a - b);
+  const names = new Map(rows.map((r) => [r.start_ms, r.interval_start.replace("T", " ").slice(0, 16)]));
+  const label = (r) => names.get(r.start_ms);
   const sum = (key) => starts.map((s) => rows.filter((r) => r.start_ms === s).reduce((t, r) => t + (r[key] ?? 0), 0));
   let config;
   if (kind === "queues") {
@@ -447,7 +448,8 @@ function showReport(kind, report) {
     const row = document.createElement("tr");
     row.dataset.key = `${r.queue ?? r.agent}@${r.start_ms}`;
     row.append(...columns.map(([key]) => {
-      if (key === "interval_start") return cell(new Date(r.start_ms).toLocaleString());
+      // The interval as the report's zone has it, not the browser's.
+      if (key === "interval_start") return cell(r.interval_start.replace("T", " "));
       if (key === "queue" || key === "agent") return cell(r[key]);
       const value = key.startsWith("state:") ? r.states[key.slice(6)] ?? 0 : r[key];
       return cell(figure(value), true);

@@ -534,7 +534,8 @@ impl Call {
         let Some(out) = self.outbound.as_ref().filter(|o| o.up && self.bridging) else {
             return;
         };
-        if self.desk_hold {
+        // A desk hold belongs to the agent's bridge: gone with it (a transfer to a number).
+        if self.desk_hold && self.holding.is_some() {
             self.leg.relay_to(None);
             out.leg.relay_to(None);
             self.leg.set_idle(Some(self.ep.prompts.hold.clone()));
