@@ -265,6 +265,41 @@ fn a_rest_crm_answers_every_lookup_through_the_connector_once_per_contact() {
     assert_eq!(crm.requests().len(), 4);
 }
 
+/// DNS rebinding defeated: an allowlisted name that resolves to a loopback address is refused
+/// before any connection (the error names the address), unless the allowlist names the
+/// address too; then the request goes to the address checked.
+#[test]
+fn an_allowed_name_resolving_to_loopback_is_refused_unless_the_address_is_listed() {
+    let crm = Crm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    let by_name = format!("localhost:{}", crm.port);
+    deploy_connector(&server, &["--allow", &by_name]);
+    let (status, body) = server.call(
+        "PUT",
+        "/v1/flows/crm/settings",
+        Some(json!({"base_url": format!("http://{by_name}/api"), "api_key": "s3cret"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (contact, greeting) = text_in(&server, ADA);
+    assert_eq!(greeting["fault"], Value::Null, "{greeting}");
+    assert!(
+        spoken(&greeting)[0].starts_with("Hi, this is Acme."),
+        "{greeting}"
+    );
+    let error = first_lookup_error(&server, &contact);
+    assert!(
+        error.contains("resolves to") && error.contains("127.0.0.1"),
+        "{error}"
+    );
+    assert_eq!(crm.connections.load(Ordering::Relaxed), 0, "no connection");
+
+    deploy_connector(&server, &["--allow", &by_name, "--allow", "127.0.0.1"]);
+    let (_, greeting) = text_in(&server, ADA);
+    assert!(spoken(&greeting)[0].starts_with("Hi Ada"), "{greeting}");
+    assert!(crm.connections.load(Ordering::Relaxed) > 0);
+}
+
 #[test]
 fn a_connector_reaches_only_its_allowlist_and_a_hanging_or_flooding_crm_is_cut_off() {
     let crm = Crm::start();

@@ -743,6 +743,127 @@ fn an_uploaded_welcome_is_played_to_callers_and_a_missing_one_beeps() {
     all_calls_over(&server);
 }
 
+/// An INVITE from `from` (a raw UDP peer); the first final answer it gets, if any.
+fn invite_from(from: &str, sip: SocketAddr, call_id: &str) -> Option<String> {
+    let probe = UdpSocket::bind(format!("{from}:0")).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let invite = format!(
+        "INVITE sip:{NUMBER}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{call_id}\r\nFrom: <sip:+15550009@{from}>;tag=1\r\nTo: <sip:{NUMBER}@{sip}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        probe.local_addr().unwrap()
+    );
+    probe.send_to(invite.as_bytes(), sip).unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok((n, _)) = probe.recv_from(&mut buf) {
+        let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !answer.starts_with("SIP/2.0 1") {
+            return Some(answer);
+        }
+    }
+    None
+}
+
+/// With `sip.trusted` set, an INVITE from anywhere else gets 403 and starts no contact; a
+/// trusted trunk's call goes on as before.
+#[test]
+fn an_invite_from_an_untrusted_address_gets_403_and_starts_nothing() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::support::sip_ivr_server_with_env(
+        dir.path(),
+        &[],
+        &[("SWITCHBOARD_SIP_TRUSTED", "192.0.2.0/24, 127.0.0.1")],
+    );
+    let sip = sip_addr(&server);
+    let answer = invite_from("127.0.0.9", sip, "stranger1").expect("an answer");
+    assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
+    assert!(answer.contains("sip.trusted"), "{answer}");
+    let (_, contacts) = server.call("GET", "/v1/contacts", None);
+    assert_eq!(contacts.as_array().unwrap().len(), 0, "{contacts}");
+    assert_eq!(
+        metric(&server, "switchboard_sip_calls_untrusted_total"),
+        1.0
+    );
+
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15551239")
+        .answered()
+        .pause(2500)
+        .press_rfc4733("1")
+        .pause(1000)
+        .hang_up()
+        .write(dir.path(), "trusted");
+    sipp(dir.path(), &scenario, sip, NUMBER, &[]).succeeds();
+    let contact = last_contact(&server);
+    assert_eq!(contact["from"], "+15551239");
+    assert_eq!(enqueued(&trace(&server, &contact)), ["sales"]);
+}
+
+/// 1,000 INVITEs a second from one address for three seconds: it gets 503s past its rate,
+/// while a caller from another address goes through the menu to sales.
+#[test]
+fn a_flood_of_invites_from_one_address_leaves_other_callers_alone() {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = sip_ivr_server(dir.path(), &[]);
+    let sip = sip_addr(&server);
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flood = {
+        let flooding = flooding.clone();
+        std::thread::spawn(move || {
+            let socket = UdpSocket::bind("127.0.0.3:0").unwrap();
+            let from = socket.local_addr().unwrap();
+            let started = Instant::now();
+            let mut sent = 0u64;
+            while flooding.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(3)
+            {
+                // 1,000 a second: paced by the millisecond.
+                let due = started + Duration::from_millis(sent);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let invite = format!(
+                    "INVITE sip:{NUMBER}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKflood{sent}\r\nFrom: <sip:+16660000@127.0.0.3>;tag=f{sent}\r\nTo: <sip:{NUMBER}@{sip}>\r\nCall-ID: flood{sent}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = socket.send_to(invite.as_bytes(), sip);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let ear = Ear::new();
+    let scenario = Caller::dial(ear.port(), "+15551240")
+        .answered()
+        .pause(2500)
+        .press_rfc4733("1")
+        .pause(1000)
+        .hang_up()
+        .write(dir.path(), "during-flood");
+    sipp(dir.path(), &scenario, sip, NUMBER, &[]).succeeds();
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    assert!(sent >= 2_000, "the flood sent {sent}");
+
+    let (_, contacts) = server.call("GET", "/v1/contacts?limit=500", None);
+    let contacts = contacts.as_array().unwrap();
+    let ours = contacts
+        .iter()
+        .find(|c| c["from"] == "+15551240")
+        .expect("the caller's contact");
+    assert_eq!(enqueued(&trace(&server, ours)), ["sales"], "{ours}");
+    let admitted = contacts.iter().filter(|c| c["from"] == "+16660000").count();
+    // 20 a second, 40 in a burst, over at most four seconds.
+    assert!(admitted <= 40 + 4 * 20, "{admitted} flood calls started");
+    let limited = metric(&server, "switchboard_sip_calls_limited_total");
+    assert!(
+        limited >= (sent as f64) - 150.0,
+        "{limited} of {sent} turned away"
+    );
+}
+
 #[test]
 fn a_draining_node_turns_new_calls_away_and_keeps_the_call_up_to_its_end() {
     private_network();

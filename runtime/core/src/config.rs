@@ -61,6 +61,14 @@ pub struct SipConfig {
     pub agent_ring_secs: u64,
     /// Where `transfer` to a plain number goes (`host:port` of a trunk or PBX).
     pub trunk: Option<String>,
+    /// Who may start a call: addresses or networks (`203.0.113.7`, `10.0.0.0/8`,
+    /// `2001:db8::/32`) of the trunks and PBXs in front. An INVITE from anywhere else gets
+    /// 403 and starts nothing. Empty: anyone who reaches the port.
+    pub trusted: Vec<String>,
+    /// With `trusted` empty, new calls a second one address may start (twice that in a
+    /// burst); more get 503 with `Retry-After`, so a flood from one source leaves room for
+    /// every other caller. Listed trunks are not limited. 0: no limit.
+    pub invites_per_second: u32,
 }
 
 impl Default for SipConfig {
@@ -72,6 +80,8 @@ impl Default for SipConfig {
             ring_ms: 0,
             agent_ring_secs: 30,
             trunk: None,
+            trusted: Vec::new(),
+            invites_per_second: 20,
         }
     }
 }
@@ -245,6 +255,21 @@ impl Config {
         }
         if let Some(trunk) = var("SWITCHBOARD_SIP_TRUNK") {
             self.sip.trunk = Some(trunk);
+        }
+        if let Some(trusted) = var("SWITCHBOARD_SIP_TRUSTED") {
+            self.sip.trusted = trusted
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        if let Some(n) = var("SWITCHBOARD_SIP_INVITES_PER_SECOND") {
+            self.sip.invites_per_second = n.parse().with_context(|| {
+                format!(
+                    "SWITCHBOARD_SIP_INVITES_PER_SECOND={n} is not a whole number (0: no limit)"
+                )
+            })?;
         }
         if let Some(ms) = var("SWITCHBOARD_SIP_RING_MS") {
             self.sip.ring_ms = ms.parse().with_context(|| {

@@ -805,7 +805,7 @@ impl Engine {
             _ => unreachable!("checked above"),
         }
         .map_err(|e| self.classify(&store, e, &stderr));
-        let denied = &store.data().gate.denied;
+        let denied = store.data().gate.refused();
         let refused = if denied.is_empty() {
             String::new()
         } else {

@@ -4,6 +4,7 @@
 //! [`rtp`], prompt audio in [`prompts`], wire formats in [`message`] and [`sdp`]. Flows run in
 //! [`crate::sessions`], never here.
 
+pub mod access;
 pub mod call;
 pub mod callback;
 pub mod digest;
@@ -110,6 +111,10 @@ pub struct SipStats {
     pub malformed: AtomicU64,
     /// Calls bridged to an agent or a transfer target.
     pub bridged: AtomicU64,
+    /// New calls refused: from an address not in `sip.trusted`.
+    pub untrusted: AtomicU64,
+    /// New calls refused: over a source's rate.
+    pub limited: AtomicU64,
 }
 
 /// The SIP endpoint.
@@ -139,6 +144,8 @@ pub struct Endpoint {
     pub stats: SipStats,
     /// Set when the node drains: new calls are turned away, calls up go on.
     pub(super) draining: std::sync::atomic::AtomicBool,
+    /// Who may start a call, and how often.
+    access: access::Access,
 }
 
 /// UDP and TCP sockets on the same port of `listen`. With port 0, the port UDP was given may
@@ -233,6 +240,12 @@ impl Endpoint {
             }
             (None, ip) => ip,
         };
+        let access = access::Access::new(&config.trusted, config.invites_per_second)?;
+        if !access.restricted() && !bound.ip().is_loopback() {
+            tracing::warn!(
+                "sip.trusted is empty: anyone who reaches {bound} may start a call; list your trunks' addresses"
+            );
+        }
         let media = rtp::Media::start(bound.ip(), ip, config.rtp_ports);
         let nonce_key = rt.desk().phone_nonce_key()?;
         let registrations = restore_registrations(rt)?;
@@ -251,6 +264,7 @@ impl Endpoint {
             answered: Mutex::new(HashMap::new()),
             stats: SipStats::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            access,
         });
         let following = Arc::downgrade(&endpoint);
         super::follow_reports(rt.contacts().subscribe(), move |report| {
@@ -451,7 +465,34 @@ impl Endpoint {
                         .with_warning(why),
                 )
             }
-            "INVITE" if message.to_tag().is_none() => call::incoming(self, message, peer),
+            "INVITE" if message.to_tag().is_none() => {
+                match self.access.admit(peer.addr().ip(), Instant::now()) {
+                    Ok(()) => call::incoming(self, message, peer),
+                    Err(access::Refusal::Untrusted) => {
+                        self.stats.untrusted.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(call_id = message.call_id(), peer = %peer.addr(), code = 403, "call refused: not a trusted source");
+                        let response = message
+                            .response(403, "Forbidden", Some(&message::token()))
+                            .with_warning("this address may not start calls here (sip.trusted)");
+                        self.respond(peer, &message, response);
+                    }
+                    Err(access::Refusal::TooMany) => {
+                        if self
+                            .stats
+                            .limited
+                            .fetch_add(1, Ordering::Relaxed)
+                            .is_multiple_of(1000)
+                        {
+                            tracing::warn!(peer = %peer.addr(), "too many new calls from one address; turned away (sip.invites_per_second)");
+                        }
+                        let response = message
+                            .response(503, "Service Unavailable", Some(&message::token()))
+                            .with("Retry-After", "1")
+                            .with_warning("too many new calls from this address");
+                        self.respond(peer, &message, response);
+                    }
+                }
+            }
             "INVITE" => self.respond(
                 peer,
                 &message,
@@ -671,6 +712,16 @@ impl Endpoint {
             "switchboard_sip_calls_bridged",
             "Calls bridged to an agent or a transfer target",
             load(&s.bridged),
+        );
+        samples.counter(
+            "switchboard_sip_calls_untrusted",
+            "New calls refused (403): the source is not in sip.trusted",
+            load(&s.untrusted),
+        );
+        samples.counter(
+            "switchboard_sip_calls_limited",
+            "New calls refused (503): over sip.invites_per_second from one address",
+            load(&s.limited),
         );
         samples.counter(
             "switchboard_sip_malformed",

@@ -1,9 +1,16 @@
 //! Outgoing HTTP for CRM connectors (`wasi:http/outgoing-handler`), through a gate: only the
 //! hosts in the connector's allowlist, within what is left of the lookup's time budget, with
-//! response bodies capped. A refused request fails with `http-request-denied` before any
-//! connection is made; flows never get `wasi:http` at all.
+//! response bodies capped. An allowed name is resolved here and each address checked: one that
+//! is loopback, private, link-local or otherwise internal is refused unless the allowlist
+//! names that address itself, and a plain-HTTP request goes to the address checked (never
+//! resolved again), so a name that rebinds to an internal address between two lookups gets
+//! nowhere (over HTTPS the certificate must still match the name). A refused request fails
+//! with `http-request-denied` before any connection is made; flows never get `wasi:http` at
+//! all.
 
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -71,6 +78,13 @@ impl ConnectorPolicy {
         })
     }
 
+    /// Whether `ip`, an address an allowed name resolved to, may be reached on `port`: any
+    /// public address; an internal one (loopback, private, link-local, ...) only when the
+    /// allowlist names it.
+    pub fn reaches(&self, ip: IpAddr, port: u16) -> bool {
+        !is_internal(ip) || self.allows(&ip.to_string(), port)
+    }
+
     /// Whether a request to `host` on `port` is allowed.
     pub fn allows(&self, host: &str, port: u16) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -86,6 +100,38 @@ impl ConnectorPolicy {
                 None => host == pattern,
             }
         })
+    }
+}
+
+/// Whether `ip` is an address of this machine or of a private network: what a connector must
+/// not reach through a public name.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || a == 0
+                // Shared address space (carrier-grade NAT), 100.64.0.0/10.
+                || (a == 100 && (64..128).contains(&b))
+                // Benchmarking, 198.18.0.0/15.
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                // Unique local, fc00::/7; link-local, fe80::/10.
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
     }
 }
 
@@ -147,8 +193,27 @@ const MAX_DENIED_LISTED: usize = 4;
 pub struct Gate {
     /// The policy and the lookup's deadline; none lets nothing through (flows, deploy checks).
     open: Option<(std::sync::Arc<ConnectorPolicy>, Instant)>,
-    /// Requests refused, as `host:port`, for the lookup's error message.
-    pub denied: Vec<String>,
+    /// Requests refused, as `host:port` (and the addresses refused), for the lookup's error
+    /// message; shared with the requests' own tasks, which resolve names.
+    pub denied: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gate {
+    /// Notes a refused request for the lookup's error message (a few, once each).
+    fn deny(denied: &Mutex<Vec<String>>, refused: String) {
+        let mut denied = denied.lock().unwrap_or_else(|p| p.into_inner());
+        if denied.len() < MAX_DENIED_LISTED && !denied.contains(&refused) {
+            denied.push(refused);
+        }
+    }
+
+    /// The requests refused so far.
+    pub fn refused(&self) -> Vec<String> {
+        self.denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Gate {
@@ -156,7 +221,7 @@ impl Gate {
     pub fn open(policy: std::sync::Arc<ConnectorPolicy>, deadline: Instant) -> Gate {
         Gate {
             open: Some((policy, deadline)),
-            denied: Vec::new(),
+            denied: Arc::default(),
         }
     }
 }
@@ -193,15 +258,13 @@ impl WasiHttpHooks for Gate {
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if !policy.allows(host, port) {
-            let refused = format!("{host}:{port}");
-            if self.denied.is_empty() {
+            if self.refused().is_empty() {
                 tracing::warn!(target: "connector", host, port, "request outside the connector's allowlist refused");
             }
-            if self.denied.len() < MAX_DENIED_LISTED && !self.denied.contains(&refused) {
-                self.denied.push(refused);
-            }
+            Gate::deny(&self.denied, format!("{host}:{port}"));
             return refuse(Error::HttpRequestDenied);
         }
+        let (name, denied) = (host.to_string(), self.denied.clone());
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return refuse(Error::ConnectionTimeout);
@@ -217,6 +280,44 @@ impl WasiHttpHooks for Gate {
         let deadline = tokio::time::Instant::from_std(deadline);
         Box::new(async move {
             use http_body_util::BodyExt;
+            let mut request = request;
+            let resolved =
+                tokio::time::timeout_at(deadline, tokio::net::lookup_host((name.as_str(), port)))
+                    .await;
+            let addresses: Vec<SocketAddr> = match resolved {
+                Ok(Ok(found)) => found.collect(),
+                Ok(Err(_)) => {
+                    return Err(Error::DnsError {
+                        rcode: Some("NXDOMAIN".into()),
+                        info_code: None,
+                    });
+                }
+                Err(_) => return Err(Error::ConnectionTimeout),
+            };
+            let Some(address) = addresses
+                .iter()
+                .copied()
+                .find(|a| policy.reaches(a.ip(), port))
+            else {
+                let listed: Vec<String> = addresses.iter().map(|a| a.ip().to_string()).collect();
+                tracing::warn!(target: "connector", host = name, port, addresses = ?listed, "an allowed name resolves to internal addresses only; refused");
+                Gate::deny(
+                    &denied,
+                    format!(
+                        "{name}:{port} resolves to {}, which the allowlist does not name",
+                        listed.join(", ")
+                    ),
+                );
+                return Err(Error::HttpRequestDenied);
+            };
+            if !https && address.ip().to_string() != name {
+                // Plain HTTP goes to the address checked; the Host header keeps the name.
+                let mut parts = request.uri().clone().into_parts();
+                parts.authority = address.to_string().parse().ok();
+                if let Ok(uri) = http::Uri::from_parts(parts) {
+                    *request.uri_mut() = uri;
+                }
+            }
             let sent = wasmtime_wasi_http::default_send_request(request, Some(options));
             let (response, io) = match tokio::time::timeout_at(deadline, sent).await {
                 Ok(sent) => sent?,
@@ -298,6 +399,38 @@ mod tests {
 
     fn policy(allow: &[&str]) -> ConnectorPolicy {
         ConnectorPolicy::new(allow.iter().map(|s| s.to_string()).collect(), None, None).unwrap()
+    }
+
+    #[test]
+    fn internal_addresses_are_reached_only_when_listed() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_internal(ip(internal)), "{internal}");
+        }
+        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
+            assert!(!is_internal(ip(public)), "{public}");
+        }
+        let p = policy(&["crm.example.com", "127.0.0.1:8080", "[::1]"]);
+        assert!(p.reaches(ip("93.184.216.34"), 443));
+        assert!(
+            !p.reaches(ip("10.0.0.7"), 443),
+            "a private address the list does not name"
+        );
+        assert!(p.reaches(ip("127.0.0.1"), 8080));
+        assert!(!p.reaches(ip("127.0.0.1"), 9090), "listed for another port");
+        assert!(p.reaches(ip("::1"), 1234));
     }
 
     #[test]
