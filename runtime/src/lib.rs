@@ -10,6 +10,7 @@
 pub mod api;
 pub mod channels;
 pub mod cli;
+pub mod rate;
 pub mod runtime;
 
 pub use switchboard_core::{

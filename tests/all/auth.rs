@@ -118,3 +118,76 @@ fn malformed_requests_get_json_errors() {
         (400, Some("invalid_customers"))
     );
 }
+
+/// With `api.requests_per_second`, one person's burst gets 429 with `Retry-After` and a JSON
+/// error, while another person's requests go on; with `api.metrics_token`, `/metrics` needs
+/// it.
+#[test]
+fn a_person_over_their_rate_waits_and_others_do_not_and_metrics_can_need_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        dir.path(),
+        &[],
+        &[
+            ("SWITCHBOARD_API_REQUESTS_PER_SECOND", "5"),
+            ("SWITCHBOARD_METRICS_TOKEN", "m3trics-secret"),
+        ],
+    );
+    let (status, _) = server.call(
+        "POST",
+        "/v1/users",
+        Some(serde_json::json!({"name": "sam", "role": "supervisor"})),
+    );
+    assert_eq!(status, 201);
+    let (status, made) = server.call(
+        "POST",
+        "/v1/users/sam/tokens",
+        Some(serde_json::json!({"label": "t"})),
+    );
+    assert_eq!(status, 201, "{made}");
+    let sam = made["token"].as_str().unwrap().to_string();
+
+    let mut limited = None;
+    for _ in 0..40 {
+        let (status, body) = server.call("GET", "/v1/queues", None);
+        if status == 429 {
+            limited = Some(body);
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+    }
+    let body = limited.expect("the burst ran out");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("try again in"),
+        "{body}"
+    );
+    let (status, _, retry) =
+        crate::support::raw_request(&server.url, Some(&server.token), "GET", "/v1/queues");
+    assert_eq!(status, 429);
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    let (status, body) = server.call_as(Some(&sam), "GET", "/v1/queues", None);
+    assert_eq!(status, 200, "another person is not slowed: {body}");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let (status, body) = server.call("GET", "/v1/queues", None);
+    assert_eq!(status, 200, "after waiting: {body}");
+
+    // A body over the cap of a JSON route is refused (components and prompts have their own).
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let (status, body) = server.call_raw(
+        "POST",
+        "/v1/contacts",
+        "application/json",
+        vec![b' '; 3 << 20],
+    );
+    assert_eq!(status, 413, "{body}");
+
+    let (status, _, _) = crate::support::raw_request(&server.url, None, "GET", "/metrics");
+    assert_eq!(status, 401);
+    let (status, _, _) =
+        crate::support::raw_request(&server.url, Some("m3trics-secret"), "GET", "/metrics");
+    assert_eq!(status, 200);
+}

@@ -544,3 +544,35 @@ pub fn bench_seconds() -> Duration {
             .unwrap_or(3.0),
     )
 }
+
+/// A GET-like request with a bearer token (or none) that keeps what JSON calls drop: the
+/// status, the body as text and the `Retry-After` header.
+#[allow(dead_code)]
+pub fn raw_request(
+    url: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+) -> (u16, String, Option<String>) {
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{url}{path}"));
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .run(request.body(Vec::<u8>::new()).unwrap())
+        .expect("the server answers");
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, text, retry)
+}

@@ -30,6 +30,20 @@ pub struct Config {
     pub twilio: TwilioConfig,
     /// Voice over SIP.
     pub sip: SipConfig,
+    /// Limits of the HTTP API.
+    pub api: ApiConfig,
+}
+
+/// Limits of the HTTP API.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Requests a second one person (their tokens and sessions together) or agent may make
+    /// to `/v1` and `/agent/v1` (twice that in a burst); more get 429 with `Retry-After`.
+    /// 0: no limit.
+    pub requests_per_second: u32,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>` (401 otherwise).
+    pub metrics_token: Option<String>,
 }
 
 /// The store: unset `url` keeps the embedded store in the data directory.
@@ -166,6 +180,7 @@ impl Default for Config {
             canary: CanaryConfig::default(),
             twilio: TwilioConfig::default(),
             sip: SipConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -255,6 +270,16 @@ impl Config {
         }
         if let Some(trunk) = var("SWITCHBOARD_SIP_TRUNK") {
             self.sip.trunk = Some(trunk);
+        }
+        if let Some(n) = var("SWITCHBOARD_API_REQUESTS_PER_SECOND") {
+            self.api.requests_per_second = n.parse().with_context(|| {
+                format!(
+                    "SWITCHBOARD_API_REQUESTS_PER_SECOND={n} is not a whole number (0: no limit)"
+                )
+            })?;
+        }
+        if let Some(token) = var("SWITCHBOARD_METRICS_TOKEN") {
+            self.api.metrics_token = Some(token).filter(|t| !t.is_empty());
         }
         if let Some(trusted) = var("SWITCHBOARD_SIP_TRUSTED") {
             self.sip.trusted = trusted

@@ -19,6 +19,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: Option<serde_json::Value>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -29,6 +30,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -40,6 +42,12 @@ impl ApiError {
     /// Its stable code.
     pub fn code(&self) -> &'static str {
         self.code
+    }
+
+    /// Tells the client when to try again (`Retry-After`, in seconds).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// Attaches machine-readable details (such as replay diffs).
@@ -58,7 +66,13 @@ impl IntoResponse for ApiError {
         if let Some(details) = self.details {
             error["details"] = details;
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut answer = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after {
+            answer
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        answer
     }
 }
 
@@ -147,6 +161,13 @@ where
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is over 2 MiB: send less (components, prompts and customer files have their own routes)",
+            );
+        }
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",

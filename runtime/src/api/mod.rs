@@ -44,7 +44,12 @@ type Answer = Result<Response, ApiError>;
 pub fn router(runtime: Arc<Runtime>) -> Router {
     let v1 = Router::new()
         .route("/flows", get(list_flows))
-        .route("/flows/{flow}/versions", get(list_versions).post(deploy))
+        .route(
+            "/flows/{flow}/versions",
+            get(list_versions)
+                .post(deploy)
+                .layer(DefaultBodyLimit::max(MAX_COMPONENT)),
+        )
         .route("/flows/{flow}/versions/{version}", get(show_version))
         .route("/flows/{flow}/rollback", post(rollback))
         .route("/flows/{flow}/canary/promote", post(promote))
@@ -52,7 +57,10 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/flows/{flow}/settings", get(show_settings).put(configure))
         .route("/entry-points", get(list_entry_points))
         .route("/entry-points/{address}", put(bind))
-        .route("/customers", post(load_customers))
+        .route(
+            "/customers",
+            post(load_customers).layer(DefaultBodyLimit::max(MAX_COMPONENT)),
+        )
         .route("/contacts", post(start_contact).get(list_contacts))
         .route("/contacts/{id}", get(show_contact))
         .route("/contacts/{id}/events", post(send_event))
@@ -66,7 +74,6 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .merge(reports::routes())
         .merge(voice::admin())
         .merge(people::routes())
-        .layer(DefaultBodyLimit::max(MAX_COMPONENT))
         .route_layer(middleware::from_fn_with_state(
             runtime.clone(),
             people::authenticate,
@@ -147,7 +154,22 @@ fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
     Ok((status, Json(value)).into_response())
 }
 
-async fn metrics(State(rt): Api) -> Response {
+async fn metrics(State(rt): Api, headers: axum::http::HeaderMap) -> Response {
+    if let Some(wanted) = &rt.config().api.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !crate::tokens::same_secret(given.as_bytes(), wanted.as_bytes()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "/metrics needs the metrics token (api.metrics_token): send Authorization: Bearer <token>",
+            )
+            .into_response();
+        }
+    }
     let text = rt.metrics().render();
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -236,9 +236,32 @@ pub async fn authenticate(State(rt): Api, mut request: Request, next: Next) -> A
             ),
         ));
     }
+    within_rate(&rt, &format!("user:{}", who.person))?;
     request.extensions_mut().insert(Caller(who.person));
     request.extensions_mut().insert(CallerRole(who.role));
     Ok(next.run(request).await)
+}
+
+/// Requests per person (and per agent) over `api.requests_per_second`: 429 with
+/// `Retry-After`.
+pub fn within_rate(rt: &Runtime, key: &str) -> Result<(), ApiError> {
+    static LIMITER: OnceLock<crate::rate::Limiter<String>> = OnceLock::new();
+    let limiter =
+        LIMITER.get_or_init(|| crate::rate::Limiter::new(rt.config().api.requests_per_second));
+    limiter
+        .admit(&key.to_string(), Instant::now())
+        .map_err(|wait| {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "more than {} requests a second: slow down and try again in {secs} s",
+                    rt.config().api.requests_per_second
+                ),
+            )
+            .retry_after(secs)
+        })
 }
 
 /// The people routes, admins only (by [`allowed`]), and `/me` for everyone.

@@ -82,6 +82,7 @@ async fn authenticate_agent(State(rt): Api, mut request: Request, next: Next) ->
         .map(str::to_string);
     let token = from_header.or(from_query).unwrap_or_default();
     if let Some(name) = rt.desk().authenticate(&token) {
+        super::people::within_rate(&rt, &format!("agent:{name}"))?;
         request.extensions_mut().insert(Agent(name));
         return Ok(next.run(request).await);
     }
@@ -109,6 +110,7 @@ async fn authenticate_agent(State(rt): Api, mut request: Request, next: Next) ->
             ),
         ));
     }
+    super::people::within_rate(&rt, &format!("user:{}", who.person))?;
     request.extensions_mut().insert(Agent(who.person));
     Ok(next.run(request).await)
 }

@@ -20,7 +20,11 @@ use crate::runtime::Runtime;
 pub fn admin() -> Router<Arc<Runtime>> {
     Router::new()
         .route("/prompts", get(list))
-        .route("/prompts/{id}", axum::routing::put(upload))
+        .route(
+            "/prompts/{id}",
+            axum::routing::put(upload)
+                .layer(axum::extract::DefaultBodyLimit::max(super::MAX_COMPONENT)),
+        )
         .route("/sip/registrations", get(registrations))
 }
 

@@ -5,9 +5,7 @@
 //! may come from it. Only new INVITEs are checked: requests within a call, registrations
 //! (digest authenticated) and responses pass.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -16,20 +14,8 @@ use ipnet::IpNet;
 /// What may start a call.
 pub struct Access {
     trusted: Vec<IpNet>,
-    rate: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    new_calls: crate::rate::Limiter<IpAddr>,
 }
-
-/// One source's token bucket: `tokens` new calls it may start now, refilled at the rate.
-/// (A bucket per address in a map: a rate-limiting crate's machinery for one counter per
-/// source is more than this needs.)
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Sources remembered at most; past this, buckets full again are forgotten.
-const MAX_SOURCES: usize = 10_000;
 
 /// Why a new call was not let in.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,12 +42,11 @@ impl Access {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Access {
             trusted,
-            rate: f64::from(invites_per_second),
-            buckets: Mutex::new(HashMap::new()),
+            new_calls: crate::rate::Limiter::new(invites_per_second),
         })
     }
 
-    /// Whether `ip` may start a call now (taking one from its bucket when it may).
+    /// Whether `ip` may start a call now (counted against its rate when it may).
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -74,28 +59,7 @@ impl Access {
                 Err(Refusal::Untrusted)
             };
         }
-        if self.rate <= 0.0 {
-            return Ok(());
-        }
-        let burst = self.rate * 2.0;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_SOURCES && !buckets.contains_key(&ip) {
-            let rate = self.rate;
-            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
-        }
-        let bucket = buckets.entry(ip).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * self.rate;
-        bucket.tokens = (bucket.tokens + refill).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Refusal::TooMany)
-        }
+        self.new_calls.admit(&ip, now).map_err(|_| Refusal::TooMany)
     }
 
     /// Whether a list of trusted sources is set.
