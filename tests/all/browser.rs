@@ -175,7 +175,20 @@ fn the_console_deploys_and_aborts_a_canary_and_its_wallboard_follows_the_queue()
     let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
     let dir = tempfile::tempdir().unwrap();
     let flow = format!("main={}", crate::support::guest("ivr-menu").display());
-    let server = crate::support::Server::start(dir.path(), &["--deploy", &flow]);
+    // Open around the clock: the menu's default hours would end a contact at night.
+    let server = crate::support::Server::start(
+        dir.path(),
+        &[
+            "--deploy",
+            &flow,
+            "--setting",
+            "main:days=mon-sun",
+            "--setting",
+            "main:open=00:00",
+            "--setting",
+            "main:close=24:00",
+        ],
+    );
     assert_eq!(
         server.call("PUT", "/v1/queues/support", Some(json!({}))).0,
         200
