@@ -75,9 +75,31 @@ echo "==> JavaScript SDK and the TypeScript sample flow (node --test)"
 echo "==> unit and feature tests"
 cargo nextest run --release --workspace --no-fail-fast
 
-echo "==> the same feature tests on PostgreSQL (deploys, rollbacks, canaries, restarts, router, chat, people, contract versions)"
+echo "==> the same feature tests on PostgreSQL (deploys, rollbacks, canaries, restarts, router, chat, people, contract versions, reports)"
 SWITCHBOARD_TEST_STORE=postgres cargo nextest run --release -p switchboard --test all --no-fail-fast \
-  -E 'test(/^(deploy|rollback|canary|restart|router|chat|durability|hot_swap|replay|people|contract)::/)'
+  -E 'test(/^(deploy|rollback|canary|restart|router|chat|durability|hot_swap|replay|people|contract|reports)::/)'
+
+# libFuzzer on what anyone who reaches the SIP and RTP ports sends (a nightly toolchain, as
+# cargo fuzz needs): each target from the committed seeds for FUZZ_SECONDS (30 by default); new
+# inputs go to a temporary corpus, a crash fails the run and is left in fuzz/artifacts/.
+echo "==> fuzzing the SIP, SDP and RTP parsers (${FUZZ_SECONDS:-30} s per target)"
+rustup toolchain install nightly --profile minimal
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "==> installing cargo-fuzz"
+  cargo +nightly install cargo-fuzz --locked
+fi
+fuzz_corpus=$(mktemp -d)
+for target in sip_message sip_headers sdp rtp; do
+  mkdir -p "$fuzz_corpus/$target"
+  if ! (cd fuzz && cargo +nightly fuzz run "$target" "$fuzz_corpus/$target" "corpus/$target" -- \
+      -max_total_time="${FUZZ_SECONDS:-30}" -print_final_stats=1 >"$fuzz_corpus/$target.log" 2>&1); then
+    tail -n 60 "$fuzz_corpus/$target.log" >&2
+    echo "fuzz target $target failed (a crash is kept in fuzz/artifacts/$target/: turn it into a unit test)" >&2
+    exit 1
+  fi
+  echo "$target: $(grep -E '^stat::number_of_executed_units' "$fuzz_corpus/$target.log" | awk '{print $2}') inputs tried, $(grep -E '^stat::new_units_added' "$fuzz_corpus/$target.log" | awk '{print $2}') new, no crash"
+done
+rm -rf "$fuzz_corpus"
 
 echo "==> doc tests (the SDK's examples)"
 cargo test --release --doc --workspace

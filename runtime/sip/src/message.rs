@@ -84,6 +84,22 @@ impl Message {
             .ok_or_else(|| ParseError::Malformed("no blank line after the headers".into()))?;
         let head = std::str::from_utf8(&trimmed[..end])
             .map_err(|_| ParseError::Malformed("the headers are not UTF-8".into()))?;
+        if head
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\r' | '\n' | '\t'))
+        {
+            return Err(ParseError::Malformed(
+                "control characters in the start line or the headers".into(),
+            ));
+        }
+        if head
+            .split('\n')
+            .any(|line| line.trim_end_matches('\r').contains('\r'))
+        {
+            return Err(ParseError::Malformed(
+                "a carriage return inside a header line (lines end in CRLF)".into(),
+            ));
+        }
         let mut lines = head.split('\n').map(|l| l.trim_end_matches('\r'));
         let first = lines.next().unwrap_or_default();
         let start = parse_start(first)?;
@@ -97,15 +113,22 @@ impl Message {
                 let last = headers.last_mut().ok_or_else(|| {
                     ParseError::Malformed("a continuation line comes first".into())
                 })?;
-                last.1.push(' ');
-                last.1.push_str(line.trim());
+                // Folded onto an empty value, the continuation is the value; a blank one
+                // adds nothing.
+                let more = line.trim();
+                if !last.1.is_empty() && !more.is_empty() {
+                    last.1.push(' ');
+                }
+                last.1.push_str(more);
                 continue;
             }
             let (name, value) = line.split_once(':').ok_or_else(|| {
                 ParseError::Malformed(format!("header line without a colon: {line:?}"))
             })?;
             let name = name.trim();
-            if name.is_empty() || name.contains(' ') {
+            // A header name is an RFC 3261 token.
+            let token = |c: char| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c);
+            if name.is_empty() || !name.chars().all(token) {
                 return Err(ParseError::Malformed(format!("bad header name {name:?}")));
             }
             let name = COMPACT
@@ -431,6 +454,45 @@ l: 4\r\n\r\nv=0\r\nextra";
         assert_eq!(again.to_tag(), Some("xyz"));
         assert_eq!(again.method(), "INVITE");
         assert_eq!(again.branch(), "z9hG4bK-1");
+    }
+
+    /// Found by the `sip_message` fuzz target: a header name with NULs and a tab parsed, and the
+    /// message built from it did not read back the same.
+    #[test]
+    fn control_characters_and_names_that_are_not_tokens_are_refused() {
+        let nul_name = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n\0\0\0\tent-Length: 0\r\nContent-Length: 0\r\n\r\n";
+        assert!(matches!(
+            Message::parse(nul_name),
+            Err(ParseError::Malformed(_))
+        ));
+        let nul_reason = b"SIP/2.0 200 OK\0\0\r\nContent-Length: 0\r\n\r\n";
+        assert!(matches!(
+            Message::parse(nul_reason),
+            Err(ParseError::Malformed(_))
+        ));
+        let bad_name = b"SIP/2.0 200 OK\r\nVia(x): y\r\nContent-Length: 0\r\n\r\n";
+        assert!(matches!(
+            Message::parse(bad_name),
+            Err(ParseError::Malformed(_))
+        ));
+        let bare_cr = b"SIP/2.0 200 OK\r\nTo: <sip:a@b>;tag=1\r=2\r\nContent-Length: 0\r\n\r\n";
+        assert!(matches!(
+            Message::parse(bare_cr),
+            Err(ParseError::Malformed(_))
+        ));
+        // Also found by it: a value folded onto an empty first line gained a leading space.
+        let folded = b"SIP/2.0 200 OK\r\nSubject:\r\n  hello\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            Message::parse(folded).unwrap().header("Subject"),
+            Some("hello")
+        );
+        let blank = b"SIP/2.0 200 OK\r\nSubject: x\r\n \r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(Message::parse(blank).unwrap().header("Subject"), Some("x"));
+        let tab_value = b"SIP/2.0 200 OK\r\nSubject: a\tb\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            Message::parse(tab_value).unwrap().header("Subject"),
+            Some("a\tb")
+        );
     }
 
     #[test]

@@ -8,11 +8,9 @@ pub mod access;
 pub mod call;
 pub mod callback;
 pub mod digest;
-pub mod g711;
-pub mod message;
+pub use switchboard_sip::{g711, message, sdp};
 pub mod prompts;
 pub mod rtp;
-pub mod sdp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
