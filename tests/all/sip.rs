@@ -764,6 +764,80 @@ fn invite_from(from: &str, sip: SocketAddr, call_id: &str) -> Option<String> {
     None
 }
 
+/// With inbound digest on, a new call must answer the challenge (RFC 3261 §22): an INVITE
+/// without credentials gets 401 and starts nothing, wrong credentials get 403, the trunk's own
+/// start a call.
+#[test]
+fn with_inbound_digest_an_invite_needs_the_trunks_credentials() {
+    use md5::{Digest as _, Md5};
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::support::sip_ivr_server_with_env(
+        dir.path(),
+        &[],
+        &[
+            ("SWITCHBOARD_SIP_INBOUND_USERNAME", "trunk"),
+            ("SWITCHBOARD_SIP_INBOUND_PASSWORD", "s3cret-trunk"),
+        ],
+    );
+    let sip = sip_addr(&server);
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(2000)))
+        .unwrap();
+    let uri = format!("sip:{NUMBER}@{sip}");
+    let invite = |call_id: &str, authorization: Option<String>| -> String {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let auth = authorization
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        let message = format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{call_id}\r\nFrom: <sip:+15550009@127.0.0.1>;tag=1\r\nTo: <{uri}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+15550009@{}>\r\nMax-Forwards: 70\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            probe.local_addr().unwrap(),
+            probe.local_addr().unwrap(),
+            sdp.len()
+        );
+        probe.send_to(message.as_bytes(), sip).unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok((n, _)) = probe.recv_from(&mut buf) {
+            let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+            if !answer.starts_with("SIP/2.0 1") {
+                return answer;
+            }
+        }
+        panic!("no final answer to {call_id}");
+    };
+    let challenge = invite("auth-none", None);
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    assert!(
+        challenge.contains("WWW-Authenticate: Digest realm=\"switchboard\""),
+        "{challenge}"
+    );
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let md5 = |text: String| hex::encode(Md5::digest(text.as_bytes()));
+    let answer = |password: &str| {
+        let ha1 = md5(format!("trunk:switchboard:{password}"));
+        let ha2 = md5(format!("INVITE:{uri}"));
+        let response = md5(format!("{ha1}:{nonce}:{ha2}"));
+        format!(
+            "Digest username=\"trunk\", realm=\"switchboard\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5"
+        )
+    };
+    let wrong = invite("auth-wrong", Some(answer("guessed")));
+    assert!(wrong.starts_with("SIP/2.0 403"), "{wrong}");
+    let (_, contacts) = server.call("GET", "/v1/contacts", None);
+    assert_eq!(contacts.as_array().unwrap().len(), 0, "{contacts}");
+    let right = invite("auth-right", Some(answer("s3cret-trunk")));
+    assert!(right.starts_with("SIP/2.0 200"), "{right}");
+    let contact = last_contact(&server);
+    assert_eq!(contact["from"], "+15550009", "{contact}");
+}
+
 /// With `sip.trusted` set, an INVITE from anywhere else gets 403 and starts no contact; a
 /// trusted trunk's call goes on as before.
 #[test]

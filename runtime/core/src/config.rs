@@ -83,6 +83,12 @@ pub struct SipConfig {
     /// burst); more get 503 with `Retry-After`, so a flood from one source leaves room for
     /// every other caller. Listed trunks are not limited. 0: no limit.
     pub invites_per_second: u32,
+    /// When both are set, every new call must carry digest credentials with this user and
+    /// password (RFC 3261 §22): an INVITE without them gets 401 and a challenge, one with
+    /// wrong ones 403.
+    pub inbound_username: Option<String>,
+    /// The password of `inbound_username`.
+    pub inbound_password: Option<String>,
 }
 
 impl Default for SipConfig {
@@ -96,6 +102,8 @@ impl Default for SipConfig {
             trunk: None,
             trusted: Vec::new(),
             invites_per_second: 20,
+            inbound_username: None,
+            inbound_password: None,
         }
     }
 }
@@ -280,6 +288,12 @@ impl Config {
         }
         if let Some(token) = var("SWITCHBOARD_METRICS_TOKEN") {
             self.api.metrics_token = Some(token).filter(|t| !t.is_empty());
+        }
+        if let Some(user) = var("SWITCHBOARD_SIP_INBOUND_USERNAME") {
+            self.sip.inbound_username = Some(user).filter(|u| !u.is_empty());
+        }
+        if let Some(password) = var("SWITCHBOARD_SIP_INBOUND_PASSWORD") {
+            self.sip.inbound_password = Some(password).filter(|p| !p.is_empty());
         }
         if let Some(trusted) = var("SWITCHBOARD_SIP_TRUSTED") {
             self.sip.trusted = trusted

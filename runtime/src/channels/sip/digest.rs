@@ -11,6 +11,11 @@ fn md5_hex(text: &str) -> String {
     hex::encode(Md5::digest(text.as_bytes()))
 }
 
+/// RFC 2617's HA1 of `user` and `password` in our realm.
+pub fn ha1(user: &str, password: &str) -> String {
+    md5_hex(&format!("{user}:{REALM}:{password}"))
+}
+
 /// A challenge nonce for time `secs` (Unix seconds): the time and its signature under `key`,
 /// so it can be checked later without having been kept.
 pub fn nonce(key: &[u8], secs: u64) -> String {

@@ -144,6 +144,8 @@ pub struct Endpoint {
     pub(super) draining: std::sync::atomic::AtomicBool,
     /// Who may start a call, and how often.
     access: access::Access,
+    /// The user and HA1 every new call must prove, when inbound digest is on.
+    inbound: Option<(String, String)>,
 }
 
 /// UDP and TCP sockets on the same port of `listen`. With port 0, the port UDP was given may
@@ -239,6 +241,13 @@ impl Endpoint {
             (None, ip) => ip,
         };
         let access = access::Access::new(&config.trusted, config.invites_per_second)?;
+        let inbound = match (&config.inbound_username, &config.inbound_password) {
+            (Some(user), Some(password)) => Some((user.clone(), digest::ha1(user, password))),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "sip.inbound_username and sip.inbound_password go together: set both to ask callers for digest credentials, or neither"
+            ),
+        };
         if !access.restricted() && !bound.ip().is_loopback() {
             tracing::warn!(
                 "sip.trusted is empty: anyone who reaches {bound} may start a call; list your trunks' addresses"
@@ -263,6 +272,7 @@ impl Endpoint {
             stats: SipStats::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             access,
+            inbound,
         });
         let following = Arc::downgrade(&endpoint);
         super::follow_reports(rt.contacts().subscribe(), move |report| {
@@ -465,7 +475,10 @@ impl Endpoint {
             }
             "INVITE" if message.to_tag().is_none() => {
                 match self.access.admit(peer.addr().ip(), Instant::now()) {
-                    Ok(()) => call::incoming(self, message, peer),
+                    Ok(()) if self.invite_authenticated(&message, peer) => {
+                        call::incoming(self, message, peer)
+                    }
+                    Ok(()) => {}
                     Err(access::Refusal::Untrusted) => {
                         self.stats.untrusted.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(call_id = message.call_id(), peer = %peer.addr(), code = 403, "call refused: not a trusted source");
@@ -640,6 +653,46 @@ impl Endpoint {
             return refuse(
                 "wrong credentials: register with the agent's name as user and the agent's token as password",
             );
+        }
+        true
+    }
+
+    /// Whether a new call carries the inbound digest credentials (always, when inbound digest
+    /// is off); answers the challenge or the refusal itself when not.
+    fn invite_authenticated(&self, request: &Message, peer: Peer) -> bool {
+        let Some((user, ha1)) = &self.inbound else {
+            return true;
+        };
+        let credentials = request
+            .header("Authorization")
+            .or_else(|| request.header("Proxy-Authorization"))
+            .and_then(digest::parse);
+        let Some(credentials) = credentials else {
+            self.challenge(request, peer, false);
+            return false;
+        };
+        if !digest::nonce_is_fresh(
+            &self.nonce_key,
+            &credentials.nonce,
+            now_ms() / 1000,
+            NONCE_LIFETIME,
+        ) {
+            self.challenge(request, peer, true);
+            return false;
+        }
+        if credentials.username != *user || !digest::verify(&credentials, "INVITE", ha1) {
+            self.stats.untrusted.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %peer.addr(), "call refused: wrong digest credentials");
+            self.respond(
+                peer,
+                request,
+                request
+                    .response(403, "Forbidden", Some(&message::token()))
+                    .with_warning(
+                        "wrong credentials: use the user and password of sip.inbound_username",
+                    ),
+            );
+            return false;
         }
         true
     }
