@@ -536,6 +536,120 @@ fn pressing_8_transfers_to_the_operator_on_a_new_leg() {
     all_calls_over(&server);
 }
 
+/// The trunk's challenge to our INVITE (`CODE`, `ASK`), then its check of our answer (`CHECK`):
+/// 403 when it fails.
+const TRUNK_CHALLENGE: &str = r#"<recv request="INVITE"/>
+  <send>
+    <![CDATA[
+SIP/2.0 CODE
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]trunk[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+ASK: Digest realm="trunk.test", nonce="n0nce[call_number]", qop="auth", algorithm=MD5
+Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="INVITE">
+    <action>
+      CHECK
+    </action>
+  </recv>
+  <nop hide="true" test="authvalid" next="authok"/>
+  <send next="refused">
+    <![CDATA[
+SIP/2.0 403 Forbidden
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]trunk[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+    ]]>
+  </send>
+  <label id="authok"/>"#;
+
+/// A transfer to a plain number goes through the trunk (sipp), which challenges the INVITE
+/// with `challenge` and checks the answer with `check` (a sipp action setting `authvalid`);
+/// the caller must end up bridged to it.
+fn through_a_challenging_trunk(challenge: &str, ask: &str, check: &str) {
+    private_network();
+    let dir = tempfile::tempdir().unwrap();
+    let trunk_port = crate::sipp::free_port().to_string();
+    let trunk = format!("127.0.0.1:{trunk_port}");
+    let server = crate::support::sip_ivr_server_with_env(
+        dir.path(),
+        &["--setting", "ivr-menu:operator=+15559999"],
+        &[
+            ("SWITCHBOARD_SIP_TRUNK", trunk.as_str()),
+            ("SWITCHBOARD_SIP_TRUNK_USERNAME", "switchboard"),
+            ("SWITCHBOARD_SIP_TRUNK_PASSWORD", "trunk-pass"),
+        ],
+    );
+    let trunk_ear = Ear::new();
+    let (_, phone) = agent_phone(dir.path(), "operator", "", trunk_ear.port(), 2000);
+    let scenario = std::fs::read_to_string(&phone).unwrap();
+    assert!(scenario.contains(r#"<recv request="INVITE"/>"#));
+    let steps = TRUNK_CHALLENGE
+        .replace("CODE", challenge)
+        .replace("ASK", ask)
+        .replace("CHECK", check);
+    let scenario = scenario
+        .replacen(r#"<recv request="INVITE"/>"#, &steps, 1)
+        .replace("</scenario>", "  <label id=\"refused\"/>\n</scenario>");
+    let challenging = dir.path().join("trunk.xml");
+    std::fs::write(&challenging, scenario).unwrap();
+    let trunk_sipp = sipp(
+        dir.path(),
+        &challenging,
+        sip_addr(&server),
+        "trunk",
+        &["-p", trunk_port.as_str()],
+    );
+    let ear = Ear::new();
+    let caller = Caller::dial(ear.port(), "+15557778")
+        .answered()
+        .pause(2500)
+        .press_rfc4733("8")
+        .expect_bye(30_000)
+        .write(dir.path(), "through-trunk");
+    sipp(dir.path(), &caller, sip_addr(&server), NUMBER, &[]).succeeds();
+    trunk_sipp.succeeds();
+    let contact = last_contact(&server);
+    assert_eq!(contact["status"]["reason"], "transferred", "{contact}");
+    assert_eq!(
+        metric(&server, "switchboard_sip_calls_bridged_total"),
+        1.0,
+        "the trunk refused our credentials"
+    );
+    all_calls_over(&server);
+}
+
+/// 407 from the trunk: the INVITE goes again with `Proxy-Authorization` for our trunk user (sipp
+/// checks the header's user and realm; its digest check reads `Authorization` only, which the
+/// 401 test covers).
+#[test]
+fn a_trunk_that_challenges_with_407_gets_credentials_and_the_transfer_goes_through() {
+    through_a_challenging_trunk(
+        "407 Proxy Authentication Required",
+        "Proxy-Authenticate",
+        r#"<ereg regexp="Proxy-Authorization: Digest username=\"switchboard\", realm=\"trunk.test\", nonce=\"n0nce[0-9]+\", uri=\"sip:\+15559999@[0-9.:]+\", response=\"[0-9a-f]{32}\"" search_in="msg" check_it="true" assign_to="authvalid"/>"#,
+    );
+}
+
+/// 401 from the trunk: the INVITE goes again with `Authorization`, which sipp verifies as a
+/// digest of the trunk password.
+#[test]
+fn a_trunk_that_challenges_with_401_gets_a_digest_it_verifies() {
+    through_a_challenging_trunk(
+        "401 Unauthorized",
+        "WWW-Authenticate",
+        r#"<verifyauth assign_to="authvalid" username="switchboard" password="trunk-pass"/>"#,
+    );
+}
+
 #[test]
 fn a_caller_who_cancels_while_it_rings_gets_487_and_no_contact_starts() {
     private_network();

@@ -89,6 +89,11 @@ pub struct SipConfig {
     pub inbound_username: Option<String>,
     /// The password of `inbound_username`.
     pub inbound_password: Option<String>,
+    /// Credentials Switchboard answers the trunk's digest challenge with (401 or 407 to an
+    /// INVITE sent through `trunk`); other hosts' challenges are not answered.
+    pub trunk_username: Option<String>,
+    /// The password of `trunk_username`.
+    pub trunk_password: Option<String>,
 }
 
 impl Default for SipConfig {
@@ -104,6 +109,8 @@ impl Default for SipConfig {
             invites_per_second: 20,
             inbound_username: None,
             inbound_password: None,
+            trunk_username: None,
+            trunk_password: None,
         }
     }
 }
@@ -278,6 +285,12 @@ impl Config {
         }
         if let Some(trunk) = var("SWITCHBOARD_SIP_TRUNK") {
             self.sip.trunk = Some(trunk);
+        }
+        if let Some(user) = var("SWITCHBOARD_SIP_TRUNK_USERNAME") {
+            self.sip.trunk_username = Some(user).filter(|u| !u.is_empty());
+        }
+        if let Some(password) = var("SWITCHBOARD_SIP_TRUNK_PASSWORD") {
+            self.sip.trunk_password = Some(password).filter(|p| !p.is_empty());
         }
         if let Some(n) = var("SWITCHBOARD_API_REQUESTS_PER_SECOND") {
             self.api.requests_per_second = n.parse().with_context(|| {

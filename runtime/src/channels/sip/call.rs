@@ -819,6 +819,7 @@ impl Call {
             _heard: heard,
         });
         let ring_until = Instant::now() + Duration::from_secs(self.ep.config.agent_ring_secs);
+        let mut challenged = false;
         loop {
             let wake = match self.next(Some(ring_until)).await {
                 Ok(wake) => wake,
@@ -856,6 +857,12 @@ impl Call {
                     if code < 200 {
                         continue;
                     }
+                    if (code == 401 || code == 407) && !challenged {
+                        challenged = true;
+                        if self.answer_challenge(&m) {
+                            continue;
+                        }
+                    }
                     if code >= 300 {
                         self.ack_failure(&m);
                         self.drop_outbound();
@@ -888,6 +895,63 @@ impl Call {
                 _ => {}
             }
         }
+    }
+
+    /// The trunk challenged our INVITE (401 or 407): ACKs the challenge and sends the INVITE
+    /// again, next CSeq, with the trunk's credentials (`sip.trunk_username`). `false` when the
+    /// leg does not go through the trunk, no credentials are set, or the challenge cannot be
+    /// answered: the failure then stands.
+    fn answer_challenge(&mut self, response: &Message) -> bool {
+        let config = &self.ep.config;
+        let (Some(user), Some(password), Some(trunk)) = (
+            config.trunk_username.as_deref(),
+            config.trunk_password.as_deref(),
+            config.trunk.as_deref(),
+        ) else {
+            return false;
+        };
+        let Some(out) = self.outbound.as_ref() else {
+            return false;
+        };
+        if message::host_port_of(&out.dialog.target).as_deref() != Some(trunk) {
+            return false;
+        }
+        let (asked, header) = if response.code() == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let uri = out.dialog.target.clone();
+        let Some(credentials) = response
+            .header(asked)
+            .and_then(|c| super::digest::answer(c, "INVITE", &uri, user, password))
+        else {
+            return false;
+        };
+        self.ack_failure(response);
+        let advertised = self.ep.advertised;
+        let out = self.outbound.as_mut().expect("checked above");
+        let body = out.invite.body.clone();
+        let invite = out
+            .dialog
+            .request("INVITE", advertised)
+            .with("Contact", format!("<sip:switchboard@{advertised}>"))
+            .with(header, credentials)
+            .with_body("application/sdp", body);
+        out.invite = invite;
+        let (bytes, peer) = (out.invite.to_bytes(), out.dialog.peer);
+        tracing::info!(
+            target = uri,
+            "the trunk challenged the call; sending it again with credentials"
+        );
+        self.ep.send(peer, bytes.clone());
+        self.retransmit(
+            Timer::OutboundInvite,
+            bytes,
+            peer,
+            Duration::from_secs(3600),
+        );
+        true
     }
 
     fn ack_outbound(&mut self) {

@@ -67,6 +67,10 @@ pub struct Credentials {
     pub nc: String,
     /// cnonce.
     pub cnonce: String,
+    /// opaque (a challenge's, echoed back).
+    pub opaque: String,
+    /// algorithm (MD5 when empty).
+    pub algorithm: String,
 }
 
 /// Parses a Digest header value; `None` when it is not one.
@@ -101,10 +105,49 @@ pub fn parse(header: &str) -> Option<Credentials> {
             "qop" => out.qop = value,
             "nc" => out.nc = value,
             "cnonce" => out.cnonce = value,
+            "opaque" => out.opaque = value,
+            "algorithm" => out.algorithm = value,
             _ => {}
         }
     }
     Some(out)
+}
+
+/// Our answer to a peer's challenge (`WWW-Authenticate` or `Proxy-Authenticate`) for a
+/// request `method` to `uri`, as `user` with `password`: MD5, with `qop=auth` when the
+/// challenge offers it. `None` for a challenge we cannot answer (another algorithm).
+pub fn answer(
+    challenge: &str,
+    method: &str,
+    uri: &str,
+    user: &str,
+    password: &str,
+) -> Option<String> {
+    let c = parse(challenge)?;
+    if !c.algorithm.is_empty() && !c.algorithm.eq_ignore_ascii_case("MD5") {
+        return None;
+    }
+    let ha1 = md5_hex(&format!("{user}:{}:{password}", c.realm));
+    let ha2 = md5_hex(&format!("{method}:{uri}"));
+    let auth = c.qop.split(',').any(|q| q.trim() == "auth");
+    let (response, qop) = if auth {
+        let cnonce = hex::encode(rand::random::<[u8; 8]>());
+        (
+            md5_hex(&format!("{ha1}:{}:00000001:{cnonce}:auth:{ha2}", c.nonce)),
+            format!(", qop=auth, nc=00000001, cnonce=\"{cnonce}\""),
+        )
+    } else {
+        (md5_hex(&format!("{ha1}:{}:{ha2}", c.nonce)), String::new())
+    };
+    let opaque = if c.opaque.is_empty() {
+        String::new()
+    } else {
+        format!(", opaque=\"{}\"", c.opaque)
+    };
+    Some(format!(
+        "Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5{qop}{opaque}",
+        c.realm, c.nonce
+    ))
 }
 
 /// Whether `credentials` answer the challenge for `method` given the user's HA1.
@@ -124,6 +167,34 @@ pub fn verify(credentials: &Credentials, method: &str, ha1: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_answers_to_a_challenge_verify_with_and_without_qop() {
+        for challenge in [
+            "Digest realm=\"trunk.example\", nonce=\"abc\", qop=\"auth,auth-int\", opaque=\"xyz\"",
+            "Digest realm=\"trunk.example\", nonce=\"abc\", algorithm=MD5",
+        ] {
+            let said = answer(challenge, "INVITE", "sip:+1555@trunk", "us", "pw").unwrap();
+            let credentials = parse(&said).unwrap();
+            let ha1 = md5_hex("us:trunk.example:pw");
+            assert!(verify(&credentials, "INVITE", &ha1), "{said}");
+            assert!(!verify(
+                &credentials,
+                "INVITE",
+                &md5_hex("us:trunk.example:no")
+            ));
+        }
+        assert_eq!(
+            answer(
+                "Digest realm=\"r\", nonce=\"n\", algorithm=SHA-256",
+                "INVITE",
+                "sip:x",
+                "u",
+                "p"
+            ),
+            None
+        );
+    }
 
     #[test]
     fn nonces_are_checked_by_signature_and_age() {
