@@ -5,7 +5,6 @@
 //! contact is written to the contact's inbox in the same commit as the change that caused it,
 //! and the sessions deliver it to the flow's next step.
 
-mod expression;
 mod matching;
 pub mod model;
 mod persistence;
@@ -23,13 +22,13 @@ use rand::RngCore as _;
 use serde_json::Value;
 use sha2::Digest;
 
-pub use expression::Expression;
 pub use model::{
     AgentRecord, AttemptEnd, Callback, CallbackAttempt, Consult, ConsultStage,
     DEFAULT_SHORT_ABANDON_SECS, Filter, Order, Plan, QueueConfig, QueueStats, Reservation, Target,
     Task, TaskStatus, TransferTo, Workflow,
 };
 pub use reports::{AgentRow, Interval, QueueRow, ReportQuery, Zone};
+pub use switchboard_expression::Expression;
 
 /// Decides a new task's plan (a router component); `None` keeps the queue's own plan.
 pub type Planner = Box<dyn Fn(&Task) -> Option<Plan> + Send + Sync>;

@@ -2,6 +2,7 @@
 //! worker (`"billing" in worker.skills && worker.level >= 2`) and target filters over a worker
 //! and a task (`task.language in worker.languages`). Compiled once when a queue is defined;
 //! a typo is refused then, with the parser's message, never discovered while routing.
+#![deny(missing_docs)]
 
 use std::sync::Arc;
 
