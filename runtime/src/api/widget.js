@@ -101,7 +101,11 @@
   var ws;
   var retry = 1000;
   var lost = false;
+  // The conversation was closed: a dropped connection then is not picked up again (it would
+  // start a new conversation unasked); the visitor starts one with the button.
+  var ended = false;
   function connect() {
+    ended = false;
     ws = new WebSocket(wsUrl);
     ws.onopen = function () {
       retry = 1000;
@@ -137,11 +141,30 @@
         status.textContent = "closed";
         line("info", "The conversation has ended.");
         localStorage.removeItem(storageKey);
+        ended = true;
+        sendButton.disabled = true;
+        var again = document.createElement("button");
+        again.type = "button";
+        again.textContent = "Start a new chat";
+        again.addEventListener("click", function () {
+          again.remove();
+          if (ws) ws.onclose = null;
+          if (ws) ws.close();
+          connect();
+        });
+        var item = document.createElement("li");
+        item.className = "sb-info";
+        item.appendChild(again);
+        log.appendChild(item);
       } else if (msg.type === "error") {
         line("info", msg.message);
       }
     };
     ws.onclose = function () {
+      if (ended) {
+        status.textContent = "closed";
+        return;
+      }
       lost = true;
       status.textContent = "offline";
       sendButton.disabled = true;
