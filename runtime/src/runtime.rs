@@ -183,29 +183,43 @@ impl Runtime {
         Ok(())
     }
 
-    /// An agent is typing to the customer of a chat task they hold: the widget shows it. A
-    /// task that is not theirs, not open or not a chat is refused.
-    pub fn agent_typing(&self, agent: &str, task: &str) -> Result<(), crate::api::ApiError> {
+    /// The open conversation `task` of `agent` (assigned to them, with a contact), and its
+    /// contact; refused as not theirs otherwise.
+    fn conversation_of(
+        &self,
+        agent: &str,
+        task: &str,
+    ) -> Result<(crate::router::Task, String), crate::api::ApiError> {
         let task = self.desk().task(task)?;
-        match (&task.agent, task.status, &task.contact, task.channel) {
-            (
-                Some(w),
-                crate::router::TaskStatus::Assigned,
-                Some(contact),
-                crate::contract::Channel::Chat,
-            ) if w == agent => {
-                self.chat.to_visitor(
-                    contact,
-                    serde_json::json!({"type": "typing", "agent": agent}),
-                );
-                Ok(())
+        match (&task.agent, task.status, &task.contact) {
+            (Some(w), crate::router::TaskStatus::Assigned, Some(contact)) if w == agent => {
+                let contact = contact.clone();
+                Ok((task, contact))
             }
             _ => Err(crate::router::RouterError::NotYours(format!(
-                "task {} is not an open chat of {agent}",
+                "task {} is not an open conversation of {agent}",
                 task.id
             ))
             .into()),
         }
+    }
+
+    /// An agent is typing to the customer of a chat task they hold: the widget shows it. A
+    /// task that is not theirs, not open or not a chat is refused.
+    pub fn agent_typing(&self, agent: &str, task: &str) -> Result<(), crate::api::ApiError> {
+        let (task, contact) = self.conversation_of(agent, task)?;
+        if task.channel != crate::contract::Channel::Chat {
+            return Err(crate::router::RouterError::Conflict(format!(
+                "task {} is not a chat: typing is shown on the chat widget only",
+                task.id
+            ))
+            .into());
+        }
+        self.chat.to_visitor(
+            &contact,
+            serde_json::json!({"type": "typing", "agent": agent}),
+        );
+        Ok(())
     }
 
     /// An agent writes to the customer of a task they hold: on the chat widget, or by SMS
@@ -218,19 +232,7 @@ impl Runtime {
     ) -> Result<(), crate::api::ApiError> {
         use crate::api::ApiError;
         use axum::http::StatusCode;
-        let task = self.desk().task(task)?;
-        let contact = match (&task.agent, task.status, &task.contact) {
-            (Some(w), crate::router::TaskStatus::Assigned, Some(contact)) if w == agent => {
-                contact.clone()
-            }
-            _ => {
-                return Err(crate::router::RouterError::NotYours(format!(
-                    "task {} is not an open conversation of {agent}",
-                    task.id
-                ))
-                .into());
-            }
-        };
+        let (task, contact) = self.conversation_of(agent, task)?;
         let session = self.contacts().get(&contact)?;
         if session.channel == crate::contract::Channel::Sms {
             let Some(rest) = &self.twilio else {

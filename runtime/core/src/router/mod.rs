@@ -1272,15 +1272,7 @@ impl Router {
         let moved = {
             let mut state = self.lock();
             let now = (self.clock)();
-            let t = state
-                .tasks
-                .get(id)
-                .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
-            if t.agent.as_deref() != Some(worker) || t.status != TaskStatus::Assigned {
-                return Err(RouterError::NotYours(format!(
-                    "task {id} is not an open conversation of {worker}"
-                )));
-            }
+            let t = open_conversation(&state.tasks, worker, id)?;
             if let Some(c) = &t.consult {
                 return Err(RouterError::Conflict(format!(
                     "task {id} is consulting {}: complete or cancel that first",
@@ -1494,15 +1486,7 @@ impl Router {
         self.changing(|| {
             let mut state = self.lock();
             let now = (self.clock)();
-            let t = state
-                .tasks
-                .get_mut(id)
-                .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
-            if t.agent.as_deref() != Some(worker) || t.status != TaskStatus::Assigned {
-                return Err(RouterError::NotYours(format!(
-                    "task {id} is not an open conversation of {worker}"
-                )));
-            }
+            let t = open_conversation(&state.tasks, worker, id)?;
             if t.channel != Channel::Voice {
                 return Err(RouterError::Conflict(format!(
                     "task {id} is not a call: only a caller can be put on hold"
@@ -1521,6 +1505,7 @@ impl Router {
             if on == t.held_since_ms.is_some() {
                 return Ok(t.clone());
             }
+            let t = state.tasks.get_mut(id).expect("checked above");
             if on {
                 t.held_since_ms = Some(now);
             } else {
@@ -1537,15 +1522,7 @@ impl Router {
     pub fn consult(&self, worker: &str, id: &str, agent: &str) -> Result<Task, RouterError> {
         self.changing(|| {
             let mut state = self.lock();
-            let t = state
-                .tasks
-                .get(id)
-                .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
-            if t.agent.as_deref() != Some(worker) || t.status != TaskStatus::Assigned {
-                return Err(RouterError::NotYours(format!(
-                    "task {id} is not an open conversation of {worker}"
-                )));
-            }
+            let t = open_conversation(&state.tasks, worker, id)?;
             if t.channel != Channel::Voice {
                 return Err(RouterError::Conflict(format!(
                     "task {id} is not a call: a warm transfer consults on the phone; transfer it instead"
@@ -2338,6 +2315,23 @@ impl Router {
 /// pending again, offered only to `only` when given (until they pass), not again to the agent
 /// who held it. `note` adds to its attributes what the move should leave on it (it gets the
 /// queue the task came from). Returns the task.
+/// Task `id`, when it is an open conversation (assigned, not wrapping) of `worker`.
+fn open_conversation<'a>(
+    tasks: &'a HashMap<String, Task>,
+    worker: &str,
+    id: &str,
+) -> Result<&'a Task, RouterError> {
+    let t = tasks
+        .get(id)
+        .ok_or_else(|| RouterError::UnknownTask(id.into()))?;
+    if t.agent.as_deref() != Some(worker) || t.status != TaskStatus::Assigned {
+        return Err(RouterError::NotYours(format!(
+            "task {id} is not an open conversation of {worker}"
+        )));
+    }
+    Ok(t)
+}
+
 fn requeue(
     batch: &mut Batch,
     state: &mut State,

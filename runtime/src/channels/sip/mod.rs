@@ -635,10 +635,26 @@ impl Endpoint {
                 "this agent has no SIP credentials (created before SIP was enabled): recreate the agent to get a new token",
             );
         }
-        let credentials = request.header("Authorization").and_then(digest::parse);
+        match self.digest_answer(request, peer, agent, &ha1) {
+            Some(true) => true,
+            Some(false) => refuse(
+                "wrong credentials: register with the agent's name as user and the agent's token as password",
+            ),
+            None => false,
+        }
+    }
+
+    /// The request's answer to our digest challenge, checked against `user` and `ha1`:
+    /// `Some(right)`, or `None` when it carried none or an expired nonce (then challenged,
+    /// anew).
+    fn digest_answer(&self, request: &Message, peer: Peer, user: &str, ha1: &str) -> Option<bool> {
+        let credentials = request
+            .header("Authorization")
+            .or_else(|| request.header("Proxy-Authorization"))
+            .and_then(digest::parse);
         let Some(credentials) = credentials else {
             self.challenge(request, peer, false);
-            return false;
+            return None;
         };
         if !digest::nonce_is_fresh(
             &self.nonce_key,
@@ -647,14 +663,9 @@ impl Endpoint {
             NONCE_LIFETIME,
         ) {
             self.challenge(request, peer, true);
-            return false;
+            return None;
         }
-        if credentials.username != agent || !digest::verify(&credentials, "REGISTER", &ha1) {
-            return refuse(
-                "wrong credentials: register with the agent's name as user and the agent's token as password",
-            );
-        }
-        true
+        Some(credentials.username == user && digest::verify(&credentials, request.method(), ha1))
     }
 
     /// Whether a new call carries the inbound digest credentials (always, when inbound digest
@@ -663,38 +674,24 @@ impl Endpoint {
         let Some((user, ha1)) = &self.inbound else {
             return true;
         };
-        let credentials = request
-            .header("Authorization")
-            .or_else(|| request.header("Proxy-Authorization"))
-            .and_then(digest::parse);
-        let Some(credentials) = credentials else {
-            self.challenge(request, peer, false);
-            return false;
-        };
-        if !digest::nonce_is_fresh(
-            &self.nonce_key,
-            &credentials.nonce,
-            now_ms() / 1000,
-            NONCE_LIFETIME,
-        ) {
-            self.challenge(request, peer, true);
-            return false;
+        match self.digest_answer(request, peer, user, ha1) {
+            Some(true) => true,
+            None => false,
+            Some(false) => {
+                self.stats.untrusted.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %peer.addr(), "call refused: wrong digest credentials");
+                self.respond(
+                    peer,
+                    request,
+                    request
+                        .response(403, "Forbidden", Some(&message::token()))
+                        .with_warning(
+                            "wrong credentials: use the user and password of sip.inbound_username",
+                        ),
+                );
+                false
+            }
         }
-        if credentials.username != *user || !digest::verify(&credentials, "INVITE", ha1) {
-            self.stats.untrusted.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %peer.addr(), "call refused: wrong digest credentials");
-            self.respond(
-                peer,
-                request,
-                request
-                    .response(403, "Forbidden", Some(&message::token()))
-                    .with_warning(
-                        "wrong credentials: use the user and password of sip.inbound_username",
-                    ),
-            );
-            return false;
-        }
-        true
     }
 
     /// 401 with a fresh nonce (`stale` when the phone answered an expired one).
