@@ -29,17 +29,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
-# Python flows: componentize-py builds them, pytest runs the SDK harness tests.
-if ! command -v componentize-py >/dev/null 2>&1 || ! python3 -m pytest --version >/dev/null 2>&1; then
-  echo "==> installing componentize-py and pytest (PyPI)"
+# Python flows: componentize-py builds them, pytest runs the SDK harness tests; aiosmtpd is the
+# relay the e-mail tests send through (smtplib, in Python itself, is their mail client).
+if ! command -v componentize-py >/dev/null 2>&1 || ! python3 -m pytest --version >/dev/null 2>&1 \
+    || ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
+  echo "==> installing componentize-py, pytest and aiosmtpd (PyPI)"
   if ! python3 -m pip --version >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip
   fi
   # A system Python (PEP 668) refuses plain installs; a pyenv or venv Python takes them.
-  python3 -m pip install --quiet componentize-py==0.25.1 pytest \
-    || python3 -m pip install --quiet --user --break-system-packages componentize-py==0.25.1 pytest
+  python3 -m pip install --quiet componentize-py==0.25.1 pytest aiosmtpd==1.4.6 \
+    || python3 -m pip install --quiet --user --break-system-packages componentize-py==0.25.1 pytest aiosmtpd==1.4.6
   hash -r
   command -v componentize-py >/dev/null 2>&1 || export PATH="$(python3 -m site --user-base)/bin:$PATH"
 fi
@@ -59,7 +61,7 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
 fi
 
 echo "==> building the guest components (flows/ and tests/guests/)"
-cargo build --profile guest --target wasm32-wasip2 -p ivr-menu -p chaos -p init-trap -p language-router -p order-status -p rest-crm \
+cargo build --profile guest --target wasm32-wasip2 -p ivr-menu -p chaos -p init-trap -p language-router -p order-status -p email-desk -p rest-crm \
   -p contract-0-1 -p language-router-0-1 -p rest-crm-0-1
 # Built on its own: it compiles the IVR source with a feature that must not reach ivr-menu.
 cargo build --profile guest --target wasm32-wasip2 -p ivr-menu-v2
@@ -75,9 +77,9 @@ echo "==> JavaScript SDK and the TypeScript sample flow (node --test)"
 echo "==> unit and feature tests"
 cargo nextest run --release --workspace --no-fail-fast
 
-echo "==> the same feature tests on PostgreSQL (deploys, rollbacks, canaries, restarts, router, chat, people, contract versions, reports)"
+echo "==> the same feature tests on PostgreSQL (deploys, rollbacks, canaries, restarts, router, chat, people, contract versions, reports, e-mail)"
 SWITCHBOARD_TEST_STORE=postgres cargo nextest run --release -p switchboard --test all --no-fail-fast \
-  -E 'test(/^(deploy|rollback|canary|restart|router|chat|durability|hot_swap|replay|people|contract|reports)::/)'
+  -E 'test(/^(deploy|rollback|canary|restart|router|chat|durability|hot_swap|replay|people|contract|reports|email)::/)'
 
 # libFuzzer on what anyone who reaches the SIP and RTP ports sends (a nightly toolchain, as
 # cargo fuzz needs): each target from the committed seeds for FUZZ_SECONDS (30 by default); new

@@ -24,6 +24,8 @@ pub struct Runtime {
     /// Set once the node drains (SIGTERM): readiness fails, sockets close with 1001 (going
     /// away) so clients reconnect elsewhere, new calls are turned away.
     pub draining: tokio::sync::watch::Sender<bool>,
+    /// The e-mail channel: accepted mail, threads, the outbox.
+    pub email: Arc<crate::channels::email::Mailroom>,
     /// Twilio's REST API, when the account is configured.
     pub twilio: Option<Arc<crate::channels::twilio::rest::Rest>>,
     clock: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -58,7 +60,12 @@ impl Runtime {
         ));
         let twilio =
             crate::channels::twilio::rest::Rest::from_config(&node.config().twilio).map(Arc::new);
+        let email = Arc::new(crate::channels::email::Mailroom::new(
+            Arc::new(node.channel_store().clone()),
+            node.config().email.clone(),
+        ));
         Runtime {
+            email,
             twilio,
             node: Arc::new(node),
             chat: Arc::default(),
@@ -262,6 +269,23 @@ impl Runtime {
                     .record_said(&contact, "agent", Some(agent), Some(&task.id), text)
             {
                 tracing::error!(contact, task = %task.id, error = %e, "an SMS the agent sent is missing from the transcript");
+            }
+            return Ok(());
+        }
+        if session.channel == crate::contract::Channel::Email {
+            // Queued durably first: the outbox sends it (and again until the relay takes it).
+            let mail = self.email.agent_reply(&contact, text).map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "mail_not_queued",
+                    format!("the reply could not be queued: {e}; send it again"),
+                )
+            })?;
+            if let Err(e) =
+                self.contacts()
+                    .record_said(&contact, "agent", Some(agent), Some(&task.id), text)
+            {
+                tracing::error!(contact, task = %task.id, message_id = %mail.message_id, error = %e, "a mail the agent sent is missing from the transcript");
             }
             return Ok(());
         }

@@ -15,6 +15,7 @@ mod contract;
 mod crm;
 mod deploy;
 mod durability;
+mod email;
 mod hot_swap;
 mod js_sdk;
 mod people;

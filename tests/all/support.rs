@@ -91,6 +91,8 @@ pub struct Server {
     pub token: String,
     /// The SIP address, when started with `--sip`.
     pub sip: Option<std::net::SocketAddr>,
+    /// The SMTP address, when started with `--smtp`.
+    pub smtp: Option<std::net::SocketAddr>,
 }
 
 impl Server {
@@ -128,9 +130,13 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut sip = None;
+        let mut smtp = None;
         let url = loop {
             match lines.next() {
                 Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("SMTP listening on ") {
+                        smtp = addr.split_whitespace().next().and_then(|a| a.parse().ok());
+                    }
                     if let Some(addr) = line.strip_prefix("SIP listening on ") {
                         sip = addr.split_whitespace().next().and_then(|a| a.parse().ok());
                     }
@@ -155,6 +161,7 @@ impl Server {
             url,
             token,
             sip,
+            smtp,
         }
     }
 

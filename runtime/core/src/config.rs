@@ -32,6 +32,54 @@ pub struct Config {
     pub sip: SipConfig,
     /// Limits of the HTTP API.
     pub api: ApiConfig,
+    /// The e-mail channel: the SMTP receiver, the inbound webhook and the relay mail goes
+    /// out through.
+    pub email: EmailConfig,
+}
+
+/// The e-mail channel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// Where the SMTP receiver listens (such as `0.0.0.0:25`); none: no receiver.
+    pub listen: Option<SocketAddr>,
+    /// The name this server gives itself: in its SMTP greeting and in the Message-IDs of the
+    /// mail it sends.
+    pub domain: String,
+    /// A certificate chain (PEM) and its key: the receiver then offers STARTTLS.
+    pub tls_cert: Option<PathBuf>,
+    /// The key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The largest message accepted, in bytes (larger: 552).
+    pub max_message_bytes: usize,
+    /// The largest attachment kept with the contact, in bytes; larger ones are named to the
+    /// flow and the agent but not kept.
+    pub max_attachment_bytes: usize,
+    /// The relay mail goes out through: `smtp://host:587?tls=required` (STARTTLS),
+    /// `smtps://host:465` (TLS) or `smtp://host:25` (plain), with `user:password@` for AUTH.
+    /// None: replies wait in the outbox.
+    pub relay: Option<String>,
+    /// The secret a provider's inbound-parse webhook (`POST /email/inbound`) must present, as
+    /// the password of HTTP basic authentication or a bearer token. None: the webhook is off.
+    pub inbound_secret: Option<String>,
+    /// At most this many automatic replies to one sender per hour (so two robots cannot loop).
+    pub auto_replies_per_hour: u32,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            listen: None,
+            domain: "switchboard.localhost".into(),
+            tls_cert: None,
+            tls_key: None,
+            max_message_bytes: 10 * 1024 * 1024,
+            max_attachment_bytes: 5 * 1024 * 1024,
+            relay: None,
+            inbound_secret: None,
+            auto_replies_per_hour: 5,
+        }
+    }
 }
 
 /// Limits of the HTTP API.
@@ -196,6 +244,7 @@ impl Default for Config {
             twilio: TwilioConfig::default(),
             sip: SipConfig::default(),
             api: ApiConfig::default(),
+            email: EmailConfig::default(),
         }
     }
 }
@@ -327,6 +376,17 @@ impl Config {
             self.sip.ring_ms = ms.parse().with_context(|| {
                 format!("SWITCHBOARD_SIP_RING_MS={ms} is not a number of milliseconds")
             })?;
+        }
+        if let Some(listen) = var("SWITCHBOARD_SMTP_LISTEN") {
+            self.email.listen = Some(listen.parse().with_context(|| {
+                format!("SWITCHBOARD_SMTP_LISTEN={listen} is not an address such as 0.0.0.0:2525")
+            })?);
+        }
+        if let Some(relay) = var("SWITCHBOARD_EMAIL_RELAY") {
+            self.email.relay = Some(relay);
+        }
+        if let Some(secret) = var("SWITCHBOARD_EMAIL_INBOUND_SECRET") {
+            self.email.inbound_secret = Some(secret);
         }
         if let Some(mib) = var("SWITCHBOARD_MEMORY_CAP_MIB") {
             self.engine.memory_cap_mib = mib.parse().with_context(|| {

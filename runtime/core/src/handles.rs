@@ -93,6 +93,11 @@ impl Contacts {
     pub fn task_of(&self, contact: &str) -> Option<Task> {
         self.router.task_of_contact(contact)
     }
+
+    /// Whether a flow answers `address` (an entry point is bound to it).
+    pub fn answers(&self, address: &str) -> Result<bool, ContactError> {
+        Ok(self.sessions.answers(address)?)
+    }
 }
 
 /// What an agent does, from their desk or their phone.
@@ -181,6 +186,7 @@ impl Desk {
                     speech: Some(said), ..
                 } => context.inputs.push(format!("said {said:?}")),
                 Event::Message { text } => context.inputs.push(format!("wrote {text:?}")),
+                Event::Mail(mail) => context.inputs.push(format!("mailed {:?}", mail.subject)),
                 _ => {}
             }
             if context.customer.is_none() {
@@ -631,7 +637,7 @@ pub struct ChannelStore {
 }
 
 /// The trees a channel may read and write through a [`ChannelStore`].
-pub const CHANNEL_TREES: [Tree; 3] = [Tree::ChannelKeys, Tree::Prompts, Tree::Phones];
+pub const CHANNEL_TREES: [Tree; 4] = [Tree::ChannelKeys, Tree::Prompts, Tree::Phones, Tree::Mail];
 
 impl ChannelStore {
     fn allowed(tree: Tree) -> Result<(), StoreError> {

@@ -380,6 +380,11 @@ impl Sessions {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether an entry point is bound to `address`.
+    pub fn answers(&self, address: &str) -> Result<bool, FlowsError> {
+        Ok(self.flows.entry_point(address)?.is_some())
+    }
+
     /// Starts a contact on the live version of its flow and runs its `started` step.
     pub fn start(&self, new: NewContact) -> Result<StepReport, ContactError> {
         let entry = self.flows.entry_point(&new.to)?;

@@ -2,6 +2,7 @@
 //! store flushes block), map the result to a status and JSON. Domain code never sees axum.
 
 mod chat;
+mod email;
 mod error;
 mod pages;
 mod people;
@@ -73,6 +74,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .merge(routing::supervisor())
         .merge(reports::routes())
         .merge(voice::admin())
+        .merge(email::admin())
         .merge(people::routes())
         .route_layer(middleware::from_fn_with_state(
             runtime.clone(),
@@ -87,6 +89,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .nest("/twilio", twilio::routes())
         .merge(chat::routes())
         .merge(voice::public())
+        .merge(email::public(&runtime))
         .merge(people::auth_routes())
         .merge(pages::routes())
         .fallback(|| async {

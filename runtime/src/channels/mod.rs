@@ -5,6 +5,7 @@
 //! never calls a channel.
 
 pub mod chat;
+pub mod email;
 pub mod sip;
 pub mod terminal;
 pub mod twilio;

@@ -62,6 +62,11 @@ pub struct ServeArgs {
     /// free port, printed at start).
     #[arg(long, env = "SWITCHBOARD_SIP_LISTEN")]
     sip: Option<SocketAddr>,
+    /// Receive mail by SMTP on this address (such as 0.0.0.0:25; port 0 picks a free port,
+    /// printed at start). Mail is taken for bound addresses only (`switchboard bind
+    /// support@acme.test --flow NAME`).
+    #[arg(long, env = "SWITCHBOARD_SMTP_LISTEN")]
+    smtp: Option<SocketAddr>,
     /// Load customers from a CSV or JSON file at start-up.
     #[arg(long)]
     customers: Option<PathBuf>,
@@ -107,6 +112,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(sip) = args.sip {
         config.sip.listen = Some(sip);
     }
+    if let Some(smtp) = args.smtp {
+        config.email.listen = Some(smtp);
+    }
     let listen = config.listen;
     let runtime = Arc::new(Runtime::open(config)?);
     first_start(&runtime)?;
@@ -136,6 +144,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     .await?;
             println!("SIP listening on {} (UDP and TCP)", sip.local_addr());
             let _ = runtime.sip.set(sip);
+        }
+        crate::channels::email::Mailroom::start(&runtime);
+        if let Some(smtp) = runtime.config().email.listen {
+            let tls = crate::channels::email::smtp::tls_acceptor(&runtime.config().email)?;
+            let listener = tokio::net::TcpListener::bind(smtp).await.with_context(|| {
+                format!("cannot receive mail on {smtp}: is another server using it? pass --smtp 127.0.0.1:PORT")
+            })?;
+            println!(
+                "SMTP listening on {}{}",
+                listener.local_addr()?,
+                if tls.is_some() { " (STARTTLS offered)" } else { "" }
+            );
+            tokio::spawn(crate::channels::email::smtp::serve(runtime.clone(), listener, tls));
         }
         println!("Switchboard listening on http://{bound}");
         std::io::stdout().flush()?;

@@ -86,12 +86,16 @@ pub enum Tree {
     TaskLog,
     /// `agent/at_ms` -> the activity an agent took then: the history of agents' states.
     AgentStates,
+    /// The e-mail channel's durable state: accepted mail not yet handled (`in/`), the outbox
+    /// (`out/`), what was sent (`sent/`), threads (`thread/`, `msgid/`), attachments
+    /// (`att/`) and the automatic-reply counts (`auto/`).
+    Mail,
 }
 
 impl Tree {
     /// Every tree, in the order backends index them.
     /// New trees go at the end: the sled journal names trees by this position.
-    pub const ALL: [Tree; 28] = [
+    pub const ALL: [Tree; 29] = [
         Tree::Flows,
         Tree::Versions,
         Tree::Sessions,
@@ -120,6 +124,7 @@ impl Tree {
         Tree::AgentHistory,
         Tree::TaskLog,
         Tree::AgentStates,
+        Tree::Mail,
     ];
 
     /// The tree's stored name.
@@ -154,6 +159,7 @@ impl Tree {
             Tree::AgentHistory => "agent_history",
             Tree::TaskLog => "task_log",
             Tree::AgentStates => "agent_states",
+            Tree::Mail => "mail",
         }
     }
 

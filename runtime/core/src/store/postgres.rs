@@ -70,6 +70,9 @@ CREATE TABLE sb_agent_history (key bytea PRIMARY KEY, value bytea NOT NULL);
 CREATE TABLE sb_task_log (key bytea PRIMARY KEY, value bytea NOT NULL);
 CREATE TABLE sb_agent_states (key bytea PRIMARY KEY, value bytea NOT NULL);
 "#,
+    r#"
+CREATE TABLE sb_mail (key bytea PRIMARY KEY, value bytea NOT NULL);
+"#,
 ];
 
 /// How long a call waits for the database to come back (a restart, a failover) before it
@@ -130,6 +133,7 @@ fn table(tree: Tree) -> &'static str {
         Tree::AgentHistory => "sb_agent_history",
         Tree::TaskLog => "sb_task_log",
         Tree::AgentStates => "sb_agent_states",
+        Tree::Mail => "sb_mail",
     }
 }
 

@@ -1,0 +1,269 @@
+//! The e-mail channel's HTTP side: the inbound-parse webhook mail providers forward mail to
+//! (`POST /email/inbound`, authenticated by `email.inbound_secret`), and a contact's mail
+//! (`GET /v1/contacts/{id}/mail`).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::Digest as _;
+
+use super::{Answer, Api, ApiError, blocking, ok};
+use crate::channels::email::MailError;
+use crate::runtime::Runtime;
+
+/// The webhook, at the top level.
+pub fn public(runtime: &Runtime) -> Router<Arc<Runtime>> {
+    // Room for the largest mail plus the form's own parts around it.
+    let limit = runtime.config().email.max_message_bytes * 2 + (1 << 20);
+    Router::new().route(
+        "/email/inbound",
+        post(inbound).layer(DefaultBodyLimit::max(limit)),
+    )
+}
+
+/// The routes under `/v1`.
+pub fn admin() -> Router<Arc<Runtime>> {
+    Router::new().route("/contacts/{id}/mail", get(mail_of_contact))
+}
+
+/// Whether the request presents `secret`: as a bearer token, or as the password of HTTP
+/// basic authentication (what providers that only take a URL send: `https://u:SECRET@host/`).
+fn presents(headers: &HeaderMap, secret: &str) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let given = if let Some(token) = value.strip_prefix("Bearer ") {
+        token.trim().to_string()
+    } else if let Some(basic) = value.strip_prefix("Basic ") {
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
+            return false;
+        };
+        let decoded = String::from_utf8_lossy(&decoded).into_owned();
+        match decoded.split_once(':') {
+            Some((_, password)) => password.to_string(),
+            None => return false,
+        }
+    } else {
+        return false;
+    };
+    // Compared as digests: the time taken says nothing of how much of the secret matched.
+    sha2::Sha256::digest(given.as_bytes()) == sha2::Sha256::digest(secret.as_bytes())
+}
+
+#[derive(Deserialize, Default)]
+struct InboundQuery {
+    /// The recipient, when the post does not say it.
+    to: Option<String>,
+}
+
+/// What a provider's post carries: the raw mail, and the envelope when it gives one.
+struct Post {
+    raw: Vec<u8>,
+    mail_from: Option<String>,
+    to: Vec<String>,
+}
+
+/// A provider's post: the raw MIME message as the body (`message/rfc822`), or a form
+/// (`multipart/form-data`) with the message in `email` (SendGrid's "post the raw, full MIME
+/// message") or `body-mime` (Mailgun), and the envelope in `envelope` (JSON: `to`, `from`) or
+/// `recipient`/`sender`. A form is MIME itself (RFC 7578), read with the same parser as mail.
+fn read_post(content_type: &str, body: &[u8]) -> Result<Post, ApiError> {
+    use mail_parser::MimeHeaders as _;
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        return Ok(Post {
+            raw: body.to_vec(),
+            mail_from: None,
+            to: Vec::new(),
+        });
+    }
+    let mut wrapped = format!("Content-Type: {content_type}\r\n\r\n").into_bytes();
+    wrapped.extend_from_slice(body);
+    let form = mail_parser::MessageParser::default()
+        .parse(&wrapped)
+        .ok_or_else(|| bad_form("the form does not parse"))?;
+    let mut raw = None;
+    let mut mail_from = None;
+    let mut to = Vec::new();
+    for part in form.parts.iter().skip(1) {
+        let Some(name) = part.content_disposition().and_then(|d| d.attribute("name")) else {
+            continue;
+        };
+        let value = part.contents();
+        match name {
+            "email" | "body-mime" => raw = Some(value.to_vec()),
+            "envelope" => {
+                let envelope: serde_json::Value = serde_json::from_slice(value)
+                    .map_err(|e| bad_form(&format!("`envelope` is not JSON: {e}")))?;
+                mail_from = envelope["from"].as_str().map(str::to_string);
+                to.extend(
+                    envelope["to"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| t.as_str().map(str::to_string)),
+                );
+            }
+            "recipient" => to.extend(
+                String::from_utf8_lossy(value)
+                    .split(',')
+                    .map(|t| t.trim().to_string()),
+            ),
+            "sender" => mail_from = Some(String::from_utf8_lossy(value).trim().to_string()),
+            _ => {}
+        }
+    }
+    let raw = raw.ok_or_else(|| {
+        bad_form("the form has no `email` (SendGrid, raw) or `body-mime` (Mailgun) field holding the message")
+    })?;
+    Ok(Post { raw, mail_from, to })
+}
+
+fn bad_form(why: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_inbound_post", why.to_string())
+}
+
+/// `POST /email/inbound`: a mail forwarded by a provider. 202 once stored; 401 without the
+/// secret; 404 when the webhook is off; 422 when no flow answers any recipient.
+async fn inbound(
+    State(rt): Api,
+    Query(query): Query<InboundQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let Some(secret) = rt.config().email.inbound_secret.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "email_webhook_off",
+            "the inbound-parse webhook is off: set email.inbound_secret in switchboard.toml (or SWITCHBOARD_EMAIL_INBOUND_SECRET)",
+        ));
+    };
+    if !presents(&headers, &secret) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_secret",
+            "this webhook needs email.inbound_secret, as a bearer token or as the password of basic authentication (https://inbound:SECRET@host/email/inbound)",
+        ));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("message/rfc822")
+        .to_string();
+    let post = read_post(&content_type, &body)?;
+    let answer = blocking(move || {
+        let mut candidates = post.to;
+        candidates.extend(query.to);
+        if candidates.is_empty() {
+            // No envelope: the addresses the mail itself names.
+            if let Some(mail) = mail_parser::MessageParser::default().parse(&post.raw) {
+                for address in mail.to().into_iter().chain(mail.cc()) {
+                    candidates.extend(
+                        address
+                            .iter()
+                            .filter_map(|a| a.address().map(str::to_string)),
+                    );
+                }
+            }
+        }
+        let recipients: Vec<String> = candidates
+            .iter()
+            .filter(|to| rt.email.takes(&rt, to))
+            .cloned()
+            .collect();
+        if recipients.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_recipient",
+                MailError::UnknownRecipient(format!("{candidates:?}")).to_string(),
+            ));
+        }
+        let mail_from = post.mail_from.unwrap_or_else(|| {
+            mail_parser::MessageParser::default()
+                .parse(&post.raw)
+                .and_then(|m| {
+                    m.from()
+                        .and_then(|a| a.first())
+                        .and_then(|a| a.address().map(str::to_string))
+                })
+                .unwrap_or_default()
+        });
+        match rt.email.accept(&post.raw, &mail_from, &recipients, "webhook") {
+            Ok(ids) => Ok(json!({"accepted": ids, "recipients": recipients})),
+            Err(MailError::TooLarge { size, max }) => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message_too_large",
+                format!("the message is {size} bytes; this server takes at most {max} (email.max_message_bytes)"),
+            )),
+            Err(MailError::Store(e)) => Err(e.into()),
+            Err(e) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_recipient",
+                e.to_string(),
+            )),
+        }
+    })
+    .await?;
+    ok(StatusCode::ACCEPTED, answer)
+}
+
+/// The mail of a contact: sent (with when), waiting in the outbox (with the last error).
+async fn mail_of_contact(State(rt): Api, Path(id): Path<String>) -> Answer {
+    let mail = blocking(move || {
+        rt.contacts().get(&id)?;
+        Ok(rt.email.of_contact(&id)?)
+    })
+    .await?;
+    ok(StatusCode::OK, mail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_comes_as_a_bearer_token_or_a_basic_password() {
+        let mut headers = HeaderMap::new();
+        assert!(!presents(&headers, "s3cret"));
+        headers.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(presents(&headers, "s3cret"));
+        assert!(!presents(&headers, "other"));
+        let basic = base64::engine::general_purpose::STANDARD.encode("inbound:s3cret");
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Basic {basic}").parse().unwrap(),
+        );
+        assert!(presents(&headers, "s3cret"));
+        assert!(!presents(&headers, "s3cre"));
+    }
+
+    #[test]
+    fn a_sendgrid_form_gives_the_raw_mail_and_its_envelope() {
+        let body = "--xYzZY\r\n\
+Content-Disposition: form-data; name=\"envelope\"\r\n\r\n\
+{\"to\":[\"support@acme.test\"],\"from\":\"jane@example.com\"}\r\n\
+--xYzZY\r\n\
+Content-Disposition: form-data; name=\"email\"\r\n\r\n\
+From: jane@example.com\r\nTo: support@acme.test\r\nSubject: Hi\r\n\r\nHello\r\n\
+--xYzZY--\r\n";
+        let post = read_post("multipart/form-data; boundary=xYzZY", body.as_bytes()).unwrap();
+        assert_eq!(post.to, ["support@acme.test"]);
+        assert_eq!(post.mail_from.as_deref(), Some("jane@example.com"));
+        let mail = crate::channels::email::parse::read(&post.raw, false);
+        assert_eq!(mail.subject, "Hi");
+        assert_eq!(mail.text, "Hello");
+        assert!(read_post("multipart/form-data; boundary=xYzZY", b"--xYzZY--\r\n").is_err());
+    }
+}

@@ -1,0 +1,612 @@
+//! E-mail: mail in (the SMTP receiver, [`smtp`], and the inbound-parse webhook), each mail a
+//! `mail` event of a contact; what flows and agents answer goes out from a durable outbox
+//! through the relay ([`outbox`]).
+//!
+//! Everything durable lives in the channel's own tree, [`Tree::Mail`]:
+//! - `in/ID`: a mail accepted (written before the SMTP 250) and not yet handed to its
+//!   contact. Handling it records its progress in the entry itself (the contact it went to,
+//!   the step it found the contact at), so a restart half-way neither loses the mail nor runs
+//!   the flow twice on it, and an answer is queued once.
+//! - `out/ID`: a mail to send; `sent/CONTACT/ID` once the relay took it, so the conversation
+//!   stays with the contact.
+//! - `thread/CONTACT`: the contact's thread (customer, subject, last Message-ID and its
+//!   References); `msgid/MESSAGE-ID`: the contact a Message-ID belongs to (mail in and out), so
+//!   a reply's In-Reply-To or References finds it.
+//! - `att/CONTACT/ID/N`: an attachment's bytes (up to `email.max_attachment_bytes`).
+//! - `auto/SENDER/HOUR`: automatic replies sent to a sender in an hour (RFC 3834 says answer
+//!   robots never, and people rarely: `email.auto_replies_per_hour`).
+
+pub mod outbox;
+pub mod parse;
+pub mod smtp;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::contract::{Attachment, Channel, Event, Mail};
+use crate::runtime::Runtime;
+use crate::sessions::{NewContact, Status, StepReport};
+use crate::store::{Batch, Scan, StoreError, StoreExt as _, Tree};
+
+use parse::{Incoming, Robot};
+
+/// A mail accepted and not yet handed to its contact (`in/ID`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Received {
+    /// The raw message, base64.
+    pub raw: String,
+    /// The envelope sender (empty: the null sender of a bounce).
+    pub mail_from: String,
+    /// The recipient this copy is for (one entry per bound recipient).
+    pub to: String,
+    /// When it was accepted.
+    pub received_ms: u64,
+    /// How it came: `smtp` or `webhook`.
+    pub via: String,
+    /// The contact it went to, once known.
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// The contact's step count before this mail's step.
+    #[serde(default)]
+    pub steps_before: Option<u32>,
+    /// What the flow said in a new contact's first step, sent with the answer to the mail.
+    #[serde(default)]
+    pub said: Vec<String>,
+}
+
+/// A contact's thread (`thread/CONTACT`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Thread {
+    /// The customer's address.
+    pub customer: String,
+    /// Their display name.
+    pub customer_name: Option<String>,
+    /// Our mailbox they wrote to.
+    pub mailbox: String,
+    /// The subject of the first mail.
+    pub subject: String,
+    /// The Message-ID of the customer's last mail.
+    pub last_message_id: Option<String>,
+    /// Its References plus itself, oldest first.
+    pub references: Vec<String>,
+    /// Its text (quoted in an agent's reply).
+    pub last_text: String,
+}
+
+/// Refusals of mail on the way in.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// No flow is bound to any recipient.
+    #[error("no flow answers {0}: bind the address with `switchboard bind ADDRESS --flow NAME`")]
+    UnknownRecipient(String),
+    /// Larger than `email.max_message_bytes`.
+    #[error("the message is {size} bytes, more than the {max} this server accepts")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The store failed: nothing was accepted.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The e-mail channel of a runtime.
+pub struct Mailroom {
+    store: Arc<dyn crate::store::Store>,
+    config: crate::config::EmailConfig,
+    wake_in: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    wake_out: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    counters: Counters,
+}
+
+fn now_ms() -> u64 {
+    crate::router::now_ms()
+}
+
+impl Mailroom {
+    /// The channel over the node's channel store.
+    pub fn new(store: Arc<dyn crate::store::Store>, config: crate::config::EmailConfig) -> Self {
+        Mailroom {
+            store,
+            config,
+            wake_in: std::sync::Mutex::new(None),
+            wake_out: std::sync::Mutex::new(None),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The channel's configuration.
+    pub fn config(&self) -> &crate::config::EmailConfig {
+        &self.config
+    }
+
+    /// Whether mail to `address` is taken: a flow is bound to it (or to the mailbox of its
+    /// plus-address).
+    pub fn takes(&self, rt: &Runtime, address: &str) -> bool {
+        let (mailbox, _) = parse::plus_address(address);
+        rt.contacts().answers(&mailbox).unwrap_or(false)
+    }
+
+    /// Accepts a mail for `recipients` (each bound: see [`Mailroom::takes`]): written
+    /// durably, one entry per recipient, before this returns; handled right after. Returns
+    /// the ids of the entries.
+    pub fn accept(
+        &self,
+        raw: &[u8],
+        mail_from: &str,
+        recipients: &[String],
+        via: &str,
+    ) -> Result<Vec<String>, MailError> {
+        if raw.len() > self.config.max_message_bytes {
+            return Err(MailError::TooLarge {
+                size: raw.len(),
+                max: self.config.max_message_bytes,
+            });
+        }
+        let mut batch = Batch::new();
+        let mut ids = Vec::new();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+        for to in recipients {
+            let id = format!("{:020}", self.store.next_id()?);
+            let entry = Received {
+                raw: encoded.clone(),
+                mail_from: mail_from.to_string(),
+                to: to.to_ascii_lowercase(),
+                received_ms: now_ms(),
+                via: via.to_string(),
+                contact: None,
+                steps_before: None,
+                said: Vec::new(),
+            };
+            batch.put_json(Tree::Mail, format!("in/{id}"), &entry)?;
+            ids.push(id);
+        }
+        self.store.commit(&batch)?;
+        self.store.flush()?;
+        self.wake(&self.wake_in);
+        Ok(ids)
+    }
+
+    fn wake(&self, which: &std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>) {
+        if let Some(tx) = &*which.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Starts the channel's two workers: one hands accepted mail to contacts (first what a
+    /// restart left), one sends the outbox through the relay. Also renders, as mail, what
+    /// flows say to e-mail contacts in steps of task news.
+    pub fn start(rt: &Arc<Runtime>) {
+        let mailroom = rt.email.clone();
+        mailroom.counters.register(rt.metrics());
+        let (tx, rx) = std::sync::mpsc::channel();
+        *mailroom.wake_in.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        let weak = Arc::downgrade(rt);
+        let _ = std::thread::Builder::new()
+            .name("mail-in".into())
+            .spawn(move || {
+                loop {
+                    let Some(rt) = weak.upgrade() else { return };
+                    rt.email.handle_accepted(&rt);
+                    drop(rt);
+                    match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            });
+        outbox::start(rt);
+        let weak = Arc::downgrade(rt);
+        crate::channels::follow_reports(rt.contacts().subscribe(), move |report| {
+            let Some(rt) = weak.upgrade() else { return };
+            if crate::channels::chat::texts(&report.actions).is_empty() {
+                return;
+            }
+            if rt
+                .contacts()
+                .get(&report.contact)
+                .is_ok_and(|s| s.channel == Channel::Email)
+                && let Err(e) = rt.email.flow_said(report)
+            {
+                tracing::error!(contact = %report.contact, error = %e, "what a flow said could not be queued as mail");
+            }
+        });
+    }
+
+    /// Hands every accepted mail to its contact, oldest first.
+    fn handle_accepted(&self, rt: &Runtime) {
+        loop {
+            let pending = match self.store.scan(Tree::Mail, &Scan::prefix(b"in/", 32)) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "accepted mail cannot be read; trying again");
+                    return;
+                }
+            };
+            if pending.is_empty() {
+                return;
+            }
+            for (key, value) in pending {
+                let entry: Received = match crate::store::decode(Tree::Mail, &key, &value) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(error = %e, "an accepted mail does not decode; set aside under bad/");
+                        let mut batch = Batch::new();
+                        batch.delete(Tree::Mail, key.clone());
+                        batch.put(Tree::Mail, [b"bad/".as_slice(), &key[3..]].concat(), value);
+                        let _ = self.store.commit(&batch);
+                        continue;
+                    }
+                };
+                if let Err(e) = self.handle(rt, &key, entry) {
+                    tracing::error!(key = %String::from_utf8_lossy(&key), error = %e, "a mail could not be handed to its contact now; trying again");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands one accepted mail to its contact. Safe to run again after a crash at any point.
+    fn handle(&self, rt: &Runtime, key: &[u8], mut entry: Received) -> anyhow::Result<()> {
+        let raw = base64::engine::general_purpose::STANDARD.decode(&entry.raw)?;
+        let mail = parse::read(&raw, entry.mail_from.is_empty());
+        let customer = mail
+            .from
+            .clone()
+            .unwrap_or_else(|| entry.mail_from.to_ascii_lowercase());
+        let (mailbox, tag) = parse::plus_address(&entry.to);
+        if entry.contact.is_none() {
+            let earlier = tag.filter(|t| rt.contacts().get(t).is_ok()).or_else(|| {
+                mail.answers.iter().find_map(|id| {
+                    self.store
+                        .get_json::<String>(Tree::Mail, &format!("msgid/{id}"))
+                        .ok()
+                        .flatten()
+                })
+            });
+            let earlier = earlier.and_then(|c| rt.contacts().get(&c).ok());
+            match earlier {
+                Some(session) if !matches!(session.status, Status::Ended { .. }) => {
+                    entry.steps_before = Some(session.steps);
+                    entry.contact = Some(session.id);
+                }
+                earlier => {
+                    let mut attributes = vec![("email_subject".to_string(), mail.subject.clone())];
+                    if let Some(old) = earlier {
+                        attributes.push(("previous_contact".into(), old.id));
+                    }
+                    let report = rt.contacts().start(NewContact {
+                        channel: Some(Channel::Email),
+                        from: customer.clone(),
+                        to: mailbox.clone(),
+                        flow: None,
+                        attributes,
+                        held: false,
+                    })?;
+                    entry.steps_before = Some(report.step);
+                    entry.said = crate::channels::chat::texts(&report.actions);
+                    entry.contact = Some(report.contact.clone());
+                }
+            }
+            self.store
+                .put(Tree::Mail, key, &serde_json::to_vec(&entry)?)?;
+        }
+        let contact = entry.contact.clone().unwrap_or_default();
+        let steps_before = entry.steps_before.unwrap_or(0);
+        let id = String::from_utf8_lossy(&key[3..]).into_owned();
+
+        // The attachments, kept with the contact (idempotent: same keys on a retry).
+        let mut batch = Batch::new();
+        let mut attachments = Vec::new();
+        for (n, part) in mail.attachments.iter().enumerate() {
+            if part.bytes.len() <= self.config.max_attachment_bytes {
+                batch.put(
+                    Tree::Mail,
+                    format!("att/{contact}/{id}/{n}"),
+                    part.bytes.clone(),
+                );
+            }
+            attachments.push(Attachment {
+                name: part.name.clone(),
+                content_type: part.content_type.clone(),
+                size: u32::try_from(part.bytes.len()).unwrap_or(u32::MAX),
+            });
+        }
+        if !batch.is_empty() {
+            self.store.commit(&batch)?;
+        }
+
+        // The mail's step, unless a run before this one got that far.
+        let session = rt.contacts().get(&contact)?;
+        let mut said = std::mem::take(&mut entry.said);
+        let for_agent = format_for_agent(&mail, &attachments);
+        if session.steps > steps_before {
+            let trace = rt.contacts().trace(&contact)?;
+            if let Some(step) = trace.iter().find(|s| s.step == steps_before + 1) {
+                said.extend(crate::channels::chat::texts(&step.actions));
+            }
+        } else if let Status::WithAgent {
+            agent: Some(agent), ..
+        } = &session.status
+        {
+            rt.customer_to_agent(&contact, agent, &for_agent)?;
+        } else {
+            rt.contacts()
+                .record_said(&contact, "customer", None, None, &for_agent)?;
+            let report = rt.contacts().send(
+                &contact,
+                Event::Mail(Mail {
+                    subject: mail.subject.clone(),
+                    from: customer.clone(),
+                    from_name: mail.from_name.clone(),
+                    text: mail.text.clone(),
+                    attachments,
+                }),
+            )?;
+            said.extend(crate::channels::chat::texts(&report.actions));
+        }
+
+        // One commit: the thread, the Message-ID, the answer (if any) and the entry's end.
+        let mut thread: Thread = self
+            .store
+            .get_json(Tree::Mail, &format!("thread/{contact}"))?
+            .unwrap_or_default();
+        if thread.customer.is_empty() {
+            thread.customer = customer.clone();
+            thread.mailbox = mailbox.clone();
+            thread.subject = mail.subject.clone();
+        }
+        if mail.from_name.is_some() {
+            thread.customer_name = mail.from_name.clone();
+        }
+        thread.last_text = mail.text.clone();
+        thread.references = mail.references.clone();
+        if let Some(mid) = &mail.message_id {
+            thread.references.push(mid.clone());
+            thread.last_message_id = Some(mid.clone());
+        }
+        let mut batch = Batch::new();
+        if let Some(mid) = &mail.message_id {
+            batch.put_json(Tree::Mail, format!("msgid/{mid}"), &contact)?;
+        }
+        if !said.is_empty() {
+            match refusal(&mail, &customer) {
+                Some(why) => {
+                    self.counters.suppressed(why);
+                    tracing::info!(contact, why, "no automatic answer to this mail");
+                }
+                None => {
+                    if let Some(mail) = self.auto_reply(&contact, &thread, &said, &mut batch)? {
+                        tracing::info!(contact, to = %mail.to, "an answer is queued");
+                    }
+                }
+            }
+        }
+        batch.put_json(Tree::Mail, format!("thread/{contact}"), &thread)?;
+        batch.delete(Tree::Mail, key.to_vec());
+        self.commit_retrying(batch)?;
+        self.counters.received(&entry.via);
+        self.wake(&self.wake_out);
+        Ok(())
+    }
+
+    fn commit_retrying(&self, batch: Batch) -> Result<(), StoreError> {
+        self.store.commit(&batch)?;
+        self.store.flush()
+    }
+
+    /// Stages an automatic answer (`Auto-Submitted: auto-replied`) to the thread's customer,
+    /// unless they had `auto_replies_per_hour` of them this hour. Returns the mail staged.
+    fn auto_reply(
+        &self,
+        contact: &str,
+        thread: &Thread,
+        said: &[String],
+        batch: &mut Batch,
+    ) -> Result<Option<outbox::Outgoing>, StoreError> {
+        let hour = now_ms() / 3_600_000;
+        let key = format!("auto/{}/{hour}", thread.customer);
+        let raw = self.store.get(Tree::Mail, key.as_bytes())?;
+        let sent: u32 = raw
+            .as_deref()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(0);
+        if sent >= self.config.auto_replies_per_hour {
+            self.counters.suppressed("rate-limit");
+            tracing::warn!(contact, customer = %thread.customer, sent, "no automatic answer: the sender had their automatic answers for this hour (a mail loop?)");
+            return Ok(None);
+        }
+        batch.expect(Tree::Mail, key.clone(), raw.as_deref());
+        batch.put_json(Tree::Mail, key, &(sent + 1))?;
+        let mail = self.compose(contact, thread, said.join("\n\n"), true)?;
+        self.stage(&mail, batch)?;
+        Ok(Some(mail))
+    }
+
+    /// A reply on the contact's thread.
+    fn compose(
+        &self,
+        contact: &str,
+        thread: &Thread,
+        text: String,
+        auto: bool,
+    ) -> Result<outbox::Outgoing, StoreError> {
+        let id = self.store.next_id()?;
+        let (local, domain) = thread
+            .mailbox
+            .rsplit_once('@')
+            .unwrap_or((thread.mailbox.as_str(), self.config.domain.as_str()));
+        Ok(outbox::Outgoing {
+            id: format!("{id:020}"),
+            contact: contact.to_string(),
+            from: thread.mailbox.clone(),
+            reply_to: format!("{local}+{contact}@{domain}"),
+            to: thread.customer.clone(),
+            subject: parse::reply_subject(&thread.subject),
+            text,
+            message_id: format!("{contact}.{id}@{}", self.config.domain),
+            in_reply_to: thread.last_message_id.clone(),
+            references: thread.references.clone(),
+            auto,
+            attempts: 0,
+            next_ms: 0,
+            last_error: None,
+            sent_ms: None,
+        })
+    }
+
+    fn stage(&self, mail: &outbox::Outgoing, batch: &mut Batch) -> Result<(), StoreError> {
+        batch.put_json(Tree::Mail, format!("out/{}", mail.id), mail)?;
+        batch.put_json(
+            Tree::Mail,
+            format!("msgid/{}", mail.message_id),
+            &mail.contact,
+        )?;
+        Ok(())
+    }
+
+    /// What a flow said outside a mail's step (task news) goes to the customer as an
+    /// automatic answer on the thread.
+    fn flow_said(&self, report: &StepReport) -> anyhow::Result<()> {
+        let said = crate::channels::chat::texts(&report.actions);
+        let Some(thread) = self
+            .store
+            .get_json::<Thread>(Tree::Mail, &format!("thread/{}", report.contact))?
+        else {
+            return Ok(());
+        };
+        let mut batch = Batch::new();
+        self.auto_reply(&report.contact, &thread, &said, &mut batch)?;
+        self.commit_retrying(batch)?;
+        self.wake(&self.wake_out);
+        Ok(())
+    }
+
+    /// An agent's answer: queued on the contact's thread with the customer's last mail
+    /// quoted. Returns the mail queued.
+    pub fn agent_reply(&self, contact: &str, text: &str) -> anyhow::Result<outbox::Outgoing> {
+        let thread = self
+            .store
+            .get_json::<Thread>(Tree::Mail, &format!("thread/{contact}"))?
+            .ok_or_else(|| anyhow::anyhow!("contact {contact} has no e-mail thread"))?;
+        let who = thread
+            .customer_name
+            .clone()
+            .unwrap_or_else(|| thread.customer.clone());
+        let mut body = text.trim_end().to_string();
+        if !thread.last_text.is_empty() {
+            body.push_str("\n\n");
+            body.push_str(&parse::quote(&thread.last_text, &who));
+        }
+        let mail = self.compose(contact, &thread, body, false)?;
+        let mut batch = Batch::new();
+        self.stage(&mail, &mut batch)?;
+        self.commit_retrying(batch)?;
+        self.wake(&self.wake_out);
+        Ok(mail)
+    }
+
+    /// The mail of a contact: what was sent (and when), and what waits in the outbox.
+    pub fn of_contact(&self, contact: &str) -> Result<Vec<outbox::Outgoing>, StoreError> {
+        let mut out: Vec<outbox::Outgoing> = self
+            .store
+            .scan_json(Tree::Mail, &format!("sent/{contact}/"))?;
+        let waiting: Vec<outbox::Outgoing> = self.store.scan_json(Tree::Mail, "out/")?;
+        out.extend(waiting.into_iter().filter(|m| m.contact == contact));
+        Ok(out)
+    }
+}
+
+/// Why a mail gets no automatic answer, if it gets none.
+fn refusal(mail: &Incoming, customer: &str) -> Option<&'static str> {
+    if let Some(robot) = mail.robot {
+        return Some(robot.as_str());
+    }
+    let local = customer.split('@').next().unwrap_or_default();
+    if customer.is_empty()
+        || [
+            "mailer-daemon",
+            "postmaster",
+            "noreply",
+            "no-reply",
+            "donotreply",
+        ]
+        .iter()
+        .any(|r| local.eq_ignore_ascii_case(r))
+    {
+        return Some(Robot::Bounce.as_str());
+    }
+    None
+}
+
+/// A mail as an agent reads it in the conversation.
+fn format_for_agent(mail: &Incoming, attachments: &[Attachment]) -> String {
+    let mut text = String::new();
+    if !mail.subject.is_empty() {
+        text.push_str(&format!("Subject: {}\n\n", mail.subject));
+    }
+    text.push_str(&mail.text);
+    if !attachments.is_empty() {
+        let names: Vec<_> = attachments.iter().map(|a| a.name.as_str()).collect();
+        text.push_str(&format!("\n\n[attached: {}]", names.join(", ")));
+    }
+    text
+}
+
+type Labels = Vec<(String, String)>;
+
+/// The channel's counters, registered with the node's metrics when the channel starts.
+#[derive(Default)]
+pub struct Counters {
+    received: prometheus_client::metrics::family::Family<
+        Labels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    suppressed: prometheus_client::metrics::family::Family<
+        Labels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    sent: prometheus_client::metrics::counter::Counter,
+    send_failures: prometheus_client::metrics::counter::Counter,
+}
+
+impl Counters {
+    fn register(&self, metrics: &crate::metrics::Metrics) {
+        metrics.register(
+            "switchboard_email_received",
+            "Mails handed to their contacts, by how they came (smtp, webhook)",
+            self.received.clone(),
+        );
+        metrics.register(
+            "switchboard_email_answers_suppressed",
+            "Automatic answers not sent: to robots, bounces and lists, or over the hourly limit",
+            self.suppressed.clone(),
+        );
+        metrics.register(
+            "switchboard_email_sent",
+            "Mails the relay accepted",
+            self.sent.clone(),
+        );
+        metrics.register(
+            "switchboard_email_send_failures",
+            "Attempts to hand a mail to the relay that failed (each is retried)",
+            self.send_failures.clone(),
+        );
+    }
+
+    fn received(&self, via: &str) {
+        self.received
+            .get_or_create(&crate::metrics::labels(&[("via", via)]))
+            .inc();
+    }
+
+    fn suppressed(&self, why: &str) {
+        self.suppressed
+            .get_or_create(&crate::metrics::labels(&[("reason", why)]))
+            .inc();
+    }
+}
