@@ -9,7 +9,8 @@
 //!   ticket. Once an agent holds it, mails go to the agent, not here.
 //!
 //! The host never answers robots (auto-replies, bounces, lists) and caps automatic answers per
-//! sender, so this flow answers every mail it gets without loop checks of its own.
+//! sender; a new contact started by a robot's mail has the `email_robot` attribute, and this
+//! flow ends it without a ticket or a task.
 
 use switchboard_sdk::prelude::*;
 
@@ -27,6 +28,8 @@ pub struct EmailDesk {
 impl Flow for EmailDesk {
     fn handle(&mut self, cx: &mut Context<'_>, event: Event) -> Result<Vec<Action>, FlowError> {
         Ok(match event {
+            // An auto-reply, a bounce or a list's mail: kept on the contact, no ticket, no task.
+            Event::Mail(_) if cx.attribute("email_robot").is_some() => vec![Action::End],
             Event::Mail(mail) => self.answer(cx, &mail.subject, &mail.text, mail.from_name),
             // A contact of contract 0.1.0's kind: a message is a mail without a subject.
             Event::Message(text) => self.answer(cx, "", &text, None),
@@ -155,6 +158,16 @@ mod tests {
         );
         assert!(spoken(&again)[0].contains("could not find order 4242"));
         assert!(!mail.state().handed_over);
+    }
+
+    #[test]
+    fn a_robots_mail_gets_no_ticket_and_no_task() {
+        let mut mail = mailbox().with_attribute("email_robot", "bounce");
+        mail.start();
+        assert_eq!(
+            mail.mail("mailer-daemon@mx.test", "Undelivered", "failed"),
+            vec![Action::End]
+        );
     }
 
     #[test]

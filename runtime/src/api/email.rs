@@ -178,11 +178,13 @@ async fn inbound(
                 }
             }
         }
-        let recipients: Vec<String> = candidates
-            .iter()
-            .filter(|to| rt.email.takes(&rt, to))
-            .cloned()
-            .collect();
+        let mut recipients: Vec<String> = Vec::new();
+        for to in &candidates {
+            let to = to.trim().to_ascii_lowercase();
+            if !recipients.contains(&to) && rt.email.takes(&rt, &to) {
+                recipients.push(to);
+            }
+        }
         if recipients.is_empty() {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -153,6 +153,14 @@ impl<F: Flow> Conversation<F> {
         self
     }
 
+    /// Start the contact with an attribute (as an entry point or a channel gives it).
+    pub fn with_attribute(mut self, key: &str, value: &str) -> Self {
+        self.contact
+            .attributes
+            .push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Give the flow a setting.
     pub fn with_config(mut self, key: &str, value: &str) -> Self {
         self.host.config.insert(key.to_string(), value.to_string());

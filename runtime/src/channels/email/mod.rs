@@ -17,8 +17,10 @@
 //!   robots never, and people rarely: `email.auto_replies_per_hour`).
 
 pub mod outbox;
-pub mod parse;
 pub mod smtp;
+
+/// What is read of a received mail.
+pub use switchboard_mail as parse;
 
 use std::sync::Arc;
 
@@ -54,6 +56,12 @@ pub struct Received {
     /// What the flow said in a new contact's first step, sent with the answer to the mail.
     #[serde(default)]
     pub said: Vec<String>,
+    /// Failed attempts to hand it over, and when to try again (ms since the epoch).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Not before this time.
+    #[serde(default)]
+    pub next_ms: u64,
 }
 
 /// A contact's thread (`thread/CONTACT`).
@@ -161,6 +169,8 @@ impl Mailroom {
                 contact: None,
                 steps_before: None,
                 said: Vec::new(),
+                attempts: 0,
+                next_ms: 0,
             };
             batch.put_json(Tree::Mail, format!("in/{id}"), &entry)?;
             ids.push(id);
@@ -217,19 +227,25 @@ impl Mailroom {
         });
     }
 
-    /// Hands every accepted mail to its contact, oldest first.
+    /// Hands every accepted mail to its contact, oldest first. A mail that cannot be handed
+    /// over now is put off; the ones after it go on.
     fn handle_accepted(&self, rt: &Runtime) {
+        let mut after: Option<Vec<u8>> = None;
         loop {
-            let pending = match self.store.scan(Tree::Mail, &Scan::prefix(b"in/", 32)) {
+            let scan = Scan::prefix(b"in/", 256);
+            let scan = match &after {
+                Some(key) => scan.after(key),
+                None => scan,
+            };
+            let pending = match self.store.scan(Tree::Mail, &scan) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, "accepted mail cannot be read; trying again");
                     return;
                 }
             };
-            if pending.is_empty() {
-                return;
-            }
+            let full = pending.len() == 256;
+            after = pending.last().map(|(key, _)| key.clone());
             for (key, value) in pending {
                 let entry: Received = match crate::store::decode(Tree::Mail, &key, &value) {
                     Ok(e) => e,
@@ -242,11 +258,34 @@ impl Mailroom {
                         continue;
                     }
                 };
+                if entry.next_ms > now_ms() {
+                    continue;
+                }
+                let retry = entry.clone();
                 if let Err(e) = self.handle(rt, &key, entry) {
-                    tracing::error!(key = %String::from_utf8_lossy(&key), error = %e, "a mail could not be handed to its contact now; trying again");
-                    return;
+                    // Kept and tried again later; the mails after it go on meanwhile.
+                    self.later(&key, retry, &e);
                 }
             }
+            if !full {
+                return;
+            }
+        }
+    }
+
+    /// Puts off a mail that could not be handed over, with backoff (up to 5 minutes).
+    fn later(&self, key: &[u8], mut entry: Received, error: &anyhow::Error) {
+        // What the failed run got done (the contact, its step) is in the stored entry.
+        if let Ok(Some(stored)) = self.store.get(Tree::Mail, key)
+            && let Ok(stored) = serde_json::from_slice::<Received>(&stored)
+        {
+            entry = stored;
+        }
+        entry.attempts += 1;
+        entry.next_ms = now_ms() + 1000 * (1u64 << entry.attempts.min(9)).min(300);
+        tracing::error!(key = %String::from_utf8_lossy(key), attempt = entry.attempts, error = %error, "a mail could not be handed to its contact; it is kept and tried again");
+        if let Ok(bytes) = serde_json::to_vec(&entry) {
+            let _ = self.store.put(Tree::Mail, key, &bytes);
         }
     }
 
@@ -276,6 +315,10 @@ impl Mailroom {
                 }
                 earlier => {
                     let mut attributes = vec![("email_subject".to_string(), mail.subject.clone())];
+                    // Flows may leave a robot's mail be (the host answers it nothing anyway).
+                    if let Some(robot) = mail.robot {
+                        attributes.push(("email_robot".into(), robot.as_str().into()));
+                    }
                     if let Some(old) = earlier {
                         attributes.push(("previous_contact".into(), old.id));
                     }
@@ -360,14 +403,18 @@ impl Mailroom {
             thread.mailbox = mailbox.clone();
             thread.subject = mail.subject.clone();
         }
-        if mail.from_name.is_some() {
-            thread.customer_name = mail.from_name.clone();
-        }
-        thread.last_text = mail.text.clone();
-        thread.references = mail.references.clone();
-        if let Some(mid) = &mail.message_id {
-            thread.references.push(mid.clone());
-            thread.last_message_id = Some(mid.clone());
+        // A robot's mail (an out-of-office, a bounce) joins the contact but not the thread
+        // answers follow: an agent answers the customer's last own mail.
+        if mail.robot.is_none() || thread.last_message_id.is_none() {
+            if mail.from_name.is_some() {
+                thread.customer_name = mail.from_name.clone();
+            }
+            thread.last_text = mail.text.clone();
+            thread.references = mail.references.clone();
+            if let Some(mid) = &mail.message_id {
+                thread.references.push(mid.clone());
+                thread.last_message_id = Some(mid.clone());
+            }
         }
         let mut batch = Batch::new();
         if let Some(mid) = &mail.message_id {

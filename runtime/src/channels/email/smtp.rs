@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use super::MailError;
 use crate::runtime::Runtime;
+use switchboard_mail::path_of;
 
 /// The longest command line read (RFC 5321 allows 512; some clients send longer).
 const MAX_COMMAND: usize = 4096;
@@ -156,21 +157,6 @@ async fn read_line<S: AsyncBufRead + Unpin>(
             return Ok(Some(long));
         }
     }
-}
-
-/// The address inside `FROM:<...>` / `TO:<...>`, and the parameters after it.
-fn path_of(arg: &str, keyword: &str) -> Option<(String, String)> {
-    let rest = arg.get(..keyword.len())?;
-    if !rest.eq_ignore_ascii_case(keyword) {
-        return None;
-    }
-    let rest = arg[keyword.len()..].trim_start();
-    let rest = rest.strip_prefix('<')?;
-    let end = rest.find('>')?;
-    let address = rest[..end].trim();
-    // A source route (`<@a,@b:user@c>`) is ignored, as RFC 5321 allows.
-    let address = address.rsplit(':').next().unwrap_or(address);
-    Some((address.to_string(), rest[end + 1..].trim().to_string()))
 }
 
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(
@@ -388,24 +374,6 @@ async fn read_data<S: AsyncBufRead + Unpin>(io: &mut S, max: usize) -> Option<(V
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_and_parameters() {
-        assert_eq!(
-            path_of("FROM:<a@b.c> SIZE=100", "FROM:"),
-            Some(("a@b.c".into(), "SIZE=100".into()))
-        );
-        assert_eq!(
-            path_of("from: <>", "FROM:"),
-            Some((String::new(), String::new()))
-        );
-        assert_eq!(
-            path_of("TO:<@relay.x:u@d.e>", "TO:"),
-            Some(("u@d.e".into(), String::new()))
-        );
-        assert_eq!(path_of("TO:u@d.e", "TO:"), None);
-        assert_eq!(path_of("T", "TO:"), None);
-    }
 
     #[tokio::test]
     async fn data_ends_at_a_lone_dot_and_is_unstuffed() {

@@ -1,7 +1,7 @@
 //! What Switchboard reads of a received mail (with `mail-parser`): who wrote, about what, the
-//! text, the attachments, where it belongs in a thread, and whether a robot sent it. Never
-//! fails: a mail that does not parse as MIME is read as what could be read (an empty subject,
-//! the raw bytes as text).
+//! text, the attachments, where it belongs in a thread, and whether a robot sent it; and the
+//! address in an SMTP command's path. Never fails: a mail that does not parse as MIME is read
+//! as what could be read (an empty subject, the raw bytes as text).
 
 use mail_parser::{MessageParser, MimeHeaders as _};
 
@@ -181,7 +181,7 @@ pub fn plus_address(address: &str) -> (String, Option<String>) {
 /// The subject of a reply: `Re: ` before the original unless it already starts so.
 pub fn reply_subject(subject: &str) -> String {
     let s = subject.trim();
-    if s.len() >= 3 && s[..3].eq_ignore_ascii_case("re:") {
+    if s.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("re:")) {
         s.to_string()
     } else if s.is_empty() {
         "Re: your message".into()
@@ -203,6 +203,23 @@ pub fn quote(text: &str, who: &str) -> String {
         }
     }
     out
+}
+
+/// The address inside an SMTP path (`FROM:<a@b.c> SIZE=10` after `MAIL`, `TO:<...>` after
+/// `RCPT`) and the parameters after it; `keyword` is `FROM:` or `TO:`. `None` when the
+/// argument is not such a path.
+pub fn path_of(arg: &str, keyword: &str) -> Option<(String, String)> {
+    let rest = arg.get(..keyword.len())?;
+    if !rest.eq_ignore_ascii_case(keyword) {
+        return None;
+    }
+    let rest = arg[keyword.len()..].trim_start();
+    let rest = rest.strip_prefix('<')?;
+    let end = rest.find('>')?;
+    let address = rest[..end].trim();
+    // A source route (`<@a,@b:user@c>`) is ignored, as RFC 5321 allows.
+    let address = address.rsplit(':').next().unwrap_or(address);
+    Some((address.to_string(), rest[end + 1..].trim().to_string()))
 }
 
 #[cfg(test)]
@@ -275,6 +292,25 @@ JVBERi0=\r\n\
     }
 
     #[test]
+    fn paths_and_parameters() {
+        assert_eq!(
+            path_of("FROM:<a@b.c> SIZE=100", "FROM:"),
+            Some(("a@b.c".into(), "SIZE=100".into()))
+        );
+        assert_eq!(
+            path_of("from: <>", "FROM:"),
+            Some((String::new(), String::new()))
+        );
+        assert_eq!(
+            path_of("TO:<@relay.x:u@d.e>", "TO:"),
+            Some(("u@d.e".into(), String::new()))
+        );
+        assert_eq!(path_of("TO:u@d.e", "TO:"), None);
+        assert_eq!(path_of("T", "TO:"), None);
+        assert_eq!(path_of("TO:\u{e9}<x>", "TO:"), None);
+    }
+
+    #[test]
     fn plus_addresses_subjects_and_quotes() {
         assert_eq!(
             plus_address("Support+c-42@Acme.test"),
@@ -287,6 +323,7 @@ JVBERi0=\r\n\
         assert_eq!(plus_address("+x@acme.test").1, None);
         assert_eq!(reply_subject("Where is it"), "Re: Where is it");
         assert_eq!(reply_subject("RE: Where is it"), "RE: Where is it");
+        assert_eq!(reply_subject("\u{e9}t\u{e9}"), "Re: \u{e9}t\u{e9}");
         assert_eq!(quote("a\n\nb", "Jane"), "Jane wrote:\n> a\n>\n> b\n");
     }
 }
