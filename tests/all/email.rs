@@ -828,6 +828,49 @@ fn replies_wait_for_a_relay_that_is_down_and_a_kill_after_250_loses_and_repeats_
 }
 
 #[test]
+fn a_crash_between_starting_the_contact_and_noting_it_starts_no_second_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let relay = Relay::start(&dir.path().join("relay"), free_port());
+    let flow = format!("email-desk={}", guest("email-desk").display());
+    let relay_url = format!("smtp://127.0.0.1:{}", relay.port);
+    let doomed = Server::start_with_env(
+        &data,
+        &[
+            "--deploy",
+            &flow,
+            "--bind",
+            "support@acme.test=email-desk",
+            "--queue",
+            "support",
+            "--smtp",
+            "127.0.0.1:0",
+        ],
+        &[
+            ("SWITCHBOARD_EMAIL_RELAY", relay_url.as_str()),
+            ("SWITCHBOARD_FAILPOINT", "mail-started"),
+        ],
+    );
+    let message = mail("ivy@example.com", "Lost?", "c1@example.com", &[], "Hello.");
+    assert_eq!(
+        send(&doomed, "ivy@example.com", "support@acme.test", &message)["ok"],
+        true
+    );
+    assert!(
+        !doomed.exit_status(Duration::from_secs(30)).success(),
+        "the failpoint stopped the server right after the contact started"
+    );
+    let server = email_server(&data, relay.port, &[]);
+    let got = relay.wait_for(1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(relay.messages().len(), 1, "one acknowledgement: {got:#?}");
+    let contacts = email_contacts(&server);
+    assert_eq!(contacts.len(), 1, "one contact: {contacts:#?}");
+    let mails = mail_events(&server, contacts[0]["id"].as_str().unwrap());
+    assert_eq!(mails.len(), 1, "the flow heard the mail once");
+}
+
+#[test]
 fn the_inbound_webhook_wants_its_secret_and_takes_a_providers_post() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(&dir.path().join("relay"), free_port());

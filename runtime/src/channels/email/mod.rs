@@ -56,6 +56,9 @@ pub struct Received {
     /// What the flow said in a new contact's first step, sent with the answer to the mail.
     #[serde(default)]
     pub said: Vec<String>,
+    /// Its contact is being started (set just before): a run after a crash looks for it.
+    #[serde(default)]
+    pub starting: bool,
     /// Failed attempts to hand it over, and when to try again (ms since the epoch).
     #[serde(default)]
     pub attempts: u32,
@@ -169,6 +172,7 @@ impl Mailroom {
                 contact: None,
                 steps_before: None,
                 said: Vec::new(),
+                starting: false,
                 attempts: 0,
                 next_ms: 0,
             };
@@ -314,25 +318,45 @@ impl Mailroom {
                     entry.contact = Some(session.id);
                 }
                 earlier => {
-                    let mut attributes = vec![("email_subject".to_string(), mail.subject.clone())];
-                    // Flows may leave a robot's mail be (the host answers it nothing anyway).
-                    if let Some(robot) = mail.robot {
-                        attributes.push(("email_robot".into(), robot.as_str().into()));
+                    let id = String::from_utf8_lossy(&key[3..]).into_owned();
+                    // A run cut short between starting the contact and noting it here: the
+                    // contact is among the newest, marked with this mail's id.
+                    let started = if entry.starting {
+                        rt.contacts()
+                            .recent(256, |s| {
+                                s.channel == Channel::Email
+                                    && s.attributes
+                                        .iter()
+                                        .any(|(k, v)| k == "email_mail" && *v == id)
+                            })?
+                            .into_iter()
+                            .next()
+                    } else {
+                        None
+                    };
+                    if let Some(session) = started {
+                        let first = rt.contacts().trace(&session.id)?;
+                        entry.said = first
+                            .iter()
+                            .find(|s| s.step == 1)
+                            .map(|s| crate::channels::chat::texts(&s.actions))
+                            .unwrap_or_default();
+                        entry.steps_before = Some(1);
+                        entry.contact = Some(session.id);
+                    } else {
+                        entry.starting = true;
+                        self.store
+                            .put(Tree::Mail, key, &serde_json::to_vec(&entry)?)?;
+                        self.start_contact(
+                            rt, &mut entry, &mail, &customer, &mailbox, earlier, id,
+                        )?;
+                        // Test-only: the process dies between starting the contact and noting it (the window a
+                        // restart must close).
+                        if std::env::var("SWITCHBOARD_FAILPOINT").is_ok_and(|f| f == "mail-started")
+                        {
+                            std::process::abort();
+                        }
                     }
-                    if let Some(old) = earlier {
-                        attributes.push(("previous_contact".into(), old.id));
-                    }
-                    let report = rt.contacts().start(NewContact {
-                        channel: Some(Channel::Email),
-                        from: customer.clone(),
-                        to: mailbox.clone(),
-                        flow: None,
-                        attributes,
-                        held: false,
-                    })?;
-                    entry.steps_before = Some(report.step);
-                    entry.said = crate::channels::chat::texts(&report.actions);
-                    entry.contact = Some(report.contact.clone());
                 }
             }
             self.store
@@ -438,6 +462,43 @@ impl Mailroom {
         self.commit_retrying(batch)?;
         self.counters.received(&entry.via);
         self.wake(&self.wake_out);
+        Ok(())
+    }
+
+    /// Starts the contact a new mail opens (its `started` step).
+    #[allow(clippy::too_many_arguments)]
+    fn start_contact(
+        &self,
+        rt: &Runtime,
+        entry: &mut Received,
+        mail: &Incoming,
+        customer: &str,
+        mailbox: &str,
+        earlier: Option<crate::sessions::Session>,
+        id: String,
+    ) -> anyhow::Result<()> {
+        let mut attributes = vec![
+            ("email_subject".to_string(), mail.subject.clone()),
+            ("email_mail".to_string(), id),
+        ];
+        // Flows may leave a robot's mail be (the host answers it nothing anyway).
+        if let Some(robot) = mail.robot {
+            attributes.push(("email_robot".into(), robot.as_str().into()));
+        }
+        if let Some(old) = earlier {
+            attributes.push(("previous_contact".into(), old.id));
+        }
+        let report = rt.contacts().start(NewContact {
+            channel: Some(Channel::Email),
+            from: customer.to_string(),
+            to: mailbox.to_string(),
+            flow: None,
+            attributes,
+            held: false,
+        })?;
+        entry.steps_before = Some(report.step);
+        entry.said = crate::channels::chat::texts(&report.actions);
+        entry.contact = Some(report.contact.clone());
         Ok(())
     }
 
