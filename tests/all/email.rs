@@ -374,6 +374,39 @@ fn a_mail_is_acknowledged_threaded_and_its_replies_and_the_agents_answer_stay_on
             && conversation.to_string().contains("kettle.png"),
         "the agent reads the thread: {conversation}"
     );
+    // The photo is there to open, for the agent and for supervisors.
+    let (status, files) = server.call_as(
+        Some(&desk),
+        "GET",
+        &format!("/agent/v1/tasks/{task}/attachments"),
+        None,
+    );
+    assert_eq!(status, 200, "{files}");
+    assert_eq!(files[0]["name"], "kettle.png");
+    assert_eq!(files[0]["kept"], true);
+    let path = format!(
+        "/agent/v1/tasks/{task}/attachments/{}/0",
+        files[0]["mail"].as_str().unwrap()
+    );
+    let request = ureq::http::Request::builder()
+        .uri(format!("{}{path}", server.url))
+        .header("Authorization", format!("Bearer {desk}"))
+        .body(Vec::<u8>::new())
+        .unwrap();
+    let mut response = ureq::Agent::new_with_defaults().run(request).unwrap();
+    assert_eq!(
+        response.headers()["content-disposition"],
+        "attachment; filename=\"kettle.png\""
+    );
+    let bytes = response.body_mut().read_to_vec().unwrap();
+    assert_eq!(bytes, b"\x89PNG\r\n\x1a\n");
+    let (status, _) = server.call_as(
+        Some(&desk),
+        "GET",
+        &format!("/agent/v1/tasks/{task}/attachments/x/0"),
+        None,
+    );
+    assert_eq!(status, 404);
     let (status, sent) = server.call_as(
         Some(&desk),
         "POST",

@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Digest as _;
 
+use super::routing::Agent;
 use super::{Answer, Api, ApiError, blocking, ok};
 use crate::channels::email::MailError;
 use crate::runtime::Runtime;
@@ -30,7 +32,23 @@ pub fn public(runtime: &Runtime) -> Router<Arc<Runtime>> {
 
 /// The routes under `/v1`.
 pub fn admin() -> Router<Arc<Runtime>> {
-    Router::new().route("/contacts/{id}/mail", get(mail_of_contact))
+    Router::new()
+        .route("/contacts/{id}/mail", get(mail_of_contact))
+        .route("/contacts/{id}/attachments", get(attachments_of_contact))
+        .route(
+            "/contacts/{id}/attachments/{mail}/{n}",
+            get(attachment_of_contact),
+        )
+}
+
+/// The routes under `/agent/v1` (behind the agent's credentials).
+pub fn agent() -> Router<Arc<Runtime>> {
+    Router::new()
+        .route("/tasks/{id}/attachments", get(attachments_of_task))
+        .route(
+            "/tasks/{id}/attachments/{mail}/{n}",
+            get(attachment_of_task),
+        )
 }
 
 /// Whether the request presents `secret`: as a bearer token, or as the password of HTTP
@@ -229,6 +247,103 @@ async fn mail_of_contact(State(rt): Api, Path(id): Path<String>) -> Answer {
     })
     .await?;
     ok(StatusCode::OK, mail)
+}
+
+/// The attachments of an e-mail contact.
+async fn attachments_of_contact(State(rt): Api, Path(id): Path<String>) -> Answer {
+    let list = blocking(move || {
+        rt.contacts().get(&id)?;
+        Ok(rt.email.attachments(&id)?)
+    })
+    .await?;
+    ok(StatusCode::OK, list)
+}
+
+/// One attachment's bytes, as a download.
+async fn attachment_of_contact(
+    State(rt): Api,
+    Path((id, mail, n)): Path<(String, String, u32)>,
+) -> Answer {
+    let found = blocking(move || Ok(rt.email.attachment(&id, &mail, n)?)).await?;
+    download(found)
+}
+
+/// The contact of a task the agent holds (or wraps up, or is offered).
+fn contact_of_task(rt: &Runtime, agent: &str, task: &str) -> Result<String, ApiError> {
+    let task = super::routing::task_of_agent(rt, agent, task)?;
+    task.contact.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_contact",
+            format!(
+                "task {} came from no contact: it has no attachments",
+                task.id
+            ),
+        )
+    })
+}
+
+/// The attachments of the e-mail contact of a task the agent holds.
+async fn attachments_of_task(
+    State(rt): Api,
+    Extension(Agent(agent)): Extension<Agent>,
+    Path(id): Path<String>,
+) -> Answer {
+    let list = blocking(move || {
+        let contact = contact_of_task(&rt, &agent, &id)?;
+        Ok(rt.email.attachments(&contact)?)
+    })
+    .await?;
+    ok(StatusCode::OK, list)
+}
+
+/// One attachment of a task the agent holds, as a download.
+async fn attachment_of_task(
+    State(rt): Api,
+    Extension(Agent(agent)): Extension<Agent>,
+    Path((id, mail, n)): Path<(String, String, u32)>,
+) -> Answer {
+    let found = blocking(move || {
+        let contact = contact_of_task(&rt, &agent, &id)?;
+        Ok(rt.email.attachment(&contact, &mail, n)?)
+    })
+    .await?;
+    download(found)
+}
+
+fn download(found: Option<(crate::channels::email::AttachmentInfo, Vec<u8>)>) -> Answer {
+    let Some((info, bytes)) = found else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_attachment",
+            "no such attachment kept (list them at .../attachments; one over email.max_attachment_bytes is named but not kept)",
+        ));
+    };
+    // The name as the sender gave it, made safe for the header.
+    let name: String = info
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok((
+        [
+            // Served as a download, never rendered by the browser in this origin.
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

@@ -60,12 +60,13 @@ pub fn agent(runtime: Arc<Runtime>) -> Router<Arc<Runtime>> {
             post(say_to_customer).get(conversation),
         )
         .route("/ws", get(socket))
+        .merge(super::email::agent())
         .route_layer(middleware::from_fn_with_state(runtime, authenticate_agent))
 }
 
 /// The agent a request is from.
 #[derive(Clone)]
-struct Agent(String);
+pub(super) struct Agent(pub(super) String);
 
 async fn authenticate_agent(State(rt): Api, mut request: Request, next: Next) -> Answer {
     // Browsers cannot set headers on a WebSocket: the token may come as `?token=`.
@@ -670,7 +671,7 @@ async fn my_task(
 }
 
 /// The task `id` if it is offered to, held or being wrapped up by `agent`.
-fn task_of_agent(
+pub(super) fn task_of_agent(
     rt: &Runtime,
     agent: &str,
     id: &str,

@@ -125,7 +125,29 @@ async function openConversation(task, context) {
     const said = await api("GET", `/agent/v1/tasks/${task.id}/messages`);
     for (const m of said) addMessage(m.from === "agent" ? "agent" : "customer", m.text, m.at);
   } catch (_) { /* a call has no messages */ }
+  if (task.channel === "email") showAttachments(task.id);
   $("message").focus();
+}
+
+// An e-mail's attachments, as downloads under the conversation.
+async function showAttachments(id) {
+  let files = [];
+  try { files = await api("GET", `/agent/v1/tasks/${id}/attachments`); } catch (_) { return; }
+  for (const f of files) {
+    const item = document.createElement("li");
+    item.className = "customer";
+    if (f.kept) {
+      const link = Object.assign(document.createElement("a"), {
+        href: `/agent/v1/tasks/${id}/attachments/${f.mail}/${f.n}`,
+        textContent: `\u{1F4CE} ${f.name}`,
+        download: f.name,
+      });
+      item.append(link, document.createTextNode(` (${f.content_type}, ${f.size} bytes)`));
+    } else {
+      item.textContent = `\u{1F4CE} ${f.name} (${f.size} bytes, too large to keep)`;
+    }
+    $("transcript").append(item);
+  }
 }
 
 async function reopen(task) {

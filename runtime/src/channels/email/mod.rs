@@ -370,13 +370,26 @@ impl Mailroom {
         let mut batch = Batch::new();
         let mut attachments = Vec::new();
         for (n, part) in mail.attachments.iter().enumerate() {
-            if part.bytes.len() <= self.config.max_attachment_bytes {
+            let kept = part.bytes.len() <= self.config.max_attachment_bytes;
+            if kept {
                 batch.put(
                     Tree::Mail,
-                    format!("att/{contact}/{id}/{n}"),
+                    format!("att/{contact}/{id}/{n:03}"),
                     part.bytes.clone(),
                 );
             }
+            batch.put_json(
+                Tree::Mail,
+                format!("attinfo/{contact}/{id}/{n:03}"),
+                &AttachmentInfo {
+                    mail: id.clone(),
+                    n: n as u32,
+                    name: part.name.clone(),
+                    content_type: part.content_type.clone(),
+                    size: part.bytes.len() as u64,
+                    kept,
+                },
+            )?;
             attachments.push(Attachment {
                 name: part.name.clone(),
                 content_type: part.content_type.clone(),
@@ -626,6 +639,54 @@ impl Mailroom {
         let waiting: Vec<outbox::Outgoing> = self.store.scan_json(Tree::Mail, "out/")?;
         out.extend(waiting.into_iter().filter(|m| m.contact == contact));
         Ok(out)
+    }
+}
+
+/// An attachment kept with a contact (`attinfo/CONTACT/MAIL/N`; its bytes under `att/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    /// The mail it came with (the id of its accepted entry).
+    pub mail: String,
+    /// Its place in the mail, from 0.
+    pub n: u32,
+    /// The file name.
+    pub name: String,
+    /// Its MIME type.
+    pub content_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether its bytes were kept (no larger than `email.max_attachment_bytes`).
+    pub kept: bool,
+}
+
+impl Mailroom {
+    /// The attachments of a contact's mails, in order.
+    pub fn attachments(&self, contact: &str) -> Result<Vec<AttachmentInfo>, StoreError> {
+        self.store
+            .scan_json(Tree::Mail, &format!("attinfo/{contact}/"))
+    }
+
+    /// One attachment and its bytes, when kept.
+    pub fn attachment(
+        &self,
+        contact: &str,
+        mail: &str,
+        n: u32,
+    ) -> Result<Option<(AttachmentInfo, Vec<u8>)>, StoreError> {
+        if mail.is_empty() || !mail.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(None);
+        }
+        let Some(info) = self
+            .store
+            .get_json::<AttachmentInfo>(Tree::Mail, &format!("attinfo/{contact}/{mail}/{n:03}"))?
+        else {
+            return Ok(None);
+        };
+        let bytes = self.store.get(
+            Tree::Mail,
+            format!("att/{contact}/{mail}/{n:03}").as_bytes(),
+        )?;
+        Ok(bytes.map(|b| (info, b)))
     }
 }
 
