@@ -84,21 +84,7 @@ async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Op
     tokio::task::spawn_blocking(work).await.ok()
 }
 
-/// What a visitor sends once joined.
-#[derive(serde::Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-enum VisitorMessage {
-    /// Text for the flow, or for the agent holding the conversation.
-    Message {
-        /// Missing or null is an empty message, ignored (as before messages were typed).
-        #[serde(default)]
-        text: Option<String>,
-    },
-    /// The visitor is typing (shown to the agent).
-    Typing,
-    /// The visitor left.
-    Close,
-}
+use switchboard_wire::chat::{VisitorMessage, visitor_message};
 
 /// Waits for a `join`, starts or resumes the contact, then relays both ways.
 async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
@@ -162,15 +148,10 @@ async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
             incoming = ws.recv() => {
                 let Some(Ok(message)) = incoming else { return };
                 let Message::Text(text) = message else { continue };
-                let Ok(msg) = serde_json::from_str::<Value>(&text) else {
-                    let _ = ws.send(error("invalid_json", "messages are JSON: {\"type\": \"message\", \"text\": \"...\"}")).await;
-                    continue;
-                };
-                let msg = match serde_json::from_value::<VisitorMessage>(msg) {
+                let msg = match visitor_message(&text) {
                     Ok(msg) => msg,
-                    Err(e) => {
-                        let why = format!("{e}: send {{\"type\": \"message\", \"text\": \"...\"}}, typing or close");
-                        let _ = ws.send(error("unknown_message", &why)).await;
+                    Err(refusal) => {
+                        let _ = ws.send(error(refusal.code, &refusal.message)).await;
                         continue;
                     }
                 };

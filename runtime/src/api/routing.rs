@@ -765,73 +765,24 @@ async fn agent_session(rt: Arc<Runtime>, name: String, mut ws: WebSocket) {
     }
 }
 
-/// What an agent's desk sends over its socket.
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-enum DeskMessage {
-    /// Take the offered task.
-    Accept {
-        /// Missing is no reservation: refused as unknown, as before messages were typed.
-        #[serde(default)]
-        reservation: String,
-    },
-    /// Turn the offer down.
-    Reject {
-        #[serde(default)]
-        reservation: String,
-    },
-    /// The conversation is over: wrap-up begins.
-    Wrap {
-        #[serde(default)]
-        task: String,
-    },
-    /// The task is done, with wrap-up notes and a disposition.
-    Complete {
-        #[serde(default)]
-        task: String,
-        /// Notes; anything but a string is no notes.
-        #[serde(default)]
-        wrapup: Option<serde_json::Value>,
-        /// One of the queue's disposition codes.
-        #[serde(default)]
-        disposition: Option<String>,
-    },
-    /// Text for the customer of a conversation the agent holds.
-    Message {
-        #[serde(default)]
-        task: String,
-        #[serde(default)]
-        text: Option<String>,
-    },
-    /// The agent is typing to the customer of a chat they hold (the widget shows it).
-    Typing {
-        #[serde(default)]
-        task: String,
-    },
-}
+use switchboard_wire::chat::{DeskMessage, desk_message};
 
 async fn handle_agent_message(
     rt: Arc<Runtime>,
     name: String,
     text: String,
 ) -> Option<serde_json::Value> {
-    let message: serde_json::Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => {
+    let message = match desk_message(&text) {
+        Ok(message) => message,
+        Err(refusal) if refusal.code == "invalid_json" => {
             return Some(
-                json!({"type": "error", "code": "invalid_json", "message": format!("not JSON: {e}")}),
+                json!({"type": "error", "code": refusal.code, "message": refusal.message}),
             );
         }
-    };
-    let message = match serde_json::from_value::<DeskMessage>(message) {
-        Ok(message) => message,
-        Err(e) => {
-            return Some(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_message",
-                format!("{e}: send accept or reject (with the reservation), wrap (with the task), complete (with the task, wrapup and disposition), message (with the task and text) or typing (with the task)"),
-            )
-            .to_json());
+        Err(refusal) => {
+            return Some(
+                ApiError::new(StatusCode::BAD_REQUEST, refusal.code, refusal.message).to_json(),
+            );
         }
     };
     if let DeskMessage::Message { task, text } = message {

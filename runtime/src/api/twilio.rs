@@ -62,7 +62,7 @@ struct Webhook {
 /// `uri` is the request's original URI (a nested router sees it without the `/twilio`
 /// prefix, but Twilio signed the whole URL).
 fn verify(rt: &Runtime, headers: &HeaderMap, uri: &Uri, body: &Bytes) -> Result<Webhook, ApiError> {
-    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|e| {
+    let params: Vec<(String, String)> = switchboard_wire::twilio::form(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_form",
