@@ -205,7 +205,9 @@ impl Mailroom {
             .spawn(move || {
                 loop {
                     let Some(rt) = weak.upgrade() else { return };
-                    rt.email.handle_accepted(&rt);
+                    if leads(&rt) {
+                        rt.email.handle_accepted(&rt);
+                    }
                     drop(rt);
                     match rx.recv_timeout(std::time::Duration::from_secs(1)) {
                         Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -688,6 +690,13 @@ impl Mailroom {
         )?;
         Ok(bytes.map(|b| (info, b)))
     }
+}
+
+/// Whether this node hands accepted mail over and sends the outbox: on its own, always; in a
+/// cluster, only while it leads (any node accepts mail into the shared store, one handles it,
+/// so a mail is not handed over or sent twice).
+pub fn leads(rt: &Runtime) -> bool {
+    rt.membership().is_none_or(|m| m.fence().is_some())
 }
 
 /// Why a mail gets no automatic answer, if it gets none.

@@ -141,7 +141,9 @@ pub fn start(rt: &Arc<Runtime>) {
                     }
                     _ => {}
                 }
-                if let Some(relay) = &relay {
+                if let Some(relay) = &relay
+                    && super::leads(&rt)
+                {
                     mailroom.send_due(relay);
                 }
                 drop(rt);
