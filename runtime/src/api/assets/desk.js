@@ -276,13 +276,22 @@ $("accept").onclick = () => offer && send({ type: "accept", reservation: offer.r
 $("reject").onclick = () => { if (offer) { send({ type: "reject", reservation: offer.reservation }); clearOffer(); } };
 $("send").onsubmit = (event) => {
   event.preventDefault();
-  const text = $("message").value.trim();
-  if (!text || !current) return;
+  const text = current?.channel === "email" ? $("message").value.trimEnd() : $("message").value.trim();
+  if (!text.trim() || !current) return;
   send({ type: "message", task: current.task, text });
   addMessage("agent", text);
   $("message").value = "";
   toldTyping = 0;
 };
+// Enter sends a chat or SMS line; an e-mail is written over several lines and sent with
+// Ctrl+Enter (or the button).
+$("message").addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" || event.shiftKey) return;
+  const mail = current?.channel === "email";
+  if (mail && !(event.ctrlKey || event.metaKey)) return;
+  event.preventDefault();
+  $("send").requestSubmit();
+});
 // The customer sees the agent typing (chat), told at most every 2 s.
 let typingShown = null;
 let toldTyping = 0;
