@@ -457,7 +457,12 @@ impl Mailroom {
         }
         let mut batch = Batch::new();
         if let Some(mid) = &mail.message_id {
-            batch.put_json(Tree::Mail, format!("msgid/{mid}"), &contact)?;
+            // The first contact a Message-ID was seen on keeps it: a later mail reusing the id
+            // (a copy, or a forgery) does not move another customer's thread.
+            let key = format!("msgid/{mid}");
+            if self.store.get(Tree::Mail, key.as_bytes())?.is_none() {
+                batch.put_json(Tree::Mail, key, &contact)?;
+            }
         }
         if !said.is_empty() {
             match refusal(&mail, &customer) {

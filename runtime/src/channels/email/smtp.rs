@@ -64,8 +64,14 @@ pub async fn serve(
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait rather than spin.
+                tracing::warn!(error = %e, "the SMTP receiver cannot accept a connection now");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let rt = rt.clone();
         let tls = tls.clone();
@@ -97,7 +103,10 @@ pub async fn serve(
                 // Whatever the client sent after STARTTLS before the handshake is dropped
                 // (RFC 3207, section 5: it could be an injected command).
                 let stream = stream.into_inner();
-                match tls.accept(stream).await {
+                match tokio::time::timeout(IDLE, tls.accept(stream))
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                {
                     Ok(secure) => {
                         let mut secure = BufReader::new(secure);
                         session(&rt, &mut secure, false, peer).await;
