@@ -157,7 +157,9 @@ try {
   await root.getByLabel("Person").fill("kim");
   await root.getByLabel("Label").fill("ci");
   await root.getByRole("button", { name: "Create a token" }).click();
-  const secret = (await root.locator("#new-token-value").textContent({ timeout: 5000 })).trim();
+  // The element is on the page before the answer: wait for the secret itself.
+  await root.locator("#new-token-value", { hasText: /\S/ }).waitFor({ timeout: 5000 });
+  const secret = (await root.locator("#new-token-value").textContent()).trim();
   const use = () => fetch(`${base}/v1/flows`, { headers: { Authorization: `Bearer ${secret}` } });
   if ((await use()).status !== 200) throw new Error("the new token does not work");
   const tokenRow = root.locator("#tokens tr", { hasText: "ci" });
