@@ -68,7 +68,9 @@ try {
   await dev.screenshot({ path: `${shots}/browser-console-canary.png`, fullPage: true });
   await flow.getByRole("button", { name: "Abort the canary" }).click();
   await dev.locator("#result").getByText("canary aborted").waitFor({ timeout: 10000 });
-  await flow.getByText("main: live v1").waitFor({ timeout: 10000 });
+  // "main: live v1" is also the start of the heading while the canary is shown: wait for
+  // the whole heading, then make sure nothing names the canary.
+  await flow.getByText("main: live v1", { exact: true }).waitFor({ timeout: 10000 });
   if (await flow.getByText("canary v2").count()) throw new Error("the canary is still shown");
   const versions = await admin("GET", "/v1/flows/main/versions");
   if (versions.canary) throw new Error(`the API still has a canary: ${JSON.stringify(versions.canary)}`);
