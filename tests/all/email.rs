@@ -871,6 +871,39 @@ fn replies_wait_for_a_relay_that_is_down_and_a_kill_after_250_loses_and_repeats_
         mail_events(&server, from_lee[0]["id"].as_str().unwrap()).len(),
         1
     );
+
+    // A mailbox the relay refuses for good (550): the answer is kept as failed with the
+    // relay's words, and not tried again.
+    let before = relay.messages().len();
+    let lost = mail("gone@example.com", "Hi", "d3@example.com", &[], "Anyone?");
+    assert_eq!(
+        send(&server, "gone@example.com", "support@acme.test", &lost)["ok"],
+        true
+    );
+    let gone = wait_until("gone's contact", || {
+        email_contacts(&server)
+            .into_iter()
+            .find(|c| c["from"] == "gone@example.com")
+    });
+    let gone = gone["id"].as_str().unwrap().to_string();
+    let failed = wait_until("the refused answer", || {
+        let (_, mail) = server.call("GET", &format!("/v1/contacts/{gone}/mail"), None);
+        let first = mail.as_array()?.first()?.clone();
+        (first["state"] == "failed").then_some(first)
+    });
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no such mailbox"),
+        "{failed}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, mail) = server.call("GET", &format!("/v1/contacts/{gone}/mail"), None);
+    assert_eq!(mail[0]["attempts"], 1, "{mail}");
+    assert_eq!(relay.messages().len(), before);
+    let (_, kim_mail) = server.call("GET", &format!("/v1/contacts/{contact}/mail"), None);
+    assert_eq!(kim_mail[0]["state"], "sent", "{kim_mail}");
 }
 
 #[test]

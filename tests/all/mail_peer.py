@@ -4,6 +4,8 @@
 relay PORT DIR
     Runs aiosmtpd as the relay Switchboard sends through. Each message it takes is saved as
     DIR/N.eml, then its envelope as DIR/N.json (written last: a .json means a whole message).
+    A recipient whose local part is "gone" is refused for good (550 5.1.1), as a relay does
+    for a mailbox that does not exist.
     Prints "ready" once listening; stops when stdin closes.
 send HOST PORT FROM TO FILE [--starttls]
     Sends FILE (a whole message) with smtplib from the envelope sender FROM ("" for the null
@@ -22,6 +24,12 @@ def relay(port, directory):
     from aiosmtpd.controller import Controller
 
     class Saver:
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if address.split("@")[0] == "gone":
+                return "550 5.1.1 no such mailbox"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
         async def handle_DATA(self, server, session, envelope):
             base = os.path.join(directory, str(time.time_ns()))
             with open(base + ".eml", "wb") as f:

@@ -13,7 +13,6 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::Digest as _;
 
 use super::routing::Agent;
 use super::{Answer, Api, ApiError, blocking, ok};
@@ -74,8 +73,12 @@ fn presents(headers: &HeaderMap, secret: &str) -> bool {
     } else {
         return false;
     };
-    // Compared as digests: the time taken says nothing of how much of the secret matched.
-    sha2::Sha256::digest(given.as_bytes()) == sha2::Sha256::digest(secret.as_bytes())
+    // Digests of equal length, compared in constant time: the time taken says nothing of
+    // the secret's length or of how much of it matched.
+    crate::tokens::same_secret(
+        crate::tokens::hash(&given).as_bytes(),
+        crate::tokens::hash(secret).as_bytes(),
+    )
 }
 
 #[derive(Deserialize, Default)]

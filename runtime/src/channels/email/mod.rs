@@ -7,7 +7,8 @@
 //!   contact. Handling it records its progress in the entry itself (the contact it went to,
 //!   the step it found the contact at), so a restart half-way neither loses the mail nor runs
 //!   the flow twice on it, and an answer is queued once.
-//! - `out/ID`: a mail to send; `sent/CONTACT/ID` once the relay took it, so the conversation
+//! - `out/DUE/ID`: a mail to send, indexed by `waiting/CONTACT/ID`; `sent/CONTACT/ID` once
+//!   the relay took it, `failed/CONTACT/ID` if it refused it for good, so the conversation
 //!   stays with the contact.
 //! - `thread/CONTACT`: the contact's thread (customer, subject, last Message-ID and its
 //!   References); `msgid/MESSAGE-ID`: the contact a Message-ID belongs to (mail in and out), so
@@ -28,8 +29,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::contract::{Attachment, Channel, Event, Mail};
+use crate::router::now_ms;
 use crate::runtime::Runtime;
-use crate::sessions::{NewContact, Status, StepReport};
+use crate::sessions::{NewContact, Status};
 use crate::store::{Batch, Scan, StoreError, StoreExt as _, Tree};
 
 use parse::{Incoming, Robot};
@@ -112,10 +114,6 @@ pub struct Mailroom {
     wake_in: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
     wake_out: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
     counters: Counters,
-}
-
-fn now_ms() -> u64 {
-    crate::router::now_ms()
 }
 
 impl Mailroom {
@@ -219,14 +217,15 @@ impl Mailroom {
         let weak = Arc::downgrade(rt);
         crate::channels::follow_reports(rt.contacts().subscribe(), move |report| {
             let Some(rt) = weak.upgrade() else { return };
-            if crate::channels::chat::texts(&report.actions).is_empty() {
+            let said = crate::channels::chat::texts(&report.actions);
+            if said.is_empty() {
                 return;
             }
             if rt
                 .contacts()
                 .get(&report.contact)
                 .is_ok_and(|s| s.channel == Channel::Email)
-                && let Err(e) = rt.email.flow_said(report)
+                && let Err(e) = rt.email.flow_said(&report.contact, &said)
             {
                 tracing::error!(contact = %report.contact, error = %e, "what a flow said could not be queued as mail");
             }
@@ -267,10 +266,9 @@ impl Mailroom {
                 if entry.next_ms > now_ms() {
                     continue;
                 }
-                let retry = entry.clone();
                 if let Err(e) = self.handle(rt, &key, entry) {
                     // Kept and tried again later; the mails after it go on meanwhile.
-                    self.later(&key, retry, &e);
+                    self.later(&key, &e);
                 }
             }
             if !full {
@@ -279,16 +277,17 @@ impl Mailroom {
         }
     }
 
-    /// Puts off a mail that could not be handed over, with backoff (up to 5 minutes).
-    fn later(&self, key: &[u8], mut entry: Received, error: &anyhow::Error) {
-        // What the failed run got done (the contact, its step) is in the stored entry.
-        if let Ok(Some(stored)) = self.store.get(Tree::Mail, key)
-            && let Ok(stored) = serde_json::from_slice::<Received>(&stored)
-        {
-            entry = stored;
-        }
+    /// Puts off a mail that could not be handed over, with backoff (up to 5 minutes). What
+    /// the failed run got done (the contact, its step) is in the stored entry, which is kept.
+    fn later(&self, key: &[u8], error: &anyhow::Error) {
+        let Ok(Some(stored)) = self.store.get(Tree::Mail, key) else {
+            return;
+        };
+        let Ok(mut entry) = serde_json::from_slice::<Received>(&stored) else {
+            return;
+        };
         entry.attempts += 1;
-        entry.next_ms = now_ms() + 1000 * (1u64 << entry.attempts.min(9)).min(300);
+        entry.next_ms = now_ms() + 1000 * backoff_secs(entry.attempts, 300);
         tracing::error!(key = %String::from_utf8_lossy(key), attempt = entry.attempts, error = %error, "a mail could not be handed to its contact; it is kept and tried again");
         if let Ok(bytes) = serde_json::to_vec(&entry) {
             let _ = self.store.put(Tree::Mail, key, &bytes);
@@ -305,15 +304,17 @@ impl Mailroom {
             .unwrap_or_else(|| entry.mail_from.to_ascii_lowercase());
         let (mailbox, tag) = parse::plus_address(&entry.to);
         if entry.contact.is_none() {
-            let earlier = tag.filter(|t| rt.contacts().get(t).is_ok()).or_else(|| {
-                mail.answers.iter().find_map(|id| {
-                    self.store
-                        .get_json::<String>(Tree::Mail, &format!("msgid/{id}"))
-                        .ok()
-                        .flatten()
-                })
+            // The plus-address's contact, else the first the mail answers.
+            let answered = mail.answers.iter().filter_map(|id| {
+                self.store
+                    .get_json::<String>(Tree::Mail, &format!("msgid/{id}"))
+                    .ok()
+                    .flatten()
             });
-            let earlier = earlier.and_then(|c| rt.contacts().get(&c).ok());
+            let earlier = tag
+                .into_iter()
+                .chain(answered)
+                .find_map(|c| rt.contacts().get(&c).ok());
             match earlier {
                 Some(session) if !matches!(session.status, Status::Ended { .. }) => {
                     entry.steps_before = Some(session.steps);
@@ -337,12 +338,7 @@ impl Mailroom {
                         None
                     };
                     if let Some(session) = started {
-                        let first = rt.contacts().trace(&session.id)?;
-                        entry.said = first
-                            .iter()
-                            .find(|s| s.step == 1)
-                            .map(|s| crate::channels::chat::texts(&s.actions))
-                            .unwrap_or_default();
+                        entry.said = said_in_step(rt, &session.id, 1)?;
                         entry.steps_before = Some(1);
                         entry.contact = Some(session.id);
                     } else {
@@ -407,10 +403,7 @@ impl Mailroom {
         let mut said = std::mem::take(&mut entry.said);
         let for_agent = format_for_agent(&mail, &attachments);
         if session.steps > steps_before {
-            let trace = rt.contacts().trace(&contact)?;
-            if let Some(step) = trace.iter().find(|s| s.step == steps_before + 1) {
-                said.extend(crate::channels::chat::texts(&step.actions));
-            }
+            said.extend(said_in_step(rt, &contact, steps_before + 1)?);
         } else if let Status::WithAgent {
             agent: Some(agent), ..
         } = &session.status
@@ -479,7 +472,7 @@ impl Mailroom {
         }
         batch.put_json(Tree::Mail, format!("thread/{contact}"), &thread)?;
         batch.delete(Tree::Mail, key.to_vec());
-        self.commit_retrying(batch)?;
+        self.commit_durably(batch)?;
         self.counters.received(&entry.via);
         self.wake(&self.wake_out);
         Ok(())
@@ -522,7 +515,7 @@ impl Mailroom {
         Ok(())
     }
 
-    fn commit_retrying(&self, batch: Batch) -> Result<(), StoreError> {
+    fn commit_durably(&self, batch: Batch) -> Result<(), StoreError> {
         self.store.commit(&batch)?;
         self.store.flush()
     }
@@ -570,6 +563,7 @@ impl Mailroom {
             .unwrap_or((thread.mailbox.as_str(), self.config.domain.as_str()));
         Ok(outbox::Outgoing {
             id: format!("{id:020}"),
+            state: outbox::State::Waiting,
             contact: contact.to_string(),
             from: thread.mailbox.clone(),
             reply_to: format!("{local}+{contact}@{domain}"),
@@ -588,7 +582,7 @@ impl Mailroom {
     }
 
     fn stage(&self, mail: &outbox::Outgoing, batch: &mut Batch) -> Result<(), StoreError> {
-        batch.put_json(Tree::Mail, format!("out/{}", mail.id), mail)?;
+        mail.stage(batch)?;
         batch.put_json(
             Tree::Mail,
             format!("msgid/{}", mail.message_id),
@@ -599,17 +593,16 @@ impl Mailroom {
 
     /// What a flow said outside a mail's step (task news) goes to the customer as an
     /// automatic answer on the thread.
-    fn flow_said(&self, report: &StepReport) -> anyhow::Result<()> {
-        let said = crate::channels::chat::texts(&report.actions);
+    fn flow_said(&self, contact: &str, said: &[String]) -> anyhow::Result<()> {
         let Some(thread) = self
             .store
-            .get_json::<Thread>(Tree::Mail, &format!("thread/{}", report.contact))?
+            .get_json::<Thread>(Tree::Mail, &format!("thread/{contact}"))?
         else {
             return Ok(());
         };
         let mut batch = Batch::new();
-        self.auto_reply(&report.contact, &thread, &said, &mut batch)?;
-        self.commit_retrying(batch)?;
+        self.auto_reply(contact, &thread, said, &mut batch)?;
+        self.commit_durably(batch)?;
         self.wake(&self.wake_out);
         Ok(())
     }
@@ -633,19 +626,32 @@ impl Mailroom {
         let mail = self.compose(contact, &thread, body, false)?;
         let mut batch = Batch::new();
         self.stage(&mail, &mut batch)?;
-        self.commit_retrying(batch)?;
+        self.commit_durably(batch)?;
         self.wake(&self.wake_out);
         Ok(mail)
     }
 
-    /// The mail of a contact: what was sent (and when), and what waits in the outbox.
+    /// The mail of a contact, oldest first: sent (and when), refused for good, or waiting
+    /// in the outbox (with the last error).
     pub fn of_contact(&self, contact: &str) -> Result<Vec<outbox::Outgoing>, StoreError> {
-        let mut out: Vec<outbox::Outgoing> = self
+        let mut all: Vec<outbox::Outgoing> = self
             .store
             .scan_json(Tree::Mail, &format!("sent/{contact}/"))?;
-        let waiting: Vec<outbox::Outgoing> = self.store.scan_json(Tree::Mail, "out/")?;
-        out.extend(waiting.into_iter().filter(|m| m.contact == contact));
-        Ok(out)
+        all.extend(
+            self.store
+                .scan_json::<outbox::Outgoing>(Tree::Mail, &format!("failed/{contact}/"))?,
+        );
+        for (_, key) in self
+            .store
+            .scan_prefix(Tree::Mail, format!("waiting/{contact}/").as_bytes())?
+        {
+            let key = String::from_utf8_lossy(&key).into_owned();
+            if let Some(mail) = self.store.get_json::<outbox::Outgoing>(Tree::Mail, &key)? {
+                all.push(mail);
+            }
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
     }
 }
 
@@ -702,6 +708,22 @@ impl Mailroom {
 /// so a mail is not handed over or sent twice).
 pub fn leads(rt: &Runtime) -> bool {
     rt.membership().is_none_or(|m| m.fence().is_some())
+}
+
+/// What the flow of `contact` said in step `n`, as recorded in its trace.
+fn said_in_step(rt: &Runtime, contact: &str, n: u32) -> anyhow::Result<Vec<String>> {
+    Ok(rt
+        .contacts()
+        .trace(contact)?
+        .iter()
+        .find(|s| s.step == n)
+        .map(|s| crate::channels::chat::texts(&s.actions))
+        .unwrap_or_default())
+}
+
+/// Seconds to wait after `attempts` failures: 1, 2, 4... up to `max`.
+fn backoff_secs(attempts: u32, max: u64) -> u64 {
+    (1u64 << attempts.saturating_sub(1).min(20)).min(max)
 }
 
 /// Why a mail gets no automatic answer, if it gets none.

@@ -1,6 +1,8 @@
-//! The outbox: mail waits in the store (`out/ID`) until the relay takes it, retried with
-//! backoff while the relay is down or answers a temporary failure; once taken it moves to
-//! `sent/CONTACT/ID`. Sent with `lettre` over SMTP (STARTTLS, TLS and AUTH as the relay URL
+//! The outbox: mail waits in the store under `out/DUE/ID` (DUE: the time of its next attempt,
+//! so the sender reads only the front and stops at the first mail not yet due), indexed by
+//! `waiting/CONTACT/ID`; it is retried with backoff while the relay is down or answers a
+//! temporary failure. Once taken it moves to `sent/CONTACT/ID`; refused for good, to
+//! `failed/CONTACT/ID`. Sent with `lettre` over SMTP (STARTTLS, TLS and AUTH as the relay URL
 //! says). A crash between the relay's answer and the move sends the mail again, with the same
 //! Message-ID, which receivers use to drop the copy.
 
@@ -17,11 +19,27 @@ use serde::{Deserialize, Serialize};
 use crate::runtime::Runtime;
 use crate::store::{Batch, Scan, Tree};
 
+/// Where a mail is: waiting in the outbox, taken by the relay, or refused by it for good.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// In the outbox, to be tried at `next_ms`.
+    #[default]
+    Waiting,
+    /// The relay took it at `sent_ms`.
+    Sent,
+    /// The relay refused it for good (`last_error` says why); not tried again.
+    Failed,
+}
+
 /// A mail to send, or sent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Outgoing {
-    /// Its id (the key under `out/` and `sent/CONTACT/`).
+    /// Its id (the last part of its keys).
     pub id: String,
+    /// Waiting, sent or failed.
+    #[serde(default)]
+    pub state: State,
     /// The contact it belongs to.
     pub contact: String,
     /// Our mailbox.
@@ -71,6 +89,28 @@ impl Header for AutoSubmitted {
 }
 
 impl Outgoing {
+    /// Its key in the outbox: due time first, so a scan reads the mail due soonest first.
+    pub fn key(&self) -> String {
+        format!("out/{:013}/{}", self.next_ms, self.id)
+    }
+
+    /// Its entry in the contact's index of waiting mail, or under `sent/`, `failed/`.
+    pub fn index(&self) -> String {
+        let place = match self.state {
+            State::Waiting => "waiting",
+            State::Sent => "sent",
+            State::Failed => "failed",
+        };
+        format!("{place}/{}/{}", self.contact, self.id)
+    }
+
+    /// Puts it in the outbox (with its index entry) in `batch`.
+    pub fn stage(&self, batch: &mut Batch) -> Result<(), crate::store::StoreError> {
+        batch.put_json(Tree::Mail, self.key(), self)?;
+        batch.put(Tree::Mail, self.index(), self.key().into_bytes());
+        Ok(())
+    }
+
     /// The message as it goes out.
     pub fn message(&self) -> anyhow::Result<Message> {
         let mailbox = |a: &str| -> anyhow::Result<Mailbox> {
@@ -102,7 +142,7 @@ impl Outgoing {
 
 /// Seconds before attempt `n + 1` (after `n` failures): 1, 2, 4... up to 32.
 fn backoff(attempts: u32) -> u64 {
-    1u64 << attempts.saturating_sub(1).min(5)
+    super::backoff_secs(attempts, 32)
 }
 
 /// Starts the sender thread.
@@ -164,74 +204,62 @@ impl super::Mailroom {
             .len())
     }
 
-    /// Sends what is due, oldest first.
+    /// Sends what is due, soonest due first; stops at the first mail not yet due.
     fn send_due(&self, relay: &SmtpTransport) {
-        let due = match self.store.scan(Tree::Mail, &Scan::prefix(b"out/", 64)) {
+        let front = match self.store.scan(Tree::Mail, &Scan::prefix(b"out/", 64)) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "the outbox cannot be read; trying again");
                 return;
             }
         };
-        let now = crate::router::now_ms();
-        for (key, value) in due {
+        for (key, value) in front {
             let Ok(mut mail) = crate::store::decode::<Outgoing>(Tree::Mail, &key, &value) else {
                 tracing::error!(key = %String::from_utf8_lossy(&key), "a mail in the outbox does not decode; left there");
                 continue;
             };
-            if mail.next_ms > now {
-                continue;
+            if mail.next_ms > crate::router::now_ms() {
+                break;
             }
             let result = mail
                 .message()
                 .and_then(|m| relay.send(&m).map_err(anyhow::Error::from));
             let mut batch = Batch::new();
             batch.expect(Tree::Mail, key.clone(), Some(&value));
-            match result {
+            batch.delete(Tree::Mail, key);
+            let waiting = mail.index();
+            mail.attempts += 1;
+            let staged = match result {
                 Ok(_) => {
+                    mail.state = State::Sent;
                     mail.sent_ms = Some(crate::router::now_ms());
-                    mail.attempts += 1;
-                    batch.delete(Tree::Mail, key.clone());
-                    if batch
-                        .put_json(
-                            Tree::Mail,
-                            format!("sent/{}/{}", mail.contact, mail.id),
-                            &mail,
-                        )
-                        .is_err()
-                    {
-                        continue;
-                    }
                     self.counters.sent.inc();
                     tracing::info!(contact = %mail.contact, to = %mail.to, message_id = %mail.message_id, "mail sent");
+                    batch.delete(Tree::Mail, waiting);
+                    batch.put_json(Tree::Mail, mail.index(), &mail)
                 }
                 Err(e) => {
                     self.counters.send_failures.inc();
                     let permanent = e
                         .downcast_ref::<lettre::transport::smtp::Error>()
                         .is_some_and(|e| e.is_permanent());
-                    mail.attempts += 1;
                     mail.last_error = Some(e.to_string());
                     if permanent || mail.message().is_err() {
                         tracing::error!(contact = %mail.contact, to = %mail.to, error = %e, "the relay refused a mail for good; it is kept under failed/ (see the contact's mail)");
-                        batch.delete(Tree::Mail, key.clone());
-                        let _ = batch.put_json(
-                            Tree::Mail,
-                            format!("failed/{}/{}", mail.contact, mail.id),
-                            &mail,
-                        );
+                        mail.state = State::Failed;
+                        batch.delete(Tree::Mail, waiting);
+                        batch.put_json(Tree::Mail, mail.index(), &mail)
                     } else {
                         mail.next_ms = crate::router::now_ms() + backoff(mail.attempts) * 1000;
                         tracing::warn!(contact = %mail.contact, to = %mail.to, attempt = mail.attempts, error = %e, "the relay did not take a mail; trying again later");
-                        let _ = batch.put_json(
-                            Tree::Mail,
-                            String::from_utf8_lossy(&key).into_owned(),
-                            &mail,
-                        );
+                        mail.stage(&mut batch)
                     }
                 }
-            }
-            if let Err(e) = self.store.commit(&batch).and_then(|()| self.store.flush()) {
+            };
+            if let Err(e) = staged
+                .and_then(|()| self.store.commit(&batch))
+                .and_then(|()| self.store.flush())
+            {
                 tracing::error!(error = %e, "the outbox could not be updated after an attempt");
             }
         }
@@ -246,6 +274,7 @@ mod tests {
     fn a_reply_carries_its_thread_and_says_it_was_automatic() {
         let mail = Outgoing {
             id: "1".into(),
+            state: State::Waiting,
             contact: "c1".into(),
             from: "support@acme.test".into(),
             reply_to: "support+c1@acme.test".into(),
