@@ -371,9 +371,12 @@ function localInput(date) {
 function reportQuery(format) {
   const kind = $("report-kind").value;
   const params = new URLSearchParams({
-    from: $("report-from").value, to: $("report-to").value, interval: $("report-interval").value,
+    from: $("report-from").value, interval: $("report-interval").value,
     tz: $("report-tz").value.trim(),
   });
+  // No end given: the report runs up to the moment it is asked for, however long the page
+  // has been open.
+  if ($("report-to").value) params.set("to", $("report-to").value);
   const only = $("report-only").value.trim();
   if (only) params.set(kind === "queues" ? "queue" : "agent", only);
   if ($("report-short").value !== "") params.set("short_abandon_secs", $("report-short").value);
@@ -480,7 +483,6 @@ function setUpReports() {
   const now = new Date();
   const midnight = new Date(now.getFullYear(), now.getMonth(), now.getDate());
   $("report-from").value = localInput(midnight);
-  $("report-to").value = localInput(new Date(now.getTime() + 60_000));
   $("report-tz").value = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
   $("report-csv").href = reportQuery("csv");
   for (const id of ["report-kind", "report-from", "report-to", "report-interval", "report-tz", "report-only", "report-short"]) {
