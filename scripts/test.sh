@@ -30,18 +30,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 # Python flows: componentize-py builds them, pytest runs the SDK harness tests; aiosmtpd is the
-# relay the e-mail tests send through (smtplib, in Python itself, is their mail client).
+# relay the e-mail tests send through (smtplib, in Python itself, is their mail client);
+# openapi-spec-validator checks /openapi.json and schemathesis fuzzes the API against it.
 if ! command -v componentize-py >/dev/null 2>&1 || ! python3 -m pytest --version >/dev/null 2>&1 \
-    || ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
-  echo "==> installing componentize-py, pytest and aiosmtpd (PyPI)"
+    || ! python3 -c "import aiosmtpd, schemathesis, openapi_spec_validator" >/dev/null 2>&1; then
+  echo "==> installing componentize-py, pytest, aiosmtpd, schemathesis, openapi-spec-validator (PyPI)"
   if ! python3 -m pip --version >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip
   fi
   # A system Python (PEP 668) refuses plain installs; a pyenv or venv Python takes them.
-  python3 -m pip install --quiet componentize-py==0.25.1 pytest aiosmtpd==1.4.6 \
-    || python3 -m pip install --quiet --user --break-system-packages componentize-py==0.25.1 pytest aiosmtpd==1.4.6
+  python3 -m pip install --quiet componentize-py==0.25.1 pytest aiosmtpd==1.4.6 schemathesis==4.32.5 openapi-spec-validator==0.9.0 \
+    || python3 -m pip install --quiet --user --break-system-packages componentize-py==0.25.1 pytest aiosmtpd==1.4.6 schemathesis==4.32.5 openapi-spec-validator==0.9.0
   hash -r
   command -v componentize-py >/dev/null 2>&1 || export PATH="$(python3 -m site --user-base)/bin:$PATH"
 fi

@@ -5,6 +5,7 @@ mod load;
 mod sipp;
 mod support;
 
+mod api_contract;
 mod auth;
 mod browser;
 mod canary;

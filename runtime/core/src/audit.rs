@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{Store, StoreError, StoreExt, Tree};
 
 /// One change, as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// RFC 3339 time.
     pub at: String,

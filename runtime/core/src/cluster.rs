@@ -28,7 +28,7 @@ pub const LEASE_MS: u64 = 5_000;
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// A node's heartbeat record.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeRecord {
     /// The node's id, kept in its data directory (`node.id`).
     pub node: String,
@@ -44,7 +44,7 @@ pub struct NodeRecord {
     pub until_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 struct Lease {
     holder: String,
     epoch: u64,
@@ -52,7 +52,7 @@ struct Lease {
 }
 
 /// Written when a node takes the lease; changes only then.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 struct Epoch {
     holder: String,
     epoch: u64,

@@ -5,7 +5,19 @@
 use serde::{Deserialize, Serialize};
 
 /// The channel a contact arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     /// A phone call.
@@ -26,7 +38,7 @@ impl Channel {
 }
 
 /// The contact as a flow sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Contact {
     /// Session id.
     pub id: String,
@@ -37,11 +49,13 @@ pub struct Contact {
     /// Address reached.
     pub to: String,
     /// Attributes, keys unique.
+    /// `[key, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub attributes: Vec<(String, String)>,
 }
 
 /// A task's status, as reported to the flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskStatus {
     /// An agent accepted it.
@@ -55,7 +69,7 @@ pub enum TaskStatus {
 }
 
 /// An event that starts a step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Event {
     /// First event of every contact.
@@ -102,7 +116,7 @@ pub enum Event {
 }
 
 /// An e-mail a contact received (`mail` in the contract).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Mail {
     /// Subject line.
     pub subject: String,
@@ -119,7 +133,7 @@ pub struct Mail {
 }
 
 /// A file attached to an e-mail, as flows see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attachment {
     /// File name.
     pub name: String,
@@ -130,7 +144,7 @@ pub struct Attachment {
 }
 
 /// Text to speak or show.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Say {
     /// The text.
     pub text: String,
@@ -143,7 +157,7 @@ pub struct Say {
 }
 
 /// Part of a gather's prompt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Prompt {
     /// Text to speech.
@@ -156,7 +170,7 @@ pub enum Prompt {
 }
 
 /// Ask for input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Gather {
     /// What to ask.
     pub prompt: Vec<Prompt>,
@@ -175,20 +189,22 @@ pub struct Gather {
 }
 
 /// Queue the contact for an agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Enqueue {
     /// Queue name.
     pub queue: String,
     /// Higher first.
     pub priority: i32,
     /// Task attributes.
+    /// `[key, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub attributes: Vec<(String, String)>,
     /// Seconds before giving up, 0 for the queue default.
     pub timeout_secs: u32,
 }
 
 /// One action of a step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Action {
     /// Speak or show text.
@@ -264,7 +280,7 @@ fn is_dtmf_key(key: &str) -> bool {
 }
 
 /// A customer as the built-in CRM stores them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Customer {
     /// CRM id.
     pub id: String,
@@ -281,6 +297,8 @@ pub struct Customer {
     pub tier: String,
     /// Other fields.
     #[serde(default)]
+    /// `[key, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub attributes: Vec<(String, String)>,
 }
 

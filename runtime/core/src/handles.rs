@@ -685,7 +685,7 @@ impl Store for ChannelStore {
 }
 
 /// What an agent's desk shows of a task: see [`Desk::context`].
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TaskContext {
     /// The task.
     pub task: String,
@@ -702,6 +702,8 @@ pub struct TaskContext {
     /// What the customer did in the flow, in order: `pressed 1`, `wrote "1001"`.
     pub inputs: Vec<String>,
     /// The contact's attributes.
+    /// `[key, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub attributes: Vec<(String, String)>,
     /// The queue's disposition codes.
     pub dispositions: Vec<String>,

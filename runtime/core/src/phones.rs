@@ -10,7 +10,7 @@ use crate::store::{Batch, Store, StoreError, StoreExt, Tree};
 const NONCE_KEY: &[u8] = b"sip-nonce-key";
 
 /// One agent's registered phone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Phone {
     /// The Contact URI it registered.
     pub uri: String,

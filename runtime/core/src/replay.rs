@@ -14,7 +14,7 @@ use crate::engine::{Clock, Engine, FlowComponent, StepTarget};
 use crate::sessions::{Session, TraceEntry};
 
 /// A recorded contact, as saved for tests.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Golden {
     /// The flow it ran.
     pub flow: String,
@@ -48,7 +48,7 @@ impl Golden {
 }
 
 /// What a flow did in one step: its actions, or the kind of fault.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// The flow's own actions.
@@ -58,7 +58,7 @@ pub enum Outcome {
 }
 
 /// One step, recorded and replayed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepDiff {
     /// Step number.
     pub step: u32,
@@ -75,7 +75,7 @@ pub struct StepDiff {
 }
 
 /// A whole contact, recorded and replayed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplayReport {
     /// The flow.
     pub flow: String,

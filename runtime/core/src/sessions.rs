@@ -27,7 +27,7 @@ const MAX_LISTING_SCAN: usize = 20_000;
 const MAX_NEWS_CONTACTS: usize = 1_000;
 
 /// Where a contact stands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum Status {
     /// The flow is talking with the customer.
@@ -54,7 +54,7 @@ pub enum Status {
 }
 
 /// What the session waits for next.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Awaiting {
     /// The answer to this gather.
@@ -64,7 +64,7 @@ pub enum Awaiting {
 }
 
 /// A contact's session, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Session {
     /// Contact id.
     pub id: String,
@@ -75,6 +75,8 @@ pub struct Session {
     /// Address reached.
     pub to: String,
     /// Attributes, keys unique.
+    /// `[key, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub attributes: Vec<(String, String)>,
     /// The flow.
     pub flow: String,
@@ -82,6 +84,7 @@ pub struct Session {
     pub version: u64,
     /// The flow's state after the last step.
     #[serde(with = "base64_bytes")]
+    #[schema(value_type = String, content_encoding = "base64")]
     pub state: Vec<u8>,
     /// Where it stands.
     pub status: Status,
@@ -180,7 +183,7 @@ impl Session {
 }
 
 /// One message between a contact's customer and an agent, as kept with the contact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Said {
     /// When (RFC 3339).
     pub at: String,
@@ -197,7 +200,7 @@ pub struct Said {
 }
 
 /// One step of a contact, as recorded: everything needed to replay it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TraceEntry {
     /// Step number, from 1.
     pub step: u32,
@@ -207,6 +210,8 @@ pub struct TraceEntry {
     pub version: u64,
     /// The contact's attributes when the step started.
     #[serde(default)]
+    /// `[key, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub attributes: Vec<(String, String)>,
     /// The event.
     pub event: Event,
@@ -218,13 +223,14 @@ pub struct TraceEntry {
     pub host_calls: Vec<HostCall>,
     /// The state after the step.
     #[serde(with = "base64_bytes")]
+    #[schema(value_type = String, content_encoding = "base64")]
     pub state: Vec<u8>,
     /// Microseconds the step took in the engine.
     pub elapsed_us: u64,
 }
 
 /// The result of a step, as channels and the API see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepReport {
     /// Contact id.
     pub contact: String,
@@ -245,7 +251,7 @@ pub struct StepReport {
 }
 
 /// A new contact.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct NewContact {
     /// Channel; guessed from `to` when absent.
     pub channel: Option<Channel>,
@@ -257,6 +263,8 @@ pub struct NewContact {
     pub flow: Option<String>,
     /// Extra attributes.
     #[serde(default)]
+    /// `[key, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub attributes: Vec<(String, String)>,
     /// Whether a connection on this node carries the contact (a SIP call, a chat
     /// WebSocket). In a cluster such a contact is this node's: it hears the contact's task

@@ -8,7 +8,7 @@ use sha2::Digest;
 use crate::store::{Store, StoreError, StoreExt, Tree};
 
 /// A stored token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     /// Its name: the person's for a user's token (recorded in the audit trail).
     pub name: String,
@@ -28,7 +28,7 @@ pub struct TokenRecord {
 }
 
 /// A token as listed: never its hash.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct TokenView {
     /// Its id (the first 16 hex digits of its hash): what revoking names.
     pub id: String,

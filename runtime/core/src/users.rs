@@ -17,7 +17,7 @@ use crate::store::{Store, StoreError, StoreExt, Tree};
 use crate::tokens;
 
 /// What a person may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, people and tokens included.
@@ -76,7 +76,7 @@ pub struct Principal {
 }
 
 /// A user as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     /// Unique name: lowercase letters, digits, `.`, `_`, `-`. An agent's user has the name of
     /// the agent whose desk it works.
@@ -94,7 +94,7 @@ pub struct User {
 }
 
 /// A user as shown: never the password hash.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct UserView {
     /// Name.
     pub name: String,
@@ -242,7 +242,7 @@ pub fn create(
 }
 
 /// A change to a user; `None` leaves a field as it is.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
     /// A new role.
@@ -369,7 +369,7 @@ pub fn by_token(
 }
 
 /// A browser session as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 struct Session {
     user: String,
     /// The CSRF token the session's changes must carry (`X-CSRF-Token`).

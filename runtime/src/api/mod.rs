@@ -4,6 +4,7 @@
 mod chat;
 mod email;
 mod error;
+mod openapi;
 mod pages;
 mod people;
 mod reports;
@@ -26,10 +27,15 @@ use serde_json::json;
 
 pub use error::{ApiError, AppJson};
 
+use crate::audit::AuditEntry;
 use crate::contract::Event;
-use crate::flows::{Canary, DeployOptions, EntryPoint, Match, VersionStatus};
+use crate::flows::{
+    Canary, DeployOptions, Deployed, EntryPoint, FlowRecord, FlowVersion, Match, VersionStatus,
+};
+use crate::replay::{Golden, ReplayReport};
 use crate::runtime::Runtime;
-use crate::sessions::NewContact;
+use crate::sessions::{NewContact, Said, Session, StepReport, TraceEntry};
+use openapi::{Bytes as Body, ErrorBody};
 
 /// Largest component a deploy accepts.
 const MAX_COMPONENT: usize = 64 << 20;
@@ -81,9 +87,11 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             people::authenticate,
         ));
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/reference", get(openapi::reference))
         .nest("/v1", v1)
         .nest("/agent/v1", routing::agent(runtime.clone()))
         .nest("/twilio", twilio::routes())
@@ -96,14 +104,115 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such endpoint; see README, section HTTP API",
+                "no such endpoint; see /reference (or /openapi.json) for the API",
             )
         })
+        .layer(middleware::map_response(json_errors))
         .with_state(runtime)
+}
+
+/// Errors axum answers in plain text (a path segment that does not parse, a body that is not
+/// the JSON asked for, a WebSocket request without its upgrade, a body over its limit, a
+/// method the route does not have) answered in the API's JSON error shape, so every error
+/// reads the same and matches the contract. HTML pages and JSON answers pass untouched.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|t| t.starts_with("text/plain"));
+    if !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let said = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, next) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "the Allow header lists the methods this path takes",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "send a smaller body"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the Content-Type /openapi.json gives for this operation",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => (
+            "invalid_body",
+            "the body's fields and types are in /openapi.json",
+        ),
+        StatusCode::UPGRADE_REQUIRED => ("upgrade_required", "open this path as a WebSocket"),
+        s if s.is_server_error() => ("internal", "try again; the node's log says more"),
+        _ => (
+            "bad_request",
+            "check the path, query and headers against /openapi.json",
+        ),
+    };
+    let message = if said.is_empty() {
+        next.to_string()
+    } else {
+        format!("{said}: {next}")
+    };
+    let mut answer = ApiError::new(status, code, message).into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+        if let Some(value) = parts.headers.get(&name) {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
+}
+
+/// The operations of this module (see [`openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    healthz,
+    ready,
+    metrics,
+    show_cluster,
+    list_flows,
+    deploy,
+    list_versions,
+    show_version,
+    rollback,
+    promote,
+    abort,
+    show_settings,
+    configure,
+    list_entry_points,
+    bind,
+    load_customers,
+    start_contact,
+    list_contacts,
+    show_contact,
+    send_event,
+    show_trace,
+    show_transcript,
+    show_golden,
+    replay_contact,
+    show_audit,
+))]
+struct Doc;
+
+/// A flow's name, as in its path.
+const FLOW: &str = "The flow's name";
+
+/// Whether the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "node",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
 }
 
 /// The nodes sharing this node's store and which of them leads (runs the router's clock);
 /// `single` for a node on its own embedded store.
+#[utoipa::path(get, path = "/v1/cluster", tag = "node",
+    responses((status = 200, description = "`mode` (`single` or `cluster`), and in a cluster `node`, `leader`, `nodes` and `lost`", body = Object)))]
 async fn show_cluster(State(rt): Api) -> Answer {
     let body = match rt.membership() {
         Some(m) => json!({
@@ -120,6 +229,9 @@ async fn show_cluster(State(rt): Api) -> Answer {
 }
 
 /// Whether a load balancer should send this node work: 503 once it drains.
+#[utoipa::path(get, path = "/readyz", tag = "node", responses(
+    (status = 200, description = "`{\"status\": \"ready\"}`", body = Object),
+    (status = 503, description = "`{\"status\": \"draining\"}`: the node is stopping", body = Object)))]
 async fn ready(State(rt): Api) -> Response {
     if *rt.draining.borrow() {
         (
@@ -157,6 +269,10 @@ fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
     Ok((status, Json(value)).into_response())
 }
 
+/// Prometheus metrics of this node (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "node", responses(
+    (status = 200, description = "Metrics in the Prometheus text format", content_type = "text/plain", body = String),
+    (status = 401, description = "api.metrics_token is set and was not sent", body = ErrorBody)))]
 async fn metrics(State(rt): Api, headers: axum::http::HeaderMap) -> Response {
     if let Some(wanted) = &rt.config().api.metrics_token {
         let given = headers
@@ -177,12 +293,16 @@ async fn metrics(State(rt): Api, headers: axum::http::HeaderMap) -> Response {
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
+/// Every flow with its live version and since when.
+#[utoipa::path(get, path = "/v1/flows", tag = "flows",
+    responses((status = 200, description = "The flows", body = Vec<FlowRecord>)))]
 async fn list_flows(State(rt): Api) -> Answer {
     let flows = blocking(move || rt.admin().flows().list().map_err(ApiError::from)).await?;
     ok(StatusCode::OK, flows)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeployQuery {
     /// Deploy as a canary taking this share of new contacts.
     canary: Option<u32>,
@@ -202,6 +322,21 @@ struct DeployQuery {
     max_response_kib: Option<u64>,
 }
 
+/// Deploys a component (the body) as the flow's next version: live at once, or a canary.
+///
+/// The component is checked (it must be a component of a contract version the host serves,
+/// within the sandbox's limits) before it is stored; a refused one changes nothing. With
+/// `check_recent`, the most recent contacts of the live version are replayed against it first
+/// and a change in behaviour refuses the deploy unless `force`.
+#[utoipa::path(post, path = "/v1/flows/{flow}/versions", tag = "flows",
+    params(("flow" = String, Path, description = FLOW), DeployQuery),
+    request_body(content((Body = "application/wasm"), (Body = "application/octet-stream")), description = "The component's bytes"),
+    responses(
+        (status = 201, description = "Deployed; with `checked_contacts` and `changed_contacts` when checked", body = Deployed),
+        (status = 400, description = "An empty body or a bad query", body = ErrorBody),
+        (status = 409, description = "Replays differ (`replay_changed`, details list them): deploy with force to go on", body = ErrorBody),
+        (status = 413, description = "Larger than 64 MiB", body = ErrorBody),
+        (status = 422, description = "Not a component the host can run (`deploy_rejected`)", body = ErrorBody)))]
 async fn deploy(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
@@ -257,7 +392,7 @@ async fn deploy(
 }
 
 /// The answer to `GET /v1/flows/{flow}/versions`; `switchboard versions` reads it back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionList {
     /// The version new contacts get.
     pub live: u64,
@@ -267,6 +402,12 @@ pub struct VersionList {
     pub versions: Vec<VersionStatus>,
 }
 
+/// The flow's versions with their roles (live, canary) and health.
+#[utoipa::path(get, path = "/v1/flows/{flow}/versions", tag = "flows",
+    params(("flow" = String, Path, description = FLOW)),
+    responses(
+        (status = 200, description = "The versions", body = VersionList),
+        (status = 404, description = "No such flow", body = ErrorBody)))]
 async fn list_versions(State(rt): Api, Path(flow): Path<String>) -> Answer {
     let (record, versions) =
         blocking(move || rt.admin().flows().statuses(&flow).map_err(ApiError::from)).await?;
@@ -278,6 +419,13 @@ async fn list_versions(State(rt): Api, Path(flow): Path<String>) -> Answer {
     ok(StatusCode::OK, list)
 }
 
+/// Makes the canary the live version.
+#[utoipa::path(post, path = "/v1/flows/{flow}/canary/promote", tag = "flows",
+    params(("flow" = String, Path, description = FLOW)),
+    responses(
+        (status = 200, description = "The flow, its canary now live", body = FlowRecord),
+        (status = 404, description = "No such flow", body = ErrorBody),
+        (status = 409, description = "The flow has no canary (`no_canary`)", body = ErrorBody)))]
 async fn promote(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
@@ -293,11 +441,20 @@ async fn promote(
     ok(StatusCode::OK, record)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct AbortBody {
+    /// Why, for the audit trail.
     reason: Option<String>,
 }
 
+/// Ends the canary: new contacts all get the live version again.
+#[utoipa::path(post, path = "/v1/flows/{flow}/canary/abort", tag = "flows",
+    params(("flow" = String, Path, description = FLOW)),
+    request_body(content = Option<AbortBody>, description = "Optional: why"),
+    responses(
+        (status = 200, description = "The flow without its canary", body = FlowRecord),
+        (status = 404, description = "No such flow", body = ErrorBody),
+        (status = 409, description = "The flow has no canary (`no_canary`)", body = ErrorBody)))]
 async fn abort(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
@@ -317,6 +474,12 @@ async fn abort(
     ok(StatusCode::OK, record)
 }
 
+/// One version of a flow: its hash, contract, size, who deployed it and when.
+#[utoipa::path(get, path = "/v1/flows/{flow}/versions/{version}", tag = "flows",
+    params(("flow" = String, Path, description = FLOW), ("version" = u64, Path, description = "The version number")),
+    responses(
+        (status = 200, description = "The version", body = FlowVersion),
+        (status = 404, description = "No such flow or version", body = ErrorBody)))]
 async fn show_version(State(rt): Api, Path((flow, version)): Path<(String, u64)>) -> Answer {
     let version = blocking(move || {
         rt.admin()
@@ -328,11 +491,19 @@ async fn show_version(State(rt): Api, Path((flow, version)): Path<(String, u64)>
     ok(StatusCode::OK, version)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RollbackBody {
+    /// The version to make live again.
     version: u64,
 }
 
+/// Makes an earlier version live again for new contacts (contacts under way stay on theirs).
+#[utoipa::path(post, path = "/v1/flows/{flow}/rollback", tag = "flows",
+    params(("flow" = String, Path, description = FLOW)),
+    request_body = RollbackBody,
+    responses(
+        (status = 200, description = "The flow with its new live version", body = FlowRecord),
+        (status = 404, description = "No such flow or version", body = ErrorBody)))]
 async fn rollback(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
@@ -349,6 +520,12 @@ async fn rollback(
     ok(StatusCode::OK, record)
 }
 
+/// The flow's settings (what its component reads with `setting`).
+#[utoipa::path(get, path = "/v1/flows/{flow}/settings", tag = "flows",
+    params(("flow" = String, Path, description = FLOW)),
+    responses(
+        (status = 200, description = "Name to value", body = std::collections::BTreeMap<String, String>),
+        (status = 404, description = "No such flow", body = ErrorBody)))]
 async fn show_settings(State(rt): Api, Path(flow): Path<String>) -> Answer {
     let settings =
         blocking(move || rt.admin().flows().settings(&flow).map_err(ApiError::from)).await?;
@@ -360,6 +537,13 @@ async fn show_settings(State(rt): Api, Path(flow): Path<String>) -> Answer {
     )
 }
 
+/// Sets some of the flow's settings; the others stay.
+#[utoipa::path(put, path = "/v1/flows/{flow}/settings", tag = "flows",
+    params(("flow" = String, Path, description = FLOW)),
+    request_body(content = std::collections::BTreeMap<String, String>, description = "Name to value"),
+    responses(
+        (status = 200, description = "All the flow's settings now", body = std::collections::BTreeMap<String, String>),
+        (status = 404, description = "No such flow", body = ErrorBody)))]
 async fn configure(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
@@ -380,19 +564,34 @@ async fn configure(
     )
 }
 
+/// The addresses (numbers, chat and mail addresses) bound to flows.
+#[utoipa::path(get, path = "/v1/entry-points", tag = "flows",
+    responses((status = 200, description = "The entry points", body = Vec<EntryPoint>)))]
 async fn list_entry_points(State(rt): Api) -> Answer {
     let entries =
         blocking(move || rt.admin().flows().entry_points().map_err(ApiError::from)).await?;
     ok(StatusCode::OK, entries)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct BindBody {
+    /// The flow that answers the address.
     flow: String,
+    /// Attributes every contact on the address gets.
     #[serde(default)]
+    /// `[key, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     attributes: Vec<(String, String)>,
 }
 
+/// Binds an address (a number, a chat or mail address) to a flow.
+#[utoipa::path(put, path = "/v1/entry-points/{address}", tag = "flows",
+    params(("address" = String, Path, description = "The address: +15550100, support@acme.test...")),
+    request_body = BindBody,
+    responses(
+        (status = 200, description = "The entry point", body = EntryPoint),
+        (status = 400, description = "Not an address (`invalid_entry_point`)", body = ErrorBody),
+        (status = 404, description = "No such flow", body = ErrorBody)))]
 async fn bind(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
@@ -409,6 +608,12 @@ async fn bind(
     ok(StatusCode::OK, saved)
 }
 
+/// Loads customer records (CSV: phone, name, tier...), looked up by flows through `customer`.
+#[utoipa::path(post, path = "/v1/customers", tag = "contacts",
+    request_body(content((Body = "text/csv"), (Body = "application/octet-stream")), description = "The customer file"),
+    responses(
+        (status = 200, description = "`{\"loaded\": N}`", body = Object),
+        (status = 400, description = "Not UTF-8, or a line that does not read (`invalid_customers`)", body = ErrorBody)))]
 async fn load_customers(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
@@ -429,12 +634,19 @@ async fn load_customers(
     ok(StatusCode::OK, json!({"loaded": loaded}))
 }
 
+/// Starts a contact on the flow its address is bound to (or `flow`) and runs its first step.
+#[utoipa::path(post, path = "/v1/contacts", tag = "contacts",
+    request_body = NewContact,
+    responses(
+        (status = 201, description = "The contact and what its first step did", body = StepReport),
+        (status = 404, description = "No flow answers the address (`no_flow`)", body = ErrorBody)))]
 async fn start_contact(State(rt): Api, AppJson(new): AppJson<NewContact>) -> Answer {
     let report = blocking(move || rt.contacts().start(new).map_err(ApiError::from)).await?;
     ok(StatusCode::CREATED, report)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ContactsQuery {
     /// Most contacts to return (newest first).
     #[serde(default = "default_contacts_limit")]
@@ -447,6 +659,12 @@ fn default_contacts_limit() -> usize {
     50
 }
 
+/// The most recent contacts, newest first.
+#[utoipa::path(get, path = "/v1/contacts", tag = "contacts",
+    params(ContactsQuery),
+    responses(
+        (status = 200, description = "The contacts", body = Vec<Session>),
+        (status = 400, description = "A bad query (`invalid_query`)", body = ErrorBody)))]
 async fn list_contacts(
     State(rt): Api,
     query: Result<Query<ContactsQuery>, QueryRejection>,
@@ -490,11 +708,25 @@ async fn list_contacts(
     ok(StatusCode::OK, sessions)
 }
 
+/// One contact: its flow version, status, attributes and where it waits.
+#[utoipa::path(get, path = "/v1/contacts/{id}", tag = "contacts",
+    params(("id" = String, Path, description = "The contact's id")),
+    responses(
+        (status = 200, description = "The contact", body = Session),
+        (status = 404, description = "No such contact", body = ErrorBody)))]
 async fn show_contact(State(rt): Api, Path(id): Path<String>) -> Answer {
     let session = blocking(move || rt.contacts().get(&id).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, session)
 }
 
+/// Sends an event (input, a message, a hang-up...) to a contact and runs its step.
+#[utoipa::path(post, path = "/v1/contacts/{id}/events", tag = "contacts",
+    params(("id" = String, Path, description = "The contact's id")),
+    request_body = Event,
+    responses(
+        (status = 200, description = "What the step did", body = StepReport),
+        (status = 404, description = "No such contact", body = ErrorBody),
+        (status = 409, description = "The contact has ended, or changed at the same time", body = ErrorBody)))]
 async fn send_event(
     State(rt): Api,
     Path(id): Path<String>,
@@ -504,27 +736,52 @@ async fn send_event(
     ok(StatusCode::OK, report)
 }
 
+/// Every step of a contact: the event, what the flow did, its calls and time.
+#[utoipa::path(get, path = "/v1/contacts/{id}/trace", tag = "contacts",
+    params(("id" = String, Path, description = "The contact's id")),
+    responses(
+        (status = 200, description = "The steps, in order", body = Vec<TraceEntry>),
+        (status = 404, description = "No such contact", body = ErrorBody)))]
 async fn show_trace(State(rt): Api, Path(id): Path<String>) -> Answer {
     let trace = blocking(move || rt.contacts().trace(&id).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, trace)
 }
 
 /// The contact's conversation with agents (chat), in order.
+#[utoipa::path(get, path = "/v1/contacts/{id}/transcript", tag = "contacts",
+    params(("id" = String, Path, description = "The contact's id")),
+    responses(
+        (status = 200, description = "What was said, in order", body = Vec<Said>),
+        (status = 404, description = "No such contact", body = ErrorBody)))]
 async fn show_transcript(State(rt): Api, Path(id): Path<String>) -> Answer {
     let said = blocking(move || rt.contacts().transcript(&id).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, said)
 }
 
+/// The contact as a golden record: its events and the actions its version answered, to replay.
+#[utoipa::path(get, path = "/v1/contacts/{id}/golden", tag = "contacts",
+    params(("id" = String, Path, description = "The contact's id")),
+    responses(
+        (status = 200, description = "The golden record", body = Golden),
+        (status = 404, description = "No such contact", body = ErrorBody)))]
 async fn show_golden(State(rt): Api, Path(id): Path<String>) -> Answer {
     let golden = blocking(move || rt.admin().golden(&id).map_err(ApiError::from)).await?;
     ok(StatusCode::OK, golden)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ReplayBody {
+    /// The version to replay the contact's events against.
     version: u64,
 }
 
+/// Replays a contact's events against another version and says where it behaves differently.
+#[utoipa::path(post, path = "/v1/contacts/{id}/replay", tag = "contacts",
+    params(("id" = String, Path, description = "The contact's id")),
+    request_body = ReplayBody,
+    responses(
+        (status = 200, description = "Step by step: same or what changed", body = ReplayReport),
+        (status = 404, description = "No such contact or version", body = ErrorBody)))]
 async fn replay_contact(
     State(rt): Api,
     Path(id): Path<String>,
@@ -535,6 +792,9 @@ async fn replay_contact(
     ok(StatusCode::OK, report)
 }
 
+/// Who changed what and when: deploys, rollbacks, canaries, settings, bindings, people.
+#[utoipa::path(get, path = "/v1/audit", tag = "flows",
+    responses((status = 200, description = "The audit trail, oldest first", body = Vec<AuditEntry>)))]
 async fn show_audit(State(rt): Api) -> Answer {
     let entries = blocking(move || rt.admin().audit().map_err(ApiError::from)).await?;
     ok(StatusCode::OK, entries)

@@ -46,6 +46,18 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("assets/vendor/chart.umd.min.js"),
     ),
+    // Redoc 2.5.4 (MIT, assets/vendor/redoc-LICENSE.md) renders the API reference
+    // (`/reference`) from the node's own /openapi.json, with no CDN.
+    (
+        "redoc.standalone.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/vendor/redoc.standalone.js"),
+    ),
+    (
+        "reference.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/reference.js"),
+    ),
 ];
 /// Our pages load only their own scripts, styles and connections.
 const POLICY: &str =

@@ -24,7 +24,8 @@ pub fn routes() -> Router<Arc<Runtime>> {
 }
 
 /// A report's query string.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Params {
     /// Start: `2026-06-01`, `2026-06-01T08:00` (in `tz`) or RFC 3339; today's midnight when
     /// absent.
@@ -140,6 +141,10 @@ fn params(found: Result<Query<Params>, QueryRejection>) -> Result<Params, ApiErr
     })
 }
 
+/// Queue figures per interval: offered, answered, abandoned, SLA, waits, handle times.
+#[utoipa::path(get, path = "/v1/reports/queues", tag = "reports", params(Params), responses(
+    (status = 200, description = "`{from, to, interval, tz, rows}` (one row per queue and interval); with `format=csv`, the same rows as a CSV download", content((Object = "application/json"), (String = "text/csv"))),
+    (status = 400, description = "A time, interval, zone or format that does not read (`invalid_query`)", body = super::openapi::ErrorBody)))]
 async fn queues(
     State(rt): Api,
     found: Result<Query<Params>, QueryRejection>,
@@ -154,6 +159,10 @@ async fn queues(
     answer("queues", &params, &query, rows, reports::queue_csv)
 }
 
+/// Agent figures per interval: tasks handled, talk, hold and wrap-up times, time per activity.
+#[utoipa::path(get, path = "/v1/reports/agents", tag = "reports", params(Params), responses(
+    (status = 200, description = "`{from, to, interval, tz, rows}` (one row per agent and interval); with `format=csv`, the same rows as a CSV download", content((Object = "application/json"), (String = "text/csv"))),
+    (status = 400, description = "A time, interval, zone or format that does not read (`invalid_query`)", body = super::openapi::ErrorBody)))]
 async fn agents(
     State(rt): Api,
     found: Result<Query<Params>, QueryRejection>,
@@ -167,3 +176,8 @@ async fn agents(
     .await?;
     answer("agents", &params, &query, rows, reports::agent_csv)
 }
+
+/// The operations of this module (see `openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(queues, agents))]
+pub(super) struct Doc;

@@ -49,6 +49,15 @@ impl From<PromptError> for ApiError {
     }
 }
 
+/// Uploads a recorded prompt (any audio ffmpeg reads), kept as 8 kHz WAV for flows to `play`.
+#[utoipa::path(put, path = "/v1/prompts/{id}", tag = "voice",
+    params(("id" = String, Path, description = "The prompt's id: letters, digits, `-` and `_`")),
+    request_body(content((super::openapi::Bytes = "audio/wav"), (super::openapi::Bytes = "application/octet-stream")), description = "The recording"),
+    responses(
+        (status = 201, description = "`{id, millis}`: its length", body = Object),
+        (status = 400, description = "An empty body or a bad id", body = super::openapi::ErrorBody),
+        (status = 413, description = "Larger than 64 MiB", body = super::openapi::ErrorBody),
+        (status = 422, description = "Not audio that can be read (`unreadable_audio`)", body = super::openapi::ErrorBody)))]
 async fn upload(
     State(rt): Api,
     axum::Extension(super::Caller(who)): axum::Extension<super::Caller>,
@@ -73,6 +82,9 @@ async fn upload(
     ok(StatusCode::CREATED, json!({"id": id, "millis": millis}))
 }
 
+/// The uploaded prompts with their lengths.
+#[utoipa::path(get, path = "/v1/prompts", tag = "voice",
+    responses((status = 200, description = "`[{id, millis}]`", body = Vec<Object>)))]
 async fn list(State(rt): Api) -> Answer {
     let prompts = rt.prompts.clone();
     let listed = blocking(move || prompts.list().map_err(ApiError::from)).await?;
@@ -83,12 +95,22 @@ async fn list(State(rt): Api) -> Answer {
     ok(StatusCode::OK, prompts)
 }
 
+/// A prompt as 8 kHz WAV, for webhook channels' `<Play>` (no token: Twilio fetches it).
+#[utoipa::path(get, path = "/prompts/{id}", tag = "voice",
+    params(("id" = String, Path, description = "The prompt's id")),
+    responses(
+        (status = 200, description = "The prompt", content_type = "audio/wav", body = super::openapi::Bytes),
+        (status = 400, description = "A bad id", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such prompt", body = super::openapi::ErrorBody)))]
 async fn wav(State(rt): Api, Path(id): Path<String>) -> Result<Response, ApiError> {
     let prompts = rt.prompts.clone();
     let bytes = blocking(move || prompts.wav(&id).map_err(ApiError::from)).await?;
     Ok(([(header::CONTENT_TYPE, "audio/wav")], bytes).into_response())
 }
 
+/// The agent phones registered with the SIP endpoint.
+#[utoipa::path(get, path = "/v1/sip/registrations", tag = "voice",
+    responses((status = 200, description = "`[{agent, contact, expires_in_secs}]`", body = Vec<Object>)))]
 async fn registrations(State(rt): Api) -> Answer {
     let list: Vec<_> = rt
         .sip
@@ -100,3 +122,8 @@ async fn registrations(State(rt): Api) -> Answer {
         .collect();
     ok(StatusCode::OK, list)
 }
+
+/// The operations of this module (see `openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(upload, list, wav, registrations))]
+pub(super) struct Doc;

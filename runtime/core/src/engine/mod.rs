@@ -107,7 +107,7 @@ pub enum Rejection {
 }
 
 /// Why a step produced no usable result. The contact then gets the fallback.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Fault {
     /// The step ran past its deadline (an endless loop, or far too much work).

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 /// A candidate version and who it serves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Canary {
     /// The candidate version.
     pub version: u64,
@@ -20,7 +20,7 @@ pub struct Canary {
 }
 
 /// `from=+15551230001`, `to=+15550100`, or any contact attribute `tier=vip`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Match {
     /// `from`, `to` or an attribute name.
     pub field: String,

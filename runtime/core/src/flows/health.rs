@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How a version has been doing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     /// Steps run.
     pub steps: u64,
@@ -21,7 +21,7 @@ pub struct Health {
 }
 
 /// The end of a canary that was not promoted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Aborted {
     /// RFC 3339 time.
     pub at: String,

@@ -28,7 +28,7 @@ pub const CRM_FLOW: &str = "crm";
 use crate::store::{Batch, Store, StoreError, StoreExt, Tree, keys};
 
 /// An immutable deployed version of a flow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowVersion {
     /// The flow's name.
     pub flow: String,
@@ -50,7 +50,7 @@ pub struct FlowVersion {
 }
 
 /// What a deploy did, with its timings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Deployed {
     /// The new live version.
     #[serde(flatten)]
@@ -63,7 +63,7 @@ pub struct Deployed {
 }
 
 /// A flow and its live version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowRecord {
     /// The flow's name.
     pub name: String,
@@ -98,7 +98,7 @@ impl DeployOptions {
 }
 
 /// A version with how it is doing and its role, as listed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionStatus {
     /// The version.
     #[serde(flatten)]
@@ -114,7 +114,7 @@ pub struct VersionStatus {
 }
 
 /// An address that starts a flow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EntryPoint {
     /// The address: `+15550100`, `chat:support-widget`, `help@acme.test`.
     pub address: String,
@@ -122,6 +122,8 @@ pub struct EntryPoint {
     pub flow: String,
     /// Attributes every contact through it starts with (such as `brand=acme`).
     #[serde(default)]
+    /// `[key, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub attributes: Vec<(String, String)>,
 }
 

@@ -74,7 +74,7 @@ pub enum RouterError {
 
 /// What happened to a task that came from a contact; its flow hears about it. Stored in the
 /// contact's inbox ([`Tree::Inbox`]).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Outcome {
     /// The contact.
     pub contact: String,
@@ -87,7 +87,7 @@ pub struct Outcome {
 }
 
 /// What a contact's flow is told about its task.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "news", rename_all = "kebab-case")]
 pub enum News {
     /// `assigned`, `completed`, `timed-out` or `canceled`.
@@ -133,7 +133,7 @@ impl News {
 }
 
 /// A new task.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 pub struct NewTask {
     /// Queue.
     pub queue: String,
@@ -184,7 +184,7 @@ fn empty_object() -> Value {
 }
 
 /// Something an agent's desktop should hear at once: a change to the agent's world.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Notice {
     /// The agent.
     #[serde(rename = "worker")]
@@ -207,7 +207,7 @@ pub struct Notice {
 }
 
 /// What an agent's desk is told happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NoticeKind {
     /// A new offer.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::Channel;
 
 /// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskStatus {
     /// Waiting for an agent.
@@ -32,7 +32,7 @@ impl TaskStatus {
 }
 
 /// Order of a queue's waiting tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Order {
     /// Higher priority first, then the oldest.
@@ -44,7 +44,7 @@ pub enum Order {
 
 /// One step of a queue's routing plan: who may take the task, for how long, before the
 /// plan escalates to the next step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Target {
     /// CEL over `worker` and `task`; empty means every member of the queue.
     #[serde(default)]
@@ -56,7 +56,7 @@ pub struct Target {
 }
 
 /// A queue and its routing plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueConfig {
     /// The queue's name.
     #[serde(default)]
@@ -195,7 +195,7 @@ fn default_callback_retry() -> u64 {
 }
 
 /// An agent as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentRecord {
     /// Unique name (login).
     pub name: String,
@@ -222,7 +222,7 @@ pub struct AgentRecord {
 }
 
 /// A callback the customer asked for: the number, and every attempt to reach it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Callback {
     /// The number (or SIP URI) to call.
     pub number: String,
@@ -256,7 +256,7 @@ impl Callback {
 
 /// One dial of a callback: written before the number is dialed, so a node that stops in the
 /// middle never dials the same attempt again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallbackAttempt {
     /// 1 for the first.
     pub n: u32,
@@ -295,7 +295,7 @@ pub enum AttemptEnd {
 /// A warm transfer: the caller waits with music while the agent holding the call talks to
 /// another agent on a consult leg, then hands the call over (complete) or takes it back
 /// (cancel). The consulted agent's capacity is taken for it from the start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Consult {
     /// The agent consulted.
     pub agent: String,
@@ -304,7 +304,7 @@ pub struct Consult {
 }
 
 /// Where a warm transfer stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsultStage {
     /// Asked by the agent; the call's channel rings the consulted agent's phone.
@@ -329,7 +329,7 @@ pub enum TransferTo {
 }
 
 /// A contact (or any work item) waiting for, or handled by, a human.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Task {
     /// Id.
     pub id: String,
@@ -435,7 +435,7 @@ impl Task {
 }
 
 /// A router component's decision for a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Plan {
     /// Queue.
     pub queue: String,
@@ -446,7 +446,7 @@ pub struct Plan {
 }
 
 /// An offer of a task to one agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reservation {
     /// Id.
     pub id: String,
@@ -460,7 +460,7 @@ pub struct Reservation {
 }
 
 /// A queue's live numbers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueStats {
     /// Queue.
     pub queue: String,
@@ -481,7 +481,7 @@ pub struct QueueStats {
 /// The declarative workflow every new task goes through before it reaches a queue: the first
 /// filter whose condition matches decides the queue, priority and targets; no match keeps the
 /// queue the task asked for. (A router component, when deployed, decides first.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct Workflow {
     /// Filters, tried in order.
     #[serde(default)]
@@ -489,7 +489,7 @@ pub struct Workflow {
 }
 
 /// One filter of the workflow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Filter {
     /// A name for logs and stats.
     pub name: String,

@@ -103,7 +103,7 @@ pub(super) fn load_window(
 }
 
 /// How a task left the line, as kept for the statistics window ([`Tree::QueueEvents`]).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub(super) enum QueueEvent {
     /// An agent accepted it after `waited_ms`.

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::*;
 
 /// Intervals a report may be cut into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Interval {
     /// 15 minutes.
     #[serde(rename = "15m")]
@@ -181,7 +181,7 @@ impl ReportQuery {
 
 /// What reports count of a task: kept in the task log when it finishes, read from the
 /// router's state while it is open.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Finished {
     /// The task.
     pub task: String,
@@ -257,7 +257,7 @@ impl Finished {
 }
 
 /// A queue's figures over one interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueRow {
     /// The queue.
     pub queue: String,
@@ -298,7 +298,7 @@ pub struct QueueRow {
 }
 
 /// An agent's figures over one interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentRow {
     /// The agent.
     pub agent: String,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// What a deployed connector may do, fixed at deploy with the version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectorPolicy {
     /// Hosts it may reach: `crm.example.com` (any port), `crm.example.com:8443` (that port
     /// only) or `*.example.com` (any subdomain).

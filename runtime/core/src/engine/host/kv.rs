@@ -20,7 +20,7 @@ const MAX_VALUE: usize = 64 * 1024;
 pub struct Pending(BTreeMap<String, Option<Vec<u8>>>);
 
 /// One write a step made: a value, or `None` for a delete.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KvWrite {
     /// The key.
     pub key: String,

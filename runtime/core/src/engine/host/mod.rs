@@ -75,7 +75,7 @@ pub trait CrmConnector: Send + Sync {
 }
 
 /// One host call a step made, with its result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostCall {
     /// `interface.function`, such as `crm.lookup`.
     pub call: String,
