@@ -77,7 +77,8 @@ def main():
         print(f"==> {role}: {count} operations", flush=True)
         if count == 0:
             continue
-        run = subprocess.run(command, capture_output=True, text=True)
+        # From OUTDIR: schemathesis keeps its cache in .schemathesis/ where it runs.
+        run = subprocess.run(command, capture_output=True, text=True, cwd=out)
         try:
             result = json.load(open(report))
         except (OSError, ValueError):
