@@ -305,6 +305,9 @@ impl From<UserError> for ApiError {
     }
 }
 
+/// Who the caller is: `{person, role}`.
+#[utoipa::path(get, path = "/v1/me", tag = "people",
+    responses((status = 200, description = "`{\"person\", \"role\"}`", body = Object)))]
 async fn me(
     Extension(Caller(who)): Extension<Caller>,
     Extension(CallerRole(role)): Extension<CallerRole>,
@@ -312,11 +315,20 @@ async fn me(
     ok(StatusCode::OK, json!({"person": who, "role": role}))
 }
 
+/// Every user with their role (never a password hash).
+#[utoipa::path(get, path = "/v1/users", tag = "people",
+    responses((status = 200, description = "The users", body = Vec<crate::users::UserView>)))]
 async fn list_users(State(rt): Api) -> Answer {
     let users = blocking(move || Ok(rt.admin().people().list()?)).await?;
     ok(StatusCode::OK, users)
 }
 
+/// One user.
+#[utoipa::path(get, path = "/v1/users/{name}", tag = "people",
+    params(("name" = String, Path, description = "The user's name")),
+    responses(
+        (status = 200, description = "The user", body = crate::users::UserView),
+        (status = 404, description = "No such user", body = super::openapi::ErrorBody)))]
 async fn show_user(State(rt): Api, Path(name): Path<String>) -> Answer {
     let user = blocking(move || {
         rt.admin()
@@ -328,15 +340,24 @@ async fn show_user(State(rt): Api, Path(name): Path<String>) -> Answer {
     ok(StatusCode::OK, user)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
+    /// Their name (to sign in with, and in the audit trail).
     name: String,
+    /// What they may do.
     role: Role,
+    /// To sign in in a browser; none: API tokens only.
     #[serde(default)]
     password: Option<String>,
 }
 
+/// Creates a user with a role (and a password to sign in in a browser).
+#[utoipa::path(post, path = "/v1/users", tag = "people", request_body = NewUser,
+    responses(
+        (status = 201, description = "The user", body = crate::users::UserView),
+        (status = 400, description = "A bad name, role or password (`invalid_user`)", body = super::openapi::ErrorBody),
+        (status = 409, description = "The name is taken (`user_exists`)", body = super::openapi::ErrorBody)))]
 async fn create_user(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
@@ -352,6 +373,15 @@ async fn create_user(
     ok(StatusCode::CREATED, user)
 }
 
+/// Changes a user's role, password or whether they are disabled.
+#[utoipa::path(patch, path = "/v1/users/{name}", tag = "people",
+    params(("name" = String, Path, description = "The user's name")),
+    request_body = crate::users::UserChange,
+    responses(
+        (status = 200, description = "The user", body = crate::users::UserView),
+        (status = 400, description = "A bad role or password (`invalid_user`)", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = super::openapi::ErrorBody),
+        (status = 409, description = "It would leave no admin (`last_admin`)", body = super::openapi::ErrorBody)))]
 async fn change_user(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
@@ -362,6 +392,13 @@ async fn change_user(
     ok(StatusCode::OK, user)
 }
 
+/// Deletes a user and their tokens.
+#[utoipa::path(delete, path = "/v1/users/{name}", tag = "people",
+    params(("name" = String, Path, description = "The user's name")),
+    responses(
+        (status = 200, description = "`{\"deleted\": true}`", body = Object),
+        (status = 404, description = "No such user", body = super::openapi::ErrorBody),
+        (status = 409, description = "It would leave no admin (`last_admin`)", body = super::openapi::ErrorBody)))]
 async fn delete_user(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
@@ -371,19 +408,29 @@ async fn delete_user(
     ok(StatusCode::OK, json!({"deleted": true}))
 }
 
+/// A user's API tokens (never their secrets).
+#[utoipa::path(get, path = "/v1/users/{name}/tokens", tag = "people",
+    params(("name" = String, Path, description = "The user's name")),
+    responses(
+        (status = 200, description = "The tokens", body = Vec<crate::tokens::TokenView>),
+        (status = 404, description = "No such user", body = super::openapi::ErrorBody)))]
 async fn user_tokens(State(rt): Api, Path(name): Path<String>) -> Answer {
     let tokens = blocking(move || Ok(rt.admin().people().tokens(Some(&name))?)).await?;
     ok(StatusCode::OK, tokens)
 }
 
+/// Every API token (never their secrets).
+#[utoipa::path(get, path = "/v1/tokens", tag = "people",
+    responses((status = 200, description = "The tokens", body = Vec<crate::tokens::TokenView>)))]
 async fn all_tokens(State(rt): Api) -> Answer {
     let tokens = blocking(move || Ok(rt.admin().people().tokens(None)?)).await?;
     ok(StatusCode::OK, tokens)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
+    /// What it is for (`laptop`, `crm-sync`).
     #[serde(default)]
     label: String,
     /// RFC 3339.
@@ -391,6 +438,14 @@ struct NewToken {
     expires_at: Option<String>,
 }
 
+/// Makes an API token for a user: its secret is in this answer only.
+#[utoipa::path(post, path = "/v1/users/{name}/tokens", tag = "people",
+    params(("name" = String, Path, description = "The user's name")),
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "`{\"id\", \"token\"}`: the secret, shown once", body = Object),
+        (status = 400, description = "A bad expiry time (`invalid_user`)", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = super::openapi::ErrorBody)))]
 async fn create_token(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
@@ -410,6 +465,12 @@ async fn create_token(
     )
 }
 
+/// Revokes an API token at once.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "people",
+    params(("id" = String, Path, description = "The token's id")),
+    responses(
+        (status = 200, description = "`{\"revoked\": true}`", body = Object),
+        (status = 404, description = "No such token", body = super::openapi::ErrorBody)))]
 async fn revoke_token(
     State(rt): Api,
     Extension(Caller(who)): Extension<Caller>,
@@ -597,3 +658,19 @@ mod tests {
         }
     }
 }
+
+/// The operations of this module (see `openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    me,
+    list_users,
+    show_user,
+    create_user,
+    change_user,
+    delete_user,
+    user_tokens,
+    all_tokens,
+    create_token,
+    revoke_token
+))]
+pub(super) struct Doc;
