@@ -324,7 +324,6 @@ mod tests {
     const PENDING: &[(&str, &str)] = &[
         ("routing.rs", "supervisor"),
         ("routing.rs", "agent"),
-        ("people.rs", "auth_routes"),
         ("email.rs", "admin"),
         ("email.rs", "public"),
         ("email.rs", "agent"),

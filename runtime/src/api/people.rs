@@ -480,10 +480,12 @@ async fn revoke_token(
     ok(StatusCode::OK, json!({"revoked": true}))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SignIn {
+    /// The user's name.
     name: String,
+    /// Their password.
     password: String,
 }
 
@@ -527,6 +529,13 @@ fn session_cookie(value: &str, max_age: u64) -> String {
     format!("{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}")
 }
 
+/// Signs a person in: sets the session cookie and answers its CSRF token.
+#[utoipa::path(post, path = "/auth/sign-in", tag = "people", request_body = SignIn,
+    responses(
+        (status = 200, description = "`{\"person\", \"role\", \"csrf\"}` and the `sb_session` cookie", body = Object),
+        (status = 401, description = "Wrong name or password, or a disabled user", body = super::openapi::ErrorBody),
+        (status = 429, description = "5 tries for this name in 5 minutes: wait as Retry-After says", body = super::openapi::ErrorBody),
+        (status = 503, description = "Too many password checks at once: try again", body = super::openapi::ErrorBody)))]
 async fn sign_in(State(rt): Api, AppJson(form): AppJson<SignIn>) -> Result<Response, ApiError> {
     if let Err(wait) = attempt(&form.name) {
         let mut answer = ApiError::new(
@@ -584,6 +593,9 @@ async fn sign_in(State(rt): Api, AppJson(form): AppJson<SignIn>) -> Result<Respo
     Ok(answer)
 }
 
+/// Ends the browser's session (its cookie is cleared).
+#[utoipa::path(post, path = "/auth/sign-out", tag = "people",
+    responses((status = 200, description = "`{\"signed_out\": true}`", body = Object)))]
 async fn sign_out(State(rt): Api, headers: HeaderMap) -> Answer {
     if let Presented::Session(cookie) = presented(&headers, None) {
         blocking(move || Ok(rt.admin().people().close_session(&cookie)?)).await?;
@@ -596,6 +608,11 @@ async fn sign_out(State(rt): Api, headers: HeaderMap) -> Answer {
 }
 
 /// The signed-in person and the session's CSRF token, for a page loaded afresh.
+/// The browser's session: who is signed in, and its CSRF token.
+#[utoipa::path(get, path = "/auth/session", tag = "people",
+    responses(
+        (status = 200, description = "`{\"person\", \"role\", \"csrf\"}`", body = Object),
+        (status = 401, description = "Not signed in, or the session is over", body = super::openapi::ErrorBody)))]
 async fn session(State(rt): Api, headers: HeaderMap) -> Answer {
     let Presented::Session(cookie) = presented(&headers, None) else {
         return Err(refused(Refusal::Wrong));
@@ -671,6 +688,9 @@ mod tests {
     user_tokens,
     all_tokens,
     create_token,
-    revoke_token
+    revoke_token,
+    sign_in,
+    sign_out,
+    session
 ))]
 pub(super) struct Doc;
