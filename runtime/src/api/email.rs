@@ -158,6 +158,15 @@ fn bad_form(why: &str) -> ApiError {
 
 /// `POST /email/inbound`: a mail forwarded by a provider. 202 once stored; 401 without the
 /// secret; 404 when the webhook is off; 422 when no flow answers any recipient.
+#[utoipa::path(post, path = "/email/inbound", tag = "email",
+    request_body(content((super::openapi::Bytes = "message/rfc822"), (super::openapi::Bytes = "multipart/form-data")), description = "The raw message, or a SendGrid (`email`, `envelope`) or Mailgun (`body-mime`, `recipient`) form"),
+    responses(
+        (status = 202, description = "Stored: `{\"accepted\", \"recipients\"}`", body = Object),
+        (status = 400, description = "A form without the message (`bad_inbound_post`)", body = super::openapi::ErrorBody),
+        (status = 401, description = "Without the secret (email.inbound_secret)", body = super::openapi::ErrorBody),
+        (status = 404, description = "The webhook is off (no email.inbound_secret)", body = super::openapi::ErrorBody),
+        (status = 413, description = "Over email.max_message_bytes", body = super::openapi::ErrorBody),
+        (status = 422, description = "No flow answers any recipient (`unknown_recipient`)", body = super::openapi::ErrorBody)))]
 async fn inbound(
     State(rt): Api,
     Query(query): Query<InboundQuery>,
@@ -243,6 +252,10 @@ async fn inbound(
 }
 
 /// The mail of a contact: sent (with when), waiting in the outbox (with the last error).
+#[utoipa::path(get, path = "/v1/contacts/{id}/mail", tag = "email", params(("id" = String, Path, description = "The contact's id")),
+    responses(
+        (status = 200, description = "The answers, oldest first, each sent, waiting or failed", body = Vec<crate::channels::email::outbox::Outgoing>),
+        (status = 404, description = "No such contact", body = super::openapi::ErrorBody)))]
 async fn mail_of_contact(State(rt): Api, Path(id): Path<String>) -> Answer {
     let mail = blocking(move || {
         rt.contacts().get(&id)?;
@@ -253,6 +266,10 @@ async fn mail_of_contact(State(rt): Api, Path(id): Path<String>) -> Answer {
 }
 
 /// The attachments of an e-mail contact.
+#[utoipa::path(get, path = "/v1/contacts/{id}/attachments", tag = "email", params(("id" = String, Path, description = "The contact's id")),
+    responses(
+        (status = 200, description = "The attachments", body = Vec<crate::channels::email::AttachmentInfo>),
+        (status = 404, description = "No such contact", body = super::openapi::ErrorBody)))]
 async fn attachments_of_contact(State(rt): Api, Path(id): Path<String>) -> Answer {
     let list = blocking(move || {
         rt.contacts().get(&id)?;
@@ -263,6 +280,10 @@ async fn attachments_of_contact(State(rt): Api, Path(id): Path<String>) -> Answe
 }
 
 /// One attachment's bytes, as a download.
+#[utoipa::path(get, path = "/v1/contacts/{id}/attachments/{mail}/{n}", tag = "email", params(("id" = String, Path, description = "The contact's id"), ("mail" = String, Path, description = "The mail it came with (`mail` in the list)"), ("n" = u32, Path, description = "Its place in the mail, from 0")),
+    responses(
+        (status = 200, description = "The file, with its own Content-Type and name", content_type = "application/octet-stream", body = super::openapi::Bytes),
+        (status = 404, description = "No such attachment kept (`no_attachment`)", body = super::openapi::ErrorBody)))]
 async fn attachment_of_contact(
     State(rt): Api,
     Path((id, mail, n)): Path<(String, String, u32)>,
@@ -287,6 +308,10 @@ fn contact_of_task(rt: &Runtime, agent: &str, task: &str) -> Result<String, ApiE
 }
 
 /// The attachments of the e-mail contact of a task the agent holds.
+#[utoipa::path(get, path = "/agent/v1/tasks/{id}/attachments", tag = "desk", params(("id" = String, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The attachments of the task's e-mail contact", body = Vec<crate::channels::email::AttachmentInfo>),
+        (status = 404, description = "Not a task of this agent", body = super::openapi::ErrorBody)))]
 async fn attachments_of_task(
     State(rt): Api,
     Extension(Agent(agent)): Extension<Agent>,
@@ -301,6 +326,10 @@ async fn attachments_of_task(
 }
 
 /// One attachment of a task the agent holds, as a download.
+#[utoipa::path(get, path = "/agent/v1/tasks/{id}/attachments/{mail}/{n}", tag = "desk", params(("id" = String, Path, description = "The task's id"), ("mail" = String, Path, description = "The mail it came with (`mail` in the list)"), ("n" = u32, Path, description = "Its place in the mail, from 0")),
+    responses(
+        (status = 200, description = "The file, with its own Content-Type and name", content_type = "application/octet-stream", body = super::openapi::Bytes),
+        (status = 404, description = "Not a task of this agent, or no such attachment kept", body = super::openapi::ErrorBody)))]
 async fn attachment_of_task(
     State(rt): Api,
     Extension(Agent(agent)): Extension<Agent>,
@@ -387,3 +416,15 @@ From: jane@example.com\r\nTo: support@acme.test\r\nSubject: Hi\r\n\r\nHello\r\n\
         assert!(read_post("multipart/form-data; boundary=xYzZY", b"--xYzZY--\r\n").is_err());
     }
 }
+
+/// The operations of this module (see `openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    inbound,
+    mail_of_contact,
+    attachments_of_contact,
+    attachment_of_contact,
+    attachments_of_task,
+    attachment_of_task
+))]
+pub(super) struct Doc;

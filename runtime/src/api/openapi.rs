@@ -85,6 +85,7 @@ pub fn spec() -> utoipa::openapi::OpenApi {
         super::Doc::openapi(),
         super::reports::Doc::openapi(),
         super::people::Doc::openapi(),
+        super::email::Doc::openapi(),
         super::voice::Doc::openapi(),
         Node::openapi(),
     ] {
@@ -324,9 +325,6 @@ mod tests {
     const PENDING: &[(&str, &str)] = &[
         ("routing.rs", "supervisor"),
         ("routing.rs", "agent"),
-        ("email.rs", "admin"),
-        ("email.rs", "public"),
-        ("email.rs", "agent"),
         ("twilio.rs", "routes"),
         ("chat.rs", "routes"),
         ("pages.rs", "routes"),

@@ -656,7 +656,7 @@ impl Mailroom {
 }
 
 /// An attachment kept with a contact (`attinfo/CONTACT/MAIL/N`; its bytes under `att/`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttachmentInfo {
     /// The mail it came with (the id of its accepted entry).
     pub mail: String,

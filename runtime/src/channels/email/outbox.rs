@@ -20,7 +20,7 @@ use crate::runtime::Runtime;
 use crate::store::{Batch, Scan, Tree};
 
 /// Where a mail is: waiting in the outbox, taken by the relay, or refused by it for good.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// In the outbox, to be tried at `next_ms`.
@@ -33,7 +33,7 @@ pub enum State {
 }
 
 /// A mail to send, or sent.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Outgoing {
     /// Its id (the last part of its keys).
     pub id: String,
