@@ -36,6 +36,9 @@ pub fn routes() -> Router<Arc<Runtime>> {
 }
 
 /// The demo page; `?name=` plays a site that knows its signed-in customer.
+#[utoipa::path(get, path = "/chat", tag = "chat",
+    params(("name" = Option<String>, Query, description = "The customer's name, as a site that knows them would give it")),
+    responses((status = 200, description = "A page with the chat widget", content_type = "text/html", body = String)))]
 async fn demo(
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Html<String> {
@@ -64,6 +67,13 @@ async fn demo(
     ))
 }
 
+/// The visitor's WebSocket: the widget sends `hello` (with the chat address and, to resume, its
+/// contact and secret) and `message`s; the node sends what the flow and the agent say,
+/// typing, and `error`s with a code. Messages up to 16 KiB.
+#[utoipa::path(get, path = "/chat/v1/ws", tag = "chat", responses(
+    (status = 101, description = "Switched to the WebSocket"),
+    (status = 400, description = "Not a WebSocket request", body = super::openapi::ErrorBody),
+    (status = 426, description = "Not a WebSocket request", body = super::openapi::ErrorBody)))]
 async fn socket(State(rt): Api, upgrade: WebSocketUpgrade) -> Response {
     upgrade
         .max_message_size(16 * 1024)
@@ -222,3 +232,14 @@ async fn start_or_resume(rt: Arc<Runtime>, join: Value) -> Result<Joined, Messag
         None => Err(error("internal", "the chat could not be started")),
     }
 }
+
+/// The chat widget a site includes with `<script src=".../widget.js" data-to="...">`.
+#[utoipa::path(get, path = "/widget.js", tag = "chat",
+    responses((status = 200, description = "The widget's script", content_type = "text/javascript", body = String)))]
+#[allow(dead_code)]
+fn widget_doc() {}
+
+/// The operations of this module (see `openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(socket, widget_doc, demo))]
+pub(super) struct Doc;

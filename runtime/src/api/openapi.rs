@@ -86,6 +86,8 @@ pub fn spec() -> utoipa::openapi::OpenApi {
         super::reports::Doc::openapi(),
         super::people::Doc::openapi(),
         super::email::Doc::openapi(),
+        super::chat::Doc::openapi(),
+        super::pages::Doc::openapi(),
         super::voice::Doc::openapi(),
         Node::openapi(),
     ] {
@@ -326,8 +328,6 @@ mod tests {
         ("routing.rs", "supervisor"),
         ("routing.rs", "agent"),
         ("twilio.rs", "routes"),
-        ("chat.rs", "routes"),
-        ("pages.rs", "routes"),
     ];
 
     /// Where the router each function of a file builds is mounted. `mod.rs` builds both the

@@ -87,6 +87,12 @@ fn page(status: StatusCode, html: String) -> Response {
         .into_response()
 }
 
+/// The pages' scripts and styles (and the vendored Chart.js and Redoc), served by the node.
+#[utoipa::path(get, path = "/assets/{name}", tag = "pages",
+    params(("name" = String, Path, description = "The file's name, such as desk.js")),
+    responses(
+        (status = 200, description = "The file", content((String = "text/javascript"), (String = "text/css"))),
+        (status = 404, description = "No such asset", body = super::openapi::ErrorBody)))]
 async fn asset(Path(name): Path<String>) -> Response {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, kind, body)) => ([(header::CONTENT_TYPE, *kind)], *body).into_response(),
@@ -95,6 +101,10 @@ async fn asset(Path(name): Path<String>) -> Response {
 }
 
 /// The desk, for agents.
+#[utoipa::path(get, path = "/desk", tag = "pages", responses(
+    (status = 200, description = "The agent desk", content_type = "text/html", body = String),
+    (status = 303, description = "Not signed in: to /sign-in, coming back here"),
+    (status = 403, description = "Signed in, but not an agent", content_type = "text/html", body = String)))]
 async fn desk(State(rt): Api, headers: HeaderMap) -> Response {
     gated(rt, &headers, "/desk", DESK, "The desk is for agents", |r| {
         r == Role::Agent
@@ -103,6 +113,10 @@ async fn desk(State(rt): Api, headers: HeaderMap) -> Response {
 }
 
 /// The console, for admins, supervisors and developers.
+#[utoipa::path(get, path = "/console", tag = "pages", responses(
+    (status = 200, description = "The console", content_type = "text/html", body = String),
+    (status = 303, description = "Not signed in: to /sign-in, coming back here"),
+    (status = 403, description = "Signed in as an agent", content_type = "text/html", body = String)))]
 async fn console(State(rt): Api, headers: HeaderMap) -> Response {
     gated(
         rt,
@@ -156,3 +170,14 @@ async fn gated(
         Err(e) => e.into_response(),
     }
 }
+
+/// The sign-in form (`?next=` is where it goes once signed in).
+#[utoipa::path(get, path = "/sign-in", tag = "pages",
+    responses((status = 200, description = "The form", content_type = "text/html", body = String)))]
+#[allow(dead_code)]
+fn sign_in_doc() {}
+
+/// The operations of this module (see `openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(sign_in_doc, desk, console, asset))]
+pub(super) struct Doc;
