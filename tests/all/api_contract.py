@@ -36,11 +36,17 @@ def for_role(spec, role):
             op = item.get(method)
             if op is None:
                 continue
+            # A server-sent event stream answers for as long as the node runs: no request to
+            # it ends, so it is left out (its 200 and errors are in the spec all the same).
+            streams = any("text/event-stream" in r.get("content", {})
+                          for r in op.get("responses", {}).values())
             roles = op.get("x-roles")
             if role == "public":
                 keep = roles is None
             else:
                 keep = roles is not None and role in roles
+            if streams:
+                keep = False
             if not keep:
                 del item[method]
         if not any(m in item for m in METHODS):

@@ -15,9 +15,10 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::openapi::ErrorBody;
 use super::{Answer, Api, ApiError, AppJson, blocking, ok};
 use crate::contract::Channel;
-use crate::router::{NewTask, QueueConfig};
+use crate::router::{NewTask, QueueConfig, QueueStats, Task};
 use crate::runtime::Runtime;
 
 /// Supervisor routes, mounted under `/v1` behind the admin token.
@@ -63,6 +64,12 @@ pub fn agent(runtime: Arc<Runtime>) -> Router<Arc<Runtime>> {
         .merge(super::email::agent())
         .route_layer(middleware::from_fn_with_state(runtime, authenticate_agent))
 }
+
+/// A task's id, as in its path.
+const TASK: &str = "The task's id (`tk_...`)";
+
+/// An agent's name, as in its path.
+const AGENT: &str = "The agent's name (1-64 letters, digits, '-', '_', '.' or '@')";
 
 /// The agent a request is from.
 #[derive(Clone)]
@@ -130,10 +137,22 @@ async fn routed<T: Send + 'static>(
     .await
 }
 
+/// Every queue with its members, routing plan, timeouts and wrap-up settings.
+#[utoipa::path(get, path = "/v1/queues", tag = "routing",
+    responses((status = 200, description = "The queues, by name", body = Vec<QueueConfig>)))]
 async fn list_queues(State(rt): Api) -> Answer {
     ok(StatusCode::OK, rt.admin().queues())
 }
 
+/// Defines a queue, or redefines it (its waiting tasks and counts stay).
+///
+/// Expressions (members, targets) are compiled first: a bad one changes nothing.
+#[utoipa::path(put, path = "/v1/queues/{name}", tag = "routing",
+    params(("name" = String, Path, description = "The queue's name (1-64 letters, digits, '-', '_', '.' or '@'); a `name` in the body is ignored")),
+    request_body = QueueConfig,
+    responses(
+        (status = 200, description = "The queue as defined", body = QueueConfig),
+        (status = 400, description = "A bad name, expression, timeout or disposition list (`invalid`), or a body that does not read (`invalid_json`)", body = ErrorBody)))]
 async fn define_queue(
     State(rt): Api,
     Extension(super::Caller(who)): Extension<super::Caller>,
@@ -151,14 +170,23 @@ async fn define_queue(
     ok(StatusCode::OK, queue)
 }
 
+/// A queue's live numbers: tasks by status, waits, agents available and the service level.
+#[utoipa::path(get, path = "/v1/queues/{name}/stats", tag = "routing",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "The queue's live numbers", body = QueueStats),
+        (status = 404, description = "No such queue (`unknown_queue`)", body = ErrorBody)))]
 async fn queue_stats(State(rt): Api, Path(name): Path<String>) -> Answer {
     ok(StatusCode::OK, rt.admin().stats(&name)?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct AgentBody {
+    /// Skills, languages, level...: what queue expressions see as `worker` (a JSON object;
+    /// `{}` by default).
     #[serde(default = "empty_object")]
     attributes: serde_json::Value,
+    /// How many tasks of each channel at once (`{"voice": 1, "chat": 3}`); none by default.
     #[serde(default)]
     capacity: BTreeMap<Channel, u32>,
 }
@@ -167,6 +195,13 @@ fn empty_object() -> serde_json::Value {
     json!({})
 }
 
+/// Creates an agent (answering their desk token, once) or changes their attributes and capacity.
+#[utoipa::path(put, path = "/v1/agents/{name}", tag = "routing",
+    params(("name" = String, Path, description = AGENT)),
+    request_body = AgentBody,
+    responses(
+        (status = 200, description = "The agent: `agent` (the name), `attributes`, `capacity`, `activity`; and `token` (`sbw_...`) when the agent was just created: shown this once", body = Object),
+        (status = 400, description = "A bad name, attributes that are not a JSON object (`invalid`), or a body that does not read (`invalid_json`)", body = ErrorBody)))]
 async fn upsert_agent(
     State(rt): Api,
     Extension(super::Caller(who)): Extension<super::Caller>,
@@ -189,19 +224,37 @@ async fn upsert_agent(
     ok(StatusCode::OK, answer)
 }
 
+/// Every agent with their activity, capacity, open offer and tasks.
+#[utoipa::path(get, path = "/v1/agents", tag = "routing",
+    responses((status = 200, description = "The agents by name, each with `name`, `attributes`, `activity`, `capacity`, `busy` (tasks per channel), `reservation` (the open offer or null), `tasks` (held or wrapping) and `missed_in_a_row`", body = Vec<Object>)))]
 async fn list_agents(State(rt): Api) -> Answer {
     ok(StatusCode::OK, rt.admin().agents())
 }
 
+/// One agent with their activity, capacity, open offer and tasks.
+#[utoipa::path(get, path = "/v1/agents/{name}", tag = "routing",
+    params(("name" = String, Path, description = AGENT)),
+    responses(
+        (status = 200, description = "The agent: `name`, `attributes`, `activity`, `capacity`, `busy` (tasks per channel), `reservation` (the open offer or null), `tasks` (held or wrapping) and `missed_in_a_row`", body = Object),
+        (status = 404, description = "No such agent (`unknown_agent`)", body = ErrorBody)))]
 async fn show_agent(State(rt): Api, Path(name): Path<String>) -> Answer {
     ok(StatusCode::OK, rt.admin().agent(&name)?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ActivityBody {
+    /// `available` takes tasks; any other (`break`, `offline`, `unavailable`...) does not.
     activity: String,
 }
 
+/// Sets an agent's activity for them (`available` takes tasks; `break`, `offline`... do not).
+#[utoipa::path(put, path = "/v1/agents/{name}/activity", tag = "routing",
+    params(("name" = String, Path, description = AGENT)),
+    request_body = ActivityBody,
+    responses(
+        (status = 200, description = "`{\"agent\", \"activity\"}`: the agent's activity now", body = Object),
+        (status = 400, description = "Not a valid activity name (`invalid`), or a body that does not read (`invalid_json`)", body = ErrorBody),
+        (status = 404, description = "No such agent (`unknown_agent`)", body = ErrorBody)))]
 async fn supervisor_activity(
     State(rt): Api,
     Extension(super::Caller(who)): Extension<super::Caller>,
@@ -227,25 +280,49 @@ async fn set_activity(rt: Arc<Runtime>, name: String, body: ActivityBody) -> Ans
 }
 
 /// The open tasks (waiting, offered, with an agent, wrapping), oldest first.
+#[utoipa::path(get, path = "/v1/tasks", tag = "routing",
+    responses((status = 200, description = "The open tasks, oldest first", body = Vec<Task>)))]
 async fn list_tasks(State(rt): Api) -> Answer {
     ok(StatusCode::OK, rt.admin().open_tasks())
 }
 
+/// Creates a task in a queue (the workflow may place it elsewhere); offered if an agent is free.
+#[utoipa::path(post, path = "/v1/tasks", tag = "routing",
+    request_body = NewTask,
+    responses(
+        (status = 201, description = "The task, already offered when an agent was free", body = Task),
+        (status = 400, description = "Attributes that are not a JSON object (`invalid`), or a body that does not read (`invalid_json`)", body = ErrorBody),
+        (status = 404, description = "No such queue (`unknown_queue`)", body = ErrorBody)))]
 async fn create_task(State(rt): Api, AppJson(new): AppJson<NewTask>) -> Answer {
     let task = routed(rt, move |rt| Ok(rt.admin().create_task(new)?)).await?;
     ok(StatusCode::CREATED, task)
 }
 
+/// One task: its queue, status, agent, attributes and times.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "routing",
+    params(("id" = String, Path, description = TASK)),
+    responses(
+        (status = 200, description = "The task", body = Task),
+        (status = 404, description = "No such task (`unknown_task`)", body = ErrorBody)))]
 async fn show_task(State(rt): Api, Path(id): Path<String>) -> Answer {
     let task = blocking(move || Ok(rt.admin().task(&id)?)).await?;
     ok(StatusCode::OK, task)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct ReasonBody {
+    /// Why, kept with the task.
     reason: Option<String>,
 }
 
+/// Cancels an open task; its contact's flow hears `canceled`.
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "routing",
+    params(("id" = String, Path, description = TASK)),
+    request_body(content = Option<ReasonBody>, description = "Optional: why (by default, `canceled by` the caller)"),
+    responses(
+        (status = 200, description = "The task, canceled", body = Task),
+        (status = 404, description = "No such task (`unknown_task`)", body = ErrorBody),
+        (status = 409, description = "The task is already over, or in wrap-up (`conflict`)", body = ErrorBody)))]
 async fn cancel_task(
     State(rt): Api,
     Extension(super::Caller(who)): Extension<super::Caller>,
@@ -265,12 +342,23 @@ async fn cancel_task(
     ok(StatusCode::OK, task)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct MoveBody {
+    /// The queue to move it to.
     queue: String,
+    /// A new priority (higher first); the task's own by default.
     priority: Option<i32>,
 }
 
+/// Moves a waiting task to another queue (withdrawing an open offer of it), maybe reprioritized.
+#[utoipa::path(post, path = "/v1/tasks/{id}/move", tag = "routing",
+    params(("id" = String, Path, description = TASK)),
+    request_body = MoveBody,
+    responses(
+        (status = 200, description = "The task, waiting in its new queue", body = Task),
+        (status = 400, description = "A body that does not read (`invalid_json`)", body = ErrorBody),
+        (status = 404, description = "No such task or queue (`unknown_task`, `unknown_queue`)", body = ErrorBody),
+        (status = 409, description = "The task is with an agent or over: only waiting (or offered) tasks move (`conflict`)", body = ErrorBody)))]
 async fn move_task(
     State(rt): Api,
     Extension(super::Caller(who)): Extension<super::Caller>,
@@ -287,10 +375,19 @@ async fn move_task(
     ok(StatusCode::OK, task)
 }
 
+/// The routing workflow: the filters that place new tasks in queues.
+#[utoipa::path(get, path = "/v1/workflow", tag = "routing",
+    responses((status = 200, description = "The workflow", body = crate::router::Workflow)))]
 async fn show_workflow(State(rt): Api) -> Answer {
     ok(StatusCode::OK, rt.admin().workflow())
 }
 
+/// Replaces the routing workflow; a bad one changes nothing.
+#[utoipa::path(put, path = "/v1/workflow", tag = "routing",
+    request_body = crate::router::Workflow,
+    responses(
+        (status = 200, description = "The workflow now", body = crate::router::Workflow),
+        (status = 400, description = "A bad expression, or a filter sending tasks to a queue that does not exist (`invalid`); or a body that does not read (`invalid_json`). Nothing changed", body = ErrorBody)))]
 async fn set_workflow(
     State(rt): Api,
     Extension(super::Caller(who)): Extension<super::Caller>,
@@ -306,6 +403,9 @@ async fn set_workflow(
     ok(StatusCode::OK, saved)
 }
 
+/// Every queue's live numbers and every agent, at once: what a dashboard shows.
+#[utoipa::path(get, path = "/v1/stats", tag = "routing",
+    responses((status = 200, description = "`queues`: every queue's live numbers (as `QueueStats`); `agents`: every agent (as GET /v1/agents)", body = Object)))]
 async fn all_stats(State(rt): Api) -> Answer {
     ok(
         StatusCode::OK,
@@ -313,8 +413,14 @@ async fn all_stats(State(rt): Api) -> Answer {
     )
 }
 
+/// A live stream of every queue's numbers and every agent, for dashboards (server-sent events).
+///
 /// Server-sent events for dashboards: at once and then every second, every queue's numbers
 /// and every agent, as `event: stats`.
+/// Each event's `data` is the JSON of GET /v1/stats (`{"queues": [...], "agents": [...]}`).
+/// A node that drains ends the stream: reconnect (to another node).
+#[utoipa::path(get, path = "/v1/stats/stream", tag = "routing",
+    responses((status = 200, description = "A `text/event-stream` of `stats` events, one a second, each with the JSON of GET /v1/stats as its data", content_type = "text/event-stream", body = String)))]
 async fn stats_stream(State(rt): Api) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let stream = futures_util::stream::unfold((rt, true), |(rt, first)| async move {
@@ -338,10 +444,19 @@ async fn stats_stream(State(rt): Api) -> Response {
         .into_response()
 }
 
+/// The calling agent: their activity, capacity, open offer and tasks.
+#[utoipa::path(get, path = "/agent/v1/me", tag = "desk", operation_id = "agent_me",
+    responses((status = 200, description = "The agent: `name`, `attributes`, `activity`, `capacity`, `busy` (tasks per channel), `reservation` (the open offer or null), `tasks` (held or wrapping) and `missed_in_a_row`", body = Object)))]
 async fn me(State(rt): Api, Extension(Agent(name)): Extension<Agent>) -> Answer {
     ok(StatusCode::OK, rt.desk().agent(&name)?)
 }
 
+/// Sets the agent's own activity (`available` takes tasks; `break`, `offline`... do not).
+#[utoipa::path(put, path = "/agent/v1/activity", tag = "desk",
+    request_body = ActivityBody,
+    responses(
+        (status = 200, description = "`{\"agent\", \"activity\"}`: the agent's activity now", body = Object),
+        (status = 400, description = "Not a valid activity name (`invalid`), or a body that does not read (`invalid_json`)", body = ErrorBody)))]
 async fn my_activity(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -350,6 +465,13 @@ async fn my_activity(
     set_activity(rt, name, body).await
 }
 
+/// Accepts a reservation offered to the agent: the task is theirs.
+#[utoipa::path(post, path = "/agent/v1/reservations/{id}/accept", tag = "desk",
+    params(("id" = String, Path, description = "The reservation's id (`rs_...`), as offered on the desk WebSocket or in GET /agent/v1/me")),
+    responses(
+        (status = 200, description = "The task, now assigned to the agent", body = Task),
+        (status = 404, description = "No such open reservation: it may have timed out and moved on (`unknown_reservation`)", body = ErrorBody),
+        (status = 409, description = "A callback this node cannot dial (`callback_cannot_dial`): the offer stays open", body = ErrorBody)))]
 async fn accept(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -433,6 +555,12 @@ fn callback_can_be_dialed(rt: &Runtime, agent: &str, id: &str) -> Result<(), Api
     ))
 }
 
+/// Turns down a reservation offered to the agent: the task is offered to someone else.
+#[utoipa::path(post, path = "/agent/v1/reservations/{id}/reject", tag = "desk",
+    params(("id" = String, Path, description = "The reservation's id (`rs_...`)")),
+    responses(
+        (status = 200, description = "The task, waiting again (not offered to this agent again)", body = Task),
+        (status = 404, description = "No such open reservation (`unknown_reservation`)", body = ErrorBody)))]
 async fn reject(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -442,22 +570,37 @@ async fn reject(
     ok(StatusCode::OK, task)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct CompleteBody {
+    /// Wrap-up notes.
     wrapup: Option<String>,
+    /// A disposition code of the task's queue (`sale`, `refund`...).
     disposition: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TransferBody {
+    /// To this queue (blind).
     queue: Option<String>,
+    /// To this agent, who must be available (blind).
     agent: Option<String>,
+    /// A call only: to this number or SIP URI (`+1555...`, `sip:...`).
     number: Option<String>,
 }
 
+/// Transfers a conversation the agent holds to a queue, an agent or (a call) a number.
+///
 /// The agent hands the conversation to another queue or a named agent (any channel; blind),
 /// or a call to a number or SIP URI.
+#[utoipa::path(post, path = "/agent/v1/tasks/{id}/transfer", tag = "desk",
+    params(("id" = String, Path, description = TASK)),
+    request_body(content = TransferBody, description = "Exactly one of `queue`, `agent` or `number`"),
+    responses(
+        (status = 200, description = "The task: waiting in its queue (or for the named agent), or a call with its transfer to the number requested", body = Task),
+        (status = 400, description = "Not exactly one target (`invalid_transfer`), a transfer to oneself (`invalid`), or a body that does not read (`invalid_json`)", body = ErrorBody),
+        (status = 404, description = "No such task, queue or agent", body = ErrorBody),
+        (status = 409, description = "The target agent is not available, the task is consulting, already being transferred or a callback, a number for a task that is not a call (`conflict`); or a call through Twilio (`not_transferable`)", body = ErrorBody)))]
 async fn transfer(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -489,7 +632,7 @@ async fn transfer(
     ok(StatusCode::OK, task)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct HoldBody {
     /// `true` (the default): on hold; `false`: back.
@@ -502,6 +645,14 @@ fn yes() -> bool {
 }
 
 /// Puts the caller of a call the agent holds on hold (music) or takes them back.
+#[utoipa::path(post, path = "/agent/v1/tasks/{id}/hold", tag = "desk", operation_id = "agent_hold",
+    params(("id" = String, Path, description = TASK)),
+    request_body(content = Option<HoldBody>, description = "Optional: `{\"on\": false}` takes the caller back; no body puts them on hold"),
+    responses(
+        (status = 200, description = "The task (`held_since_ms` set while on hold); asking for the state the call is in changes nothing", body = Task),
+        (status = 404, description = "No such task (`unknown_task`)", body = ErrorBody),
+        (status = 409, description = "Not a call, consulting, a callback (`conflict`), or a call through Twilio (`not_transferable`)", body = ErrorBody),
+        (status = 422, description = "A body that is not `{\"on\": true|false}`", body = ErrorBody)))]
 async fn hold(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -517,14 +668,25 @@ async fn hold(
     ok(StatusCode::OK, task)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ConsultBody {
+    /// The agent to consult: they must be free to take a call.
     agent: String,
 }
 
+/// Starts a warm transfer of a call the agent holds to another agent.
+///
 /// Warm transfer of a call: the caller waits with music while the agent's phone is bridged to
 /// the consulted agent's (rung at once).
+#[utoipa::path(post, path = "/agent/v1/tasks/{id}/consult", tag = "desk",
+    params(("id" = String, Path, description = TASK)),
+    request_body = ConsultBody,
+    responses(
+        (status = 200, description = "The task with its `consult` (ringing)", body = Task),
+        (status = 400, description = "Consulting oneself (`invalid`), or a body that does not read (`invalid_json`)", body = ErrorBody),
+        (status = 404, description = "No such task or agent", body = ErrorBody),
+        (status = 409, description = "Not a call, already consulting, a callback or being transferred, the agent not free (`conflict`); or a call through Twilio (`not_transferable`)", body = ErrorBody)))]
 async fn consult(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -540,6 +702,12 @@ async fn consult(
 }
 
 /// Hands the call over to the consulted agent: the caller talks to them, the agent is free.
+#[utoipa::path(post, path = "/agent/v1/tasks/{id}/consult/complete", tag = "desk",
+    params(("id" = String, Path, description = TASK)),
+    responses(
+        (status = 200, description = "The task, its consult `completing` (the call's channel carries it out)", body = Task),
+        (status = 404, description = "No such task (`unknown_task`)", body = ErrorBody),
+        (status = 409, description = "No warm transfer under way, or it is already completing or canceling (`conflict`)", body = ErrorBody)))]
 async fn consult_complete(
     State(rt): Api,
     Extension(agent): Extension<Agent>,
@@ -549,6 +717,12 @@ async fn consult_complete(
 }
 
 /// Takes the call back: the consulted agent's leg is hung up, the caller talks to the agent.
+#[utoipa::path(post, path = "/agent/v1/tasks/{id}/consult/cancel", tag = "desk",
+    params(("id" = String, Path, description = TASK)),
+    responses(
+        (status = 200, description = "The task, its consult `canceling` (the call's channel carries it out)", body = Task),
+        (status = 404, description = "No such task (`unknown_task`)", body = ErrorBody),
+        (status = 409, description = "No warm transfer under way, or it is already completing or canceling (`conflict`)", body = ErrorBody)))]
 async fn consult_cancel(
     State(rt): Api,
     Extension(agent): Extension<Agent>,
@@ -571,8 +745,16 @@ async fn consult_to(
     ok(StatusCode::OK, task)
 }
 
+/// Ends the conversation of a task the agent holds: wrap-up begins.
+///
 /// The agent ends the conversation: wrap-up begins (the task `wrapping`, the agent still
 /// busy with it) or, in a queue without wrap-up, the task completes.
+#[utoipa::path(post, path = "/agent/v1/tasks/{id}/wrap", tag = "desk",
+    params(("id" = String, Path, description = TASK)),
+    responses(
+        (status = 200, description = "The task, `wrapping` or `completed`", body = Task),
+        (status = 404, description = "No such task (`unknown_task`)", body = ErrorBody),
+        (status = 409, description = "The task is not in a conversation (`conflict`)", body = ErrorBody)))]
 async fn wrap(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -582,6 +764,16 @@ async fn wrap(
     ok(StatusCode::OK, task)
 }
 
+/// Completes a task the agent holds or wraps up, with wrap-up notes and a disposition.
+///
+/// From a conversation, the conversation ends too (its contact's flow hears `completed`).
+#[utoipa::path(post, path = "/agent/v1/tasks/{id}/complete", tag = "desk",
+    params(("id" = String, Path, description = TASK)),
+    request_body(content = Option<CompleteBody>, description = "Optional: wrap-up notes and a disposition code"),
+    responses(
+        (status = 200, description = "The task, completed; the agent's capacity is free", body = Task),
+        (status = 400, description = "A disposition the queue does not have, or one missing where the queue requires it (`invalid`)", body = ErrorBody),
+        (status = 404, description = "No such task (`unknown_task`)", body = ErrorBody)))]
 async fn complete(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -598,11 +790,26 @@ async fn complete(
     ok(StatusCode::OK, task)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct MessageBody {
+    /// What to write to the customer.
     text: String,
 }
 
+/// Writes to the customer of a conversation the agent holds: on the chat widget, by SMS or by mail.
+///
+/// Kept in the contact's transcript.
+#[utoipa::path(post, path = "/agent/v1/tasks/{id}/messages", tag = "desk",
+    params(("id" = String, Path, description = TASK)),
+    request_body = MessageBody,
+    responses(
+        (status = 200, description = "`{\"sent\": true}`", body = Object),
+        (status = 400, description = "A body that does not read (`invalid_json`)", body = ErrorBody),
+        (status = 404, description = "No such task (`unknown_task`), or its contact is gone (`unknown_contact`)", body = ErrorBody),
+        (status = 409, description = "An SMS conversation on a node without the Twilio account (`sms_not_configured`)", body = ErrorBody),
+        (status = 422, description = "Twilio refused the SMS (`sms_refused`)", body = ErrorBody),
+        (status = 502, description = "Twilio could not be reached, or did not say whether it sent the SMS (`sms_unavailable`, `sms_in_doubt`)", body = ErrorBody),
+        (status = 503, description = "The mail reply could not be queued (`mail_not_queued`): send it again", body = ErrorBody)))]
 async fn say_to_customer(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -613,9 +820,10 @@ async fn say_to_customer(
     ok(StatusCode::OK, json!({"sent": true}))
 }
 
-/// The conversation of a task offered to or held by the agent (chat, SMS), in order: what
-/// the customer and earlier agents said, for an agent who takes it over.
 /// The tasks the agent handled lately, newest first (`?limit=`, 20 by default, 200 at most).
+#[utoipa::path(get, path = "/agent/v1/history", tag = "desk",
+    params(("limit" = Option<u32>, Query, description = "How many tasks: 20 by default, 1 to 200 (other values are clamped, and one that is not a number reads as 20)")),
+    responses((status = 200, description = "The tasks, newest first", body = Vec<Task>)))]
 async fn history(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -632,6 +840,11 @@ async fn history(
 
 /// Who the customer of a task offered to or held by the agent is, and what they did in the
 /// flow: what the desk shows while the offer rings.
+#[utoipa::path(get, path = "/agent/v1/tasks/{id}/context", tag = "desk",
+    params(("id" = String, Path, description = TASK)),
+    responses(
+        (status = 200, description = "The customer, their inputs in the flow, the contact's attributes and the queue's disposition codes", body = switchboard_core::handles::TaskContext),
+        (status = 404, description = "No such task (`unknown_task`)", body = ErrorBody)))]
 async fn task_context(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -641,6 +854,13 @@ async fn task_context(
     ok(StatusCode::OK, context)
 }
 
+/// The conversation of a task offered to or held by the agent (chat, SMS), in order: what
+/// the customer and earlier agents said, for an agent who takes it over.
+#[utoipa::path(get, path = "/agent/v1/tasks/{id}/messages", tag = "desk",
+    params(("id" = String, Path, description = TASK)),
+    responses(
+        (status = 200, description = "What was said, in order", body = Vec<crate::sessions::Said>),
+        (status = 404, description = "No such task (`unknown_task`), or its contact is gone (`unknown_contact`)", body = ErrorBody)))]
 async fn conversation(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -661,6 +881,11 @@ async fn conversation(
 }
 
 /// A task offered to or held by the agent (its transfer, its attributes); 403 for anyone else.
+#[utoipa::path(get, path = "/agent/v1/tasks/{id}", tag = "desk",
+    params(("id" = String, Path, description = TASK)),
+    responses(
+        (status = 200, description = "The task", body = Task),
+        (status = 404, description = "No such task (`unknown_task`)", body = ErrorBody)))]
 async fn my_task(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -692,6 +917,8 @@ pub(super) fn task_of_agent(
     Ok(task)
 }
 
+/// The agent desk's WebSocket: offers and task changes pushed, answers sent back.
+///
 /// A live connection for an agent's desktop: first a snapshot of the agent, then every change
 /// of the agent's world as it happens: `{"type": "reservation", "reservation": ..., "task":
 /// ...}` for a new offer, and `rescinded`, `timed-out`, `canceled`, `wrapping`, `completed`
@@ -699,6 +926,20 @@ pub(super) fn task_of_agent(
 /// The desktop answers with `{"type": "accept"|"reject", "reservation": "rs_..."}` or
 /// `{"type": "complete", "task": "tk_...", "wrapup": "..."}`; each answer is acknowledged with
 /// `{"type": "ok", ...}` or `{"type": "error", "code": ..., "message": ...}`.
+/// `{"type": "wrap", "task": ...}` ends a conversation, `{"type": "message", "task": ...,
+/// "text": ...}` writes to the customer (answered `{"type": "ok", "sent": true}`) and
+/// `{"type": "typing", "task": ...}` shows the agent typing on the chat widget (answered
+/// only when refused); messages the customer writes arrive as `{"type": "message", ...}`.
+/// A node that drains closes the socket with 1001 (going away): reconnect.
+///
+/// Browsers cannot set headers on a WebSocket: the agent's token may come as `?token=`
+/// (or the browser session's cookie is used).
+#[utoipa::path(get, path = "/agent/v1/ws", tag = "desk", operation_id = "agent_socket",
+    params(("token" = Option<String>, Query, description = "The agent's token (`sbw_...`), for clients that cannot send `Authorization: Bearer`")),
+    responses(
+        (status = 101, description = "Switched to the WebSocket: the agent's snapshot, then their notices"),
+        (status = 400, description = "Not a WebSocket request", body = ErrorBody),
+        (status = 426, description = "Not a WebSocket request", body = ErrorBody)))]
 async fn socket(
     State(rt): Api,
     Extension(Agent(name)): Extension<Agent>,
@@ -821,3 +1062,42 @@ async fn handle_agent_message(
         Err(e) => e.to_json(),
     })
 }
+
+/// The operations of this module (see `openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    list_queues,
+    define_queue,
+    queue_stats,
+    list_agents,
+    upsert_agent,
+    show_agent,
+    supervisor_activity,
+    create_task,
+    list_tasks,
+    show_task,
+    cancel_task,
+    move_task,
+    show_workflow,
+    set_workflow,
+    all_stats,
+    stats_stream,
+    me,
+    my_activity,
+    accept,
+    reject,
+    my_task,
+    task_context,
+    history,
+    wrap,
+    transfer,
+    hold,
+    consult,
+    consult_complete,
+    consult_cancel,
+    complete,
+    say_to_customer,
+    conversation,
+    socket
+))]
+pub(super) struct Doc;

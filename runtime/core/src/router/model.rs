@@ -8,6 +8,7 @@ use crate::contract::Channel;
 
 /// Where a task stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = RouterTaskStatus)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskStatus {
     /// Waiting for an agent.
