@@ -2205,7 +2205,20 @@ impl Router {
     }
 
     fn assign_all(&self) -> Result<(), RouterError> {
-        let names: Vec<String> = self.lock().queues.keys().cloned().collect();
+        // Only queues with a task waiting, and none while no agent is idle: this runs after
+        // every change, and most changes leave nothing to offer.
+        let names: Vec<String> = {
+            let state = self.lock();
+            if state.idle.is_empty() {
+                return Ok(());
+            }
+            state
+                .queues
+                .iter()
+                .filter(|(_, q)| !q.waiting.is_empty())
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
         for name in names {
             self.assign_queue(&name)?;
         }
