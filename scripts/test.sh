@@ -85,14 +85,14 @@ SWITCHBOARD_TEST_STORE=postgres cargo nextest run --release -p switchboard --tes
 # libFuzzer on what anyone who reaches the SIP and RTP ports sends (a nightly toolchain, as
 # cargo fuzz needs): each target from the committed seeds for FUZZ_SECONDS (30 by default); new
 # inputs go to a temporary corpus, a crash fails the run and is left in fuzz/artifacts/.
-echo "==> fuzzing the SIP, SDP and RTP parsers, routing expressions, MIME, Twilio webhooks and chat messages (${FUZZ_SECONDS:-30} s per target)"
+echo "==> fuzzing the SIP, SDP and RTP parsers, routing expressions, MIME, Twilio webhooks, chat messages and what flows return (TwiML, JSON) (${FUZZ_SECONDS:-30} s per target)"
 rustup toolchain install nightly --profile minimal
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   echo "==> installing cargo-fuzz"
   cargo +nightly install cargo-fuzz --locked
 fi
 fuzz_corpus=$(mktemp -d)
-for target in sip_message sip_headers sdp rtp cel mime twilio chat; do
+for target in sip_message sip_headers sdp rtp cel mime twilio chat actions; do
   mkdir -p "$fuzz_corpus/$target"
   if ! (cd fuzz && cargo +nightly fuzz run "$target" "$fuzz_corpus/$target" "corpus/$target" -- \
       -max_total_time="${FUZZ_SECONDS:-30}" -print_final_stats=1 >"$fuzz_corpus/$target.log" 2>&1); then

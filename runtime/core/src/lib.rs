@@ -20,7 +20,7 @@ pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod connector;
-pub mod contract;
+pub use switchboard_contract as contract;
 pub mod customers;
 pub mod engine;
 pub mod flows;

@@ -7,7 +7,7 @@
 pub mod callback;
 pub mod rest;
 pub mod signature;
-pub mod twiml;
+pub use switchboard_wire::twiml;
 
 use std::collections::HashMap;
 

@@ -1,6 +1,9 @@
 //! The contract's values as the host keeps them: in sessions, traces, the HTTP API and the
-//! CLI. They mirror `wit/flow.wit` one to one; `engine::bindings` converts at the Wasm
-//! boundary. JSON shapes here are part of the public HTTP API.
+//! CLI. They mirror `wit/flow.wit` one to one; the core's `engine::bindings` converts at the
+//! Wasm boundary. JSON shapes here are part of the public HTTP API.
+//!
+//! Owns only the values and their serde and OpenAPI shapes; must never depend on the engine,
+//! the store or a channel, so that channels' renderers and the fuzz targets can use it alone.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +21,7 @@ use serde::{Deserialize, Serialize};
     Deserialize,
     utoipa::ToSchema,
 )]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     /// A phone call.
@@ -39,6 +43,7 @@ impl Channel {
 
 /// The contact as a flow sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Contact {
     /// Session id.
     pub id: String,
@@ -56,6 +61,7 @@ pub struct Contact {
 
 /// A task's status, as reported to the flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskStatus {
     /// An agent accepted it.
@@ -70,6 +76,7 @@ pub enum TaskStatus {
 
 /// An event that starts a step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Event {
     /// First event of every contact.
@@ -117,6 +124,7 @@ pub enum Event {
 
 /// An e-mail a contact received (`mail` in the contract).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Mail {
     /// Subject line.
     pub subject: String,
@@ -134,6 +142,7 @@ pub struct Mail {
 
 /// A file attached to an e-mail, as flows see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Attachment {
     /// File name.
     pub name: String,
@@ -145,6 +154,7 @@ pub struct Attachment {
 
 /// Text to speak or show.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Say {
     /// The text.
     pub text: String,
@@ -158,6 +168,7 @@ pub struct Say {
 
 /// Part of a gather's prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Prompt {
     /// Text to speech.
@@ -171,6 +182,7 @@ pub enum Prompt {
 
 /// Ask for input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Gather {
     /// What to ask.
     pub prompt: Vec<Prompt>,
@@ -190,6 +202,7 @@ pub struct Gather {
 
 /// Queue the contact for an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Enqueue {
     /// Queue name.
     pub queue: String,
@@ -205,6 +218,7 @@ pub struct Enqueue {
 
 /// One action of a step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Action {
     /// Speak or show text.
@@ -281,6 +295,7 @@ fn is_dtmf_key(key: &str) -> bool {
 
 /// A customer as the built-in CRM stores them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Customer {
     /// CRM id.
     pub id: String,

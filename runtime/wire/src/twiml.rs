@@ -1,10 +1,14 @@
 //! Step actions rendered as TwiML, with a real XML writer: every text and attribute is
-//! escaped by it, never by hand.
+//! escaped by it, never by hand. What a flow says is its own text: characters XML 1.0 cannot
+//! carry at all (most control characters) become U+FFFD instead of making a document Twilio
+//! refuses, and a prompt id cannot step out of the prompts URL.
+
+use std::borrow::Cow;
 
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 
-use crate::contract::{Action, Gather, Prompt, Say};
+use switchboard_contract::{Action, Gather, Prompt, Say};
 
 /// Where TwiML verbs send the caller's answers back to.
 pub struct Urls {
@@ -47,12 +51,13 @@ impl TwiML {
     fn element(&mut self, name: &str, attributes: &[(&str, String)], text: Option<&str>) {
         let mut start = BytesStart::new(name);
         for (k, v) in attributes {
-            start.push_attribute((*k, v.as_str()));
+            start.push_attribute((*k, xml_safe(v).as_ref()));
         }
         match text {
             Some(text) => {
                 let _ = self.writer.write_event(Event::Start(start));
-                let _ = self.writer.write_event(Event::Text(BytesText::new(text)));
+                let text = xml_safe(text);
+                let _ = self.writer.write_event(Event::Text(BytesText::new(&text)));
                 let _ = self.writer.write_event(Event::End(BytesEnd::new(name)));
             }
             None => {
@@ -78,7 +83,11 @@ impl TwiML {
         let url = if prompt.starts_with("http://") || prompt.starts_with("https://") {
             prompt.to_string()
         } else {
-            format!("{}/{prompt}", urls.prompts.trim_end_matches('/'))
+            format!(
+                "{}/{}",
+                urls.prompts.trim_end_matches('/'),
+                path_segment(prompt)
+            )
         };
         self.element("Play", &[], Some(&url));
     }
@@ -110,7 +119,7 @@ impl TwiML {
             start.push_attribute(("numDigits", digits.as_str()));
         }
         if let Some(key) = &gather.finish_on_key {
-            start.push_attribute(("finishOnKey", key.as_str()));
+            start.push_attribute(("finishOnKey", xml_safe(key).as_ref()));
         }
         let _ = self.writer.write_event(Event::Start(start));
         for prompt in ahead.iter().chain(&gather.prompt) {
@@ -176,8 +185,8 @@ impl TwiML {
         timeout_secs: u64,
     ) {
         let mut start = BytesStart::new("Dial");
-        start.push_attribute(("callerId", caller_id));
-        start.push_attribute(("action", action));
+        start.push_attribute(("callerId", xml_safe(caller_id).as_ref()));
+        start.push_attribute(("action", xml_safe(action).as_ref()));
         start.push_attribute(("method", "POST"));
         start.push_attribute(("timeout", timeout_secs.to_string().as_str()));
         let _ = self.writer.write_event(Event::Start(start));
@@ -211,6 +220,40 @@ impl TwiML {
             .write_event(Event::End(BytesEnd::new("Response")));
         String::from_utf8(self.writer.into_inner()).unwrap_or_default()
     }
+}
+
+/// Whether XML 1.0 can carry `c` at all (its `Char` production): tab, line feed, carriage
+/// return and everything from space up, but for U+FFFE and U+FFFF.
+pub fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// `text` with every character XML cannot carry replaced by U+FFFD; borrowed when there is
+/// none (nearly always).
+pub fn xml_safe(text: &str) -> Cow<'_, str> {
+    if text.chars().all(xml_char) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(
+            text.chars()
+                .map(|c| if xml_char(c) { c } else { '\u{FFFD}' })
+                .collect(),
+        )
+    }
+}
+
+/// `id` as one URL path segment: letters, digits, `-`, `_`, `.` and `~` as they are, every
+/// other byte percent-encoded (so `/`, `?` and `#` cannot leave the prompts URL).
+fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A voice step's actions as TwiML. `ended` adds a final `<Hangup/>` when the flow's actions
@@ -294,4 +337,101 @@ pub fn messages(actions: &[Action]) -> String {
         }
     }
     twiml.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quick_xml::Reader;
+    use quick_xml::events::Event as Xml;
+
+    fn urls() -> Urls {
+        let u = |p: &str| format!("https://example.com/twilio/{p}");
+        Urls {
+            gather: u("voice/gather"),
+            no_input: u("voice/gather?no_input=1"),
+            prompts: "https://example.com/prompts".into(),
+            wait: u("voice/wait"),
+            dequeued: u("voice/dequeued"),
+            dialed: u("voice/dialed"),
+            hold: u("hold.wav"),
+        }
+    }
+
+    /// The texts of `element` elements, read back by an XML parser that checks characters.
+    pub(crate) fn texts_of(doc: &str, element: &str) -> Vec<String> {
+        let mut reader = Reader::from_str(doc);
+        let mut inside = false;
+        let mut found = Vec::new();
+        loop {
+            match reader.read_event().expect("well-formed TwiML") {
+                Xml::Start(e) if e.name().as_ref() == element.as_bytes() => {
+                    inside = true;
+                    found.push(String::new());
+                }
+                Xml::End(e) if e.name().as_ref() == element.as_bytes() => inside = false,
+                Xml::Text(t) if inside => {
+                    let text = t.decode().unwrap().into_owned();
+                    let text = quick_xml::escape::unescape(&text).unwrap().into_owned();
+                    found.last_mut().unwrap().push_str(&text);
+                }
+                Xml::GeneralRef(r) if inside => {
+                    let name = r.decode().unwrap();
+                    let text = quick_xml::escape::unescape(&format!("&{name};"))
+                        .unwrap()
+                        .into_owned();
+                    found.last_mut().unwrap().push_str(&text);
+                }
+                Xml::Eof => break,
+                _ => {}
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn control_characters_a_flow_says_become_replacement_characters_not_broken_twiml() {
+        let said = "press 1\u{1} </Say><Dial>+15550000</Dial> \u{FFFF}& done";
+        let doc = voice(
+            &[Action::Say(Say {
+                text: said.into(),
+                voice: Some("alice\u{0}".into()),
+                language: None,
+            })],
+            &urls(),
+            true,
+        );
+        assert!(!doc.contains('\u{1}') && !doc.contains('\u{0}'), "{doc}");
+        assert_eq!(
+            texts_of(&doc, "Say"),
+            ["press 1\u{FFFD} </Say><Dial>+15550000</Dial> \u{FFFD}& done"]
+        );
+        assert!(
+            texts_of(&doc, "Dial").is_empty(),
+            "no verb smuggled in: {doc}"
+        );
+    }
+
+    #[test]
+    fn a_prompt_id_cannot_leave_the_prompts_url() {
+        let doc = voice(
+            &[
+                Action::Play {
+                    prompt: "welcome".into(),
+                },
+                Action::Play {
+                    prompt: "../v1/flows?x=1#y".into(),
+                },
+            ],
+            &urls(),
+            false,
+        );
+        assert_eq!(
+            texts_of(&doc, "Play"),
+            [
+                "https://example.com/prompts/welcome",
+                "https://example.com/prompts/..%2Fv1%2Fflows%3Fx%3D1%23y"
+            ]
+        );
+    }
 }
