@@ -1,6 +1,7 @@
 //! Three nodes on one PostgreSQL behind HAProxy: any node serves any request (a contact's
 //! steps, an agent's accept) and the flow hears its task's news exactly once; when the leader
-//! is killed, another node takes over the router within seconds, with the open offer intact.
+//! is killed, another node takes over the router within seconds, with the open offer intact;
+//! events for one contact sent to two nodes at once are each a step, numbered in turn.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -358,4 +359,96 @@ fn three_nodes_behind_haproxy_share_the_work_and_survive_losing_the_leader() {
     assert_eq!(heard(lb, &token, &first_caller, "assigned"), 1);
     assert_eq!(heard(lb, &token, &first_caller, "completed"), 1);
     assert_eq!(heard(lb, &token, &second_caller, "assigned"), 1);
+}
+
+#[test]
+fn events_for_one_contact_sent_to_two_nodes_at_once_get_consecutive_steps_and_none_is_lost() {
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let args = ["--store", address.as_str(), "--queue", "sales"];
+    let a = ivr_server(dirs[0].path(), &args);
+    std::fs::write(dirs[1].path().join("admin.token"), &a.token).unwrap();
+    let b = ivr_server(dirs[1].path(), &args);
+    let token = a.token.clone();
+    let (status, started) = call_at(
+        &a.url,
+        Some(&token),
+        "POST",
+        "/v1/contacts",
+        Some(
+            json!({"channel": "voice", "from": "+15550009999", "to": "+15550100", "flow": "ivr-menu"}),
+        ),
+    );
+    assert_eq!(status, 201, "{started}");
+    let contact = started["contact"].as_str().unwrap().to_string();
+
+    // Each node gets PER_NODE presses of `*` (the menu again), all sent at the same time.
+    const PER_NODE: usize = 12;
+    let barrier = std::sync::Barrier::new(2 * PER_NODE);
+    let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2 * PER_NODE)
+            .map(|i| {
+                let url = if i % 2 == 0 { &a.url } else { &b.url };
+                let (token, contact, barrier) = (&token, &contact, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    call_at(
+                        url,
+                        Some(token),
+                        "POST",
+                        &format!("/v1/contacts/{contact}/events"),
+                        Some(json!({"type": "input", "digits": "*"})),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+    }
+
+    // Every press is a step of its own, numbered one after another, whichever node ran it.
+    let (status, trace) = call_at(
+        &b.url,
+        Some(&token),
+        "GET",
+        &format!("/v1/contacts/{contact}/trace"),
+        None,
+    );
+    assert_eq!(status, 200, "{trace}");
+    let steps: Vec<u64> = trace
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (1..=(1 + 2 * PER_NODE as u64)).collect();
+    assert_eq!(steps, expected, "steps lost, repeated or out of order");
+    let presses = trace
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["event"]["type"] == "input" && s["event"]["digits"] == "*")
+        .count();
+    assert_eq!(presses, 2 * PER_NODE);
+    // Both nodes ran presses (A also ran the start), and both read the same contact.
+    let (on_a, on_b) = (steps_run(&a.url), steps_run(&b.url));
+    assert!(on_a > 1.0 && on_b > 0.0, "steps: {on_a} on A, {on_b} on B");
+    let (_, on_a) = call_at(
+        &a.url,
+        Some(&token),
+        "GET",
+        &format!("/v1/contacts/{contact}"),
+        None,
+    );
+    let (_, on_b) = call_at(
+        &b.url,
+        Some(&token),
+        "GET",
+        &format!("/v1/contacts/{contact}"),
+        None,
+    );
+    assert_eq!(on_a["steps"], on_b["steps"], "{on_a} / {on_b}");
 }

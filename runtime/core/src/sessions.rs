@@ -335,8 +335,9 @@ struct Cluster {
 }
 
 /// How many times a step refused because another node stepped the contact first is read
-/// back and run again.
-const STEP_ATTEMPTS: usize = 3;
+/// back and run again, after a short random pause that grows with each try (so two nodes
+/// that keep colliding on one busy contact fall out of step rather than lose in turn).
+const STEP_ATTEMPTS: usize = 10;
 
 impl Sessions {
     /// Sessions kept in `store`, run by `engine`.
@@ -470,6 +471,9 @@ impl Sessions {
                 Err(ContactError::Store(StoreError::Conflict { .. }))
                     if attempt < STEP_ATTEMPTS =>
                 {
+                    std::thread::sleep(std::time::Duration::from_micros(rand::random_range(
+                        0..=500 * attempt as u64,
+                    )));
                     attempt += 1;
                 }
                 other => return other,
