@@ -1,7 +1,8 @@
 //! Three nodes on one PostgreSQL behind HAProxy: any node serves any request (a contact's
 //! steps, an agent's accept) and the flow hears its task's news exactly once; when the leader
 //! is killed, another node takes over the router within seconds, with the open offer intact;
-//! events for one contact sent to two nodes at once are each a step, numbered in turn.
+//! events for one contact sent to two nodes at once are each a step, numbered in turn; a
+//! deploy one node acknowledged is what every node starts afterwards.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -451,4 +452,76 @@ fn events_for_one_contact_sent_to_two_nodes_at_once_get_consecutive_steps_and_no
         None,
     );
     assert_eq!(on_a["steps"], on_b["steps"], "{on_a} / {on_b}");
+}
+
+#[test]
+fn a_deploy_acknowledged_by_one_node_is_what_every_node_starts_afterwards() {
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let args = ["--store", address.as_str()];
+    let first = ivr_server(dirs[0].path(), &args);
+    for dir in &dirs[1..] {
+        std::fs::write(dir.path().join("admin.token"), &first.token).unwrap();
+    }
+    let mut nodes = vec![first];
+    for dir in &dirs[1..] {
+        nodes.push(ivr_server(dir.path(), &args));
+    }
+    let token = nodes[0].token.clone();
+    let start = |url: &str, n: usize| -> (u16, Value) {
+        call_at(
+            url,
+            Some(&token),
+            "POST",
+            "/v1/contacts",
+            Some(
+                json!({"channel": "voice", "from": format!("+1555{n:07}"), "to": "+15550100", "flow": "ivr-menu"}),
+            ),
+        )
+    };
+    // Every node runs version 1 (and keeps it loaded).
+    for (i, node) in nodes.iter().enumerate() {
+        let (status, report) = start(&node.url, i);
+        assert_eq!(status, 201, "{report}");
+        assert_eq!(report["version"], 1, "{report}");
+    }
+
+    // Node A acknowledges version 2.
+    let (status, deployed) = nodes[0].deploy("ivr-menu", &crate::support::guest("ivr-menu-v2"));
+    assert_eq!(status, 201, "{deployed}");
+    assert_eq!(deployed["version"], 2, "{deployed}");
+
+    // Then 300 contacts start at once, spread over the three nodes: each runs version 2.
+    const CONTACTS: usize = 300;
+    const THREADS: usize = 6;
+    let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
+    let exceptions: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (urls, start) = (&urls, &start);
+                s.spawn(move || {
+                    let mut wrong = Vec::new();
+                    for n in (t..CONTACTS).step_by(THREADS) {
+                        let url = urls[n % urls.len()];
+                        let (status, report) = start(url, 1000 + n);
+                        if status != 201 || report["version"] != 2 {
+                            wrong.push(format!("{url}: {status} {report}"));
+                        }
+                    }
+                    wrong
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(
+        exceptions.is_empty(),
+        "{} of {CONTACTS} contacts did not start on version 2: {:?}",
+        exceptions.len(),
+        &exceptions[..exceptions.len().min(5)]
+    );
 }
