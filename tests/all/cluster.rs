@@ -525,3 +525,169 @@ fn a_deploy_acknowledged_by_one_node_is_what_every_node_starts_afterwards() {
         &exceptions[..exceptions.len().min(5)]
     );
 }
+
+#[test]
+fn a_thousand_tasks_made_on_three_nodes_are_each_assigned_once_with_agents_on_all_three() {
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let args = ["--store", address.as_str(), "--queue", "sales"];
+    let first = ivr_server(dirs[0].path(), &args);
+    for dir in &dirs[1..] {
+        std::fs::write(dir.path().join("admin.token"), &first.token).unwrap();
+    }
+    let mut nodes = vec![first];
+    for dir in &dirs[1..] {
+        nodes.push(ivr_server(dir.path(), &args));
+    }
+    let token = nodes[0].token.clone();
+    let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
+
+    // Six agents, each made available through another node.
+    const AGENTS: usize = 6;
+    let agents: Vec<String> = (0..AGENTS)
+        .map(|i| {
+            let url = urls[i % 3];
+            let (status, made) = call_at(
+                url,
+                Some(&token),
+                "PUT",
+                &format!("/v1/agents/agent{i}"),
+                Some(json!({"attributes": {}, "capacity": {"voice": 1}})),
+            );
+            assert_eq!(status, 200, "{made}");
+            let agent = made["token"].as_str().unwrap().to_string();
+            let (status, body) = call_at(
+                url,
+                Some(&agent),
+                "PUT",
+                "/agent/v1/activity",
+                Some(json!({"activity": "available"})),
+            );
+            assert_eq!(status, 200, "{body}");
+            agent
+        })
+        .collect();
+
+    const TASKS: usize = 1000;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let (created, taken) = std::thread::scope(|s| {
+        // Three makers, one per node, 1,000 tasks in all.
+        let makers: Vec<_> = (0..3)
+            .map(|m| {
+                let (url, token) = (urls[m], &token);
+                s.spawn(move || {
+                    (m..TASKS)
+                        .step_by(3)
+                        .map(|n| {
+                            let (status, task) = call_at(
+                                url,
+                                Some(token),
+                                "POST",
+                                "/v1/tasks",
+                                Some(json!({"queue": "sales", "attributes": {"n": n}})),
+                            );
+                            assert_eq!(status, 201, "{task}");
+                            task["id"].as_str().unwrap().to_string()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // Each agent looks for its offer on one node, accepts on the next, completes on the
+        // third, until every task is done.
+        let workers: Vec<_> = agents
+            .iter()
+            .enumerate()
+            .map(|(i, agent)| {
+                let (urls, done) = (&urls, &done);
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    let mut turn = i;
+                    while done.load(std::sync::atomic::Ordering::SeqCst) < TASKS {
+                        assert!(
+                            Instant::now() < deadline,
+                            "the tasks were not all done in time"
+                        );
+                        turn += 1;
+                        let now = turn;
+                        let at = |k: usize| urls[(now + k) % urls.len()];
+                        let (status, me) = call_at(at(0), Some(agent), "GET", "/agent/v1/me", None);
+                        assert_eq!(status, 200, "{me}");
+                        let Some(offer) = me["reservation"]["id"].as_str() else {
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        };
+                        let (status, task) = call_at(
+                            at(1),
+                            Some(agent),
+                            "POST",
+                            &format!("/agent/v1/reservations/{offer}/accept"),
+                            Some(json!({})),
+                        );
+                        if status != 200 {
+                            // The offer ran out or was withdrawn meanwhile: it goes elsewhere.
+                            assert!(
+                                [404, 409].contains(&status),
+                                "accept answered {status}: {task}"
+                            );
+                            continue;
+                        }
+                        let id = task["id"].as_str().unwrap().to_string();
+                        let (status, finished) = call_at(
+                            at(2),
+                            Some(agent),
+                            "POST",
+                            &format!("/agent/v1/tasks/{id}/complete"),
+                            Some(json!({})),
+                        );
+                        assert_eq!(status, 200, "{finished}");
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        mine.push(id);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let created: Vec<String> = makers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let taken: Vec<Vec<String>> = workers.into_iter().map(|h| h.join().unwrap()).collect();
+        (created, taken)
+    });
+
+    // Each task was accepted by exactly one agent, once; none is left open.
+    let mut all: Vec<&String> = taken.iter().flatten().collect();
+    assert_eq!(
+        all.len(),
+        TASKS,
+        "accepted {} times for {TASKS} tasks",
+        all.len()
+    );
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), TASKS, "a task was accepted twice");
+    let mut made: Vec<&String> = created.iter().collect();
+    made.sort();
+    assert_eq!(made, all, "the tasks accepted are not the tasks made");
+    let busy = taken.iter().filter(|t| !t.is_empty()).count();
+    assert!(busy >= 3, "only {busy} agents took tasks");
+    // Every node's view catches up with the last completion (nodes poll for changes).
+    for url in &urls {
+        wait_for("no open task left", Duration::from_secs(5), || {
+            let (status, open) = call_at(url, Some(&token), "GET", "/v1/tasks", None);
+            assert_eq!(status, 200);
+            (open.as_array().map(Vec::len) == Some(0)).then_some(())
+        });
+    }
+    for id in created.iter().step_by(97) {
+        let (status, task) = call_at(
+            urls[2],
+            Some(&token),
+            "GET",
+            &format!("/v1/tasks/{id}"),
+            None,
+        );
+        assert_eq!(status, 200, "{task}");
+        assert_eq!(task["status"], "completed", "{task}");
+    }
+}

@@ -205,6 +205,16 @@ impl From<crate::router::RouterError> for ApiError {
             E::UnknownReservation(_) => (StatusCode::NOT_FOUND, "unknown_reservation"),
             E::NotYours(_) => (StatusCode::FORBIDDEN, "not_yours"),
             E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            // Other nodes kept changing the router first, try after try: nothing was
+            // written, and the same request a moment later goes through.
+            E::Store(crate::store::StoreError::Conflict { .. }) => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "router_busy",
+                    "the router is busy with changes from other nodes and nothing was changed: send the same request again in a moment",
+                )
+                .retry_after(1);
+            }
             E::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         ApiError::new(status, code, e.to_string())

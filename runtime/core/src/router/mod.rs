@@ -254,8 +254,12 @@ pub struct Router {
 }
 
 /// How many times a change refused because another node changed the router first is made
-/// again on the state read back.
-const ATTEMPTS: usize = 8;
+/// again on the state read back (after a random pause that doubles with each try, up to
+/// [`MAX_PAUSE_MS`]: nodes that keep colliding fall out of step).
+const ATTEMPTS: usize = 24;
+
+/// The longest pause between two tries of a refused change.
+const MAX_PAUSE_MS: u64 = 64;
 
 /// Wall-clock now, in Unix milliseconds.
 pub fn now_ms() -> u64 {
@@ -462,8 +466,9 @@ impl Router {
                 }
                 Err(RouterError::Store(StoreError::Conflict { .. })) if attempt < ATTEMPTS => {
                     attempt += 1;
+                    let most = (1u64 << attempt.min(6)).min(MAX_PAUSE_MS);
                     std::thread::sleep(std::time::Duration::from_millis(rand::random_range(
-                        1..=5 * attempt as u64,
+                        1..=most,
                     )));
                     self.refresh()?;
                 }
