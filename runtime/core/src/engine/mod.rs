@@ -567,7 +567,9 @@ impl Engine {
         };
         let write = || -> anyhow::Result<()> {
             let bytes = component.serialize().map_err(wasm_error)?;
-            let tmp = path.with_extension("tmp");
+            // A name of its own: steps loading the same component at once each write one,
+            // and the last rename wins (the contents are the same).
+            let tmp = path.with_extension(format!("{}.tmp", rand::random::<u64>()));
             std::fs::write(&tmp, bytes)?;
             std::fs::rename(&tmp, &path)?;
             Ok(())
