@@ -4,7 +4,7 @@
 //! events for one contact sent to two nodes at once are each a step, numbered in turn; a
 //! deploy one node acknowledged is what every node starts afterwards; 1,000 tasks made and
 //! worked on all three are each assigned once, and none acknowledged is lost when the leader
-//! is killed under load.
+//! is killed under load; a leader stopped past its lease and resumed leads no more.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -915,4 +915,94 @@ fn killing_the_leader_under_load_loses_no_acknowledged_task_and_assigns_none_twi
         accepted.len(),
         agents_of.len()
     );
+}
+
+#[test]
+fn a_leader_stopped_past_its_lease_and_resumed_leads_no_more_and_disturbs_nothing() {
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let args = ["--store", address.as_str(), "--queue", "sales"];
+    let a = ivr_server(dirs[0].path(), &args);
+    std::fs::write(dirs[1].path().join("admin.token"), &a.token).unwrap();
+    let b = ivr_server(dirs[1].path(), &args);
+    let token = a.token.clone();
+    let view = |url: &str| call_at(url, Some(&token), "GET", "/v1/cluster", None).1;
+    let a_id = view(&a.url)["node"].as_str().unwrap().to_string();
+    wait_for("A to lead", Duration::from_secs(10), || {
+        (view(&b.url)["leader"] == a_id.as_str()).then_some(())
+    });
+    let (status, made) = call_at(
+        &b.url,
+        Some(&token),
+        "PUT",
+        "/v1/agents/ana",
+        Some(json!({"attributes": {}, "capacity": {"voice": 1}})),
+    );
+    assert_eq!(status, 200, "{made}");
+    let ana = made["token"].as_str().unwrap().to_string();
+    let (status, body) = call_at(
+        &b.url,
+        Some(&ana),
+        "PUT",
+        "/agent/v1/activity",
+        Some(json!({"activity": "available"})),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // A is stopped (not killed) past its lease: B takes the router over.
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &a.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let b_id = view(&b.url)["node"].as_str().unwrap().to_string();
+    let stopped = Instant::now();
+    wait_for("B to lead", Duration::from_secs(20), || {
+        (view(&b.url)["leader"] == b_id.as_str()).then_some(())
+    });
+    eprintln!("B leads {:?} after A was stopped", stopped.elapsed());
+    // While A sleeps, a task is made on B and offered to Ana by the new leader.
+    let (status, task) = call_at(
+        &b.url,
+        Some(&token),
+        "POST",
+        "/v1/tasks",
+        Some(json!({"queue": "sales"})),
+    );
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_string();
+    let offer = wait_for("the offer to Ana", Duration::from_secs(10), || {
+        let (_, me) = call_at(&b.url, Some(&ana), "GET", "/agent/v1/me", None);
+        me["reservation"]["id"].as_str().map(str::to_string)
+    });
+
+    // A wakes up with its old view: it does not lead again, and its clock changes nothing.
+    signal("-CONT");
+    wait_for("A to see B lead", Duration::from_secs(5), || {
+        (view(&a.url)["leader"] == b_id.as_str()).then_some(())
+    });
+    for _ in 0..30 {
+        assert_eq!(view(&a.url)["leader"], b_id.as_str(), "A leads again");
+        assert_eq!(view(&b.url)["leader"], b_id.as_str());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Ana accepts B's offer through A: the task is hers, once, as both nodes see it.
+    let (status, accepted) = call_at(
+        &a.url,
+        Some(&ana),
+        "POST",
+        &format!("/agent/v1/reservations/{offer}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{accepted}");
+    for url in [&a.url, &b.url] {
+        wait_for("the task assigned to Ana", Duration::from_secs(5), || {
+            let (_, t) = call_at(url, Some(&token), "GET", &format!("/v1/tasks/{id}"), None);
+            (t["status"] == "assigned" && t["worker"] == "ana").then_some(())
+        });
+    }
 }
