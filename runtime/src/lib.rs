@@ -14,6 +14,6 @@ pub mod rate;
 pub mod runtime;
 
 pub use switchboard_core::{
-    audit, cluster, config, connector, contract, customers, engine, flows, metrics, node, phones,
-    replay, router, sessions, store, tokens, users,
+    audit, bus, cluster, config, connector, contract, customers, engine, flows, metrics, node,
+    phones, replay, router, sessions, store, tokens, users,
 };

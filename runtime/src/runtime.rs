@@ -64,11 +64,12 @@ impl Runtime {
             Arc::new(node.channel_store().clone()),
             node.config().email.clone(),
         ));
+        let chat = crate::channels::chat::ChatHub::new(node.bus().clone());
         Runtime {
             email,
             twilio,
             node: Arc::new(node),
-            chat: Arc::default(),
+            chat,
             prompts,
             sip: std::sync::OnceLock::new(),
             draining: tokio::sync::watch::channel(false).0,

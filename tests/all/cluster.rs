@@ -1006,3 +1006,179 @@ fn a_leader_stopped_past_its_lease_and_resumed_leads_no_more_and_disturbs_nothin
         });
     }
 }
+
+/// The next chat message the desk is pushed, skipping router notices.
+fn desk_hears(desk: &mut crate::support::Desk, text: &str) {
+    loop {
+        let pushed = desk.next();
+        if pushed["type"] == "message" {
+            assert_eq!(pushed["text"], text, "{pushed}");
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_chat_through_haproxy_and_a_desk_on_another_node_talk_both_ways_and_the_widget_survives_losing_its_node()
+ {
+    use std::io::{BufRead as _, Write as _};
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run ./scripts/test.sh (it runs npm ci in tests/browser)"
+    );
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let flow = format!(
+        "order-status={}",
+        crate::support::guest("order-status").display()
+    );
+    let first = Server::start(
+        dirs[0].path(),
+        &[
+            "--store",
+            &address,
+            "--deploy",
+            &flow,
+            "--bind",
+            "chat:support=order-status",
+            "--setting",
+            "order-status:orders=1001:shipped",
+        ],
+    );
+    for dir in &dirs[1..] {
+        std::fs::write(dir.path().join("admin.token"), &first.token).unwrap();
+    }
+    let token = first.token.clone();
+    let mut nodes: Vec<Option<Server>> = vec![Some(first)];
+    for dir in &dirs[1..] {
+        nodes.push(Some(Server::start(dir.path(), &["--store", &address])));
+    }
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| n.as_ref().unwrap().url.clone())
+        .collect();
+    let ids: Vec<String> = urls
+        .iter()
+        .map(|url| {
+            let (status, cluster) = call_at(url, Some(&token), "GET", "/v1/cluster", None);
+            assert_eq!(status, 200, "{cluster}");
+            cluster["node"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let (status, _) = call_at(
+        &urls[0],
+        Some(&token),
+        "PUT",
+        "/v1/queues/support",
+        Some(json!({})),
+    );
+    assert_eq!(status, 200);
+    let sara = crate::support::agent(
+        nodes[0].as_ref().unwrap(),
+        "sara",
+        json!({}),
+        json!({"chat": 3}),
+    );
+    let haproxy = Haproxy::start(&urls.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let mut browser = Command::new("node")
+        .current_dir(&browser_dir)
+        .arg("cluster-chat.mjs")
+        .arg(&haproxy.url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs");
+    let mut to_browser = browser.stdin.take().unwrap();
+    let (said, from_browser) = std::sync::mpsc::channel::<String>();
+    let stdout = browser.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("browser: {line}");
+            if said.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let browser_says = |prefix: &str| -> String {
+        let line = from_browser
+            .recv_timeout(Duration::from_secs(90))
+            .unwrap_or_else(|_| panic!("the browser did not get to {prefix:?}"));
+        assert!(
+            line.starts_with(prefix),
+            "expected {prefix:?}, got {line:?}"
+        );
+        line[prefix.len()..].trim().to_string()
+    };
+
+    // The visitor asked for an agent through HAProxy: the node holding the widget's socket
+    // is the contact's.
+    let contact = browser_says("asked");
+    let (status, session) = call_at(
+        &haproxy.url,
+        Some(&token),
+        "GET",
+        &format!("/v1/contacts/{contact}"),
+        None,
+    );
+    assert_eq!(status, 200, "{session}");
+    let visitor_node = ids
+        .iter()
+        .position(|id| session["node"] == id.as_str())
+        .unwrap_or_else(|| panic!("the chat is held by one of the nodes: {session}"));
+    // The agent's desk is on another node.
+    let desk_node = (visitor_node + 1) % 3;
+    let desk_url = urls[desk_node].clone();
+    let mut desk = crate::support::desk(nodes[desk_node].as_ref().unwrap(), &sara);
+    let offer = wait_for("sara's offer", Duration::from_secs(15), || {
+        let (_, me) = call_at(&desk_url, Some(&sara), "GET", "/agent/v1/me", None);
+        me["reservation"]["id"].as_str().map(str::to_string)
+    });
+    let (status, task) = call_at(
+        &desk_url,
+        Some(&sara),
+        "POST",
+        &format!("/agent/v1/reservations/{offer}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{task}");
+    let task = task["id"].as_str().unwrap().to_string();
+    let write = |url: &str, text: &str| {
+        let (status, body) = call_at(
+            url,
+            Some(&sara),
+            "POST",
+            &format!("/agent/v1/tasks/{task}/messages"),
+            Some(json!({ "text": text })),
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+
+    // Widget (one node) to desk (another), and back.
+    desk_hears(&mut desk, "hello from the widget");
+    write(&desk_url, "Hello from the desk");
+    browser_says("talked");
+
+    // The widget's node dies; the agent writes while the widget is away.
+    nodes[visitor_node].take().unwrap().kill();
+    write(&desk_url, "Sent while you were away");
+    writeln!(to_browser, "killed").unwrap();
+    browser_says("reconnected");
+    // After a reload, wherever HAProxy sends it, the widget has its history, the customer
+    // writes to the desk and the desk's answer reaches the widget.
+    desk_hears(&mut desk, "still here");
+    write(&desk_url, "Good to see you");
+    browser_says("resumed ok");
+    drop(to_browser);
+    assert!(
+        browser.wait().unwrap().success(),
+        "the browser script failed"
+    );
+    drop(haproxy);
+}

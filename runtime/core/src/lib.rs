@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod bus;
 pub mod cluster;
 pub mod config;
 pub mod connector;

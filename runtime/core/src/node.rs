@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::bus::Bus;
 use crate::cluster::Membership;
 use crate::config::Config;
 use crate::engine::{Clock, Engine, Services};
@@ -40,6 +41,8 @@ pub struct Node {
     /// directory's lock (so the same node restarting never finds its record deleted under
     /// it).
     membership: Option<Arc<Membership>>,
+    /// Messages to and from the other nodes' connections (nothing crosses on one node).
+    bus: Arc<Bus>,
     /// This node's hold on its data directory (its caches and admin token are its own).
     _lock: Option<std::fs::File>,
 }
@@ -81,18 +84,22 @@ impl Node {
     /// Opens the node on the data directory of `config`.
     pub fn open(config: Config) -> anyhow::Result<Node> {
         let lock = lock_data_dir(&config.data_dir)?;
+        // A shared database also carries the messages between nodes.
+        let mut relay: Option<Arc<dyn crate::bus::Relay>> = None;
         let store: Arc<dyn Store> = match &config.store.url {
             Some(url) => {
                 anyhow::ensure!(
                     crate::store::postgres::is_postgres_address(url),
                     "the store address is not a PostgreSQL address; write postgres://USER:PASSWORD@HOST:5432/DATABASE, or leave it unset for the embedded store in the data directory"
                 );
-                Arc::new(PostgresStore::connect(
+                let postgres = Arc::new(PostgresStore::connect(
                     url,
                     &PostgresOptions {
                         unsafe_durability: config.store.unsafe_durability,
                     },
-                )?)
+                )?);
+                relay = Some(postgres.clone());
+                postgres
             }
             None => Arc::new(SledStore::open(&config.data_dir)?),
         };
@@ -103,6 +110,14 @@ impl Node {
             Some(_) => Some(Arc::new(Membership::join(store.clone(), &config.data_dir)?)),
             None => None,
         };
+        let cluster = match (membership, relay) {
+            (Some(membership), Some(relay)) => {
+                let bus = Bus::shared(membership.node().to_string(), relay)
+                    .context("cannot follow the messages between nodes")?;
+                Some((membership, bus))
+            }
+            _ => None,
+        };
         let mut node = Self::assemble(
             config,
             store,
@@ -110,7 +125,7 @@ impl Node {
             dir.clone(),
             None,
             Clock::System,
-            membership,
+            cluster,
         )?;
         node._lock = Some(lock);
         Ok(node)
@@ -135,8 +150,12 @@ impl Node {
         files: PathBuf,
         scratch: Option<tempfile::TempDir>,
         clock: Clock,
-        membership: Option<Arc<Membership>>,
+        cluster: Option<(Arc<Membership>, Bus)>,
     ) -> anyhow::Result<Node> {
+        let (membership, bus) = match cluster {
+            Some((membership, bus)) => (Some(membership), bus),
+            None => (None, Bus::local()),
+        };
         let components = files.join("components");
         let engine = Arc::new(
             Engine::new(&config.engine, Some(&artifacts))
@@ -236,6 +255,7 @@ impl Node {
             files,
             _scratch: scratch,
             membership,
+            bus: Arc::new(bus),
             _lock: None,
         })
     }
@@ -263,6 +283,11 @@ impl Node {
     /// The trees channels keep their own state in.
     pub fn channel_store(&self) -> &ChannelStore {
         &self.channel_store
+    }
+
+    /// Messages to and from the connections other nodes hold (chat sockets, agent desks).
+    pub fn bus(&self) -> &Arc<Bus> {
+        &self.bus
     }
 
     /// The metrics registry (channels add their own samples).

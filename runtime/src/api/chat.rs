@@ -67,8 +67,9 @@ async fn demo(
     ))
 }
 
-/// The visitor's WebSocket: the widget sends `hello` (with the chat address and, to resume, its
-/// contact and secret) and `message`s; the node sends what the flow and the agent say,
+/// The visitor's WebSocket: the widget sends `join` (with the chat address and, to resume, its
+/// contact) and `message`s; the node answers `joined` (with the conversation so far as
+/// `history` when resumed, on whichever node) and sends what the flow and the agent say,
 /// typing, and `error`s with a code. Messages up to 16 KiB.
 #[utoipa::path(get, path = "/chat/v1/ws", tag = "chat", responses(
     (status = 101, description = "Switched to the WebSocket"),
@@ -130,8 +131,36 @@ async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
             }
         }
     };
+    // Attached before the history is read: a message sent meanwhile may show twice, but
+    // none is missed.
     let mut outgoing = rt.chat.attach(&contact.0);
-    let joined = json!({"type": "joined", "contact": contact.0, "resumed": contact.1});
+    let mut joined = json!({"type": "joined", "contact": contact.0, "resumed": contact.1});
+    if contact.1 {
+        let (rt2, id) = (rt.clone(), contact.0.clone());
+        type Resumed = (Vec<Value>, Option<String>);
+        let history = run(move || -> Result<Resumed, crate::sessions::ContactError> {
+            let agent = match rt2.contacts().get(&id)?.status {
+                Status::WithAgent { agent, .. } => agent,
+                _ => None,
+            };
+            let trace = rt2.contacts().trace(&id)?;
+            let said = rt2.contacts().transcript(&id)?;
+            Ok((crate::channels::chat::history(&trace, &said), agent))
+        })
+        .await;
+        match history {
+            Some(Ok((lines, agent))) => {
+                joined["history"] = Value::from(lines);
+                if let Some(agent) = agent {
+                    joined["agent"] = Value::from(agent);
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(contact = %contact.0, error = %e, "cannot read a resumed chat's history");
+            }
+            None => {}
+        }
+    }
     if ws
         .send(Message::Text(joined.to_string().into()))
         .await

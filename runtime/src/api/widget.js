@@ -64,8 +64,8 @@
   var toggle = box.querySelector("#switchboard-chat-toggle");
 
   // One message: a bubble by sender (you, the agent, the automated flow) or a line of news,
-  // with the time it was shown. Text only: never HTML.
-  function line(kind, text, who) {
+  // with the time it was said (`at`, when known) or shown. Text only: never HTML.
+  function line(kind, text, who, at) {
     var item = document.createElement("li");
     item.className = "sb-" + kind;
     if (who) {
@@ -82,7 +82,8 @@
     body.className = "sb-text";
     body.textContent = text;
     item.appendChild(body);
-    var now = new Date();
+    var now = at ? new Date(at) : new Date();
+    if (isNaN(now.getTime())) now = new Date();
     var time = document.createElement("time");
     time.dateTime = now.toISOString();
     time.textContent = now.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -117,6 +118,17 @@
       var msg = JSON.parse(event.data);
       if (msg.type === "joined") {
         localStorage.setItem(storageKey, msg.contact);
+        // A resumed chat (after a reload, or through another server) shows the whole
+        // conversation again, including what was said while the connection was down.
+        if (msg.history) {
+          log.textContent = "";
+          msg.history.forEach(function (h) {
+            if (h.from === "agent") line("agent", h.text, h.agent, h.at);
+            else if (h.from === "you") line("you", h.text, "You", h.at);
+            else line("bot", h.text, undefined, h.at);
+          });
+          if (msg.agent) status.textContent = "with " + msg.agent;
+        }
         if (lost) {
           lost = false;
           notice.textContent = "Reconnected.";

@@ -73,6 +73,10 @@ CREATE TABLE sb_agent_states (key bytea PRIMARY KEY, value bytea NOT NULL);
     r#"
 CREATE TABLE sb_mail (key bytea PRIMARY KEY, value bytea NOT NULL);
 "#,
+    r#"
+CREATE TABLE sb_events (seq bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), node text NOT NULL, topic text NOT NULL, body bytea NOT NULL);
+CREATE INDEX sb_events_at ON sb_events (at);
+"#,
 ];
 
 /// How long a call waits for the database to come back (a restart, a failover) before it
@@ -98,6 +102,8 @@ pub struct PostgresStore {
 /// What the store's calls run with, on its runtime.
 struct Inner {
     pool: Pool,
+    /// How to connect, for the bus's listening connection (outside the pool).
+    config: tokio_postgres::Config,
     /// Where the database is, without the password, for messages.
     place: String,
 }
@@ -222,7 +228,7 @@ impl PostgresStore {
             .enable_all()
             .build()?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -237,7 +243,11 @@ impl PostgresStore {
             .build()?;
         let store = PostgresStore {
             runtime: Some(runtime),
-            inner: std::sync::Arc::new(Inner { pool, place }),
+            inner: std::sync::Arc::new(Inner {
+                pool,
+                config,
+                place,
+            }),
         };
         let unsafe_durability = options.unsafe_durability;
         store.wait(move |inner| async move { inner.prepare(unsafe_durability).await })?;
@@ -700,6 +710,116 @@ impl Store for PostgresStore {
                 })
                 .await
         })
+    }
+}
+
+/// The bus's log is the table `sb_events`; a post is one insert, then one `NOTIFY sb_events`
+/// sent after it committed (never inside another transaction: NOTIFY serialises commits).
+impl crate::bus::Relay for PostgresStore {
+    fn post(&self, node: &str, messages: &[crate::bus::Message]) -> Result<(), StoreError> {
+        let node = node.to_string();
+        let topics: Vec<String> = messages.iter().map(|m| m.topic.clone()).collect();
+        let bodies: Vec<Vec<u8>> = messages
+            .iter()
+            .map(|m| serde_json::to_vec(&m.body).unwrap_or_default())
+            .collect();
+        self.wait(move |inner| async move {
+            let client = inner.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "INSERT INTO sb_events (node, topic, body) SELECT $1, * FROM unnest($2::text[], $3::bytea[])",
+                )
+                .await
+                .map_err(backend)?;
+            client
+                .execute(&statement, &[&node, &topics, &bodies])
+                .await
+                .map_err(backend)?;
+            // The others read every 250 ms anyway: a lost wake-up only delays.
+            let _ = client.batch_execute("NOTIFY sb_events").await;
+            Ok(())
+        })
+    }
+
+    fn after(&self, seq: i64, limit: usize) -> Result<Vec<crate::bus::Posted>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.wait(move |inner| async move {
+            inner
+                .read(
+                    "SELECT seq, node, topic, body FROM sb_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&seq, &limit],
+                    |rows| {
+                        rows.into_iter()
+                            .map(|row| crate::bus::Posted {
+                                seq: row.get(0),
+                                node: row.get(1),
+                                message: crate::bus::Message {
+                                    topic: row.get(2),
+                                    body: serde_json::from_slice(row.get::<_, &[u8]>(3))
+                                        .unwrap_or_default(),
+                                },
+                            })
+                            .collect()
+                    },
+                )
+                .await
+        })
+    }
+
+    fn head(&self) -> Result<i64, StoreError> {
+        self.wait(|inner| async move {
+            inner
+                .read("SELECT coalesce(max(seq), 0) FROM sb_events", &[], |rows| {
+                    rows.first().map_or(0, |row| row.get::<_, i64>(0))
+                })
+                .await
+        })
+    }
+
+    fn prune(&self, age: Duration) -> Result<(), StoreError> {
+        let secs = age.as_secs_f64();
+        self.wait(move |inner| async move {
+            let client = inner.client().await?;
+            client
+                .execute(
+                    "DELETE FROM sb_events WHERE at < now() - make_interval(secs => $1)",
+                    &[&secs],
+                )
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    /// One connection of its own (outside the pool) `LISTEN`s, again after it breaks.
+    fn on_post(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let Some(runtime) = &self.runtime else { return };
+        let inner = self.inner.clone();
+        let wake: std::sync::Arc<dyn Fn() + Send + Sync> = wake.into();
+        runtime.spawn(async move {
+            loop {
+                if let Ok((client, mut connection)) = inner.config.connect(NoTls).await {
+                    let (ended, gone) = tokio::sync::oneshot::channel::<()>();
+                    let heard = wake.clone();
+                    tokio::spawn(async move {
+                        while let Some(Ok(message)) =
+                            std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                        {
+                            if matches!(message, tokio_postgres::AsyncMessage::Notification(_)) {
+                                heard();
+                            }
+                        }
+                        let _ = ended.send(());
+                    });
+                    if client.batch_execute("LISTEN sb_events").await.is_ok() {
+                        // What was posted while nobody listened is read now.
+                        wake();
+                        let _ = gone.await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 }
 
