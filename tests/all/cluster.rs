@@ -1182,3 +1182,134 @@ fn a_chat_through_haproxy_and_a_desk_on_another_node_talk_both_ways_and_the_widg
     );
     drop(haproxy);
 }
+
+/// A counter a node exposes, summed over its labels.
+fn metric_at(url: &str, name: &str) -> f64 {
+    let (status, text) = call_at(url, None, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    text.as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_call_on_one_node_is_bridged_when_the_agent_accepts_on_another_and_ends_node_lost_with_its_node()
+ {
+    use crate::sipp::{Caller, Ear, agent_phone, free_port, private_network, sipp};
+    private_network();
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = crate::support::sip_ivr_server(dirs[0].path(), &["--store", &address]);
+    std::fs::write(dirs[1].path().join("admin.token"), &a.token).unwrap();
+    let b = ivr_server(dirs[1].path(), &["--store", &address]);
+    let token = a.token.clone();
+    let sip_a = a.sip.unwrap();
+    let dir = dirs[0].path();
+
+    // Alice's phone registers with node A; the caller dials node A.
+    let alice = crate::support::agent(&a, "alice", json!({}), json!({"voice": 1}));
+    let phone_ear = Ear::new();
+    let (register, answer) = agent_phone(dir, "alice", &alice, phone_ear.port(), 60_000);
+    let phone_port = free_port().to_string();
+    sipp(dir, &register, sip_a, "alice", &["-p", &phone_port]).succeeds();
+    let _phone = sipp(dir, &answer, sip_a, "alice", &["-p", &phone_port]);
+    let caller_ear = Ear::new();
+    let scenario = Caller::dial(caller_ear.port(), "+15554446")
+        .answered()
+        .pause(2500)
+        .press_rfc4733("1")
+        .expect_bye(60_000)
+        .write(dir, "caller");
+    let _caller = sipp(dir, &scenario, sip_a, "+15550100", &[]);
+
+    // She accepts on node B; node A rings her phone and bridges the call.
+    let offer = wait_for("alice's offer", Duration::from_secs(20), || {
+        let (_, me) = call_at(&b.url, Some(&alice), "GET", "/agent/v1/me", None);
+        me["reservation"]["id"].as_str().map(str::to_string)
+    });
+    let (status, task) = call_at(
+        &b.url,
+        Some(&alice),
+        "POST",
+        &format!("/agent/v1/reservations/{offer}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{task}");
+    let task = task["id"].as_str().unwrap().to_string();
+    wait_for("the bridge on node A", Duration::from_secs(15), || {
+        (metric_at(&a.url, "switchboard_sip_calls_bridged_total") >= 1.0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let caller_media = caller_ear
+        .from
+        .lock()
+        .unwrap()
+        .expect("node A sent the caller audio");
+    let before = phone_ear.loud_count();
+    caller_ear.speak(caller_media, 40);
+    std::thread::sleep(Duration::from_millis(300));
+    let heard = phone_ear.loud_count() - before;
+    assert!(
+        heard >= 36,
+        "alice heard {heard} of the caller's 40 packets"
+    );
+    let (_, assigned) = call_at(
+        &b.url,
+        Some(&token),
+        "GET",
+        &format!("/v1/tasks/{task}"),
+        None,
+    );
+    assert_eq!(assigned["status"], "assigned", "{assigned}");
+    let contact = assigned["contact"].as_str().unwrap().to_string();
+
+    // Node A dies mid-call: the cluster ends the contact as node-lost and cancels its task,
+    // and alice is free for the next caller.
+    let killed = Instant::now();
+    a.kill();
+    let ended = wait_for(
+        "the call to end as node-lost",
+        Duration::from_secs(30),
+        || {
+            let (_, session) = call_at(
+                &b.url,
+                Some(&token),
+                "GET",
+                &format!("/v1/contacts/{contact}"),
+                None,
+            );
+            (session["status"]["state"] == "ended").then_some(session)
+        },
+    );
+    eprintln!("the lost call ended {:?} after the kill", killed.elapsed());
+    assert_eq!(ended["status"]["reason"], "node-lost", "{ended}");
+    let (_, canceled) = call_at(
+        &b.url,
+        Some(&token),
+        "GET",
+        &format!("/v1/tasks/{task}"),
+        None,
+    );
+    assert_eq!(canceled["status"], "canceled", "{canceled}");
+    let (_, me) = call_at(&b.url, Some(&alice), "GET", "/agent/v1/me", None);
+    assert!(
+        me["tasks"].as_array().is_some_and(Vec::is_empty) && me["reservation"].is_null(),
+        "alice holds nothing any more: {me}"
+    );
+    let (_, trace) = call_at(
+        &b.url,
+        Some(&token),
+        "GET",
+        &format!("/v1/contacts/{contact}/trace"),
+        None,
+    );
+    assert_eq!(
+        trace.as_array().unwrap().last().unwrap()["event"]["type"],
+        "hangup",
+        "the flow heard the hang-up: {trace}"
+    );
+}

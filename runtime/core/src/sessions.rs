@@ -1072,6 +1072,18 @@ impl Sessions {
                         .keep_for_callback(&task.id, &number)
                         .map_err(|e| ContactError::Routing(e.to_string()))?;
                 }
+                // The call went with the node that carried it: the conversation was cut
+                // off, not finished; the agent is freed at once (no wrap-up).
+                None if task.status == crate::router::TaskStatus::Assigned
+                    && matches!(&session.status, Status::Ended { reason } if reason == "node-lost") =>
+                {
+                    self.router
+                        .withdraw(
+                            &task.id,
+                            "node-lost: the call was lost with the node that carried it",
+                        )
+                        .map_err(|e| ContactError::Routing(e.to_string()))?;
+                }
                 // Answered: the conversation is over (wrap-up follows, or goes on), it was
                 // not abandoned.
                 None if matches!(
