@@ -113,11 +113,22 @@ impl Runtime {
         let clock = std::thread::Builder::new()
             .name("router-clock".into())
             .spawn(move || {
+                let mut let_go = 0;
                 while let Some(rt) = runtime.upgrade() {
                     if rt.clock_stopped.load(std::sync::atomic::Ordering::SeqCst) {
                         return;
                     }
                     rt.node.tick();
+                    // Back after the cluster let this node go: the calls it ended are hung up.
+                    if let Some(times) = rt.node.membership().map(|m| m.times_let_go())
+                        && times != let_go
+                    {
+                        let_go = times;
+                        if let Some(sip) = rt.sip.get() {
+                            let calls = sip.hang_up_ended();
+                            tracing::warn!(calls, "hung up the calls the cluster ended while this node was unreachable");
+                        }
+                    }
                     drop(rt);
                     std::thread::sleep(std::time::Duration::from_millis(250));
                 }

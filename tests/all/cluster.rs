@@ -2,7 +2,8 @@
 //! steps, an agent's accept) and the flow hears its task's news exactly once; when the leader
 //! is killed, another node takes over the router within seconds, with the open offer intact;
 //! events for one contact sent to two nodes at once are each a step, numbered in turn; a
-//! deploy one node acknowledged is what every node starts afterwards; 1,000 tasks made and
+//! deploy one node acknowledged is loaded on every node and is what every node starts
+//! afterwards; 1,000 tasks made and
 //! worked on all three are each assigned once, and none acknowledged is lost when the leader
 //! is killed under load; a leader stopped past its lease and resumed leads no more.
 
@@ -493,6 +494,29 @@ fn a_deploy_acknowledged_by_one_node_is_what_every_node_starts_afterwards() {
     let (status, deployed) = nodes[0].deploy("ivr-menu", &crate::support::guest("ivr-menu-v2"));
     assert_eq!(status, 201, "{deployed}");
     assert_eq!(deployed["version"], 2, "{deployed}");
+    // Acknowledged once every node had it loaded: none compiles it at a customer's expense.
+    for node in &nodes[1..] {
+        let (status, list) = call_at(
+            &node.url,
+            Some(&token),
+            "GET",
+            "/v1/flows/ivr-menu/versions",
+            None,
+        );
+        assert_eq!(status, 200, "{list}");
+        let v2 = list["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["version"] == 2)
+            .unwrap_or_else(|| panic!("{list}"));
+        assert_eq!(
+            v2["loaded"], true,
+            "{} had not loaded version 2: {v2}",
+            node.url
+        );
+        assert_eq!(list["live"], 2, "{list}");
+    }
 
     // Then 300 contacts start at once, spread over the three nodes: each runs version 2.
     const CONTACTS: usize = 300;
@@ -1312,4 +1336,81 @@ fn a_call_on_one_node_is_bridged_when_the_agent_accepts_on_another_and_ends_node
         "hangup",
         "the flow heard the hang-up: {trace}"
     );
+}
+
+#[test]
+fn a_node_let_go_while_stopped_hangs_up_the_calls_the_cluster_ended_when_it_comes_back() {
+    use crate::sipp::{Caller, Ear, private_network, sipp};
+    private_network();
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = crate::support::sip_ivr_server(dirs[0].path(), &["--store", &address]);
+    std::fs::write(dirs[1].path().join("admin.token"), &a.token).unwrap();
+    let b = ivr_server(dirs[1].path(), &["--store", &address]);
+    let token = a.token.clone();
+    let a_id = call_at(&a.url, Some(&token), "GET", "/v1/cluster", None).1["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A caller on node A waits in the sales queue (nobody is available).
+    let caller_ear = Ear::new();
+    let scenario = Caller::dial(caller_ear.port(), "+15554447")
+        .answered()
+        .pause(2500)
+        .press_rfc4733("1")
+        .expect_bye(30_000)
+        .write(dirs[0].path(), "caller");
+    let caller = sipp(dirs[0].path(), &scenario, a.sip.unwrap(), "+15550100", &[]);
+    let contact = wait_for(
+        "the caller to wait in the queue",
+        Duration::from_secs(20),
+        || {
+            let (_, contacts) = call_at(&b.url, Some(&token), "GET", "/v1/contacts?limit=1", None);
+            let c = contacts.as_array()?.first()?.clone();
+            (c["status"]["state"] == "queued").then(|| c["id"].as_str().unwrap().to_string())
+        },
+    );
+
+    // Node A stops answering (SIGSTOP) past its heartbeat: node B ends its call (node-lost)
+    // and lets it go.
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &a.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    wait_for(
+        "node B to end the call and let A go",
+        Duration::from_secs(30),
+        || {
+            let (_, session) = call_at(
+                &b.url,
+                Some(&token),
+                "GET",
+                &format!("/v1/contacts/{contact}"),
+                None,
+            );
+            let (_, cluster) = call_at(&b.url, Some(&token), "GET", "/v1/cluster", None);
+            let known = cluster.to_string().contains(&a_id);
+            (session["status"]["reason"] == "node-lost" && !known).then_some(())
+        },
+    );
+
+    // A comes back: the caller still on its line is hung up at once (a BYE), not left talking
+    // to a contact the cluster ended.
+    let resumed = Instant::now();
+    signal("-CONT");
+    caller.succeeds();
+    eprintln!(
+        "the caller got the BYE {:?} after node A resumed",
+        resumed.elapsed()
+    );
+    wait_for("node A to be live again", Duration::from_secs(10), || {
+        let (_, cluster) = call_at(&b.url, Some(&token), "GET", "/v1/cluster", None);
+        cluster.to_string().contains(&a_id).then_some(())
+    });
 }

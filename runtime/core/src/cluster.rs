@@ -101,6 +101,12 @@ struct View {
     lost: Vec<(String, Vec<u8>)>,
     /// The lease's holder at the last look, while its lease held.
     leader: Option<String>,
+    /// This node's heartbeat record as it last wrote it: the next beat writes only over it,
+    /// so a node the cluster let go of (record deleted) knows it.
+    written: Option<Vec<u8>>,
+    /// How many times the cluster let this node go (it was unreachable past its TTL, its
+    /// calls were ended) and it came back.
+    let_go: u64,
 }
 
 /// This node's membership of the cluster: its heartbeat, and the lease when it holds it.
@@ -233,6 +239,30 @@ impl Membership {
             .clone()
     }
 
+    /// The ids of the nodes alive now, as the store says (not as of the last look: a node
+    /// that joined a moment ago is among them).
+    pub fn live_now(&self) -> Result<Vec<String>, StoreError> {
+        let now = now_ms();
+        let mut live = Vec::new();
+        for (_, bytes) in self
+            .store
+            .scan(Tree::Meta, &Scan::prefix(keys::NODES.as_bytes(), 1024))?
+        {
+            if let Ok(node) = serde_json::from_slice::<NodeRecord>(&bytes)
+                && (node.until_ms > now || node.node == self.me.node)
+            {
+                live.push(node.node);
+            }
+        }
+        Ok(live)
+    }
+
+    /// How many times the cluster let this node go while it was unreachable (and ended its
+    /// calls); it counts up when this node comes back.
+    pub fn times_let_go(&self) -> u64 {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).let_go
+    }
+
     /// Nodes whose heartbeat ran out and that nobody has let go of yet.
     pub fn lost(&self) -> Vec<String> {
         self.view
@@ -315,9 +345,38 @@ fn beat(store: &dyn Store, me: &NodeRecord, view: &Mutex<View>) -> Result<(), St
         until_ms: now + NODE_TTL_MS,
         ..me.clone()
     };
+    let written = view
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .written
+        .clone();
     let mut batch = Batch::new();
+    if let Some(written) = &written {
+        batch.expect(Tree::Meta, keys::node(&me.node), Some(written));
+    }
     batch.put_json(Tree::Meta, keys::node(&me.node), &record)?;
-    store.commit(&batch)?;
+    match store.commit(&batch) {
+        Ok(()) => {}
+        Err(StoreError::Conflict { .. }) => {
+            // Not what this node last wrote: let go of by the cluster (deleted), or a write
+            // whose answer was lost. Written again either way.
+            let gone = store
+                .get(Tree::Meta, keys::node(&me.node).as_bytes())?
+                .is_none();
+            let mut batch = Batch::new();
+            batch.put_json(Tree::Meta, keys::node(&me.node), &record)?;
+            store.commit(&batch)?;
+            if gone {
+                tracing::error!(
+                    node = %me.node,
+                    "this node was unreachable past its heartbeat and the cluster let it go: its calls were ended (node-lost); it hangs them up and carries on"
+                );
+                view.lock().unwrap_or_else(|p| p.into_inner()).let_go += 1;
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    view.lock().unwrap_or_else(|p| p.into_inner()).written = Some(crate::store::encode(&record)?);
     let mut live = Vec::new();
     let mut lost = Vec::new();
     for (_, bytes) in store.scan(Tree::Meta, &Scan::prefix(keys::NODES.as_bytes(), 1024))? {

@@ -156,6 +156,7 @@ impl Node {
             Some((membership, bus)) => (Some(membership), bus),
             None => (None, Bus::local()),
         };
+        let bus = Arc::new(bus);
         let components = files.join("components");
         let engine = Arc::new(
             Engine::new(&config.engine, Some(&artifacts))
@@ -209,7 +210,11 @@ impl Node {
         ));
         if let Some(membership) = &membership {
             let me = membership.node().to_string();
-            flows.join_cluster(me.clone());
+            flows.join_cluster(
+                me.clone(),
+                loaded_everywhere(bus.clone(), Arc::downgrade(membership)),
+            );
+            load_when_asked(&bus, Arc::downgrade(&flows));
             let membership = Arc::downgrade(membership);
             sessions.join_cluster(
                 me.clone(),
@@ -255,7 +260,7 @@ impl Node {
             files,
             _scratch: scratch,
             membership,
-            bus: Arc::new(bus),
+            bus,
             _lock: None,
         })
     }
@@ -398,6 +403,119 @@ impl Node {
             }
         }
     }
+}
+
+/// The bus topic asking the other nodes to load a new version: `{"flow", "version"}`.
+const LOAD: &str = "flows.load";
+/// The bus topic of a node's answer: `{"flow", "version", "node", "error"}`.
+const LOADED: &str = "flows.loaded";
+/// How long a deploy waits for the other live nodes to load its version; one that has not
+/// answered by then loads it at its first contact (and is named in the log).
+const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Asks every other live node to load a new version, and waits for their answers: `Ok` when
+/// all loaded it (or stopped being live, or did not answer within [`LOAD_WAIT`]); the first
+/// node that cannot load it fails the deploy.
+fn loaded_everywhere(
+    bus: Arc<Bus>,
+    membership: std::sync::Weak<Membership>,
+) -> crate::flows::LoadedEverywhere {
+    Box::new(move |flow, version| {
+        let Some(membership) = membership.upgrade() else {
+            return Ok(());
+        };
+        let me = membership.node().to_string();
+        let live_others = || -> Result<std::collections::BTreeSet<String>, String> {
+            Ok(membership
+                .live_now()
+                .map_err(|e| format!("cannot read which nodes are live ({e})"))?
+                .into_iter()
+                .filter(|n| *n != me)
+                .collect())
+        };
+        let mut waiting = live_others()?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        // Listening before asking: no answer can come first.
+        let mut answers = bus.from_others();
+        bus.tell_others(LOAD, serde_json::json!({"flow": flow, "version": version}));
+        let deadline = std::time::Instant::now() + LOAD_WAIT;
+        let mut looked = std::time::Instant::now();
+        while !waiting.is_empty() {
+            use tokio::sync::broadcast::error::TryRecvError;
+            match answers.try_recv() {
+                Ok(m)
+                    if m.topic == LOADED
+                        && m.body["flow"] == flow
+                        && m.body["version"] == version =>
+                {
+                    let node = m.body["node"].as_str().unwrap_or_default().to_string();
+                    if let Some(error) = m.body["error"].as_str() {
+                        return Err(format!("node {node} cannot load it ({error})"));
+                    }
+                    waiting.remove(&node);
+                }
+                Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                Err(TryRecvError::Closed) => return Ok(()),
+                Err(TryRecvError::Empty) => {
+                    if looked.elapsed() > std::time::Duration::from_millis(500) {
+                        // A node that died meanwhile is not waited for.
+                        looked = std::time::Instant::now();
+                        if let Ok(live) = live_others() {
+                            waiting.retain(|n| live.contains(n));
+                        }
+                    }
+                    if std::time::Instant::now() > deadline {
+                        tracing::warn!(flow, version, nodes = ?waiting, "these live nodes did not say they loaded the new version in time; they load it at their first contact");
+                        return Ok(());
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Loads the versions other nodes deploy as they ask, from a thread of its own, and answers
+/// whether it could.
+fn load_when_asked(bus: &Arc<Bus>, flows: std::sync::Weak<Flows>) {
+    let mut asked = bus.from_others();
+    let answers = Arc::downgrade(bus);
+    let _ = std::thread::Builder::new()
+        .name("flow-loader".into())
+        .spawn(move || {
+            loop {
+                let m = match asked.blocking_recv() {
+                    Ok(m) => m,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if m.topic != LOAD {
+                    continue;
+                }
+                let (Some(flows), Some(bus)) = (flows.upgrade(), answers.upgrade()) else {
+                    return;
+                };
+                let (Some(flow), Some(version)) =
+                    (m.body["flow"].as_str(), m.body["version"].as_u64())
+                else {
+                    continue;
+                };
+                let error = match flows.component(flow, version) {
+                    Ok(_) => serde_json::Value::Null,
+                    Err(e) => {
+                        tracing::error!(flow, version, error = %e, "cannot load a version another node deploys");
+                        e.to_string().into()
+                    }
+                };
+                bus.tell_others(
+                    LOADED,
+                    serde_json::json!({"flow": flow, "version": version, "node": flows.node_id(), "error": error}),
+                );
+            }
+        });
 }
 
 /// The flow name whose live version, when it is a router component, plans every new task.

@@ -100,6 +100,7 @@ impl From<FlowsError> for ApiError {
             FlowsError::NoCanary(_) => (StatusCode::CONFLICT, "no_canary"),
             FlowsError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             FlowsError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "component_storage"),
+            FlowsError::NotLoaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_loaded_everywhere"),
         };
         ApiError::new(status, code, e.to_string())
     }

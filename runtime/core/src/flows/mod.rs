@@ -167,6 +167,9 @@ pub enum FlowsError {
     /// A component file could not be written or read.
     #[error("component storage failed: {0} (check the data directory)")]
     Io(String),
+    /// Another node of the cluster could not load the new version: it was not made live.
+    #[error("{0}")]
+    NotLoaded(String),
 }
 
 // By hand rather than `#[from]`, which would also make the rejection the error's source and
@@ -199,12 +202,25 @@ pub struct Flows {
     /// Deploys and rollbacks of all flows are serialised: they are rare and must not race
     /// for sequence numbers or the live pointer.
     changes: Mutex<()>,
+    /// In a cluster: has every other live node load a new version before it takes contacts
+    /// (the error says which node could not).
+    loaded_everywhere: std::sync::OnceLock<LoadedEverywhere>,
 }
+
+/// Has every other live node of a cluster load version `.1` of flow `.0`; the error says which
+/// node could not, and why.
+pub type LoadedEverywhere = Box<dyn Fn(&str, u64) -> Result<(), String> + Send + Sync>;
 
 impl Flows {
     /// In a cluster: this node's health counters are kept apart from the other nodes'.
-    pub fn join_cluster(&self, node: String) {
+    pub fn join_cluster(&self, node: String, loaded_everywhere: LoadedEverywhere) {
         let _ = self.node.set(node);
+        let _ = self.loaded_everywhere.set(loaded_everywhere);
+    }
+
+    /// This node's id in a cluster ("" on its own).
+    pub fn node_id(&self) -> &str {
+        self.node.get().map_or("", String::as_str)
     }
 
     /// Where this node's counters of a version are kept.
@@ -310,6 +326,7 @@ impl Flows {
             node: std::sync::OnceLock::new(),
             canary_config,
             changes: Mutex::new(()),
+            loaded_everywhere: std::sync::OnceLock::new(),
         })
     }
 
@@ -385,6 +402,22 @@ impl Flows {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert((flow.to_string(), version), Arc::new(component));
+        // Acknowledged once every node can run it: none compiles it at a customer's expense,
+        // and none that cannot load it ever starts a contact on it.
+        if let Some(loaded_everywhere) = self.loaded_everywhere.get() {
+            let waiting = std::time::Instant::now();
+            loaded_everywhere(flow, version).map_err(|why| {
+                FlowsError::NotLoaded(format!(
+                    "version {version} of {flow} was stored but not made live: {why}; the live version is unchanged"
+                ))
+            })?;
+            tracing::info!(
+                flow,
+                version,
+                waited_ms = waiting.elapsed().as_millis() as u64,
+                "every live node loaded the new version"
+            );
+        }
         let previous_live = previous.as_ref().map(|r| r.live);
         match (canary_percent, previous) {
             (Some(percent), Some(mut flow_record)) => {

@@ -830,6 +830,40 @@ impl Endpoint {
     pub fn node(&self) -> Option<Arc<Node>> {
         self.rt.upgrade()
     }
+
+    /// Hangs up the calls whose contacts have ended elsewhere: the cluster ends a node's
+    /// calls (`node-lost`) when the node stays unreachable past its heartbeat, and a node that
+    /// comes back after that must not keep talking on them. Returns how many.
+    pub fn hang_up_ended(&self) -> usize {
+        let Some(node) = self.node() else { return 0 };
+        let contacts: Vec<String> = self
+            .contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let mut ended = 0;
+        for contact in contacts {
+            let Ok(session) = node.contacts().get(&contact) else {
+                continue;
+            };
+            if matches!(session.status, crate::sessions::Status::Ended { .. }) {
+                self.deliver(&StepReport {
+                    contact: session.id,
+                    flow: session.flow,
+                    version: session.version,
+                    step: session.steps,
+                    actions: Vec::new(),
+                    status: session.status,
+                    awaiting: None,
+                    fault: None,
+                });
+                ended += 1;
+            }
+        }
+        ended
+    }
 }
 
 /// What every response of ours carries.
