@@ -916,7 +916,7 @@ fn killing_the_leader_under_load_loses_no_acknowledged_task_and_assigns_none_twi
         );
         assert_eq!(status, 200, "{task}");
         assert_eq!(task["status"], "completed", "{task}");
-        let agent = task["worker"]
+        let agent = task["agent"]
             .as_str()
             .or(task["agent"].as_str())
             .unwrap_or_default();
@@ -1026,7 +1026,7 @@ fn a_leader_stopped_past_its_lease_and_resumed_leads_no_more_and_disturbs_nothin
     for url in [&a.url, &b.url] {
         wait_for("the task assigned to Ana", Duration::from_secs(5), || {
             let (_, t) = call_at(url, Some(&token), "GET", &format!("/v1/tasks/{id}"), None);
-            (t["status"] == "assigned" && t["worker"] == "ana").then_some(())
+            (t["status"] == "assigned" && t["agent"] == "ana").then_some(())
         });
     }
 }

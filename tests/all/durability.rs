@@ -113,7 +113,7 @@ fn a_restart_keeps_statistics_offers_and_the_idle_order() {
 
     // Ann, idle longest, answers and completes the first task: she becomes the most recent.
     let first = new_task(&server);
-    assert_eq!(first["worker"], "ann");
+    assert_eq!(first["agent"], "ann");
     let r = first["reservation"].as_str().unwrap();
     let (status, _) = server.call_as(
         Some(&tokens[0]),
@@ -131,7 +131,7 @@ fn a_restart_keeps_statistics_offers_and_the_idle_order() {
     assert_eq!(status, 200);
     // The second is offered to Bob and abandoned before he answers.
     let second = new_task(&server);
-    assert_eq!(second["worker"], "bob");
+    assert_eq!(second["agent"], "bob");
     let (status, _) = server.call(
         "POST",
         &format!("/v1/tasks/{}/cancel", second["id"].as_str().unwrap()),
@@ -141,7 +141,7 @@ fn a_restart_keeps_statistics_offers_and_the_idle_order() {
     std::thread::sleep(Duration::from_millis(20));
     // The third is offered to Cat, who has not answered when the server dies.
     let third = new_task(&server);
-    assert_eq!(third["worker"], "cat");
+    assert_eq!(third["agent"], "cat");
     let offer = reservation(&server, &tokens[2]);
     let (_, before) = server.call("GET", "/v1/queues/q/stats", None);
     assert_eq!(before["tasks"]["answered-in-window"], 1, "{before}");
@@ -168,8 +168,8 @@ fn a_restart_keeps_statistics_offers_and_the_idle_order() {
     assert_eq!(task["status"], "reserved");
 
     // Ann finished a task before Bob's offer was withdrawn: she has waited longer than Bob.
-    assert_eq!(new_task(&server)["worker"], "ann");
-    assert_eq!(new_task(&server)["worker"], "bob");
+    assert_eq!(new_task(&server)["agent"], "ann");
+    assert_eq!(new_task(&server)["agent"], "bob");
 }
 
 /// Deployed components and uploaded recordings live in the store, not in files beside it: a

@@ -1421,7 +1421,7 @@ fn an_agent_transfers_a_call_to_another_queue_and_the_next_agent_talks_to_the_ca
     let caller = sales_caller(&server, dir.path(), &caller_ear, "+15554447");
     let task = accepts(&server, &alice, 1.0);
     let id = task["id"].as_str().unwrap();
-    assert_eq!(task["worker"], "alice");
+    assert_eq!(task["agent"], "alice");
 
     let transfer = |token: &str, body: Value| {
         server.call_as(
@@ -1466,7 +1466,7 @@ fn an_agent_transfers_a_call_to_another_queue_and_the_next_agent_talks_to_the_ca
     all_calls_over(&server);
     let (_, task) = server.call("GET", &format!("/v1/tasks/{id}"), None);
     assert_eq!(
-        (task["status"].as_str(), task["worker"].as_str()),
+        (task["status"].as_str(), task["agent"].as_str()),
         (Some("completed"), Some("bob")),
         "{task}"
     );
@@ -1520,7 +1520,7 @@ fn a_refer_from_the_agent_phone_transfers_the_call_blind_to_a_named_agent() {
     );
     // Bob is now idle: alice must take this one.
     let task = accepts(&server, &alice, 1.0);
-    assert_eq!(task["worker"], "alice", "{task}");
+    assert_eq!(task["agent"], "alice", "{task}");
     let id = task["id"].as_str().unwrap().to_string();
     server.call_as(Some(&carol), "PUT", "/agent/v1/activity", Some(available));
 
@@ -1894,14 +1894,14 @@ fn a_warm_transfer_consults_another_agent_while_the_caller_hears_music_then_hand
             // Taken back: the caller and alice hear each other again.
             crosses(&alice_ear, 0, 1000.0, &caller_ear);
             let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
-            assert_eq!(t["worker"], "alice", "{t}");
+            assert_eq!(t["agent"], "alice", "{t}");
             assert_eq!(t["attributes"]["consult_failed"], "taken back by the agent");
         }
     }
     // Handed over: bob holds the task and talks to the caller; alice's phone was hung up.
     alice_phone.succeeds();
     let (_, t) = server.call("GET", &format!("/v1/tasks/{id}"), None);
-    assert_eq!(t["worker"], "bob", "{t}");
+    assert_eq!(t["agent"], "bob", "{t}");
     assert_eq!(t["attributes"]["transferred_from"], "alice", "{t}");
     crosses(&caller_ear, 0, 600.0, &bob_ear);
     crosses(&bob_ear, 0, 1000.0, &caller_ear);

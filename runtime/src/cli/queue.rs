@@ -1,4 +1,4 @@
-//! `switchboard queue NAME`: defines or redefines a queue: who belongs (CEL over `worker`),
+//! `switchboard queue NAME`: defines or redefines a queue: who belongs (CEL over `agent`),
 //! the order tasks are offered in, the service level, how long an agent has to accept, and
 //! the targets tried in turn. Prints the queue as the server stored it.
 
@@ -13,8 +13,8 @@ use super::output::print_json;
 pub struct QueueArgs {
     /// The queue's name.
     name: String,
-    /// CEL over `worker`: who belongs (default: every agent), such as
-    /// '"billing" in worker.skills && worker.level >= 2'.
+    /// CEL over `agent`: who belongs (default: every agent), such as
+    /// '"billing" in agent.skills && agent.level >= 2'.
     #[arg(long, default_value = "")]
     members: String,
     /// `priority` (higher first, then oldest) or `fifo`.
@@ -26,7 +26,7 @@ pub struct QueueArgs {
     /// Seconds an agent has to accept an offer.
     #[arg(long, default_value_t = 30)]
     reservation_timeout: u64,
-    /// Targets as a JSON list, such as '[{"workers": "worker.level >= 3", "timeout_secs": 30}, {}]'.
+    /// Targets as a JSON list, such as '[{"agents": "agent.level >= 3", "timeout_secs": 30}, {}]'.
     #[arg(long)]
     targets: Option<String>,
     #[command(flatten)]
@@ -36,7 +36,7 @@ pub struct QueueArgs {
 pub fn run(args: QueueArgs) -> anyhow::Result<()> {
     let targets: serde_json::Value = match &args.targets {
         Some(text) => serde_json::from_str(text)
-            .context("--targets is not a JSON list of {\"workers\": ..., \"timeout_secs\": ...}")?,
+            .context("--targets is not a JSON list of {\"agents\": ..., \"timeout_secs\": ...}")?,
         None => serde_json::json!([]),
     };
     let body = serde_json::json!({"members": args.members, "order": args.order, "sla_secs": args.sla, "reservation_timeout_secs": args.reservation_timeout, "targets": targets});

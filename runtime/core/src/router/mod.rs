@@ -187,7 +187,6 @@ fn empty_object() -> Value {
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Notice {
     /// The agent.
-    #[serde(rename = "worker")]
     pub agent: String,
     /// What happened.
     #[serde(rename = "type")]

@@ -47,9 +47,9 @@ pub enum Order {
 /// plan escalates to the next step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Target {
-    /// CEL over `worker` and `task`; empty means every member of the queue.
-    #[serde(default)]
-    #[serde(rename = "workers")]
+    /// CEL over `agent` and `task`; empty means every member of the queue. Read also as
+    /// `workers`, the name it had before.
+    #[serde(default, alias = "workers")]
     pub agents: String,
     /// Seconds before escalating to the next target; 0 means stay here.
     #[serde(default)]
@@ -352,8 +352,9 @@ pub struct Task {
     pub target_since_ms: u64,
     /// Give up at this time.
     pub timeout_ms: u64,
-    /// The agent it is reserved for or assigned to.
-    #[serde(rename = "worker")]
+    /// The agent it is reserved for or assigned to (read also as `worker`, the name it had
+    /// before).
+    #[serde(alias = "worker")]
     pub agent: Option<String>,
     /// The open reservation.
     pub reservation: Option<String>,
@@ -453,8 +454,8 @@ pub struct Reservation {
     pub id: String,
     /// The task.
     pub task: String,
-    /// The agent.
-    #[serde(rename = "worker")]
+    /// The agent (read also as `worker`, the name it had before).
+    #[serde(alias = "worker")]
     pub agent: String,
     /// Expiry, milliseconds since the epoch.
     pub expires_ms: u64,
