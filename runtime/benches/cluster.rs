@@ -9,8 +9,8 @@
 //! sent. BENCH_CLIENTS client threads (16) with keep-alive connections, BENCH_SECONDS each
 //! (3). Prints steps/s, p50 and p99 per configuration and the ratios to sled.
 //!
-//! The router's assignments through the leader are measured by `--bench router` on one node
-//! (in-process), not here.
+//! The router's assignments on PostgreSQL, as the leader makes them (one at a time, and
+//! batched), are measured by `--bench router` (in-process), not here.
 
 #[allow(dead_code)]
 #[path = "../../tests/all/support.rs"]
