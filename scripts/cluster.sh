@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A Switchboard cluster on this machine: a local PostgreSQL (Debian's `postgresql`, in a temp
 # directory, run as the `postgres` user when started as root), three nodes on it and HAProxy
-# (Debian's `haproxy`) in front, with the sample IVR live on +15550100. Ctrl-C stops everything
-# and removes the temp directory.
+# (Debian's `haproxy`) in front, with the sample IVR live on +15550100 and the order-status
+# chat flow on the widget (http://127.0.0.1:8080/chat). Ctrl-C stops everything and removes
+# the temp directory.
 #
 #   ./scripts/cluster.sh            # HAProxy on http://127.0.0.1:8080, nodes on 8081-8083
 #   PORT=9000 ./scripts/cluster.sh  # HAProxy on 9000, nodes on 9001-9003
@@ -26,9 +27,10 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 echo "==> building switchboard and the sample flow (the first build takes about 10 minutes)"
 rustup target add wasm32-wasip2 >/dev/null
 cargo build --release -p switchboard
-cargo build --profile guest --target wasm32-wasip2 -p ivr-menu
+cargo build --profile guest --target wasm32-wasip2 -p ivr-menu -p order-status
 bin="$root/target/release/switchboard"
 flow="$root/target/wasm32-wasip2/guest/ivr_menu.wasm"
+chat_flow="$root/target/wasm32-wasip2/guest/order_status.wasm"
 
 # Short path: PostgreSQL's socket path must fit in 107 bytes.
 base=$(mktemp -d /tmp/sbcluster.XXXXXX)
@@ -85,7 +87,9 @@ start_node 1 \
   --setting ivr-menu:days=mon-sun --setting ivr-menu:open=00:00 --setting ivr-menu:close=24:00 \
   --customers examples/customers.csv \
   --queue sales --queue support --queue agents --queue vip \
-  --bind +15550100=ivr-menu
+  --bind +15550100=ivr-menu \
+  --deploy "order-status=$chat_flow" --setting order-status:orders=1001:shipped \
+  --bind chat:support=order-status
 start_node 2
 start_node 3
 
@@ -120,6 +124,16 @@ In another terminal:
   curl -s -H "Authorization: Bearer \$SWITCHBOARD_TOKEN" \$SWITCHBOARD_URL/v1/cluster
   echo 1 | $bin simulate ivr-menu --from +15551230002
   kill -9 ${pids[0]}      # node1 dies: the others carry on, one takes over the router
+
+Chat across nodes: make an agent for the support queue with a password for the desk,
+
+  $bin agent sara --capacity chat=3
+  echo 'choose-a-password' | $bin users add sara --role agent --password-stdin
+
+then open http://127.0.0.1:$port/chat (ask for "agent", then write) and, in another browser,
+http://127.0.0.1:$port/desk signed in as sara. Kill the node holding the widget's socket
+(GET /v1/contacts/ID names its "node"): the widget reconnects through HAProxy and shows the
+whole conversation; sara's desk, on another node, keeps talking to it.
 
 EOF
 wait "${pids[@]}"
