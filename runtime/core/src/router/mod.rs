@@ -250,6 +250,9 @@ pub struct Router {
     /// The leader's fencing epoch record ([`keys::ROUTER_EPOCH`]) while this node leads: the
     /// clock's changes check it.
     fence: Mutex<Option<Vec<u8>>>,
+    /// Whether the open-task index is known to be built (it is never unbuilt): not read
+    /// again at each read-back.
+    open_tasks_indexed: std::sync::atomic::AtomicBool,
 }
 
 /// How many times a change refused because another node changed the router first is made
@@ -338,6 +341,7 @@ impl Router {
             clock,
             shared: std::sync::atomic::AtomicBool::new(shared),
             fence: Mutex::new(None),
+            open_tasks_indexed: std::sync::atomic::AtomicBool::new(false),
         };
         router.load()?;
         Ok(router)

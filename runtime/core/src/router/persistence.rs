@@ -215,11 +215,16 @@ impl Router {
             refresh_members(&mut state, &name);
         }
         let mut batch = Batch::new();
-        for id in self.open_task_ids()? {
-            let Some(mut task) = self.store.get_json::<Task>(Tree::Tasks, &id)? else {
+        let ids = self.open_task_ids()?;
+        // One read for them all (one round trip on a database over the network).
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| id.as_bytes().to_vec()).collect();
+        let stored = self.store.get_many(Tree::Tasks, &keys)?;
+        for (id, bytes) in ids.into_iter().zip(stored) {
+            let Some(bytes) = bytes else {
                 batch.delete(Tree::OpenTasks, id.as_bytes());
                 continue;
             };
+            let mut task: Task = crate::store::decode(Tree::Tasks, id.as_bytes(), &bytes)?;
             if task.status.is_final() {
                 batch.delete(Tree::OpenTasks, id.as_bytes());
                 continue;
@@ -292,7 +297,10 @@ impl Router {
     /// themselves for a store written before the index existed).
     pub(super) fn open_task_ids(&self) -> Result<Vec<String>, RouterError> {
         const PAGE: usize = 1024;
-        if self.store.get(Tree::Meta, OPEN_TASKS_INDEXED)?.is_none() {
+        let indexed = &self.open_tasks_indexed;
+        if !indexed.load(std::sync::atomic::Ordering::Relaxed)
+            && self.store.get(Tree::Meta, OPEN_TASKS_INDEXED)?.is_none()
+        {
             let mut batch = Batch::new();
             for task in self.store.scan_json::<Task>(Tree::Tasks, "")? {
                 if !task.status.is_final() {
@@ -302,6 +310,7 @@ impl Router {
             batch.put(Tree::Meta, OPEN_TASKS_INDEXED, b"1".to_vec());
             self.store.commit(&batch)?;
         }
+        indexed.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut ids = Vec::new();
         let mut cursor: Option<Vec<u8>> = None;
         loop {

@@ -28,6 +28,7 @@ backends!(
     scans_respect_prefix_edges,
     concurrent_compare_and_swap_loses_no_update,
     ids_only_grow,
+    many_keys_are_read_in_their_order,
 );
 
 /// Runs a case against a PostgreSQL server of its own.
@@ -35,6 +36,32 @@ fn on_postgres(case: fn(Arc<dyn Store>)) {
     let pg = super::local_postgres::LocalPostgres::start().unwrap();
     let store = super::PostgresStore::connect(&pg.address(), &Default::default()).unwrap();
     case(Arc::new(store));
+}
+
+fn many_keys_are_read_in_their_order(store: Arc<dyn Store>) {
+    let mut batch = Batch::new();
+    for i in 0..50u32 {
+        batch.put(Tree::Tasks, format!("t{i:03}"), vec![i as u8]);
+    }
+    batch.put(Tree::Sessions, "t001", b"other tree".to_vec());
+    store.commit(&batch).unwrap();
+    // Out of order, with absent keys, a repeat, and a key of another tree.
+    let keys: Vec<Vec<u8>> = ["t049", "nope", "t001", "t000", "t049", "t050"]
+        .iter()
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    assert_eq!(
+        store.get_many(Tree::Tasks, &keys).unwrap(),
+        vec![
+            Some(vec![49]),
+            None,
+            Some(vec![1]),
+            Some(vec![0]),
+            Some(vec![49]),
+            None
+        ]
+    );
+    assert!(store.get_many(Tree::Tasks, &[]).unwrap().is_empty());
 }
 
 fn get(store: &dyn Store, tree: Tree, key: &str) -> Option<String> {

@@ -410,6 +410,11 @@ pub trait Store: Send + Sync + 'static {
     /// A number never handed out before by this store, greater than any it handed out
     /// before (across restarts too): orders news and other appended records.
     fn next_id(&self) -> Result<u64, StoreError>;
+    /// The values under `keys`, in their order (`None` where absent). A backend over the
+    /// network reads them in one round trip.
+    fn get_many(&self, tree: Tree, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|key| self.get(tree, key)).collect()
+    }
 }
 
 /// Conveniences over any [`Store`]: single writes, JSON values, whole small trees.

@@ -642,6 +642,28 @@ impl Store for PostgresStore {
         })
     }
 
+    fn get_many(&self, tree: Tree, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let query = format!(
+            "SELECT key, value FROM {} WHERE key = ANY($1::bytea[])",
+            table(tree)
+        );
+        let wanted = keys.to_vec();
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+            self.wait(move |inner| async move {
+                inner
+                    .read(&query, &[&wanted], |rows| {
+                        rows.into_iter()
+                            .map(|row| (row.get(0), row.get(1)))
+                            .collect()
+                    })
+                    .await
+            })?;
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+    }
+
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
