@@ -98,6 +98,14 @@ fn wait_for<T>(what: &str, within: Duration, mut found: impl FnMut() -> Option<T
     }
 }
 
+/// The id of the node at `url`, which runs in cluster mode.
+fn node_id(url: &str, token: &str) -> String {
+    let (status, cluster) = call_at(url, Some(token), "GET", "/v1/cluster", None);
+    assert_eq!(status, 200, "{cluster}");
+    assert_eq!(cluster["mode"], "cluster", "{cluster}");
+    cluster["node"].as_str().unwrap().to_string()
+}
+
 /// Steps a node has run, all flows and outcomes together.
 fn steps_run(url: &str) -> f64 {
     let (status, text) = call_at(url, None, "GET", "/metrics", None);
@@ -148,15 +156,7 @@ fn three_nodes_behind_haproxy_share_the_work_and_survive_losing_the_leader() {
         .iter()
         .map(|n| n.as_ref().unwrap().url.clone())
         .collect();
-    let ids: Vec<String> = urls
-        .iter()
-        .map(|url| {
-            let (status, cluster) = call_at(url, Some(&token), "GET", "/v1/cluster", None);
-            assert_eq!(status, 200, "{cluster}");
-            assert_eq!(cluster["mode"], "cluster");
-            cluster["node"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let ids: Vec<String> = urls.iter().map(|url| node_id(url, &token)).collect();
     // Every node sees all three and the same leader.
     let leader = wait_for(
         "every node to see three nodes and one leader",
@@ -744,15 +744,7 @@ fn killing_the_leader_under_load_loses_no_acknowledged_task_and_assigns_none_twi
     let backends: Vec<&str> = urls.iter().map(String::as_str).collect();
     let haproxy = Haproxy::start(&backends);
     let lb = haproxy.url.as_str();
-    let ids: Vec<String> = urls
-        .iter()
-        .map(|url| {
-            call_at(url, Some(&token), "GET", "/v1/cluster", None).1["node"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let ids: Vec<String> = urls.iter().map(|url| node_id(url, &token)).collect();
     let leader = wait_for("a leader", Duration::from_secs(10), || {
         let (_, view) = call_at(&urls[0], Some(&token), "GET", "/v1/cluster", None);
         view["leader"].as_str().map(str::to_string)
@@ -1083,14 +1075,7 @@ fn a_chat_through_haproxy_and_a_desk_on_another_node_talk_both_ways_and_the_widg
         .iter()
         .map(|n| n.as_ref().unwrap().url.clone())
         .collect();
-    let ids: Vec<String> = urls
-        .iter()
-        .map(|url| {
-            let (status, cluster) = call_at(url, Some(&token), "GET", "/v1/cluster", None);
-            assert_eq!(status, 200, "{cluster}");
-            cluster["node"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let ids: Vec<String> = urls.iter().map(|url| node_id(url, &token)).collect();
     let (status, _) = call_at(
         &urls[0],
         Some(&token),
@@ -1349,10 +1334,7 @@ fn a_node_let_go_while_stopped_hangs_up_the_calls_the_cluster_ended_when_it_come
     std::fs::write(dirs[1].path().join("admin.token"), &a.token).unwrap();
     let b = ivr_server(dirs[1].path(), &["--store", &address]);
     let token = a.token.clone();
-    let a_id = call_at(&a.url, Some(&token), "GET", "/v1/cluster", None).1["node"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let a_id = node_id(&a.url, &token);
 
     // A caller on node A waits in the sales queue (nobody is available).
     let caller_ear = Ear::new();

@@ -1,14 +1,10 @@
 // Drives the chat widget in headless Chromium like a customer would: opens the demo page,
 // asks for an order, asks for an agent, and waits for the agent's reply (sent by the Rust
 // test through the agent API). Usage: node chat.mjs BASE_URL SCREENSHOT_PATH
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [base, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   await page.goto(`${base}/chat`);

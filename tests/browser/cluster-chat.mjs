@@ -2,7 +2,7 @@
 // the Rust test (tests/all/cluster.rs): each line this script prints is a step done, each
 // line it reads is the test's go-ahead. Usage: node cluster-chat.mjs LOAD_BALANCER_URL
 import readline from "node:readline";
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [base] = process.argv.slice(2);
 const stdin = readline.createInterface({ input: process.stdin });
@@ -11,11 +11,7 @@ async function wait(what) {
   const { value } = await told.next();
   if (value !== what) throw new Error(`expected "${what}" from the test, got "${value}"`);
 }
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   await page.goto(`${base}/chat`);

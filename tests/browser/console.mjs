@@ -3,14 +3,10 @@
 // wallboard shows a task arrive and leave within 2 s, with the numbers the API gives, and
 // exports a report as CSV whose rows match a scenario the test made.
 // Usage: node console.mjs BASE_URL SCREENSHOT_DIR ADMIN_TOKEN COMPONENT_PATH
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [base, shots, token, component] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const step = (what) => console.log(`console: ${what}`);
 const admin = async (method, path, body) => {
   const answer = await fetch(`${base}${path}`, {

@@ -4,15 +4,10 @@
 // they wrote in the flow; the agent accepts, they exchange messages, the agent wraps up with
 // a disposition code and sees the contact in their history.
 // Usage: node desk.mjs BASE_URL SCREENSHOT_DIR
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [base, shots] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required"],
-});
+const browser = await launch(["--autoplay-policy=no-user-gesture-required"]);
 const step = (what) => console.log(`desk: ${what}`);
 try {
   const desk = await (await browser.newContext()).newPage();
