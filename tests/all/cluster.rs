@@ -108,14 +108,7 @@ fn node_id(url: &str, token: &str) -> String {
 
 /// Steps a node has run, all flows and outcomes together.
 fn steps_run(url: &str) -> f64 {
-    let (status, text) = call_at(url, None, "GET", "/metrics", None);
-    assert_eq!(status, 200);
-    text.as_str()
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("switchboard_steps_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_at(url, "switchboard_steps_total")
 }
 
 /// The steps of a contact that heard `status` for its task.
@@ -1046,23 +1039,8 @@ fn a_chat_through_haproxy_and_a_desk_on_another_node_talk_both_ways_and_the_widg
     let pg = LocalPostgres::start().unwrap();
     let address = pg.address();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let flow = format!(
-        "order-status={}",
-        crate::support::guest("order-status").display()
-    );
-    let first = Server::start(
-        dirs[0].path(),
-        &[
-            "--store",
-            &address,
-            "--deploy",
-            &flow,
-            "--bind",
-            "chat:support=order-status",
-            "--setting",
-            "order-status:orders=1001:shipped",
-        ],
-    );
+    // Node A runs the order-status flow on chat:support, with a support queue and sara.
+    let (first, sara) = crate::support::chat_server_with(dirs[0].path(), &["--store", &address]);
     for dir in &dirs[1..] {
         std::fs::write(dir.path().join("admin.token"), &first.token).unwrap();
     }
@@ -1076,20 +1054,6 @@ fn a_chat_through_haproxy_and_a_desk_on_another_node_talk_both_ways_and_the_widg
         .map(|n| n.as_ref().unwrap().url.clone())
         .collect();
     let ids: Vec<String> = urls.iter().map(|url| node_id(url, &token)).collect();
-    let (status, _) = call_at(
-        &urls[0],
-        Some(&token),
-        "PUT",
-        "/v1/queues/support",
-        Some(json!({})),
-    );
-    assert_eq!(status, 200);
-    let sara = crate::support::agent(
-        nodes[0].as_ref().unwrap(),
-        "sara",
-        json!({}),
-        json!({"chat": 3}),
-    );
     let haproxy = Haproxy::start(&urls.iter().map(String::as_str).collect::<Vec<_>>());
 
     let mut browser = Command::new("node")
@@ -1192,6 +1156,19 @@ fn a_chat_through_haproxy_and_a_desk_on_another_node_talk_both_ways_and_the_widg
     drop(haproxy);
 }
 
+/// In a private network: a PostgreSQL, node A with SIP (the sample IVR on +15550100) and node
+/// B without, both on it; their data directories.
+fn sip_node_and_another() -> (LocalPostgres, Vec<tempfile::TempDir>, Server, Server) {
+    crate::sipp::private_network();
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = crate::support::sip_ivr_server(dirs[0].path(), &["--store", &address]);
+    std::fs::write(dirs[1].path().join("admin.token"), &a.token).unwrap();
+    let b = ivr_server(dirs[1].path(), &["--store", &address]);
+    (pg, dirs, a, b)
+}
+
 /// A counter a node exposes, summed over its labels.
 fn metric_at(url: &str, name: &str) -> f64 {
     let (status, text) = call_at(url, None, "GET", "/metrics", None);
@@ -1207,14 +1184,8 @@ fn metric_at(url: &str, name: &str) -> f64 {
 #[test]
 fn a_call_on_one_node_is_bridged_when_the_agent_accepts_on_another_and_ends_node_lost_with_its_node()
  {
-    use crate::sipp::{Caller, Ear, agent_phone, free_port, private_network, sipp};
-    private_network();
-    let pg = LocalPostgres::start().unwrap();
-    let address = pg.address();
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = crate::support::sip_ivr_server(dirs[0].path(), &["--store", &address]);
-    std::fs::write(dirs[1].path().join("admin.token"), &a.token).unwrap();
-    let b = ivr_server(dirs[1].path(), &["--store", &address]);
+    use crate::sipp::{Caller, Ear, agent_phone, free_port, sipp};
+    let (_pg, dirs, a, b) = sip_node_and_another();
     let token = a.token.clone();
     let sip_a = a.sip.unwrap();
     let dir = dirs[0].path();
@@ -1325,14 +1296,8 @@ fn a_call_on_one_node_is_bridged_when_the_agent_accepts_on_another_and_ends_node
 
 #[test]
 fn a_node_let_go_while_stopped_hangs_up_the_calls_the_cluster_ended_when_it_comes_back() {
-    use crate::sipp::{Caller, Ear, private_network, sipp};
-    private_network();
-    let pg = LocalPostgres::start().unwrap();
-    let address = pg.address();
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = crate::support::sip_ivr_server(dirs[0].path(), &["--store", &address]);
-    std::fs::write(dirs[1].path().join("admin.token"), &a.token).unwrap();
-    let b = ivr_server(dirs[1].path(), &["--store", &address]);
+    use crate::sipp::{Caller, Ear, sipp};
+    let (_pg, dirs, a, b) = sip_node_and_another();
     let token = a.token.clone();
     let a_id = node_id(&a.url, &token);
 

@@ -420,18 +420,22 @@ pub fn sip_ivr_server_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)])
 /// A server whose `chat:support` address runs the order-status flow, with a `support` queue
 /// and an available agent `sara` (3 chats); returns the server and sara's token.
 pub fn chat_server(dir: &Path) -> (Server, String) {
+    chat_server_with(dir, &[])
+}
+
+/// The same with extra `serve` arguments (such as `--store`).
+pub fn chat_server_with(dir: &Path, extra: &[&str]) -> (Server, String) {
     let flow = format!("order-status={}", guest("order-status").display());
-    let server = Server::start(
-        dir,
-        &[
-            "--deploy",
-            &flow,
-            "--bind",
-            "chat:support=order-status",
-            "--setting",
-            "order-status:orders=1001:shipped",
-        ],
-    );
+    let mut args = vec![
+        "--deploy",
+        &flow,
+        "--bind",
+        "chat:support=order-status",
+        "--setting",
+        "order-status:orders=1001:shipped",
+    ];
+    args.extend(extra);
+    let server = Server::start(dir, &args);
     let (status, _) = server.call("PUT", "/v1/queues/support", Some(serde_json::json!({})));
     assert_eq!(status, 200);
     let token = agent(

@@ -35,8 +35,11 @@ pub const KEEP: Duration = Duration::from_secs(600);
 /// How many messages the reader takes at a time.
 const PAGE: usize = 500;
 /// How long a message waits to be posted while the store is unreachable before it is
-/// dropped (what it says is kept elsewhere).
+/// dropped (what it says is kept elsewhere; a socket that reconnects reads it there).
 const POST_FOR: Duration = Duration::from_secs(30);
+/// How many messages may wait to be posted; more are dropped (and said in the log) rather
+/// than held in memory while the store is unreachable.
+const OUTBOX: usize = 10_000;
 
 /// A message between nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,7 +78,7 @@ pub trait Relay: Send + Sync {
 
 /// This node's end of the bus.
 pub struct Bus {
-    outbox: Option<std::sync::mpsc::Sender<Message>>,
+    outbox: Option<std::sync::mpsc::SyncSender<(Instant, Message)>>,
     inbound: tokio::sync::broadcast::Sender<Message>,
     stop: Arc<AtomicBool>,
 }
@@ -94,7 +97,7 @@ impl Bus {
     /// stop when the bus is dropped. Reads from the log's current end.
     pub fn shared(node: String, relay: Arc<dyn Relay>) -> Result<Bus, StoreError> {
         let head = relay.head()?;
-        let (outbox, waiting) = std::sync::mpsc::channel::<Message>();
+        let (outbox, waiting) = std::sync::mpsc::sync_channel::<(Instant, Message)>(OUTBOX);
         let inbound = tokio::sync::broadcast::channel(4096).0;
         let stop = Arc::new(AtomicBool::new(false));
         {
@@ -123,19 +126,53 @@ impl Bus {
     }
 
     /// Tells the other nodes `body` about `topic`; returns at once. Nothing happens on one
-    /// node.
-    pub fn tell_others(&self, topic: &str, body: serde_json::Value) {
+    /// node (`body` is not even made).
+    pub fn tell_others(&self, topic: &str, body: impl FnOnce() -> serde_json::Value) {
         if let Some(outbox) = &self.outbox {
-            let _ = outbox.send(Message {
+            let message = Message {
                 topic: topic.to_string(),
-                body,
-            });
+                body: body(),
+            };
+            if let Err(std::sync::mpsc::TrySendError::Full(_)) =
+                outbox.try_send((Instant::now(), message))
+            {
+                tracing::warn!(
+                    topic,
+                    "a message for the other nodes was dropped: {OUTBOX} wait already (is the store reachable?)"
+                );
+            }
         }
     }
 
     /// What the other nodes tell, as it comes.
     pub fn from_others(&self) -> tokio::sync::broadcast::Receiver<Message> {
         self.inbound.subscribe()
+    }
+
+    /// Hands what the other nodes tell to `handle`, from a thread of its own named `name`,
+    /// until `handle` answers `false` or the bus is dropped. Nothing on one node.
+    pub fn follow(&self, name: &str, mut handle: impl FnMut(Message) -> bool + Send + 'static) {
+        if !self.is_shared() {
+            return;
+        }
+        let mut others = self.from_others();
+        let _ = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                loop {
+                    match others.blocking_recv() {
+                        Ok(message) => {
+                            if !handle(message) {
+                                return;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "messages from the other nodes were missed (sockets read the conversation again when they reconnect)");
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
     }
 
     /// Whether messages cross to other nodes.
@@ -154,7 +191,7 @@ impl Drop for Bus {
 fn send(
     relay: &dyn Relay,
     node: &str,
-    waiting: &std::sync::mpsc::Receiver<Message>,
+    waiting: &std::sync::mpsc::Receiver<(Instant, Message)>,
     stop: &AtomicBool,
 ) {
     while !stop.load(Ordering::SeqCst) {
@@ -170,19 +207,28 @@ fn send(
                 Err(_) => break,
             }
         }
-        let started = Instant::now();
         let mut pause = Duration::from_millis(100);
         loop {
-            match relay.post(node, &messages) {
+            // Each message waits at most POST_FOR from when it was told, not per try: after
+            // an outage, stale typing and lines are not delivered late.
+            let before = messages.len();
+            messages.retain(|(told, _)| told.elapsed() < POST_FOR);
+            if messages.len() < before {
+                tracing::error!(
+                    dropped = before - messages.len(),
+                    "messages for the other nodes waited too long and were dropped (their sockets read the conversation again when they reconnect)"
+                );
+            }
+            if messages.is_empty() || stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let batch: Vec<Message> = messages.iter().map(|(_, m)| m.clone()).collect();
+            match relay.post(node, &batch) {
                 Ok(()) => break,
-                Err(e) if started.elapsed() < POST_FOR && !stop.load(Ordering::SeqCst) => {
+                Err(e) => {
                     tracing::warn!(error = %e, "cannot post messages for the other nodes; trying again");
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, messages = messages.len(), "messages for the other nodes dropped (their sockets read the conversation again when they reconnect)");
-                    break;
                 }
             }
         }
@@ -380,9 +426,9 @@ mod tests {
         let b = Bus::shared("b".into(), log.clone()).unwrap();
         let (mut at_a, mut at_b) = (a.from_others(), b.from_others());
         for i in 0..100 {
-            a.tell_others("t", serde_json::json!(i));
+            a.tell_others("t", || serde_json::json!(i));
         }
-        b.tell_others("t", serde_json::json!("from b"));
+        b.tell_others("t", || serde_json::json!("from b"));
         let next = |rx: &mut tokio::sync::broadcast::Receiver<Message>| {
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
@@ -408,7 +454,7 @@ mod tests {
     fn nothing_crosses_on_one_node() {
         let bus = Bus::local();
         let mut rx = bus.from_others();
-        bus.tell_others("t", serde_json::json!(1));
+        bus.tell_others("t", || serde_json::json!(1));
         assert!(!bus.is_shared());
         assert!(rx.try_recv().is_err());
     }

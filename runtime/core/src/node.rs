@@ -214,7 +214,7 @@ impl Node {
                 me.clone(),
                 loaded_everywhere(bus.clone(), Arc::downgrade(membership)),
             );
-            load_when_asked(&bus, Arc::downgrade(&flows));
+            load_when_asked(&bus, Arc::downgrade(&flows), me.clone());
             let membership = Arc::downgrade(membership);
             sessions.join_cluster(
                 me.clone(),
@@ -439,7 +439,10 @@ fn loaded_everywhere(
         }
         // Listening before asking: no answer can come first.
         let mut answers = bus.from_others();
-        bus.tell_others(LOAD, serde_json::json!({"flow": flow, "version": version}));
+        bus.tell_others(
+            LOAD,
+            || serde_json::json!({"flow": flow, "version": version}),
+        );
         let deadline = std::time::Instant::now() + LOAD_WAIT;
         let mut looked = std::time::Instant::now();
         while !waiting.is_empty() {
@@ -479,43 +482,32 @@ fn loaded_everywhere(
 }
 
 /// Loads the versions other nodes deploy as they ask, from a thread of its own, and answers
-/// whether it could.
-fn load_when_asked(bus: &Arc<Bus>, flows: std::sync::Weak<Flows>) {
-    let mut asked = bus.from_others();
+/// whether it could, as node `me`.
+fn load_when_asked(bus: &Arc<Bus>, flows: std::sync::Weak<Flows>, me: String) {
     let answers = Arc::downgrade(bus);
-    let _ = std::thread::Builder::new()
-        .name("flow-loader".into())
-        .spawn(move || {
-            loop {
-                let m = match asked.blocking_recv() {
-                    Ok(m) => m,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
-                if m.topic != LOAD {
-                    continue;
-                }
-                let (Some(flows), Some(bus)) = (flows.upgrade(), answers.upgrade()) else {
-                    return;
-                };
-                let (Some(flow), Some(version)) =
-                    (m.body["flow"].as_str(), m.body["version"].as_u64())
-                else {
-                    continue;
-                };
-                let error = match flows.component(flow, version) {
-                    Ok(_) => serde_json::Value::Null,
-                    Err(e) => {
-                        tracing::error!(flow, version, error = %e, "cannot load a version another node deploys");
-                        e.to_string().into()
-                    }
-                };
-                bus.tell_others(
-                    LOADED,
-                    serde_json::json!({"flow": flow, "version": version, "node": flows.node_id(), "error": error}),
-                );
+    bus.follow("flow-loader", move |m| {
+        if m.topic != LOAD {
+            return true;
+        }
+        let (Some(flows), Some(bus)) = (flows.upgrade(), answers.upgrade()) else {
+            return false;
+        };
+        let (Some(flow), Some(version)) = (m.body["flow"].as_str(), m.body["version"].as_u64())
+        else {
+            return true;
+        };
+        let error = match flows.component(flow, version) {
+            Ok(_) => serde_json::Value::Null,
+            Err(e) => {
+                tracing::error!(flow, version, error = %e, "cannot load a version another node deploys");
+                e.to_string().into()
             }
+        };
+        bus.tell_others(LOADED, || {
+            serde_json::json!({"flow": flow, "version": version, "node": me, "error": error})
         });
+        true
+    });
 }
 
 /// The flow name whose live version, when it is a router component, plans every new task.

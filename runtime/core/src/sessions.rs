@@ -334,6 +334,10 @@ struct Cluster {
     hears: Hears,
 }
 
+/// Why a contact ended whose call went with its node ([`Sessions::end_lost`]): its task is
+/// canceled, not wrapped up.
+pub const NODE_LOST: &str = "node-lost";
+
 /// How many times a step refused because another node stepped the contact first is read
 /// back and run again, after a short random pause that grows with each try (so two nodes
 /// that keep colliding on one busy contact fall out of step rather than lose in turn).
@@ -489,14 +493,8 @@ impl Sessions {
         if matches!(session.status, Status::Ended { .. }) {
             return Ok(None);
         }
-        self.run(
-            &mut session,
-            Some(&stored),
-            Event::Hangup,
-            None,
-            "node-lost",
-        )
-        .map(Some)
+        self.run(&mut session, Some(&stored), Event::Hangup, None, NODE_LOST)
+            .map(Some)
     }
 
     /// Live contacts held by `node` (see [`NewContact::held`]) on `channel`.
@@ -1075,7 +1073,7 @@ impl Sessions {
                 // The call went with the node that carried it: the conversation was cut
                 // off, not finished; the agent is freed at once (no wrap-up).
                 None if task.status == crate::router::TaskStatus::Assigned
-                    && matches!(&session.status, Status::Ended { reason } if reason == "node-lost") =>
+                    && matches!(&session.status, Status::Ended { reason } if reason == NODE_LOST) =>
                 {
                     self.router
                         .withdraw(

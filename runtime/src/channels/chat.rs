@@ -45,39 +45,27 @@ impl ChatHub {
             agents: broadcast::channel(1024).0,
             bus,
         });
-        if hub.bus.is_shared() {
-            let mut others = hub.bus.from_others();
-            let weak = Arc::downgrade(&hub);
-            let _ = std::thread::Builder::new()
-                .name("chat-relay".into())
-                .spawn(move || {
-                    loop {
-                        let message = match others.blocking_recv() {
-                            Ok(message) => message,
-                            Err(broadcast::error::RecvError::Lagged(n)) => {
-                                tracing::warn!(missed = n, "chat messages from other nodes were missed (the sockets read the conversation again when they reconnect)");
-                                continue;
-                            }
-                            Err(broadcast::error::RecvError::Closed) => return,
-                        };
-                        let Some(hub) = weak.upgrade() else { return };
-                        let body = message.body;
-                        match message.topic.as_str() {
-                            TO_VISITOR => {
-                                if let Some(contact) = body["contact"].as_str() {
-                                    hub.to_visitor_here(contact, body["message"].clone());
-                                }
-                            }
-                            TO_AGENT => {
-                                if let Some(agent) = body["agent"].as_str() {
-                                    hub.to_agent_here(agent, body["message"].clone());
-                                }
-                            }
-                            _ => {}
-                        }
+        let weak = Arc::downgrade(&hub);
+        hub.bus.follow("chat-relay", move |message| {
+            let Some(hub) = weak.upgrade() else {
+                return false;
+            };
+            let body = message.body;
+            match message.topic.as_str() {
+                TO_VISITOR => {
+                    if let Some(contact) = body["contact"].as_str() {
+                        hub.to_visitor_here(contact, body["message"].clone());
                     }
-                });
-        }
+                }
+                TO_AGENT => {
+                    if let Some(agent) = body["agent"].as_str() {
+                        hub.to_agent_here(agent, body["message"].clone());
+                    }
+                }
+                _ => {}
+            }
+            true
+        });
         hub
     }
 
@@ -96,12 +84,10 @@ impl ChatHub {
 
     /// Sends a message to every socket of `contact`, on this node and the others.
     pub fn to_visitor(&self, contact: &str, message: Value) {
-        if self.bus.is_shared() {
-            self.bus.tell_others(
-                TO_VISITOR,
-                json!({"contact": contact, "message": message.clone()}),
-            );
-        }
+        self.bus.tell_others(
+            TO_VISITOR,
+            || json!({"contact": contact, "message": message.clone()}),
+        );
         self.to_visitor_here(contact, message);
     }
 
@@ -144,12 +130,10 @@ impl ChatHub {
     /// A customer message for the agent holding their task, on whichever node their desk
     /// is connected to.
     pub fn to_agent(&self, agent: &str, message: Value) {
-        if self.bus.is_shared() {
-            self.bus.tell_others(
-                TO_AGENT,
-                json!({"agent": agent, "message": message.clone()}),
-            );
-        }
+        self.bus.tell_others(
+            TO_AGENT,
+            || json!({"agent": agent, "message": message.clone()}),
+        );
         self.to_agent_here(agent, message);
     }
 

@@ -218,11 +218,6 @@ impl Flows {
         let _ = self.loaded_everywhere.set(loaded_everywhere);
     }
 
-    /// This node's id in a cluster ("" on its own).
-    pub fn node_id(&self) -> &str {
-        self.node.get().map_or("", String::as_str)
-    }
-
     /// Where this node's counters of a version are kept.
     fn health_key(&self, flow: &str, version: u64) -> String {
         match self.node.get() {
@@ -379,25 +374,38 @@ impl Flows {
                 component.world()
             ))));
         }
-        let version = match self
-            .store
-            .last_with_prefix(Tree::Versions, keys::versions_of(flow).as_bytes())?
-        {
-            Some((key, _)) => parse_version_key(&key) + 1,
-            None => 1,
+        // The next number, taken only if nobody took it meanwhile: the `changes` lock is this
+        // process's, and another node of a cluster may be deploying the same flow.
+        let mut attempts = 0;
+        let record = loop {
+            let version = match self
+                .store
+                .last_with_prefix(Tree::Versions, keys::versions_of(flow).as_bytes())?
+            {
+                Some((key, _)) => parse_version_key(&key) + 1,
+                None => 1,
+            };
+            let record = FlowVersion {
+                flow: flow.to_string(),
+                version,
+                sha256: component.sha256.clone(),
+                size: bytes.len() as u64,
+                world: component.world().to_string(),
+                deployed_at: now(),
+                deployed_by: who.to_string(),
+                connector: connector.clone(),
+            };
+            let key = version_key(flow, version);
+            let mut batch = Batch::new();
+            batch.expect(Tree::Versions, key.clone(), None);
+            batch.put_json(Tree::Versions, key, &record)?;
+            match self.store.commit(&batch) {
+                Ok(()) => break record,
+                Err(StoreError::Conflict { .. }) if attempts < 10 => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
         };
-        let record = FlowVersion {
-            flow: flow.to_string(),
-            version,
-            sha256: component.sha256.clone(),
-            size: bytes.len() as u64,
-            world: component.world().to_string(),
-            deployed_at: now(),
-            deployed_by: who.to_string(),
-            connector,
-        };
-        self.store
-            .put_json(Tree::Versions, &version_key(flow, version), &record)?;
+        let version = record.version;
         self.loaded
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -791,9 +791,15 @@ impl crate::bus::Relay for PostgresStore {
     fn head(&self) -> Result<i64, StoreError> {
         self.wait(|inner| async move {
             inner
-                .read("SELECT coalesce(max(seq), 0) FROM sb_events", &[], |rows| {
-                    rows.first().map_or(0, |row| row.get::<_, i64>(0))
-                })
+                // From the sequence, not the rows: after a quiet spell every row may be
+                // pruned, and the next message would otherwise wait out a gap.
+                .read(
+                    "SELECT greatest((SELECT coalesce(max(seq), 0) FROM sb_events), (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sb_events_seq_seq))",
+                    &[],
+                    |rows| {
+                        rows.first().map_or(0, |row| row.get::<_, i64>(0))
+                    },
+                )
                 .await
         })
     }
