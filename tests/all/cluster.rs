@@ -433,20 +433,8 @@ fn events_for_one_contact_sent_to_two_nodes_at_once_get_consecutive_steps_and_no
     // Both nodes ran presses (A also ran the start), and both read the same contact.
     let (on_a, on_b) = (steps_run(&a.url), steps_run(&b.url));
     assert!(on_a > 1.0 && on_b > 0.0, "steps: {on_a} on A, {on_b} on B");
-    let (_, on_a) = call_at(
-        &a.url,
-        Some(&token),
-        "GET",
-        &format!("/v1/contacts/{contact}"),
-        None,
-    );
-    let (_, on_b) = call_at(
-        &b.url,
-        Some(&token),
-        "GET",
-        &format!("/v1/contacts/{contact}"),
-        None,
-    );
+    let on_a = contact_at(&a.url, &token, &contact);
+    let on_b = contact_at(&b.url, &token, &contact);
     assert_eq!(on_a["steps"], on_b["steps"], "{on_a} / {on_b}");
 }
 
@@ -960,13 +948,7 @@ fn a_leader_stopped_past_its_lease_and_resumed_leads_no_more_and_disturbs_nothin
     assert_eq!(status, 200, "{body}");
 
     // A is stopped (not killed) past its lease: B takes the router over.
-    let signal = |sig: &str| {
-        let status = Command::new("kill")
-            .args([sig, &a.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {sig}");
-    };
+    let signal = |sig: &str| signal(&a, sig);
     signal("-STOP");
     let b_id = view(&b.url)["node"].as_str().unwrap().to_string();
     let stopped = Instant::now();
@@ -1169,6 +1151,28 @@ fn sip_node_and_another() -> (LocalPostgres, Vec<tempfile::TempDir>, Server, Ser
     (pg, dirs, a, b)
 }
 
+/// Sends `sig` (such as `-STOP`) to a node's process.
+fn signal(node: &Server, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &node.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig}");
+}
+
+/// A contact as node `url` reads it.
+fn contact_at(url: &str, token: &str, contact: &str) -> Value {
+    let (status, session) = call_at(
+        url,
+        Some(token),
+        "GET",
+        &format!("/v1/contacts/{contact}"),
+        None,
+    );
+    assert_eq!(status, 200, "{session}");
+    session
+}
+
 /// A counter a node exposes, summed over its labels.
 fn metric_at(url: &str, name: &str) -> f64 {
     let (status, text) = call_at(url, None, "GET", "/metrics", None);
@@ -1255,13 +1259,7 @@ fn a_call_on_one_node_is_bridged_when_the_agent_accepts_on_another_and_ends_node
         "the call to end as node-lost",
         Duration::from_secs(30),
         || {
-            let (_, session) = call_at(
-                &b.url,
-                Some(&token),
-                "GET",
-                &format!("/v1/contacts/{contact}"),
-                None,
-            );
+            let session = contact_at(&b.url, &token, &contact);
             (session["status"]["state"] == "ended").then_some(session)
         },
     );
@@ -1322,25 +1320,13 @@ fn a_node_let_go_while_stopped_hangs_up_the_calls_the_cluster_ended_when_it_come
 
     // Node A stops answering (SIGSTOP) past its heartbeat: node B ends its call (node-lost)
     // and lets it go.
-    let signal = |sig: &str| {
-        let status = Command::new("kill")
-            .args([sig, &a.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {sig}");
-    };
+    let signal = |sig: &str| signal(&a, sig);
     signal("-STOP");
     wait_for(
         "node B to end the call and let A go",
         Duration::from_secs(30),
         || {
-            let (_, session) = call_at(
-                &b.url,
-                Some(&token),
-                "GET",
-                &format!("/v1/contacts/{contact}"),
-                None,
-            );
+            let session = contact_at(&b.url, &token, &contact);
             let (_, cluster) = call_at(&b.url, Some(&token), "GET", "/v1/cluster", None);
             let known = cluster.to_string().contains(&a_id);
             (session["status"]["reason"] == "node-lost" && !known).then_some(())
