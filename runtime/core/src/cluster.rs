@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Batch, Scan, Store, StoreError, Tree, keys};
+use crate::store::{Batch, Pair, Scan, Store, StoreError, Tree, keys};
 
 /// How long a node counts as alive after its last heartbeat.
 pub const NODE_TTL_MS: u64 = 5_000;
@@ -115,6 +115,9 @@ pub struct Membership {
     me: NodeRecord,
     view: Arc<Mutex<View>>,
     stop: Arc<AtomicBool>,
+    /// Heartbeats skipped while set, as if the process were stopped (tests).
+    #[cfg(test)]
+    paused: Arc<AtomicBool>,
     beat: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -140,15 +143,22 @@ impl Membership {
             anyhow::anyhow!("cannot join the cluster (write this node's heartbeat): {e}")
         })?;
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
         let beat = {
-            let (store, me, view, stop) = (store.clone(), me.clone(), view.clone(), stop.clone());
+            let (store, me, view, stop, paused) = (
+                store.clone(),
+                me.clone(),
+                view.clone(),
+                stop.clone(),
+                paused.clone(),
+            );
             std::thread::Builder::new()
                 .name("cluster-heartbeat".into())
                 .spawn(move || {
                     let mut last = std::time::Instant::now();
                     while !stop.load(Ordering::SeqCst) {
                         std::thread::sleep(Duration::from_millis(50));
-                        if last.elapsed() < BEAT_EVERY {
+                        if last.elapsed() < BEAT_EVERY || paused.load(Ordering::SeqCst) {
                             continue;
                         }
                         last = std::time::Instant::now();
@@ -164,6 +174,8 @@ impl Membership {
             me,
             view,
             stop,
+            #[cfg(test)]
+            paused,
             beat: Some(beat),
         })
     }
@@ -274,9 +286,18 @@ impl Membership {
             .collect()
     }
 
-    /// Lets go of a lost node once its contacts are settled: its record is deleted (only if
-    /// it did not come back meanwhile).
-    pub fn forget(&self, node: &str) -> Result<(), StoreError> {
+    /// Lets go of a lost node, before its contacts are ended: its record becomes a tombstone
+    /// (`until_ms` 0) unless it came back meanwhile. Returns the tombstone (key and bytes),
+    /// which every write ending the node's contacts must find unchanged
+    /// ([`crate::sessions::Sessions::end_lost`]):
+    /// - a node that comes back finds the tombstone instead of its record, so it knows it was
+    ///   let go and hangs up what was ended before its return;
+    /// - writes after its return find its new record and are refused, so it keeps the calls
+    ///   it still holds.
+    ///
+    /// `None` when the node came back.
+    pub fn let_go(&self, node: &str) -> Result<Option<Pair>, StoreError> {
+        let key = keys::node(node).into_bytes();
         let record = {
             let view = self.view.lock().unwrap_or_else(|p| p.into_inner());
             view.lost
@@ -284,10 +305,42 @@ impl Membership {
                 .find(|(n, _)| n == node)
                 .map(|(_, r)| r.clone())
         };
-        let Some(record) = record else { return Ok(()) };
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let Ok(lost) = serde_json::from_slice::<NodeRecord>(&record) else {
+            return Ok(None);
+        };
+        if is_tombstone(&lost) {
+            return Ok(Some((key, record)));
+        }
+        let tombstone = crate::store::encode(&NodeRecord {
+            until_ms: 0,
+            ..lost
+        })?;
         let mut batch = Batch::new();
-        batch.expect(Tree::Meta, keys::node(node), Some(&record));
-        batch.delete(Tree::Meta, keys::node(node));
+        batch.expect(Tree::Meta, key.clone(), Some(&record));
+        batch.put(Tree::Meta, key.clone(), tombstone.clone());
+        match self.store.commit(&batch) {
+            Ok(()) => Ok(Some((key, tombstone))),
+            // Back, or let go by another leader a moment ago: as the store says now.
+            Err(StoreError::Conflict { .. }) => Ok(self
+                .store
+                .get(Tree::Meta, &key)?
+                .filter(|now| {
+                    serde_json::from_slice::<NodeRecord>(now).is_ok_and(|r| is_tombstone(&r))
+                })
+                .map(|now| (key, now))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a let-go node's tombstone once its contacts are ended (only if it did not
+    /// come back meanwhile).
+    pub fn forget(&self, node: &str, tombstone: &Pair) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.expect(Tree::Meta, tombstone.0.clone(), Some(&tombstone.1));
+        batch.delete(Tree::Meta, tombstone.0.clone());
         match self.store.commit(&batch) {
             Ok(()) | Err(StoreError::Conflict { .. }) => {}
             Err(e) => return Err(e),
@@ -300,6 +353,12 @@ impl Membership {
         Ok(())
     }
 
+    /// Stops or starts renewing again, as SIGSTOP and SIGCONT would (tests).
+    #[cfg(test)]
+    fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
     /// Stops renewing without letting go, as a crash would (tests).
     #[cfg(test)]
     fn abandon(mut self) {
@@ -309,6 +368,11 @@ impl Membership {
         }
         std::mem::forget(self);
     }
+}
+
+/// A node record the leader wrote when it let the node go (its contacts are being ended).
+fn is_tombstone(record: &NodeRecord) -> bool {
+    record.until_ms == 0
 }
 
 /// Refuses to join as a node id a live node elsewhere uses: two nodes started from copies of
@@ -362,7 +426,9 @@ fn beat(store: &dyn Store, me: &NodeRecord, view: &Mutex<View>) -> Result<(), St
             // whose answer was lost. Written again either way.
             let gone = store
                 .get(Tree::Meta, keys::node(&me.node).as_bytes())?
-                .is_none();
+                .is_none_or(|now| {
+                    serde_json::from_slice::<NodeRecord>(&now).is_ok_and(|r| is_tombstone(&r))
+                });
             let mut batch = Batch::new();
             batch.put_json(Tree::Meta, keys::node(&me.node), &record)?;
             store.commit(&batch)?;
@@ -534,7 +600,9 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "not seen lost");
             std::thread::sleep(Duration::from_millis(100));
         }
-        second.forget(&first_node).unwrap();
+        let tombstone = second.let_go(&first_node).unwrap().expect("let go");
+        assert!(!second.holds(&first_node));
+        second.forget(&first_node, &tombstone).unwrap();
         assert!(!second.is_live(&first_node));
         assert!(
             store
@@ -542,6 +610,51 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// The leader lets a lost node go, and the node comes back before its calls are all
+    /// ended: it learns it was let go (so it hangs up what was ended), and the writes ending
+    /// the rest are refused.
+    #[test]
+    fn a_node_back_while_it_is_being_let_go_knows_it_and_the_rest_is_refused() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let paused = Membership::join(store.clone(), a.path()).unwrap();
+        let leader = Membership::join(store.clone(), b.path()).unwrap();
+        let node = paused.node().to_string();
+        paused.pause(true);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !leader.lost().contains(&node) {
+            assert!(std::time::Instant::now() < deadline, "not seen lost");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let tombstone = leader.let_go(&node).unwrap().expect("let go");
+        // A write ending one of its calls lands.
+        let mut ending = Batch::new();
+        ending.expect(Tree::Meta, tombstone.0.clone(), Some(&tombstone.1));
+        ending.put(Tree::Sessions, b"c1".to_vec(), b"ended".to_vec());
+        store.commit(&ending).unwrap();
+        // Then it comes back.
+        paused.pause(false);
+        while paused.times_let_go() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node does not learn it was let go"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut ending = Batch::new();
+        ending.expect(Tree::Meta, tombstone.0.clone(), Some(&tombstone.1));
+        ending.put(Tree::Sessions, b"c2".to_vec(), b"ended".to_vec());
+        assert!(matches!(
+            store.commit(&ending),
+            Err(StoreError::Conflict { .. })
+        ));
+        // Deleting the tombstone leaves its new record alone: it is live again.
+        leader.forget(&node, &tombstone).unwrap();
+        assert!(leader.live_now().unwrap().contains(&node));
+        assert!(leader.holds(&node));
     }
 
     #[test]

@@ -348,6 +348,16 @@ impl Node {
             return;
         };
         for node in membership.lost() {
+            // Let go first, then end its calls against the tombstone: a node that comes back
+            // midway knows it was let go, and keeps the calls not ended yet.
+            let tombstone = match membership.let_go(&node) {
+                Ok(Some(tombstone)) => tombstone,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(node, error = %e, "cannot let a lost node go; will try again");
+                    continue;
+                }
+            };
             let calls = match self
                 .sessions
                 .live_contacts_of(&node, crate::contract::Channel::Voice)
@@ -360,10 +370,15 @@ impl Node {
             };
             let mut settled = true;
             for contact in &calls {
-                if let Err(e) = self.sessions.end_lost(contact) {
-                    tracing::warn!(node, contact, error = %e, "cannot end a lost node's call; will try again");
+                if let Err(e) = self.sessions.end_lost(contact, &tombstone) {
+                    // Also a node that came back: its record is no longer the tombstone.
+                    tracing::warn!(node, contact, error = %e, "cannot end a lost node's call; will look again");
                     settled = false;
+                    break;
                 }
+            }
+            if !settled {
+                continue;
             }
             // Callback attempts it was dialing went with it: recorded as interrupted, never
             // dialed again; the next attempt follows the retry interval, from any node.
@@ -376,18 +391,16 @@ impl Node {
                 ),
                 Err(e) => {
                     tracing::warn!(node, error = %e, "cannot close a lost node's callback attempts; will try again");
-                    settled = false;
+                    continue;
                 }
             }
-            if settled {
-                tracing::warn!(
-                    node,
-                    calls = calls.len(),
-                    "a node was lost: its calls ended (node-lost)"
-                );
-                if let Err(e) = membership.forget(&node) {
-                    tracing::warn!(node, error = %e, "cannot let a lost node go; will try again");
-                }
+            tracing::warn!(
+                node,
+                calls = calls.len(),
+                "a node was lost: its calls ended (node-lost)"
+            );
+            if let Err(e) = membership.forget(&node, &tombstone) {
+                tracing::warn!(node, error = %e, "cannot delete a lost node's record; will try again");
             }
         }
     }

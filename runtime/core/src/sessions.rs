@@ -334,6 +334,16 @@ struct Cluster {
     hears: Hears,
 }
 
+/// What a step's commit checks besides its session's step count.
+enum Guard<'a> {
+    /// Nothing else.
+    None,
+    /// The news item the step hears: it must still be in the inbox, and goes with the step.
+    News(&'a Pair),
+    /// A record that must be as given (a lost node's tombstone).
+    Unchanged(Tree, &'a Pair),
+}
+
 /// Why a contact ended whose call went with its node ([`Sessions::end_lost`]): its task is
 /// canceled, not wrapped up.
 pub const NODE_LOST: &str = "node-lost";
@@ -444,7 +454,13 @@ impl Sessions {
         let _turn = self.stripe(&session.id);
         self.metrics.contact_started();
         self.flows.pin(&session.flow, session.version);
-        let report = self.run(&mut session, None, Event::Started, None, "customer-hangup");
+        let report = self.run(
+            &mut session,
+            None,
+            Event::Started,
+            Guard::None,
+            "customer-hangup",
+        );
         if report.is_err() {
             self.flows.unpin(&session.flow, session.version);
         }
@@ -467,7 +483,7 @@ impl Sessions {
                 &mut session,
                 Some(&stored),
                 event.clone(),
-                None,
+                Guard::None,
                 "customer-hangup",
             ) {
                 // Another node stepped this contact first: run the step again on what it
@@ -487,13 +503,17 @@ impl Sessions {
 
     /// Ends a contact whose call was lost with its node (`node-lost`): its flow hears the
     /// hang-up and its task is canceled. `None` when it had already ended.
-    pub fn end_lost(&self, id: &str) -> Result<Option<StepReport>, ContactError> {
+    /// The step commits only while `unchanged` (a record of [`Tree::Meta`]: the lost node's
+    /// tombstone, [`crate::cluster::Membership::let_go`]) is as given, so a node that came
+    /// back meanwhile keeps the calls it still holds. A conflict means: look again.
+    pub fn end_lost(&self, id: &str, unchanged: &Pair) -> Result<Option<StepReport>, ContactError> {
         let _turn = self.stripe(id);
         let (mut session, stored) = self.load(id)?;
         if matches!(session.status, Status::Ended { .. }) {
             return Ok(None);
         }
-        self.run(&mut session, Some(&stored), Event::Hangup, None, NODE_LOST)
+        let guard = Guard::Unchanged(Tree::Meta, unchanged);
+        self.run(&mut session, Some(&stored), Event::Hangup, guard, NODE_LOST)
             .map(Some)
     }
 
@@ -643,7 +663,7 @@ impl Sessions {
                 &mut session,
                 Some(&stored),
                 event,
-                Some(&item),
+                Guard::News(&item),
                 "customer-hangup",
             ) {
                 Ok(report) => reports.push(report),
@@ -839,7 +859,7 @@ impl Sessions {
         session: &mut Session,
         stored: Option<&[u8]>,
         event: Event,
-        consumed: Option<&Pair>,
+        guard: Guard<'_>,
         hangup_reason: &str,
     ) -> Result<StepReport, ContactError> {
         let component = self.flows.component(&session.flow, session.version)?;
@@ -863,9 +883,15 @@ impl Sessions {
         let first_step = event == Event::Started;
         let mut batch = Batch::new();
         batch.expect(Tree::Sessions, session.id.as_bytes(), stored);
-        if let Some((key, value)) = consumed {
-            batch.expect(Tree::Inbox, key.clone(), Some(value));
-            batch.delete(Tree::Inbox, key.clone());
+        match guard {
+            Guard::None => {}
+            Guard::News((key, value)) => {
+                batch.expect(Tree::Inbox, key.clone(), Some(value));
+                batch.delete(Tree::Inbox, key.clone());
+            }
+            Guard::Unchanged(tree, (key, value)) => {
+                batch.expect(tree, key.clone(), Some(value));
+            }
         }
         let (actions, fault) = match result.outcome {
             Ok((actions, state)) => {
