@@ -302,11 +302,13 @@ impl Runtime {
             return Ok(());
         }
         // Kept before it is shown: what the customer reads is in the transcript.
-        self.contacts()
-            .record_said(&contact, "agent", Some(agent), Some(&task.id), text)?;
+        let said =
+            self.contacts()
+                .record_said(&contact, "agent", Some(agent), Some(&task.id), text)?;
         self.chat.to_visitor(
             &contact,
-            serde_json::json!({"type": "message", "from": "agent", "agent": agent, "text": text}),
+            serde_json::json!({"type": "message", "from": "agent", "agent": agent, "text": text,
+                "id": crate::channels::chat::said_line(&said)}),
         );
         Ok(())
     }

@@ -10,9 +10,9 @@ use tungstenite::{Message, WebSocket};
 
 use crate::support::{Server, chat_server};
 
-type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
-fn connect(url: &str) -> Socket {
+pub fn connect(url: &str) -> Socket {
     let (socket, _) = tungstenite::connect(url).expect("the socket opens");
     if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
         stream
@@ -23,7 +23,7 @@ fn connect(url: &str) -> Socket {
 }
 
 /// The next JSON message.
-fn next(socket: &mut Socket) -> Value {
+pub fn next(socket: &mut Socket) -> Value {
     loop {
         match socket.read().expect("a message within 10 s") {
             Message::Text(text) => return serde_json::from_str(&text).unwrap(),
@@ -32,7 +32,7 @@ fn next(socket: &mut Socket) -> Value {
     }
 }
 
-fn send(socket: &mut Socket, value: Value) {
+pub fn send(socket: &mut Socket, value: Value) {
     socket.send(Message::text(value.to_string())).unwrap();
 }
 

@@ -1138,6 +1138,102 @@ fn a_chat_through_haproxy_and_a_desk_on_another_node_talk_both_ways_and_the_widg
     drop(haproxy);
 }
 
+/// A widget resumes its chat on node B while the agent's line, written on node A, is still
+/// on its way to B (B's bus hands messages on 2 s late): the line is in the history, and the
+/// resumed socket does not get it a second time when it arrives; the socket that was open
+/// all along gets it once.
+#[test]
+fn a_chat_resumed_while_a_line_crosses_between_nodes_shows_it_once() {
+    use crate::chat::{connect, next, send};
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a, sara) = crate::support::chat_server_with(dirs[0].path(), &["--store", &address]);
+    std::fs::write(dirs[1].path().join("admin.token"), &a.token).unwrap();
+    let b = Server::start_with_env(
+        dirs[1].path(),
+        &["--store", &address],
+        &[("SWITCHBOARD_FAILPOINT", "bus-late")],
+    );
+    let ws = b.url.replace("http://", "ws://");
+
+    // The visitor, on B, asks for an agent; sara accepts on A.
+    let mut visitor = connect(&format!("{ws}/chat/v1/ws"));
+    send(
+        &mut visitor,
+        json!({"type": "join", "address": "chat:support", "name": "Ada"}),
+    );
+    let contact = next(&mut visitor)["contact"].as_str().unwrap().to_string();
+    send(
+        &mut visitor,
+        json!({"type": "message", "text": "I want an agent"}),
+    );
+    let offer = wait_for("sara's offer", Duration::from_secs(15), || {
+        let (_, me) = call_at(&a.url, Some(&sara), "GET", "/agent/v1/me", None);
+        me["reservation"]["id"].as_str().map(str::to_string)
+    });
+    let (status, task) = call_at(
+        &a.url,
+        Some(&sara),
+        "POST",
+        &format!("/agent/v1/reservations/{offer}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{task}");
+    let task = task["id"].as_str().unwrap();
+
+    // She writes on A; at once the widget resumes on B, in a second socket.
+    let (status, body) = call_at(
+        &a.url,
+        Some(&sara),
+        "POST",
+        &format!("/agent/v1/tasks/{task}/messages"),
+        Some(json!({"text": "Line on its way"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut resumed = connect(&format!("{ws}/chat/v1/ws"));
+    send(
+        &mut resumed,
+        json!({"type": "join", "address": "chat:support", "resume": contact}),
+    );
+    let joined = next(&mut resumed);
+    assert_eq!(joined["resumed"], true, "{joined}");
+    let in_history: Vec<&Value> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["text"] == "Line on its way")
+        .collect();
+    assert_eq!(in_history.len(), 1, "{joined}");
+
+    // The line reaches B over the bus: the first socket gets it.
+    let live = loop {
+        let pushed = next(&mut visitor);
+        if pushed["text"] == "Line on its way" {
+            break pushed;
+        }
+    };
+    assert_eq!(live["id"], in_history[0]["id"], "{live}");
+    // The resumed socket does not get it again (whatever else reaches it meanwhile).
+    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = resumed.get_ref() {
+        tcp.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        match resumed.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                assert!(
+                    !text.contains("Line on its way"),
+                    "the resumed widget got a line of its history again: {text}"
+                );
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+}
+
 /// In a private network: a PostgreSQL, node A with SIP (the sample IVR on +15550100) and node
 /// B without, both on it; their data directories.
 fn sip_node_and_another() -> (LocalPostgres, Vec<tempfile::TempDir>, Server, Server) {

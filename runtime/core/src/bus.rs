@@ -44,6 +44,8 @@ const OUTBOX: usize = 10_000;
 /// A message between nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
+    /// Made when it is told: a post tried again (its first answer was lost) is kept once.
+    pub id: String,
     /// What it is about, for example `chat.visitor`.
     pub topic: String,
     /// What it says.
@@ -63,7 +65,8 @@ pub struct Posted {
 
 /// The shared log a backend keeps (PostgreSQL: the `sb_events` table).
 pub trait Relay: Send + Sync {
-    /// Appends `messages` from `node` in one write, then wakes the readers.
+    /// Appends `messages` from `node` in one write, then wakes the readers. A message whose
+    /// id is in the log already is not appended again.
     fn post(&self, node: &str, messages: &[Message]) -> Result<(), StoreError>;
     /// The messages after `seq`, oldest first, at most `limit`.
     fn after(&self, seq: i64, limit: usize) -> Result<Vec<Posted>, StoreError>;
@@ -81,6 +84,7 @@ pub struct Bus {
     outbox: Option<std::sync::mpsc::SyncSender<(Instant, Message)>>,
     inbound: tokio::sync::broadcast::Sender<Message>,
     stop: Arc<AtomicBool>,
+    sender: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Bus {
@@ -90,6 +94,7 @@ impl Bus {
             outbox: None,
             inbound: tokio::sync::broadcast::channel(1).0,
             stop: Arc::new(AtomicBool::new(false)),
+            sender: None,
         }
     }
 
@@ -100,13 +105,13 @@ impl Bus {
         let (outbox, waiting) = std::sync::mpsc::sync_channel::<(Instant, Message)>(OUTBOX);
         let inbound = tokio::sync::broadcast::channel(4096).0;
         let stop = Arc::new(AtomicBool::new(false));
-        {
+        let sender = {
             let (relay, node, stop) = (relay.clone(), node.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("bus-send".into())
                 .spawn(move || send(&*relay, &node, &waiting, &stop))
-                .map_err(|e| StoreError::Backend(format!("cannot start the bus: {e}")))?;
-        }
+                .map_err(|e| StoreError::Backend(format!("cannot start the bus: {e}")))?
+        };
         {
             let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
             relay.on_post(Box::new(move || {
@@ -122,6 +127,7 @@ impl Bus {
             outbox: Some(outbox),
             inbound,
             stop,
+            sender: Some(sender),
         })
     }
 
@@ -130,6 +136,7 @@ impl Bus {
     pub fn tell_others(&self, topic: &str, body: impl FnOnce() -> serde_json::Value) {
         if let Some(outbox) = &self.outbox {
             let message = Message {
+                id: uuid::Uuid::new_v4().simple().to_string(),
                 topic: topic.to_string(),
                 body: body(),
             };
@@ -181,24 +188,42 @@ impl Bus {
     }
 }
 
+/// How long a bus being dropped (the node stopping) gives its sender to post what waits.
+const CLOSE_WITHIN: Duration = Duration::from_secs(3);
+
 impl Drop for Bus {
+    /// Stops the reader; the sender posts what was told before (a line an agent wrote just
+    /// before the node stopped still reaches the other nodes), for at most [`CLOSE_WITHIN`].
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.outbox = None;
+        if let Some(sender) = self.sender.take() {
+            let deadline = Instant::now() + CLOSE_WITHIN;
+            while !sender.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !sender.is_finished() {
+                tracing::warn!(
+                    "messages for the other nodes were still waiting when this node stopped (is the store reachable?)"
+                );
+            }
+        }
     }
 }
 
-/// The sender: posts what waits, all of it in one write.
+/// The sender: posts what waits, all of it in one write, until the bus is dropped and what
+/// was told before is posted. Once the bus is dropped (`stop`), a post that fails is not
+/// tried again.
 fn send(
     relay: &dyn Relay,
     node: &str,
     waiting: &std::sync::mpsc::Receiver<(Instant, Message)>,
     stop: &AtomicBool,
 ) {
-    while !stop.load(Ordering::SeqCst) {
-        let first = match waiting.recv_timeout(Duration::from_millis(500)) {
+    loop {
+        let first = match waiting.recv() {
             Ok(m) => m,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(std::sync::mpsc::RecvError) => return,
         };
         let mut messages = vec![first];
         while messages.len() < PAGE {
@@ -219,12 +244,16 @@ fn send(
                     "messages for the other nodes waited too long and were dropped (their sockets read the conversation again when they reconnect)"
                 );
             }
-            if messages.is_empty() || stop.load(Ordering::SeqCst) {
+            if messages.is_empty() {
                 break;
             }
             let batch: Vec<Message> = messages.iter().map(|(_, m)| m.clone()).collect();
             match relay.post(node, &batch) {
                 Ok(()) => break,
+                Err(e) if stop.load(Ordering::SeqCst) => {
+                    tracing::warn!(error = %e, dropped = batch.len(), "this node is stopping and cannot post its last messages for the other nodes (their sockets read the conversation again when they reconnect)");
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot post messages for the other nodes; trying again");
                     std::thread::sleep(pause);
@@ -246,6 +275,13 @@ fn read(
 ) {
     let mut cursor = Cursor::at(head);
     let mut pruned = Instant::now();
+    // Test-only: messages are handed on 2 s late, as a slow reader would.
+    let late = std::env::var("SWITCHBOARD_FAILPOINT").is_ok_and(|f| f == "bus-late");
+    if late {
+        tracing::warn!(
+            "SWITCHBOARD_FAILPOINT=bus-late: messages from the other nodes are handed on 2 s late (a test setting; unset it)"
+        );
+    }
     while !stop.load(Ordering::SeqCst) {
         let _ = woken.recv_timeout(POLL_EVERY);
         loop {
@@ -258,6 +294,9 @@ fn read(
             };
             let full = page.len() == PAGE;
             let before = cursor.seq;
+            if late && !page.is_empty() {
+                std::thread::sleep(Duration::from_secs(2));
+            }
             for posted in cursor.take(page, Instant::now()) {
                 if posted.node != node {
                     // Nobody listening is fine.
@@ -322,6 +361,7 @@ mod tests {
             seq,
             node: "a".into(),
             message: Message {
+                id: seq.to_string(),
                 topic: "t".into(),
                 body: serde_json::json!(seq),
             },
@@ -375,6 +415,9 @@ mod tests {
             {
                 let mut rows = self.rows.lock().unwrap();
                 for m in messages {
+                    if rows.iter().any(|r| r.message.id == m.id) {
+                        continue;
+                    }
                     let seq = rows.len() as i64 + 1;
                     rows.push(Posted {
                         seq,
@@ -417,6 +460,7 @@ mod tests {
         log.post(
             "old",
             &[Message {
+                id: "m0".into(),
                 topic: "t".into(),
                 body: serde_json::json!("before"),
             }],
@@ -448,6 +492,27 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         assert!(at_a.try_recv().is_err(), "a hears none of its own");
         assert!(at_b.try_recv().is_err(), "b hears its own not at all");
+    }
+
+    #[test]
+    fn what_was_told_before_a_node_stops_is_posted() {
+        let log = Arc::new(Log::default());
+        let bus = Bus::shared("a".into(), log.clone()).unwrap();
+        for i in 0..50 {
+            bus.tell_others("t", || serde_json::json!(i));
+        }
+        drop(bus);
+        let bodies: Vec<_> = log
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| p.message.body.clone())
+            .collect();
+        assert_eq!(
+            bodies,
+            (0..50).map(|i| serde_json::json!(i)).collect::<Vec<_>>()
+        );
     }
 
     #[test]

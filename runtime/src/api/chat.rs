@@ -131,9 +131,10 @@ async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
             }
         }
     };
-    // Attached before the history is read: a message sent meanwhile may show twice, but
-    // none is missed.
+    // Attached before the history is read, so no line is missed; a line in the history that
+    // also arrives live (sent meanwhile, or relayed late from another node) is not sent again.
     let mut outgoing = rt.chat.attach(&contact.0);
+    let mut in_history: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut joined = json!({"type": "joined", "contact": contact.0, "resumed": contact.1});
     if contact.1 {
         let (rt2, id) = (rt.clone(), contact.0.clone());
@@ -150,6 +151,11 @@ async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
         .await;
         match history {
             Some(Ok((lines, agent))) => {
+                in_history.extend(
+                    lines
+                        .iter()
+                        .filter_map(|l| l["id"].as_str().map(str::to_string)),
+                );
                 joined["history"] = Value::from(lines);
                 if let Some(agent) = agent {
                     joined["agent"] = Value::from(agent);
@@ -180,6 +186,9 @@ async fn visitor(rt: Arc<Runtime>, mut ws: WebSocket) {
             }
             out = outgoing.recv() => {
                 let Some(out) = out else { return };
+                if out["id"].as_str().is_some_and(|id| in_history.contains(id)) {
+                    continue;
+                }
                 if ws.send(Message::Text(out.to_string().into())).await.is_err() {
                     return;
                 }

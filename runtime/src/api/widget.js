@@ -63,9 +63,16 @@
   var sendButton = box.querySelector("#switchboard-chat-send");
   var toggle = box.querySelector("#switchboard-chat-toggle");
 
+  // The ids of the lines shown: a line that arrives again (a resumed conversation's history
+  // and the same line live) is shown once.
+  var shown = {};
   // One message: a bubble by sender (you, the agent, the automated flow) or a line of news,
   // with the time it was said (`at`, when known) or shown. Text only: never HTML.
-  function line(kind, text, who, at) {
+  function line(kind, text, who, at, id) {
+    if (id) {
+      if (shown[id]) return;
+      shown[id] = true;
+    }
     var item = document.createElement("li");
     item.className = "sb-" + kind;
     if (who) {
@@ -122,10 +129,11 @@
         // conversation again, including what was said while the connection was down.
         if (msg.history) {
           log.textContent = "";
+          shown = {};
           msg.history.forEach(function (h) {
-            if (h.from === "agent") line("agent", h.text, h.agent, h.at);
-            else if (h.from === "you") line("you", h.text, "You", h.at);
-            else line("bot", h.text, undefined, h.at);
+            if (h.from === "agent") line("agent", h.text, h.agent, h.at, h.id);
+            else if (h.from === "you") line("you", h.text, "You", h.at, h.id);
+            else line("bot", h.text, undefined, h.at, h.id);
           });
           if (msg.agent) status.textContent = "with " + msg.agent;
         }
@@ -137,9 +145,9 @@
       } else if (msg.type === "message") {
         if (msg.from === "agent") {
           typing.textContent = "";
-          line("agent", msg.text, msg.agent);
+          line("agent", msg.text, msg.agent, undefined, msg.id);
         } else {
-          line("bot", msg.text);
+          line("bot", msg.text, undefined, undefined, msg.id);
         }
       } else if (msg.type === "typing" && msg.agent) {
         showTyping(msg.agent);

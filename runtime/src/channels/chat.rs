@@ -104,10 +104,10 @@ impl ChatHub {
 
     /// Sends what a step said (and any change of who the visitor talks to) to the visitor.
     pub fn deliver(&self, report: &StepReport) {
-        for text in texts(&report.actions) {
+        for (i, text) in texts(&report.actions).into_iter().enumerate() {
             self.to_visitor(
                 &report.contact,
-                json!({"type": "message", "from": "bot", "text": text}),
+                json!({"type": "message", "from": "bot", "text": text, "id": step_line(report.step, i)}),
             );
         }
         match &report.status {
@@ -150,10 +150,21 @@ impl ChatHub {
     }
 }
 
+/// The id of a chat line a flow's step said (its `i`th text): the same in the history and
+/// live, so a line that reaches a resumed socket after its history is shown once.
+pub fn step_line(step: u32, i: usize) -> String {
+    format!("s{step}.{i}")
+}
+
+/// The id of a line of the transcript (see [`step_line`]).
+pub fn said_line(said: &crate::sessions::Said) -> String {
+    format!("t{}", said.at)
+}
+
 /// What a visitor sees of their conversation, in order, for a widget that resumes it (after
 /// a reload, or on another node): what they wrote to the flow and the flow's answers (from
 /// the trace), and what they and the agents wrote to each other (the transcript). Each line
-/// is `{"from": "you" | "bot" | "agent", "text", "at"}`, with `agent` on an agent's.
+/// is `{"id", "from": "you" | "bot" | "agent", "text", "at"}`, with `agent` on an agent's.
 pub fn history(
     trace: &[crate::sessions::TraceEntry],
     said: &[crate::sessions::Said],
@@ -164,17 +175,24 @@ pub fn history(
     for step in trace {
         let at = when(&step.at);
         if let Event::Message { text } = &step.event {
-            lines.push((at, json!({"from": "you", "text": text, "at": step.at})));
+            lines.push((
+                at,
+                json!({"id": format!("s{}.in", step.step), "from": "you", "text": text, "at": step.at}),
+            ));
         }
-        for text in texts(&step.actions) {
-            lines.push((at, json!({"from": "bot", "text": text, "at": step.at})));
+        for (i, text) in texts(&step.actions).into_iter().enumerate() {
+            lines.push((
+                at,
+                json!({"id": step_line(step.step, i), "from": "bot", "text": text, "at": step.at}),
+            ));
         }
     }
     for line in said {
+        let id = said_line(line);
         let value = if line.from == "agent" {
-            json!({"from": "agent", "agent": line.agent, "text": line.text, "at": line.at})
+            json!({"id": id, "from": "agent", "agent": line.agent, "text": line.text, "at": line.at})
         } else {
-            json!({"from": "you", "text": line.text, "at": line.at})
+            json!({"id": id, "from": "you", "text": line.text, "at": line.at})
         };
         lines.push((when(&line.at), value));
     }

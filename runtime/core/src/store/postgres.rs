@@ -77,6 +77,10 @@ CREATE TABLE sb_mail (key bytea PRIMARY KEY, value bytea NOT NULL);
 CREATE TABLE sb_events (seq bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), node text NOT NULL, topic text NOT NULL, body bytea NOT NULL);
 CREATE INDEX sb_events_at ON sb_events (at);
 "#,
+    r#"
+ALTER TABLE sb_events ADD COLUMN id text;
+CREATE UNIQUE INDEX sb_events_id ON sb_events (id);
+"#,
 ];
 
 /// How long a call waits for the database to come back (a restart, a failover) before it
@@ -740,6 +744,7 @@ impl Store for PostgresStore {
 impl crate::bus::Relay for PostgresStore {
     fn post(&self, node: &str, messages: &[crate::bus::Message]) -> Result<(), StoreError> {
         let node = node.to_string();
+        let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
         let topics: Vec<String> = messages.iter().map(|m| m.topic.clone()).collect();
         let bodies: Vec<Vec<u8>> = messages
             .iter()
@@ -749,12 +754,12 @@ impl crate::bus::Relay for PostgresStore {
             let client = inner.client().await?;
             let statement = client
                 .prepare_cached(
-                    "INSERT INTO sb_events (node, topic, body) SELECT $1, * FROM unnest($2::text[], $3::bytea[])",
+                    "INSERT INTO sb_events (node, id, topic, body) SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bytea[]) ON CONFLICT (id) DO NOTHING",
                 )
                 .await
                 .map_err(backend)?;
             client
-                .execute(&statement, &[&node, &topics, &bodies])
+                .execute(&statement, &[&node, &ids, &topics, &bodies])
                 .await
                 .map_err(backend)?;
             // The others read every 250 ms anyway: a lost wake-up only delays.
@@ -768,7 +773,7 @@ impl crate::bus::Relay for PostgresStore {
         self.wait(move |inner| async move {
             inner
                 .read(
-                    "SELECT seq, node, topic, body FROM sb_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    "SELECT seq, node, topic, body, coalesce(id, '') FROM sb_events WHERE seq > $1 ORDER BY seq LIMIT $2",
                     &[&seq, &limit],
                     |rows| {
                         rows.into_iter()
@@ -776,6 +781,7 @@ impl crate::bus::Relay for PostgresStore {
                                 seq: row.get(0),
                                 node: row.get(1),
                                 message: crate::bus::Message {
+                                    id: row.get(4),
                                     topic: row.get(2),
                                     body: serde_json::from_slice(row.get::<_, &[u8]>(3))
                                         .unwrap_or_default(),
@@ -989,6 +995,28 @@ mod start_up {
             "0",
             "the tables created before the failure are gone with it"
         );
+    }
+
+    /// A post whose answer was lost is tried again: the log keeps each message once.
+    #[test]
+    fn a_message_posted_again_is_in_the_log_once() {
+        use crate::bus::{Message, Relay as _};
+        let pg = LocalPostgres::start().unwrap();
+        let store = connect(&pg.address()).unwrap();
+        let message = |id: &str| Message {
+            id: id.into(),
+            topic: "chat.visitor".into(),
+            body: serde_json::json!({"text": id}),
+        };
+        store.post("a", &[message("m1"), message("m2")]).unwrap();
+        store.post("a", &[message("m2"), message("m3")]).unwrap();
+        let ids: Vec<String> = store
+            .after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.message.id)
+            .collect();
+        assert_eq!(ids, ["m1", "m2", "m3"]);
     }
 
     #[test]
