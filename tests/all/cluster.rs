@@ -1138,6 +1138,56 @@ fn a_chat_through_haproxy_and_a_desk_on_another_node_talk_both_ways_and_the_widg
     drop(haproxy);
 }
 
+/// A deploy made while a node is still starting (joined, its flows not ready yet: it waits
+/// 3 s after joining) is answered by that node once it is ready, not waited out (30 s).
+#[test]
+fn a_deploy_while_a_node_starts_is_loaded_there_without_waiting_it_out() {
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = ivr_server(dirs[0].path(), &["--store", &address]);
+    std::fs::write(dirs[1].path().join("admin.token"), &a.token).unwrap();
+    let starting = {
+        let (dir, address) = (dirs[1].path().to_path_buf(), address.clone());
+        std::thread::spawn(move || {
+            Server::start_with_env(
+                &dir,
+                &["--store", &address],
+                &[("SWITCHBOARD_FAILPOINT", "slow-join")],
+            )
+        })
+    };
+    // B is live to A (its heartbeat is in) before it can load anything.
+    wait_for("node B joined", Duration::from_secs(20), || {
+        let (_, cluster) = call_at(&a.url, Some(&a.token), "GET", "/v1/cluster", None);
+        (cluster["nodes"].as_array()?.len() == 2).then_some(())
+    });
+    let asked = Instant::now();
+    let (status, deployed) = a.deploy("ivr-menu", &crate::support::guest("ivr-menu-v2"));
+    let took = asked.elapsed();
+    assert_eq!(status, 201, "{deployed}");
+    let b = starting.join().unwrap();
+    assert!(
+        took < Duration::from_secs(20),
+        "the deploy waited out the starting node: {took:?}"
+    );
+    let (status, list) = call_at(
+        &b.url,
+        Some(&b.token),
+        "GET",
+        "/v1/flows/ivr-menu/versions",
+        None,
+    );
+    assert_eq!(status, 200, "{list}");
+    let v2 = list["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == 2)
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(v2["loaded"], true, "{v2}");
+}
+
 /// A widget resumes its chat on node B while the agent's line, written on node A, is still
 /// on its way to B (B's bus hands messages on 2 s late): the line is in the history, and the
 /// resumed socket does not get it a second time when it arrives; the socket that was open

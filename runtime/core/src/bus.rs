@@ -158,11 +158,21 @@ impl Bus {
 
     /// Hands what the other nodes tell to `handle`, from a thread of its own named `name`,
     /// until `handle` answers `false` or the bus is dropped. Nothing on one node.
-    pub fn follow(&self, name: &str, mut handle: impl FnMut(Message) -> bool + Send + 'static) {
+    pub fn follow(&self, name: &str, handle: impl FnMut(Message) -> bool + Send + 'static) {
+        self.follow_from(self.from_others(), name, handle);
+    }
+
+    /// The same from a subscription taken earlier ([`Bus::from_others`]): what it holds is
+    /// handed on first.
+    pub fn follow_from(
+        &self,
+        mut others: tokio::sync::broadcast::Receiver<Message>,
+        name: &str,
+        mut handle: impl FnMut(Message) -> bool + Send + 'static,
+    ) {
         if !self.is_shared() {
             return;
         }
-        let mut others = self.from_others();
         let _ = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {

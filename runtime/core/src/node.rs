@@ -105,18 +105,30 @@ impl Node {
         };
         let dir = config.data_dir.clone();
         // sled is one process's (its directory is locked); a shared database is the
-        // cluster's: this node joins it.
-        let membership = match &config.store.url {
-            Some(_) => Some(Arc::new(Membership::join(store.clone(), &config.data_dir)?)),
-            None => None,
-        };
-        let cluster = match (membership, relay) {
-            (Some(membership), Some(relay)) => {
-                let bus = Bus::shared(membership.node().to_string(), relay)
-                    .context("cannot follow the messages between nodes")?;
-                Some((membership, bus))
+        // cluster's: this node joins it. It follows the bus before its heartbeat makes it
+        // live to the others, and its flow loader's subscription holds what they ask until
+        // the loader runs: a deploy made while this node starts is answered, not waited
+        // out.
+        let cluster = match relay {
+            Some(relay) => {
+                let me = crate::cluster::node_id(&config.data_dir)?;
+                let bus =
+                    Bus::shared(me, relay).context("cannot follow the messages between nodes")?;
+                let asked = bus.from_others();
+                let membership = Arc::new(Membership::join(store.clone(), &config.data_dir)?);
+                if std::env::var("SWITCHBOARD_FAILPOINT").is_ok_and(|f| f == "slow-join") {
+                    tracing::warn!(
+                        "SWITCHBOARD_FAILPOINT=slow-join: this node waits 3 s after joining the cluster (a test setting; unset it)"
+                    );
+                    std::thread::sleep(std::time::Duration::from_secs(3));
+                }
+                Some(Joined {
+                    membership,
+                    bus,
+                    asked,
+                })
             }
-            _ => None,
+            None => None,
         };
         let mut node = Self::assemble(
             config,
@@ -150,11 +162,11 @@ impl Node {
         files: PathBuf,
         scratch: Option<tempfile::TempDir>,
         clock: Clock,
-        cluster: Option<(Arc<Membership>, Bus)>,
+        cluster: Option<Joined>,
     ) -> anyhow::Result<Node> {
-        let (membership, bus) = match cluster {
-            Some((membership, bus)) => (Some(membership), bus),
-            None => (None, Bus::local()),
+        let (membership, bus, asked) = match cluster {
+            Some(j) => (Some(j.membership), j.bus, Some(j.asked)),
+            None => (None, Bus::local(), None),
         };
         let bus = Arc::new(bus);
         let components = files.join("components");
@@ -208,13 +220,13 @@ impl Node {
             metrics.clone(),
             router.clone(),
         ));
-        if let Some(membership) = &membership {
+        if let (Some(membership), Some(asked)) = (&membership, asked) {
             let me = membership.node().to_string();
             flows.join_cluster(
                 me.clone(),
                 loaded_everywhere(bus.clone(), Arc::downgrade(membership)),
             );
-            load_when_asked(&bus, Arc::downgrade(&flows), me.clone());
+            load_when_asked(&bus, asked, Arc::downgrade(&flows), me.clone());
             let membership = Arc::downgrade(membership);
             sessions.join_cluster(
                 me.clone(),
@@ -418,6 +430,14 @@ impl Node {
     }
 }
 
+/// A node's place in the cluster, made before the rest of it: its membership, its bus, and
+/// the subscription its flow loader reads (taken before the node joined).
+struct Joined {
+    membership: Arc<Membership>,
+    bus: Bus,
+    asked: tokio::sync::broadcast::Receiver<crate::bus::Message>,
+}
+
 /// The bus topic asking the other nodes to load a new version: `{"flow", "version"}`.
 const LOAD: &str = "flows.load";
 /// The bus topic of a node's answer: `{"flow", "version", "node", "error"}`.
@@ -496,9 +516,14 @@ fn loaded_everywhere(
 
 /// Loads the versions other nodes deploy as they ask, from a thread of its own, and answers
 /// whether it could, as node `me`.
-fn load_when_asked(bus: &Arc<Bus>, flows: std::sync::Weak<Flows>, me: String) {
+fn load_when_asked(
+    bus: &Arc<Bus>,
+    asked: tokio::sync::broadcast::Receiver<crate::bus::Message>,
+    flows: std::sync::Weak<Flows>,
+    me: String,
+) {
     let answers = Arc::downgrade(bus);
-    bus.follow("flow-loader", move |m| {
+    bus.follow_from(asked, "flow-loader", move |m| {
         if m.topic != LOAD {
             return true;
         }
