@@ -1138,6 +1138,91 @@ fn a_chat_through_haproxy_and_a_desk_on_another_node_talk_both_ways_and_the_widg
     drop(haproxy);
 }
 
+/// A token revoked on node A is refused there at once and on node B within a second (B keeps
+/// who a token is for a second); a setting changed on A reaches B's flows within a second.
+#[test]
+fn a_token_revoked_and_a_setting_changed_on_one_node_hold_on_the_others_within_a_second() {
+    let pg = LocalPostgres::start().unwrap();
+    let address = pg.address();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = ivr_server(dirs[0].path(), &["--store", &address]);
+    std::fs::write(dirs[1].path().join("admin.token"), &a.token).unwrap();
+    let b = Server::start(dirs[1].path(), &["--store", &address]);
+    let (status, _) = a.call(
+        "POST",
+        "/v1/users",
+        Some(json!({"name": "sam", "role": "supervisor"})),
+    );
+    assert_eq!(status, 201);
+    let (status, made) = a.call(
+        "POST",
+        "/v1/users/sam/tokens",
+        Some(json!({"label": "laptop"})),
+    );
+    assert_eq!(status, 201, "{made}");
+    let sam = made["token"].as_str().unwrap().to_string();
+    for node in [&a, &b] {
+        let (status, body) = node.call_as(Some(&sam), "GET", "/v1/queues", None);
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _) = a.call(
+        "DELETE",
+        &format!("/v1/tokens/{}", made["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(status, 200);
+    let revoked = Instant::now();
+    let (status, _) = a.call_as(Some(&sam), "GET", "/v1/queues", None);
+    assert_eq!(status, 401, "refused at once where it was revoked");
+    wait_for("node B refuses the token", Duration::from_secs(3), || {
+        let (status, _) = b.call_as(Some(&sam), "GET", "/v1/queues", None);
+        (status == 401).then_some(())
+    });
+    assert!(
+        revoked.elapsed() < Duration::from_millis(2500),
+        "node B took {:?}",
+        revoked.elapsed()
+    );
+
+    // B's flow read the setting (absent) just before A changes it.
+    let start_on_b = || {
+        let (status, report) = call_at(
+            &b.url,
+            Some(&a.token),
+            "POST",
+            "/v1/contacts",
+            Some(
+                json!({"channel": "voice", "from": "+15550001", "to": "+15550100", "flow": "ivr-menu"}),
+            ),
+        );
+        assert_eq!(status, 201, "{report}");
+        report
+    };
+    assert!(!start_on_b().to_string().contains("welcome-2027"));
+    let (status, body) = a.call(
+        "PUT",
+        "/v1/flows/ivr-menu/settings",
+        Some(json!({"welcome_prompt": "welcome-2027"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let changed = Instant::now();
+    wait_for(
+        "node B's flow reads the new setting",
+        Duration::from_secs(3),
+        || {
+            start_on_b()
+                .to_string()
+                .contains("welcome-2027")
+                .then_some(())
+        },
+    );
+    assert!(
+        changed.elapsed() < Duration::from_millis(2500),
+        "node B took {:?}",
+        changed.elapsed()
+    );
+}
+
 /// A deploy made while a node is still starting (joined, its flows not ready yet: it waits
 /// 3 s after joining) is answered by that node once it is ready, not waited out (30 s).
 #[test]

@@ -254,6 +254,9 @@ fn wrong_passwords_disabled_users_and_dead_tokens_are_refused_with_why() {
         )
     };
     let (id, revoked) = token("old laptop", None);
+    // Used just before: refused at once all the same (nothing remembers it as good).
+    let (status, body) = server.call_as(Some(&revoked), "GET", "/v1/flows", None);
+    assert_eq!(status, 200, "{body}");
     let (status, _) = server.call("DELETE", &format!("/v1/tokens/{id}"), None);
     assert_eq!(status, 200);
     let (status, body) = server.call_as(Some(&revoked), "GET", "/v1/flows", None);
@@ -269,6 +272,8 @@ fn wrong_passwords_disabled_users_and_dead_tokens_are_refused_with_why() {
         !listed.to_string().contains(&live[4..]),
         "secrets are never listed"
     );
+    let (status, body) = server.call_as(Some(&live), "GET", "/v1/flows", None);
+    assert_eq!(status, 200, "{body}");
     let (status, _) = server.call("PATCH", "/v1/users/dee", Some(json!({"disabled": true})));
     assert_eq!(status, 200);
     let (status, body) = server.call_as(

@@ -67,10 +67,12 @@ impl Default for Counts {
 impl CrmLink {
     /// A link over the deployed flows; the connector's settings come from `store`.
     pub fn new(flows: Arc<Flows>, engine: Arc<Engine>, store: Arc<dyn Store>) -> CrmLink {
+        let services =
+            Arc::new(Services::new(store, Clock::System).with_settings(flows.settings_copies()));
         CrmLink {
             flows,
             engine,
-            services: Arc::new(Services::new(store, Clock::System)),
+            services,
             policy: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
             breaker: Breaker::default(),

@@ -369,6 +369,8 @@ impl Desk {
 /// What admins, supervisors and developers do.
 #[derive(Clone)]
 pub struct Admin {
+    /// Who recent API tokens are ([`People::by_token`]).
+    pub(crate) principals: Arc<crate::recent::Recent<String, Principal>>,
     pub(crate) flows: Arc<Flows>,
     pub(crate) router: Arc<Router>,
     pub(crate) sessions: Arc<Sessions>,
@@ -528,7 +530,10 @@ impl Admin {
 
     /// People and their credentials: users, API tokens, browser sessions.
     pub fn people(&self) -> People<'_> {
-        People { store: &self.store }
+        People {
+            store: &self.store,
+            principals: &self.principals,
+        }
     }
 
     /// A contact's recording, ready to save as a golden file.
@@ -715,6 +720,8 @@ pub struct TaskContext {
 /// Every change is in the audit trail under the person who made it.
 pub struct People<'a> {
     store: &'a Arc<dyn Store>,
+    /// Who recent API tokens are, by the token's hash; forgotten at every change here.
+    principals: &'a crate::recent::Recent<String, Principal>,
 }
 
 impl People<'_> {
@@ -738,6 +745,7 @@ impl People<'_> {
         password: Option<&str>,
         who: &str,
     ) -> Result<UserView, UserError> {
+        self.principals.forget();
         let user = users::create(&**self.store, name, role, password)?;
         let detail = json!({"role": role, "password": password.is_some()});
         crate::audit::record(&**self.store, who, "create-user", name, detail)?;
@@ -752,7 +760,9 @@ impl People<'_> {
         change: &UserChange,
         who: &str,
     ) -> Result<UserView, UserError> {
+        self.principals.forget();
         let user = users::change(&**self.store, name, change)?;
+        self.principals.forget();
         let detail = json!({
             "role": change.role,
             "disabled": change.disabled,
@@ -765,7 +775,9 @@ impl People<'_> {
 
     /// Deletes a user with their tokens and sessions.
     pub fn delete(&self, name: &str, who: &str) -> Result<(), UserError> {
+        self.principals.forget();
         users::delete(&**self.store, name)?;
+        self.principals.forget();
         crate::audit::record(&**self.store, who, "delete-user", name, json!({}))?;
         self.store.flush()?;
         Ok(())
@@ -811,7 +823,10 @@ impl People<'_> {
             .into_iter()
             .find(|t| t.id == id)
             .map(|t| t.user);
-        if !crate::tokens::revoke(&**self.store, id)? {
+        self.principals.forget();
+        let revoked = crate::tokens::revoke(&**self.store, id)?;
+        self.principals.forget();
+        if !revoked {
             return Err(UserError::UnknownToken(id.into()));
         }
         let detail = json!({"token": id});
@@ -827,8 +842,27 @@ impl People<'_> {
     }
 
     /// Who presents the API token `presented`.
+    /// Kept for a second ([`crate::recent`]): a token revoked or a user changed on this node
+    /// is refused at once, on another node within a second; a token about to run out is not
+    /// kept past its time.
     pub fn by_token(&self, presented: &str) -> Result<Result<Principal, Refusal>, StoreError> {
-        users::by_token(&**self.store, presented)
+        let key = crate::tokens::hash(presented);
+        if let Some(who) = self.principals.get(&key) {
+            return Ok(Ok(who));
+        }
+        let read = std::time::Instant::now();
+        let (who, until) = match users::by_token_until(&**self.store, presented)? {
+            Ok(found) => found,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let lasts = until.is_none_or(|at| {
+            at > chrono::Utc::now()
+                + chrono::Duration::from_std(crate::recent::FRESH_FOR).unwrap_or_default()
+        });
+        if lasts {
+            self.principals.keep(key, who.clone(), read);
+        }
+        Ok(Ok(who))
     }
 
     /// Checks a name and password.

@@ -29,6 +29,7 @@ pub mod handles;
 pub mod metrics;
 pub mod node;
 pub mod phones;
+pub mod recent;
 pub mod replay;
 pub mod router;
 pub mod sessions;

@@ -181,7 +181,8 @@ impl Node {
             config.canary.clone(),
         )?);
         let metrics = Arc::new(Metrics::default());
-        let services = Arc::new(Services::new(store.clone(), clock));
+        let services =
+            Arc::new(Services::new(store.clone(), clock).with_settings(flows.settings_copies()));
         let crm = Arc::new(crate::connector::CrmLink::new(
             flows.clone(),
             engine.clone(),
@@ -258,6 +259,7 @@ impl Node {
                 store: store.clone(),
             },
             admin: Admin {
+                principals: Arc::default(),
                 flows,
                 router: router.clone(),
                 sessions: sessions.clone(),
@@ -560,7 +562,8 @@ fn planner(
     store: Arc<dyn Store>,
 ) -> crate::router::Planner {
     use crate::engine::bindings::router::switchboard::flow::routing as wit;
-    let services = Arc::new(Services::new(store, Clock::System));
+    let services =
+        Arc::new(Services::new(store, Clock::System).with_settings(flows.settings_copies()));
     Box::new(move |task| {
         let (version, component) = flows
             .live_component(ROUTER_FLOW, crate::engine::World::Router)

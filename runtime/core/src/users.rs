@@ -350,22 +350,36 @@ pub fn by_token(
     store: &dyn Store,
     presented: &str,
 ) -> Result<Result<Principal, Refusal>, StoreError> {
+    Ok(by_token_until(store, presented)?.map(|(who, _)| who))
+}
+
+/// The same, with when the token runs out (`None`: never).
+pub fn by_token_until(
+    store: &dyn Store,
+    presented: &str,
+) -> Result<Result<(Principal, Option<chrono::DateTime<chrono::Utc>>), Refusal>, StoreError> {
     let Some(record) = tokens::find(store, presented)? else {
         return Ok(Err(Refusal::Wrong));
     };
-    if let Some(expires) = &record.expires_at
-        && chrono::DateTime::parse_from_rfc3339(expires).is_ok_and(|at| at <= chrono::Utc::now())
+    let until = record
+        .expires_at
+        .as_deref()
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .map(|at| at.with_timezone(&chrono::Utc));
+    if let (Some(expires), Some(at)) = (&record.expires_at, until)
+        && at <= chrono::Utc::now()
     {
         return Ok(Err(Refusal::Expired(expires.clone())));
     }
-    match &record.user {
-        Some(user) => principal_of(store, user),
+    let who = match &record.user {
+        Some(user) => principal_of(store, user)?,
         // Made before users existed: the first start's admin token.
-        None => Ok(Ok(Principal {
+        None => Ok(Principal {
             person: record.name.clone(),
             role: Role::Admin,
-        })),
-    }
+        }),
+    };
+    Ok(who.map(|who| (who, until)))
 }
 
 /// A browser session as stored.

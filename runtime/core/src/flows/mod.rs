@@ -183,6 +183,8 @@ impl From<Rejection> for FlowsError {
 /// The deployed flows.
 pub struct Flows {
     store: Arc<dyn Store>,
+    /// Settings as flows' steps recently read them: forgotten when one changes here.
+    settings: Arc<crate::engine::host::Settings>,
     engine: Arc<Engine>,
     /// Components of data directories from before they were kept in the store.
     legacy_components_dir: PathBuf,
@@ -312,6 +314,7 @@ impl Flows {
     ) -> anyhow::Result<Flows> {
         Ok(Flows {
             store,
+            settings: Arc::default(),
             engine,
             legacy_components_dir,
             loaded: RwLock::new(HashMap::new()),
@@ -323,6 +326,12 @@ impl Flows {
             changes: Mutex::new(()),
             loaded_everywhere: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The copies of settings flows' steps read: for the [`crate::engine::Services`] that run
+    /// them, so a change made here is seen at once.
+    pub fn settings_copies(&self) -> Arc<crate::engine::host::Settings> {
+        self.settings.clone()
     }
 
     /// Validates, compiles and stores `bytes` as the next version of `flow` and makes it live.
@@ -957,6 +966,7 @@ impl Flows {
         who: &str,
     ) -> Result<(), FlowsError> {
         self.live(flow)?;
+        self.settings.forget();
         for (key, value) in settings {
             let k = crate::engine::host::settings_key(flow, key);
             if value.is_empty() {
@@ -965,6 +975,7 @@ impl Flows {
                 self.store.put(Tree::Settings, &k, value.as_bytes())?;
             }
         }
+        self.settings.forget();
         audit::record(&*self.store, who, "configure", flow, json!(settings))?;
         self.store.flush()?;
         Ok(())

@@ -40,7 +40,13 @@ pub struct Services {
     /// The deployed CRM connector, when the runtime has one to offer; else `crm.lookup` is
     /// served from the built-in customer store.
     pub crm: OnceLock<Arc<dyn CrmConnector>>,
+    /// Flows' settings as recently read, by store key ([`crate::recent`]); the node's
+    /// [`crate::flows::Flows`] forgets them when it changes one.
+    pub(crate) settings: Arc<Settings>,
 }
+
+/// Recent copies of flows' settings, by store key.
+pub type Settings = crate::recent::Recent<Vec<u8>, Option<Vec<u8>>>;
 
 impl Services {
     /// Services over `store` and `clock`, with the built-in customer store as the CRM.
@@ -49,7 +55,14 @@ impl Services {
             store,
             clock,
             crm: OnceLock::new(),
+            settings: Arc::default(),
         }
+    }
+
+    /// The same, reading settings through `settings` (shared with the node's flows).
+    pub fn with_settings(mut self, settings: Arc<Settings>) -> Services {
+        self.settings = settings;
+        self
     }
 }
 

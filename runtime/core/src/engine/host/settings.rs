@@ -33,15 +33,17 @@ pub fn all(store: &dyn Store, flow: &str) -> Result<Vec<(String, String)>, Store
 impl Host for StepState {
     fn get(&mut self, name: String) -> Option<String> {
         let value = match self.source("config.get", &json!(name)) {
-            Source::Live => self
-                .services
-                .store
-                .get(Tree::Settings, &key(&self.flow, &name))
-                .unwrap_or_else(|e| {
+            Source::Live => {
+                let key = key(&self.flow, &name);
+                self.services
+                    .settings
+                    .get_or(&key, || self.services.store.get(Tree::Settings, &key))
+                    .unwrap_or_else(|e| {
                     tracing::error!(flow = %self.flow, error = %e, "settings read failed; the flow sees no value");
                     None
                 })
-                .map(|v| String::from_utf8_lossy(&v).into_owned()),
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+            }
             Source::Recorded(answer) => serde_json::from_value(answer).unwrap_or_default(),
             Source::Missing => None,
         };
