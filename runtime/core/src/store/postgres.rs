@@ -81,6 +81,18 @@ CREATE INDEX sb_events_at ON sb_events (at);
 ALTER TABLE sb_events ADD COLUMN id text;
 CREATE UNIQUE INDEX sb_events_id ON sb_events (id);
 "#,
+    // A batch's checks run in its transaction, sent with its writes: one that does not hold
+    // fails there (SQLSTATE SB409), so the transaction is aborted without another round trip.
+    r#"
+CREATE FUNCTION sb_held(held boolean) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF NOT held THEN
+        RAISE EXCEPTION 'a checked value changed' USING ERRCODE = 'SB409';
+    END IF;
+    RETURN true;
+END
+$$;
+"#,
 ];
 
 /// How long a call waits for the database to come back (a restart, a failover) before it
@@ -501,11 +513,13 @@ fn pool_error(e: &deadpool_postgres::PoolError) -> String {
     }
 }
 
-/// One attempt at a batch: checks, then every write, in one serializable transaction, in two
-/// round trips. The statements are prepared first (cached per connection, so no round trip
-/// once warm); then `BEGIN` and every check are sent at once, and, when every check holds,
-/// every write and `COMMIT` at once. A write the server refuses aborts the transaction, so
-/// the `COMMIT` behind it rolls back: any failed write means nothing landed.
+/// One attempt at a batch: checks, then every write, in one serializable transaction, in one
+/// round trip. The statements are prepared first (cached per connection, so no round trip
+/// once warm); then `BEGIN`, every check, every write and `COMMIT` are sent at once. A check
+/// is a query the server fails ([`CHECK_FAILED`]) when the value is not the one expected, so
+/// a check that does not hold aborts the transaction there and the `COMMIT` behind it rolls it
+/// back, as does any write the server refuses: any failure means nothing landed, except a
+/// broken connection, after which the batch may or may not have landed.
 async fn try_commit(
     client: &mut deadpool_postgres::Object,
     batch: &Batch,
@@ -518,7 +532,7 @@ async fn try_commit(
     for (tree, key, want) in batch.checks() {
         let statement = client
             .prepare_cached(&format!(
-                "SELECT value FROM {} WHERE key = $1",
+                "SELECT sb_held((SELECT value FROM {} WHERE key = $1) IS NOT DISTINCT FROM $2::bytea)",
                 table(*tree)
             ))
             .await
@@ -563,45 +577,11 @@ async fn try_commit(
             deletes.push((statement, gone));
         }
     }
-
-    // Round trip 1: BEGIN and the checks (futures first polled in order are sent in order).
-    let check_params: Vec<[Param<'_>; 1]> = checks
+    // One round trip: futures first polled in order are sent in order.
+    let check_params: Vec<[Param<'_>; 2]> = checks
         .iter()
-        .map(|(_, _, key, _)| [*key as Param<'_>])
+        .map(|(_, _, key, want)| [*key as Param<'_>, *want as Param<'_>])
         .collect();
-    let begin = client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE");
-    let reads = join_all(
-        checks
-            .iter()
-            .zip(&check_params)
-            .map(|((statement, _, _, _), params)| client.query_opt(statement, params)),
-    );
-    let (begun, read) = tokio::join!(begin, reads);
-    begun.map_err(Failed::Before)?;
-    let mut refused = None;
-    for ((_, tree, key, want), found) in checks.iter().zip(read) {
-        match found {
-            Ok(row) => {
-                let have: Option<Vec<u8>> = row.map(|row| row.get(0));
-                if refused.is_none() && have.as_deref() != want.as_deref() {
-                    refused = Some(Failed::Conflict(StoreError::Conflict {
-                        tree: tree.name(),
-                        key: String::from_utf8_lossy(key).into_owned(),
-                    }));
-                }
-            }
-            Err(e) => {
-                refused = Some(Failed::Before(e));
-                break;
-            }
-        }
-    }
-    if let Some(refused) = refused {
-        let _ = client.batch_execute("ROLLBACK").await;
-        return Err(refused);
-    }
-
-    // Round trip 2: every write, then COMMIT.
     let put_params: Vec<[Param<'_>; 2]> = puts
         .iter()
         .map(|(_, keys, values)| [keys as Param<'_>, values as Param<'_>])
@@ -610,6 +590,13 @@ async fn try_commit(
         .iter()
         .map(|(_, gone)| [gone as Param<'_>])
         .collect();
+    let begin = client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE");
+    let checked = join_all(
+        checks
+            .iter()
+            .zip(&check_params)
+            .map(|((statement, _, _, _), params)| client.execute(statement, params)),
+    );
     let written = join_all(
         puts.iter()
             .zip(&put_params)
@@ -622,16 +609,42 @@ async fn try_commit(
             ),
     );
     let commit = client.batch_execute("COMMIT");
-    let (written, committed) = tokio::join!(written, commit);
-    match written.into_iter().find_map(Result::err) {
-        // The server refused a write: the transaction was aborted there, and the COMMIT
-        // behind it rolled it back.
-        Some(e) if e.as_db_error().is_some() => Err(Failed::Before(e)),
-        // The link broke with COMMIT already on its way: it may have landed.
-        Some(e) => Err(Failed::AtCommit(committed.err().unwrap_or(e))),
+    let (begun, checked, written, committed) = tokio::join!(begin, checked, written, commit);
+    // The first failure, in the order sent, says what happened.
+    let first = begun
+        .err()
+        .map(|e| (None, e))
+        .into_iter()
+        .chain(
+            checked
+                .into_iter()
+                .zip(&checks)
+                .filter_map(|(r, (_, tree, key, _))| r.err().map(|e| (Some((*tree, *key)), e))),
+        )
+        .chain(
+            written
+                .into_iter()
+                .filter_map(|r| r.err().map(|e| (None, e))),
+        )
+        .next();
+    match first {
         None => committed.map_err(Failed::AtCommit),
+        Some((Some((tree, key)), e)) if e.code().is_some_and(|c| c.code() == CHECK_FAILED) => {
+            Err(Failed::Conflict(StoreError::Conflict {
+                tree: tree.name(),
+                key: String::from_utf8_lossy(key).into_owned(),
+            }))
+        }
+        // The server refused a statement: the transaction was aborted there, and the COMMIT
+        // behind it rolled it back.
+        Some((_, e)) if e.as_db_error().is_some() => Err(Failed::Before(e)),
+        // The link broke with COMMIT on its way: it may have landed.
+        Some((_, e)) => Err(Failed::AtCommit(committed.err().unwrap_or(e))),
     }
 }
+
+/// The SQLSTATE `sb_held` raises when a batch's check does not hold.
+const CHECK_FAILED: &str = "SB409";
 
 impl Store for PostgresStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
