@@ -1083,6 +1083,12 @@ impl Sessions {
                 .read_back()
                 .map_err(|e| ContactError::Routing(e.to_string()))?;
             task = self.router.task_of_contact(&session.id);
+            if task.is_none() {
+                self.router
+                    .read_everything()
+                    .map_err(|e| ContactError::Routing(e.to_string()))?;
+                task = self.router.task_of_contact(&session.id);
+            }
         }
         if let Some(task) = task {
             let callback = actions.iter().find_map(|a| match a {

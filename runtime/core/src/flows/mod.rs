@@ -185,6 +185,9 @@ pub struct Flows {
     store: Arc<dyn Store>,
     /// Settings as flows' steps recently read them: forgotten when one changes here.
     settings: Arc<crate::engine::host::Settings>,
+    /// Flows found absent by [`Flows::live_component`] (the router and CRM flows, looked up
+    /// at every task and lookup and usually not deployed), for a second.
+    absent: crate::recent::Recent<String, ()>,
     engine: Arc<Engine>,
     /// Components of data directories from before they were kept in the store.
     legacy_components_dir: PathBuf,
@@ -315,6 +318,7 @@ impl Flows {
         Ok(Flows {
             store,
             settings: Arc::default(),
+            absent: crate::recent::Recent::default(),
             engine,
             legacy_components_dir,
             loaded: RwLock::new(HashMap::new()),
@@ -897,11 +901,27 @@ impl Flows {
         flow: &str,
         world: World,
     ) -> Result<Option<(u64, Arc<FlowComponent>)>, FlowsError> {
+        // Absent a moment ago, and no version of it loaded since: this node was not asked to
+        // load one (a deploy of it asks every node first), so it is still absent.
+        if self.absent.get(&flow.to_string()).is_some() && !self.has_loaded(flow) {
+            return Ok(None);
+        }
+        let read = std::time::Instant::now();
         let Some(record) = self.record(flow)? else {
+            self.absent.keep(flow.to_string(), (), read);
             return Ok(None);
         };
         let component = self.component(flow, record.live)?;
         Ok((component.kind() == world).then_some((record.live, component)))
+    }
+
+    /// Whether a version of `flow` is loaded on this node.
+    fn has_loaded(&self, flow: &str) -> bool {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .any(|(f, _)| f == flow)
     }
 
     /// The compiled component of a version, loaded on first use (from the artifact cache).

@@ -57,6 +57,11 @@ pub(super) struct State {
     pub(super) stale: bool,
     /// The router's change counter this state was read at (shared stores only).
     pub(super) version: u64,
+    /// The counter's record as stored at `version` (what the next change must find).
+    pub(super) version_bytes: Option<Vec<u8>>,
+    /// What a change refused by the store had changed in memory: read again with the next
+    /// look ([`super::persistence::Touched`]).
+    pub(super) unsure: super::persistence::Touched,
     /// When the queues' statistics windows were last read from the store (ms).
     pub(super) windows_read_ms: u64,
     /// When this state was read from the store (ms).

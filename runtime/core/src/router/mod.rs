@@ -392,6 +392,15 @@ impl Router {
             {
                 return Ok(());
             }
+            // A few changes behind, within the periodic look at everything: only what they
+            // wrote is read again.
+            if (self.clock)() < state.read_ms + READ_BACK_EVERY_MS
+                && let Some(notices) = self.catch_up(&mut state, stored.as_deref())?
+            {
+                drop(state);
+                self.notify(notices);
+                return Ok(());
+            }
             self.reload_workflow()?;
             let (fresh, repairs) = self.read_state_after(Some(&state))?;
             let notices: Vec<Notice> = fresh
@@ -437,6 +446,21 @@ impl Router {
         self.refresh()
     }
 
+    /// Reads the whole router back from the store (on a shared store), not only what the
+    /// changes since the last look wrote: a task a contact's step wrote on another node and
+    /// no change offered yet is found too.
+    pub fn read_everything(&self) -> Result<(), RouterError> {
+        if !self.is_shared() {
+            return Ok(());
+        }
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.stale = true;
+            state.unsure.all = true;
+        }
+        self.refresh()
+    }
+
     /// Makes a change, again on the state read back when another node changed the router
     /// first (on a shared store). A change's first commit is its only one that can be
     /// refused so: what follows it (offers to waiting tasks) never fails it.
@@ -449,6 +473,7 @@ impl Router {
         }
         self.refresh()?;
         let mut attempt = 1;
+        let mut looked = 0;
         loop {
             match change() {
                 // The leader's epoch moved on: this node no longer leads; not tried again.
@@ -462,10 +487,14 @@ impl Router {
                     ));
                 }
                 // Perhaps made by a contact's step on another node since this node last
-                // read the router: read it back and look once more.
-                Err(RouterError::UnknownTask(_)) if attempt == 1 => {
-                    attempt += 1;
-                    self.read_back()?;
+                // read the router: catch up and look once more, then read everything.
+                Err(RouterError::UnknownTask(_)) if looked < 2 => {
+                    looked += 1;
+                    if looked == 1 {
+                        self.read_back()?;
+                    } else {
+                        self.read_everything()?;
+                    }
                 }
                 Err(RouterError::Store(StoreError::Conflict { .. })) if attempt < ATTEMPTS => {
                     attempt += 1;

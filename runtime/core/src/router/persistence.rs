@@ -4,6 +4,7 @@
 //! with their deadlines, the statistics window). Never decides who gets what.
 
 use super::*;
+use serde::{Deserialize, Serialize};
 
 /// How long a node's statistics windows are kept across reads of the router's state
 /// before they are read from the store again (see [`Router::read_state_after`]).
@@ -172,13 +173,13 @@ impl Router {
         let previous = previous.filter(|p| now < p.windows_read_ms + WINDOWS_REREAD_MS);
         // The change counter first: whatever is read after it is at least as new, so a
         // change made on this picture is refused if anything changed since.
-        let version = stored_version(
-            self.store
-                .get(Tree::Meta, keys::ROUTER_VERSION.as_bytes())?
-                .as_deref(),
-        );
+        let version_bytes = self
+            .store
+            .get(Tree::Meta, keys::ROUTER_VERSION.as_bytes())?;
+        let version = stored_version(version_bytes.as_deref());
         let mut state = State {
             version,
+            version_bytes: version_bytes.clone(),
             windows_read_ms: previous.map_or(now, |p| p.windows_read_ms),
             read_ms: now,
             ..State::default()
@@ -293,6 +294,119 @@ impl Router {
         Ok((state, batch))
     }
 
+    /// Brings `state` up to the counter's record `stored` by reading again only what the
+    /// changes since it was read wrote (and what a refused change of this node had changed
+    /// in memory): the tasks and agents they list. `None` when that cannot be done (more
+    /// changes behind than the record lists, a queue or the workflow changed, an agent
+    /// deleted, an offer that does not fit): the caller reads everything back. On `None`
+    /// `state` may be half brought up: it is replaced.
+    pub(super) fn catch_up(
+        &self,
+        state: &mut State,
+        stored: Option<&[u8]>,
+    ) -> Result<Option<Vec<Notice>>, RouterError> {
+        let now = (self.clock)();
+        let version = stored_version(stored);
+        if version < state.version || state.unsure.all {
+            return Ok(None);
+        }
+        let mut touched = state.unsure.clone();
+        let changes = stored_changes(stored);
+        for v in state.version + 1..=version {
+            let Some(change) = changes.iter().find(|c| c.v == v) else {
+                return Ok(None);
+            };
+            touched.add(&change.touched);
+        }
+        if touched.all {
+            return Ok(None);
+        }
+        let mut affected: BTreeSet<String> = touched.agents.clone();
+        let names: Vec<Vec<u8>> = touched
+            .agents
+            .iter()
+            .map(|a| a.as_bytes().to_vec())
+            .collect();
+        for (name, bytes) in touched
+            .agents
+            .iter()
+            .zip(self.store.get_many(Tree::Agents, &names)?)
+        {
+            let Some(bytes) = bytes else {
+                return Ok(None);
+            };
+            let mut record: AgentRecord =
+                crate::store::decode(Tree::Agents, name.as_bytes(), &bytes)?;
+            if record.idle_since_ms == 0 {
+                record.idle_since_ms = now;
+            }
+            match state.agents.get_mut(name) {
+                Some(agent) => agent.record = record,
+                None => {
+                    state.agents.insert(
+                        name.clone(),
+                        Agent {
+                            busy: HashMap::new(),
+                            reservation: None,
+                            idle_key: None,
+                            record,
+                        },
+                    );
+                }
+            }
+            refresh_membership_of(state, name);
+        }
+        let offered_before: HashSet<String> = state.reservations.keys().cloned().collect();
+        let ids: Vec<Vec<u8>> = touched
+            .tasks
+            .iter()
+            .map(|t| t.as_bytes().to_vec())
+            .collect();
+        for (id, bytes) in touched
+            .tasks
+            .iter()
+            .zip(self.store.get_many(Tree::Tasks, &ids)?)
+        {
+            if let Some(old) = forget_task(state, id) {
+                affected.extend(old.agent.iter().cloned());
+                affected.extend(old.consult.iter().map(|c| c.agent.clone()));
+            }
+            let Some(bytes) = bytes else { continue };
+            let task: Task = crate::store::decode(Tree::Tasks, id.as_bytes(), &bytes)?;
+            if task.status.is_final() {
+                continue;
+            }
+            affected.extend(task.agent.iter().cloned());
+            affected.extend(task.consult.iter().map(|c| c.agent.clone()));
+            if !take_task(state, task) {
+                return Ok(None);
+            }
+        }
+        for name in &affected {
+            update_idle(state, name);
+        }
+        let notices = state
+            .reservations
+            .values()
+            .filter(|r| !offered_before.contains(&r.id))
+            .filter_map(|r| {
+                Some(Notice {
+                    agent: r.agent.clone(),
+                    kind: NoticeKind::Reservation,
+                    reservation: Some(r.clone()),
+                    task: Some(state.tasks.get(&r.task)?.clone()),
+                    activity: None,
+                    reason: None,
+                })
+            })
+            .collect();
+        state.version = version;
+        state.version_bytes = stored.map(<[u8]>::to_vec);
+        state.stale = false;
+        state.unsure = Touched::default();
+        Ok(Some(notices))
+    }
+
     /// The ids of every task not yet finished, from their index (built once from the tasks
     /// themselves for a store written before the index existed).
     pub(super) fn open_task_ids(&self) -> Result<Vec<String>, RouterError> {
@@ -387,34 +501,37 @@ impl Router {
             return Ok(());
         }
         let shared = self.is_shared() && !batch.is_empty();
+        let mut next = None;
         if shared {
             // Refused if another node changed the router since this state was read.
-            let have = (state.version > 0).then(|| state.version.to_be_bytes());
-            batch.expect(
-                Tree::Meta,
-                keys::ROUTER_VERSION,
-                have.as_ref().map(|v| &v[..]),
-            );
-            batch.put(
-                Tree::Meta,
-                keys::ROUTER_VERSION,
-                (state.version + 1).to_be_bytes().to_vec(),
-            );
+            let have = state.version_bytes.clone().filter(|_| state.version > 0);
+            let mut changes = stored_changes(have.as_deref());
+            changes.push(Change {
+                v: state.version + 1,
+                touched: Touched::of(&batch),
+            });
+            let record = version_record(state.version + 1, changes);
+            batch.expect(Tree::Meta, keys::ROUTER_VERSION, have.as_deref());
+            batch.put(Tree::Meta, keys::ROUTER_VERSION, record.clone());
+            next = Some(record);
         }
         let told = std::mem::take(&mut state.told);
         match self.store.commit(&batch) {
             Ok(()) => {
-                if shared {
+                if let Some(record) = next {
                     state.version += 1;
+                    state.version_bytes = Some(record);
                 }
                 self.notify(told);
                 Ok(())
             }
             Err(e @ StoreError::Conflict { .. }) if self.is_shared() => {
                 // Another node changed the router first: the next look ([`Router::refresh`],
-                // before the change is tried again) reads it back, with the workflow, and
-                // tells this node's agents of offers made meanwhile.
+                // before the change is tried again) reads back what the other nodes changed
+                // and what this change had changed in memory, and tells this node's agents of
+                // offers made meanwhile.
                 state.stale = true;
+                state.unsure.add(&Touched::of(&batch));
                 Err(e.into())
             }
             Err(e) => {
@@ -440,6 +557,158 @@ impl Router {
 /// The router's change counter as stored (0 before the first change on a shared store).
 pub(super) fn stored_version(bytes: Option<&[u8]>) -> u64 {
     bytes
+        .and_then(|b| b.get(..8))
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map_or(0, u64::from_be_bytes)
+}
+
+/// How many of the last changes the counter's record lists ([`Change`]).
+const KEEP_CHANGES: usize = 16;
+
+/// One change of the router as its counter's record lists it: what it wrote, so a node a few
+/// changes behind reads those again instead of the whole router. The record is the counter
+/// (8 bytes, big-endian), then the last [`KEEP_CHANGES`] changes as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Change {
+    v: u64,
+    #[serde(flatten)]
+    touched: Touched,
+}
+
+/// The tasks and agents a change wrote; `all` when it changed queues or the workflow (read
+/// everything again).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Touched {
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub(super) tasks: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub(super) agents: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) all: bool,
+}
+
+impl Touched {
+    /// What `batch` writes.
+    pub(super) fn of(batch: &Batch) -> Touched {
+        let mut touched = Touched::default();
+        for (tree, key, _) in batch.ahead().iter().chain(batch.writes()) {
+            let key = || String::from_utf8_lossy(key).into_owned();
+            match tree {
+                Tree::Tasks => {
+                    touched.tasks.insert(key());
+                }
+                Tree::Agents => {
+                    touched.agents.insert(key());
+                }
+                Tree::Queues => touched.all = true,
+                _ => {}
+            }
+        }
+        touched
+    }
+
+    pub(super) fn add(&mut self, other: &Touched) {
+        self.tasks.extend(other.tasks.iter().cloned());
+        self.agents.extend(other.agents.iter().cloned());
+        self.all |= other.all;
+    }
+}
+
+/// The changes the counter's record lists, oldest first.
+fn stored_changes(bytes: Option<&[u8]>) -> Vec<Change> {
+    bytes
+        .and_then(|b| b.get(8..))
+        .filter(|rest| !rest.is_empty())
+        .and_then(|rest| serde_json::from_slice(rest).ok())
+        .unwrap_or_default()
+}
+
+/// The counter's next record: `version`, and `changes` (the last [`KEEP_CHANGES`]).
+fn version_record(version: u64, mut changes: Vec<Change>) -> Vec<u8> {
+    let extra = changes.len().saturating_sub(KEEP_CHANGES);
+    changes.drain(..extra);
+    let mut record = version.to_be_bytes().to_vec();
+    record.extend(serde_json::to_vec(&changes).expect("changes encode"));
+    record
+}
+
+/// Takes a task out of `state` with all it counted for (its agents' load, its queue's line,
+/// its offer, its plan); returns it.
+fn forget_task(state: &mut State, id: &str) -> Option<Task> {
+    let task = state.tasks.remove(id)?;
+    for agent in task
+        .agent
+        .iter()
+        .chain(task.consult.iter().map(|c| &c.agent))
+    {
+        if let Some(a) = state.agents.get_mut(agent)
+            && let Some(n) = a.busy.get_mut(&task.channel)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                a.busy.remove(&task.channel);
+            }
+        }
+    }
+    if let Some(q) = state.queues.get_mut(&task.queue) {
+        q.waiting.remove(&waiting_key(q.config.order, &task));
+    }
+    if let Some(r) = &task.reservation
+        && let Some(offer) = state.reservations.remove(r)
+        && let Some(a) = state.agents.get_mut(&offer.agent)
+        && a.reservation.as_deref() == Some(r.as_str())
+    {
+        a.reservation = None;
+    }
+    state.plans.remove(id);
+    Some(task)
+}
+
+/// Puts an open task into `state` as [`Router::read_state_after`] does; `false` when its
+/// offer does not fit what `state` holds (its agent unknown or offered another task).
+fn take_task(state: &mut State, task: Task) -> bool {
+    if task.status == TaskStatus::Reserved {
+        let (Some(r), Some(agent), Some(until)) =
+            (&task.reservation, &task.agent, task.reserved_until_ms)
+        else {
+            return false;
+        };
+        let Some(a) = state.agents.get_mut(agent) else {
+            return false;
+        };
+        if a.reservation.is_some() {
+            return false;
+        }
+        a.reservation = Some(r.clone());
+        state.reservations.insert(
+            r.clone(),
+            Reservation {
+                id: r.clone(),
+                task: task.id.clone(),
+                agent: agent.clone(),
+                expires_ms: until,
+            },
+        );
+    }
+    for agent in task
+        .agent
+        .iter()
+        .chain(task.consult.iter().map(|c| &c.agent))
+    {
+        if let Some(a) = state.agents.get_mut(agent) {
+            *a.busy.entry(task.channel).or_default() += 1;
+        }
+    }
+    if task.status == TaskStatus::Pending
+        && let Some(q) = state.queues.get_mut(&task.queue)
+    {
+        q.waiting.insert(waiting_key(q.config.order, &task));
+    }
+    if let Some(plan) = &task.plan
+        && let Ok(compiled) = compile_targets(plan)
+    {
+        state.plans.insert(task.id.clone(), compiled);
+    }
+    state.tasks.insert(task.id.clone(), task);
+    true
 }
