@@ -353,11 +353,14 @@ pub fn by_token(
     Ok(by_token_until(store, presented)?.map(|(who, _)| who))
 }
 
-/// The same, with when the token runs out (`None`: never).
+/// Who presents a token, and until when it holds (`None`: it never runs out).
+pub type Holder = (Principal, Option<chrono::DateTime<chrono::Utc>>);
+
+/// The same, with when the token runs out.
 pub fn by_token_until(
     store: &dyn Store,
     presented: &str,
-) -> Result<Result<(Principal, Option<chrono::DateTime<chrono::Utc>>), Refusal>, StoreError> {
+) -> Result<Result<Holder, Refusal>, StoreError> {
     let Some(record) = tokens::find(store, presented)? else {
         return Ok(Err(Refusal::Wrong));
     };
