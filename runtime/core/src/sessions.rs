@@ -102,6 +102,9 @@ pub struct Session {
     /// (a SIP call, a chat socket) and hears its news first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The task made the last time the contact entered a queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 impl Session {
@@ -450,6 +453,7 @@ impl Sessions {
                 .get()
                 .filter(|_| new_held)
                 .map(|c| c.node.clone()),
+            task: None,
         };
         let _turn = self.stripe(&session.id);
         self.metrics.contact_started();
@@ -921,6 +925,7 @@ impl Sessions {
         let new_task = self.prepare_task(session, &actions, was_queued)?;
         if let Some(task) = &new_task {
             task.stage(&mut batch)?;
+            session.task = Some(task.task().id.clone());
         }
         session.steps += 1;
         session.updated_at = chrono::Utc::now().to_rfc3339();
@@ -1079,9 +1084,12 @@ impl Sessions {
         if task.is_none() && was_queued {
             // In a cluster the task may have been made by a step on another node, not known
             // here yet: read the router back and look again.
-            self.router
-                .read_back()
-                .map_err(|e| ContactError::Routing(e.to_string()))?;
+            // Its task is named in the session: that one is read, not the whole router.
+            match &session.task {
+                Some(id) => self.router.read_task(id),
+                None => self.router.read_back(),
+            }
+            .map_err(|e| ContactError::Routing(e.to_string()))?;
             task = self.router.task_of_contact(&session.id);
             if task.is_none() {
                 self.router

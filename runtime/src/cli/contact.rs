@@ -108,6 +108,7 @@ mod tests {
             created_at: "2026-11-25T10:00:00.000000001+00:00".into(),
             updated_at: "2026-11-25T10:00:04.5+00:00".into(),
             node: None,
+            task: None,
         }
     }
 

@@ -488,10 +488,10 @@ impl Router {
                 }
                 // Perhaps made by a contact's step on another node since this node last
                 // read the router: catch up and look once more, then read everything.
-                Err(RouterError::UnknownTask(_)) if looked < 2 => {
+                Err(RouterError::UnknownTask(ref id)) if looked < 2 => {
                     looked += 1;
                     if looked == 1 {
-                        self.read_back()?;
+                        self.read_task(id)?;
                     } else {
                         self.read_everything()?;
                     }

@@ -407,6 +407,37 @@ impl Router {
         Ok(Some(notices))
     }
 
+    /// Reads task `id` again from a shared store (a contact's step on another node made it, and
+    /// no router change listed it): the whole router is read at the next look when it does
+    /// not fit what this node holds.
+    pub fn read_task(&self, id: &str) -> Result<(), RouterError> {
+        if !self.is_shared() {
+            return Ok(());
+        }
+        let stored = self.store.get(Tree::Tasks, id.as_bytes())?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut affected = Vec::new();
+        if let Some(old) = forget_task(&mut state, id) {
+            affected.extend(old.agent.iter().cloned());
+            affected.extend(old.consult.iter().map(|c| c.agent.clone()));
+        }
+        if let Some(bytes) = stored {
+            let task: Task = crate::store::decode(Tree::Tasks, id.as_bytes(), &bytes)?;
+            if !task.status.is_final() {
+                affected.extend(task.agent.iter().cloned());
+                affected.extend(task.consult.iter().map(|c| c.agent.clone()));
+                if !take_task(&mut state, task) {
+                    state.stale = true;
+                    state.unsure.all = true;
+                }
+            }
+        }
+        for name in &affected {
+            update_idle(&mut state, name);
+        }
+        Ok(())
+    }
+
     /// The ids of every task not yet finished, from their index (built once from the tasks
     /// themselves for a store written before the index existed).
     pub(super) fn open_task_ids(&self) -> Result<Vec<String>, RouterError> {
