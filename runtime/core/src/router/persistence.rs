@@ -264,28 +264,7 @@ impl Router {
                     }
                 }
             }
-            if let Some(worker) = task.agent.clone()
-                && let Some(w) = state.agents.get_mut(&worker)
-            {
-                *w.busy.entry(task.channel).or_default() += 1;
-            }
-            // An agent consulted about a call is busy with it too.
-            if let Some(consult) = &task.consult
-                && let Some(w) = state.agents.get_mut(&consult.agent)
-            {
-                *w.busy.entry(task.channel).or_default() += 1;
-            }
-            if task.status == TaskStatus::Pending
-                && let Some(q) = state.queues.get_mut(&task.queue)
-            {
-                q.waiting.insert(waiting_key(q.config.order, &task));
-            }
-            if let Some(plan) = &task.plan
-                && let Ok(compiled) = compile_targets(plan)
-            {
-                state.plans.insert(task.id.clone(), compiled);
-            }
-            state.tasks.insert(task.id.clone(), task);
+            count_task(&mut state, task);
         }
         let names: Vec<String> = state.agents.keys().cloned().collect();
         for name in names {
@@ -721,6 +700,13 @@ fn take_task(state: &mut State, task: Task) -> bool {
             },
         );
     }
+    count_task(state, task);
+    true
+}
+
+/// Puts an open task into `state` with what it counts for besides its offer: its agent's load
+/// (and a consulted agent's: busy with the call too), its place in its queue's line, its plan.
+fn count_task(state: &mut State, task: Task) {
     for agent in task
         .agent
         .iter()
@@ -741,5 +727,4 @@ fn take_task(state: &mut State, task: Task) -> bool {
         state.plans.insert(task.id.clone(), compiled);
     }
     state.tasks.insert(task.id.clone(), task);
-    true
 }
