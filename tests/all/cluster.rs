@@ -195,11 +195,7 @@ fn three_nodes_behind_haproxy_share_the_work_and_survive_losing_the_leader() {
         assert_eq!(status, 200, "{body}");
         agents.push(agent_token);
     }
-    let offer_of = |agent: &str| -> Option<String> {
-        let (status, me) = call_at(lb, Some(agent), "GET", "/agent/v1/me", None);
-        assert_eq!(status, 200, "{me}");
-        me["reservation"]["id"].as_str().map(str::to_string)
-    };
+    let offer_of = |agent: &str| offer_at(lb, agent);
 
     // A caller presses 1: each request may land on another node.
     let new_caller = |n: u32| -> String {
@@ -967,8 +963,7 @@ fn a_leader_stopped_past_its_lease_and_resumed_leads_no_more_and_disturbs_nothin
     assert_eq!(status, 201, "{task}");
     let id = task["id"].as_str().unwrap().to_string();
     let offer = wait_for("the offer to Ana", Duration::from_secs(10), || {
-        let (_, me) = call_at(&b.url, Some(&ana), "GET", "/agent/v1/me", None);
-        me["reservation"]["id"].as_str().map(str::to_string)
+        offer_at(&b.url, &ana)
     });
 
     // A wakes up with its old view: it does not lead again, and its clock changes nothing.
@@ -1091,19 +1086,7 @@ fn a_chat_through_haproxy_and_a_desk_on_another_node_talk_both_ways_and_the_widg
     let desk_node = (visitor_node + 1) % 3;
     let desk_url = urls[desk_node].clone();
     let mut desk = crate::support::desk(nodes[desk_node].as_ref().unwrap(), &sara);
-    let offer = wait_for("sara's offer", Duration::from_secs(15), || {
-        let (_, me) = call_at(&desk_url, Some(&sara), "GET", "/agent/v1/me", None);
-        me["reservation"]["id"].as_str().map(str::to_string)
-    });
-    let (status, task) = call_at(
-        &desk_url,
-        Some(&sara),
-        "POST",
-        &format!("/agent/v1/reservations/{offer}/accept"),
-        Some(json!({})),
-    );
-    assert_eq!(status, 200, "{task}");
-    let task = task["id"].as_str().unwrap().to_string();
+    let task = accept_next_offer(&desk_url, &sara, Duration::from_secs(15));
     let write = |url: &str, text: &str| {
         let (status, body) = call_at(
             url,
@@ -1303,19 +1286,7 @@ fn a_chat_resumed_while_a_line_crosses_between_nodes_shows_it_once() {
         &mut visitor,
         json!({"type": "message", "text": "I want an agent"}),
     );
-    let offer = wait_for("sara's offer", Duration::from_secs(15), || {
-        let (_, me) = call_at(&a.url, Some(&sara), "GET", "/agent/v1/me", None);
-        me["reservation"]["id"].as_str().map(str::to_string)
-    });
-    let (status, task) = call_at(
-        &a.url,
-        Some(&sara),
-        "POST",
-        &format!("/agent/v1/reservations/{offer}/accept"),
-        Some(json!({})),
-    );
-    assert_eq!(status, 200, "{task}");
-    let task = task["id"].as_str().unwrap();
+    let task = accept_next_offer(&a.url, &sara, Duration::from_secs(15));
 
     // She writes on A; at once the widget resumes on B, in a second socket.
     let (status, body) = call_at(
@@ -1404,6 +1375,27 @@ fn contact_at(url: &str, token: &str, contact: &str) -> Value {
     session
 }
 
+/// The id of the offer `agent` (their token) holds, as node `url` reads it.
+fn offer_at(url: &str, agent: &str) -> Option<String> {
+    let (status, me) = call_at(url, Some(agent), "GET", "/agent/v1/me", None);
+    assert_eq!(status, 200, "{me}");
+    me["reservation"]["id"].as_str().map(str::to_string)
+}
+
+/// Waits up to `within` for an offer to `agent` and accepts it on node `url`; the task's id.
+fn accept_next_offer(url: &str, agent: &str, within: Duration) -> String {
+    let offer = wait_for("the agent's offer", within, || offer_at(url, agent));
+    let (status, task) = call_at(
+        url,
+        Some(agent),
+        "POST",
+        &format!("/agent/v1/reservations/{offer}/accept"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{task}");
+    task["id"].as_str().unwrap().to_string()
+}
+
 /// A counter a node exposes, summed over its labels.
 fn metric_at(url: &str, name: &str) -> f64 {
     let (status, text) = call_at(url, None, "GET", "/metrics", None);
@@ -1442,19 +1434,7 @@ fn a_call_on_one_node_is_bridged_when_the_agent_accepts_on_another_and_ends_node
     let _caller = sipp(dir, &scenario, sip_a, "+15550100", &[]);
 
     // She accepts on node B; node A rings her phone and bridges the call.
-    let offer = wait_for("alice's offer", Duration::from_secs(20), || {
-        let (_, me) = call_at(&b.url, Some(&alice), "GET", "/agent/v1/me", None);
-        me["reservation"]["id"].as_str().map(str::to_string)
-    });
-    let (status, task) = call_at(
-        &b.url,
-        Some(&alice),
-        "POST",
-        &format!("/agent/v1/reservations/{offer}/accept"),
-        Some(json!({})),
-    );
-    assert_eq!(status, 200, "{task}");
-    let task = task["id"].as_str().unwrap().to_string();
+    let task = accept_next_offer(&b.url, &alice, Duration::from_secs(20));
     wait_for("the bridge on node A", Duration::from_secs(15), || {
         (metric_at(&a.url, "switchboard_sip_calls_bridged_total") >= 1.0).then_some(())
     });

@@ -407,16 +407,7 @@ impl Router {
                 .reservations
                 .values()
                 .filter(|r| !state.reservations.contains_key(&r.id))
-                .filter_map(|r| {
-                    Some(Notice {
-                        agent: r.agent.clone(),
-                        kind: NoticeKind::Reservation,
-                        reservation: Some(r.clone()),
-                        task: Some(fresh.tasks.get(&r.task)?.clone()),
-                        activity: None,
-                        reason: None,
-                    })
-                })
+                .filter_map(|r| offer_notice(&fresh, r))
                 .collect();
             *state = fresh;
             // Offers whose time ran out while nobody ran the clock: kept if nobody changed

@@ -335,49 +335,27 @@ impl Router {
             }
             refresh_membership_of(state, name);
         }
-        let offered_before: HashSet<String> = state.reservations.keys().cloned().collect();
         let ids: Vec<Vec<u8>> = touched
             .tasks
             .iter()
             .map(|t| t.as_bytes().to_vec())
             .collect();
+        let mut offered = Vec::new();
         for (id, bytes) in touched
             .tasks
             .iter()
             .zip(self.store.get_many(Tree::Tasks, &ids)?)
         {
-            if let Some(old) = forget_task(state, id) {
-                affected.extend(old.agent.iter().cloned());
-                affected.extend(old.consult.iter().map(|c| c.agent.clone()));
-            }
-            let Some(bytes) = bytes else { continue };
-            let task: Task = crate::store::decode(Tree::Tasks, id.as_bytes(), &bytes)?;
-            if task.status.is_final() {
-                continue;
-            }
-            affected.extend(task.agent.iter().cloned());
-            affected.extend(task.consult.iter().map(|c| c.agent.clone()));
-            if !take_task(state, task) {
+            if !reread_task(state, id, bytes.as_deref(), &mut affected, &mut offered)? {
                 return Ok(None);
             }
         }
         for name in &affected {
             update_idle(state, name);
         }
-        let notices = state
-            .reservations
-            .values()
-            .filter(|r| !offered_before.contains(&r.id))
-            .filter_map(|r| {
-                Some(Notice {
-                    agent: r.agent.clone(),
-                    kind: NoticeKind::Reservation,
-                    reservation: Some(r.clone()),
-                    task: Some(state.tasks.get(&r.task)?.clone()),
-                    activity: None,
-                    reason: None,
-                })
-            })
+        let notices = offered
+            .iter()
+            .filter_map(|r| offer_notice(state, state.reservations.get(r)?))
             .collect();
         state.version = version;
         state.version_bytes = stored.map(<[u8]>::to_vec);
@@ -395,25 +373,27 @@ impl Router {
         }
         let stored = self.store.get(Tree::Tasks, id.as_bytes())?;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut affected = Vec::new();
-        if let Some(old) = forget_task(&mut state, id) {
-            affected.extend(old.agent.iter().cloned());
-            affected.extend(old.consult.iter().map(|c| c.agent.clone()));
-        }
-        if let Some(bytes) = stored {
-            let task: Task = crate::store::decode(Tree::Tasks, id.as_bytes(), &bytes)?;
-            if !task.status.is_final() {
-                affected.extend(task.agent.iter().cloned());
-                affected.extend(task.consult.iter().map(|c| c.agent.clone()));
-                if !take_task(&mut state, task) {
-                    state.stale = true;
-                    state.unsure.all = true;
-                }
-            }
+        let mut affected = BTreeSet::new();
+        let mut offered = Vec::new();
+        if !reread_task(
+            &mut state,
+            id,
+            stored.as_deref(),
+            &mut affected,
+            &mut offered,
+        )? {
+            state.stale = true;
+            state.unsure.all = true;
         }
         for name in &affected {
             update_idle(&mut state, name);
         }
+        let notices: Vec<Notice> = offered
+            .iter()
+            .filter_map(|r| offer_notice(&state, state.reservations.get(r)?))
+            .collect();
+        drop(state);
+        self.notify(notices);
         Ok(())
     }
 
@@ -642,15 +622,61 @@ fn version_record(version: u64, mut changes: Vec<Change>) -> Vec<u8> {
     record
 }
 
+/// Replaces task `id` in `state` with `stored` (its record as read now; `None`: gone), noting
+/// the agents whose load changed in `affected` and the offers it now makes that it did not
+/// before in `offered`. `false` when it does not fit what `state` holds (see [`take_task`]).
+fn reread_task(
+    state: &mut State,
+    id: &str,
+    stored: Option<&[u8]>,
+    affected: &mut BTreeSet<String>,
+    offered: &mut Vec<String>,
+) -> Result<bool, RouterError> {
+    let before = forget_task(state, id).and_then(|old| {
+        affected.extend(agents_of(&old).cloned());
+        old.reservation
+    });
+    let Some(bytes) = stored else { return Ok(true) };
+    let task: Task = crate::store::decode(Tree::Tasks, id.as_bytes(), bytes)?;
+    if task.status.is_final() {
+        return Ok(true);
+    }
+    affected.extend(agents_of(&task).cloned());
+    let offer = (task.status == TaskStatus::Reserved)
+        .then(|| task.reservation.clone())
+        .flatten()
+        .filter(|r| before.as_ref() != Some(r));
+    if !take_task(state, task) {
+        return Ok(false);
+    }
+    offered.extend(offer);
+    Ok(true)
+}
+
+/// The agent holding `task`, and the one consulted about it.
+fn agents_of(task: &Task) -> impl Iterator<Item = &String> {
+    task.agent
+        .iter()
+        .chain(task.consult.iter().map(|c| &c.agent))
+}
+
+/// What the desk of the agent offered `r` hears.
+pub(super) fn offer_notice(state: &State, r: &Reservation) -> Option<Notice> {
+    Some(Notice {
+        agent: r.agent.clone(),
+        kind: NoticeKind::Reservation,
+        reservation: Some(r.clone()),
+        task: Some(state.tasks.get(&r.task)?.clone()),
+        activity: None,
+        reason: None,
+    })
+}
+
 /// Takes a task out of `state` with all it counted for (its agents' load, its queue's line,
 /// its offer, its plan); returns it.
 fn forget_task(state: &mut State, id: &str) -> Option<Task> {
     let task = state.tasks.remove(id)?;
-    for agent in task
-        .agent
-        .iter()
-        .chain(task.consult.iter().map(|c| &c.agent))
-    {
+    for agent in agents_of(&task) {
         if let Some(a) = state.agents.get_mut(agent)
             && let Some(n) = a.busy.get_mut(&task.channel)
         {
@@ -707,11 +733,7 @@ fn take_task(state: &mut State, task: Task) -> bool {
 /// Puts an open task into `state` with what it counts for besides its offer: its agent's load
 /// (and a consulted agent's: busy with the call too), its place in its queue's line, its plan.
 fn count_task(state: &mut State, task: Task) {
-    for agent in task
-        .agent
-        .iter()
-        .chain(task.consult.iter().map(|c| &c.agent))
-    {
+    for agent in agents_of(&task) {
         if let Some(a) = state.agents.get_mut(agent) {
             *a.busy.entry(task.channel).or_default() += 1;
         }
