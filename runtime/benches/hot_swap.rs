@@ -39,6 +39,7 @@ fn main() {
         threads,
         Duration::from_secs(seconds),
         Duration::from_millis(every),
+        0,
     );
 
     let mut lat = r.latencies_us.clone();

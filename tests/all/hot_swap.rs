@@ -24,6 +24,7 @@ fn deploys_under_load_drop_nothing_and_pin_every_contact() {
         4,
         Duration::from_secs(6),
         Duration::from_millis(1200),
+        3,
     );
 
     assert!(

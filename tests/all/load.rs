@@ -80,7 +80,10 @@ pub fn with_marker(component: &[u8], marker: u64) -> Vec<u8> {
 }
 
 /// Runs the load: `threads` clients for `duration`, a deploy of the next component (cycling
-/// through `components`) every `deploy_every`.
+/// through `components`) every `deploy_every`. Each deploy compiles afresh, which a loaded
+/// machine can make take seconds: the traffic goes on past `duration` (for at most a minute)
+/// until `deploys_at_least` deploys were made under it.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     base: &str,
     token: &str,
@@ -89,6 +92,7 @@ pub fn run(
     threads: usize,
     duration: Duration,
     deploy_every: Duration,
+    deploys_at_least: usize,
 ) -> LoadReport {
     let stop = Arc::new(AtomicBool::new(false));
     let starts = Arc::new(Mutex::new(Vec::<Start>::new()));
@@ -170,7 +174,10 @@ pub fn run(
     let mut deploys = Vec::new();
     let agent = agent();
     let mut marker = 0u64;
-    while began.elapsed() + deploy_every < duration {
+    let longest = duration.max(Duration::from_secs(60));
+    while began.elapsed() + deploy_every < duration
+        || (deploys.len() < deploys_at_least && began.elapsed() + deploy_every < longest)
+    {
         std::thread::sleep(deploy_every);
         marker += 1;
         let bytes = with_marker(&components[marker as usize % components.len()], marker);
@@ -192,7 +199,8 @@ pub fn run(
             body["swap_us"].as_u64().unwrap_or(0),
         ));
     }
-    let left = duration.saturating_sub(began.elapsed());
+    // Contacts started after the last deploy show that it went live.
+    let left = duration.saturating_sub(began.elapsed()).max(deploy_every);
     std::thread::sleep(left);
     stop.store(true, Ordering::Relaxed);
     for c in clients {

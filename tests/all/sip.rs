@@ -1279,11 +1279,22 @@ fn sales_caller(
 /// Waits for `agent`'s offer and accepts it; returns the task.
 fn accepts(server: &Server, token: &str, bridges: f64) -> Value {
     let mut reservation = None;
-    wait_until("an offer", 20, || {
+    let mut last = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reservation.is_none() {
+        if Instant::now() > deadline {
+            // What the router holds, to tell a lost offer from an agent left out.
+            let (_, tasks) = server.call("GET", "/v1/tasks", None);
+            let (_, agents) = server.call("GET", "/v1/agents", None);
+            panic!(
+                "timed out waiting for an offer; the agent: {last}\ntasks: {tasks}\nagents: {agents}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
         let (_, me) = server.call_as(Some(token), "GET", "/agent/v1/me", None);
         reservation = me["reservation"]["id"].as_str().map(str::to_string);
-        reservation.is_some()
-    });
+        last = me;
+    }
     let (status, task) = server.call_as(
         Some(token),
         "POST",
