@@ -1984,6 +1984,16 @@ impl Router {
                     "task {task} is in wrap-up (its conversation is over): the agent completes it, or the wrap-up time does"
                 )));
             }
+            // A waiting task nobody was offered: its end changes nothing else.
+            let scope = if t.status == TaskStatus::Pending
+                && t.agent.is_none()
+                && t.reservation.is_none()
+                && t.consult.is_none()
+            {
+                persistence::Scope::Task
+            } else {
+                persistence::Scope::Router
+            };
             let mut batch = Batch::new();
             let done = self.finish(
                 &mut batch,
@@ -1997,7 +2007,7 @@ impl Router {
                 let news = News::of(crate::contract::TaskStatus::Canceled);
                 self.stage_news(&mut batch, &done, news)?;
             }
-            self.commit(&mut state, batch)?;
+            self.commit_as(&mut state, batch, scope)?;
             done
         };
         self.assign_after();

@@ -478,11 +478,20 @@ impl Router {
         Ok(task)
     }
 
-    /// Commits one router change and makes it durable.
     /// Commits a change already made to `state`. When the store refuses it (a database
     /// away, a full disk), `state` is read back from the store, so memory never runs ahead
     /// of what was kept.
-    pub(super) fn commit(&self, state: &mut State, mut batch: Batch) -> Result<(), RouterError> {
+    pub(super) fn commit(&self, state: &mut State, batch: Batch) -> Result<(), RouterError> {
+        self.commit_as(state, batch, Scope::Router)
+    }
+
+    /// As [`Router::commit`], for a change of the given [`Scope`].
+    pub(super) fn commit_as(
+        &self,
+        state: &mut State,
+        mut batch: Batch,
+        scope: Scope,
+    ) -> Result<(), RouterError> {
         if batch.writes().is_empty() && batch.ahead().is_empty() {
             // Checks and nothing to write (a task taken in with no agent to offer it to):
             // no change, no transaction.
@@ -493,6 +502,32 @@ impl Router {
         let shared = self.is_shared() && !batch.is_empty();
         let mut next = None;
         if shared {
+            // A task finished by a change of one task only (see [`Scope::Task`]) is not
+            // counted as a router change: a change on a node that still holds it open is
+            // refused by its open-task entry, and never writes it back to life.
+            let open: Vec<Vec<u8>> = batch
+                .writes()
+                .iter()
+                .filter(|(tree, key, value)| {
+                    *tree == Tree::Tasks
+                        && value.is_some()
+                        && !opened_in(&batch, key)
+                        && (finished_in(&batch, key)
+                            || state.tasks.contains_key(&*String::from_utf8_lossy(key)))
+                })
+                .map(|(_, key, _)| key.clone())
+                .collect();
+            for key in open {
+                batch.expect(Tree::OpenTasks, key, Some(&[][..]));
+            }
+        }
+        if shared && scope == Scope::Task {
+            // Refused if another node changed the router since this state was read; the
+            // counter itself is not written, so such changes on several nodes never collide
+            // with each other.
+            let have = state.version_bytes.clone().filter(|_| state.version > 0);
+            batch.expect(Tree::Meta, keys::ROUTER_VERSION, have.as_deref());
+        } else if shared {
             // Refused if another node changed the router since this state was read.
             let have = state.version_bytes.clone().filter(|_| state.version > 0);
             let mut changes = stored_changes(have.as_deref());
@@ -522,6 +557,14 @@ impl Router {
                 // offers made meanwhile.
                 state.stale = true;
                 state.unsure.add(&Touched::of(&batch));
+                // A task this node held open was finished elsewhere without a router change
+                // (a customer who left): others like it may be held too, so the whole router
+                // is read, not one task per refused change.
+                if let StoreError::Conflict { tree, .. } = &e
+                    && *tree == Tree::OpenTasks.name()
+                {
+                    state.unsure.all = true;
+                }
                 Err(e.into())
             }
             Err(e) => {
@@ -542,6 +585,36 @@ impl Router {
             }
         }
     }
+}
+
+/// What a change decides on, on a shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// The router as a whole (who is free, who waits longest): checked against and counted
+    /// in the router's change counter, which every node reads to catch up.
+    Router,
+    /// One task nobody holds (no agent, no offer): a waiting task canceled because its
+    /// customer left. Checked against the counter but not counted in it, so such changes
+    /// on several nodes do not take turns on one row; the other nodes learn of it when a
+    /// change of theirs touches the task (refused by its open-task entry, then the router
+    /// read back) or at their next periodic read ([`READ_BACK_EVERY_MS`]).
+    Task,
+}
+
+/// Whether `batch` opens task `key` (its open-task entry is written).
+fn opened_in(batch: &Batch, key: &[u8]) -> bool {
+    batch
+        .writes()
+        .iter()
+        .any(|(tree, k, value)| *tree == Tree::OpenTasks && k == key && value.is_some())
+}
+
+/// Whether `batch` finishes task `key` (its open-task entry is deleted).
+fn finished_in(batch: &Batch, key: &[u8]) -> bool {
+    batch
+        .writes()
+        .iter()
+        .any(|(tree, k, value)| *tree == Tree::OpenTasks && k == key && value.is_none())
 }
 
 /// The router's change counter as stored (0 before the first change on a shared store).

@@ -1235,3 +1235,79 @@ mod reporting {
         check(&router, &s, "after the restart");
     }
 }
+
+/// Two nodes' routers on one store. A customer who leaves while waiting (nobody was offered
+/// their task) is let go on one node without moving the router's change counter, so such
+/// cancellations on several nodes never take turns on it; the other node, which still holds
+/// the task as waiting, cannot offer it to an agent who comes free: its offer is refused, it
+/// reads the router back, and the task stays canceled.
+#[test]
+fn a_customer_who_left_on_one_node_is_never_offered_on_another() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let node = |now: &Arc<AtomicU64>| {
+        let clock = now.clone();
+        Router::build(
+            store.clone(),
+            Box::new(move || clock.load(Ordering::SeqCst)),
+            true,
+        )
+        .unwrap()
+    };
+    let a = node(&now);
+    a.define_queue(QueueConfig {
+        reservation_timeout_secs: 10,
+        ..QueueConfig::named("q")
+    })
+    .unwrap();
+    a.upsert_agent("alice", json!({}), BTreeMap::from([(Channel::Voice, 1)]))
+        .unwrap();
+    let new = |contact: &str| NewTask {
+        queue: "q".into(),
+        channel: Channel::Voice,
+        priority: 0,
+        attributes: json!({}),
+        timeout_secs: 0,
+        contact: Some(contact.into()),
+    };
+    let left = a.create_task(new("c1")).unwrap();
+    let b = node(&now);
+    assert_eq!(b.task(&left.id).unwrap().status, TaskStatus::Pending);
+    let counter = || {
+        persistence::stored_version(
+            store
+                .get(Tree::Meta, keys::ROUTER_VERSION.as_bytes())
+                .unwrap()
+                .as_deref(),
+        )
+    };
+    let before = counter();
+
+    a.withdraw(&left.id, "the customer left").unwrap();
+    assert_eq!(
+        counter(),
+        before,
+        "a waiting task's end is not a router change"
+    );
+    let stored = |id: &str| store.get_json::<Task>(Tree::Tasks, id).unwrap().unwrap();
+    assert_eq!(stored(&left.id).status, TaskStatus::Canceled);
+
+    // Alice comes free on b, which still holds the task as waiting.
+    now.fetch_add(1, Ordering::SeqCst);
+    b.set_activity("alice", "available").unwrap();
+    b.tick().unwrap();
+    assert_eq!(
+        stored(&left.id).status,
+        TaskStatus::Canceled,
+        "the canceled task was written back to life"
+    );
+    assert!(b.reservations_of("alice").is_empty());
+    assert!(b.task(&left.id).unwrap().status.is_final());
+
+    // The next customer is offered to her at once, by either node.
+    let next = a.create_task(new("c2")).unwrap();
+    b.tick().unwrap();
+    let offered = b.reservations_of("alice");
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    assert_eq!(offered[0].task, next.id);
+}
