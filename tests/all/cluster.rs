@@ -1476,12 +1476,20 @@ fn a_call_on_one_node_is_bridged_when_the_agent_accepts_on_another_and_ends_node
     );
     eprintln!("the lost call ended {:?} after the kill", killed.elapsed());
     assert_eq!(ended["status"]["reason"], "node-lost", "{ended}");
-    let (_, canceled) = call_at(
-        &b.url,
-        Some(&token),
-        "GET",
-        &format!("/v1/tasks/{task}"),
-        None,
+    // The task is canceled just after the contact's last step is kept (in the same turn).
+    let canceled = wait_for(
+        "the assigned task to be let go",
+        Duration::from_secs(5),
+        || {
+            let (_, task) = call_at(
+                &b.url,
+                Some(&token),
+                "GET",
+                &format!("/v1/tasks/{task}"),
+                None,
+            );
+            (task["status"] != "assigned").then_some(task)
+        },
     );
     assert_eq!(canceled["status"], "canceled", "{canceled}");
     let (_, me) = call_at(&b.url, Some(&alice), "GET", "/agent/v1/me", None);
