@@ -24,6 +24,7 @@ backends!(
     a_batch_lands_whole_across_trees,
     a_failed_check_changes_nothing,
     checks_see_deletes_and_absent_keys,
+    many_checks_of_one_value_hold_only_together,
     scans_are_ordered_bounded_and_resumable,
     scans_respect_prefix_edges,
     concurrent_compare_and_swap_loses_no_update,
@@ -137,6 +138,46 @@ fn a_failed_check_changes_nothing(store: Arc<dyn Store>) {
         store.commit(&batch),
         Err(StoreError::Conflict { .. })
     ));
+}
+
+/// Many checks of one tree expecting the same value (a backend may send them as one): the
+/// batch lands only when every one holds, whichever fails; repeated checks are fine.
+fn many_checks_of_one_value_hold_only_together(store: Arc<dyn Store>) {
+    let ids: Vec<String> = (0..50).map(|i| format!("t{i:02}")).collect();
+    for id in &ids {
+        store.put(Tree::OpenTasks, id.as_bytes(), b"").unwrap();
+    }
+    let offer_all = |tag: &str| {
+        let mut batch = Batch::new();
+        for id in ids.iter().chain(&ids[..3]) {
+            batch.expect(Tree::OpenTasks, id.as_str(), Some(b""));
+            batch.put(Tree::Tasks, id.as_str(), tag);
+        }
+        batch.expect(Tree::Inbox, "c1/1", None);
+        batch.expect(Tree::Inbox, "c1/2", None);
+        batch
+    };
+    store.commit(&offer_all("offered")).unwrap();
+    assert_eq!(get(&*store, Tree::Tasks, "t49").as_deref(), Some("offered"));
+
+    // One of them finished meanwhile (its entry gone), then one with another value.
+    store.delete(Tree::OpenTasks, b"t31").unwrap();
+    let err = store.commit(&offer_all("again")).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(get(&*store, Tree::Tasks, "t00").as_deref(), Some("offered"));
+    store.put(Tree::OpenTasks, b"t31", b"x").unwrap();
+    let err = store.commit(&offer_all("again")).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    store.put(Tree::OpenTasks, b"t31", b"").unwrap();
+
+    // An expected absence that no longer holds fails the batch too.
+    store.put(Tree::Inbox, b"c1/2", b"news").unwrap();
+    let err = store.commit(&offer_all("again")).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(get(&*store, Tree::Tasks, "t10").as_deref(), Some("offered"));
+    store.delete(Tree::Inbox, b"c1/2").unwrap();
+    store.commit(&offer_all("again")).unwrap();
+    assert_eq!(get(&*store, Tree::Tasks, "t10").as_deref(), Some("again"));
 }
 
 fn checks_see_deletes_and_absent_keys(store: Arc<dyn Store>) {

@@ -528,16 +528,41 @@ async fn try_commit(
     use futures_util::future::join_all;
     type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
-    let mut checks = Vec::with_capacity(batch.checks().len());
+    // Checks of one tree expecting one value (a thousand offers each checking its task is
+    // still open) are one statement; the meta tree's (the router's counter and epoch, each
+    // told apart when refused) are one each.
+    let mut groups: Vec<(Tree, &Option<Vec<u8>>, Vec<&[u8]>)> = Vec::new();
     for (tree, key, want) in batch.checks() {
-        let statement = client
-            .prepare_cached(&format!(
+        let grouped = (*tree != Tree::Meta)
+            .then(|| groups.iter_mut().find(|(t, w, _)| t == tree && *w == want))
+            .flatten();
+        match grouped {
+            Some((_, _, keys)) if keys.contains(&key.as_slice()) => {}
+            Some((_, _, keys)) => keys.push(key.as_slice()),
+            None => groups.push((*tree, want, vec![key.as_slice()])),
+        }
+    }
+    let mut checks = Vec::with_capacity(groups.len());
+    for (tree, want, keys) in &groups {
+        let query = match (keys.len(), want) {
+            (1, _) => format!(
                 "SELECT sb_held((SELECT value FROM {} WHERE key = $1) IS NOT DISTINCT FROM $2::bytea)",
                 table(*tree)
-            ))
+            ),
+            (_, Some(_)) => format!(
+                "SELECT sb_held((SELECT count(*) FROM {} WHERE key = ANY($1::bytea[]) AND value = $2::bytea) = $3::bigint)",
+                table(*tree)
+            ),
+            (_, None) => format!(
+                "SELECT sb_held(NOT EXISTS (SELECT 1 FROM {} WHERE key = ANY($1::bytea[])))",
+                table(*tree)
+            ),
+        };
+        let statement = client
+            .prepare_cached(&query)
             .await
             .map_err(Failed::Before)?;
-        checks.push((statement, *tree, key, want));
+        checks.push((statement, *tree, keys[0], keys.len() as i64));
     }
     // One statement per tree and kind: keys and values as arrays.
     let mut trees: Vec<Tree> = writes.iter().map(|(t, _, _)| *t).collect();
@@ -578,9 +603,14 @@ async fn try_commit(
         }
     }
     // One round trip: futures first polled in order are sent in order.
-    let check_params: Vec<[Param<'_>; 2]> = checks
+    let check_params: Vec<Vec<Param<'_>>> = checks
         .iter()
-        .map(|(_, _, key, want)| [*key as Param<'_>, *want as Param<'_>])
+        .zip(&groups)
+        .map(|((_, _, key, n), (_, want, keys))| match (*n, want) {
+            (1, _) => vec![key as Param<'_>, *want as Param<'_>],
+            (_, Some(value)) => vec![keys as Param<'_>, value as Param<'_>, n as Param<'_>],
+            (_, None) => vec![keys as Param<'_>],
+        })
         .collect();
     let put_params: Vec<[Param<'_>; 2]> = puts
         .iter()
@@ -595,7 +625,7 @@ async fn try_commit(
         checks
             .iter()
             .zip(&check_params)
-            .map(|((statement, _, _, _), params)| client.execute(statement, params)),
+            .map(|((statement, _, _, _), params)| client.execute(statement, &params[..])),
     );
     let written = join_all(
         puts.iter()
