@@ -883,7 +883,21 @@ impl Router {
 
     /// Takes in a task whose [`PreparedTask::stage`] batch was committed, and offers it.
     pub fn admit(&self, prepared: PreparedTask) -> Result<Task, RouterError> {
-        self.changing(|| self.admit_once(prepared.clone()))
+        let mut again = false;
+        self.changing(|| {
+            // Tried again after a refusal: a task another node ended meanwhile (its customer
+            // hung up there) is not taken in again.
+            if std::mem::replace(&mut again, true)
+                && self.is_shared()
+                && self
+                    .store
+                    .get(Tree::OpenTasks, prepared.task.id.as_bytes())?
+                    .is_none()
+            {
+                return self.task(&prepared.task.id);
+            }
+            self.admit_once(prepared.clone())
+        })
     }
 
     /// Takes in a task whose [`PreparedTask::stage`] batch was committed, and offers it.
@@ -1984,8 +1998,11 @@ impl Router {
                     "task {task} is in wrap-up (its conversation is over): the agent completes it, or the wrap-up time does"
                 )));
             }
-            // A waiting task nobody was offered: its end changes nothing else.
-            let scope = if t.status == TaskStatus::Pending
+            // A waiting task nobody was offered, whose customer left: its end changes
+            // nothing else (a cancel someone asked for is a router change, seen at once by
+            // every node).
+            let scope = if !tell
+                && t.status == TaskStatus::Pending
                 && t.agent.is_none()
                 && t.reservation.is_none()
                 && t.consult.is_none()

@@ -505,14 +505,15 @@ impl Router {
             // A task finished by a change of one task only (see [`Scope::Task`]) is not
             // counted as a router change: a change on a node that still holds it open is
             // refused by its open-task entry, and never writes it back to life.
+            let (opened, finished) = open_task_entries(&batch);
             let open: Vec<Vec<u8>> = batch
                 .writes()
                 .iter()
                 .filter(|(tree, key, value)| {
                     *tree == Tree::Tasks
                         && value.is_some()
-                        && !opened_in(&batch, key)
-                        && (finished_in(&batch, key)
+                        && !opened.contains(key.as_slice())
+                        && (finished.contains(key.as_slice())
                             || state.tasks.contains_key(&*String::from_utf8_lossy(key)))
                 })
                 .map(|(_, key, _)| key.clone())
@@ -601,20 +602,19 @@ pub(super) enum Scope {
     Task,
 }
 
-/// Whether `batch` opens task `key` (its open-task entry is written).
-fn opened_in(batch: &Batch, key: &[u8]) -> bool {
-    batch
-        .writes()
-        .iter()
-        .any(|(tree, k, value)| *tree == Tree::OpenTasks && k == key && value.is_some())
-}
-
-/// Whether `batch` finishes task `key` (its open-task entry is deleted).
-fn finished_in(batch: &Batch, key: &[u8]) -> bool {
-    batch
-        .writes()
-        .iter()
-        .any(|(tree, k, value)| *tree == Tree::OpenTasks && k == key && value.is_none())
+/// The tasks `batch` opens (their open-task entry is written) and those it finishes (the
+/// entry is deleted).
+fn open_task_entries(batch: &Batch) -> (HashSet<&[u8]>, HashSet<&[u8]>) {
+    let (mut opened, mut finished) = (HashSet::new(), HashSet::new());
+    for (tree, key, value) in batch.writes() {
+        if *tree == Tree::OpenTasks {
+            match value {
+                Some(_) => opened.insert(key.as_slice()),
+                None => finished.insert(key.as_slice()),
+            };
+        }
+    }
+    (opened, finished)
 }
 
 /// The router's change counter as stored (0 before the first change on a shared store).

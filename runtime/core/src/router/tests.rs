@@ -1270,7 +1270,12 @@ fn a_customer_who_left_on_one_node_is_never_offered_on_another() {
         timeout_secs: 0,
         contact: Some(contact.into()),
     };
-    let left = a.create_task(new("c1")).unwrap();
+    let left = a
+        .create_task(NewTask {
+            timeout_secs: 30,
+            ..new("c1")
+        })
+        .unwrap();
     let b = node(&now);
     assert_eq!(b.task(&left.id).unwrap().status, TaskStatus::Pending);
     let counter = || {
@@ -1303,6 +1308,27 @@ fn a_customer_who_left_on_one_node_is_never_offered_on_another() {
     );
     assert!(b.reservations_of("alice").is_empty());
     assert!(b.task(&left.id).unwrap().status.is_final());
+
+    // Nor does a node's clock time such a task out (a second end, with news for a contact
+    // who is gone).
+    a.set_activity("alice", "break").unwrap();
+    let waiting = a
+        .create_task(NewTask {
+            timeout_secs: 30,
+            ..new("c3")
+        })
+        .unwrap();
+    let c = node(&now);
+    assert_eq!(c.task(&waiting.id).unwrap().status, TaskStatus::Pending);
+    a.withdraw(&waiting.id, "the customer left").unwrap();
+    now.fetch_add(31_000, Ordering::SeqCst);
+    c.tick().unwrap();
+    assert_eq!(stored(&waiting.id).status, TaskStatus::Canceled);
+    let told: Vec<Outcome> = store
+        .scan_json(Tree::Inbox, &keys::of_contact("c3"))
+        .unwrap();
+    assert!(told.is_empty(), "a contact who left was told: {told:?}");
+    a.set_activity("alice", "available").unwrap();
 
     // The next customer is offered to her at once, by either node.
     let next = a.create_task(new("c2")).unwrap();

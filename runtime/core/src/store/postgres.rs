@@ -513,6 +513,9 @@ fn pool_error(e: &deadpool_postgres::PoolError) -> String {
     }
 }
 
+/// Checks sent as one statement: their tree, the value they expect, their keys.
+type CheckGroup<'a> = (Tree, &'a Option<Vec<u8>>, Vec<&'a [u8]>);
+
 /// One attempt at a batch: checks, then every write, in one serializable transaction, in one
 /// round trip. The statements are prepared first (cached per connection, so no round trip
 /// once warm); then `BEGIN`, every check, every write and `COMMIT` are sent at once. A check
@@ -531,7 +534,7 @@ async fn try_commit(
     // Checks of one tree expecting one value (a thousand offers each checking its task is
     // still open) are one statement; the meta tree's (the router's counter and epoch, each
     // told apart when refused) are one each.
-    let mut groups: Vec<(Tree, &Option<Vec<u8>>, Vec<&[u8]>)> = Vec::new();
+    let mut groups: Vec<CheckGroup<'_>> = Vec::new();
     for (tree, key, want) in batch.checks() {
         let grouped = (*tree != Tree::Meta)
             .then(|| groups.iter_mut().find(|(t, w, _)| t == tree && *w == want))
