@@ -1083,19 +1083,15 @@ impl Sessions {
         let mut task = self.router.task_of_contact(&session.id);
         if task.is_none() && was_queued {
             // In a cluster the task may have been made by a step on another node, not known
-            // here yet: read the router back and look again.
-            // Its task is named in the session: that one is read, not the whole router.
-            match &session.task {
-                Some(id) => self.router.read_task(id),
-                None => self.router.read_back(),
-            }
-            .map_err(|e| ContactError::Routing(e.to_string()))?;
-            task = self.router.task_of_contact(&session.id);
-            if task.is_none() {
+            // here yet: the one named in the session is read, then the whole router.
+            for round in 1..=2 {
                 self.router
-                    .read_everything()
+                    .look_again(session.task.as_deref(), round)
                     .map_err(|e| ContactError::Routing(e.to_string()))?;
                 task = self.router.task_of_contact(&session.id);
+                if task.is_some() {
+                    break;
+                }
             }
         }
         if let Some(task) = task {

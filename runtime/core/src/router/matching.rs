@@ -28,6 +28,20 @@ pub(super) struct Agent {
 }
 
 impl Agent {
+    /// An agent as their stored record has them, holding nothing yet (the tasks they hold
+    /// count when those are taken in); one never idle counts as idle since `now`.
+    pub(super) fn from_record(mut record: AgentRecord, now: u64) -> Agent {
+        if record.idle_since_ms == 0 {
+            record.idle_since_ms = now;
+        }
+        Agent {
+            record,
+            busy: HashMap::new(),
+            reservation: None,
+            idle_key: None,
+        }
+    }
+
     pub(super) fn available(&self) -> bool {
         self.record.activity == "available" && self.reservation.is_none()
     }
@@ -55,9 +69,8 @@ pub(super) struct State {
     /// Set when a change the store refused could not be undone by reading the store back:
     /// the next operation reads it back first.
     pub(super) stale: bool,
-    /// The router's change counter this state was read at (shared stores only).
-    pub(super) version: u64,
-    /// The counter's record as stored at `version` (what the next change must find).
+    /// The router's change counter's record as this state was read at (shared stores only;
+    /// what the next change must find): its version is [`State::version`].
     pub(super) version_bytes: Option<Vec<u8>>,
     /// What a change refused by the store had changed in memory: read again with the next
     /// look ([`super::persistence::Touched`]).

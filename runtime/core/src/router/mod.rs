@@ -387,7 +387,7 @@ impl Router {
             // Versions only grow: one read before this node's own latest change is older
             // than what this node holds, not news.
             if !state.stale
-                && stored_version(stored.as_deref()) <= state.version
+                && stored_version(stored.as_deref()) <= state.version()
                 && (self.clock)() < state.read_ms + READ_BACK_EVERY_MS
             {
                 return Ok(());
@@ -452,6 +452,18 @@ impl Router {
         self.refresh()
     }
 
+    /// On a shared store, before looking for a task this node does not hold (a contact's
+    /// step on another node may have made it): in the first `round` that task is read (or,
+    /// not knowing its id, what the router's changes since the last look wrote), in the next
+    /// the whole router.
+    pub fn look_again(&self, task: Option<&str>, round: u32) -> Result<(), RouterError> {
+        match (round, task) {
+            (1, Some(id)) => self.read_task(id),
+            (1, None) => self.read_back(),
+            _ => self.read_everything(),
+        }
+    }
+
     /// Makes a change, again on the state read back when another node changed the router
     /// first (on a shared store). A change's first commit is its only one that can be
     /// refused so: what follows it (offers to waiting tasks) never fails it.
@@ -481,11 +493,7 @@ impl Router {
                 // read the router: catch up and look once more, then read everything.
                 Err(RouterError::UnknownTask(ref id)) if looked < 2 => {
                     looked += 1;
-                    if looked == 1 {
-                        self.read_task(id)?;
-                    } else {
-                        self.read_everything()?;
-                    }
+                    self.look_again(Some(id), looked)?;
                 }
                 Err(RouterError::Store(StoreError::Conflict { .. })) if attempt < ATTEMPTS => {
                     attempt += 1;
@@ -676,27 +684,22 @@ impl Router {
                 Some(format!("sbw_{}", hex::encode(secret)))
             };
             let now = (self.clock)();
-            let worker = state
-                .agents
-                .entry(name.to_string())
-                .or_insert_with(|| Agent {
-                    record: AgentRecord {
-                        name: name.to_string(),
-                        attributes: Value::Null,
-                        activity: "offline".into(),
-                        capacity: Default::default(),
-                        token_sha256: token.as_deref().map(token_hash).unwrap_or_default(),
-                        sip_ha1: token
-                            .as_deref()
-                            .map(|t| phone_secret(name, t))
-                            .unwrap_or_default(),
-                        missed_in_a_row: 0,
-                        idle_since_ms: now,
-                    },
-                    busy: HashMap::new(),
-                    reservation: None,
-                    idle_key: None,
-                });
+            let worker = state.agents.entry(name.to_string()).or_insert_with(|| {
+                let record = AgentRecord {
+                    name: name.to_string(),
+                    attributes: Value::Null,
+                    activity: "offline".into(),
+                    capacity: Default::default(),
+                    token_sha256: token.as_deref().map(token_hash).unwrap_or_default(),
+                    sip_ha1: token
+                        .as_deref()
+                        .map(|t| phone_secret(name, t))
+                        .unwrap_or_default(),
+                    missed_in_a_row: 0,
+                    idle_since_ms: now,
+                };
+                Agent::from_record(record, now)
+            });
             worker.record.attributes = attributes;
             worker.record.capacity = capacity;
             let record = worker.record.clone();

@@ -176,25 +176,15 @@ impl Router {
         let version_bytes = self
             .store
             .get(Tree::Meta, keys::ROUTER_VERSION.as_bytes())?;
-        let version = stored_version(version_bytes.as_deref());
         let mut state = State {
-            version,
             version_bytes: version_bytes.clone(),
             windows_read_ms: previous.map_or(now, |p| p.windows_read_ms),
             read_ms: now,
             ..State::default()
         };
-        for mut record in self.store.scan_json::<AgentRecord>(Tree::Agents, "")? {
-            if record.idle_since_ms == 0 {
-                record.idle_since_ms = now;
-            }
-            let worker = Agent {
-                busy: HashMap::new(),
-                reservation: None,
-                idle_key: None,
-                record,
-            };
-            state.agents.insert(worker.record.name.clone(), worker);
+        for record in self.store.scan_json::<AgentRecord>(Tree::Agents, "")? {
+            let agent = Agent::from_record(record, now);
+            state.agents.insert(agent.record.name.clone(), agent);
         }
         for (key, bytes) in self.store.scan_prefix(Tree::Queues, b"")? {
             if key == WORKFLOW_KEY.as_bytes() {
@@ -286,12 +276,12 @@ impl Router {
     ) -> Result<Option<Vec<Notice>>, RouterError> {
         let now = (self.clock)();
         let version = stored_version(stored);
-        if version < state.version || state.unsure.all {
+        if version < state.version() || state.unsure.all {
             return Ok(None);
         }
         let mut touched = state.unsure.clone();
         let changes = stored_changes(stored);
-        for v in state.version + 1..=version {
+        for v in state.version() + 1..=version {
             let Some(change) = changes.iter().find(|c| c.v == v) else {
                 return Ok(None);
             };
@@ -314,23 +304,12 @@ impl Router {
             let Some(bytes) = bytes else {
                 return Ok(None);
             };
-            let mut record: AgentRecord =
-                crate::store::decode(Tree::Agents, name.as_bytes(), &bytes)?;
-            if record.idle_since_ms == 0 {
-                record.idle_since_ms = now;
-            }
+            let record: AgentRecord = crate::store::decode(Tree::Agents, name.as_bytes(), &bytes)?;
+            let fresh = Agent::from_record(record, now);
             match state.agents.get_mut(name) {
-                Some(agent) => agent.record = record,
+                Some(agent) => agent.record = fresh.record,
                 None => {
-                    state.agents.insert(
-                        name.clone(),
-                        Agent {
-                            busy: HashMap::new(),
-                            reservation: None,
-                            idle_key: None,
-                            record,
-                        },
-                    );
+                    state.agents.insert(name.clone(), fresh);
                 }
             }
             refresh_membership_of(state, name);
@@ -357,7 +336,6 @@ impl Router {
             .iter()
             .filter_map(|r| offer_notice(state, state.reservations.get(r)?))
             .collect();
-        state.version = version;
         state.version_bytes = stored.map(<[u8]>::to_vec);
         state.stale = false;
         state.unsure = Touched::default();
@@ -522,30 +500,28 @@ impl Router {
                 batch.expect(Tree::OpenTasks, key, Some(&[][..]));
             }
         }
-        if shared && scope == Scope::Task {
-            // Refused if another node changed the router since this state was read; the
-            // counter itself is not written, so such changes on several nodes never collide
-            // with each other.
-            let have = state.version_bytes.clone().filter(|_| state.version > 0);
-            batch.expect(Tree::Meta, keys::ROUTER_VERSION, have.as_deref());
-        } else if shared {
-            // Refused if another node changed the router since this state was read.
-            let have = state.version_bytes.clone().filter(|_| state.version > 0);
-            let mut changes = stored_changes(have.as_deref());
-            changes.push(Change {
-                v: state.version + 1,
-                touched: Touched::of(&batch),
-            });
-            let record = version_record(state.version + 1, changes);
-            batch.expect(Tree::Meta, keys::ROUTER_VERSION, have.as_deref());
-            batch.put(Tree::Meta, keys::ROUTER_VERSION, record.clone());
-            next = Some(record);
+        if shared {
+            // Refused if another node changed the router since this state was read. A change
+            // of one task does not write the counter, so such changes on several nodes never
+            // collide with each other.
+            let have = state.version_bytes.as_deref();
+            batch.expect(Tree::Meta, keys::ROUTER_VERSION, have);
+            if scope == Scope::Router {
+                let mut changes = stored_changes(have);
+                let v = state.version() + 1;
+                changes.push(Change {
+                    v,
+                    touched: Touched::of(&batch),
+                });
+                let record = version_record(v, changes);
+                batch.put(Tree::Meta, keys::ROUTER_VERSION, record.clone());
+                next = Some(record);
+            }
         }
         let told = std::mem::take(&mut state.told);
         match self.store.commit(&batch) {
             Ok(()) => {
                 if let Some(record) = next {
-                    state.version += 1;
                     state.version_bytes = Some(record);
                 }
                 self.notify(told);
@@ -615,6 +591,14 @@ fn open_task_entries(batch: &Batch) -> (HashSet<&[u8]>, HashSet<&[u8]>) {
         }
     }
     (opened, finished)
+}
+
+impl State {
+    /// The router's change counter this state was read at (0 before the first change on a
+    /// shared store, and always on a store of one node).
+    pub(super) fn version(&self) -> u64 {
+        stored_version(self.version_bytes.as_deref())
+    }
 }
 
 /// The router's change counter as stored (0 before the first change on a shared store).
