@@ -1077,64 +1077,34 @@ impl Sessions {
         actions: &[Action],
         was_queued: bool,
     ) -> Result<(), ContactError> {
-        if !matches!(session.status, Status::Ended { .. }) {
+        let Status::Ended { reason } = &session.status else {
             return Ok(());
+        };
+        // A contact that waited in a queue has its task named in the session: the router
+        // looks for it (on a cluster it may have been made by a step on another node), with
+        // no search through every open task.
+        let task = match session.task.as_deref() {
+            Some(id) if was_queued => Some(id.to_string()),
+            _ => self
+                .router
+                .task_of_contact(&session.id)
+                .map(|task| task.id),
+        };
+        let Some(task) = task else {
+            return Ok(());
+        };
+        let callback = actions.iter().find_map(|a| match a {
+            Action::Callback { number } => Some(number.as_str()),
+            _ => None,
+        });
+        match self
+            .router
+            .customer_left(&task, &session.id, callback, reason == NODE_LOST)
+        {
+            // Ended meanwhile (timed out, canceled, completed in wrap-up): nothing to settle.
+            Ok(_) | Err(RouterError::UnknownTask(_)) | Err(RouterError::Conflict(_)) => Ok(()),
+            Err(e) => Err(ContactError::Routing(e.to_string())),
         }
-        let mut task = self.router.task_of_contact(&session.id);
-        if task.is_none() && was_queued {
-            // In a cluster the task may have been made by a step on another node, not known
-            // here yet: the one named in the session is read, then the whole router.
-            for round in 1..=2 {
-                self.router
-                    .look_again(session.task.as_deref(), round)
-                    .map_err(|e| ContactError::Routing(e.to_string()))?;
-                task = self.router.task_of_contact(&session.id);
-                if task.is_some() {
-                    break;
-                }
-            }
-        }
-        if let Some(task) = task {
-            let callback = actions.iter().find_map(|a| match a {
-                Action::Callback { number } => Some(number.clone()),
-                _ => None,
-            });
-            match callback {
-                // The caller keeps their place: the task stays, now a call to make.
-                Some(number) => {
-                    self.router
-                        .keep_for_callback(&task.id, &number)
-                        .map_err(|e| ContactError::Routing(e.to_string()))?;
-                }
-                // The call went with the node that carried it: the conversation was cut
-                // off, not finished; the agent is freed at once (no wrap-up).
-                None if task.status == crate::router::TaskStatus::Assigned
-                    && matches!(&session.status, Status::Ended { reason } if reason == NODE_LOST) =>
-                {
-                    self.router
-                        .withdraw(
-                            &task.id,
-                            "node-lost: the call was lost with the node that carried it",
-                        )
-                        .map_err(|e| ContactError::Routing(e.to_string()))?;
-                }
-                // Answered: the conversation is over (wrap-up follows, or goes on), it was
-                // not abandoned.
-                None if matches!(
-                    task.status,
-                    crate::router::TaskStatus::Assigned | crate::router::TaskStatus::Wrapping
-                ) =>
-                {
-                    let _ = self
-                        .router
-                        .conversation_ended(&task.id, "the customer left", false);
-                }
-                None => {
-                    let _ = self.router.withdraw(&task.id, "the customer left");
-                }
-            }
-        }
-        Ok(())
     }
 
     fn fallback_actions(&self, fault: &Fault) -> Vec<Action> {

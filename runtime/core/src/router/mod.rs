@@ -1972,6 +1972,40 @@ impl Router {
         self.cancel_and_tell(task, reason, true)
     }
 
+    /// The contact of open task `task` ended: its customer hung up or left (`lost_with_node`:
+    /// the call went with the node that carried it). Decided on the task as it stands once
+    /// this node has caught up with the others, in one change: a callback the flow asked for
+    /// keeps the task's place as a call to make; a conversation under way ends (wrap-up
+    /// follows), or is cut off, freeing the agent at once, when the node was lost; a task
+    /// waiting or on offer is canceled. `None` when the task is not that contact's.
+    pub fn customer_left(
+        &self,
+        task: &str,
+        contact: &str,
+        callback: Option<&str>,
+        lost_with_node: bool,
+    ) -> Result<Option<Task>, RouterError> {
+        self.changing(|| {
+            let status = match self.lock().tasks.get(task) {
+                Some(t) if t.contact.as_deref() == Some(contact) => t.status,
+                Some(_) => return Ok(None),
+                None => return Err(RouterError::UnknownTask(task.into())),
+            };
+            let done = match (callback, status) {
+                (Some(number), _) => self.keep_for_callback_once(task, number)?,
+                (None, TaskStatus::Assigned) if lost_with_node => self.withdraw_once(
+                    task,
+                    "node-lost: the call was lost with the node that carried it",
+                )?,
+                (None, TaskStatus::Assigned | TaskStatus::Wrapping) => {
+                    self.wrap_once(None, task, Some("the customer left".into()), false)?
+                }
+                (None, _) => self.withdraw_once(task, "the customer left")?,
+            };
+            Ok(Some(done))
+        })
+    }
+
     /// Cancels the open task of a contact that has ended: nobody is left to tell.
     pub fn withdraw(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
         self.changing(|| self.withdraw_once(task, reason))
