@@ -1085,10 +1085,7 @@ impl Sessions {
         // no search through every open task.
         let task = match session.task.as_deref() {
             Some(id) if was_queued => Some(id.to_string()),
-            _ => self
-                .router
-                .task_of_contact(&session.id)
-                .map(|task| task.id),
+            _ => self.router.task_of_contact(&session.id).map(|task| task.id),
         };
         let Some(task) = task else {
             return Ok(());

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod local_postgres;
 mod memory;
 pub mod postgres;
+mod postgres_link;
 mod sled_store;
 
 #[cfg(test)]

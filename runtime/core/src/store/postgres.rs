@@ -14,9 +14,10 @@
 //! database migrated by a newer Switchboard is refused rather than written with an older
 //! idea of its schema.
 //!
-//! The store trait is synchronous: callers are the blocking step and router threads. Each
-//! call runs on this store's own small Tokio runtime and the caller waits for the answer,
-//! so a call made from inside another runtime's task does not panic.
+//! The store trait is synchronous: callers are the blocking step and router threads. A call
+//! runs on the caller's thread over a pooled connection that thread drives itself
+//! ([`super::postgres_link`]); start-up (checks, migrations) and the bus's listening
+//! connection run on this store's own small Tokio runtime.
 
 use std::future::Future;
 use std::str::FromStr as _;
@@ -26,7 +27,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
 
+use super::postgres_link::{Held, Links, Statements, prepared};
 use super::{Batch, Pair, Scan, Store, StoreError, Tree, last_write_per_key};
+
+/// Connections a node keeps open at most for its calls.
+const CONNECTIONS: usize = 16;
 
 /// The schema version this build writes; each entry of [`MIGRATIONS`] moves one step up.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -109,10 +114,12 @@ pub struct PostgresOptions {
 
 /// The PostgreSQL backend.
 pub struct PostgresStore {
-    /// Runs the connections; shut down in the background on drop (a runtime cannot be
-    /// dropped from inside another).
+    /// Runs start-up and the bus's listening connection; shut down in the background on drop
+    /// (a runtime cannot be dropped from inside another).
     runtime: Option<tokio::runtime::Runtime>,
     inner: std::sync::Arc<Inner>,
+    /// The connections the store's calls run over, each driven by its caller's thread.
+    links: Links,
 }
 
 /// What the store's calls run with, on its runtime.
@@ -169,7 +176,7 @@ pub fn is_postgres_address(address: &str) -> bool {
 }
 
 /// A database error's text with its SQLSTATE, or the client's own error.
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => {
@@ -259,6 +266,7 @@ impl PostgresStore {
             .build()?;
         let store = PostgresStore {
             runtime: Some(runtime),
+            links: Links::new(config.clone(), CONNECTIONS),
             inner: std::sync::Arc::new(Inner {
                 pool,
                 config,
@@ -289,6 +297,126 @@ impl PostgresStore {
         answered
             .recv()
             .expect("a store call finishes unless the store is dropped")
+    }
+}
+
+impl PostgresStore {
+    /// A connection for a call, waiting up to [`RECONNECT_FOR`] for the database to come back.
+    fn link(&self) -> Result<Held<'_>, StoreError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.links.take(RECONNECT_FOR) {
+                Ok(link) => return Ok(link),
+                Err(e) if started.elapsed() < RECONNECT_FOR => {
+                    tracing::warn!(place = %self.inner.place, error = %e, "PostgreSQL unreachable; retrying");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(StoreError::Backend(format!(
+                        "cannot reach PostgreSQL at {}: {e}; check that it runs",
+                        self.inner.place
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Runs a read, again on a fresh connection when the one it had broke.
+    fn read<T>(
+        &self,
+        query: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        rows: impl Fn(Vec<tokio_postgres::Row>) -> T,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        loop {
+            let mut link = self.link()?;
+            let result = link.run(async |client, statements| {
+                let statement = prepared(client, statements, query).await?;
+                client.query(&statement, params).await
+            });
+            match result {
+                Ok(found) => return Ok(rows(found)),
+                Err(e) if connection_lost(&e) && started.elapsed() < RECONNECT_FOR => {
+                    link.discard();
+                    drop(link);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
+    }
+
+    /// Runs a statement that returns no rows (on a connection that broke: again, on a new one).
+    fn execute(
+        &self,
+        query: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let started = Instant::now();
+        loop {
+            let mut link = self.link()?;
+            let result = link.run(async |client, statements| {
+                let statement = prepared(client, statements, query).await?;
+                client.execute(&statement, params).await
+            });
+            match result {
+                Ok(n) => return Ok(n),
+                Err(e) if connection_lost(&e) && started.elapsed() < RECONNECT_FOR => {
+                    link.discard();
+                    drop(link);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
+    }
+
+    fn commit_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut writes: Vec<_> = batch.ahead().to_vec();
+        writes.extend_from_slice(batch.writes());
+        let writes = last_write_per_key(&writes);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let mut link = self.link()?;
+            let result = link.run(async |client, statements| {
+                try_commit(client, statements, batch, &writes).await
+            });
+            match result {
+                Ok(()) => return Ok(()),
+                Err(Failed::Conflict(e)) => return Err(e),
+                Err(Failed::Before(e)) | Err(Failed::AtCommit(e))
+                    if retryable(&e) && started.elapsed() < RECONNECT_FOR =>
+                {
+                    // Lost a race with another writer: back off a little, at random, and
+                    // run the transaction again (its checks are read afresh).
+                    drop(link);
+                    let jitter = Duration::from_micros(rand::random::<u64>() % 2000);
+                    std::thread::sleep(pause + jitter);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(Failed::Before(e))
+                    if connection_lost(&e) && started.elapsed() < RECONNECT_FOR =>
+                {
+                    link.discard();
+                    drop(link);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(Failed::Before(e)) => return Err(backend(e)),
+                // The server answered COMMIT with an error: the transaction rolled back.
+                Err(Failed::AtCommit(e)) if !connection_lost(&e) => return Err(backend(e)),
+                Err(Failed::AtCommit(e)) => {
+                    link.discard();
+                    return Err(StoreError::Backend(format!(
+                        "PostgreSQL: the connection failed while committing ({}); the change may or may not have landed: read it back before trying again",
+                        describe(&e)
+                    )));
+                }
+            }
+        }
     }
 }
 
@@ -399,93 +527,6 @@ impl Inner {
         })?;
         Ok(())
     }
-
-    /// A pooled connection, waiting up to [`RECONNECT_FOR`] for the database to come back.
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(50);
-        loop {
-            match self.pool.get().await {
-                Ok(client) => return Ok(client),
-                Err(e) if started.elapsed() < RECONNECT_FOR => {
-                    tracing::warn!(place = %self.place, error = %pool_error(&e), "PostgreSQL unreachable; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => {
-                    return Err(StoreError::Backend(format!(
-                        "cannot reach PostgreSQL at {}: {}; check that it runs",
-                        self.place,
-                        pool_error(&e)
-                    )));
-                }
-            }
-        }
-    }
-
-    /// Runs a read, again on a fresh connection when the one it had broke.
-    async fn read<T>(
-        &self,
-        query: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-        rows: impl Fn(Vec<tokio_postgres::Row>) -> T,
-    ) -> Result<T, StoreError> {
-        let started = Instant::now();
-        loop {
-            let client = self.client().await?;
-            let result = async {
-                let statement = client.prepare_cached(query).await?;
-                client.query(&statement, params).await
-            }
-            .await;
-            match result {
-                Ok(found) => return Ok(rows(found)),
-                Err(e) if connection_lost(&e) && started.elapsed() < RECONNECT_FOR => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(backend(e)),
-            }
-        }
-    }
-
-    async fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        let mut writes: Vec<_> = batch.ahead().to_vec();
-        writes.extend_from_slice(batch.writes());
-        let writes = last_write_per_key(&writes);
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let mut client = self.client().await?;
-            match try_commit(&mut client, batch, &writes).await {
-                Ok(()) => return Ok(()),
-                Err(Failed::Conflict(e)) => return Err(e),
-                Err(Failed::Before(e)) | Err(Failed::AtCommit(e))
-                    if retryable(&e) && started.elapsed() < RECONNECT_FOR =>
-                {
-                    // Lost a race with another writer: back off a little, at random, and
-                    // run the transaction again (its checks are read afresh).
-                    let jitter = Duration::from_micros(rand::random::<u64>() % 2000);
-                    tokio::time::sleep(pause + jitter).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                Err(Failed::Before(e))
-                    if connection_lost(&e) && started.elapsed() < RECONNECT_FOR =>
-                {
-                    drop(client);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(Failed::Before(e)) => return Err(backend(e)),
-                // The server answered COMMIT with an error: the transaction rolled back.
-                Err(Failed::AtCommit(e)) if !connection_lost(&e) => return Err(backend(e)),
-                Err(Failed::AtCommit(e)) => {
-                    return Err(StoreError::Backend(format!(
-                        "PostgreSQL: the connection failed while committing ({}); the change may or may not have landed: read it back before trying again",
-                        describe(&e)
-                    )));
-                }
-            }
-        }
-    }
 }
 
 /// Where a configuration points, without its password.
@@ -524,7 +565,8 @@ type CheckGroup<'a> = (Tree, &'a Option<Vec<u8>>, Vec<&'a [u8]>);
 /// back, as does any write the server refuses: any failure means nothing landed, except a
 /// broken connection, after which the batch may or may not have landed.
 async fn try_commit(
-    client: &mut deadpool_postgres::Object,
+    client: &tokio_postgres::Client,
+    statements: &mut Statements,
     batch: &Batch,
     writes: &[super::Entry],
 ) -> Result<(), Failed> {
@@ -561,8 +603,7 @@ async fn try_commit(
                 table(*tree)
             ),
         };
-        let statement = client
-            .prepare_cached(&query)
+        let statement = prepared(client, statements, &query)
             .await
             .map_err(Failed::Before)?;
         checks.push((statement, *tree, keys[0], keys.len() as i64));
@@ -585,21 +626,18 @@ async fn try_commit(
             }
         }
         if !keys.is_empty() {
-            let statement = client
-                .prepare_cached(&format!(
-                    "INSERT INTO {} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    table(tree)
-                ))
+            let query = format!(
+                "INSERT INTO {} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                table(tree)
+            );
+            let statement = prepared(client, statements, &query)
                 .await
                 .map_err(Failed::Before)?;
             puts.push((statement, keys, values));
         }
         if !gone.is_empty() {
-            let statement = client
-                .prepare_cached(&format!(
-                    "DELETE FROM {} WHERE key = ANY($1::bytea[])",
-                    table(tree)
-                ))
+            let query = format!("DELETE FROM {} WHERE key = ANY($1::bytea[])", table(tree));
+            let statement = prepared(client, statements, &query)
                 .await
                 .map_err(Failed::Before)?;
             deletes.push((statement, gone));
@@ -682,13 +720,8 @@ const CHECK_FAILED: &str = "SB409";
 impl Store for PostgresStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let query = format!("SELECT value FROM {} WHERE key = $1", table(tree));
-        let key = key.to_vec();
-        self.wait(move |inner| async move {
-            inner
-                .read(&query, &[&key], |rows| {
-                    rows.into_iter().next().map(|row| row.get(0))
-                })
-                .await
+        self.read(&query, &[&key], |rows| {
+            rows.into_iter().next().map(|row| row.get(0))
         })
     }
 
@@ -700,16 +733,11 @@ impl Store for PostgresStore {
             "SELECT key, value FROM {} WHERE key = ANY($1::bytea[])",
             table(tree)
         );
-        let wanted = keys.to_vec();
         let found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
-            self.wait(move |inner| async move {
-                inner
-                    .read(&query, &[&wanted], |rows| {
-                        rows.into_iter()
-                            .map(|row| (row.get(0), row.get(1)))
-                            .collect()
-                    })
-                    .await
+            self.read(&query, &[&keys], |rows| {
+                rows.into_iter()
+                    .map(|row| (row.get(0), row.get(1)))
+                    .collect()
             })?;
         Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
     }
@@ -718,8 +746,7 @@ impl Store for PostgresStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let batch = batch.clone();
-        self.wait(move |inner| async move { inner.commit(&batch).await })
+        self.commit_batch(batch)
     }
 
     fn scan(&self, tree: Tree, scan: &Scan<'_>) -> Result<Vec<Pair>, StoreError> {
@@ -755,17 +782,13 @@ impl Store for PostgresStore {
             table(tree),
             params.len() + 1
         );
-        self.wait(move |inner| async move {
-            let mut refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                params.iter().map(|p| p as _).collect();
-            refs.push(&limit);
-            inner
-                .read(&query, &refs, |rows| {
-                    rows.into_iter()
-                        .map(|row| (row.get(0), row.get(1)))
-                        .collect()
-                })
-                .await
+        let mut refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as _).collect();
+        refs.push(&limit);
+        self.read(&query, &refs, |rows| {
+            rows.into_iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect()
         })
     }
 
@@ -775,12 +798,8 @@ impl Store for PostgresStore {
     }
 
     fn next_id(&self) -> Result<u64, StoreError> {
-        self.wait(|inner| async move {
-            inner
-                .read("SELECT nextval('sb_ids')", &[], |rows| {
-                    rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64)
-                })
-                .await
+        self.read("SELECT nextval('sb_ids')", &[], |rows| {
+            rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64)
         })
     }
 }
@@ -796,79 +815,54 @@ impl crate::bus::Relay for PostgresStore {
             .iter()
             .map(|m| serde_json::to_vec(&m.body).unwrap_or_default())
             .collect();
-        self.wait(move |inner| async move {
-            let client = inner.client().await?;
-            let statement = client
-                .prepare_cached(
-                    "INSERT INTO sb_events (node, id, topic, body) SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bytea[]) ON CONFLICT (id) DO NOTHING",
-                )
-                .await
-                .map_err(backend)?;
-            client
-                .execute(&statement, &[&node, &ids, &topics, &bodies])
-                .await
-                .map_err(backend)?;
-            // The others read every 250 ms anyway: a lost wake-up only delays.
-            let _ = client.batch_execute("NOTIFY sb_events").await;
-            Ok(())
-        })
+        self.execute(
+            "INSERT INTO sb_events (node, id, topic, body) SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bytea[]) ON CONFLICT (id) DO NOTHING",
+            &[&node, &ids, &topics, &bodies],
+        )?;
+        // The others read every 250 ms anyway: a lost wake-up only delays.
+        let _ = self.execute("NOTIFY sb_events", &[]);
+        Ok(())
     }
 
     fn after(&self, seq: i64, limit: usize) -> Result<Vec<crate::bus::Posted>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.wait(move |inner| async move {
-            inner
-                .read(
-                    "SELECT seq, node, topic, body, coalesce(id, '') FROM sb_events WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    &[&seq, &limit],
-                    |rows| {
-                        rows.into_iter()
-                            .map(|row| crate::bus::Posted {
-                                seq: row.get(0),
-                                node: row.get(1),
-                                message: crate::bus::Message {
-                                    id: row.get(4),
-                                    topic: row.get(2),
-                                    body: serde_json::from_slice(row.get::<_, &[u8]>(3))
-                                        .unwrap_or_default(),
-                                },
-                            })
-                            .collect()
-                    },
-                )
-                .await
-        })
+        self.read(
+            "SELECT seq, node, topic, body, coalesce(id, '') FROM sb_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&seq, &limit],
+            |rows| {
+                rows.into_iter()
+                    .map(|row| crate::bus::Posted {
+                        seq: row.get(0),
+                        node: row.get(1),
+                        message: crate::bus::Message {
+                            id: row.get(4),
+                            topic: row.get(2),
+                            body: serde_json::from_slice(row.get::<_, &[u8]>(3))
+                                .unwrap_or_default(),
+                        },
+                    })
+                    .collect()
+            },
+        )
     }
 
     fn head(&self) -> Result<i64, StoreError> {
-        self.wait(|inner| async move {
-            inner
-                // From the sequence, not the rows: after a quiet spell every row may be
-                // pruned, and the next message would otherwise wait out a gap.
-                .read(
-                    "SELECT greatest((SELECT coalesce(max(seq), 0) FROM sb_events), (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sb_events_seq_seq))",
-                    &[],
-                    |rows| {
-                        rows.first().map_or(0, |row| row.get::<_, i64>(0))
-                    },
-                )
-                .await
-        })
+        // From the sequence, not the rows: after a quiet spell every row may be pruned, and
+        // the next message would otherwise wait out a gap.
+        self.read(
+            "SELECT greatest((SELECT coalesce(max(seq), 0) FROM sb_events), (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM sb_events_seq_seq))",
+            &[],
+            |rows| rows.first().map_or(0, |row| row.get::<_, i64>(0)),
+        )
     }
 
     fn prune(&self, age: Duration) -> Result<(), StoreError> {
         let secs = age.as_secs_f64();
-        self.wait(move |inner| async move {
-            let client = inner.client().await?;
-            client
-                .execute(
-                    "DELETE FROM sb_events WHERE at < now() - make_interval(secs => $1)",
-                    &[&secs],
-                )
-                .await
-                .map_err(backend)?;
-            Ok(())
-        })
+        self.execute(
+            "DELETE FROM sb_events WHERE at < now() - make_interval(secs => $1)",
+            &[&secs],
+        )?;
+        Ok(())
     }
 
     /// One connection of its own (outside the pool) `LISTEN`s, again after it breaks.
