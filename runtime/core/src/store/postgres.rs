@@ -1060,6 +1060,52 @@ mod start_up {
     }
 
     #[test]
+    fn connections_the_server_ended_while_idle_are_not_used_for_a_batch() {
+        let pg = LocalPostgres::start().unwrap();
+        let store = connect(&pg.address()).unwrap();
+        let batch = |n: &str| {
+            let mut batch = Batch::new();
+            batch.put(Tree::Kv, format!("k{n}").into_bytes(), b"v".to_vec());
+            batch.put(Tree::Settings, format!("s{n}").into_bytes(), b"v".to_vec());
+            batch
+        };
+        // Several connections open and idle in the pool, their statements prepared...
+        std::thread::scope(|s| {
+            for i in 0..4 {
+                let (store, batch) = (&store, &batch);
+                s.spawn(move || {
+                    for j in 0..20 {
+                        store.commit(&batch(&format!("{i}-{j}"))).unwrap();
+                    }
+                });
+            }
+        });
+        // ...then the server ends every session but one (as a restart or an idle timeout
+        // would).
+        let admin = connect(&pg.address()).unwrap();
+        let ended = admin
+            .read(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'switchboard'",
+                &[],
+                |rows| rows.first().map_or(0, |row| row.get::<_, i64>(0)),
+            )
+            .unwrap();
+        assert!(ended >= 1, "sessions ended: {ended}");
+        std::thread::sleep(Duration::from_millis(200));
+        // A batch lands, on a connection opened afresh: not refused as one that may or may
+        // not have landed.
+        store.commit(&batch("after")).unwrap();
+        assert_eq!(
+            store.get(Tree::Settings, b"safter").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_eq!(
+            store.get(Tree::Kv, b"k3-19").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+
+    #[test]
     fn a_server_that_does_not_sync_is_refused_unless_told() {
         let pg = LocalPostgres::start().unwrap();
         pg.psql("postgres", "ALTER SYSTEM SET synchronous_commit = off")

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, TargetSessionAttrs};
 use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
@@ -60,39 +60,39 @@ enum Stream {
 }
 
 impl Socket {
-    /// Connects to the first of the configuration's hosts that answers, within `deadline`.
-    fn open(config: &Config, deadline: Instant) -> io::Result<Socket> {
+    /// How many places the configuration names (hosts, or `hostaddr`s for them).
+    fn places(config: &Config) -> usize {
+        config.get_hosts().len().max(config.get_hostaddrs().len())
+    }
+
+    /// Connects to place `i` of the configuration within `deadline`: its `hostaddr` when it
+    /// has one, else its host (a Unix socket directory or a name to resolve).
+    fn open(config: &Config, i: usize, deadline: Instant) -> io::Result<Socket> {
         let ports = config.get_ports();
-        let mut last = io::Error::other("the address names no host");
-        let hosts = config.get_hosts();
-        for (i, host) in hosts.iter().enumerate() {
-            let port = ports
-                .get(i)
-                .or_else(|| ports.first())
-                .copied()
-                .unwrap_or(5432);
-            let opened = match host {
-                Host::Unix(dir) => {
-                    std::os::unix::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
-                        .map(Stream::Unix)
-                }
-                Host::Tcp(name) => tcp(name, port, deadline).map(Stream::Tcp),
-            };
-            match opened {
-                Ok(stream) => {
-                    match &stream {
-                        Stream::Tcp(s) => s.set_nonblocking(true)?,
-                        Stream::Unix(s) => s.set_nonblocking(true)?,
-                    }
-                    return Ok(Socket {
-                        stream,
-                        wants_write: Arc::default(),
-                    });
-                }
-                Err(e) => last = e,
+        let port = ports
+            .get(i)
+            .or_else(|| ports.first())
+            .copied()
+            .unwrap_or(5432);
+        let stream = match (config.get_hostaddrs().get(i), config.get_hosts().get(i)) {
+            (Some(address), _) => tcp(config, &[(*address, port).into()], deadline)?,
+            (None, Some(Host::Unix(dir))) => Stream::Unix(std::os::unix::net::UnixStream::connect(
+                dir.join(format!(".s.PGSQL.{port}")),
+            )?),
+            (None, Some(Host::Tcp(name))) => {
+                let addresses: Vec<_> = (name.as_str(), port).to_socket_addrs()?.collect();
+                tcp(config, &addresses, deadline)?
             }
+            (None, None) => return Err(io::Error::other("the address names no host")),
+        };
+        match &stream {
+            Stream::Tcp(s) => s.set_nonblocking(true)?,
+            Stream::Unix(s) => s.set_nonblocking(true)?,
         }
-        Err(last)
+        Ok(Socket {
+            stream,
+            wants_write: Arc::default(),
+        })
     }
 
     /// A second handle on the socket, to wait on while the connection owns this one.
@@ -104,26 +104,37 @@ impl Socket {
     }
 }
 
-/// A TCP connection to `name:port`, with keepalives so that a peer that vanishes (a
-/// partition) fails a call in seconds rather than when TCP gives up.
-fn tcp(name: &str, port: u16, deadline: Instant) -> io::Result<std::net::TcpStream> {
-    let mut last = io::Error::other(format!("{name} has no address"));
-    for address in (name, port).to_socket_addrs()? {
+/// A TCP connection to the first of `addresses` that answers, with the configuration's
+/// keepalives and user timeout, so that a peer that vanishes (a partition) fails a call in
+/// seconds rather than when TCP gives up.
+fn tcp(
+    config: &Config,
+    addresses: &[std::net::SocketAddr],
+    deadline: Instant,
+) -> io::Result<Stream> {
+    let mut last = io::Error::other("the host has no address");
+    for address in addresses {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
         }
-        match std::net::TcpStream::connect_timeout(&address, left) {
+        match std::net::TcpStream::connect_timeout(address, left) {
             Ok(stream) => {
                 stream.set_nodelay(true)?;
                 let socket = socket2::SockRef::from(&stream);
-                socket.set_tcp_keepalive(
-                    &socket2::TcpKeepalive::new()
-                        .with_time(Duration::from_secs(5))
-                        .with_interval(Duration::from_secs(2)),
-                )?;
-                socket.set_tcp_user_timeout(Some(Duration::from_secs(10)))?;
-                return Ok(stream);
+                if config.get_keepalives() {
+                    let mut keepalive =
+                        socket2::TcpKeepalive::new().with_time(config.get_keepalives_idle());
+                    if let Some(interval) = config.get_keepalives_interval() {
+                        keepalive = keepalive.with_interval(interval);
+                    }
+                    if let Some(retries) = config.get_keepalives_retries() {
+                        keepalive = keepalive.with_retries(retries);
+                    }
+                    socket.set_tcp_keepalive(&keepalive)?;
+                }
+                socket.set_tcp_user_timeout(config.get_tcp_user_timeout().copied())?;
+                return Ok(Stream::Tcp(stream));
             }
             Err(e) => last = e,
         }
@@ -152,7 +163,9 @@ impl AsyncRead for Socket {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            let unfilled = buf.initialize_unfilled();
+            // Zeroed up to a bound: the codec hands over all of its spare capacity each time.
+            let n = buf.remaining().min(64 * 1024);
+            let unfilled = buf.initialize_unfilled_to(n);
             let result = match &mut this.stream {
                 Stream::Tcp(s) => s.read(unfilled),
                 Stream::Unix(s) => s.read(unfilled),
@@ -277,14 +290,26 @@ pub(super) struct Link {
 }
 
 impl Link {
-    /// Connects and logs in, within the configuration's connect timeout (5 s by default).
+    /// Connects and logs in to the first of the configuration's places that accepts (each
+    /// within the connect timeout, 5 s by default) and is what `target_session_attrs` asks for.
     fn connect(config: &Config) -> Result<Link, String> {
+        let mut last = String::from("the address names no host");
+        for i in 0..Socket::places(config) {
+            match Link::connect_to(config, i) {
+                Ok(link) => return Ok(link),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn connect_to(config: &Config, i: usize) -> Result<Link, String> {
         let timeout = config
             .get_connect_timeout()
             .copied()
             .unwrap_or(Duration::from_secs(5));
         let deadline = Instant::now() + timeout;
-        let socket = Socket::open(config, deadline).map_err(|e| e.to_string())?;
+        let socket = Socket::open(config, i, deadline).map_err(|e| e.to_string())?;
         let watch = socket.watch().map_err(|e| e.to_string())?;
         let wants_write = socket.wants_write.clone();
         let (client, connection) = drive(
@@ -296,13 +321,34 @@ impl Link {
         )
         .ok_or_else(|| format!("no answer within {} s", timeout.as_secs()))?
         .map_err(|e| super::postgres::describe(&e))?;
-        Ok(Link {
+        let mut link = Link {
             client,
             connection: Some(Box::pin(connection)),
             statements: Statements::new(),
             socket: watch,
             wants_write,
-        })
+        };
+        let wanted = match config.get_target_session_attrs() {
+            TargetSessionAttrs::ReadWrite => Some("off"),
+            TargetSessionAttrs::ReadOnly => Some("on"),
+            _ => None,
+        };
+        if let Some(wanted) = wanted {
+            let read_only = link
+                .run(async |client, _| {
+                    client
+                        .query_one("SHOW transaction_read_only", &[])
+                        .await
+                        .map(|row| row.get::<_, String>(0))
+                })
+                .map_err(|e| super::postgres::describe(&e))?;
+            if read_only != wanted {
+                return Err(format!(
+                    "the server's transaction_read_only is {read_only}, not what target_session_attrs asks for"
+                ));
+            }
+        }
+        Ok(link)
     }
 
     /// Runs `work` with this connection's client and prepared statements.
@@ -327,6 +373,23 @@ impl Link {
     /// Whether the connection can take another request.
     fn usable(&self) -> bool {
         self.connection.is_some() && !self.client.is_closed()
+    }
+
+    /// Whether an idle connection is still open: what the server sent while it sat in the
+    /// pool (its end on a restart or an idle timeout, a fatal error) is read first, without
+    /// waiting, so a call is never sent down a connection that already ended.
+    fn alive(&mut self) -> bool {
+        if let Some(running) = self.connection.as_mut() {
+            let waker = Waker::from(Arc::new(Woken(AtomicBool::new(false))));
+            if running
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_ready()
+            {
+                self.connection = None;
+            }
+        }
+        self.usable()
     }
 }
 
@@ -355,8 +418,8 @@ impl Links {
         let started = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            while let Some(link) = idle.0.pop() {
-                if link.usable() {
+            while let Some(mut link) = idle.0.pop() {
+                if link.alive() {
                     return Ok(Held {
                         links: self,
                         link: Some(link),
