@@ -323,22 +323,16 @@ impl PostgresStore {
         }
     }
 
-    /// Runs a read, again on a fresh connection when the one it had broke.
-    fn read<T>(
+    /// Runs `call` on a connection, again on a fresh one when the one it had broke.
+    fn again_if_lost<T>(
         &self,
-        query: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-        rows: impl Fn(Vec<tokio_postgres::Row>) -> T,
+        mut call: impl FnMut(&mut Held<'_>) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
         loop {
             let mut link = self.link()?;
-            let result = link.run(async |client, statements| {
-                let statement = prepared(client, statements, query).await?;
-                client.query(&statement, params).await
-            });
-            match result {
-                Ok(found) => return Ok(rows(found)),
+            match call(&mut link) {
+                Ok(out) => return Ok(out),
                 Err(e) if connection_lost(&e) && started.elapsed() < RECONNECT_FOR => {
                     link.discard();
                     drop(link);
@@ -349,29 +343,34 @@ impl PostgresStore {
         }
     }
 
-    /// Runs a statement that returns no rows (on a connection that broke: again, on a new one).
+    /// Runs a read.
+    fn read<T>(
+        &self,
+        query: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        rows: impl Fn(Vec<tokio_postgres::Row>) -> T,
+    ) -> Result<T, StoreError> {
+        self.again_if_lost(|link| {
+            link.run(async |client, statements| {
+                let statement = prepared(client, statements, query).await?;
+                client.query(&statement, params).await
+            })
+        })
+        .map(rows)
+    }
+
+    /// Runs a statement that returns no rows.
     fn execute(
         &self,
         query: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64, StoreError> {
-        let started = Instant::now();
-        loop {
-            let mut link = self.link()?;
-            let result = link.run(async |client, statements| {
+        self.again_if_lost(|link| {
+            link.run(async |client, statements| {
                 let statement = prepared(client, statements, query).await?;
                 client.execute(&statement, params).await
-            });
-            match result {
-                Ok(n) => return Ok(n),
-                Err(e) if connection_lost(&e) && started.elapsed() < RECONNECT_FOR => {
-                    link.discard();
-                    drop(link);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(backend(e)),
-            }
-        }
+            })
+        })
     }
 
     fn commit_batch(&self, batch: &Batch) -> Result<(), StoreError> {
