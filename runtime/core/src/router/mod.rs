@@ -427,16 +427,6 @@ impl Router {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).stale = true;
     }
 
-    /// On a shared store: reads the router back now, whatever its version (a task made by a
-    /// contact's step on another node is not a router change until it is offered).
-    pub fn read_back(&self) -> Result<(), RouterError> {
-        if !self.is_shared() {
-            return Ok(());
-        }
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).stale = true;
-        self.refresh()
-    }
-
     /// Reads the whole router back from the store (on a shared store), not only what the
     /// changes since the last look wrote: a task a contact's step wrote on another node and
     /// no change offered yet is found too.
@@ -452,14 +442,12 @@ impl Router {
         self.refresh()
     }
 
-    /// On a shared store, before looking for a task this node does not hold (a contact's
-    /// step on another node may have made it): in the first `round` that task is read (or,
-    /// not knowing its id, what the router's changes since the last look wrote), in the next
-    /// the whole router.
-    pub fn look_again(&self, task: Option<&str>, round: u32) -> Result<(), RouterError> {
-        match (round, task) {
-            (1, Some(id)) => self.read_task(id),
-            (1, None) => self.read_back(),
+    /// On a shared store, before looking for task `id` this node does not hold (a contact's
+    /// step on another node may have made it): in the first `round` that task is read, in
+    /// the next the whole router.
+    fn look_again(&self, id: &str, round: u32) -> Result<(), RouterError> {
+        match round {
+            1 => self.read_task(id),
             _ => self.read_everything(),
         }
     }
@@ -493,7 +481,7 @@ impl Router {
                 // read the router: catch up and look once more, then read everything.
                 Err(RouterError::UnknownTask(ref id)) if looked < 2 => {
                     looked += 1;
-                    self.look_again(Some(id), looked)?;
+                    self.look_again(id, looked)?;
                 }
                 Err(RouterError::Store(StoreError::Conflict { .. })) if attempt < ATTEMPTS => {
                     attempt += 1;
@@ -1496,9 +1484,10 @@ impl Router {
         Ok(self.task(&moved.id).unwrap_or(moved))
     }
 
-    /// The caller asked to be called back: the task keeps its place, records the number, and
-    /// no longer reports to the (ended) contact.
-    pub fn keep_for_callback(&self, id: &str, number: &str) -> Result<Task, RouterError> {
+    /// [`Router::keep_for_callback_once`] as a change of its own (tests: a contact that ends
+    /// goes through [`Router::customer_left`]).
+    #[cfg(test)]
+    pub(crate) fn keep_for_callback(&self, id: &str, number: &str) -> Result<Task, RouterError> {
         self.changing(|| self.keep_for_callback_once(id, number))
     }
 
@@ -2006,8 +1995,10 @@ impl Router {
         })
     }
 
-    /// Cancels the open task of a contact that has ended: nobody is left to tell.
-    pub fn withdraw(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
+    /// [`Router::withdraw_once`] as a change of its own (tests: a contact that ends goes
+    /// through [`Router::customer_left`]).
+    #[cfg(test)]
+    pub(crate) fn withdraw(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
         self.changing(|| self.withdraw_once(task, reason))
     }
 

@@ -1262,20 +1262,19 @@ fn a_customer_who_left_on_one_node_is_never_offered_on_another() {
     .unwrap();
     a.upsert_agent("alice", json!({}), BTreeMap::from([(Channel::Voice, 1)]))
         .unwrap();
-    let new = |contact: &str| NewTask {
-        queue: "q".into(),
-        channel: Channel::Voice,
-        priority: 0,
-        attributes: json!({}),
-        timeout_secs: 0,
-        contact: Some(contact.into()),
-    };
-    let left = a
-        .create_task(NewTask {
+    // A customer's task on node a, timing out after 30 s.
+    let wait = |contact: &str| {
+        a.create_task(NewTask {
+            queue: "q".into(),
+            channel: Channel::Voice,
+            priority: 0,
+            attributes: json!({}),
             timeout_secs: 30,
-            ..new("c1")
+            contact: Some(contact.into()),
         })
-        .unwrap();
+        .unwrap()
+    };
+    let left = wait("c1");
     let b = node(&now);
     assert_eq!(b.task(&left.id).unwrap().status, TaskStatus::Pending);
     let counter = || {
@@ -1312,12 +1311,7 @@ fn a_customer_who_left_on_one_node_is_never_offered_on_another() {
     // Nor does a node's clock time such a task out (a second end, with news for a contact
     // who is gone).
     a.set_activity("alice", "break").unwrap();
-    let waiting = a
-        .create_task(NewTask {
-            timeout_secs: 30,
-            ..new("c3")
-        })
-        .unwrap();
+    let waiting = wait("c3");
     let c = node(&now);
     assert_eq!(c.task(&waiting.id).unwrap().status, TaskStatus::Pending);
     a.withdraw(&waiting.id, "the customer left").unwrap();
@@ -1331,7 +1325,7 @@ fn a_customer_who_left_on_one_node_is_never_offered_on_another() {
     a.set_activity("alice", "available").unwrap();
 
     // The next customer is offered to her at once, by either node.
-    let next = a.create_task(new("c2")).unwrap();
+    let next = wait("c2");
     b.tick().unwrap();
     let offered = b.reservations_of("alice");
     assert_eq!(offered.len(), 1, "{offered:?}");
