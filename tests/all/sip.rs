@@ -31,6 +31,15 @@ fn last_contact(server: &Server) -> Value {
     contacts[0].clone()
 }
 
+/// The most recent contact once it has ended: a caller's BYE is answered before the flow's
+/// `hangup` step is committed, so a test that reads the trace after its call waits for it.
+fn ended_contact(server: &Server) -> Value {
+    wait_until("the last contact to end", 10, || {
+        last_contact(server)["status"]["state"] == "ended"
+    });
+    last_contact(server)
+}
+
 fn trace(server: &Server, contact: &Value) -> Vec<Value> {
     let id = contact["id"].as_str().unwrap();
     let (status, trace) = server.call("GET", &format!("/v1/contacts/{id}/trace"), None);
@@ -87,7 +96,7 @@ fn pressing_1_by_rfc4733_reaches_sales_and_the_caller_hears_the_prompts() {
         .write(dir.path(), "press-1");
     sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
 
-    let contact = last_contact(&server);
+    let contact = ended_contact(&server);
     let trace = trace(&server, &contact);
     assert_eq!(
         events(&trace),
@@ -139,7 +148,7 @@ fn pressing_2_by_sip_info_over_tcp_reaches_support_in_a_law() {
         &["-t", "t1"],
     )
     .succeeds();
-    let trace = trace(&server, &last_contact(&server));
+    let trace = trace(&server, &ended_contact(&server));
     assert_eq!(events(&trace), ["started", "input:2", "hangup"]);
     assert_eq!(enqueued(&trace), ["support"]);
     assert_eq!(*ear.payload_types.lock().unwrap(), [8], "PCMA, as offered");
@@ -190,7 +199,7 @@ fn three_invalid_keys_take_the_flows_error_path_to_an_agent() {
         .hang_up()
         .write(dir.path(), "invalid");
     sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
-    let contact = last_contact(&server);
+    let contact = ended_contact(&server);
     let trace = trace(&server, &contact);
     assert_eq!(
         events(&trace),
@@ -217,7 +226,7 @@ fn a_caller_hanging_up_during_the_prompt_ends_the_contact_and_frees_the_media() 
         .write(dir.path(), "early-bye");
     sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
     all_calls_over(&server);
-    let contact = last_contact(&server);
+    let contact = ended_contact(&server);
     assert_eq!(contact["status"]["reason"], "customer-hangup");
     assert_eq!(events(&trace(&server, &contact)), ["started", "hangup"]);
     // The prompt stopped with the call.
@@ -475,7 +484,7 @@ fn bad_sip_and_stray_media_get_errors_or_are_dropped_and_calls_go_on() {
     // And a datagram that is not RTP at all, from the caller's own address.
     ear.socket.send_to(b"not rtp", media).unwrap();
     call.succeeds();
-    let trace = trace(&server, &last_contact(&server));
+    let trace = trace(&server, &ended_contact(&server));
     assert_eq!(events(&trace), ["started", "input:1", "hangup"]);
     assert!(metric(&server, "switchboard_rtp_packets_dropped_total") >= 4.0);
     all_calls_over(&server);
@@ -499,7 +508,7 @@ fn a_reinvite_to_hold_and_back_keeps_the_call() {
         .hang_up()
         .write(dir.path(), "reinvite");
     sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
-    let trace = trace(&server, &last_contact(&server));
+    let trace = trace(&server, &ended_contact(&server));
     assert_eq!(events(&trace), ["started", "input:1", "hangup"]);
     assert_eq!(enqueued(&trace), ["sales"]);
     all_calls_over(&server);
@@ -1118,7 +1127,7 @@ fn a_key_pressed_during_the_greeting_is_kept_for_the_menu_unless_it_flushes() {
         .hang_up()
         .write(dir.path(), "type-ahead");
     sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
-    let kept = last_contact(&server);
+    let kept = ended_contact(&server);
     let steps = trace(&server, &kept);
     assert_eq!(
         events(&steps),
@@ -1134,7 +1143,7 @@ fn a_key_pressed_during_the_greeting_is_kept_for_the_menu_unless_it_flushes() {
     );
     assert_eq!(status, 200);
     sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
-    let flushed = last_contact(&server);
+    let flushed = ended_contact(&server);
     assert_ne!(flushed["id"], kept["id"]);
     let steps = trace(&server, &flushed);
     assert_eq!(

@@ -16,7 +16,7 @@ use crate::contract::{Action, Channel, Contact, Enqueue, Event, Gather, Say};
 use crate::engine::{Engine, Fault, HostCall, Services, StepTarget};
 use crate::flows::{Flows, FlowsError};
 use crate::metrics::Metrics;
-use crate::router::{NewTask, Outcome, PreparedTask, Router, RouterError};
+use crate::router::{NewTask, Outcome, PreparedTask, Router, RouterError, Settled};
 use crate::store::{Batch, Pair, Scan, Store, StoreError, StoreExt, Tree, keys};
 
 /// Set in [`Tree::Meta`] once the contact indexes cover every stored session.
@@ -413,12 +413,14 @@ impl Sessions {
 
     /// Starts a contact on the live version of its flow and runs its `started` step.
     pub fn start(&self, new: NewContact) -> Result<StepReport, ContactError> {
-        let entry = self.flows.entry_point(&new.to)?;
         let new_held = new.held;
-        let (flow, mut attributes) = match (&new.flow, entry) {
-            (Some(flow), _) => (flow.clone(), Vec::new()),
-            (None, Some(entry)) => (entry.flow, entry.attributes),
-            (None, None) => return Err(ContactError::NoFlow(new.to.clone())),
+        // A contact that names its flow takes nothing from the entry point: not read.
+        let (flow, mut attributes) = match &new.flow {
+            Some(flow) => (flow.clone(), Vec::new()),
+            None => match self.flows.entry_point(&new.to)? {
+                Some(entry) => (entry.flow, entry.attributes),
+                None => return Err(ContactError::NoFlow(new.to.clone())),
+            },
         };
         for (k, v) in new.attributes {
             attributes.retain(|(key, _)| *key != k);
@@ -710,9 +712,10 @@ impl Sessions {
         }
     }
 
-    /// Settles the open tasks of contacts that ended (a crash between a contact's last step
-    /// and its task's cancel or callback): canceled, or kept as the callback the flow asked
-    /// for. Run at start-up.
+    /// Settles the open tasks of contacts that ended with their task left open (the router
+    /// could not settle it in the contact's last step, or the step was stored by an older
+    /// Switchboard that settled tasks after the step): canceled, or kept as the callback the
+    /// flow asked for. Run at start-up.
     pub fn settle_ended_contacts(&self) -> Result<usize, ContactError> {
         let mut settled = 0;
         for (_, contact) in self.router.open_tasks_of_contacts() {
@@ -949,7 +952,12 @@ impl Sessions {
         )?;
         batch.put_json(Tree::Sessions, session.id.as_bytes(), session)?;
         index_contact(&mut batch, session, first_step);
-        if let Err(e) = self.store.commit(&batch) {
+        // A contact that ended with an open task: its task is settled in the step's commit.
+        let committed = match self.task_to_settle(session, &actions, was_queued) {
+            Some(settle) => self.commit_settling(&batch, session, &settle),
+            None => self.store.commit(&batch),
+        };
+        if let Err(e) = committed {
             self.landed_anyway(session, e)?;
         }
         self.store.flush()?;
@@ -977,9 +985,6 @@ impl Sessions {
             && let Err(e) = self.router.admit(task)
         {
             tracing::error!(contact = %session.id, error = %e, "the contact's task is stored but not offered yet; it will be after a restart");
-        }
-        if let Err(e) = self.settle_task(session, &actions, was_queued) {
-            tracing::error!(contact = %session.id, error = %e, "cannot settle the task of a contact that ended; it will be at the next start");
         }
         if matches!(session.status, Status::Ended { .. }) {
             self.flows.unpin(&session.flow, session.version);
@@ -1070,34 +1075,78 @@ impl Sessions {
         Ok(None)
     }
 
-    /// Cancels the open task of a contact that ended (or keeps it as a callback to make).
+    /// The open task a contact that ended leaves to settle: canceled, or kept as the
+    /// callback its flow asked for.
+    fn task_to_settle(
+        &self,
+        session: &Session,
+        actions: &[Action],
+        was_queued: bool,
+    ) -> Option<ToSettle> {
+        let Status::Ended { reason } = &session.status else {
+            return None;
+        };
+        // A contact that waited in a queue has its task named in the session: the router
+        // looks for it (on a cluster it may have been made by a step on another node), with
+        // no search through every open task.
+        let task = match session.task.as_deref() {
+            Some(id) if was_queued => id.to_string(),
+            _ => self.router.task_of_contact(&session.id)?.id,
+        };
+        let callback = actions.iter().find_map(|a| match a {
+            Action::Callback { number } => Some(number.clone()),
+            _ => None,
+        });
+        Some(ToSettle {
+            task,
+            callback,
+            lost_with_node: reason == NODE_LOST,
+        })
+    }
+
+    /// Commits a contact's last step with its task settled, in one commit; the step alone
+    /// when the task needs nothing (it ended meanwhile: timed out, canceled, in wrap-up) or
+    /// cannot be settled now (then it is at the next start, `settle_ended_contacts`).
+    fn commit_settling(
+        &self,
+        batch: &Batch,
+        session: &Session,
+        settle: &ToSettle,
+    ) -> Result<(), StoreError> {
+        match self.router.customer_left_with(
+            batch,
+            &settle.task,
+            &session.id,
+            settle.callback.as_deref(),
+            settle.lost_with_node,
+        ) {
+            Ok(Settled::Together) => return Ok(()),
+            Ok(Settled::Failed(e)) => return Err(e),
+            Ok(Settled::Apart) | Err(RouterError::UnknownTask(_) | RouterError::Conflict(_)) => {}
+            Err(e) => {
+                tracing::error!(contact = %session.id, task = %settle.task, error = %e, "cannot settle the task of a contact that ended; it will be at the next start");
+            }
+        }
+        self.store.commit(batch)
+    }
+
+    /// Settles the open task of a contact that ended in an earlier run (see
+    /// [`Sessions::settle_ended_contacts`]).
     fn settle_task(
         &self,
         session: &Session,
         actions: &[Action],
         was_queued: bool,
     ) -> Result<(), ContactError> {
-        let Status::Ended { reason } = &session.status else {
+        let Some(settle) = self.task_to_settle(session, actions, was_queued) else {
             return Ok(());
         };
-        // A contact that waited in a queue has its task named in the session: the router
-        // looks for it (on a cluster it may have been made by a step on another node), with
-        // no search through every open task.
-        let task = match session.task.as_deref() {
-            Some(id) if was_queued => Some(id.to_string()),
-            _ => self.router.task_of_contact(&session.id).map(|task| task.id),
-        };
-        let Some(task) = task else {
-            return Ok(());
-        };
-        let callback = actions.iter().find_map(|a| match a {
-            Action::Callback { number } => Some(number.as_str()),
-            _ => None,
-        });
-        match self
-            .router
-            .customer_left(&task, &session.id, callback, reason == NODE_LOST)
-        {
+        match self.router.customer_left(
+            &settle.task,
+            &session.id,
+            settle.callback.as_deref(),
+            settle.lost_with_node,
+        ) {
             // Ended meanwhile (timed out, canceled, completed in wrap-up): nothing to settle.
             Ok(_) | Err(RouterError::UnknownTask(_)) | Err(RouterError::Conflict(_)) => Ok(()),
             Err(e) => Err(ContactError::Routing(e.to_string())),
@@ -1123,6 +1172,13 @@ impl Sessions {
 
 /// Keeps the contact indexes in step with a session: listed by start time from its first
 /// step, and among the live contacts (with its pinned version) until it ends.
+/// The task a contact that ended leaves open, and what becomes of it.
+struct ToSettle {
+    task: String,
+    callback: Option<String>,
+    lost_with_node: bool,
+}
+
 fn index_contact(batch: &mut Batch, session: &Session, first_step: bool) {
     let id = session.id.as_bytes();
     if matches!(session.status, Status::Ended { .. }) {

@@ -72,6 +72,20 @@ pub enum RouterError {
     Store(#[from] StoreError),
 }
 
+/// How a contact's last step and the settling of its task were committed
+/// ([`Router::customer_left_with`]).
+#[derive(Debug)]
+pub enum Settled {
+    /// In one commit.
+    Together,
+    /// The task needed no change (it is in wrap-up already): the step is not committed.
+    Apart,
+    /// The commit carrying the step failed: refused by one of the step's own checks (another
+    /// node stepped the contact first), or the link failed with it under way (it may have
+    /// landed).
+    Failed(StoreError),
+}
+
 /// What happened to a task that came from a contact; its flow hears about it. Stored in the
 /// contact's inbox ([`Tree::Inbox`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -1188,7 +1202,7 @@ impl Router {
     /// `completed` and goes on): the task goes to `wrapping` when its queue has wrap-up, and
     /// completes at once when it has none.
     pub fn wrap(&self, worker: &str, task: &str) -> Result<Task, RouterError> {
-        self.changing(|| self.wrap_once(Some(worker), task, None, true))
+        self.changing(|| self.wrap_once(&mut None, Some(worker), task, None, true))
     }
 
     /// The conversation of an assigned task ended on its channel (the call's legs hung up,
@@ -1201,11 +1215,12 @@ impl Router {
         why: &str,
         tell: bool,
     ) -> Result<Task, RouterError> {
-        self.changing(|| self.wrap_once(None, task, Some(why.to_string()), tell))
+        self.changing(|| self.wrap_once(&mut None, None, task, Some(why.to_string()), tell))
     }
 
     fn wrap_once(
         &self,
+        riding: &mut Option<Batch>,
         worker: Option<&str>,
         task: &str,
         why: Option<String>,
@@ -1285,6 +1300,7 @@ impl Router {
                     News::of(crate::contract::TaskStatus::Completed),
                 )?;
             }
+            persistence::ride(&mut batch, riding);
             self.commit(&mut state, batch)?;
             done
         };
@@ -1488,12 +1504,17 @@ impl Router {
     /// goes through [`Router::customer_left`]).
     #[cfg(test)]
     pub(crate) fn keep_for_callback(&self, id: &str, number: &str) -> Result<Task, RouterError> {
-        self.changing(|| self.keep_for_callback_once(id, number))
+        self.changing(|| self.keep_for_callback_once(&mut None, id, number))
     }
 
     /// The caller asked to be called back: the task keeps its place, records the number, and
     /// no longer reports to the (ended) contact.
-    fn keep_for_callback_once(&self, id: &str, number: &str) -> Result<Task, RouterError> {
+    fn keep_for_callback_once(
+        &self,
+        riding: &mut Option<Batch>,
+        id: &str,
+        number: &str,
+    ) -> Result<Task, RouterError> {
         let mut state = self.lock();
         let task = state
             .tasks
@@ -1510,7 +1531,11 @@ impl Router {
         });
         task.contact = None;
         let snapshot = task.clone();
-        self.commit_task(&mut state, snapshot)
+        let mut batch = Batch::new();
+        stage_task(&mut batch, &snapshot)?;
+        persistence::ride(&mut batch, riding);
+        self.commit(&mut state, batch)?;
+        Ok(snapshot)
     }
 
     /// The agent holding a call puts the caller on hold (`on`) or takes them back: the call's
@@ -1958,7 +1983,7 @@ impl Router {
 
     /// Cancels an open task (a supervisor, a timeout); the contact's flow hears `canceled`.
     fn cancel_once(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
-        self.cancel_and_tell(task, reason, true)
+        self.cancel_and_tell(&mut None, task, reason, true)
     }
 
     /// The contact of open task `task` ended: its customer hung up or left (`lost_with_node`:
@@ -1975,39 +2000,101 @@ impl Router {
         lost_with_node: bool,
     ) -> Result<Option<Task>, RouterError> {
         self.changing(|| {
-            let status = match self.lock().tasks.get(task) {
-                Some(t) if t.contact.as_deref() == Some(contact) => t.status,
-                Some(_) => return Ok(None),
-                None => return Err(RouterError::UnknownTask(task.into())),
-            };
-            let done = match (callback, status) {
-                (Some(number), _) => self.keep_for_callback_once(task, number)?,
-                (None, TaskStatus::Assigned) if lost_with_node => self.withdraw_once(
-                    task,
-                    "node-lost: the call was lost with the node that carried it",
-                )?,
-                (None, TaskStatus::Assigned | TaskStatus::Wrapping) => {
-                    self.wrap_once(None, task, Some("the customer left".into()), false)?
-                }
-                (None, _) => self.withdraw_once(task, "the customer left")?,
-            };
-            Ok(Some(done))
+            self.customer_left_once(&mut None, task, contact, callback, lost_with_node)
         })
+    }
+
+    /// As [`Router::customer_left`], in one commit with `step` (the contact's last step):
+    /// the contact never ends with its task left open, and the two cost one transaction.
+    /// `step` is committed only when the answer is [`Settled::Together`] (or, perhaps,
+    /// [`Settled::Failed`]); it is the caller's to commit alone otherwise.
+    pub fn customer_left_with(
+        &self,
+        step: &Batch,
+        task: &str,
+        contact: &str,
+        callback: Option<&str>,
+        lost_with_node: bool,
+    ) -> Result<Settled, RouterError> {
+        self.changing(|| {
+            let mut riding = Some(step.clone());
+            let done =
+                self.customer_left_once(&mut riding, task, contact, callback, lost_with_node);
+            let tried = riding.is_none();
+            match done {
+                Ok(_) if tried => Ok(Settled::Together),
+                Ok(_) => Ok(Settled::Apart),
+                // Refused by one of the step's own checks (another node stepped the contact
+                // first): the caller runs the step again; this change is not tried again.
+                Err(RouterError::Store(e @ StoreError::Conflict { .. }))
+                    if tried && persistence::checked_by(step, &e) =>
+                {
+                    Ok(Settled::Failed(e))
+                }
+                // The link failed with the commit under way: whether it landed is for the
+                // caller to find out (the router reads itself back before its next change).
+                Err(RouterError::Store(e))
+                    if tried && !matches!(e, StoreError::Conflict { .. }) =>
+                {
+                    Ok(Settled::Failed(e))
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn customer_left_once(
+        &self,
+        riding: &mut Option<Batch>,
+        task: &str,
+        contact: &str,
+        callback: Option<&str>,
+        lost_with_node: bool,
+    ) -> Result<Option<Task>, RouterError> {
+        let status = match self.lock().tasks.get(task) {
+            Some(t) if t.contact.as_deref() == Some(contact) => t.status,
+            Some(_) => return Ok(None),
+            None => return Err(RouterError::UnknownTask(task.into())),
+        };
+        let done = match (callback, status) {
+            (Some(number), _) => self.keep_for_callback_once(riding, task, number)?,
+            (None, TaskStatus::Assigned) if lost_with_node => self.withdraw_once(
+                riding,
+                task,
+                "node-lost: the call was lost with the node that carried it",
+            )?,
+            (None, TaskStatus::Assigned | TaskStatus::Wrapping) => {
+                self.wrap_once(riding, None, task, Some("the customer left".into()), false)?
+            }
+            (None, _) => self.withdraw_once(riding, task, "the customer left")?,
+        };
+        Ok(Some(done))
     }
 
     /// [`Router::withdraw_once`] as a change of its own (tests: a contact that ends goes
     /// through [`Router::customer_left`]).
     #[cfg(test)]
     pub(crate) fn withdraw(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
-        self.changing(|| self.withdraw_once(task, reason))
+        self.changing(|| self.withdraw_once(&mut None, task, reason))
     }
 
     /// Cancels the open task of a contact that has ended: nobody is left to tell.
-    fn withdraw_once(&self, task: &str, reason: &str) -> Result<Task, RouterError> {
-        self.cancel_and_tell(task, reason, false)
+    fn withdraw_once(
+        &self,
+        riding: &mut Option<Batch>,
+        task: &str,
+        reason: &str,
+    ) -> Result<Task, RouterError> {
+        self.cancel_and_tell(riding, task, reason, false)
     }
 
-    fn cancel_and_tell(&self, task: &str, reason: &str, tell: bool) -> Result<Task, RouterError> {
+    fn cancel_and_tell(
+        &self,
+        riding: &mut Option<Batch>,
+        task: &str,
+        reason: &str,
+        tell: bool,
+    ) -> Result<Task, RouterError> {
         let done = {
             let mut state = self.lock();
             let t = state
@@ -2052,6 +2139,7 @@ impl Router {
                 let news = News::of(crate::contract::TaskStatus::Canceled);
                 self.stage_news(&mut batch, &done, news)?;
             }
+            persistence::ride(&mut batch, riding);
             self.commit_as(&mut state, batch, scope)?;
             done
         };

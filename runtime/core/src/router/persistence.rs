@@ -564,6 +564,25 @@ impl Router {
     }
 }
 
+/// Adds the batch riding along with a change (a contact's last step,
+/// [`Router::customer_left_with`]) to the change's own, once: it is committed with it.
+pub(super) fn ride(batch: &mut Batch, riding: &mut Option<Batch>) {
+    if let Some(step) = riding.take() {
+        batch.extend(step);
+    }
+}
+
+/// Whether `refused` (a conflict) names one of `batch`'s own checks.
+pub(super) fn checked_by(batch: &Batch, refused: &StoreError) -> bool {
+    let StoreError::Conflict { tree, key } = refused else {
+        return false;
+    };
+    batch
+        .checks()
+        .iter()
+        .any(|(t, k, _)| t.name() == *tree && String::from_utf8_lossy(k) == key.as_str())
+}
+
 /// What a change decides on, on a shared store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Scope {

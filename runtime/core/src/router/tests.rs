@@ -334,6 +334,107 @@ fn a_change_the_store_refused_is_not_kept_in_memory_either() {
     assert_eq!(b.news("c1").len(), 1);
 }
 
+/// A contact's last step, as the contact's session would be written: only if the session
+/// stored is still `seen`.
+fn last_step(contact: &str, seen: Option<&[u8]>, written: &[u8]) -> Batch {
+    let mut step = Batch::new();
+    step.expect(Tree::Sessions, contact, seen);
+    step.put(Tree::Sessions, contact, written.to_vec());
+    step
+}
+
+#[test]
+fn a_contacts_last_step_and_its_tasks_end_land_in_one_commit_or_not_at_all() {
+    let b = Bench::new();
+    b.router
+        .define_queue(QueueConfig {
+            wrapup_secs: 60,
+            ..QueueConfig::named("q")
+        })
+        .unwrap();
+    let waiting = b.task("q", 0, Some("c1"));
+    let session =
+        |b: &Bench, contact: &str| b.store.get(Tree::Sessions, contact.as_bytes()).unwrap();
+    let mut other = Batch::new();
+    other.put(Tree::Sessions, "c1", b"step 2, on another node".to_vec());
+    b.store.commit(&other).unwrap();
+
+    // Another node stepped the contact since this one read it: neither the step nor the
+    // task's end lands, and the task still waits, in memory and in the store.
+    let refused = b
+        .router
+        .customer_left_with(
+            &last_step("c1", None, b"ended"),
+            &waiting.id,
+            "c1",
+            None,
+            false,
+        )
+        .unwrap();
+    assert!(
+        matches!(&refused, Settled::Failed(StoreError::Conflict { tree, .. }) if *tree == Tree::Sessions.name()),
+        "{refused:?}"
+    );
+    assert_eq!(
+        session(&b, "c1").as_deref(),
+        Some(&b"step 2, on another node"[..])
+    );
+    assert_eq!(
+        b.router.task(&waiting.id).unwrap().status,
+        TaskStatus::Pending
+    );
+
+    // Run again on what the other node left: both land, in one commit.
+    let step = last_step("c1", Some(b"step 2, on another node"), b"ended");
+    let together = b
+        .router
+        .customer_left_with(&step, &waiting.id, "c1", None, false)
+        .unwrap();
+    assert!(matches!(together, Settled::Together), "{together:?}");
+    assert_eq!(session(&b, "c1").as_deref(), Some(&b"ended"[..]));
+    assert_eq!(
+        b.router.task(&waiting.id).unwrap().status,
+        TaskStatus::Canceled
+    );
+    let b = b.restart();
+    assert_eq!(
+        b.router.task(&waiting.id).unwrap().status,
+        TaskStatus::Canceled
+    );
+    assert_eq!(
+        b.router
+            .stats("q")
+            .unwrap()
+            .tasks
+            .get("canceled-in-window")
+            .copied(),
+        Some(1)
+    );
+
+    // A conversation whose agent is already in wrap-up needs no change: the step is left to
+    // its caller, not committed.
+    b.agent("ann", json!({}));
+    let talking = b.task("q", 0, Some("c2"));
+    b.router.accept("ann", &b.offer("ann").unwrap().id).unwrap();
+    b.router.wrap("ann", &talking.id).unwrap();
+    let apart = b
+        .router
+        .customer_left_with(
+            &last_step("c2", None, b"ended"),
+            &talking.id,
+            "c2",
+            None,
+            false,
+        )
+        .unwrap();
+    assert!(matches!(apart, Settled::Apart), "{apart:?}");
+    assert_eq!(session(&b, "c2"), None);
+    assert_eq!(
+        b.router.task(&talking.id).unwrap().status,
+        TaskStatus::Wrapping
+    );
+}
+
 #[test]
 fn wrap_up_keeps_the_agent_busy_until_the_code_or_the_time_ends_it() {
     let b = Bench::new();
