@@ -558,7 +558,7 @@ type CheckGroup<'a> = (Tree, &'a Option<Vec<u8>>, Vec<&'a [u8]>);
 
 /// One attempt at a batch: checks, then every write, in one serializable transaction, in one
 /// round trip. The statements are prepared first (cached per connection, so no round trip
-/// once warm); then `BEGIN`, every check, every write and `COMMIT` are sent at once. A check
+/// once warm); then `BEGIN`, every check, the writes (one statement) and `COMMIT` are sent at once. A check
 /// is a query the server fails ([`CHECK_FAILED`]) when the value is not the one expected, so
 /// a check that does not hold aborts the transaction there and the `COMMIT` behind it rolls it
 /// back, as does any write the server refuses: any failure means nothing landed, except a
@@ -607,12 +607,15 @@ async fn try_commit(
             .map_err(Failed::Before)?;
         checks.push((statement, *tree, keys[0], keys.len() as i64));
     }
-    // One statement per tree and kind: keys and values as arrays.
+    // Every write in one statement, whatever the trees: keys and values as arrays, one
+    // data-modifying part per tree and kind (a step writes five trees; the server parses,
+    // plans and runs one statement instead of five). A key is written once per batch
+    // (`last_write_per_key`), so no two parts touch one row.
     let mut trees: Vec<Tree> = writes.iter().map(|(t, _, _)| *t).collect();
     trees.sort_by_key(|t| table(*t));
     trees.dedup();
-    let mut puts = Vec::new();
-    let mut deletes = Vec::new();
+    let mut parts: Vec<String> = Vec::new();
+    let mut arrays: Vec<Vec<&[u8]>> = Vec::new();
     for tree in trees {
         let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
         for (_, key, value) in writes.iter().filter(|(t, _, _)| *t == tree) {
@@ -625,23 +628,44 @@ async fn try_commit(
             }
         }
         if !keys.is_empty() {
-            let query = format!(
-                "INSERT INTO {} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                table(tree)
-            );
-            let statement = prepared(client, statements, &query)
-                .await
-                .map_err(Failed::Before)?;
-            puts.push((statement, keys, values));
+            parts.push(format!(
+                "INSERT INTO {} (key, value) SELECT * FROM unnest(${}::bytea[], ${}::bytea[]) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                table(tree),
+                arrays.len() + 1,
+                arrays.len() + 2
+            ));
+            arrays.push(keys);
+            arrays.push(values);
         }
         if !gone.is_empty() {
-            let query = format!("DELETE FROM {} WHERE key = ANY($1::bytea[])", table(tree));
-            let statement = prepared(client, statements, &query)
-                .await
-                .map_err(Failed::Before)?;
-            deletes.push((statement, gone));
+            parts.push(format!(
+                "DELETE FROM {} WHERE key = ANY(${}::bytea[])",
+                table(tree),
+                arrays.len() + 1
+            ));
+            arrays.push(gone);
         }
     }
+    let write = match parts.len() {
+        0 => None,
+        1 => Some(parts.remove(0)),
+        _ => {
+            let named: Vec<String> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, part)| format!("w{i} AS ({part})"))
+                .collect();
+            Some(format!("WITH {} SELECT 1", named.join(", ")))
+        }
+    };
+    let write = match write {
+        Some(query) => Some(
+            prepared(client, statements, &query)
+                .await
+                .map_err(Failed::Before)?,
+        ),
+        None => None,
+    };
     // One round trip: futures first polled in order are sent in order.
     let check_params: Vec<Vec<Param<'_>>> = checks
         .iter()
@@ -652,14 +676,7 @@ async fn try_commit(
             (_, None) => vec![keys as Param<'_>],
         })
         .collect();
-    let put_params: Vec<[Param<'_>; 2]> = puts
-        .iter()
-        .map(|(_, keys, values)| [keys as Param<'_>, values as Param<'_>])
-        .collect();
-    let delete_params: Vec<[Param<'_>; 1]> = deletes
-        .iter()
-        .map(|(_, gone)| [gone as Param<'_>])
-        .collect();
+    let write_params: Vec<Param<'_>> = arrays.iter().map(|a| a as Param<'_>).collect();
     let begin = client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE");
     let checked = join_all(
         checks
@@ -668,15 +685,9 @@ async fn try_commit(
             .map(|((statement, _, _, _), params)| client.execute(statement, &params[..])),
     );
     let written = join_all(
-        puts.iter()
-            .zip(&put_params)
-            .map(|((statement, _, _), params)| client.execute(statement, params))
-            .chain(
-                deletes
-                    .iter()
-                    .zip(&delete_params)
-                    .map(|((statement, _), params)| client.execute(statement, params)),
-            ),
+        write
+            .iter()
+            .map(|statement| client.execute(statement, &write_params[..])),
     );
     let commit = client.batch_execute("COMMIT");
     let (begun, checked, written, committed) = tokio::join!(begin, checked, written, commit);
