@@ -721,6 +721,9 @@ impl Flows {
     }
 
     /// A contact pinned to `version` ended; the version is unloaded when nothing needs it.
+    /// While it is the only version of its flow loaded on this node, it is the one new
+    /// contacts get (a deploy, a rollback or a canary loads another first), so it stays and
+    /// the flow's record is not read at every contact's end.
     pub fn unpin(&self, flow: &str, version: u64) {
         {
             let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
@@ -728,7 +731,15 @@ impl Flows {
                 *n = n.saturating_sub(1);
             }
         }
-        self.unload_if_unused(flow, version);
+        let another_loaded = self
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .any(|(f, v)| f == flow && *v != version);
+        if another_loaded {
+            self.unload_if_unused(flow, version);
+        }
     }
 
     fn pinned(&self, flow: &str, version: u64) -> u64 {
