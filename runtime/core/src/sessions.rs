@@ -1016,6 +1016,9 @@ impl Sessions {
         match self.store.get(Tree::Sessions, id.as_bytes()) {
             Ok(Some(stored)) if stored == written => {
                 tracing::warn!(contact = %id, error = %error, "the step's commit was reported failed but it landed; going on");
+                // The router read itself back when the commit failed, perhaps before it
+                // landed; what it settled of the contact's task is read again.
+                self.router.mark_stale();
                 Ok(())
             }
             Ok(_) => Err(error.into()),

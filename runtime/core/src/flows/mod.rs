@@ -951,10 +951,21 @@ impl Flows {
         let component = Arc::new(self.engine.load(&bytes).map_err(|e| {
             FlowsError::Io(format!("version {version} of {flow} no longer loads: {e}"))
         })?);
-        self.loaded
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, component.clone());
+        let others: Vec<u64> = {
+            let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+            loaded.insert(key, component.clone());
+            loaded
+                .keys()
+                .filter(|(f, v)| f == flow && *v != version)
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        // Another version loaded here may have been left by a rollback, a promotion or an
+        // abort made on another node (only a deploy asks every node): [`Flows::unpin`] looks
+        // no further while one version is loaded, so it is looked at now.
+        for other in others {
+            self.unload_if_unused(flow, other);
+        }
         Ok(component)
     }
 

@@ -459,10 +459,12 @@ impl Router {
     /// On a shared store, before looking for task `id` this node does not hold (a contact's
     /// step on another node may have made it): in the first `round` that task is read, in
     /// the next the whole router.
-    fn look_again(&self, id: &str, round: u32) -> Result<(), RouterError> {
+    /// Whether it may yet be found open: not when the store has it finished, or has no
+    /// such task (reading everything would not find it either).
+    fn look_again(&self, id: &str, round: u32) -> Result<bool, RouterError> {
         match round {
             1 => self.read_task(id),
-            _ => self.read_everything(),
+            _ => self.read_everything().map(|()| true),
         }
     }
 
@@ -493,9 +495,11 @@ impl Router {
                 }
                 // Perhaps made by a contact's step on another node since this node last
                 // read the router: catch up and look once more, then read everything.
-                Err(RouterError::UnknownTask(ref id)) if looked < 2 => {
+                Err(RouterError::UnknownTask(id)) if looked < 2 => {
                     looked += 1;
-                    self.look_again(id, looked)?;
+                    if !self.look_again(&id, looked)? {
+                        return Err(RouterError::UnknownTask(id));
+                    }
                 }
                 Err(RouterError::Store(StoreError::Conflict { .. })) if attempt < ATTEMPTS => {
                     attempt += 1;

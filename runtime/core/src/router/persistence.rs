@@ -73,6 +73,35 @@ pub(super) fn stage_queue_event(
     Ok(())
 }
 
+/// Takes back from the in-memory statistics windows the events a refused change staged
+/// ([`stage_queue_event`] added them at the back of their window, under the same lock), so a
+/// cancel that did not happen is not counted until the windows are next read.
+fn unstage_queue_events(state: &mut State, batch: &Batch) {
+    for (tree, key, value) in batch.writes().iter().rev() {
+        let (Tree::QueueEvents, Some(value)) = (tree, value) else {
+            continue;
+        };
+        let key = String::from_utf8_lossy(key);
+        let mut parts = key.rsplitn(3, '/');
+        let (Some(_task), Some(at), Some(queue)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (Ok(at), Some(q)) = (at.parse::<u64>(), state.queues.get_mut(queue)) else {
+            continue;
+        };
+        match serde_json::from_slice::<QueueEvent>(value) {
+            Ok(QueueEvent::Answered { .. }) if q.answered.back().is_some_and(|(t, _)| *t == at) => {
+                q.answered.pop_back();
+            }
+            Ok(QueueEvent::Abandoned) if q.canceled.back() == Some(&at) => {
+                q.canceled.pop_back();
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Fills a queue's statistics window from its stored events (a bounded scan of the window).
 pub(super) fn load_window(
     store: &dyn Store,
@@ -344,25 +373,28 @@ impl Router {
 
     /// Reads task `id` again from a shared store (a contact's step on another node made it, and
     /// no router change listed it): the whole router is read at the next look when it does
-    /// not fit what this node holds.
-    pub fn read_task(&self, id: &str) -> Result<(), RouterError> {
+    /// not fit what this node holds. Whether the task may be open: not when the store has it
+    /// finished or has no such task (`false` too on a store of one node, never behind).
+    pub fn read_task(&self, id: &str) -> Result<bool, RouterError> {
         if !self.is_shared() {
-            return Ok(());
+            return Ok(false);
         }
         let stored = self.store.get(Tree::Tasks, id.as_bytes())?;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut affected = BTreeSet::new();
         let mut offered = Vec::new();
-        if !reread_task(
+        let taken = reread_task(
             &mut state,
             id,
             stored.as_deref(),
             &mut affected,
             &mut offered,
-        )? {
+        )?;
+        if !taken {
             state.stale = true;
             state.unsure.all = true;
         }
+        let may_be_open = !taken || state.tasks.contains_key(id);
         for name in &affected {
             update_idle(&mut state, name);
         }
@@ -372,7 +404,7 @@ impl Router {
             .collect();
         drop(state);
         self.notify(notices);
-        Ok(())
+        Ok(may_be_open)
     }
 
     /// The ids of every task not yet finished, from their index (built once from the tasks
@@ -534,6 +566,7 @@ impl Router {
                 // offers made meanwhile.
                 state.stale = true;
                 state.unsure.add(&Touched::of(&batch));
+                unstage_queue_events(state, &batch);
                 // A task this node held open was finished elsewhere without a router change
                 // (a customer who left): others like it may be held too, so the whole router
                 // is read, not one task per refused change.

@@ -1432,3 +1432,80 @@ fn a_customer_who_left_on_one_node_is_never_offered_on_another() {
     assert_eq!(offered.len(), 1, "{offered:?}");
     assert_eq!(offered[0].task, next.id);
 }
+
+#[test]
+fn a_contacts_end_refused_on_a_shared_store_counts_no_cancel() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let clock = now.clone();
+    let router = Router::build(
+        store.clone(),
+        Box::new(move || clock.load(Ordering::SeqCst)),
+        true,
+    )
+    .unwrap();
+    router.define_queue(QueueConfig::named("q")).unwrap();
+    let task = router
+        .create_task(NewTask {
+            queue: "q".into(),
+            channel: Channel::Voice,
+            priority: 0,
+            attributes: json!({}),
+            timeout_secs: 0,
+            contact: Some("c1".into()),
+        })
+        .unwrap();
+    let mut other = Batch::new();
+    other.put(Tree::Sessions, "c1", b"step 2, on another node".to_vec());
+    store.commit(&other).unwrap();
+    let canceled = |router: &Router| {
+        router
+            .stats("q")
+            .unwrap()
+            .tasks
+            .get("canceled-in-window")
+            .copied()
+            .unwrap_or(0)
+    };
+
+    // Refused by the step's own check: the queue's figures count no cancel.
+    let refused = router
+        .customer_left_with(
+            &last_step("c1", None, b"ended"),
+            &task.id,
+            "c1",
+            None,
+            false,
+        )
+        .unwrap();
+    assert!(matches!(refused, Settled::Failed(_)), "{refused:?}");
+    // As the next change on this node would, it catches up first.
+    router.refresh().unwrap();
+    assert_eq!(canceled(&router), 0);
+    assert_eq!(router.task(&task.id).unwrap().status, TaskStatus::Pending);
+
+    // The step run again on what the other node left: counted once.
+    let step = last_step("c1", Some(b"step 2, on another node"), b"ended");
+    let together = router
+        .customer_left_with(&step, &task.id, "c1", None, false)
+        .unwrap();
+    assert!(matches!(together, Settled::Together), "{together:?}");
+    assert_eq!(canceled(&router), 1);
+
+    // Its end is heard again (a retry): the task is finished in the store, so the router
+    // says so without reading everything, and nothing is committed.
+    let again = router
+        .customer_left_with(
+            &last_step("c1", Some(b"ended"), b"ended again"),
+            &task.id,
+            "c1",
+            None,
+            false,
+        )
+        .unwrap_err();
+    assert!(matches!(again, RouterError::UnknownTask(_)), "{again}");
+    assert_eq!(
+        store.get(Tree::Sessions, b"c1").unwrap().as_deref(),
+        Some(&b"ended"[..])
+    );
+}
