@@ -49,6 +49,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port for sipp's media: sipp binds it and the three above it (audio RTP and
+/// RTCP, video RTP and RTCP), so all four must be free, not only the first (another sipp or
+/// the server's call legs in the same test may hold one of them).
+fn free_media_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 65530 && (1..4).all(|i| UdpSocket::bind(("127.0.0.1", port + i)).is_ok()) {
+            return port;
+        }
+    }
+}
+
 /// An SDP body for a sipp message: media at `port` with payload types `formats` (and
 /// telephone-event 101), `direction` as an attribute.
 fn sdp(owner: &str, port: &str, formats: &str, direction: &str) -> String {
@@ -465,7 +477,7 @@ pub fn sipp(
 ) -> Sipp {
     let name = scenario.file_stem().unwrap().to_string_lossy().to_string();
     let port = free_port().to_string();
-    let media = free_port().to_string();
+    let media = free_media_port().to_string();
     let has = |flag: &str| extra.contains(&flag);
     let mut args: Vec<String> = vec![
         server.to_string(),
