@@ -1173,8 +1173,6 @@ impl Sessions {
     }
 }
 
-/// Keeps the contact indexes in step with a session: listed by start time from its first
-/// step, and among the live contacts (with its pinned version) until it ends.
 /// The task a contact that ended leaves open, and what becomes of it.
 struct ToSettle {
     task: String,
@@ -1182,6 +1180,8 @@ struct ToSettle {
     lost_with_node: bool,
 }
 
+/// Keeps the contact indexes in step with a session: listed by start time from its first
+/// step, and among the live contacts (with its pinned version) until it ends.
 fn index_contact(batch: &mut Batch, session: &Session, first_step: bool) {
     let id = session.id.as_bytes();
     if matches!(session.status, Status::Ended { .. }) {

@@ -1224,7 +1224,7 @@ impl Router {
 
     fn wrap_once(
         &self,
-        riding: &mut Option<Batch>,
+        riding: &mut Option<&Batch>,
         worker: Option<&str>,
         task: &str,
         why: Option<String>,
@@ -1515,7 +1515,7 @@ impl Router {
     /// no longer reports to the (ended) contact.
     fn keep_for_callback_once(
         &self,
-        riding: &mut Option<Batch>,
+        riding: &mut Option<&Batch>,
         id: &str,
         number: &str,
     ) -> Result<Task, RouterError> {
@@ -2021,7 +2021,7 @@ impl Router {
         lost_with_node: bool,
     ) -> Result<Settled, RouterError> {
         self.changing(|| {
-            let mut riding = Some(step.clone());
+            let mut riding = Some(step);
             let done =
                 self.customer_left_once(&mut riding, task, contact, callback, lost_with_node);
             let tried = riding.is_none();
@@ -2049,7 +2049,7 @@ impl Router {
 
     fn customer_left_once(
         &self,
-        riding: &mut Option<Batch>,
+        riding: &mut Option<&Batch>,
         task: &str,
         contact: &str,
         callback: Option<&str>,
@@ -2085,7 +2085,7 @@ impl Router {
     /// Cancels the open task of a contact that has ended: nobody is left to tell.
     fn withdraw_once(
         &self,
-        riding: &mut Option<Batch>,
+        riding: &mut Option<&Batch>,
         task: &str,
         reason: &str,
     ) -> Result<Task, RouterError> {
@@ -2094,7 +2094,7 @@ impl Router {
 
     fn cancel_and_tell(
         &self,
-        riding: &mut Option<Batch>,
+        riding: &mut Option<&Batch>,
         task: &str,
         reason: &str,
         tell: bool,

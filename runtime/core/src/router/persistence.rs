@@ -599,9 +599,9 @@ impl Router {
 
 /// Adds the batch riding along with a change (a contact's last step,
 /// [`Router::customer_left_with`]) to the change's own, once: it is committed with it.
-pub(super) fn ride(batch: &mut Batch, riding: &mut Option<Batch>) {
+pub(super) fn ride(batch: &mut Batch, riding: &mut Option<&Batch>) {
     if let Some(step) = riding.take() {
-        batch.extend(step);
+        batch.extend(step.clone());
     }
 }
 
