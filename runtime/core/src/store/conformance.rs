@@ -25,6 +25,7 @@ backends!(
     a_failed_check_changes_nothing,
     checks_see_deletes_and_absent_keys,
     many_checks_of_one_value_hold_only_together,
+    a_refused_batch_names_the_check_that_failed,
     scans_are_ordered_bounded_and_resumable,
     scans_respect_prefix_edges,
     concurrent_compare_and_swap_loses_no_update,
@@ -178,6 +179,47 @@ fn many_checks_of_one_value_hold_only_together(store: Arc<dyn Store>) {
     store.delete(Tree::Inbox, b"c1/2").unwrap();
     store.commit(&offer_all("again")).unwrap();
     assert_eq!(get(&*store, Tree::Tasks, "t10").as_deref(), Some("again"));
+}
+
+/// A batch with checks on several trees: the conflict names the tree and key whose check
+/// failed (a router change retries on its own checks, and hands a step's back to the step).
+fn a_refused_batch_names_the_check_that_failed(store: Arc<dyn Store>) {
+    store.put(Tree::Sessions, b"c1", b"step 3").unwrap();
+    store.put(Tree::Meta, b"router", b"7").unwrap();
+    store.put(Tree::OpenTasks, b"t1", b"").unwrap();
+    let change = |session: &str, counter: &str| {
+        let mut batch = Batch::new();
+        batch.expect(Tree::Sessions, "c1", Some(session.as_bytes()));
+        batch.expect(Tree::Meta, "router", Some(counter.as_bytes()));
+        batch.expect(Tree::OpenTasks, "t1", Some(b""));
+        batch.put(Tree::Sessions, "c1", "step 4");
+        batch.put(Tree::Meta, "router", "8");
+        batch.delete(Tree::OpenTasks, "t1");
+        batch
+    };
+    let named = |err: StoreError| match err {
+        StoreError::Conflict { tree, key } => (tree, key),
+        other => panic!("a conflict, not {other}"),
+    };
+    let err = store.commit(&change("step 3", "6")).unwrap_err();
+    assert_eq!(named(err), ("meta", "router".to_string()));
+    let err = store.commit(&change("step 2", "7")).unwrap_err();
+    assert_eq!(named(err), ("sessions", "c1".to_string()));
+    store.delete(Tree::OpenTasks, b"t1").unwrap();
+    let err = store.commit(&change("step 3", "7")).unwrap_err();
+    assert_eq!(named(err), ("open_tasks", "t1".to_string()));
+    assert_eq!(
+        get(&*store, Tree::Sessions, "c1").as_deref(),
+        Some("step 3")
+    );
+    assert_eq!(get(&*store, Tree::Meta, "router").as_deref(), Some("7"));
+    store.put(Tree::OpenTasks, b"t1", b"").unwrap();
+    store.commit(&change("step 3", "7")).unwrap();
+    assert_eq!(
+        get(&*store, Tree::Sessions, "c1").as_deref(),
+        Some("step 4")
+    );
+    assert_eq!(get(&*store, Tree::OpenTasks, "t1"), None);
 }
 
 fn checks_see_deletes_and_absent_keys(store: Arc<dyn Store>) {
