@@ -98,19 +98,6 @@ BEGIN
 END
 $$;
 "#,
-    // A batch's checks run inside its write statement: the one that does not hold names
-    // itself (its place among the batch's checks, in DETAIL), so the node can say which
-    // value changed without a statement per check.
-    r#"
-CREATE FUNCTION sb_held(held boolean, which integer) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    IF NOT held THEN
-        RAISE EXCEPTION 'a checked value changed' USING ERRCODE = 'SB409', DETAIL = which::text;
-    END IF;
-    RETURN true;
-END
-$$;
-"#,
 ];
 
 /// How long a call waits for the database to come back (a restart, a failover) before it
@@ -569,25 +556,24 @@ fn pool_error(e: &deadpool_postgres::PoolError) -> String {
 /// Checks sent as one statement: their tree, the value they expect, their keys.
 type CheckGroup<'a> = (Tree, &'a Option<Vec<u8>>, Vec<&'a [u8]>);
 
-/// One attempt at a batch: its checks and every write as one statement, in one serializable
-/// transaction, in one round trip. The statement is prepared first (cached per connection,
-/// so no round trip once warm); then `BEGIN`, the statement and `COMMIT` are sent at once.
-/// The checks come first in the statement, and every write waits on them: a check is a
-/// call the server fails ([`CHECK_FAILED`], naming the check) when the value is not the
-/// one expected, so a check that does not hold aborts the transaction there and the
-/// `COMMIT` behind it rolls it back, as does any write the server refuses: any failure means
-/// nothing landed, except a broken connection, after which the batch may or may not have
-/// landed.
+/// One attempt at a batch: checks, then every write, in one serializable transaction, in one
+/// round trip. The statements are prepared first (cached per connection, so no round trip
+/// once warm); then `BEGIN`, every check, the writes (one statement) and `COMMIT` are sent at once. A check
+/// is a query the server fails ([`CHECK_FAILED`]) when the value is not the one expected, so
+/// a check that does not hold aborts the transaction there and the `COMMIT` behind it rolls it
+/// back, as does any write the server refuses: any failure means nothing landed, except a
+/// broken connection, after which the batch may or may not have landed.
 async fn try_commit(
     client: &tokio_postgres::Client,
     statements: &mut Statements,
     batch: &Batch,
     writes: &[super::Entry],
 ) -> Result<(), Failed> {
+    use futures_util::future::join_all;
     type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
     // Checks of one tree expecting one value (a thousand offers each checking its task is
-    // still open) are one condition; the meta tree's (the router's counter and epoch, each
+    // still open) are one statement; the meta tree's (the router's counter and epoch, each
     // told apart when refused) are one each.
     let mut groups: Vec<CheckGroup<'_>> = Vec::new();
     for (tree, key, want) in batch.checks() {
@@ -600,54 +586,31 @@ async fn try_commit(
             None => groups.push((*tree, want, vec![key.as_slice()])),
         }
     }
-    let counts: Vec<i64> = groups
-        .iter()
-        .map(|(_, _, keys)| keys.len() as i64)
-        .collect();
-    let mut params: Vec<Param<'_>> = Vec::new();
-    let mut held: Vec<String> = Vec::with_capacity(groups.len());
-    for (i, ((tree, want, keys), n)) in groups.iter().zip(&counts).enumerate() {
-        let p = params.len();
-        let condition = match (keys.len(), want) {
-            (1, _) => {
-                params.extend([&keys[0] as Param<'_>, *want as Param<'_>]);
-                format!(
-                    "(SELECT value FROM {} WHERE key = ${}) IS NOT DISTINCT FROM ${}::bytea",
-                    table(*tree),
-                    p + 1,
-                    p + 2
-                )
-            }
-            (_, Some(value)) => {
-                params.extend([keys as Param<'_>, value as Param<'_>, n as Param<'_>]);
-                format!(
-                    "(SELECT count(*) FROM {} WHERE key = ANY(${}::bytea[]) AND value = ${}::bytea) = ${}::bigint",
-                    table(*tree),
-                    p + 1,
-                    p + 2,
-                    p + 3
-                )
-            }
-            (_, None) => {
-                params.push(keys as Param<'_>);
-                format!(
-                    "NOT EXISTS (SELECT 1 FROM {} WHERE key = ANY(${}::bytea[]))",
-                    table(*tree),
-                    p + 1
-                )
-            }
+    let mut checks = Vec::with_capacity(groups.len());
+    for (tree, want, keys) in &groups {
+        let query = match (keys.len(), want) {
+            (1, _) => format!(
+                "SELECT sb_held((SELECT value FROM {} WHERE key = $1) IS NOT DISTINCT FROM $2::bytea)",
+                table(*tree)
+            ),
+            (_, Some(_)) => format!(
+                "SELECT sb_held((SELECT count(*) FROM {} WHERE key = ANY($1::bytea[]) AND value = $2::bytea) = $3::bigint)",
+                table(*tree)
+            ),
+            (_, None) => format!(
+                "SELECT sb_held(NOT EXISTS (SELECT 1 FROM {} WHERE key = ANY($1::bytea[])))",
+                table(*tree)
+            ),
         };
-        held.push(format!("sb_held({condition}, {i})"));
+        let statement = prepared(client, statements, &query)
+            .await
+            .map_err(Failed::Before)?;
+        checks.push((statement, *tree, keys[0], keys.len() as i64));
     }
-    // Every write in the same statement, whatever the trees: keys and values as arrays, one
+    // Every write in one statement, whatever the trees: keys and values as arrays, one
     // data-modifying part per tree and kind (a step writes five trees; the server parses,
-    // plans and runs one statement instead of one per check and one per write). A key is
-    // written once per batch (`last_write_per_key`), so no two parts touch one row.
-    let (only_if, and_if) = if held.is_empty() {
-        ("", "")
-    } else {
-        (" WHERE (SELECT held FROM c)", " AND (SELECT held FROM c)")
-    };
+    // plans and runs one statement instead of five). A key is written once per batch
+    // (`last_write_per_key`), so no two parts touch one row.
     let mut trees: Vec<Tree> = writes.iter().map(|(t, _, _)| *t).collect();
     trees.sort_by_key(|t| table(*t));
     trees.dedup();
@@ -664,53 +627,38 @@ async fn try_commit(
                 None => gone.push(key.as_slice()),
             }
         }
-        let p = params.len() + arrays.len();
         if !keys.is_empty() {
             parts.push(format!(
-                "INSERT INTO {} (key, value) SELECT * FROM unnest(${}::bytea[], ${}::bytea[]){only_if} ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                "INSERT INTO {} (key, value) SELECT * FROM unnest(${}::bytea[], ${}::bytea[]) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                 table(tree),
-                p + 1,
-                p + 2
+                arrays.len() + 1,
+                arrays.len() + 2
             ));
             arrays.push(keys);
             arrays.push(values);
         }
-        let p = params.len() + arrays.len();
         if !gone.is_empty() {
             parts.push(format!(
-                "DELETE FROM {} WHERE key = ANY(${}::bytea[]){and_if}",
+                "DELETE FROM {} WHERE key = ANY(${}::bytea[])",
                 table(tree),
-                p + 1
+                arrays.len() + 1
             ));
             arrays.push(gone);
         }
     }
-    params.extend(arrays.iter().map(|a| a as Param<'_>));
-    let mut named: Vec<String> = Vec::with_capacity(parts.len() + 1);
-    if !held.is_empty() {
-        named.push(format!(
-            "c AS MATERIALIZED (SELECT {} AS held)",
-            held.join(" AND ")
-        ));
-    }
-    let query = match parts.len() {
-        0 | 1 if held.is_empty() => parts.pop(),
+    let write = match parts.len() {
+        0 => None,
+        1 => Some(parts.remove(0)),
         _ => {
-            named.extend(
-                parts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, part)| format!("w{i} AS ({part})")),
-            );
-            let last = if held.is_empty() {
-                "SELECT 1"
-            } else {
-                "SELECT held FROM c"
-            };
-            Some(format!("WITH {} {last}", named.join(", ")))
+            let named: Vec<String> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, part)| format!("w{i} AS ({part})"))
+                .collect();
+            Some(format!("WITH {} SELECT 1", named.join(", ")))
         }
     };
-    let statement = match query {
+    let write = match write {
         Some(query) => Some(
             prepared(client, statements, &query)
                 .await
@@ -719,37 +667,60 @@ async fn try_commit(
         None => None,
     };
     // One round trip: futures first polled in order are sent in order.
+    let check_params: Vec<Vec<Param<'_>>> = checks
+        .iter()
+        .zip(&groups)
+        .map(|((_, _, key, n), (_, want, keys))| match (*n, want) {
+            (1, _) => vec![key as Param<'_>, *want as Param<'_>],
+            (_, Some(value)) => vec![keys as Param<'_>, value as Param<'_>, n as Param<'_>],
+            (_, None) => vec![keys as Param<'_>],
+        })
+        .collect();
+    let write_params: Vec<Param<'_>> = arrays.iter().map(|a| a as Param<'_>).collect();
     let begin = client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE");
-    let written = async {
-        match &statement {
-            Some(statement) => client.execute(statement, &params[..]).await.map(|_| ()),
-            None => Ok(()),
-        }
-    };
+    let checked = join_all(
+        checks
+            .iter()
+            .zip(&check_params)
+            .map(|((statement, _, _, _), params)| client.execute(statement, &params[..])),
+    );
+    let written = join_all(
+        write
+            .iter()
+            .map(|statement| client.execute(statement, &write_params[..])),
+    );
     let commit = client.batch_execute("COMMIT");
-    let (begun, written, committed) = tokio::join!(begin, written, commit);
+    let (begun, checked, written, committed) = tokio::join!(begin, checked, written, commit);
     // The first failure, in the order sent, says what happened.
-    match begun.and(written) {
-        Ok(()) => committed.map_err(Failed::AtCommit),
-        Err(e) if e.code().is_some_and(|c| c.code() == CHECK_FAILED) => {
-            let which = e
-                .as_db_error()
-                .and_then(|d| d.detail())
-                .and_then(|d| d.parse::<usize>().ok())
-                .and_then(|i| groups.get(i));
-            match which {
-                Some((tree, _, keys)) => Err(Failed::Conflict(StoreError::Conflict {
-                    tree: tree.name(),
-                    key: String::from_utf8_lossy(keys[0]).into_owned(),
-                })),
-                None => Err(Failed::Before(e)),
-            }
+    let first = begun
+        .err()
+        .map(|e| (None, e))
+        .into_iter()
+        .chain(
+            checked
+                .into_iter()
+                .zip(&checks)
+                .filter_map(|(r, (_, tree, key, _))| r.err().map(|e| (Some((*tree, *key)), e))),
+        )
+        .chain(
+            written
+                .into_iter()
+                .filter_map(|r| r.err().map(|e| (None, e))),
+        )
+        .next();
+    match first {
+        None => committed.map_err(Failed::AtCommit),
+        Some((Some((tree, key)), e)) if e.code().is_some_and(|c| c.code() == CHECK_FAILED) => {
+            Err(Failed::Conflict(StoreError::Conflict {
+                tree: tree.name(),
+                key: String::from_utf8_lossy(key).into_owned(),
+            }))
         }
         // The server refused a statement: the transaction was aborted there, and the COMMIT
         // behind it rolled it back.
-        Err(e) if e.as_db_error().is_some() => Err(Failed::Before(e)),
+        Some((_, e)) if e.as_db_error().is_some() => Err(Failed::Before(e)),
         // The link broke with COMMIT on its way: it may have landed.
-        Err(e) => Err(Failed::AtCommit(committed.err().unwrap_or(e))),
+        Some((_, e)) => Err(Failed::AtCommit(committed.err().unwrap_or(e))),
     }
 }
 
