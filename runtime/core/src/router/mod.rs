@@ -179,7 +179,10 @@ impl PreparedTask {
     /// Adds the task's writes to `batch`.
     pub fn stage(&self, batch: &mut Batch) -> Result<(), StoreError> {
         stage_task(batch, &self.task)?;
-        batch.put(Tree::OpenTasks, self.task.id.as_bytes(), Vec::new());
+        // Its entry in the open-task index means nothing without the task (start-up drops an
+        // entry whose task is not there), so it goes ahead: a task created by the router
+        // alone is then a single write, with no journal record on sled.
+        batch.put_ahead(Tree::OpenTasks, self.task.id.as_bytes(), Vec::new());
         Ok(())
     }
 

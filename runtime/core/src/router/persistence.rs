@@ -630,11 +630,11 @@ pub(super) enum Scope {
     Task,
 }
 
-/// The tasks `batch` opens (their open-task entry is written) and those it finishes (the
-/// entry is deleted).
+/// The tasks `batch` opens (their open-task entry is written, ahead of the task) and those it
+/// finishes (the entry is deleted).
 fn open_task_entries(batch: &Batch) -> (HashSet<&[u8]>, HashSet<&[u8]>) {
     let (mut opened, mut finished) = (HashSet::new(), HashSet::new());
-    for (tree, key, value) in batch.writes() {
+    for (tree, key, value) in batch.ahead().iter().chain(batch.writes()) {
         if *tree == Tree::OpenTasks {
             match value {
                 Some(_) => opened.insert(key.as_slice()),

@@ -262,8 +262,13 @@ impl Batch {
         key: impl Into<Vec<u8>>,
         value: &T,
     ) -> Result<(), StoreError> {
-        self.ahead.push((tree, key.into(), Some(encode(value)?)));
+        self.put_ahead(tree, key, encode(value)?);
         Ok(())
+    }
+
+    /// As [`Batch::put_ahead_json`], for a value already in bytes.
+    pub fn put_ahead(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ahead.push((tree, key.into(), Some(value.into())));
     }
 
     /// Remove `key`.

@@ -7,12 +7,14 @@
 //! five. Instead, commits take one process-wide lock, check their preconditions, write the
 //! batch's writes as the journal record (one key, overwritten by each batch of two or more
 //! writes: a single-key insert is atomic in sled), then apply them with plain inserts. A
-//! single write after a batch first removes the record, so a record present at start-up
-//! always belongs to the last thing written. sled recovers a prefix of its log after a
-//! crash, so either the record survives (and [`SledStore::open`] applies it again: its writes
-//! are absolute values, and nothing after it survived) or neither it nor any write after it
-//! does. Readers may see a batch's writes land one by one while it commits; a crash never
-//! leaves part of one.
+//! single write (with what is written ahead of it) that touches a key of the record first
+//! removes the record; one that touches none leaves it, so the record present at start-up
+//! belongs to the last batch of two or more writes, and nothing written after it touched its
+//! keys. sled recovers a prefix of its log after a crash, so either the record survives (and
+//! [`SledStore::open`] applies it again: its writes are absolute values, and its keys still
+//! hold them or the crash cut the batch short) or neither it nor any write after it does.
+//! Readers may see a batch's writes land one by one while it commits; a crash never leaves
+//! part of one.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -32,8 +34,8 @@ pub struct SledStore {
     /// The last batch's writes, under [`JOURNAL_KEY`] (see the module header).
     journal: sled::Tree,
     /// Commits take turns: a batch's checks and writes are not interleaved with another's.
-    /// Holds whether the journal holds a record.
-    commit_lock: Mutex<bool>,
+    /// Holds the journal's record while it holds one.
+    commit_lock: Mutex<Option<sled::IVec>>,
     /// Set when applying a batch failed half-way: its record must not be removed by a later
     /// write, so nothing more is written until a restart applies it again.
     interrupted: std::sync::atomic::AtomicBool,
@@ -80,7 +82,7 @@ impl SledStore {
             db,
             trees,
             journal,
-            commit_lock: Mutex::new(false),
+            commit_lock: Mutex::new(None),
             interrupted: std::sync::atomic::AtomicBool::new(false),
             flush_tickets: AtomicU64::new(0),
             flushed: Mutex::new(0),
@@ -155,8 +157,6 @@ impl Store for SledStore {
                 });
             }
         }
-        // Ahead-writes mean nothing until the atomic writes land: plain inserts, no journal.
-        self.apply(batch.ahead())?;
         let deduplicated;
         let mut writes = batch.writes();
         if repeats_a_key(writes) {
@@ -165,22 +165,30 @@ impl Store for SledStore {
             deduplicated = last_write_per_key(writes);
             writes = &deduplicated;
         }
-        if writes.is_empty() {
-            return Ok(());
-        }
-        if writes.len() == 1 {
-            // A single-key write is atomic in sled on its own; the record of an earlier batch
-            // must not be applied again over it after a crash.
-            if *journaled {
+        if writes.len() < 2 {
+            // A single-key write is atomic in sled on its own. The record of an earlier batch
+            // is applied again after a crash: it must not hold a key written after it, or it
+            // would undo that write.
+            if journaled
+                .as_ref()
+                .is_some_and(|record| touches(record, batch.ahead(), writes))
+            {
                 self.journal.remove(JOURNAL_KEY).map_err(backend)?;
-                *journaled = false;
+                *journaled = None;
             }
+            // Ahead-writes mean nothing until the atomic writes land: plain inserts, no journal.
+            self.apply(batch.ahead())?;
             return self.apply(writes);
         }
+        // Ahead of the record: a crash before it lands may leave them under the previous
+        // record, applied again over them at start-up, which is harmless as the batch did not
+        // land.
+        self.apply(batch.ahead())?;
+        let record = sled::IVec::from(encode_writes(writes));
         self.journal
-            .insert(JOURNAL_KEY, encode_writes(writes))
+            .insert(JOURNAL_KEY, record.clone())
             .map_err(backend)?;
-        *journaled = true;
+        *journaled = Some(record);
         self.apply(writes)
             .inspect_err(|_| self.interrupted.store(true, SeqCst))
     }
@@ -240,7 +248,10 @@ fn encode_writes(writes: &[Entry]) -> Vec<u8> {
     out
 }
 
-fn decode_writes(mut bytes: &[u8]) -> Option<Vec<Entry>> {
+/// One write of a record, read without copying, with what follows it.
+type RecordEntry<'a> = (Tree, &'a [u8], Option<&'a [u8]>);
+
+fn next_entry(mut bytes: &[u8]) -> Option<(RecordEntry<'_>, &[u8])> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = bytes.split_at_checked(n)?;
         *bytes = rest;
@@ -249,21 +260,50 @@ fn decode_writes(mut bytes: &[u8]) -> Option<Vec<Entry>> {
     fn len(bytes: &mut &[u8]) -> Option<usize> {
         Some(u32::from_be_bytes(take(bytes, 4)?.try_into().ok()?) as usize)
     }
+    let tree = *Tree::ALL.get(usize::from(take(&mut bytes, 1)?[0]))?;
+    let n = len(&mut bytes)?;
+    let key = take(&mut bytes, n)?;
+    let value = match take(&mut bytes, 1)?[0] {
+        0 => None,
+        _ => {
+            let n = len(&mut bytes)?;
+            Some(take(&mut bytes, n)?)
+        }
+    };
+    Some(((tree, key, value), bytes))
+}
+
+fn decode_writes(mut bytes: &[u8]) -> Option<Vec<Entry>> {
     let mut writes = Vec::new();
     while !bytes.is_empty() {
-        let tree = *Tree::ALL.get(usize::from(take(&mut bytes, 1)?[0]))?;
-        let n = len(&mut bytes)?;
-        let key = take(&mut bytes, n)?.to_vec();
-        let value = match take(&mut bytes, 1)?[0] {
-            0 => None,
-            _ => {
-                let n = len(&mut bytes)?;
-                Some(take(&mut bytes, n)?.to_vec())
-            }
-        };
-        writes.push((tree, key, value));
+        let ((tree, key, value), rest) = next_entry(bytes)?;
+        writes.push((tree, key.to_vec(), value.map(<[u8]>::to_vec)));
+        bytes = rest;
     }
     Some(writes)
+}
+
+/// Whether a record holds one of `ahead`'s or `writes`' keys. A record of many writes (a
+/// thousand offers) is taken to hold them all rather than read through on every later write.
+fn touches(mut record: &[u8], ahead: &[Entry], writes: &[Entry]) -> bool {
+    const READ_THROUGH: usize = 64;
+    for _ in 0..READ_THROUGH {
+        if record.is_empty() {
+            return false;
+        }
+        let Some(((tree, key, _), rest)) = next_entry(record) else {
+            return true;
+        };
+        if ahead
+            .iter()
+            .chain(writes)
+            .any(|(t, k, _)| *t == tree && k.as_slice() == key)
+        {
+            return true;
+        }
+        record = rest;
+    }
+    !record.is_empty()
 }
 
 #[cfg(test)]
@@ -328,6 +368,70 @@ mod tests {
             Some(b"step".to_vec())
         );
         assert!(store.journal.is_empty());
+    }
+
+    /// The record of the last batch stays through single writes of other keys (applied
+    /// again at open, it changes nothing), and goes before a single write of one of its
+    /// keys, direct or ahead (applied again, it would undo that write).
+    #[test]
+    fn a_record_applied_again_never_undoes_a_later_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let reopen = |store: SledStore| {
+            store.flush().unwrap();
+            drop(store);
+            SledStore::open(dir.path()).unwrap()
+        };
+        let text = |store: &SledStore, tree, key: &[u8]| {
+            store
+                .get(tree, key)
+                .unwrap()
+                .map(|v| String::from_utf8(v).unwrap())
+        };
+        let pair = |session: &str| {
+            let mut batch = Batch::new();
+            batch.put(Tree::Sessions, "c1", session);
+            batch.put(Tree::Traces, "c1/000001", "trace");
+            batch
+        };
+        let store = SledStore::open(dir.path()).unwrap();
+        store.commit(&pair("one")).unwrap();
+        store.put(Tree::Tasks, b"t1", b"other key").unwrap();
+        assert!(
+            !store.journal.is_empty(),
+            "a write of another key leaves it"
+        );
+        let store = reopen(store);
+        assert_eq!(text(&store, Tree::Sessions, b"c1").as_deref(), Some("one"));
+        assert_eq!(
+            text(&store, Tree::Tasks, b"t1").as_deref(),
+            Some("other key")
+        );
+
+        store.commit(&pair("two")).unwrap();
+        store.put(Tree::Sessions, b"c1", b"three").unwrap();
+        assert!(
+            store.journal.is_empty(),
+            "a write of one of its keys removes it"
+        );
+        let store = reopen(store);
+        assert_eq!(
+            text(&store, Tree::Sessions, b"c1").as_deref(),
+            Some("three")
+        );
+
+        store.commit(&pair("four")).unwrap();
+        let mut ahead = Batch::new();
+        ahead
+            .put_ahead_json(Tree::Traces, "c1/000001", &"ahead")
+            .unwrap();
+        ahead.put(Tree::Tasks, "t2", "single");
+        store.commit(&ahead).unwrap();
+        let store = reopen(store);
+        assert_eq!(
+            text(&store, Tree::Traces, b"c1/000001").as_deref(),
+            Some("\"ahead\"")
+        );
+        assert_eq!(text(&store, Tree::Sessions, b"c1").as_deref(), Some("four"));
     }
 
     #[test]
