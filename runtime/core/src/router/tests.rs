@@ -1509,3 +1509,33 @@ fn a_contacts_end_refused_on_a_shared_store_counts_no_cancel() {
         Some(&b"ended"[..])
     );
 }
+
+/// A task's open-task entry is written ahead of the task: a read of the router between the
+/// two finds the entry alone. Its repair drops the entry only if the task is still not there
+/// when the repair lands, so a task whose commit was under way is not lost to the next
+/// restart; an entry whose task never came is dropped.
+#[test]
+fn an_open_task_entry_read_before_its_task_lands_is_kept() {
+    let b = Bench::new();
+    b.queue("q", "true", vec![]);
+    let task = b.task("q", 0, None);
+    let id = task.id.as_bytes();
+    let stored = b.store.get(Tree::Tasks, id).unwrap().unwrap();
+    b.store.delete(Tree::Tasks, id).unwrap();
+    let (_, repairs) = b.router.read_state().unwrap();
+    // The task's commit lands before the repair.
+    b.store.put(Tree::Tasks, id, &stored).unwrap();
+    assert!(matches!(
+        b.store.commit(&repairs),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(b.store.get(Tree::OpenTasks, id).unwrap().is_some());
+    let b = b.restart();
+    assert_eq!(b.router.task(&task.id).unwrap().status, TaskStatus::Pending);
+
+    // An entry whose task never came is dropped.
+    b.store.put(Tree::OpenTasks, b"tk_never", b"").unwrap();
+    let (_, repairs) = b.router.read_state().unwrap();
+    b.store.commit(&repairs).unwrap();
+    assert_eq!(b.store.get(Tree::OpenTasks, b"tk_never").unwrap(), None);
+}

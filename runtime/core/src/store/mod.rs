@@ -251,11 +251,13 @@ impl Batch {
     }
 
     /// Store `value` under `key` ahead of the batch's atomic writes, which a crash may then
-    /// not follow: only for a value that is harmless alone because nothing refers to it until
-    /// the atomic writes land (a step's trace entry, keyed by a step number the session has
-    /// not reached until its own write lands), and which a retry writes again. Backends may
-    /// leave it out of what they do to make the rest atomic (the sled journal does), which
-    /// saves writing large values twice.
+    /// not follow: only for a value that is harmless alone, and which a retry writes again.
+    /// Either nothing refers to it until the atomic writes land (a step's trace entry, keyed
+    /// by a step number the session has not reached until its own write lands), or its
+    /// readers take it alone for what it may be (a task's open-task entry: the task may be
+    /// on its way, so a reader drops the entry only on a check that the task is still not
+    /// there). Backends may leave it out of what they do to make the rest atomic (the sled
+    /// journal does), which saves writing large values twice.
     pub fn put_ahead_json<T: Serialize>(
         &mut self,
         tree: Tree,
