@@ -433,6 +433,22 @@ mod tests {
             Some("\"ahead\"")
         );
         assert_eq!(text(&store, Tree::Sessions, b"c1").as_deref(), Some("four"));
+
+        // A delete of one of its keys is a write of that key.
+        store.commit(&pair("five")).unwrap();
+        store.delete(Tree::Traces, b"c1/000001").unwrap();
+        assert!(store.journal.is_empty());
+        let store = reopen(store);
+        assert_eq!(text(&store, Tree::Traces, b"c1/000001"), None);
+
+        // A record of many writes is not read through: any single write removes it.
+        let mut many = Batch::new();
+        for i in 0..65 {
+            many.put(Tree::Tasks, format!("t{i:02}"), "offered");
+        }
+        store.commit(&many).unwrap();
+        store.put(Tree::Agents, b"ann", b"other key").unwrap();
+        assert!(store.journal.is_empty());
     }
 
     #[test]
