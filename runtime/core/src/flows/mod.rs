@@ -216,6 +216,18 @@ pub struct Flows {
 /// node could not, and why.
 pub type LoadedEverywhere = Box<dyn Fn(&str, u64) -> Result<(), String> + Send + Sync>;
 
+/// The versions of `flow` other than `version` in `loaded`.
+fn others_loaded<'a>(
+    loaded: &'a HashMap<(String, u64), Arc<FlowComponent>>,
+    flow: &'a str,
+    version: u64,
+) -> impl Iterator<Item = u64> + 'a {
+    loaded
+        .keys()
+        .filter(move |(f, v)| f == flow && *v != version)
+        .map(|(_, v)| *v)
+}
+
 impl Flows {
     /// In a cluster: this node's health counters are kept apart from the other nodes'.
     pub fn join_cluster(&self, node: String, loaded_everywhere: LoadedEverywhere) {
@@ -731,12 +743,13 @@ impl Flows {
                 *n = n.saturating_sub(1);
             }
         }
-        let another_loaded = self
-            .loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .any(|(f, v)| f == flow && *v != version);
+        let another_loaded = others_loaded(
+            &self.loaded.read().unwrap_or_else(|p| p.into_inner()),
+            flow,
+            version,
+        )
+        .next()
+        .is_some();
         if another_loaded {
             self.unload_if_unused(flow, version);
         }
@@ -954,11 +967,7 @@ impl Flows {
         let others: Vec<u64> = {
             let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
             loaded.insert(key, component.clone());
-            loaded
-                .keys()
-                .filter(|(f, v)| f == flow && *v != version)
-                .map(|(_, v)| *v)
-                .collect()
+            others_loaded(&loaded, flow, version).collect()
         };
         // Another version loaded here may have been left by a rollback, a promotion or an
         // abort made on another node (only a deploy asks every node): [`Flows::unpin`] looks

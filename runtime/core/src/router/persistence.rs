@@ -81,16 +81,13 @@ fn unstage_queue_events(state: &mut State, batch: &Batch) {
         let (Tree::QueueEvents, Some(value)) = (tree, value) else {
             continue;
         };
-        let key = String::from_utf8_lossy(key);
-        let mut parts = key.rsplitn(3, '/');
-        let (Some(_task), Some(at), Some(queue)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let Some((queue, at)) = keys::queue_event_parts(key) else {
             continue;
         };
-        let (Ok(at), Some(q)) = (at.parse::<u64>(), state.queues.get_mut(queue)) else {
+        let Some(q) = state.queues.get_mut(queue) else {
             continue;
         };
-        match serde_json::from_slice::<QueueEvent>(value) {
+        match crate::store::decode::<QueueEvent>(Tree::QueueEvents, key, value) {
             Ok(QueueEvent::Answered { .. }) if q.answered.back().is_some_and(|(t, _)| *t == at) => {
                 q.answered.pop_back();
             }

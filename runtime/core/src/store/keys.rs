@@ -80,13 +80,18 @@ pub fn queue_event(queue: &str, at_ms: u64, task: &str) -> String {
     format!("{queue}/{at_ms:013}/{task}")
 }
 
+/// The queue and time of a [`queue_event`] key, read from the right (a task id holds no
+/// `/`, a queue's name may).
+pub fn queue_event_parts(key: &[u8]) -> Option<(&str, u64)> {
+    let key = std::str::from_utf8(key).ok()?;
+    let mut parts = key.rsplitn(3, '/');
+    let (_task, at, queue) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((queue, at.parse().ok()?))
+}
+
 /// The time of a [`queue_event`] key (0 when it is not one).
 pub fn queue_event_time(key: &[u8]) -> u64 {
-    key.split(|b| *b == b'/')
-        .nth(1)
-        .and_then(|n| std::str::from_utf8(n).ok())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    queue_event_parts(key).map_or(0, |(_, at)| at)
 }
 
 /// A cursor just before the first [`queue_event`] of `queue` at or after `since_ms`.
@@ -145,7 +150,11 @@ pub fn agent_states_of(agent: &str) -> String {
 
 /// The time of an [`agent_state`] key (0 when it is not one).
 pub fn agent_state_time(key: &[u8]) -> u64 {
-    queue_event_time(key)
+    std::str::from_utf8(key)
+        .ok()
+        .and_then(|key| key.rsplit('/').next())
+        .and_then(|at| at.parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -162,6 +171,11 @@ mod tests {
             queue_event_time(queue_event("q", 1000, "tk_1").as_bytes()),
             1000
         );
+        assert_eq!(
+            queue_event_parts(queue_event("sales/fr", 1000, "tk_1").as_bytes()),
+            Some(("sales/fr", 1000))
+        );
+        assert_eq!(agent_state_time(agent_state("ann", 1000).as_bytes()), 1000);
         assert_eq!(version_number(version("ivr", 42).as_bytes()), 42);
         assert_eq!(inbox_contact(inbox("c-1", 7).as_bytes()), Some("c-1"));
     }
