@@ -9,6 +9,12 @@
 //! sent. BENCH_CLIENTS client threads (16) with keep-alive connections, BENCH_SECONDS each
 //! (3). Prints steps/s, p50 and p99 per configuration and the ratios to sled.
 //!
+//! Then, per configuration, where the CPU went while it ran (from `/proc`): milliseconds per
+//! 1,000 steps in the nodes, in PostgreSQL and in the bench's own clients, how many of the
+//! machine's cores were busy, and the steps/s this machine could reach if its cores did
+//! nothing else (its cores divided by the CPU a step costs): when that ceiling is near what
+//! was measured, the configuration is bound by this machine's CPU, not by waiting.
+//!
 //! The router's assignments on PostgreSQL, as the leader makes them (one at a time, and
 //! batched), are measured by `--bench router` (in-process), not here.
 
@@ -29,6 +35,101 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    steps: u64,
+    cpu: Cpu,
+}
+
+/// CPU time spent, in seconds, as `/proc` counts it (Linux).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    /// The `switchboard serve` processes measured.
+    nodes: f64,
+    /// The PostgreSQL server: its main process with the backends it has reaped, and the
+    /// backends still running.
+    postgres: f64,
+    /// This process: the client threads.
+    client: f64,
+    /// The whole machine, busy.
+    busy: f64,
+    /// The whole machine, busy or idle.
+    total: f64,
+}
+
+impl Cpu {
+    /// Now, for the node processes `nodes` and the PostgreSQL server whose main process is
+    /// `postgres`.
+    fn now(nodes: &[u32], postgres: Option<u32>) -> Cpu {
+        // Process times are in clock ticks (`USER_HZ`), the same as `/proc/stat`'s.
+        // SAFETY: sysconf reads a constant of the system; it takes no pointers.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        // After the command: ppid is field 4 of stat(5); utime, stime, cutime, cstime 14-17.
+        let times = |pid: &str| -> Option<(u32, [f64; 4])> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+            let tick = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+                    / hz
+            };
+            let parent = fields.get(1)?.parse().ok()?;
+            Some((parent, [tick(11), tick(12), tick(13), tick(14)]))
+        };
+        let mut cpu = Cpu::default();
+        for pid in nodes {
+            if let Some((_, t)) = times(&pid.to_string()) {
+                cpu.nodes += t[0] + t[1];
+            }
+        }
+        if let Some((_, t)) = times("self") {
+            cpu.client = t[0] + t[1];
+        }
+        if let Some(server) = postgres {
+            // A backend that ended is counted in its parent's cutime and cstime.
+            if let Some((_, t)) = times(&server.to_string()) {
+                cpu.postgres += t.iter().sum::<f64>();
+            }
+            for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                let pid = name.to_string_lossy();
+                if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                if let Some((parent, t)) = times(&pid)
+                    && parent == server
+                {
+                    cpu.postgres += t[0] + t[1];
+                }
+            }
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/stat")
+            && let Some(line) = stat.lines().next()
+        {
+            // cpu user nice system idle iowait irq softirq steal
+            let ticks: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .take(8)
+                .map(|f| f.parse::<f64>().unwrap_or(0.0) / hz)
+                .collect();
+            cpu.total = ticks.iter().sum();
+            cpu.busy = cpu.total
+                - ticks.get(3).copied().unwrap_or(0.0)
+                - ticks.get(4).copied().unwrap_or(0.0);
+        }
+        cpu
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            nodes: self.nodes - before.nodes,
+            postgres: self.postgres - before.postgres,
+            client: self.client - before.client,
+            busy: self.busy - before.busy,
+            total: self.total - before.total,
+        }
+    }
 }
 
 fn post(agent: &ureq::Agent, url: &str, token: &str, body: Value) -> (u16, Value) {
@@ -42,7 +143,12 @@ fn post(agent: &ureq::Agent, url: &str, token: &str, body: Value) -> (u16, Value
     (status, value)
 }
 
-fn measure(name: &'static str, servers: &[&support::Server], clients: usize) -> Measured {
+fn measure(
+    name: &'static str,
+    servers: &[&support::Server],
+    postgres: Option<&LocalPostgres>,
+    clients: usize,
+) -> Measured {
     let seconds = support::bench_seconds();
     eprintln!(
         "{name}: {clients} clients, {:.1} s ...",
@@ -50,6 +156,9 @@ fn measure(name: &'static str, servers: &[&support::Server], clients: usize) -> 
     );
     let urls: Arc<Vec<String>> = Arc::new(servers.iter().map(|s| s.url.clone()).collect());
     let token = Arc::new(servers[0].token.clone());
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
+    let postgres = postgres.and_then(|pg| pg.pid());
+    let before = Cpu::now(&pids, postgres);
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
@@ -118,12 +227,15 @@ fn measure(name: &'static str, servers: &[&support::Server], clients: usize) -> 
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = Cpu::now(&pids, postgres).since(before);
     Measured {
         name,
         steps_per_sec: steps as f64 / elapsed,
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
         errors,
+        steps,
+        cpu,
     }
 }
 
@@ -140,7 +252,7 @@ fn main() {
     {
         let dir = tempfile::tempdir().unwrap();
         let server = support::ivr_server(dir.path(), &queue);
-        results.push(measure("one node, sled", &[&server], clients));
+        results.push(measure("one node, sled", &[&server], None, clients));
     }
     {
         let pg = LocalPostgres::start().unwrap();
@@ -149,7 +261,12 @@ fn main() {
         let mut args = vec!["--store", address.as_str()];
         args.extend(queue);
         let server = support::ivr_server(dir.path(), &args);
-        results.push(measure("one node, PostgreSQL", &[&server], clients));
+        results.push(measure(
+            "one node, PostgreSQL",
+            &[&server],
+            Some(&pg),
+            clients,
+        ));
     }
     let failover = {
         let pg = LocalPostgres::start().unwrap();
@@ -166,7 +283,12 @@ fn main() {
             nodes.push(support::ivr_server(dir.path(), &args));
         }
         let refs: Vec<&support::Server> = nodes.iter().collect();
-        results.push(measure("three nodes, PostgreSQL", &refs, clients));
+        results.push(measure(
+            "three nodes, PostgreSQL",
+            &refs,
+            Some(&pg),
+            clients,
+        ));
         leader_failover(nodes)
     };
     let sled = results[0].steps_per_sec;
@@ -184,6 +306,29 @@ fn main() {
             r.p99_ms,
             r.errors,
             r.steps_per_sec / sled
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!();
+    println!("where the CPU went, in ms per 1,000 steps ({cores} cores):");
+    println!(
+        "{:<24} {:>7} {:>11} {:>8} {:>7} {:>11} {:>16}",
+        "configuration", "nodes", "PostgreSQL", "clients", "total", "cores busy", "ceiling steps/s"
+    );
+    for r in &results {
+        let per = |seconds: f64| seconds * 1e6 / r.steps.max(1) as f64;
+        let cpu = r.cpu;
+        let total = per(cpu.nodes + cpu.postgres + cpu.client);
+        let busy = cores as f64 * cpu.busy / cpu.total.max(f64::MIN_POSITIVE);
+        println!(
+            "{:<24} {:>7.0} {:>11.0} {:>8.0} {:>7.0} {:>11.2} {:>16.0}",
+            r.name,
+            per(cpu.nodes),
+            per(cpu.postgres),
+            per(cpu.client),
+            total,
+            busy,
+            cores as f64 * 1e6 / total.max(f64::MIN_POSITIVE)
         );
     }
     println!();

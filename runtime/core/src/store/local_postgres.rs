@@ -100,6 +100,17 @@ impl LocalPostgres {
         self.dir.path().join("log")
     }
 
+    /// The server's main process (its `postmaster.pid`), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The connection string of database `postgres` as the superuser `switchboard`.
     pub fn address(&self) -> String {
         format!(
