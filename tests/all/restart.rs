@@ -84,6 +84,36 @@ fn a_second_server_on_the_same_data_is_refused_clearly() {
     );
 }
 
+/// A server loads every flow's live version and canary before it listens: the first contacts
+/// after a start (or on a node joining a cluster) never wait for a compile. The artifact cache
+/// is removed first, so loading them is a real compile.
+#[test]
+fn live_and_canary_versions_are_loaded_before_the_server_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ivr_server(dir.path(), &[]);
+    let (status, canary) = server.call_raw(
+        "POST",
+        "/v1/flows/ivr-menu/versions?canary=10",
+        "application/wasm",
+        std::fs::read(guest("chaos")).unwrap(),
+    );
+    assert_eq!(status, 201, "{canary}");
+    server.kill();
+    std::fs::remove_dir_all(dir.path().join("artifacts")).unwrap();
+
+    let server = Server::start(dir.path(), &[]);
+    let (status, list) = server.call("GET", "/v1/flows/ivr-menu/versions", None);
+    assert_eq!(status, 200, "{list}");
+    let loaded: Vec<(u64, bool)> = list["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["version"].as_u64().unwrap(), v["loaded"] == true))
+        .collect();
+    assert_eq!(loaded, [(1, true), (2, true)], "{list}");
+    assert_eq!(list["live"], 1, "{list}");
+}
+
 fn contact_version_sha(server: &Server) -> String {
     let (_, version) = server.call("GET", "/v1/flows/ivr-menu/versions/1", None);
     version["sha256"].as_str().unwrap().to_string()

@@ -120,6 +120,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     first_start(&runtime)?;
     runtime.start_router_clock();
     seed(&runtime, &args)?;
+    load_live(&runtime);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -270,6 +271,44 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(file, "{text}")?;
     Ok(())
+}
+
+/// Loads every flow's live version and canary before the node takes contacts, so that none
+/// waits for one to compile: a node joining a cluster, or started with an empty artifact
+/// cache, would otherwise compile them at its first contacts' expense (a second or more each
+/// on a busy machine). A version that does not load is named and left to load on first use,
+/// where its contacts get the error they always did.
+fn load_live(runtime: &Runtime) {
+    let flows = runtime.admin().flows();
+    let records = match flows.list() {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the flows to load them now; each loads at its first contact");
+            return;
+        }
+    };
+    let versions: Vec<(String, u64)> = records
+        .iter()
+        .flat_map(|r| {
+            std::iter::once((r.name.clone(), r.live))
+                .chain(r.canary.as_ref().map(|c| (r.name.clone(), c.version)))
+        })
+        .collect();
+    if versions.is_empty() {
+        return;
+    }
+    let label = match versions.len() {
+        1 => "loading the live flow version".to_string(),
+        n => format!("loading the {n} live flow versions"),
+    };
+    let _ = crate::channels::terminal::with_progress(&label, || {
+        for (flow, version) in &versions {
+            if let Err(e) = flows.component(flow, *version) {
+                tracing::warn!(flow, version, error = %e, "cannot load this live version now; its contacts will say why");
+            }
+        }
+        Ok(())
+    });
 }
 
 fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
