@@ -7,7 +7,10 @@
 //! Each step is the sample IVR's: a new contact's greeting, the caller's "1" (a task is
 //! created) and the hang-up (the task is canceled); every answer is committed before it is
 //! sent. BENCH_CLIENTS client threads (16) with keep-alive connections, BENCH_SECONDS each
-//! (3). Prints steps/s, p50 and p99 per configuration and the ratios to sled.
+//! (3), after BENCH_WARMUP seconds (1) of the same load that are not counted: by then every
+//! node has compiled the flow, opened its connections to the store and prepared its
+//! statements, so what is measured is a cluster's steady state, not its first second. Prints
+//! steps/s, p50 and p99 per configuration and the ratios to sled.
 //!
 //! Then, per configuration, where the CPU went while it ran (from `/proc`): milliseconds per
 //! 1,000 steps in the nodes, in PostgreSQL and in the bench's own clients, how many of the
@@ -150,16 +153,24 @@ fn measure(
     clients: usize,
 ) -> Measured {
     let seconds = support::bench_seconds();
+    let warmup = Duration::from_secs_f64(
+        std::env::var("BENCH_WARMUP")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1.0),
+    );
     eprintln!(
-        "{name}: {clients} clients, {:.1} s ...",
-        seconds.as_secs_f64()
+        "{name}: {clients} clients, {:.1} s after {:.1} s of warm-up ...",
+        seconds.as_secs_f64(),
+        warmup.as_secs_f64()
     );
     let urls: Arc<Vec<String>> = Arc::new(servers.iter().map(|s| s.url.clone()).collect());
     let token = Arc::new(servers[0].token.clone());
     let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
     let postgres = postgres.and_then(|pg| pg.pid());
-    let before = Cpu::now(&pids, postgres);
-    let started = Instant::now();
+    // The clock starts after the warm-up; the load stops `seconds` later.
+    let started = Instant::now() + warmup;
+    let until = started + seconds;
     let threads: Vec<_> = (0..clients)
         .map(|c| {
             let (urls, token) = (urls.clone(), token.clone());
@@ -180,6 +191,9 @@ fn measure(
                 let mut timed = |f: &mut dyn FnMut() -> bool| {
                     let t0 = Instant::now();
                     let ok = f();
+                    if t0 < started {
+                        return ok;
+                    }
                     hist.record(t0.elapsed().as_micros() as u64).unwrap();
                     if ok {
                         steps += 1;
@@ -188,7 +202,7 @@ fn measure(
                     }
                     ok
                 };
-                while started.elapsed() < seconds {
+                while Instant::now() < until {
                     n += 1;
                     let mut id = String::new();
                     let url = next_url();
@@ -218,6 +232,8 @@ fn measure(
             })
         })
         .collect();
+    std::thread::sleep(started.saturating_duration_since(Instant::now()));
+    let before = Cpu::now(&pids, postgres);
     let mut hist = Histogram::<u64>::new(3).unwrap();
     let (mut steps, mut errors) = (0, 0);
     for t in threads {
