@@ -42,6 +42,9 @@ struct Measured {
     cpu: Cpu,
 }
 
+/// Where [`Cpu::wall`] counts from.
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
 /// CPU time spent, in seconds, as `/proc` counts it (Linux).
 #[derive(Clone, Copy, Default)]
 struct Cpu {
@@ -52,10 +55,10 @@ struct Cpu {
     postgres: f64,
     /// This process: the client threads.
     client: f64,
-    /// The whole machine, busy.
+    /// The whole machine, busy (not idle, not waiting for I/O, not taken by the hypervisor).
     busy: f64,
-    /// The whole machine, busy or idle.
-    total: f64,
+    /// Wall-clock time.
+    wall: f64,
 }
 
 impl Cpu {
@@ -109,18 +112,19 @@ impl Cpu {
         if let Ok(stat) = std::fs::read_to_string("/proc/stat")
             && let Some(line) = stat.lines().next()
         {
-            // cpu user nice system idle iowait irq softirq steal
+            // cpu user nice system idle iowait irq softirq steal, summed over the CPUs
             let ticks: Vec<f64> = line
                 .split_whitespace()
                 .skip(1)
                 .take(8)
                 .map(|f| f.parse::<f64>().unwrap_or(0.0) / hz)
                 .collect();
-            cpu.total = ticks.iter().sum();
-            cpu.busy = cpu.total
-                - ticks.get(3).copied().unwrap_or(0.0)
-                - ticks.get(4).copied().unwrap_or(0.0);
+            cpu.busy = [0, 1, 2, 5, 6]
+                .iter()
+                .map(|&i| ticks.get(i).copied().unwrap_or(0.0))
+                .sum();
         }
+        cpu.wall = EPOCH.elapsed().as_secs_f64();
         cpu
     }
 
@@ -130,7 +134,7 @@ impl Cpu {
             postgres: self.postgres - before.postgres,
             client: self.client - before.client,
             busy: self.busy - before.busy,
-            total: self.total - before.total,
+            wall: self.wall - before.wall,
         }
     }
 }
@@ -335,7 +339,7 @@ fn main() {
         let per = |seconds: f64| seconds * 1e6 / r.steps.max(1) as f64;
         let cpu = r.cpu;
         let total = per(cpu.nodes + cpu.postgres + cpu.client);
-        let busy = cores as f64 * cpu.busy / cpu.total.max(f64::MIN_POSITIVE);
+        let busy = cpu.busy / cpu.wall.max(f64::MIN_POSITIVE);
         println!(
             "{:<24} {:>7.0} {:>11.0} {:>8.0} {:>7.0} {:>11.2} {:>16.0}",
             r.name,

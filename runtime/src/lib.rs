@@ -11,6 +11,8 @@
 /// and benches): mimalloc, not the system's. A node's threads (async workers, steps, store
 /// connections) allocate on one thread and free on another, where glibc's malloc took about a
 /// tenth of a node's CPU under load (perf, three nodes on PostgreSQL).
+/// (Not under Miri, which checks allocations through its own.)
+#[cfg(not(miri))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -298,17 +298,22 @@ fn load_live(runtime: &Runtime) {
         return;
     }
     let label = match versions.len() {
-        1 => "loading the live flow version".to_string(),
-        n => format!("loading the {n} live flow versions"),
+        1 => "loading the flow version in use".to_string(),
+        n => format!("loading the {n} flow versions in use (live and canary)"),
     };
-    let _ = crate::channels::terminal::with_progress(&label, || {
+    let failed = crate::channels::terminal::with_progress(&label, || {
+        let mut failed = 0;
         for (flow, version) in &versions {
             if let Err(e) = flows.component(flow, *version) {
-                tracing::warn!(flow, version, error = %e, "cannot load this live version now; its contacts will say why");
+                tracing::warn!(flow, version, error = %e, "cannot load this version now; it loads at first use, and its contacts say why if it still cannot");
+                failed += 1;
             }
         }
-        Ok(())
+        Ok(failed)
     });
+    if let Ok(failed @ 1..) = failed {
+        eprintln!("{failed} of them did not load (the log above says why); the others are ready");
+    }
 }
 
 fn seed(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {

@@ -192,6 +192,9 @@ pub struct Flows {
     /// Components of data directories from before they were kept in the store.
     legacy_components_dir: PathBuf,
     loaded: RwLock<HashMap<(String, u64), Arc<FlowComponent>>>,
+    /// Held while a version is loaded into [`Flows::loaded`]: two callers needing the same
+    /// version (a node's start-up load and a contact) compile it once, not side by side.
+    loading: Mutex<()>,
     /// Contacts in progress per version: a version stays loaded while any is pinned to it.
     pins: Mutex<HashMap<(String, u64), u64>>,
     /// Health counters: counted here with each step, written to the store by
@@ -334,6 +337,7 @@ impl Flows {
             engine,
             legacy_components_dir,
             loaded: RwLock::new(HashMap::new()),
+            loading: Mutex::new(()),
             pins: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
             dirty_health: Mutex::default(),
@@ -951,13 +955,20 @@ impl Flows {
     /// The compiled component of a version, loaded on first use (from the artifact cache).
     pub fn component(&self, flow: &str, version: u64) -> Result<Arc<FlowComponent>, FlowsError> {
         let key = (flow.to_string(), version);
-        if let Some(found) = self
-            .loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(found.clone());
+        let found = || {
+            self.loaded
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned()
+        };
+        if let Some(found) = found() {
+            return Ok(found);
+        }
+        let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        // Loaded by whoever held the lock before.
+        if let Some(found) = found() {
+            return Ok(found);
         }
         let record = self.version(flow, version)?;
         let bytes = self.read_component(&record.sha256)?;
