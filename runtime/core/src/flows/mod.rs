@@ -194,6 +194,8 @@ pub struct Flows {
     loaded: RwLock<HashMap<(String, u64), Arc<FlowComponent>>>,
     /// Held while a version is loaded into [`Flows::loaded`]: two callers needing the same
     /// version (a node's start-up load and a contact) compile it once, not side by side.
+    /// Loads of different versions take turns too; on a cache miss each is a compile that
+    /// would share the same cores anyway, and loads happen at start-up and first use only.
     loading: Mutex<()>,
     /// Contacts in progress per version: a version stays loaded while any is pinned to it.
     pins: Mutex<HashMap<(String, u64), u64>>,

@@ -11,11 +11,11 @@
 //! removes the record; one that touches none leaves it, so the record present at start-up
 //! belongs to the last batch of two or more writes, and nothing written after it touched its
 //! keys (but the ahead-writes of a batch whose own record did not land, which it then
-//! undoes: that batch did not land either). sled recovers a prefix of its log after a crash, so either the record survives (and
-//! [`SledStore::open`] applies it again: its writes are absolute values, and its keys still
-//! hold them or the crash cut the batch short) or neither it nor any write after it does.
-//! Readers may see a batch's writes land one by one while it commits; a crash never leaves
-//! part of one.
+//! undoes: that batch did not land either). sled recovers a prefix of its log after a crash,
+//! so either the record survives (and [`SledStore::open`] applies it again: its writes are
+//! absolute values, and its keys still hold them or the crash cut the batch short) or neither
+//! it nor any write after it does. Readers may see a batch's writes land one by one while it
+//! commits; a crash never leaves part of one.
 
 use std::path::Path;
 use std::sync::Mutex;
