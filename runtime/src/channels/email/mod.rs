@@ -349,9 +349,16 @@ impl Mailroom {
                             rt, &mut entry, &mail, &customer, &mailbox, earlier, id,
                         )?;
                         // Test-only: the process dies between starting the contact and noting it (the window a
-                        // restart must close).
+                        // restart must close), once the sender has its 250 (the worker can get here first).
                         if std::env::var("SWITCHBOARD_FAILPOINT").is_ok_and(|f| f == "mail-started")
                         {
+                            let until =
+                                std::time::Instant::now() + std::time::Duration::from_secs(10);
+                            while !smtp::ACKNOWLEDGED.load(std::sync::atomic::Ordering::SeqCst)
+                                && std::time::Instant::now() < until
+                            {
+                                std::thread::sleep(std::time::Duration::from_millis(5));
+                            }
                             std::process::abort();
                         }
                     }

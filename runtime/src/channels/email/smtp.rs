@@ -348,8 +348,17 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         if reply(io, &answer).await.is_err() {
             return Ended::Closed;
         }
+        if answer.starts_with("250 2.0.0 queued") {
+            ACKNOWLEDGED.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 }
+
+/// Set once this process has told a sender a mail is queued. Read only by the test-only
+/// failpoint that stops the process after a contact starts: the window it tests comes after
+/// the acknowledgement, so it waits for it.
+pub(super) static ACKNOWLEDGED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Reads a message up to the line holding a lone dot, undoing dot-stuffing. Past `max` bytes
 /// the rest is read and dropped (`true`: too large). `None`: the connection went away.
