@@ -39,11 +39,10 @@ struct Measured {
     p99_ms: f64,
     errors: u64,
     steps: u64,
+    /// How long the measured load ran (wall clock).
+    seconds: f64,
     cpu: Cpu,
 }
-
-/// Where [`Cpu::wall`] counts from.
-static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 /// CPU time spent, in seconds, as `/proc` counts it (Linux).
 #[derive(Clone, Copy, Default)]
@@ -57,31 +56,13 @@ struct Cpu {
     client: f64,
     /// The whole machine, busy (not idle, not waiting for I/O, not taken by the hypervisor).
     busy: f64,
-    /// Wall-clock time.
-    wall: f64,
 }
 
 impl Cpu {
     /// Now, for the node processes `nodes` and the PostgreSQL server whose main process is
     /// `postgres`.
     fn now(nodes: &[u32], postgres: Option<u32>) -> Cpu {
-        // Process times are in clock ticks (`USER_HZ`), the same as `/proc/stat`'s.
-        // SAFETY: sysconf reads a constant of the system; it takes no pointers.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        // After the command: ppid is field 4 of stat(5); utime, stime, cutime, cstime 14-17.
-        let times = |pid: &str| -> Option<(u32, [f64; 4])> {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-            let tick = |i: usize| {
-                fields
-                    .get(i)
-                    .and_then(|f| f.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-                    / hz
-            };
-            let parent = fields.get(1)?.parse().ok()?;
-            Some((parent, [tick(11), tick(12), tick(13), tick(14)]))
-        };
+        let times = support::process_times;
         let mut cpu = Cpu::default();
         for pid in nodes {
             if let Some((_, t)) = times(&pid.to_string()) {
@@ -109,6 +90,9 @@ impl Cpu {
                 }
             }
         }
+        // `/proc/stat` counts in clock ticks (`USER_HZ`).
+        // SAFETY: sysconf reads a constant of the system; it takes no pointers.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         if let Ok(stat) = std::fs::read_to_string("/proc/stat")
             && let Some(line) = stat.lines().next()
         {
@@ -124,7 +108,6 @@ impl Cpu {
                 .map(|&i| ticks.get(i).copied().unwrap_or(0.0))
                 .sum();
         }
-        cpu.wall = EPOCH.elapsed().as_secs_f64();
         cpu
     }
 
@@ -134,7 +117,6 @@ impl Cpu {
             postgres: self.postgres - before.postgres,
             client: self.client - before.client,
             busy: self.busy - before.busy,
-            wall: self.wall - before.wall,
         }
     }
 }
@@ -255,6 +237,7 @@ fn measure(
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
         errors,
         steps,
+        seconds: elapsed,
         cpu,
     }
 }
@@ -339,7 +322,7 @@ fn main() {
         let per = |seconds: f64| seconds * 1e6 / r.steps.max(1) as f64;
         let cpu = r.cpu;
         let total = per(cpu.nodes + cpu.postgres + cpu.client);
-        let busy = cpu.busy / cpu.wall.max(f64::MIN_POSITIVE);
+        let busy = cpu.busy / r.seconds.max(f64::MIN_POSITIVE);
         println!(
             "{:<24} {:>7.0} {:>11.0} {:>8.0} {:>7.0} {:>11.2} {:>16.0}",
             r.name,

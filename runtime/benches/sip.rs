@@ -78,26 +78,14 @@ fn listen(socket: UdpSocket, stop: Arc<AtomicBool>) -> Arc<Mutex<Jitter>> {
 }
 
 fn proc_stat(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
+    let cpu = support::process_times(&pid.to_string()).map_or(0.0, |(_, t)| t[0] + t[1]);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss_kb = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
-    (ticks / 100.0, rss_kb)
+    (cpu, rss_kb)
 }
 
 fn metric(server: &support::Server, name: &str) -> f64 {

@@ -3,16 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::{Server, guest, ivr_server, queue, spoken};
-
-fn deploy_canary(server: &Server, query: &str) -> (u16, serde_json::Value) {
-    server.call_raw(
-        "POST",
-        &format!("/v1/flows/ivr-menu/versions?{query}"),
-        "application/wasm",
-        std::fs::read(guest("chaos")).unwrap(),
-    )
-}
+use crate::support::{Server, deploy_canary, guest, ivr_server, queue, spoken};
 
 #[test]
 fn a_canary_that_traps_on_30_percent_of_callers_is_rolled_back_by_itself() {

@@ -1,7 +1,7 @@
 //! A contact in progress survives a server crash and restart, and continues on the version it
 //! was pinned to even when a newer version went live meanwhile.
 
-use crate::support::{Server, guest, ivr_server, queue, spoken};
+use crate::support::{Server, deploy_canary, guest, ivr_server, queue, spoken};
 
 #[test]
 fn session_survives_sigkill_and_stays_pinned() {
@@ -91,12 +91,7 @@ fn a_second_server_on_the_same_data_is_refused_clearly() {
 fn live_and_canary_versions_are_loaded_before_the_server_listens() {
     let dir = tempfile::tempdir().unwrap();
     let server = ivr_server(dir.path(), &[]);
-    let (status, canary) = server.call_raw(
-        "POST",
-        "/v1/flows/ivr-menu/versions?canary=10",
-        "application/wasm",
-        std::fs::read(guest("chaos")).unwrap(),
-    );
+    let (status, canary) = deploy_canary(&server, "canary=10");
     assert_eq!(status, 201, "{canary}");
     server.kill();
     std::fs::remove_dir_all(dir.path().join("artifacts")).unwrap();

@@ -545,6 +545,40 @@ pub const ALWAYS_OPEN: [&str; 6] = [
     "ivr-menu:close=24:00",
 ];
 
+/// Deploys the `chaos` component as a candidate version of the sample IVR's flow, with the
+/// query `query` (`canary=50`, a share of new contacts; or a rule): the status and the body.
+#[allow(dead_code)]
+pub fn deploy_canary(server: &Server, query: &str) -> (u16, Value) {
+    server.call_raw(
+        "POST",
+        &format!("/v1/flows/ivr-menu/versions?{query}"),
+        "application/wasm",
+        std::fs::read(guest("chaos")).unwrap(),
+    )
+}
+
+/// The CPU times of process `pid` (a number, or `self`) as `/proc/PID/stat` counts them
+/// (Linux): its parent's pid, then its user, system, reaped children's user and reaped
+/// children's system time, in seconds. `None` when the process is gone.
+#[allow(dead_code)]
+pub fn process_times(pid: &str) -> Option<(u32, [f64; 4])> {
+    // SAFETY: sysconf reads a constant of the system; it takes no pointers.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command (which may hold spaces and parentheses): ppid is field 4 of
+    // stat(5), utime, stime, cutime and cstime fields 14-17.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let seconds = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / hz
+    };
+    let parent = fields.get(1)?.parse().ok()?;
+    Some((parent, [seconds(11), seconds(12), seconds(13), seconds(14)]))
+}
+
 /// How long a benchmark measures each thing: `BENCH_SECONDS`, 3 by default.
 #[allow(dead_code)]
 pub fn bench_seconds() -> Duration {

@@ -289,10 +289,7 @@ fn load_live(runtime: &Runtime) {
     };
     let versions: Vec<(String, u64)> = records
         .iter()
-        .flat_map(|r| {
-            std::iter::once((r.name.clone(), r.live))
-                .chain(r.canary.as_ref().map(|c| (r.name.clone(), c.version)))
-        })
+        .flat_map(|r| r.in_use().map(|version| (r.name.clone(), version)))
         .collect();
     if versions.is_empty() {
         return;

@@ -76,6 +76,14 @@ pub struct FlowRecord {
     pub canary: Option<Canary>,
 }
 
+impl FlowRecord {
+    /// The versions new contacts can get: the live one, then the canary's if there is one.
+    /// They stay loaded on every node.
+    pub fn in_use(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once(self.live).chain(self.canary.as_ref().map(|c| c.version))
+    }
+}
+
 /// How to deploy.
 #[derive(Debug, Clone, Default)]
 pub struct DeployOptions {
@@ -780,7 +788,7 @@ impl Flows {
         let Ok(Some(record)) = self.record(flow) else {
             return;
         };
-        if record.live == version || record.canary.as_ref().is_some_and(|c| c.version == version) {
+        if record.in_use().any(|v| v == version) {
             return;
         }
         if self
