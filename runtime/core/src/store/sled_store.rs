@@ -52,24 +52,40 @@ fn backend(e: sled::Error) -> StoreError {
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Fails clearly if another server holds it.
+    ///
+    /// sled's own file lock outlives the last handle by a moment: its background writes hold
+    /// the file until they finish. A store closed and opened again in one process (a restart
+    /// in a test, a command run right after a server stopped) waits for them, up to
+    /// `LOCK_WAIT`, before it calls the store in use.
     pub fn open(dir: &Path) -> anyhow::Result<SledStore> {
+        const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new()
-            .path(dir.join("store"))
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir.join("store"))
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io))
                     if io.kind() == std::io::ErrorKind::WouldBlock
                         || io.to_string().contains("could not acquire lock") =>
                 {
-                    anyhow::anyhow!(
+                    if std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue;
+                    }
+                    anyhow::bail!(
                         "the store in {} is in use by another switchboard process; stop it or pass another --data-dir",
                         dir.display()
                     )
                 }
-                other => anyhow::anyhow!("cannot open the store in {}: {other}", dir.display()),
-            })?;
+                Err(other) => {
+                    anyhow::bail!("cannot open the store in {}: {other}", dir.display())
+                }
+            }
+        };
         Self::with_trees(db)
     }
 
