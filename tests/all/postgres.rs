@@ -61,7 +61,16 @@ fn a_database_crash_under_load_loses_nothing_acknowledged() {
         .collect();
 
     let count = || acknowledged.lock().unwrap().len();
-    std::thread::sleep(Duration::from_millis(800));
+    // The load runs before the crash: some contacts acknowledged, then a moment more.
+    let started = Instant::now();
+    while count() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the load did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
     let before_crash = count();
     assert!(before_crash > 0, "the load runs before the crash");
     pg.stop_immediately().unwrap();

@@ -147,7 +147,9 @@ fn reservation_timeout_moves_on_and_escalation_reaches_the_second_target() {
             "reservation_timeout_secs": 1,
             // Written with the names queues had before `agent` (still read).
             "targets": [
-                {"workers": "worker.level >= 3", "timeout_secs": 2},
+                // Long enough that the offer moves (after 1 s) and the seniors reject it
+                // before escalation, on a busy machine too.
+                {"workers": "worker.level >= 3", "timeout_secs": 5},
                 {"workers": "worker.level >= 1"}
             ]
         }),
@@ -774,7 +776,8 @@ fn wrap_up_keeps_the_agent_busy_needs_its_code_and_ends_by_itself() {
     put(
         &server,
         "/v1/queues/sales",
-        json!({"wrapup_secs": 2, "dispositions": ["sale", "no-sale"], "disposition_required": true}),
+        // Long enough for the requests below to come before the wrap-up runs out.
+        json!({"wrapup_secs": 5, "dispositions": ["sale", "no-sale"], "disposition_required": true}),
     );
     let ann = agent(&server, "ann", json!({}), json!({"voice": 1}));
     let first = task(&server, "sales", "voice", 0, json!({}));
@@ -848,7 +851,14 @@ fn the_agent_socket_hears_every_change_of_the_agents_world() {
     put(
         &server,
         "/v1/queues/sales",
-        json!({"members": r#""sales" in worker.skills"#, "reservation_timeout_secs": 1, "wrapup_secs": 1}),
+        json!({"members": r#""sales" in worker.skills"#, "reservation_timeout_secs": 30, "wrapup_secs": 1}),
+    );
+    // The offer left unanswered has a queue of its own with a short timeout: the offers the
+    // test answers have time to be answered on a busy machine.
+    put(
+        &server,
+        "/v1/queues/quick",
+        json!({"members": r#""sales" in worker.skills"#, "reservation_timeout_secs": 1}),
     );
     put(
         &server,
@@ -880,7 +890,7 @@ fn the_agent_socket_hears_every_change_of_the_agents_world() {
     assert_eq!(pushed["task"]["id"], moved["id"]);
 
     // An offer left unanswered.
-    let missed = task(&server, "sales", "voice", 0, json!({}));
+    let missed = task(&server, "quick", "voice", 0, json!({}));
     assert_eq!(next()["type"], "reservation");
     let pushed = next();
     assert_eq!(pushed["type"], "timed-out", "{pushed}");

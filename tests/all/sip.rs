@@ -24,6 +24,19 @@ fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (at most 5 s) for `count` to reach `at_least` and returns it, so a relay running
+/// late on a busy machine is not taken for packets lost; the caller asserts on the count.
+fn wait_for_count(count: impl Fn() -> u64, at_least: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = count();
+        if now >= at_least || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The most recent contact.
 fn last_contact(server: &Server) -> Value {
     let (status, contacts) = server.call("GET", "/v1/contacts?limit=1", None);
@@ -221,7 +234,7 @@ fn a_caller_hanging_up_during_the_prompt_ends_the_contact_and_frees_the_media() 
     let ear = Ear::new();
     let scenario = Caller::dial(ear.port(), "+15553333")
         .answered()
-        .pause(1200)
+        .pause(3000)
         .hang_up()
         .write(dir.path(), "early-bye");
     sipp(dir.path(), &scenario, sip_addr(&server), NUMBER, &[]).succeeds();
@@ -241,7 +254,7 @@ fn an_agent_phone_answers_and_the_caller_is_bridged_both_ways() {
     private_network();
     let dir = tempfile::tempdir().unwrap();
     let server = sip_ivr_server(dir.path(), &[]);
-    let (alice, phone_ear, answer, phone_port) = alice_registers_a_phone(&server, dir.path(), 4000);
+    let (alice, phone_ear, answer, phone_port) = alice_registers_a_phone(&server, dir.path(), 8000);
     let port_args = ["-p", phone_port.as_str()];
     let (_, regs) = server.call("GET", "/v1/sip/registrations", None);
     assert_eq!(regs[0]["agent"], "alice", "{regs}");
@@ -260,8 +273,7 @@ fn an_agent_phone_answers_and_the_caller_is_bridged_both_ways() {
         .expect("prompt RTP came from the caller leg");
     let phone_before = phone_ear.loud_count();
     caller_ear.speak(caller_media, 40);
-    std::thread::sleep(Duration::from_millis(200));
-    let relayed = phone_ear.loud_count() - phone_before;
+    let relayed = wait_for_count(|| phone_ear.loud_count() - phone_before, 36);
     assert!(relayed >= 36, "the agent heard {relayed} of 40 packets");
 
     let phone_media = phone_ear
@@ -271,11 +283,10 @@ fn an_agent_phone_answers_and_the_caller_is_bridged_both_ways() {
         .expect("the agent leg sent nothing yet? it relays");
     let caller_before = caller_ear.loud_count();
     phone_ear.speak(phone_media, 40);
-    std::thread::sleep(Duration::from_millis(200));
-    let relayed = caller_ear.loud_count() - caller_before;
+    let relayed = wait_for_count(|| caller_ear.loud_count() - caller_before, 36);
     assert!(relayed >= 36, "the caller heard {relayed} of 40 packets");
 
-    // The agent hangs up (after 4 s): Switchboard hangs up on the caller, the task completes.
+    // The agent hangs up (after 8 s): Switchboard hangs up on the caller, the task completes.
     phone.succeeds();
     caller.succeeds();
     all_calls_over(&server);
@@ -362,10 +373,11 @@ fn bad_sip_and_stray_media_get_errors_or_are_dropped_and_calls_go_on() {
     let server = sip_ivr_server(dir.path(), &[]);
     let sip = sip_addr(&server);
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-    probe
-        .set_read_timeout(Some(Duration::from_millis(700)))
-        .unwrap();
-    let ask = |text: &str| -> Option<String> {
+    // Sends `text` and reads the answer, waiting at most `wait` for it.
+    let ask_within = |text: &str, wait: u64| -> Option<String> {
+        probe
+            .set_read_timeout(Some(Duration::from_millis(wait)))
+            .unwrap();
         probe.send_to(text.as_bytes(), sip).unwrap();
         let mut buf = [0u8; 4096];
         probe
@@ -373,6 +385,10 @@ fn bad_sip_and_stray_media_get_errors_or_are_dropped_and_calls_go_on() {
             .ok()
             .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).to_string())
     };
+    // What is answered may be answered late on a busy machine; what is dropped is given
+    // 700 ms to show that nothing comes.
+    let ask = |text: &str| ask_within(text, 5000);
+    let dropped = |text: &str| ask_within(text, 700).is_none();
     let request = |method: &str, call_id: &str, extra: &str| {
         format!(
             "{method} sip:{NUMBER}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{call_id}{method}\r\nFrom: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:{NUMBER}@{sip}>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}",
@@ -381,11 +397,10 @@ fn bad_sip_and_stray_media_get_errors_or_are_dropped_and_calls_go_on() {
     };
 
     // Garbage and a request missing its headers: dropped silently, counted.
-    assert_eq!(ask("\u{1}\u{2}garbage\r\n\r\n"), None);
-    assert_eq!(
-        ask("INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4\r\n\r\n"),
-        None
-    );
+    assert!(dropped("\u{1}\u{2}garbage\r\n\r\n"));
+    assert!(dropped(
+        "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4\r\n\r\n"
+    ));
     assert_eq!(metric(&server, "switchboard_sip_malformed_total"), 2.0);
     // A BYE for a dialog that does not exist.
     let answer = ask(&request("BYE", "nobody", "Content-Length: 0\r\n\r\n")).unwrap();
@@ -1056,8 +1071,10 @@ fn a_flood_of_invites_from_one_address_leaves_other_callers_alone() {
     // 20 a second, 40 in a burst, over at most four seconds.
     assert!(admitted <= 40 + 4 * 20, "{admitted} flood calls started");
     let limited = metric(&server, "switchboard_sip_calls_limited_total");
+    // The rest were admitted, or dropped by the kernel while the server was descheduled (a
+    // busy machine's socket buffer overflows in a flood); neither is a call started.
     assert!(
-        limited >= (sent as f64) - 150.0,
+        limited >= 0.8 * sent as f64,
         "{limited} of {sent} turned away"
     );
 }
@@ -1215,7 +1232,9 @@ fn an_a_law_caller_and_a_u_law_phone_hear_each_other_through_hold_and_back() {
     let caller_leg = caller_ear.from.lock().unwrap().expect("prompts");
     // A key under the caller's payload type 96 arrives under the phone's 101.
     caller_ear.press(caller_leg, 96, 5);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until("the key to reach the phone", 8, || {
+        phone_ear.payload_types.lock().unwrap().contains(&101)
+    });
     let types = phone_ear.payload_types.lock().unwrap().clone();
     assert!(
         types.contains(&101),
@@ -1233,8 +1252,16 @@ fn an_a_law_caller_and_a_u_law_phone_hear_each_other_through_hold_and_back() {
     wait_until("hold music for the caller", 8, || {
         caller_ear.loud_count() >= before + 25
     });
-    // The phone resumes (after 2.5 s on hold): music stops and the two hear each other.
-    std::thread::sleep(Duration::from_millis(2800));
+    // The phone resumes (after 2.5 s on hold): music stops (nothing loud for half a second)
+    // and the two hear each other.
+    let mut last = (caller_ear.loud_count(), Instant::now());
+    wait_until("the hold music to stop", 15, || {
+        let now = caller_ear.loud_count();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        last.1.elapsed() > Duration::from_millis(500)
+    });
     crosses(&phone_ear, 0, 1000.0, &caller_ear);
 
     phone.succeeds();
@@ -2038,6 +2065,11 @@ fn a_callback_attempt_interrupted_by_a_sigkill_is_not_dialed_again() {
     );
 
     let server = crate::support::sip_ivr_server_with_env(dir.path(), &[], &env);
+    // The restarted node closes the attempts it left as soon as its dialer starts, which may
+    // be just after it listens.
+    wait_until("attempt 1 to be recorded as interrupted", 10, || {
+        attempts(&server)[0]["result"].is_string()
+    });
     let after = attempts(&server);
     assert_eq!(after.len(), 1, "{after:?}");
     let result = after[0]["result"].as_str().unwrap_or_default();

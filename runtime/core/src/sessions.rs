@@ -351,10 +351,12 @@ enum Guard<'a> {
 /// canceled, not wrapped up.
 pub const NODE_LOST: &str = "node-lost";
 
-/// How many times a step refused because another node stepped the contact first is read
-/// back and run again, after a short random pause that grows with each try (so two nodes
-/// that keep colliding on one busy contact fall out of step rather than lose in turn).
-const STEP_ATTEMPTS: usize = 10;
+/// For how long a step refused because another node stepped the contact first is read back
+/// and run again, after a short random pause that grows with each try up to 5 ms (so two
+/// nodes that keep colliding on one busy contact fall out of step rather than lose in turn).
+/// Bounded by time, not by a count of tries: a node whose events queue up on one contact
+/// can win many times in a row while the other node waits, and that is not a failure.
+const STEP_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Sessions {
     /// Sessions kept in `store`, run by `engine`.
@@ -479,7 +481,8 @@ impl Sessions {
             return Err(ContactError::BadEvent("`started` is sent by Switchboard when a contact starts; send input, no-input, message, task-outcome or hangup".into()));
         }
         let _turn = self.stripe(id);
-        let mut attempt = 1;
+        let began = std::time::Instant::now();
+        let mut attempt: u64 = 1;
         loop {
             let (mut session, stored) = self.load(id)?;
             if matches!(session.status, Status::Ended { .. }) {
@@ -495,10 +498,10 @@ impl Sessions {
                 // Another node stepped this contact first: run the step again on what it
                 // left (host calls are reads, so the step may run twice).
                 Err(ContactError::Store(StoreError::Conflict { .. }))
-                    if attempt < STEP_ATTEMPTS =>
+                    if began.elapsed() < STEP_RETRY_FOR =>
                 {
                     std::thread::sleep(std::time::Duration::from_micros(rand::random_range(
-                        0..=500 * attempt as u64,
+                        0..=500 * attempt.min(10),
                     )));
                     attempt += 1;
                 }
