@@ -37,6 +37,19 @@ fn wait_for_count(count: impl Fn() -> u64, at_least: u64) -> u64 {
     }
 }
 
+/// Waits (at most 15 s) until `ear` has heard nothing loud for half a second: a prompt or
+/// hold music has ended.
+fn wait_until_quiet(what: &str, ear: &Ear) {
+    let mut last = (ear.loud_count(), Instant::now());
+    wait_until(what, 15, || {
+        let now = ear.loud_count();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        last.1.elapsed() > Duration::from_millis(500)
+    });
+}
+
 /// The most recent contact.
 fn last_contact(server: &Server) -> Value {
     let (status, contacts) = server.call("GET", "/v1/contacts?limit=1", None);
@@ -1254,14 +1267,7 @@ fn an_a_law_caller_and_a_u_law_phone_hear_each_other_through_hold_and_back() {
     });
     // The phone resumes (after 2.5 s on hold): music stops (nothing loud for half a second)
     // and the two hear each other.
-    let mut last = (caller_ear.loud_count(), Instant::now());
-    wait_until("the hold music to stop", 15, || {
-        let now = caller_ear.loud_count();
-        if now != last.0 {
-            last = (now, Instant::now());
-        }
-        last.1.elapsed() > Duration::from_millis(500)
-    });
+    wait_until_quiet("the hold music to stop", &caller_ear);
     crosses(&phone_ear, 0, 1000.0, &caller_ear);
 
     phone.succeeds();
@@ -1736,14 +1742,7 @@ fn a_callback_rings_the_agent_then_the_customer_and_retries_a_busy_line_across_a
         customer_ear.loud_count() > 25
     });
     // The greeting ends (nothing loud for half a second) and the bridge begins.
-    let mut last = (customer_ear.loud_count(), Instant::now());
-    wait_until("the greeting to end", 15, || {
-        let now = customer_ear.loud_count();
-        if now != last.0 {
-            last = (now, Instant::now());
-        }
-        last.1.elapsed() > Duration::from_millis(500)
-    });
+    wait_until_quiet("the greeting to end", &customer_ear);
     // Both ways: the customer hears alice, alice hears the customer.
     crosses(&customer_ear, 0, 600.0, &alice_ear);
     crosses(&alice_ear, 0, 1000.0, &customer_ear);
