@@ -204,9 +204,9 @@ fn post_partly(
     use std::io::{Read, Write};
     let host = server.url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(host).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
+    let wait = Some(std::time::Duration::from_secs(30));
+    stream.set_read_timeout(wait).unwrap();
+    stream.set_write_timeout(wait).unwrap();
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
@@ -224,11 +224,11 @@ fn post_partly(
             String::from_utf8_lossy(&got)
         );
         got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).to_string();
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
             continue;
         };
-        let length: usize = head
+        let head = String::from_utf8_lossy(&got[..end]).to_string();
+        let answer_len: usize = head
             .lines()
             .find_map(|l| {
                 let (name, value) = l.split_once(':')?;
@@ -236,9 +236,10 @@ fn post_partly(
                     .then(|| value.trim().parse().ok())?
             })
             .expect("a Content-Length");
-        if body.len() >= length {
+        let body = &got[end + 4..];
+        if body.len() >= answer_len {
             let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-            return (status, serde_json::from_str(&body[..length]).unwrap());
+            return (status, serde_json::from_slice(&body[..answer_len]).unwrap());
         }
     }
 }

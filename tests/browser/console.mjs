@@ -1,8 +1,7 @@
 // Drives the supervisor console in headless Chromium: an agent is refused it; a developer
 // (sent to sign in first) deploys a new version as a canary and aborts it; a supervisor's
 // wallboard shows a task arrive and leave (the time it took is printed), with the numbers the
-// API gives, and
-// exports a report as CSV whose rows match a scenario the test made.
+// API gives, and exports a report as CSV whose rows match a scenario the test made.
 // Usage: node console.mjs BASE_URL SCREENSHOT_DIR ADMIN_TOKEN COMPONENT_PATH
 import { launch } from "./launch.mjs";
 

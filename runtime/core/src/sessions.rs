@@ -355,8 +355,10 @@ pub const NODE_LOST: &str = "node-lost";
 /// and run again, after a short random pause that grows with each try up to 5 ms (so two
 /// nodes that keep colliding on one busy contact fall out of step rather than lose in turn).
 /// Bounded by time, not by a count of tries: a node whose events queue up on one contact
-/// can win many times in a row while the other node waits, and that is not a failure.
-const STEP_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+/// can win many times in a row while the other node waits, and that is not a failure. The
+/// contact's stripe stays held meanwhile (its events on this node keep their order), so
+/// other contacts of the stripe wait too: the bound is short.
+const STEP_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Sessions {
     /// Sessions kept in `store`, run by `engine`.

@@ -54,9 +54,10 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`. Fails clearly if another server holds it.
     ///
     /// sled's own file lock outlives the last handle by a moment: its background writes hold
-    /// the file until they finish. A store closed and opened again in one process (a restart
-    /// in a test, a command run right after a server stopped) waits for them, up to
-    /// `LOCK_WAIT`, before it calls the store in use.
+    /// the file until they finish. A store closed and opened again in the same process (a
+    /// restart in a test) waits for them, up to `LOCK_WAIT`, before it calls the store in use.
+    /// (Another process never meets that lock once the server has exited, and a running
+    /// server is refused sooner by the node's lock on the data directory.)
     pub fn open(dir: &Path) -> anyhow::Result<SledStore> {
         const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
         std::fs::create_dir_all(dir)?;
