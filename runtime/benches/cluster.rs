@@ -90,9 +90,7 @@ impl Cpu {
                 }
             }
         }
-        // `/proc/stat` counts in clock ticks (`USER_HZ`).
-        // SAFETY: sysconf reads a constant of the system; it takes no pointers.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let hz = support::ticks_per_second();
         if let Ok(stat) = std::fs::read_to_string("/proc/stat")
             && let Some(line) = stat.lines().next()
         {

@@ -557,13 +557,20 @@ pub fn deploy_canary(server: &Server, query: &str) -> (u16, Value) {
     )
 }
 
+/// The clock ticks (`USER_HZ`) in a second: the unit of `/proc/PID/stat`'s and
+/// `/proc/stat`'s times.
+#[allow(dead_code)]
+pub fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf reads a constant of the system; it takes no pointers.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
 /// The CPU times of process `pid` (a number, or `self`) as `/proc/PID/stat` counts them
 /// (Linux): its parent's pid, then its user, system, reaped children's user and reaped
 /// children's system time, in seconds. `None` when the process is gone.
 #[allow(dead_code)]
 pub fn process_times(pid: &str) -> Option<(u32, [f64; 4])> {
-    // SAFETY: sysconf reads a constant of the system; it takes no pointers.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = ticks_per_second();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command (which may hold spaces and parentheses): ppid is field 4 of
     // stat(5), utime, stime, cutime and cstime fields 14-17.

@@ -483,7 +483,8 @@ impl Sessions {
             return Err(ContactError::BadEvent("`started` is sent by Switchboard when a contact starts; send input, no-input, message, task-outcome or hangup".into()));
         }
         let _turn = self.stripe(id);
-        let began = std::time::Instant::now();
+        // Set at the first conflict: the step that commits the first time reads no clock.
+        let mut retry_until: Option<std::time::Instant> = None;
         let mut attempt: u64 = 1;
         loop {
             let (mut session, stored) = self.load(id)?;
@@ -500,7 +501,9 @@ impl Sessions {
                 // Another node stepped this contact first: run the step again on what it
                 // left (host calls are reads, so the step may run twice).
                 Err(ContactError::Store(StoreError::Conflict { .. }))
-                    if began.elapsed() < STEP_RETRY_FOR =>
+                    if std::time::Instant::now()
+                        < *retry_until
+                            .get_or_insert_with(|| std::time::Instant::now() + STEP_RETRY_FOR) =>
                 {
                     std::thread::sleep(std::time::Duration::from_micros(rand::random_range(
                         0..=500 * attempt.min(10),

@@ -69,10 +69,8 @@ impl SledStore {
                 .open()
             {
                 Ok(db) => break db,
-                Err(sled::Error::Io(io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("could not acquire lock") =>
-                {
+                // sled says so in its own words (an `io::Error` of kind `Other`).
+                Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
                     if std::time::Instant::now() < deadline {
                         std::thread::sleep(std::time::Duration::from_millis(20));
                         continue;
